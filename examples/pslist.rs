@@ -1,0 +1,284 @@
+//! List the processes, modules and vCPU owners of a Linux guest from a memory image.
+//!
+//! ```text
+//! cargo run --release --example pslist                       # the bundled Debian 6.1 snapshot
+//! cargo run --release --example pslist -- [--json] IMAGE      # any image, no profile needed
+//! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
+//! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
+//! ```
+//!
+//! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core or a LiME file; `.zst`-compressed
+//! images are unpacked once into `target/xenvmi-fixtures/`.
+
+#[path = "../tests/support/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::mem::{GuestMemory, PagingMode};
+use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::os::{Module, Process};
+
+struct Args {
+    json: bool,
+    profile: Option<PathBuf>,
+    btf: Option<PathBuf>,
+    symbols: Option<PathBuf>,
+    image: Option<PathBuf>,
+}
+
+const USAGE: &str =
+    "usage: pslist [--json] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS] [IMAGE]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        json: false,
+        profile: None,
+        btf: None,
+        symbols: None,
+        image: None,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let s = arg.to_string_lossy().into_owned();
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a file\n{USAGE}"))
+        };
+        match s.as_str() {
+            "--json" => a.json = true,
+            "--profile" => a.profile = Some(value("--profile")?),
+            "--btf" => a.btf = Some(value("--btf")?),
+            "--symbols" => a.symbols = Some(value("--symbols")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            _ if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
+            _ if a.image.is_none() => a.image = Some(PathBuf::from(arg)),
+            _ => return Err(format!("more than one image given\n{USAGE}")),
+        }
+    }
+    if a.btf.is_some() != a.symbols.is_some() {
+        return Err(format!("--btf and --symbols go together\n{USAGE}"));
+    }
+    if a.profile.is_some() && a.btf.is_some() {
+        return Err(format!("give either --profile or --btf/--symbols\n{USAGE}"));
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pslist: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let image = match &args.image {
+        Some(p) if p.extension().is_some_and(|e| e == "zst") => {
+            // One cache file per source path: "/a/b/vmcore.elf.zst" -> "_a_b_vmcore.elf".
+            let abs = std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name: String = abs
+                .with_extension("")
+                .to_string_lossy()
+                .replace(['/', '\\'], "_");
+            let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/xenvmi-fixtures/user")
+                .join(name);
+            fixture::unpack_zstd(p, &out)
+                .map_err(|e| format!("cannot unpack {}: {e}", p.display()))?;
+            out
+        }
+        Some(p) => p.clone(),
+        None => fixture::fixture_file("linux-6.1", "vmcore.elf")
+            .map_err(|e| format!("cannot unpack the bundled snapshot: {e}"))?,
+    };
+    let source = match (&args.profile, &args.btf, &args.symbols) {
+        (Some(p), _, _) => ProfileSource::Isf(p.clone()),
+        (None, Some(b), Some(s)) => ProfileSource::Files {
+            btf: b.clone(),
+            symbols: s.clone(),
+        },
+        _ => ProfileSource::InGuest,
+    };
+
+    let snap =
+        Snapshot::open(&image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    let regs = snap.all_registers().to_vec();
+    let format = snap.format();
+    let mem = GuestMemory::new(snap);
+    let linux =
+        Linux::discover(&mem, &regs, source).map_err(|e| format!("{}: {e}", image.display()))?;
+    let mut processes = Vec::new();
+    let mut errors = Vec::new();
+    for p in linux.processes(&mem) {
+        match p {
+            Ok(p) => processes.push(p),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let mut modules = Vec::new();
+    for m in linux.modules(&mem) {
+        match m {
+            Ok(m) => modules.push(m),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let vcpus: Vec<(usize, u64, Option<&Process>, bool)> = regs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                i,
+                r.cr3,
+                linux.owner_of_cr3(&processes, r.cr3),
+                linux.is_kernel_cr3(r.cr3),
+            )
+        })
+        .collect();
+
+    if args.json {
+        print_json(&linux, &processes, &modules, &vcpus);
+    } else {
+        print_table(&image, format, &linux, &processes, &modules, &vcpus);
+    }
+    for e in &errors {
+        eprintln!("pslist: warning: {e}");
+    }
+    Ok(())
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+fn print_json(
+    linux: &Linux,
+    processes: &[Process],
+    modules: &[Module],
+    vcpus: &[(usize, u64, Option<&Process>, bool)],
+) {
+    let k = linux.info();
+    let levels = match k.paging {
+        PagingMode::Level4 => 4,
+        PagingMode::Level5 => 5,
+    };
+    let out = serde_json::json!({
+        "kernel": {
+            "release": k.release,
+            "banner": k.banner.trim_end(),
+            "kaslr_offset": hex(k.kaslr_offset),
+            "text_va": hex(k.text_va.0),
+            "text_pa": hex(k.text_pa.0),
+            "page_offset_base": hex(k.page_offset_base.0),
+            "paging_levels": levels,
+        },
+        "processes": processes.iter().map(|p| serde_json::json!({
+            "pid": p.pid, "tgid": p.tgid, "ppid": p.ppid, "comm": p.name,
+            "kernel_thread": p.kernel_thread, "dtb": p.dtb.map(|d| hex(d.0)),
+        })).collect::<Vec<_>>(),
+        "modules": modules.iter().map(|m| serde_json::json!({
+            "name": m.name, "base": hex(m.base.0), "size": m.size,
+        })).collect::<Vec<_>>(),
+        "vcpus": vcpus.iter().map(|(i, cr3, owner, kernel)| serde_json::json!({
+            "index": i, "cr3": hex(*cr3),
+            "pid": owner.map(|p| p.pid).or(if *kernel { Some(0) } else { None }),
+        })).collect::<Vec<_>>(),
+    });
+    println!("{out}");
+}
+
+fn print_table(
+    image: &std::path::Path,
+    format: xenvmi::backend::snapshot::Format,
+    linux: &Linux,
+    processes: &[Process],
+    modules: &[Module],
+    vcpus: &[(usize, u64, Option<&Process>, bool)],
+) {
+    let k = linux.info();
+    println!("image      {} ({format})", image.display());
+    println!("kernel     {}", k.release);
+    println!("banner     {}", k.banner.trim_end());
+    println!(
+        "KASLR      _text {} -> pa {}  offset {:#x}  phys_base {:#x}",
+        k.text_va, k.text_pa, k.kaslr_offset, k.phys_base
+    );
+    println!(
+        "memory     page_offset_base {}  {}-level paging  kernel CR3 {}",
+        k.page_offset_base,
+        k.paging.levels(),
+        k.kernel_space.root
+    );
+    println!("found by   {}", k.located_by);
+    println!(
+        "profile    symbols: {}; types: {}",
+        k.symbol_source, k.type_source
+    );
+    println!();
+    println!("{} processes (tree by parent):", processes.len());
+    println!(
+        "{:>7} {:>7} {:>7}  {:<5} {:>12}  NAME",
+        "PID", "TGID", "PPID", "KIND", "DTB"
+    );
+    let mut children: BTreeMap<u64, Vec<&Process>> = BTreeMap::new();
+    for p in processes {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let pids: std::collections::HashSet<u64> = processes.iter().map(|p| p.pid).collect();
+    let mut printed = std::collections::HashSet::new();
+    fn show<'a>(
+        p: &'a Process,
+        depth: usize,
+        children: &BTreeMap<u64, Vec<&'a Process>>,
+        printed: &mut std::collections::HashSet<u64>,
+    ) {
+        if !printed.insert(p.pid) || depth > 64 {
+            return;
+        }
+        println!(
+            "{:>7} {:>7} {:>7}  {:<5} {:>12}  {}{}",
+            p.pid,
+            p.tgid,
+            p.ppid,
+            if p.kernel_thread { "kthr" } else { "user" },
+            p.dtb.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            "  ".repeat(depth),
+            p.name
+        );
+        for c in children.get(&p.pid).into_iter().flatten() {
+            show(c, depth + 1, children, printed);
+        }
+    }
+    for p in processes {
+        if !pids.contains(&p.ppid) {
+            show(p, 0, &children, &mut printed);
+        }
+    }
+    for p in processes {
+        show(p, 0, &children, &mut printed);
+    }
+    println!();
+    println!("{} modules (list order):", modules.len());
+    println!("{:<24} {:>18} {:>8}", "NAME", "BASE", "SIZE");
+    for m in modules {
+        println!("{:<24} {:>18} {:>8}", m.name, m.base, m.size);
+    }
+    println!();
+    println!("vCPUs:");
+    for (i, cr3, owner, kernel) in vcpus {
+        let who = match (owner, kernel) {
+            (Some(p), _) => format!("pid {} ({})", p.pid, p.name),
+            (None, true) => "kernel page tables (idle/swapper)".into(),
+            (None, false) => "no process owns this CR3".into(),
+        };
+        println!("  vCPU {i}  CR3 {cr3:#x}  -> {who}");
+    }
+}

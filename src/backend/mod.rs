@@ -1,0 +1,251 @@
+//! Backends: where guest state comes from.
+//!
+//! A backend is split into capability traits, as vmi-rs does, so that each source implements
+//! exactly what it can:
+//!
+//! | trait | snapshot | simulated domain | Xen |
+//! |---|---|---|---|
+//! | [`PhysicalMemory`] (read) | yes | yes | yes |
+//! | [`PhysicalMemoryWrite`] | no | yes | yes |
+//! | [`VcpuState`] (read registers) | if the image has them | yes | yes |
+//! | [`VcpuStateWrite`] | no | yes | yes |
+//! | [`VmControl`] (pause/resume) | no | yes | yes |
+//! | [`EventControl`] (monitors) | no | yes | yes |
+//! | [`ViewControl`] (altp2m) | no | yes | yes |
+//!
+//! Everything above the backend (translation, OS parsing, events) is written against these
+//! traits, never against a concrete backend.
+
+use std::ops::Range;
+
+use bitflags::bitflags;
+
+use crate::addr::{Gfn, Gpa, VcpuId, ViewId};
+use crate::error::Result;
+use crate::regs::Registers;
+
+pub mod snapshot;
+
+/// Read access to guest-physical memory.
+pub trait PhysicalMemory {
+    /// Short name for messages ("QEMU ELF core", "Xen domain 3").
+    fn name(&self) -> &'static str;
+
+    /// Fill `buf` from guest-physical memory starting at `gpa`.
+    ///
+    /// # Errors
+    /// [`Error::PhysicalUnmapped`](crate::Error::PhysicalUnmapped) if any byte of the range is not
+    /// backed; `buf` may then be partly written.
+    fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()>;
+
+    /// The guest-physical ranges that are backed (sorted, non-overlapping). Used to bound scans.
+    fn physical_ranges(&self) -> Vec<Range<u64>>;
+
+    /// The highest backed frame.
+    fn max_gfn(&self) -> Gfn {
+        Gfn(self
+            .physical_ranges()
+            .last()
+            .map(|r| r.end.saturating_sub(1) >> crate::addr::PAGE_SHIFT)
+            .unwrap_or(0))
+    }
+
+    /// Borrow `len` bytes of guest-physical memory without copying, when the backend holds
+    /// them contiguously (a mapped snapshot does; a live domain does not). Used by scans.
+    fn physical_slice(&self, _gpa: Gpa, _len: usize) -> Option<&[u8]> {
+        None
+    }
+
+    /// Read a little-endian `u64` (page-table entries, pointers).
+    ///
+    /// # Errors
+    /// As [`PhysicalMemory::read_physical`].
+    #[inline]
+    fn read_physical_u64(&self, gpa: Gpa) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read_physical(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// Write access to guest-physical memory.
+pub trait PhysicalMemoryWrite: PhysicalMemory {
+    /// Write `buf` to guest-physical memory at `gpa`.
+    ///
+    /// # Errors
+    /// [`Error::PhysicalUnmapped`](crate::Error::PhysicalUnmapped) if the range is not backed.
+    fn write_physical(&self, gpa: Gpa, buf: &[u8]) -> Result<()>;
+}
+
+/// Read access to vCPU registers.
+pub trait VcpuState {
+    /// Number of vCPUs.
+    fn vcpu_count(&self) -> u32;
+
+    /// Registers of one vCPU.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchVcpu`](crate::Error::NoSuchVcpu), or a backend error.
+    fn registers(&self, vcpu: VcpuId) -> Result<Registers>;
+}
+
+/// Write access to vCPU registers (the domain must be paused or the vCPU stopped on an event).
+pub trait VcpuStateWrite: VcpuState {
+    /// Replace the registers of one vCPU.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchVcpu`](crate::Error::NoSuchVcpu), or a backend error.
+    fn set_registers(&self, vcpu: VcpuId, regs: &Registers) -> Result<()>;
+}
+
+/// Pause and resume a whole domain.
+pub trait VmControl {
+    /// Pause every vCPU. Pauses nest in Xen: each pause needs one resume.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn pause(&self) -> Result<()>;
+    /// Undo one [`VmControl::pause`].
+    ///
+    /// # Errors
+    /// Backend error.
+    fn resume(&self) -> Result<()>;
+}
+
+/// The control registers a monitor can watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControlRegister {
+    /// CR0.
+    Cr0,
+    /// CR3 (address-space switches).
+    Cr3,
+    /// CR4.
+    Cr4,
+    /// XCR0 (`xsetbv`).
+    Xcr0,
+}
+
+/// A guest action that can be trapped. Mirrors Xen's `XEN_DOMCTL_MONITOR_EVENT_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Monitor {
+    /// Writes to a control register.
+    ControlRegister {
+        /// Which register.
+        register: ControlRegister,
+        /// Pause the vCPU until answered (required to deny the write).
+        sync: bool,
+        /// Only report writes that change the value.
+        on_change_only: bool,
+        /// Bits whose changes are ignored.
+        ignore_mask: u64,
+    },
+    /// `wrmsr` to one MSR index.
+    Msr {
+        /// The MSR index (e.g. 0xc000_0082 for `MSR_LSTAR`).
+        index: u32,
+        /// Only report writes that change the value.
+        on_change_only: bool,
+    },
+    /// Single-stepping (monitor trap flag) of vCPUs that have it toggled on.
+    SingleStep,
+    /// `int3` executed in the guest.
+    SoftwareBreakpoint,
+    /// Debug exceptions (#DB).
+    DebugException {
+        /// Pause the vCPU until answered.
+        sync: bool,
+    },
+    /// `cpuid`.
+    Cpuid,
+    /// Loads and stores of descriptor-table registers (LGDT, SIDT, ...).
+    DescriptorAccess,
+    /// Hypercalls from the guest asking for the monitor.
+    GuestRequest {
+        /// Pause the vCPU until answered.
+        sync: bool,
+    },
+    /// Instructions Xen's emulator does not implement.
+    EmulUnimplemented,
+    /// Page faults inside the guest.
+    InguestPagefault,
+}
+
+/// Trap guest actions (the monitor side of vm_event).
+pub trait EventControl {
+    /// Turn a monitor on or off.
+    ///
+    /// # Errors
+    /// Backend error, or the hypervisor lacks the capability.
+    fn set_monitor(&self, monitor: Monitor, enable: bool) -> Result<()>;
+}
+
+bitflags! {
+    /// Permissions of a guest frame in one p2m view (Xen's `xenmem_access_t`, as bits).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct MemAccess: u8 {
+        /// Reads allowed.
+        const R = 1;
+        /// Writes allowed.
+        const W = 2;
+        /// Instruction fetches allowed.
+        const X = 4;
+    }
+}
+
+/// altp2m views: alternative guest-physical-to-machine maps with their own permissions.
+pub trait ViewControl {
+    /// Create a view whose frames have `default_access`.
+    ///
+    /// # Errors
+    /// Backend error; altp2m not enabled for the domain.
+    fn create_view(&self, default_access: MemAccess) -> Result<ViewId>;
+    /// Destroy a view (never view 0). No vCPU may be using it.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn destroy_view(&self, view: ViewId) -> Result<()>;
+    /// Switch every vCPU to `view`.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn switch_view(&self, view: ViewId) -> Result<()>;
+    /// Set the access rights of one frame in one view.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn set_mem_access(&self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()>;
+    /// Read the access rights of one frame in one view.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn mem_access(&self, view: ViewId, gfn: Gfn) -> Result<MemAccess>;
+    /// Make `gfn` in `view` show the frame that backs `target`, or undo that with `None`.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()>;
+}
+
+macro_rules! forward_physical {
+    ($($ty:ty),*) => {$(
+        impl<T: PhysicalMemory + ?Sized> PhysicalMemory for $ty {
+            fn name(&self) -> &'static str { (**self).name() }
+            #[inline]
+            fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+                (**self).read_physical(gpa, buf)
+            }
+            fn physical_ranges(&self) -> Vec<Range<u64>> { (**self).physical_ranges() }
+            fn max_gfn(&self) -> Gfn { (**self).max_gfn() }
+            fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
+                (**self).physical_slice(gpa, len)
+            }
+            #[inline]
+            fn read_physical_u64(&self, gpa: Gpa) -> Result<u64> { (**self).read_physical_u64(gpa) }
+        }
+        impl<T: VcpuState + ?Sized> VcpuState for $ty {
+            fn vcpu_count(&self) -> u32 { (**self).vcpu_count() }
+            fn registers(&self, vcpu: VcpuId) -> Result<Registers> { (**self).registers(vcpu) }
+        }
+    )*};
+}
+forward_physical!(&T, Box<T>, std::sync::Arc<T>);

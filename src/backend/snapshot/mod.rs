@@ -1,0 +1,383 @@
+//! Read-only snapshot backends: raw physical memory, QEMU `dump-guest-memory` ELF cores and
+//! LiME captures. The image is memory-mapped, never copied; the format is detected from content.
+//!
+//! ```no_run
+//! use xenvmi::backend::snapshot::Snapshot;
+//! use xenvmi::backend::{PhysicalMemory, VcpuState};
+//! let snap = Snapshot::open("vmcore.elf")?;
+//! println!("{} with {} vCPUs", snap.format(), snap.vcpu_count());
+//! # Ok::<(), xenvmi::Error>(())
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::addr::{Gpa, VcpuId};
+use crate::backend::{PhysicalMemory, VcpuState};
+use crate::error::{Error, Result};
+use crate::regs::Registers;
+
+mod elf;
+mod lime;
+mod storage;
+
+use storage::Storage;
+
+/// The on-disk format of a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// File offset = guest-physical address.
+    Raw,
+    /// ELF core from QEMU's `dump-guest-memory` (or any ELF64 x86-64 core with PT_LOAD
+    /// segments whose `p_paddr` are guest-physical addresses).
+    QemuElf,
+    /// LiME (`lime-forensics`) format: ranges each behind a 32-byte header.
+    Lime,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Raw => "raw",
+            Format::QemuElf => "QEMU ELF core",
+            Format::Lime => "LiME",
+        })
+    }
+}
+
+/// One backed range of guest-physical memory and where it is in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// First guest-physical address.
+    pub gpa: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Offset of the first byte in the file.
+    pub file_offset: u64,
+}
+
+impl Region {
+    fn end(&self) -> u64 {
+        self.gpa + self.len
+    }
+}
+
+/// What a format parser found in an image.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    pub(crate) regions: Vec<Region>,
+    pub(crate) vcpus: Vec<Registers>,
+    pub(crate) vmcoreinfo: Option<String>,
+}
+
+/// A read-only memory snapshot.
+pub struct Snapshot {
+    storage: Storage,
+    format: Format,
+    regions: Vec<Region>,
+    vcpus: Vec<Registers>,
+    vmcoreinfo: Option<String>,
+    source: PathBuf,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("source", &self.source)
+            .field("format", &self.format)
+            .field("regions", &self.regions)
+            .field("vcpus", &self.vcpus.len())
+            .finish()
+    }
+}
+
+/// Detect the format of an image from its first bytes.
+pub fn detect_format(head: &[u8]) -> Format {
+    if head.starts_with(b"\x7fELF") {
+        Format::QemuElf
+    } else if crate::bytes::u32_at(head, 0) == Some(lime::LIME_MAGIC) {
+        Format::Lime
+    } else {
+        Format::Raw
+    }
+}
+
+impl Snapshot {
+    /// Map an image file and detect its format from content.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened or mapped (the message names the file and
+    /// the errno); [`Error::Malformed`] if it is truncated or corrupt.
+    pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
+        let path = path.as_ref();
+        let storage = Storage::map(path)?;
+        let format = detect_format(storage.bytes());
+        Self::build(storage, format, path.to_path_buf())
+    }
+
+    /// Map an image file and parse it as `format`, without detection.
+    ///
+    /// # Errors
+    /// As [`Snapshot::open`].
+    pub fn open_as(path: impl AsRef<Path>, format: Format) -> Result<Snapshot> {
+        let path = path.as_ref();
+        Self::build(Storage::map(path)?, format, path.to_path_buf())
+    }
+
+    /// Parse an image held in memory (tests, fuzzing, images built on the fly).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if it is truncated or corrupt.
+    pub fn from_bytes(bytes: Vec<u8>, format: Option<Format>) -> Result<Snapshot> {
+        let format = format.unwrap_or_else(|| detect_format(&bytes));
+        Self::build(Storage::Owned(bytes), format, PathBuf::from("<memory>"))
+    }
+
+    fn build(storage: Storage, format: Format, source: PathBuf) -> Result<Snapshot> {
+        let bytes = storage.bytes();
+        let what = source.display().to_string();
+        let layout = match format {
+            Format::Raw => {
+                if bytes.is_empty() {
+                    return Err(Error::malformed("raw image", what, "the image is empty"));
+                }
+                Layout {
+                    regions: vec![Region {
+                        gpa: 0,
+                        len: bytes.len() as u64,
+                        file_offset: 0,
+                    }],
+                    ..Layout::default()
+                }
+            }
+            Format::QemuElf => elf::parse(bytes, &what)?,
+            Format::Lime => lime::parse(bytes, &what)?,
+        };
+        let regions = normalize_regions(layout.regions, bytes.len() as u64, format, &what)?;
+        Ok(Snapshot {
+            storage,
+            format,
+            regions,
+            vcpus: layout.vcpus,
+            vmcoreinfo: layout.vmcoreinfo,
+            source,
+        })
+    }
+
+    /// The detected or requested format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Where the image came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The backed guest-physical regions, sorted by address.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The `VMCOREINFO` note text, if the image has one (kdump cores, QEMU with `vmcoreinfo`).
+    pub fn vmcoreinfo(&self) -> Option<&str> {
+        self.vmcoreinfo.as_deref()
+    }
+
+    /// All vCPU register sets recorded in the image (empty for raw and LiME).
+    pub fn all_registers(&self) -> &[Registers] {
+        &self.vcpus
+    }
+
+    #[inline]
+    fn region_for(&self, gpa: u64) -> Option<&Region> {
+        // Few regions (1-4 in practice): a linear scan beats a binary search.
+        self.regions.iter().find(|r| gpa >= r.gpa && gpa < r.end())
+    }
+
+    fn unmapped(&self, gpa: Gpa, len: usize) -> Error {
+        Error::PhysicalUnmapped {
+            gpa,
+            len,
+            backend: self.name(),
+            max: Gpa(self
+                .regions
+                .last()
+                .map(|r| r.end().saturating_sub(1))
+                .unwrap_or(0)),
+        }
+    }
+}
+
+/// Sort regions, check them against the file, reject overlaps.
+fn normalize_regions(
+    mut regions: Vec<Region>,
+    file_len: u64,
+    format: Format,
+    what: &str,
+) -> Result<Vec<Region>> {
+    let fmt_name = match format {
+        Format::Raw => "raw image",
+        Format::QemuElf => "QEMU ELF core",
+        Format::Lime => "LiME image",
+    };
+    regions.retain(|r| r.len > 0);
+    for r in &regions {
+        let file_end = r.file_offset.checked_add(r.len).ok_or_else(|| {
+            Error::malformed(fmt_name, what, "a memory range's file offset overflows")
+        })?;
+        if file_end > file_len {
+            return Err(Error::malformed(
+                fmt_name,
+                what,
+                format!(
+                    "memory range {:#x}..{:#x} needs file bytes up to {file_end:#x}, but the file has {file_len:#x} (truncated?)",
+                    r.gpa,
+                    r.gpa.saturating_add(r.len)
+                ),
+            ));
+        }
+        if r.gpa.checked_add(r.len).is_none() {
+            return Err(Error::malformed(
+                fmt_name,
+                what,
+                "a memory range wraps around the address space",
+            ));
+        }
+    }
+    regions.sort_by_key(|r| r.gpa);
+    for w in regions.windows(2) {
+        if w[0].end() > w[1].gpa {
+            return Err(Error::malformed(
+                fmt_name,
+                what,
+                format!(
+                    "memory ranges at {:#x} and {:#x} overlap",
+                    w[0].gpa, w[1].gpa
+                ),
+            ));
+        }
+    }
+    if regions.is_empty() {
+        return Err(Error::malformed(
+            fmt_name,
+            what,
+            "the image contains no memory",
+        ));
+    }
+    Ok(regions)
+}
+
+impl PhysicalMemory for Snapshot {
+    fn name(&self) -> &'static str {
+        match self.format {
+            Format::Raw => "raw snapshot",
+            Format::QemuElf => "QEMU ELF snapshot",
+            Format::Lime => "LiME snapshot",
+        }
+    }
+
+    #[inline]
+    fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+        let bytes = self.storage.bytes();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur = gpa
+                .0
+                .checked_add(done as u64)
+                .ok_or_else(|| self.unmapped(gpa, buf.len()))?;
+            let r = self
+                .region_for(cur)
+                .ok_or_else(|| self.unmapped(gpa, buf.len()))?;
+            let avail = (r.end() - cur).min((buf.len() - done) as u64) as usize;
+            let off = (r.file_offset + (cur - r.gpa)) as usize;
+            // Regions were checked against the file length when the snapshot was built.
+            let src = bytes
+                .get(off..off + avail)
+                .ok_or_else(|| self.unmapped(gpa, buf.len()))?;
+            buf[done..done + avail].copy_from_slice(src);
+            done += avail;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn read_physical_u64(&self, gpa: Gpa) -> Result<u64> {
+        if let Some(r) = self.region_for(gpa.0) {
+            if gpa.0 + 8 <= r.end() {
+                let off = (r.file_offset + (gpa.0 - r.gpa)) as usize;
+                if let Some(v) = crate::bytes::u64_at(self.storage.bytes(), off) {
+                    return Ok(v);
+                }
+            }
+        }
+        let mut b = [0u8; 8];
+        self.read_physical(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn physical_ranges(&self) -> Vec<Range<u64>> {
+        self.regions.iter().map(|r| r.gpa..r.end()).collect()
+    }
+
+    fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
+        let r = self.region_for(gpa.0)?;
+        if gpa.0.checked_add(len as u64)? > r.end() {
+            return None;
+        }
+        let off = (r.file_offset + (gpa.0 - r.gpa)) as usize;
+        crate::bytes::slice_at(self.storage.bytes(), off, len)
+    }
+}
+
+impl VcpuState for Snapshot {
+    fn vcpu_count(&self) -> u32 {
+        self.vcpus.len() as u32
+    }
+
+    fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
+        self.vcpus
+            .get(vcpu.0 as usize)
+            .copied()
+            .ok_or(Error::NoSuchVcpu {
+                vcpu,
+                count: self.vcpus.len() as u32,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_reads_and_reports_unbacked() {
+        let mut img = vec![0u8; 8192];
+        img[4096..4104].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        let s = Snapshot::from_bytes(img, None).unwrap();
+        assert_eq!(s.format(), Format::Raw);
+        assert_eq!(
+            s.read_physical_u64(Gpa(4096)).unwrap(),
+            0x1122_3344_5566_7788
+        );
+        let mut b = [0u8; 16];
+        let e = s.read_physical(Gpa(8190), &mut b).unwrap_err();
+        assert!(e.is_not_mapped(), "{e}");
+        assert!(s.read_physical_u64(Gpa(u64::MAX - 3)).is_err());
+        assert_eq!(s.vcpu_count(), 0);
+        assert!(matches!(
+            s.registers(VcpuId(0)),
+            Err(Error::NoSuchVcpu { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_image_is_an_error() {
+        assert!(matches!(
+            Snapshot::from_bytes(Vec::new(), None),
+            Err(Error::Malformed { .. })
+        ));
+    }
+}

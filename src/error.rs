@@ -1,0 +1,187 @@
+//! The one error type of the crate.
+//!
+//! Every variant carries what a user needs to act: the file, the address, the structure or the
+//! limit involved. Guest data is never trusted, so many of these describe a guest that is corrupt
+//! or hostile rather than a bug in the caller.
+
+use std::path::PathBuf;
+
+use crate::addr::{Gpa, Gva, VcpuId};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in xenvmi.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call on a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error (with its errno).
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A memory image or profile file is not in the format it claims to be, or is truncated.
+    #[error("{format} {what} is malformed: {reason}")]
+    Malformed {
+        /// The format being parsed (e.g. "QEMU ELF core", "BTF", "ISF").
+        format: &'static str,
+        /// What was being parsed (a file name, "header", "program header 3").
+        what: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A guest-physical range is not backed by the image or the domain.
+    #[error("guest-physical range {gpa}+{len:#x} is not backed by {backend} (highest backed address {max})")]
+    PhysicalUnmapped {
+        /// Start of the range that was requested.
+        gpa: Gpa,
+        /// Its length in bytes.
+        len: usize,
+        /// The backend that was asked.
+        backend: &'static str,
+        /// The highest backed guest-physical address, for orientation.
+        max: Gpa,
+    },
+
+    /// A virtual address is not mapped in the address space used to read it.
+    #[error("virtual address {va} is not mapped in address space {root} (no present entry at page-table level {level}, entry {entry:#x})")]
+    PageNotPresent {
+        /// The address that was translated.
+        va: Gva,
+        /// The page-table root (CR3 without flag bits) used.
+        root: Gpa,
+        /// The paging level (5..=1, 1 being the page table) whose entry was not present.
+        level: u8,
+        /// The raw entry found there.
+        entry: u64,
+    },
+
+    /// A virtual address is not canonical for the paging mode in use.
+    #[error("virtual address {va} is not canonical for {bits}-bit virtual addresses")]
+    NonCanonical {
+        /// The address.
+        va: Gva,
+        /// Virtual-address width of the paging mode (48 or 57).
+        bits: u32,
+    },
+
+    /// Address arithmetic on guest-controlled values overflowed.
+    #[error("address arithmetic overflowed while computing {0}")]
+    Overflow(&'static str),
+
+    /// The backend cannot do what was asked (a snapshot cannot pause, a core without notes has no
+    /// registers, ...).
+    #[error("the {backend} backend does not support {capability}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What was asked of it.
+        capability: &'static str,
+    },
+
+    /// A vCPU index is out of range.
+    #[error("vCPU {vcpu} does not exist ({count} vCPUs)")]
+    NoSuchVcpu {
+        /// The requested vCPU.
+        vcpu: VcpuId,
+        /// How many there are.
+        count: u32,
+    },
+
+    /// A profile (ISF, BTF, symbol file) lacks a symbol the walk needs.
+    #[error("symbol `{symbol}` is not in the {source_name} symbol table{hint}")]
+    MissingSymbol {
+        /// The missing symbol.
+        symbol: String,
+        /// Where symbols were taken from.
+        source_name: String,
+        /// Extra advice (empty or starting with "; ").
+        hint: String,
+    },
+
+    /// A profile lacks a structure or a field the walk needs.
+    #[error("type information from {source_name} has no `{type_name}.{field}`{hint}")]
+    MissingField {
+        /// The structure.
+        type_name: String,
+        /// The field (empty when the structure itself is missing).
+        field: String,
+        /// Where types were taken from.
+        source_name: String,
+        /// Extra advice (empty or starting with "; ").
+        hint: String,
+    },
+
+    /// The guest's operating system could not be identified or located in memory.
+    #[error("could not find a {os} kernel in {image}: {reason}")]
+    OsNotFound {
+        /// The OS that was looked for.
+        os: &'static str,
+        /// The image or domain searched.
+        image: String,
+        /// What was tried and failed.
+        reason: String,
+    },
+
+    /// A walk over a guest data structure exceeded its bound or looped.
+    #[error("walk of {what} stopped at {addr}: {reason}")]
+    WalkAborted {
+        /// The structure walked (e.g. "task list").
+        what: &'static str,
+        /// Where the walk was when it stopped.
+        addr: Gva,
+        /// Cycle, step limit, or corrupt link.
+        reason: String,
+    },
+
+    /// Guest data that was read is inconsistent (a corrupt or hostile guest).
+    #[error("corrupt guest data in {what} at {addr}: {reason}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// Where.
+        addr: Gva,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Build an [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Build an [`Error::Malformed`].
+    pub fn malformed(
+        format: &'static str,
+        what: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Malformed {
+            format,
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the error says that an address is simply not mapped or not backed (a normal
+    /// outcome for guest memory, as opposed to corrupt data or an unsupported operation).
+    pub fn is_not_mapped(&self) -> bool {
+        matches!(
+            self,
+            Error::PageNotPresent { .. }
+                | Error::PhysicalUnmapped { .. }
+                | Error::NonCanonical { .. }
+        )
+    }
+}

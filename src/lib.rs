@@ -1,0 +1,44 @@
+//! # xenvmi
+//!
+//! Agentless virtual machine introspection for Xen guests, in Rust with a C ABI.
+//!
+//! The crate is built in layers, each depending only on the ones below it:
+//!
+//! | layer | module | what |
+//! |---|---|---|
+//! | OS | [`os`] | Linux (and later Windows) kernels: KASLR, processes, modules, CR3 → process |
+//! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
+//! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME); Xen and a simulated domain come next |
+//! | basics | [`addr`], [`error`], [`regs`] | typed addresses, the error type, vCPU registers |
+//!
+//! Guest memory is attacker-controlled: every walk is bounded, every read checked, and no
+//! input makes the library panic or loop forever (see `docs/security.md`).
+//!
+//! ```no_run
+//! use xenvmi::backend::snapshot::Snapshot;
+//! use xenvmi::mem::GuestMemory;
+//! use xenvmi::os::linux::{Linux, ProfileSource};
+//!
+//! let mem = GuestMemory::new(Snapshot::open("vmcore.elf")?);
+//! let linux = Linux::discover(&mem, &ProfileSource::InGuest)?;
+//! for task in linux.processes(&mem) {
+//!     let task = task?;
+//!     println!("{:>6} {}", task.pid, task.name);
+//! }
+//! # Ok::<(), xenvmi::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod addr;
+pub mod backend;
+pub(crate) mod bytes;
+pub mod error;
+pub mod mem;
+pub mod os;
+pub mod regs;
+
+pub use addr::{DomId, Gfn, Gpa, Gva, VcpuId, ViewId};
+pub use error::{Error, Result};
+pub use regs::Registers;

@@ -1,0 +1,800 @@
+//! Linux guests: find the kernel under KASLR, load its types and symbols (from the guest's own
+//! memory or from a profile), and walk tasks and modules.
+//!
+//! # Finding the kernel
+//! 1. **From vCPU registers** (when the backend has them): walk each vCPU's page tables over the
+//!    kernel image map (`__START_KERNEL_map`, the top 2 GiB); after boot the kernel unmaps all
+//!    but its own image there, so the first mapped page is `_text`. A CR3 with bit 12 set is a
+//!    KPTI user page table, whose kernel twin is the page below it.
+//! 2. **From memory alone**: search physical memory for the `linux_banner` string, place the
+//!    kernel image around it using symbol offsets, and confirm the placement by walking the
+//!    kernel's own top-level page table (`init_top_pgt`), which must map `_text` back to the
+//!    same physical address.
+//!
+//! # Profiles
+//! [`ProfileSource::InGuest`] needs no files: the symbol table is decoded from the in-memory
+//! kallsyms tables ([`crate::os::profile::kallsyms`]) and the types from the kernel's `.BTF`
+//! section. [`ProfileSource::Isf`] and [`ProfileSource::Files`] use a Volatility3 ISF, or a BTF
+//! file plus a kallsyms/System.map file. Every source yields the same results.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::addr::{Gpa, Gva};
+use crate::backend::PhysicalMemory;
+use crate::error::{Error, Result};
+use crate::mem::{AddressSpace, GuestMemory, PagingMode, Walk};
+use crate::os::profile::btf::Btf;
+use crate::os::profile::isf::Isf;
+use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
+use crate::os::{Module, Process};
+use crate::regs::{cr3_to_root, Registers};
+
+mod offsets;
+mod scan;
+
+pub use offsets::Offsets;
+
+/// `__START_KERNEL_map`: the kernel image map starts here on x86-64.
+pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// End of the kernel image map (modules start at `START_KERNEL_MAP + 1 GiB`).
+pub const KERNEL_MAP_END: u64 = 0xffff_ffff_c000_0000;
+/// `_text` without KASLR in a default x86-64 build (`__START_KERNEL`).
+pub const DEFAULT_TEXT: u64 = 0xffff_ffff_8100_0000;
+/// `PF_KTHREAD` in `task_struct.flags`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+/// Bound on tasks walked in one list.
+pub const MAX_TASKS: usize = 1 << 20;
+/// Bound on modules walked.
+pub const MAX_MODULES: usize = 1 << 14;
+/// Bound on the size of an in-memory `.BTF` section.
+pub const MAX_BTF: u64 = 64 << 20;
+/// How far past `_text` the kernel image (and so kallsyms) is searched.
+pub const KERNEL_IMAGE_SCAN: u64 = 128 << 20;
+
+/// Where types and symbols come from.
+#[derive(Debug)]
+pub enum ProfileSource {
+    /// From the guest's memory alone: kallsyms tables and the `.BTF` section.
+    InGuest,
+    /// A Volatility3 ISF file (`.json` or `.json.xz`).
+    Isf(PathBuf),
+    /// A BTF file and a kallsyms or System.map file.
+    Files {
+        /// Raw BTF (`/sys/kernel/btf/vmlinux`).
+        btf: PathBuf,
+        /// `/proc/kallsyms` or `System.map` text.
+        symbols: PathBuf,
+    },
+    /// Already-loaded types and symbols.
+    Loaded(Profile),
+}
+
+/// Types plus symbols.
+pub struct Profile {
+    /// Structure layouts.
+    pub types: Box<dyn TypeSource + Send + Sync>,
+    /// Symbol addresses (link-time or run-time).
+    pub symbols: SymbolTable,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("types", &self.types.source_name())
+            .field("symbols", &self.symbols.source_name())
+            .finish()
+    }
+}
+
+impl Profile {
+    /// Load a Volatility3 ISF.
+    ///
+    /// # Errors
+    /// See [`Isf::from_file`].
+    pub fn from_isf(path: impl AsRef<Path>) -> Result<Profile> {
+        let isf = Isf::from_file(path)?;
+        let symbols = isf.symbols().clone();
+        Ok(Profile {
+            types: Box::new(isf),
+            symbols,
+        })
+    }
+
+    /// Load a BTF file and a kallsyms/System.map file.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Malformed`].
+    pub fn from_btf_and_symbols(
+        btf: impl AsRef<Path>,
+        symbols: impl AsRef<Path>,
+    ) -> Result<Profile> {
+        let btf = btf.as_ref();
+        let data = std::fs::read(btf).map_err(|e| Error::io(btf, e))?;
+        Ok(Profile {
+            types: Box::new(Btf::parse(data, btf.display().to_string())?),
+            symbols: SymbolTable::from_file(symbols)?,
+        })
+    }
+}
+
+/// What was found about the running kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// `linux_banner` (`/proc/version`).
+    pub banner: String,
+    /// Run-time address of `_text`.
+    pub text_va: Gva,
+    /// Physical address of `_text`.
+    pub text_pa: Gpa,
+    /// KASLR virtual offset (`_text - __START_KERNEL`).
+    pub kaslr_offset: u64,
+    /// `phys_base` (may be "negative", i.e. wrap modulo 2^64).
+    pub phys_base: u64,
+    /// Start of the direct map of physical memory.
+    pub page_offset_base: Gva,
+    /// Paging mode of the kernel.
+    pub paging: PagingMode,
+    /// The kernel's own page tables (`init_top_pgt` / `swapper_pg_dir`).
+    pub kernel_space: AddressSpace,
+    /// How the kernel was located ("vCPU 1 CR3" or "physical-memory banner search").
+    pub located_by: String,
+    /// Where symbols came from.
+    pub symbol_source: String,
+    /// Where types came from.
+    pub type_source: String,
+}
+
+/// A Linux kernel found in guest memory, ready to walk.
+pub struct Linux {
+    info: KernelInfo,
+    offsets: Offsets,
+    symbols: SymbolTable,
+    /// run-time address = table address + slide.
+    slide: u64,
+    types: Box<dyn TypeSource + Send + Sync>,
+}
+
+impl std::fmt::Debug for Linux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Linux").field("info", &self.info).finish()
+    }
+}
+
+/// Where discovery placed the kernel image.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    space: AddressSpace,
+    text_va: Gva,
+    text_pa: Gpa,
+}
+
+/// First mapped page of the kernel image map in `space`, if it looks like `_text`.
+fn first_kernel_page<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    space: AddressSpace,
+) -> Option<(Gva, Gpa)> {
+    let mut found = None;
+    crate::mem::mapped_ranges(
+        mem.backend(),
+        space.root,
+        space.mode,
+        Gva(START_KERNEL_MAP),
+        Gva(KERNEL_MAP_END),
+        1,
+        &mut |r| {
+            found = Some((r.va, r.gpa));
+            false
+        },
+    );
+    // _text is 2 MiB aligned (CONFIG_PHYSICAL_ALIGN) and must be backed.
+    found.filter(|(va, gpa)| va.0 % (2 << 20) == 0 && mem.backend().read_physical_u64(*gpa).is_ok())
+}
+
+/// Candidate page-table roots for a vCPU, kernel one first.
+fn candidate_roots(r: &Registers) -> Vec<AddressSpace> {
+    let mode = r.paging_mode();
+    let root = r.page_table_root();
+    let mut v = Vec::new();
+    if root.0 & 0x1000 != 0 {
+        // KPTI: the user PGD is the second page of an 8 KiB pair.
+        v.push(AddressSpace {
+            root: Gpa(root.0 & !0x1000),
+            mode,
+        });
+    }
+    v.push(AddressSpace { root, mode });
+    v
+}
+
+fn placements_from_registers<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    vcpus: &[Registers],
+) -> Vec<(Placement, String)> {
+    let mut out: Vec<(Placement, String)> = Vec::new();
+    for (i, r) in vcpus.iter().enumerate() {
+        if !r.has_paging_state() {
+            continue;
+        }
+        for space in candidate_roots(r) {
+            if let Some((text_va, text_pa)) = first_kernel_page(mem, space) {
+                if !out
+                    .iter()
+                    .any(|(p, _)| p.text_va == text_va && p.text_pa == text_pa)
+                {
+                    out.push((
+                        Placement {
+                            space,
+                            text_va,
+                            text_pa,
+                        },
+                        format!("vCPU {i} CR3 {:#x}", r.cr3),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Symbol offset from `_text` in a table.
+fn rel(symbols: &SymbolTable, name: &str) -> Result<u64> {
+    Ok(symbols
+        .require(name)?
+        .wrapping_sub(symbols.require("_text")?))
+}
+
+/// Place the kernel with no registers: find `linux_banner` in physical memory and confirm with
+/// `init_top_pgt`.
+fn placement_from_banner<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    symbols: &SymbolTable,
+) -> Result<Placement> {
+    let banner_rel = rel(symbols, "linux_banner")?;
+    let pgd_rel = rel(symbols, "init_top_pgt").or_else(|_| rel(symbols, "init_level4_pgt"))?;
+    let l5_rel = rel(symbols, "__pgtable_l5_enabled").ok();
+    let hits = scan::find_physical(mem.backend(), b"Linux version ", 4096);
+    for hit in hits {
+        let Some(text_pa) = hit.0.checked_sub(banner_rel) else {
+            continue;
+        };
+        if text_pa % 4096 != 0 {
+            continue;
+        }
+        let Some(pgd) = text_pa.checked_add(pgd_rel) else {
+            continue;
+        };
+        let l5 = l5_rel
+            .and_then(|r| text_pa.checked_add(r))
+            .and_then(|pa| mem.backend().read_physical_u64(Gpa(pa)).ok())
+            .is_some_and(|v| v as u32 != 0);
+        let mode = if l5 {
+            PagingMode::Level5
+        } else {
+            PagingMode::Level4
+        };
+        let space = AddressSpace {
+            root: Gpa(pgd),
+            mode,
+        };
+        if let Some((text_va, pa)) = first_kernel_page(mem, space) {
+            if pa.0 == text_pa {
+                return Ok(Placement {
+                    space,
+                    text_va,
+                    text_pa: Gpa(text_pa),
+                });
+            }
+        }
+    }
+    Err(Error::OsNotFound {
+        os: "Linux",
+        image: mem.backend().name().into(),
+        reason: "no `Linux version` banner in physical memory lines up with a kernel page table (init_top_pgt)".into(),
+    })
+}
+
+/// Read a physical window for scanning, without copying when the backend can lend it.
+fn with_image<B: PhysicalMemory, R>(
+    mem: &GuestMemory<B>,
+    start: Gpa,
+    len: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
+    // Clip to the backed range that contains `start`.
+    let ranges = mem.backend().physical_ranges();
+    let r = ranges.iter().find(|r| r.contains(&start.0))?;
+    let len = len.min(r.end - start.0) as usize;
+    if let Some(s) = mem.backend().physical_slice(start, len) {
+        return Some(f(s));
+    }
+    let mut v = vec![0u8; len];
+    mem.read_physical(start, &mut v).ok()?;
+    Some(f(&v))
+}
+
+/// Symbols from the guest's own kallsyms tables: first inside the image each register-derived
+/// placement points at, else anywhere in physical memory.
+fn in_guest_symbols<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    from_regs: &[(Placement, String)],
+) -> Result<(SymbolTable, Option<Placement>, String)> {
+    for (p, how) in from_regs {
+        let got = with_image(mem, p.text_pa, KERNEL_IMAGE_SCAN, |img| {
+            kallsyms::find_in_image(img).and_then(|l| l.decode(img, "in-guest kallsyms"))
+        });
+        if let Some(Ok(t)) = got {
+            if t.get("_text") == Some(p.text_va.0) {
+                return Ok((t, Some(*p), how.clone()));
+            }
+        }
+    }
+    // No usable registers: scan all of physical memory.
+    for r in mem.backend().physical_ranges() {
+        let got = with_image(mem, Gpa(r.start), r.end - r.start, |img| {
+            kallsyms::find_in_image(img).and_then(|l| l.decode(img, "in-guest kallsyms"))
+        });
+        if let Some(Ok(t)) = got {
+            return Ok((
+                t,
+                None,
+                "physical-memory kallsyms + banner search".to_owned(),
+            ));
+        }
+    }
+    Err(Error::OsNotFound {
+        os: "Linux",
+        image: mem.backend().name().into(),
+        reason:
+            "no kernel page tables via vCPU registers, and no kallsyms tables in physical memory"
+                .into(),
+    })
+}
+
+impl Linux {
+    /// Find the kernel and load its profile.
+    ///
+    /// `vcpus` are the register sets the backend has (may be empty: then memory alone is used).
+    ///
+    /// # Errors
+    /// [`Error::OsNotFound`] if no Linux kernel is found (with what was tried);
+    /// [`Error::MissingSymbol`] / [`Error::MissingField`] if the profile lacks what the walks
+    /// need; I/O and format errors of profile files.
+    pub fn discover<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        vcpus: &[Registers],
+        source: ProfileSource,
+    ) -> Result<Linux> {
+        let from_regs = placements_from_registers(mem, vcpus);
+        let profile = match source {
+            ProfileSource::InGuest => None,
+            ProfileSource::Isf(p) => Some(Profile::from_isf(p)?),
+            ProfileSource::Files { btf, symbols } => {
+                Some(Profile::from_btf_and_symbols(btf, symbols)?)
+            }
+            ProfileSource::Loaded(p) => Some(p),
+        };
+
+        // 1. Symbols, and where the image is.
+        let (symbols, placement, located_by, types) = match profile {
+            Some(p) => (p.symbols, None, String::new(), Some(p.types)),
+            None => {
+                let (t, p, how) = in_guest_symbols(mem, &from_regs)?;
+                (t, p, how, None)
+            }
+        };
+        let text_sym = symbols.require("_text")?;
+        let (placement, located_by) = match placement {
+            Some(p) => (p, located_by),
+            None => {
+                // Registers: pick the placement whose banner is at the expected place.
+                let banner_rel = rel(&symbols, "linux_banner")?;
+                let mut chosen = None;
+                for (p, how) in &from_regs {
+                    let Some(bva) = p.text_va.checked_add(banner_rel) else {
+                        continue;
+                    };
+                    let ok = mem
+                        .read_cstring(p.space, bva, 14)
+                        .is_ok_and(|s| s == "Linux version ");
+                    if ok {
+                        chosen = Some((*p, how.clone()));
+                        break;
+                    }
+                }
+                match chosen {
+                    Some(c) => c,
+                    None => (
+                        placement_from_banner(mem, &symbols)?,
+                        "physical-memory banner search".to_owned(),
+                    ),
+                }
+            }
+        };
+        let slide = placement.text_va.0.wrapping_sub(text_sym);
+
+        // 2. Types.
+        let types: Box<dyn TypeSource + Send + Sync> = match types {
+            Some(t) => t,
+            None => {
+                let start = symbols.require("__start_BTF")?.wrapping_add(slide);
+                let stop = symbols.require("__stop_BTF")?.wrapping_add(slide);
+                let len = stop
+                    .checked_sub(start)
+                    .filter(|&l| l > 0 && l <= MAX_BTF)
+                    .ok_or_else(|| Error::Corrupt {
+                        what: "__start_BTF/__stop_BTF",
+                        addr: Gva(start),
+                        reason: format!(
+                            "section length {:#x} is not in 1..={MAX_BTF:#x}",
+                            stop.wrapping_sub(start)
+                        ),
+                    })?;
+                let data = mem.read_bytes(placement.space, Gva(start), len as usize)?;
+                Box::new(Btf::parse(data, "in-guest .BTF section")?)
+            }
+        };
+
+        // 3. Kernel facts.
+        let text_va = placement.text_va;
+        let text_pa = placement.text_pa;
+        let phys_base = text_pa
+            .0
+            .wrapping_sub(text_va.0.wrapping_sub(START_KERNEL_MAP));
+        let sym = |n: &str| symbols.get(n).map(|a| Gva(a.wrapping_add(slide)));
+        let mode = placement.space.mode;
+        let kernel_space = sym("init_top_pgt")
+            .or_else(|| sym("init_level4_pgt"))
+            .map(|pgd| AddressSpace {
+                root: Gpa(pgd.0.wrapping_sub(START_KERNEL_MAP).wrapping_add(phys_base)),
+                mode,
+            })
+            .filter(|s| matches!(mem.walk(*s, text_va), Ok(Walk::Mapped(m)) if m.gpa == text_pa))
+            .unwrap_or(placement.space);
+        let page_offset_base = match sym("page_offset_base") {
+            Some(a) => Gva(mem.read_u64(kernel_space, a)?),
+            None => Gva(match mode {
+                PagingMode::Level4 => 0xffff_8880_0000_0000,
+                PagingMode::Level5 => 0xff11_0000_0000_0000,
+            }),
+        };
+        let banner = match sym("linux_banner") {
+            Some(a) => mem.read_cstring(kernel_space, a, 1024)?,
+            None => String::new(),
+        };
+        if !banner.starts_with("Linux version ") {
+            return Err(Error::OsNotFound {
+                os: "Linux",
+                image: mem.backend().name().into(),
+                reason: format!(
+                    "linux_banner does not start with `Linux version ` (found {:?})",
+                    truncate(&banner, 40)
+                ),
+            });
+        }
+        let offsets = Offsets::resolve(types.as_ref())?;
+        let release = sym("init_uts_ns")
+            .and_then(|u| {
+                let off = offsets.uts_release?;
+                mem.read_cstring(kernel_space, u.checked_add(off)?, 65).ok()
+            })
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| banner.split_whitespace().nth(2).unwrap_or("").to_owned());
+        let kaslr_offset =
+            vmcoreinfo_kernel_offset(mem, kernel_space, &sym).unwrap_or(if text_sym != text_va.0 {
+                text_va.0.wrapping_sub(text_sym)
+            } else {
+                text_va.0.wrapping_sub(DEFAULT_TEXT)
+            });
+        let info = KernelInfo {
+            release,
+            banner,
+            text_va,
+            text_pa,
+            kaslr_offset,
+            phys_base,
+            page_offset_base,
+            paging: mode,
+            kernel_space,
+            located_by,
+            symbol_source: symbols.source_name().to_owned(),
+            type_source: types.source_name().to_owned(),
+        };
+        Ok(Linux {
+            info,
+            offsets,
+            symbols,
+            slide,
+            types,
+        })
+    }
+
+    /// What was found about the kernel.
+    pub fn info(&self) -> &KernelInfo {
+        &self.info
+    }
+
+    /// The structure offsets in use.
+    pub fn offsets(&self) -> &Offsets {
+        &self.offsets
+    }
+
+    /// The type information in use (for structures the walkers do not cover).
+    pub fn types(&self) -> &dyn TypeSource {
+        self.types.as_ref()
+    }
+
+    /// Run-time address of a kernel symbol.
+    pub fn symbol(&self, name: &str) -> Option<Gva> {
+        self.symbols
+            .get(name)
+            .map(|a| Gva(a.wrapping_add(self.slide)))
+    }
+
+    /// The symbol table (addresses as recorded; add [`Linux::slide`] for run-time ones).
+    pub fn symbols(&self) -> &SymbolTable {
+        &self.symbols
+    }
+
+    /// Difference between run-time addresses and the symbol table's.
+    pub fn slide(&self) -> u64 {
+        self.slide
+    }
+
+    fn require_symbol(&self, name: &str) -> Result<Gva> {
+        self.symbol(name).ok_or_else(|| Error::MissingSymbol {
+            symbol: name.into(),
+            source_name: self.symbols.source_name().into(),
+            hint: String::new(),
+        })
+    }
+
+    /// Walk `init_task.tasks`: every thread-group leader except the idle task (pid 0), in list
+    /// order. Each item is a `Result`, so one unreadable task does not end the walk; a broken
+    /// link or a cycle ends it with an error item.
+    pub fn processes<'a, B: PhysicalMemory>(
+        &'a self,
+        mem: &'a GuestMemory<B>,
+    ) -> impl Iterator<Item = Result<Process>> + 'a {
+        let head = self
+            .require_symbol("init_task")
+            .map(|t| t.wrapping_add(self.offsets.task_tasks));
+        ListWalk::new(mem, self.info.kernel_space, head, "task list", MAX_TASKS).map(move |node| {
+            node.and_then(|n| {
+                self.read_task(
+                    mem,
+                    n.wrapping_add(0u64.wrapping_sub(self.offsets.task_tasks)),
+                )
+            })
+        })
+    }
+
+    /// Read one `task_struct`.
+    ///
+    /// # Errors
+    /// Memory errors for the task's fields.
+    pub fn read_task<B: PhysicalMemory>(&self, mem: &GuestMemory<B>, task: Gva) -> Result<Process> {
+        let o = &self.offsets;
+        let ks = self.info.kernel_space;
+        let at = |off: u64| {
+            task.checked_add(off)
+                .ok_or(Error::Overflow("task_struct field address"))
+        };
+        let pid = mem.read_u32(ks, at(o.task_pid)?)? as i32;
+        let tgid = mem.read_u32(ks, at(o.task_tgid)?)? as i32;
+        let mut comm = [0u8; 16];
+        mem.read(ks, at(o.task_comm)?, &mut comm)?;
+        let flags = mem.read_u32(ks, at(o.task_flags)?)?;
+        let parent = mem.read_va(ks, at(o.task_real_parent)?)?;
+        let ppid = match parent.checked_add(o.task_tgid) {
+            Some(a) if parent.0 != 0 => mem.read_u32(ks, a)? as i32,
+            _ => 0,
+        };
+        let mm = mem.read_va(ks, at(o.task_mm)?)?;
+        let dtb = if mm.0 == 0 {
+            None
+        } else {
+            let pgd = mem.read_va(
+                ks,
+                mm.checked_add(o.mm_pgd)
+                    .ok_or(Error::Overflow("mm->pgd address"))?,
+            )?;
+            Some(mem.translate_mapped(ks, pgd)?)
+        };
+        Ok(Process {
+            pid: pid.max(0) as u64,
+            tgid: tgid.max(0) as u64,
+            ppid: ppid.max(0) as u64,
+            name: crate::bytes::c_string(&comm),
+            kernel_thread: flags & PF_KTHREAD != 0,
+            dtb,
+            object: task,
+        })
+    }
+
+    /// Walk the `modules` list in list order (most recently loaded first).
+    pub fn modules<'a, B: PhysicalMemory>(
+        &'a self,
+        mem: &'a GuestMemory<B>,
+    ) -> impl Iterator<Item = Result<Module>> + 'a {
+        let head = self.require_symbol("modules");
+        ListWalk::new(
+            mem,
+            self.info.kernel_space,
+            head,
+            "module list",
+            MAX_MODULES,
+        )
+        .map(move |node| {
+            node.and_then(|n| {
+                self.read_module(
+                    mem,
+                    n.wrapping_add(0u64.wrapping_sub(self.offsets.module_list)),
+                )
+            })
+        })
+    }
+
+    /// Read one `struct module`.
+    ///
+    /// # Errors
+    /// Memory errors for the module's fields.
+    pub fn read_module<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        module: Gva,
+    ) -> Result<Module> {
+        let o = &self.offsets;
+        let ks = self.info.kernel_space;
+        let at = |off: u64| {
+            module
+                .checked_add(off)
+                .ok_or(Error::Overflow("module field address"))
+        };
+        let mut name = [0u8; 64];
+        let n = (o.module_name_len as usize).clamp(1, 64);
+        mem.read(ks, at(o.module_name)?, &mut name[..n])?;
+        let base = mem.read_va(ks, at(o.module_base)?)?;
+        let mut size = 0u64;
+        for &s in &o.module_sizes {
+            size = size.saturating_add(mem.read_u32(ks, at(s)?)? as u64);
+        }
+        Ok(Module {
+            name: crate::bytes::c_string(&name[..n]),
+            base,
+            size,
+            object: module,
+        })
+    }
+
+    /// The process whose address space a CR3 value selects (PCID bits and the KPTI user bit
+    /// ignored), from an already-walked process list. A CR3 of the kernel's own page tables
+    /// (an idle vCPU) matches nothing here; see [`Linux::is_kernel_cr3`].
+    pub fn owner_of_cr3<'p>(&self, processes: &'p [Process], cr3: u64) -> Option<&'p Process> {
+        let root = cr3_to_root(cr3);
+        let kernel_twin = Gpa(root.0 & !0x1000);
+        processes.iter().find(|p| p.dtb == Some(root)).or_else(|| {
+            processes
+                .iter()
+                .find(|p| root.0 & 0x1000 != 0 && p.dtb == Some(kernel_twin))
+        })
+    }
+
+    /// Whether a CR3 value selects the kernel's own page tables (`init_mm`).
+    pub fn is_kernel_cr3(&self, cr3: u64) -> bool {
+        cr3_to_root(cr3).0 & !0x1000 == self.info.kernel_space.root.0
+    }
+
+    /// Walk the task list and return the process owning `cr3`.
+    ///
+    /// # Errors
+    /// Errors of the task walk are skipped; none is returned.
+    pub fn process_for_cr3<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        cr3: u64,
+    ) -> Option<Process> {
+        let procs: Vec<Process> = self.processes(mem).filter_map(|p| p.ok()).collect();
+        self.owner_of_cr3(&procs, cr3).cloned()
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// `KERNELOFFSET=` from the kernel's `vmcoreinfo_data` (set at boot when `CONFIG_CRASH_CORE`).
+fn vmcoreinfo_kernel_offset<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    ks: AddressSpace,
+    sym: &dyn Fn(&str) -> Option<Gva>,
+) -> Option<u64> {
+    let ptr = mem.read_va(ks, sym("vmcoreinfo_data")?).ok()?;
+    let text = mem.read_cstring(ks, ptr, 4096).ok()?;
+    let v = text.lines().find_map(|l| l.strip_prefix("KERNELOFFSET="))?;
+    u64::from_str_radix(v.trim(), 16).ok()
+}
+
+/// A bounded walk over a circular `list_head` list, yielding node addresses (not the head).
+struct ListWalk<'a, B> {
+    mem: &'a GuestMemory<B>,
+    space: AddressSpace,
+    head: Gva,
+    next: Option<Result<Gva>>,
+    seen: HashSet<u64>,
+    what: &'static str,
+    limit: usize,
+    done: bool,
+}
+
+impl<'a, B: PhysicalMemory> ListWalk<'a, B> {
+    fn new(
+        mem: &'a GuestMemory<B>,
+        space: AddressSpace,
+        head: Result<Gva>,
+        what: &'static str,
+        limit: usize,
+    ) -> Self {
+        let (head, next) = match head {
+            Ok(h) => (h, Some(mem.read_va(space, h))),
+            Err(e) => (Gva(0), Some(Err(e))),
+        };
+        ListWalk {
+            mem,
+            space,
+            head,
+            next,
+            seen: HashSet::new(),
+            what,
+            limit,
+            done: false,
+        }
+    }
+}
+
+impl<B: PhysicalMemory> Iterator for ListWalk<'_, B> {
+    type Item = Result<Gva>;
+
+    fn next(&mut self) -> Option<Result<Gva>> {
+        if self.done {
+            return None;
+        }
+        let node = match self.next.take()? {
+            Ok(n) => n,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        if node == self.head {
+            self.done = true;
+            return None;
+        }
+        let abort = |reason: String| Error::WalkAborted {
+            what: self.what,
+            addr: node,
+            reason,
+        };
+        if node.0 == 0 {
+            self.done = true;
+            return Some(Err(abort("NULL link".into())));
+        }
+        if self.seen.len() >= self.limit {
+            self.done = true;
+            return Some(Err(abort(format!("more than {} entries", self.limit))));
+        }
+        if !self.seen.insert(node.0) {
+            self.done = true;
+            return Some(Err(abort(
+                "the list loops without returning to its head".into(),
+            )));
+        }
+        self.next = Some(self.mem.read_va(self.space, node));
+        Some(Ok(node))
+    }
+}

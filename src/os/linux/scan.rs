@@ -1,0 +1,51 @@
+//! Bounded searches over guest-physical memory.
+
+use crate::addr::Gpa;
+use crate::backend::PhysicalMemory;
+
+/// Window size for backends that cannot lend their memory.
+const WINDOW: usize = 4 << 20;
+
+/// Every occurrence of `needle` in backed physical memory, in address order, at most `max`.
+pub(crate) fn find_physical<M: PhysicalMemory + ?Sized>(
+    mem: &M,
+    needle: &[u8],
+    max: usize,
+) -> Vec<Gpa> {
+    let mut hits = Vec::new();
+    let finder = memchr::memmem::Finder::new(needle);
+    let overlap = needle.len().saturating_sub(1);
+    for r in mem.physical_ranges() {
+        let len = r.end - r.start;
+        if let Some(s) = usize::try_from(len)
+            .ok()
+            .and_then(|l| mem.physical_slice(Gpa(r.start), l))
+        {
+            for off in finder.find_iter(s) {
+                hits.push(Gpa(r.start + off as u64));
+                if hits.len() >= max {
+                    return hits;
+                }
+            }
+            continue;
+        }
+        // Windowed reads with overlap so matches across window edges are found once.
+        let mut buf = vec![0u8; WINDOW + overlap];
+        let mut pos = r.start;
+        while pos < r.end {
+            let n = ((r.end - pos) as usize).min(buf.len());
+            if mem.read_physical(Gpa(pos), &mut buf[..n]).is_ok() {
+                for off in finder.find_iter(&buf[..n]) {
+                    if off < WINDOW || n < buf.len() {
+                        hits.push(Gpa(pos + off as u64));
+                        if hits.len() >= max {
+                            return hits;
+                        }
+                    }
+                }
+            }
+            pos += WINDOW as u64;
+        }
+    }
+    hits
+}

@@ -1,0 +1,43 @@
+//! Operating-system layer: what guest memory means.
+//!
+//! [`profile`] loads type and symbol information (Volatility3 ISF, BTF, kallsyms/System.map, or
+//! the kernel's own tables in guest memory); [`linux`] walks a Linux kernel with it. The types
+//! here are OS-neutral so that Windows guests fit the same API.
+
+use crate::addr::{Gpa, Gva};
+
+pub mod linux;
+pub mod profile;
+
+/// A process (a thread-group leader on Linux, an `EPROCESS` on Windows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    /// Process id (Linux: `task_struct.pid` of the leader).
+    pub pid: u64,
+    /// Thread-group id (Linux `tgid`; equals `pid` on Windows).
+    pub tgid: u64,
+    /// Parent's process id (Linux: `real_parent->tgid`).
+    pub ppid: u64,
+    /// Short name (Linux `comm`, at most 15 bytes; Windows `ImageFileName`).
+    pub name: String,
+    /// Kernel thread (no user address space).
+    pub kernel_thread: bool,
+    /// Page-table root of its address space (Linux `__pa(mm->pgd)`, Windows
+    /// `DirectoryTableBase`), `None` for kernel threads.
+    pub dtb: Option<Gpa>,
+    /// Address of the kernel object (`task_struct` / `EPROCESS`).
+    pub object: Gva,
+}
+
+/// A loaded kernel module / driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Name.
+    pub name: String,
+    /// Base of its core (text) mapping.
+    pub base: Gva,
+    /// Size in bytes as the kernel reports it (`/proc/modules`).
+    pub size: u64,
+    /// Address of the kernel object (`struct module` / `LDR_DATA_TABLE_ENTRY`).
+    pub object: Gva,
+}

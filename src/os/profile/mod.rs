@@ -1,0 +1,263 @@
+//! Kernel profiles: symbol addresses and structure layouts, from whichever source is at hand.
+//!
+//! | source | symbols | types |
+//! |---|---|---|
+//! | Volatility3 ISF JSON (`.json` or `.json.xz`) | [`isf::Isf`] | [`isf::Isf`] |
+//! | BTF file (`/sys/kernel/btf/vmlinux`) | – | [`btf::Btf`] |
+//! | kallsyms / System.map file | [`SymbolTable::parse_text`] | – |
+//! | the running kernel's memory (no files at all) | [`kallsyms::find_in_image`] | `.BTF` section via [`btf::Btf`] |
+//!
+//! Symbol addresses may be link-time (ISF, System.map) or run-time (kallsyms, in-memory
+//! tables); the OS layer computes the KASLR slide from `_text` and applies it, so every source
+//! gives the same result.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+pub mod btf;
+pub mod isf;
+pub mod kallsyms;
+
+/// A field's location inside a structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Byte offset from the start of the outermost structure.
+    pub offset: u64,
+    /// Size of the field's type in bytes, when the source knows it.
+    pub size: Option<u64>,
+}
+
+/// Structure layouts.
+pub trait TypeSource {
+    /// Where the types came from (for messages).
+    fn source_name(&self) -> &str;
+    /// Size of a structure.
+    fn struct_size(&self, name: &str) -> Option<u64>;
+    /// Location of a field. `path` may name nested members: `"core_layout.base"`. Anonymous
+    /// struct/union members are searched transparently.
+    fn field(&self, type_name: &str, path: &str) -> Option<Field>;
+
+    /// Like [`TypeSource::field`] but an error naming the source when missing.
+    ///
+    /// # Errors
+    /// [`Error::MissingField`].
+    fn require(&self, type_name: &str, path: &str) -> Result<u64> {
+        self.field(type_name, path)
+            .map(|f| f.offset)
+            .ok_or_else(|| Error::MissingField {
+                type_name: type_name.to_owned(),
+                field: path.to_owned(),
+                source_name: self.source_name().to_owned(),
+                hint: String::new(),
+            })
+    }
+}
+
+/// Symbol kinds as in `nm`/kallsyms (`T`, `t`, `D`, `d`, `B`, `R`, `A`, ...).
+pub type SymbolKind = u8;
+
+#[derive(Clone, Copy, Debug)]
+struct SymEntry {
+    name_off: u32,
+    name_len: u32,
+    addr: u64,
+    kind: SymbolKind,
+}
+
+/// A compact, immutable table of symbol names and addresses, searchable by name.
+///
+/// Names live in one arena; lookups are a binary search. Duplicate names (static functions in
+/// several files) keep every entry; [`SymbolTable::get`] returns the first in source order.
+#[derive(Clone, Debug, Default)]
+pub struct SymbolTable {
+    names: String,
+    entries: Vec<SymEntry>,
+    source: String,
+}
+
+/// Bound on symbols in one table.
+pub const MAX_SYMBOLS: usize = 1 << 22;
+
+/// Builds a [`SymbolTable`].
+#[derive(Debug, Default)]
+pub struct SymbolTableBuilder {
+    table: SymbolTable,
+}
+
+impl SymbolTableBuilder {
+    /// A builder for symbols from `source`.
+    pub fn new(source: impl Into<String>) -> Self {
+        SymbolTableBuilder {
+            table: SymbolTable {
+                source: source.into(),
+                ..SymbolTable::default()
+            },
+        }
+    }
+
+    /// Add a symbol. Returns `false` (and adds nothing) once [`MAX_SYMBOLS`] is reached.
+    pub fn push(&mut self, name: &str, addr: u64, kind: SymbolKind) -> bool {
+        if self.table.entries.len() >= MAX_SYMBOLS || name.len() > u32::MAX as usize {
+            return false;
+        }
+        let Ok(name_off) = u32::try_from(self.table.names.len()) else {
+            return false;
+        };
+        self.table.names.push_str(name);
+        self.table.entries.push(SymEntry {
+            name_off,
+            name_len: name.len() as u32,
+            addr,
+            kind,
+        });
+        true
+    }
+
+    /// Finish: sort for lookup (stable, so the first of duplicate names stays first).
+    pub fn build(mut self) -> SymbolTable {
+        let names = std::mem::take(&mut self.table.names);
+        self.table
+            .entries
+            .sort_by(|a, b| name_of(&names, a).cmp(name_of(&names, b)));
+        self.table.names = names;
+        self.table
+    }
+}
+
+fn name_of<'a>(names: &'a str, e: &SymEntry) -> &'a str {
+    names
+        .get(e.name_off as usize..(e.name_off + e.name_len) as usize)
+        .unwrap_or("")
+}
+
+impl SymbolTable {
+    /// Parse `/proc/kallsyms` or `System.map` text: `ADDRESS TYPE NAME [\[MODULE\]]` per line.
+    /// Module symbols (with a `[module]` column) are skipped: they are not part of the kernel
+    /// image. Malformed lines are skipped; a file with no symbol at all is an error.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if no line could be parsed.
+    pub fn parse_text(text: &str, source: impl Into<String>) -> Result<SymbolTable> {
+        let source = source.into();
+        let mut b = SymbolTableBuilder::new(source.clone());
+        for line in text.lines() {
+            let mut it = line.split_ascii_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if it.next().is_some() {
+                continue; // module symbol
+            }
+            let (Ok(addr), [kind]) = (u64::from_str_radix(addr, 16), kind.as_bytes()) else {
+                continue;
+            };
+            if !b.push(name, addr, *kind) {
+                break;
+            }
+        }
+        let t = b.build();
+        if t.is_empty() {
+            return Err(Error::malformed(
+                "symbol file",
+                source,
+                "no `ADDRESS TYPE NAME` line found",
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Read and parse a kallsyms / System.map file.
+    ///
+    /// # Errors
+    /// [`Error::Io`], or as [`SymbolTable::parse_text`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<SymbolTable> {
+        let path = path.as_ref();
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse_text(&String::from_utf8_lossy(&text), path.display().to_string())
+    }
+
+    /// Where the symbols came from.
+    pub fn source_name(&self) -> &str {
+        &self.source
+    }
+
+    /// Number of symbols.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn find(&self, name: &str) -> Option<&SymEntry> {
+        let i = self
+            .entries
+            .partition_point(|e| name_of(&self.names, e) < name);
+        self.entries
+            .get(i)
+            .filter(|e| name_of(&self.names, e) == name)
+    }
+
+    /// Address of `name` as recorded (link-time or run-time, depending on the source).
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.find(name).map(|e| e.addr)
+    }
+
+    /// Kind letter of `name`.
+    pub fn kind(&self, name: &str) -> Option<SymbolKind> {
+        self.find(name).map(|e| e.kind)
+    }
+
+    /// Address of `name`, or an error naming the table.
+    ///
+    /// # Errors
+    /// [`Error::MissingSymbol`].
+    pub fn require(&self, name: &str) -> Result<u64> {
+        self.get(name).ok_or_else(|| Error::MissingSymbol {
+            symbol: name.to_owned(),
+            source_name: self.source.clone(),
+            hint: String::new(),
+        })
+    }
+
+    /// All symbols, sorted by name: `(name, address, kind)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, SymbolKind)> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (name_of(&self.names, e), e.addr, e.kind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kallsyms_text_and_skips_modules_and_junk() {
+        let t = SymbolTable::parse_text(
+            "ffffffff86600000 T _text\nnot a line\nffffffff8801aa40 D init_task\nffffffffc041c000 t crc_itu_t_init\t[crc_itu_t]\nzzzz T bad\n0000000000001000 A cpu_debug_store\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.get("init_task"), Some(0xffffffff8801aa40));
+        assert_eq!(t.kind("_text"), Some(b'T'));
+        assert_eq!(t.get("crc_itu_t_init"), None);
+        assert!(t.require("nope").unwrap_err().to_string().contains("test"));
+        assert!(SymbolTable::parse_text("", "empty").is_err());
+    }
+
+    #[test]
+    fn duplicates_keep_first() {
+        let mut b = SymbolTableBuilder::new("t");
+        b.push("x", 1, b't');
+        b.push("a", 2, b't');
+        b.push("x", 3, b't');
+        let t = b.build();
+        assert_eq!(t.get("x"), Some(1));
+        assert_eq!(t.iter().map(|s| s.0).collect::<Vec<_>>(), ["a", "x", "x"]);
+    }
+}

@@ -1,0 +1,103 @@
+//! Test and example support: locate the bundled fixtures and unpack compressed ones once.
+//!
+//! Unpacked files go to `target/xenvmi-fixtures/<fixture>/<name>` (or `$XENVMI_FIXTURE_CACHE`),
+//! written sparsely (runs of zero pages become holes) and published with an atomic rename, so
+//! concurrent test binaries never see a half-written file.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `fixtures/<name>`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    repo_root().join("fixtures").join(name)
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XENVMI_FIXTURE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target").join("xenvmi-fixtures"))
+}
+
+/// Path of `fixtures/<fixture>/<file>`, unpacking `<file>.zst` first if needed.
+pub fn fixture_file(fixture: &str, file: &str) -> io::Result<PathBuf> {
+    let plain = fixture_dir(fixture).join(file);
+    if plain.exists() {
+        return Ok(plain);
+    }
+    let packed = fixture_dir(fixture).join(format!("{file}.zst"));
+    let out = cache_dir().join(fixture).join(file);
+    unpack_zstd(&packed, &out)?;
+    Ok(out)
+}
+
+/// Decompress `src` (zstd) to `dst` unless `dst` exists and is newer than `src`.
+pub fn unpack_zstd(src: &Path, dst: &Path) -> io::Result<()> {
+    let src_meta = fs::metadata(src)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
+    if let Ok(m) = fs::metadata(dst) {
+        if m.modified()? >= src_meta.modified()? {
+            return Ok(());
+        }
+    }
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let input = io::BufReader::with_capacity(1 << 20, File::open(src)?);
+        let mut dec = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", src.display()),
+            )
+        })?;
+        let mut out = File::create(&tmp)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = dec.read(&mut buf[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            // Sparse write: skip 4 KiB blocks of zeros.
+            for chunk in buf[..filled].chunks(4096) {
+                if chunk.iter().all(|&b| b == 0) {
+                    out.seek(SeekFrom::Current(chunk.len() as i64))?;
+                } else {
+                    out.write_all(chunk)?;
+                }
+            }
+            len += filled as u64;
+        }
+        out.set_len(len)?;
+        out.sync_all()?;
+    }
+    fs::rename(&tmp, dst)
+}
+
+/// `ground-truth.json` of a fixture.
+pub fn ground_truth(fixture: &str) -> serde_json::Value {
+    let p = fixture_dir(fixture).join("ground-truth.json");
+    serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Parse a "0x…" string from ground truth.
+pub fn hex(v: &serde_json::Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
