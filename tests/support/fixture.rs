@@ -39,6 +39,9 @@ pub fn fixture_file(fixture: &str, file: &str) -> io::Result<PathBuf> {
 
 /// Decompress `src` (zstd) to `dst` unless `dst` exists and is newer than `src`.
 pub fn unpack_zstd(src: &Path, dst: &Path) -> io::Result<()> {
+    // Threads of one test binary share the tmp name below: serialise them.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src_meta = fs::metadata(src)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
     if let Ok(m) = fs::metadata(dst) {
