@@ -19,8 +19,10 @@
 //! use xenvmi::mem::GuestMemory;
 //! use xenvmi::os::linux::{Linux, ProfileSource};
 //!
-//! let mem = GuestMemory::new(Snapshot::open("vmcore.elf")?);
-//! let linux = Linux::discover(&mem, &ProfileSource::InGuest)?;
+//! let snap = Snapshot::open("vmcore.elf")?;
+//! let regs = snap.all_registers().to_vec(); // vCPU registers, if the image has them
+//! let mem = GuestMemory::new(snap);
+//! let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest)?;
 //! for task in linux.processes(&mem) {
 //!     let task = task?;
 //!     println!("{:>6} {}", task.pid, task.name);
