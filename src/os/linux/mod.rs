@@ -315,6 +315,34 @@ fn with_image<B: PhysicalMemory, R>(
     Some(f(&v))
 }
 
+/// Offset from `_text` of the first no-execute mapping of the kernel image (the start of
+/// `.rodata`), or 0 if the page tables do not show one within the image map.
+fn first_nx_offset<B: PhysicalMemory>(mem: &GuestMemory<B>, p: &Placement) -> u64 {
+    let mut off = 0;
+    crate::mem::mapped_ranges(
+        mem.backend(),
+        p.space.root,
+        p.space.mode,
+        p.text_va,
+        Gva(KERNEL_MAP_END),
+        4096,
+        &mut |r| {
+            if r.flags.contains(crate::mem::PageFlags::NX) {
+                off = r.va.0.saturating_sub(p.text_va.0);
+                false
+            } else {
+                true
+            }
+        },
+    );
+    // The image is physically contiguous; keep the offset page aligned and sane.
+    if off >= KERNEL_IMAGE_SCAN {
+        0
+    } else {
+        off & !0xfff
+    }
+}
+
 /// Symbols from the guest's own kallsyms tables: first inside the image each register-derived
 /// placement points at, else anywhere in physical memory.
 fn in_guest_symbols<B: PhysicalMemory>(
@@ -322,7 +350,11 @@ fn in_guest_symbols<B: PhysicalMemory>(
     from_regs: &[(Placement, String)],
 ) -> Result<(SymbolTable, Option<Placement>, String)> {
     for (p, how) in from_regs {
-        let got = with_image(mem, p.text_pa, KERNEL_IMAGE_SCAN, |img| {
+        // kallsyms lives in .rodata, which the kernel maps no-execute right after its text:
+        // start the scan at the first NX page of the image instead of at _text.
+        let skip = first_nx_offset(mem, p);
+        let start = Gpa(p.text_pa.0 + skip);
+        let got = with_image(mem, start, KERNEL_IMAGE_SCAN, |img| {
             kallsyms::find_in_image(img).and_then(|l| l.decode(img, "in-guest kallsyms"))
         });
         if let Some(Ok(t)) = got {
@@ -331,9 +363,21 @@ fn in_guest_symbols<B: PhysicalMemory>(
             }
         }
     }
-    // No usable registers: scan all of physical memory.
+    // No usable registers: kallsyms and linux_banner are both in .rodata, so scan around each
+    // banner found in physical memory (bounded), then everything as a last resort.
+    let mut windows: Vec<(u64, u64)> = Vec::new();
+    for hit in scan::find_physical(mem.backend(), b"Linux version ", 64) {
+        let start = hit.0.saturating_sub(KERNEL_IMAGE_SCAN / 2) & !0xfff;
+        if windows.iter().any(|&(s, l)| start >= s && start < s + l) {
+            continue;
+        }
+        windows.push((start, KERNEL_IMAGE_SCAN));
+    }
     for r in mem.backend().physical_ranges() {
-        let got = with_image(mem, Gpa(r.start), r.end - r.start, |img| {
+        windows.push((r.start, r.end - r.start));
+    }
+    for (start, len) in windows {
+        let got = with_image(mem, Gpa(start), len, |img| {
             kallsyms::find_in_image(img).and_then(|l| l.decode(img, "in-guest kallsyms"))
         });
         if let Some(Ok(t)) = got {

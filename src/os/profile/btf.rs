@@ -5,9 +5,7 @@
 //! and members are decoded on demand. Type-reference chains (typedef → const → ...) are followed
 //! with a hop limit, so a BTF blob with reference loops cannot hang a lookup.
 
-use std::collections::HashMap;
-
-use super::{Field, TypeSource};
+use super::{Field, SymbolTable, SymbolTableBuilder, TypeSource};
 use crate::bytes::{u16_at, u32_at};
 use crate::error::{Error, Result};
 
@@ -82,8 +80,8 @@ pub struct Btf {
     strings_len: usize,
     /// Byte offset (inside `data`) of each type, indexed by type id (id 0 = void has none).
     offsets: Vec<u32>,
-    /// Struct/union name → type ids, built on first lookup of a name.
-    by_name: std::sync::OnceLock<HashMap<String, Vec<u32>>>,
+    /// Struct/union name → first type id, built on the first lookup.
+    by_name: std::sync::OnceLock<SymbolTable>,
     source: String,
 }
 
@@ -297,25 +295,23 @@ impl Btf {
         })
     }
 
-    fn index(&self) -> &HashMap<String, Vec<u32>> {
+    fn index(&self) -> &SymbolTable {
         self.by_name.get_or_init(|| {
-            let mut m: HashMap<String, Vec<u32>> = HashMap::new();
+            let mut b = SymbolTableBuilder::new("BTF struct names");
             for id in 1..self.offsets.len() as u32 {
                 if let Some(h) = self.header(id) {
                     if matches!(h.kind, Kind::Struct | Kind::Union) && h.name_off != 0 {
-                        m.entry(self.string(h.name_off).to_owned())
-                            .or_default()
-                            .push(id);
+                        b.push(self.string(h.name_off), id as u64, 0);
                     }
                 }
             }
-            m
+            b.build()
         })
     }
 
-    /// The id of the struct or union called `name` (the first complete definition).
+    /// The id of the struct or union called `name` (the first definition).
     pub fn find_struct(&self, name: &str) -> Option<u32> {
-        self.index().get(name)?.first().copied()
+        self.index().get(name).map(|id| id as u32)
     }
 
     /// Find `field` in struct/union `id`, looking into anonymous members. Returns the byte
@@ -339,8 +335,7 @@ impl Btf {
         None
     }
 
-    /// Whether this blob is the `btf_data` of a running kernel: the payload bytes of the
-    /// `.BTF` section, useful for checking a blob found in memory.
+    /// The raw blob.
     pub fn raw(&self) -> &[u8] {
         &self.data
     }

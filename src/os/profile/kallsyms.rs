@@ -392,35 +392,59 @@ impl KallsymsLayout {
     pub fn decode(&self, img: &[u8], source: impl Into<String>) -> Result<SymbolTable> {
         let source = source.into();
         let bad = |r: &str| Error::malformed("kallsyms", source.clone(), r.to_owned());
-        let mut tokens: Vec<&[u8]> = Vec::with_capacity(256);
-        for &o in &self.token_offsets {
+        // Tokens as fixed 16-byte blocks: expanding a token is then one unconditional 16-byte
+        // copy (tokens longer than 16 bytes take the slow path).
+        let mut short = [[0u8; 16]; 256];
+        let mut lens = [0u8; 256];
+        let mut long: Vec<(usize, &[u8])> = Vec::new();
+        for (i, &o) in self.token_offsets.iter().enumerate() {
             let s = self.token_table + o as usize;
             let t = img.get(s..).ok_or_else(|| bad("token outside image"))?;
-            let e = memchr::memchr(0, t).ok_or_else(|| bad("unterminated token"))?;
-            tokens.push(&t[..e]);
+            let e = memchr::memchr(0, &t[..t.len().min(256)])
+                .ok_or_else(|| bad("unterminated token"))?;
+            if e <= 16 {
+                short[i][..e].copy_from_slice(&t[..e]);
+                lens[i] = e as u8;
+            } else {
+                lens[i] = 0xff;
+                long.push((i, &t[..e]));
+            }
         }
         let mut b = SymbolTableBuilder::new(source.clone());
+        b.reserve(self.num_syms, self.num_syms * 24);
         let mut off = self.names;
-        let mut name = Vec::with_capacity(128);
+        const NAME_MAX: usize = 4096;
+        let mut name = [0u8; NAME_MAX + 16];
         for i in 0..self.num_syms {
             let (len, used) = name_len(img, off).ok_or_else(|| bad("truncated name stream"))?;
             let data = img
                 .get(off + used..off + used + len)
                 .ok_or_else(|| bad("truncated name stream"))?;
             off += used + len;
-            name.clear();
+            let mut pos = 0usize;
             for &t in data {
-                name.extend_from_slice(tokens[t as usize]);
-                if name.len() > 4096 {
-                    return Err(bad("symbol name longer than 4096 bytes"));
+                let l = lens[t as usize];
+                if l != 0xff {
+                    name[pos..pos + 16].copy_from_slice(&short[t as usize]);
+                    pos += l as usize;
+                } else if let Some((_, tok)) = long.iter().find(|(j, _)| *j == t as usize) {
+                    let end = (pos + tok.len()).min(NAME_MAX);
+                    name[pos..end].copy_from_slice(&tok[..end - pos]);
+                    pos = end;
+                }
+                if pos > NAME_MAX - 16 {
+                    return Err(bad("symbol name longer than 4 KiB"));
                 }
             }
+            let name = &name[..pos];
             let Some((&kind, rest)) = name.split_first() else {
                 continue;
             };
             let addr =
                 address(img, self.addresses, i).ok_or_else(|| bad("truncated address table"))?;
-            if !b.push(&String::from_utf8_lossy(rest), addr, kind) {
+            // Tokens were checked to be printable ASCII, so this is valid UTF-8.
+            let n = std::str::from_utf8(rest).map_err(|_| bad("symbol name is not ASCII"))?;
+            if !b.push(n, addr, kind) {
                 break;
             }
         }

@@ -67,12 +67,15 @@ struct SymEntry {
 
 /// A compact, immutable table of symbol names and addresses, searchable by name.
 ///
-/// Names live in one arena; lookups are a binary search. Duplicate names (static functions in
+/// Names live in one arena and entries keep their source order (address order for kallsyms);
+/// lookups go through an open-addressing hash index. Duplicate names (static functions in
 /// several files) keep every entry; [`SymbolTable::get`] returns the first in source order.
 #[derive(Clone, Debug, Default)]
 pub struct SymbolTable {
     names: String,
     entries: Vec<SymEntry>,
+    /// Slots hold entry index + 1 (0 = empty); length is a power of two.
+    index: Vec<u32>,
     source: String,
 }
 
@@ -96,6 +99,12 @@ impl SymbolTableBuilder {
         }
     }
 
+    /// Reserve room for `n` symbols with names of `bytes` bytes in all.
+    pub fn reserve(&mut self, n: usize, bytes: usize) {
+        self.table.entries.reserve(n.min(MAX_SYMBOLS));
+        self.table.names.reserve(bytes.min(MAX_SYMBOLS * 64));
+    }
+
     /// Add a symbol. Returns `false` (and adds nothing) once [`MAX_SYMBOLS`] is reached.
     pub fn push(&mut self, name: &str, addr: u64, kind: SymbolKind) -> bool {
         if self.table.entries.len() >= MAX_SYMBOLS || name.len() > u32::MAX as usize {
@@ -114,15 +123,49 @@ impl SymbolTableBuilder {
         true
     }
 
-    /// Finish: sort for lookup (stable, so the first of duplicate names stays first).
+    /// Finish: build the hash index (the first of duplicate names wins).
     pub fn build(mut self) -> SymbolTable {
-        let names = std::mem::take(&mut self.table.names);
-        self.table
-            .entries
-            .sort_by(|a, b| name_of(&names, a).cmp(name_of(&names, b)));
-        self.table.names = names;
+        let t = &mut self.table;
+        let slots = (t.entries.len() * 2).next_power_of_two().max(16);
+        let mut index = vec![0u32; slots];
+        let mask = slots - 1;
+        for (i, e) in t.entries.iter().enumerate() {
+            let name = name_of(&t.names, e);
+            let mut s = name_hash(name) as usize & mask;
+            loop {
+                match index[s] {
+                    0 => {
+                        index[s] = i as u32 + 1;
+                        break;
+                    }
+                    j if name_of(&t.names, &t.entries[j as usize - 1]) == name => break,
+                    _ => s = (s + 1) & mask,
+                }
+            }
+        }
+        t.index = index;
         self.table
     }
+}
+
+/// A fast non-cryptographic hash of a symbol name (symbol tables are not adversarial to the
+/// host beyond slower lookups; every probe sequence is bounded by the table size).
+fn name_hash(name: &str) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = name.len() as u64;
+    let b = name.as_bytes();
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(31);
+    }
+    let mut tail = 0u64;
+    for (i, &x) in chunks.remainder().iter().enumerate() {
+        tail |= (x as u64) << (8 * i);
+    }
+    h = (h ^ tail).wrapping_mul(K);
+    h ^ (h >> 29)
 }
 
 fn name_of<'a>(names: &'a str, e: &SymEntry) -> &'a str {
@@ -193,12 +236,23 @@ impl SymbolTable {
     }
 
     fn find(&self, name: &str) -> Option<&SymEntry> {
-        let i = self
-            .entries
-            .partition_point(|e| name_of(&self.names, e) < name);
-        self.entries
-            .get(i)
-            .filter(|e| name_of(&self.names, e) == name)
+        if self.index.is_empty() {
+            return None;
+        }
+        let mask = self.index.len() - 1;
+        let mut s = name_hash(name) as usize & mask;
+        for _ in 0..self.index.len() {
+            let i = *self.index.get(s)?;
+            if i == 0 {
+                return None;
+            }
+            let e = self.entries.get(i as usize - 1)?;
+            if name_of(&self.names, e) == name {
+                return Some(e);
+            }
+            s = (s + 1) & mask;
+        }
+        None
     }
 
     /// Address of `name` as recorded (link-time or run-time, depending on the source).
@@ -223,7 +277,7 @@ impl SymbolTable {
         })
     }
 
-    /// All symbols, sorted by name: `(name, address, kind)`.
+    /// All symbols in source order: `(name, address, kind)`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64, SymbolKind)> + '_ {
         self.entries
             .iter()
@@ -258,6 +312,7 @@ mod tests {
         b.push("x", 3, b't');
         let t = b.build();
         assert_eq!(t.get("x"), Some(1));
-        assert_eq!(t.iter().map(|s| s.0).collect::<Vec<_>>(), ["a", "x", "x"]);
+        assert_eq!(t.iter().map(|s| s.0).collect::<Vec<_>>(), ["x", "a", "x"]);
+        assert_eq!(t.get("missing"), None);
     }
 }
