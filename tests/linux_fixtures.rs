@@ -297,3 +297,41 @@ fn volatility_isf_profile() {
     let linux = Linux::discover(&mem, &[], ProfileSource::Isf(isf)).unwrap();
     check(f, &linux, &mem, &regs, "ISF, no registers");
 }
+
+/// KPTI: the only registers given are those of a vCPU in user mode on a user page table
+/// (CR3 bit 12 set), where the kernel is not mapped; discovery must find the kernel twin.
+#[test]
+fn kpti_user_cr3_leads_to_kernel_page_tables() {
+    let f = "linux-6.1-cloud-pti";
+    let (mem, regs) = open(f);
+    let gt = ground_truth(f);
+    let user = gt["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|v| v["cpl"].as_u64() == Some(3))
+        .expect("a vCPU in user mode");
+    let cr3 = regs[user].cr3;
+    assert_ne!(
+        cr3 & 0x1000,
+        0,
+        "{f}: vCPU {user} CR3 {cr3:#x} should be a KPTI user PGD"
+    );
+    // The user page table really lacks the kernel image.
+    let user_space = AddressSpace::from_cr3(cr3, PagingMode::Level4);
+    let text = hex(&gt["kaslr"]["text_va"]);
+    assert!(
+        mem.translate_mapped(user_space, Gva(text)).is_err(),
+        "{f}: _text mapped in the user PGD"
+    );
+    let linux = Linux::discover(&mem, &regs[user..=user], ProfileSource::InGuest).unwrap();
+    assert!(
+        linux
+            .info()
+            .located_by
+            .contains(&format!("vCPU 0 CR3 {cr3:#x}")),
+        "{}",
+        linux.info().located_by
+    );
+    check(f, &linux, &mem, &regs, "KPTI user CR3 only");
+}

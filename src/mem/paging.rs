@@ -199,11 +199,15 @@ pub struct MappedRange {
     pub flags: PageFlags,
 }
 
+/// Bound on paging-structure entries [`mapped_ranges`] reads in one call.
+pub const MAX_ENTRY_READS: usize = 1 << 22;
+
 /// Visit the leaf mappings of `[start, end)` in address order, at most `limit` of them.
 ///
 /// Sign-extension of the top level is handled, so kernel ranges work as written. Paging
-/// structures that cannot be read are skipped. Cost is bounded by `limit` leaves plus the
-/// tables visited, which is at most 512 per level inside the range.
+/// structures that cannot be read are skipped. Cost is bounded by `limit` leaves and by
+/// [`MAX_ENTRY_READS`] entry reads (guest page tables may share or loop tables to make a
+/// range look enormous); the walk just stops when either runs out.
 pub fn mapped_ranges<M: PhysicalMemory + ?Sized>(
     mem: &M,
     root: Gpa,
@@ -218,6 +222,7 @@ pub fn mapped_ranges<M: PhysicalMemory + ?Sized>(
         start: u64,
         end: u64,
         left: usize,
+        reads: usize,
         bits: u32,
     }
     fn rec<M: PhysicalMemory + ?Sized>(
@@ -242,6 +247,10 @@ pub fn mapped_ranges<M: PhysicalMemory + ?Sized>(
             if hi < c.start || lo >= c.end {
                 continue;
             }
+            if c.reads == 0 {
+                return false;
+            }
+            c.reads -= 1;
             let Ok(entry) = c
                 .mem
                 .read_physical_u64(Gpa((table & PTE_ADDR_MASK) | (index << 3)))
@@ -288,6 +297,7 @@ pub fn mapped_ranges<M: PhysicalMemory + ?Sized>(
         start: start.0,
         end: end.0,
         left: limit,
+        reads: MAX_ENTRY_READS,
         bits: mode.va_bits(),
     };
     rec(&mut c, root.0, mode.levels(), 0, (true, true, false), visit);

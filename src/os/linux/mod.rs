@@ -306,7 +306,7 @@ fn with_image<B: PhysicalMemory, R>(
     // Clip to the backed range that contains `start`.
     let ranges = mem.backend().physical_ranges();
     let r = ranges.iter().find(|r| r.contains(&start.0))?;
-    let len = len.min(r.end - start.0) as usize;
+    let len = len.min(r.end - start.0).min(KERNEL_IMAGE_SCAN) as usize;
     if let Some(s) = mem.backend().physical_slice(start, len) {
         return Some(f(s));
     }
@@ -373,8 +373,15 @@ fn in_guest_symbols<B: PhysicalMemory>(
         }
         windows.push((start, KERNEL_IMAGE_SCAN));
     }
+    // Last resort: all of memory, in overlapping windows (the tables span a few MB) so that a
+    // backend without zero-copy access never holds more than one window.
+    const OVERLAP: u64 = 16 << 20;
     for r in mem.backend().physical_ranges() {
-        windows.push((r.start, r.end - r.start));
+        let mut start = r.start;
+        while start < r.end {
+            windows.push((start, KERNEL_IMAGE_SCAN));
+            start += KERNEL_IMAGE_SCAN - OVERLAP;
+        }
     }
     for (start, len) in windows {
         let got = with_image(mem, Gpa(start), len, |img| {

@@ -17,6 +17,8 @@ pub const MAX_TYPES: usize = 1 << 21;
 const MAX_HOPS: usize = 32;
 /// Bound on anonymous-member nesting depth in field lookups.
 const MAX_ANON_DEPTH: usize = 8;
+/// Bound on members visited by one field lookup (anonymous members can fan out).
+const MAX_MEMBER_VISITS: usize = 1 << 16;
 
 /// BTF kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,18 +318,26 @@ impl Btf {
 
     /// Find `field` in struct/union `id`, looking into anonymous members. Returns the byte
     /// offset and the member's type id.
-    fn find_member(&self, id: u32, field: &str, depth: usize) -> Option<(u64, u32)> {
+    fn find_member(
+        &self,
+        id: u32,
+        field: &str,
+        depth: usize,
+        budget: &mut usize,
+    ) -> Option<(u64, u32)> {
         if depth > MAX_ANON_DEPTH {
             return None;
         }
         for (name, ty, bit_off, _) in self.members(id) {
+            *budget = budget.checked_sub(1)?;
             if name == field {
                 return Some(((bit_off / 8) as u64, ty));
             }
         }
         for (name, ty, bit_off, _) in self.members(id) {
+            *budget = budget.checked_sub(1)?;
             if name.is_empty() {
-                if let Some((o, t)) = self.find_member(self.resolve(ty), field, depth + 1) {
+                if let Some((o, t)) = self.find_member(self.resolve(ty), field, depth + 1, budget) {
                     return Some(((bit_off / 8) as u64 + o, t));
                 }
             }
@@ -364,7 +374,8 @@ impl TypeSource for Btf {
             if i > 0 {
                 id = self.resolve(last_ty);
             }
-            let (o, ty) = self.find_member(id, part, 0)?;
+            let mut budget = MAX_MEMBER_VISITS;
+            let (o, ty) = self.find_member(id, part, 0, &mut budget)?;
             offset = offset.checked_add(o)?;
             last_ty = ty;
         }

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 /// Largest decompressed ISF accepted (real ones are 20–80 MB).
 pub const MAX_ISF_BYTES: u64 = 512 << 20;
 const MAX_ANON_DEPTH: usize = 8;
+/// Bound on fields visited by one lookup (anonymous members can fan out).
+const MAX_FIELD_VISITS: usize = 1 << 16;
 
 #[derive(Deserialize)]
 struct RawIsf {
@@ -154,7 +156,13 @@ impl Isf {
         &self.metadata
     }
 
-    fn find(&self, ty: &str, field: &str, depth: usize) -> Option<(u64, &TypeRef)> {
+    fn find(
+        &self,
+        ty: &str,
+        field: &str,
+        depth: usize,
+        budget: &mut usize,
+    ) -> Option<(u64, &TypeRef)> {
         let t = self.user_types.get(ty)?;
         if let Some(f) = t.fields.get(field) {
             return Some((f.offset, &f.ty));
@@ -163,9 +171,10 @@ impl Isf {
             return None;
         }
         for (name, f) in &t.fields {
+            *budget = budget.checked_sub(1)?;
             if name.starts_with("unnamed_field") {
                 if let Some(inner) = f.ty.name.as_deref() {
-                    if let Some((o, r)) = self.find(inner, field, depth + 1) {
+                    if let Some((o, r)) = self.find(inner, field, depth + 1, budget) {
                         return Some((f.offset.checked_add(o)?, r));
                     }
                 }
@@ -223,7 +232,8 @@ impl TypeSource for Isf {
             if let Some(r) = last {
                 ty = r.name.clone()?;
             }
-            let (o, r) = self.find(&ty, part, 0)?;
+            let mut budget = MAX_FIELD_VISITS;
+            let (o, r) = self.find(&ty, part, 0, &mut budget)?;
             offset = offset.checked_add(o)?;
             last = Some(r);
         }

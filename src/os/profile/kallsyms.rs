@@ -70,6 +70,25 @@ pub struct KallsymsLayout {
 
 /// Bound on the search for `kallsyms_seqs_of_names` between markers and token table.
 const MAX_SEQS_BYTES: usize = 3 * (1 << 21);
+/// Bound on the verification work of one search (candidate checks beyond the cheap prefilter).
+/// A real kernel needs about 10^5 steps; crafted memory full of near-misses stops here.
+pub const MAX_SEARCH_WORK: usize = 1 << 26;
+
+/// Work left for one search.
+struct Budget(usize);
+
+impl Budget {
+    #[inline]
+    fn spend(&mut self, n: usize) -> bool {
+        if self.0 < n {
+            self.0 = 0;
+            false
+        } else {
+            self.0 -= n;
+            true
+        }
+    }
+}
 
 fn align8(v: usize) -> usize {
     (v + 7) & !7
@@ -77,7 +96,10 @@ fn align8(v: usize) -> usize {
 
 /// Check that `p` starts a token index with a matching token table before it; returns the
 /// token table start.
-fn check_token_index(img: &[u8], p: usize) -> Option<(usize, Vec<u16>)> {
+fn check_token_index(img: &[u8], p: usize, b: &mut Budget) -> Option<(usize, Vec<u16>)> {
+    if !b.spend(512) {
+        return None;
+    }
     let mut idx = Vec::with_capacity(256);
     let mut prev = None;
     for i in 0..256 {
@@ -136,7 +158,7 @@ fn tokens_ok(img: &[u8], table: usize, idx: &[u16]) -> bool {
 }
 
 /// Walk a marker array backwards from `end` (exclusive). Returns (start, markers).
-fn markers_before(img: &[u8], end: usize, wide: bool) -> Option<(usize, Vec<u64>)> {
+fn markers_before(img: &[u8], end: usize, wide: bool, b: &mut Budget) -> Option<(usize, Vec<u64>)> {
     let w = if wide { 8 } else { 4 };
     let rd = |o: usize| {
         if wide {
@@ -154,6 +176,9 @@ fn markers_before(img: &[u8], end: usize, wide: bool) -> Option<(usize, Vec<u64>
     let mut prev = u64::MAX;
     loop {
         pos = pos.checked_sub(w)?;
+        if !b.spend(1) {
+            return None;
+        }
         let v = rd(pos)?;
         if v >= prev || rev.len() > (MAX_SYMBOLS >> 8) + 1 {
             return None;
@@ -185,9 +210,19 @@ fn name_len(img: &[u8], off: usize) -> Option<(usize, usize)> {
 
 /// Check a names-stream candidate: walking `n` entries from `start` must hit every marker and
 /// end just before `end` (padding < 8).
-fn names_ok(img: &[u8], start: usize, n: usize, markers: &[u64], end: usize) -> bool {
+fn names_ok(
+    img: &[u8],
+    start: usize,
+    n: usize,
+    markers: &[u64],
+    end: usize,
+    b: &mut Budget,
+) -> bool {
     let mut off = start;
     for i in 0..n {
+        if !b.spend(1) {
+            return false;
+        }
         if i % 256 == 0 && markers.get(i / 256).map(|&m| m as usize) != Some(off - start) {
             return false;
         }
@@ -224,7 +259,10 @@ fn address(img: &[u8], enc: AddressEncoding, i: usize) -> Option<u64> {
 }
 
 /// Whether an encoding yields addresses sorted as the kernel sorts them and a plausible base.
-fn addresses_ok(img: &[u8], enc: AddressEncoding, n: usize) -> bool {
+fn addresses_ok(img: &[u8], enc: AddressEncoding, n: usize, b: &mut Budget) -> bool {
+    if !b.spend(n) {
+        return false;
+    }
     if let AddressEncoding::Relative { base, .. } | AddressEncoding::AbsolutePercpu { base, .. } =
         enc
     {
@@ -255,6 +293,7 @@ fn find_addresses(
     num_syms_pos: usize,
     token_index: usize,
     n: usize,
+    b: &mut Budget,
 ) -> Option<AddressEncoding> {
     let bytes4 = align8(n.checked_mul(4)?);
     let bytes8 = n.checked_mul(8)?;
@@ -283,7 +322,7 @@ fn find_addresses(
                 return false;
             }
         }
-        addresses_ok(img, enc, n)
+        addresses_ok(img, enc, n, b)
     })
 }
 
@@ -293,11 +332,12 @@ fn layout_at(
     p: usize,
     table: usize,
     token_offsets: Vec<u16>,
+    b: &mut Budget,
 ) -> Option<KallsymsLayout> {
     // Markers directly before the token table, or before kallsyms_seqs_of_names.
     let mut marker_cands = Vec::new();
     for wide in [false, true] {
-        if let Some(m) = markers_before(img, table, wide) {
+        if let Some(m) = markers_before(img, table, wide, b) {
             marker_cands.push((m, wide));
         }
     }
@@ -305,7 +345,10 @@ fn layout_at(
         let mut e = table;
         while table - e < MAX_SEQS_BYTES && e >= 8 {
             e -= 8;
-            if let Some((start, m)) = markers_before(img, e, false) {
+            if b.0 == 0 {
+                break;
+            }
+            if let Some((start, m)) = markers_before(img, e, false, b) {
                 let k = m.len();
                 let seq = table - e;
                 // seqs_of_names is 3*n bytes, n in ((k-1)*256, k*256].
@@ -330,9 +373,9 @@ fn layout_at(
                 if n > 0
                     && n <= MAX_SYMBOLS
                     && n.div_ceil(256) == k
-                    && names_ok(img, cand, n, &markers, markers_pos)
+                    && names_ok(img, cand, n, &markers, markers_pos, b)
                 {
-                    let addresses = find_addresses(img, num_pos, p, n)?;
+                    let addresses = find_addresses(img, num_pos, p, n, b)?;
                     return Some(KallsymsLayout {
                         num_syms: n,
                         names: cand,
@@ -358,6 +401,7 @@ fn layout_at(
 /// # Errors
 /// [`Error::OsNotFound`] if no consistent set of tables is found.
 pub fn find_in_image(img: &[u8]) -> Result<KallsymsLayout> {
+    let mut budget = Budget(MAX_SEARCH_WORK);
     let mut p = 0usize;
     let limit = img.len().saturating_sub(512);
     while p < limit {
@@ -368,10 +412,19 @@ pub fn find_in_image(img: &[u8]) -> Result<KallsymsLayout> {
             let c = (v >> 32) as u16;
             let d = (v >> 48) as u16;
             if a == 0 && (2..=129).contains(&b) && b < c && c < d && d - c <= 128 {
-                if let Some((table, idx)) = check_token_index(img, p) {
-                    if let Some(l) = layout_at(img, p, table, idx) {
+                if let Some((table, idx)) = check_token_index(img, p, &mut budget) {
+                    if let Some(l) = layout_at(img, p, table, idx, &mut budget) {
                         return Ok(l);
                     }
+                }
+                if budget.0 == 0 {
+                    return Err(Error::OsNotFound {
+                        os: "Linux",
+                        image: "the scanned memory".into(),
+                        reason: format!(
+                            "kallsyms search gave up after {MAX_SEARCH_WORK} verification steps (memory full of table look-alikes)"
+                        ),
+                    });
                 }
             }
         }
