@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI checks: formatting, lints, unit + integration + doc tests on the real fixtures,
-# benches compile. Run from the repository root: `bash scripts/test-all.sh`.
+# the adversarial suite, benches compile, and a short run of every fuzz target
+# (FUZZ_SECONDS each, default 30). Run from the repository root: `bash scripts/test-all.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,4 +12,5 @@ step "cargo clippy -D warnings";     cargo clippy --all-targets --all-features -
 step "cargo test (all targets)";     cargo test --all-features
 step "cargo bench --no-run";         cargo bench --no-run --all-features
 step "cargo doc (deny warnings)";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+step "fuzz every target ${FUZZ_SECONDS:-30}s"; bash fuzz/run.sh "${FUZZ_SECONDS:-30}"
 echo; echo "=== all checks passed ($(date +%T))"

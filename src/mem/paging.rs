@@ -200,7 +200,7 @@ pub struct MappedRange {
 }
 
 /// Bound on paging-structure entries [`mapped_ranges`] reads in one call.
-pub const MAX_ENTRY_READS: usize = 1 << 22;
+pub const MAX_ENTRY_READS: usize = 1 << 20;
 
 /// Visit the leaf mappings of `[start, end)` in address order, at most `limit` of them.
 ///

@@ -325,7 +325,8 @@ fn first_nx_offset<B: PhysicalMemory>(mem: &GuestMemory<B>, p: &Placement) -> u6
         p.space.mode,
         p.text_va,
         Gva(KERNEL_MAP_END),
-        4096,
+        // Text mapped with 4 KiB pages (e.g. after ftrace/kprobes split it) has many leaves.
+        1 << 16,
         &mut |r| {
             if r.flags.contains(crate::mem::PageFlags::NX) {
                 off = r.va.0.saturating_sub(p.text_va.0);

@@ -71,8 +71,9 @@ pub struct KallsymsLayout {
 /// Bound on the search for `kallsyms_seqs_of_names` between markers and token table.
 const MAX_SEQS_BYTES: usize = 3 * (1 << 21);
 /// Bound on the verification work of one search (candidate checks beyond the cheap prefilter).
-/// A real kernel needs about 10^5 steps; crafted memory full of near-misses stops here.
-pub const MAX_SEARCH_WORK: usize = 1 << 26;
+/// A real kernel needs at most ~1.5 * 10^6 steps (names, markers, address candidates and, for
+/// 6.2-6.3 layouts, the seqs_of_names search); crafted memory full of near-misses stops here.
+pub const MAX_SEARCH_WORK: usize = 1 << 23;
 
 /// Work left for one search.
 struct Budget(usize);

@@ -1,0 +1,88 @@
+//! Linux discovery and the task/module walks over an arbitrary guest image, with arbitrary
+//! vCPU registers and an arbitrary (but well-formed) profile: every iterator is driven to its
+//! end, which must come (walks are bounded and detect cycles).
+#![no_main]
+
+use libfuzzer_sys::{arbitrary, fuzz_target};
+use xenvmi::backend::snapshot::{Format, Snapshot};
+use xenvmi::mem::GuestMemory;
+use xenvmi::os::linux::{Linux, Profile, ProfileSource};
+use xenvmi::os::profile::{Field, SymbolTableBuilder, TypeSource};
+use xenvmi::Registers;
+
+#[derive(arbitrary::Arbitrary, Debug)]
+struct Input {
+    cr3: u32,
+    cr4_la57: bool,
+    /// Offsets for the fields the walkers use, in a fixed order.
+    offsets: [u16; 16],
+    /// Addresses of the symbols discovery uses.
+    symbols: [u32; 8],
+    in_guest: bool,
+    image: Vec<u8>,
+}
+
+struct Types([u16; 16]);
+
+const FIELDS: [(&str, &str); 14] = [
+    ("task_struct", "tasks"),
+    ("task_struct", "pid"),
+    ("task_struct", "tgid"),
+    ("task_struct", "comm"),
+    ("task_struct", "flags"),
+    ("task_struct", "real_parent"),
+    ("task_struct", "mm"),
+    ("mm_struct", "pgd"),
+    ("module", "list"),
+    ("module", "name"),
+    ("module", "core_layout"),
+    ("module_layout", "base"),
+    ("module_layout", "size"),
+    ("module", "init_layout"),
+];
+
+impl TypeSource for Types {
+    fn source_name(&self) -> &str {
+        "fuzz types"
+    }
+    fn struct_size(&self, _: &str) -> Option<u64> {
+        Some(self.0[15] as u64)
+    }
+    fn field(&self, t: &str, f: &str) -> Option<Field> {
+        let i = FIELDS.iter().position(|&(a, b)| a == t && b == f)?;
+        Some(Field { offset: self.0[i] as u64, size: Some(self.0[14] as u64 % 80) })
+    }
+}
+
+fuzz_target!(|inp: Input| {
+    if inp.image.len() < 64 {
+        return;
+    }
+    let Ok(snap) = Snapshot::from_bytes(inp.image, Some(Format::Raw)) else { return };
+    let mem = GuestMemory::new(snap);
+    let regs = [Registers {
+        cr0: 0x8000_0001,
+        cr3: (inp.cr3 as u64) << 12,
+        cr4: if inp.cr4_la57 { 0x1020 } else { 0x20 },
+        ..Registers::default()
+    }];
+    let source = if inp.in_guest {
+        ProfileSource::InGuest
+    } else {
+        let base = 0xffff_ffff_8100_0000u64;
+        let names = ["_text", "linux_banner", "init_top_pgt", "init_task", "modules", "page_offset_base", "__start_BTF", "__stop_BTF"];
+        let mut b = SymbolTableBuilder::new("fuzz symbols");
+        for (n, &a) in names.iter().zip(inp.symbols.iter()) {
+            b.push(n, if *n == "_text" { base } else { base + a as u64 }, b'D');
+        }
+        ProfileSource::Loaded(Profile { types: Box::new(Types(inp.offsets)), symbols: b.build() })
+    };
+    let Ok(linux) = Linux::discover(&mem, &regs, source) else { return };
+    let procs: Vec<_> = linux.processes(&mem).filter_map(Result::ok).collect();
+    assert!(procs.len() <= xenvmi::os::linux::MAX_TASKS);
+    for m in linux.modules(&mem) {
+        let _ = m;
+    }
+    let _ = linux.owner_of_cr3(&procs, regs[0].cr3);
+    let _ = linux.process_for_cr3(&mem, regs[0].cr3);
+});

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The acceptance run of docs/security.md: every target until 10 million executions or 30
+# minutes, whichever comes first. Output: fuzz/long-run.log (one summary line per target).
+set -euo pipefail
+cd "$(dirname "$0")"
+export RUSTC_BOOTSTRAP=1
+cargo fuzz build -O >/dev/null
+: > long-run.log
+for t in $(cargo fuzz list); do
+  mkdir -p "corpus/$t" "seeds/$t"
+  start=$(date +%s)
+  out=$(cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -runs=10000000 -max_total_time=1800 \
+        -max_len=131072 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 || true)
+  execs=$(echo "$out" | sed -n 's/^stat::number_of_executed_units: *//p' | tail -1)
+  rss=$(echo "$out" | sed -n 's/^stat::peak_rss_mb: *//p' | tail -1)
+  crash=$(ls artifacts/$t/crash-* artifacts/$t/timeout-* artifacts/$t/oom-* 2>/dev/null | wc -l)
+  echo "$t execs=${execs:-?} seconds=$(( $(date +%s) - start )) peak_rss_mb=${rss:-?} failing_inputs=$crash corpus=$(ls corpus/$t | wc -l)" | tee -a long-run.log
+done

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Make small fuzz seeds from the real fixtures (run after `cargo test` has unpacked them).
+
+Seeds are committed under fuzz/seeds/<target>/; this script documents where each came from.
+Usage: python3 fuzz/make-seeds.py   (from the repository root)
+"""
+import json, lzma, os, struct, subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "fixtures", "linux-6.1")
+CACHE = os.path.join(ROOT, "target", "xenvmi-fixtures", "linux-6.1")
+OUT = os.path.join(ROOT, "fuzz", "seeds")
+
+
+def put(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def zstd_d(path):
+    return subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout
+
+
+# snapshot: the real ELF header + program headers + notes, with PT_LOADs shrunk to fit,
+# followed by 4 KiB of real memory; plus a LiME wrapper of the same memory.
+with open(os.path.join(CACHE, "vmcore.elf"), "rb") as f:
+    head = bytearray(f.read(8192))
+phoff, = struct.unpack_from("<Q", head, 32)
+phnum, = struct.unpack_from("<H", head, 56)
+data_off = 4096
+for i in range(phnum):
+    o = phoff + 56 * i
+    if struct.unpack_from("<I", head, o)[0] == 1:
+        struct.pack_into("<QQQQ", head, o + 8, data_off, 0, struct.unpack_from("<Q", head, o + 24)[0], 2048)
+        data_off += 2048
+put("snapshot", "qemu-elf-notes", bytes(head[:data_off]))
+lime = struct.pack("<IIQQ8x", 0x4C694D45, 1, 0x1000, 0x1fff) + bytes(head[4096:8192])
+put("snapshot", "lime", lime)
+
+# btf: a real module's split BTF (small) and the header of vmlinux's.
+import tarfile, io
+SHARED_BTF = os.path.join(ROOT, "..", "shared", "fixtures", "linux-6.1", "btf.tar.zst")
+tar = tarfile.open(fileobj=io.BytesIO(zstd_d(SHARED_BTF))) if os.path.exists(SHARED_BTF) else None
+btf = zstd_d(os.path.join(FIX, "btf-vmlinux.zst"))
+# First types of vmlinux BTF: keep the header, cut the type and string sections to a prefix.
+hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<IIIII", btf, 4)
+types = btf[hdr_len + type_off: hdr_len + type_off + 3000]
+strings = btf[hdr_len + str_off: hdr_len + str_off + 3000]
+small = bytearray(btf[:hdr_len])
+struct.pack_into("<IIII", small, 8, 0, len(types), len(types), len(strings))
+put("btf", "vmlinux-prefix", bytes(small) + types + strings)
+if tar:
+    for m in tar.getmembers():
+        if m.name.endswith("/crc7") or m.name.endswith("/dummy"):
+            put("btf", "module-" + os.path.basename(m.name), tar.extractfile(m).read())
+
+# symbol_text: the first 300 lines of the real /proc/kallsyms.
+ks = zstd_d(os.path.join(FIX, "kallsyms.zst")).decode()
+lines = ks.splitlines()
+put("symbol_text", "kallsyms-head", ("\n".join(lines[:300]) + "\n").encode())
+put("symbol_text", "kallsyms-modules", ("\n".join([l for l in lines if "[" in l][:100]) + "\n").encode())
+
+# kallsyms_image: a 6.1-layout table of 600 real symbol names and addresses (the layout the
+# decoder expects; the real tables are 3 MB, too large to mutate usefully).
+syms = []
+for l in lines:
+    a, t, n = l.split()[:3]
+    if "[" in l or not n.isidentifier():
+        continue
+    syms.append((int(a, 16), t + n))
+    if len(syms) >= 600:
+        break
+syms.sort()
+base = 0xffffffff86600000
+out = bytearray()
+def pad():
+    while len(out) % 8:
+        out.append(0)
+for a, _ in syms:
+    o = a if a < 1 << 32 else -((a - base)) - 1
+    out += struct.pack("<i", max(min(o, 2**31 - 1), -2**31))
+pad(); out += struct.pack("<Q", base); out += struct.pack("<I", len(syms)); pad()
+names_start = len(out); markers = []
+for i, (_, n) in enumerate(syms):
+    if i % 256 == 0:
+        markers.append(len(out) - names_start)
+    b = n.encode()
+    out.append(len(b)); out += b
+pad()
+for m in markers:
+    out += struct.pack("<I", m)
+pad()
+table = len(out); idx = []
+for i in range(256):
+    idx.append(len(out) - table)
+    out += (bytes([i]) if 0x21 <= i < 0x7f else b"#") + b"\0"
+pad()
+for i in idx:
+    out += struct.pack("<H", i)
+put("kallsyms_image", "table-600", bytes(out))
+
+# isf: the real ISF reduced to the types and symbols the walkers use.
+isf = json.loads(lzma.open(os.path.join(FIX, "debian-6.1.0-56-amd64.json.xz")).read())
+keep = ["task_struct", "mm_struct", "module", "module_layout", "list_head", "uts_namespace", "new_utsname"]
+small = {"metadata": isf["metadata"], "base_types": isf["base_types"],
+         "user_types": {k: isf["user_types"][k] for k in keep},
+         "symbols": {k: isf["symbols"][k] for k in ["_text", "init_task", "modules", "linux_banner", "init_top_pgt"]}}
+put("isf", "linux-6.1-reduced.json", json.dumps(small).encode())
+put("isf", "linux-6.1-reduced.json.xz", lzma.compress(json.dumps(small).encode(), format=lzma.FORMAT_XZ))
+print("seeds written to", OUT)

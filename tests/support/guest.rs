@@ -1,0 +1,191 @@
+//! A seeded guest-image builder for adversarial tests: a tiny but coherent x86-64 Linux-like
+//! kernel (page tables, banner, task list, module list) with a matching profile, which tests
+//! then corrupt in targeted ways.
+#![allow(dead_code)]
+
+use xenvmi::backend::snapshot::{Format, Snapshot};
+use xenvmi::os::linux::Profile;
+use xenvmi::os::profile::{Field, SymbolTableBuilder, TypeSource};
+use xenvmi::Registers;
+
+pub const MEM: usize = 8 << 20;
+pub const TEXT_VA: u64 = 0xffff_ffff_8100_0000;
+pub const TEXT_PA: u64 = 0x40_0000;
+/// Offsets inside the kernel image.
+pub const BANNER: u64 = 0x100;
+pub const PML4: u64 = 0x1_0000;
+pub const PDPT: u64 = 0x1_1000;
+pub const PD: u64 = 0x1_2000;
+pub const INIT_TASK: u64 = 0x2_0000;
+pub const TASKS: u64 = 0x2_1000;
+pub const MMS: u64 = 0x3_0000;
+pub const MODULES: u64 = 0x4_0000;
+pub const MODS: u64 = 0x4_1000;
+pub const PAGE_OFFSET_BASE: u64 = 0x5_0000;
+
+/// Field offsets of the synthetic profile.
+pub const T_FLAGS: u64 = 0x08;
+pub const T_TASKS: u64 = 0x10;
+pub const T_PID: u64 = 0x20;
+pub const T_TGID: u64 = 0x24;
+pub const T_COMM: u64 = 0x30;
+pub const T_PARENT: u64 = 0x40;
+pub const T_MM: u64 = 0x48;
+pub const MM_PGD: u64 = 0x08;
+pub const M_LIST: u64 = 0x08;
+pub const M_NAME: u64 = 0x18;
+pub const M_CORE: u64 = 0x50;
+pub const M_INIT: u64 = 0x60;
+
+pub struct Guest {
+    pub mem: Vec<u8>,
+}
+
+/// `va` of an offset inside the kernel image.
+pub fn kva(off: u64) -> u64 {
+    TEXT_VA + off
+}
+
+impl Guest {
+    /// A healthy guest with `ntasks` user tasks and `nmods` modules.
+    pub fn new(ntasks: usize, nmods: usize) -> Guest {
+        let mut g = Guest { mem: vec![0u8; MEM] };
+        // Page tables inside the image: PML4[511] -> PDPT[510] -> PD[8..16] (2 MiB pages).
+        g.set_u64(TEXT_PA + PML4 + 511 * 8, (TEXT_PA + PDPT) | 3);
+        g.set_u64(TEXT_PA + PDPT + 510 * 8, (TEXT_PA + PD) | 3);
+        // _text = 0xffffffff81000000: PD index 8; map 2 MiB there (the image), NX-free.
+        g.set_u64(TEXT_PA + PD + 8 * 8, TEXT_PA | 0x83);
+        g.write(TEXT_PA + BANNER, b"Linux version 6.99.0-adversarial (test) #1 SMP\n\0");
+        g.set_u64(TEXT_PA + PAGE_OFFSET_BASE, 0xffff_8880_0000_0000);
+        // init_task (pid 0) heads the list.
+        let mut prev = kva(INIT_TASK);
+        g.init_task();
+        for i in 0..ntasks {
+            let t = kva(TASKS + i as u64 * 0x100);
+            g.task(t, 100 + i as u32, &format!("task{i}"), kva(INIT_TASK), Some(kva(MMS + i as u64 * 0x40)));
+            g.link(prev + T_TASKS, t + T_TASKS);
+            prev = t;
+        }
+        g.link(prev + T_TASKS, kva(INIT_TASK + T_TASKS));
+        let mut prev = kva(MODULES) - M_LIST; // the head is a bare list_head
+        for i in 0..nmods {
+            let m = kva(MODS + i as u64 * 0x100);
+            g.write_va(m + M_NAME, format!("mod{i}\0").as_bytes());
+            g.set_va_u64(m + M_CORE, 0xffff_ffff_c000_0000 + i as u64 * 0x4000);
+            g.set_va_u32(m + M_CORE + 8, 0x4000);
+            g.link(prev + M_LIST, m + M_LIST);
+            prev = m;
+        }
+        g.link(prev + M_LIST, kva(MODULES));
+        g
+    }
+
+    fn init_task(&mut self) {
+        let t = kva(INIT_TASK);
+        self.task(t, 0, "swapper/0", t, None);
+    }
+
+    /// Write a task_struct at `t`.
+    pub fn task(&mut self, t: u64, pid: u32, comm: &str, parent: u64, mm: Option<u64>) {
+        self.set_va_u32(t + T_PID, pid);
+        self.set_va_u32(t + T_TGID, pid);
+        let mut c = [0u8; 16];
+        c[..comm.len().min(15)].copy_from_slice(&comm.as_bytes()[..comm.len().min(15)]);
+        self.write_va(t + T_COMM, &c);
+        self.set_va_u64(t + T_PARENT, parent);
+        self.set_va_u32(t + T_FLAGS, if mm.is_none() { 0x0020_0000 } else { 0 });
+        if let Some(mm) = mm {
+            self.set_va_u64(t + T_MM, mm);
+            // Each process "owns" the kernel PML4 (enough for a pgd translation).
+            self.set_va_u64(mm + MM_PGD, kva(PML4));
+        }
+    }
+
+    /// `*at = to` (a list_head.next).
+    pub fn link(&mut self, at: u64, to: u64) {
+        self.set_va_u64(at, to);
+    }
+
+    fn pa(va: u64) -> u64 {
+        assert!((TEXT_VA..TEXT_VA + (2 << 20)).contains(&va), "{va:#x} outside the image");
+        va - TEXT_VA + TEXT_PA
+    }
+
+    pub fn write(&mut self, pa: u64, b: &[u8]) {
+        self.mem[pa as usize..pa as usize + b.len()].copy_from_slice(b);
+    }
+    pub fn set_u64(&mut self, pa: u64, v: u64) {
+        self.write(pa, &v.to_le_bytes());
+    }
+    pub fn write_va(&mut self, va: u64, b: &[u8]) {
+        self.write(Self::pa(va), b);
+    }
+    pub fn set_va_u64(&mut self, va: u64, v: u64) {
+        self.set_u64(Self::pa(va), v);
+    }
+    pub fn set_va_u32(&mut self, va: u64, v: u32) {
+        self.write(Self::pa(va), &v.to_le_bytes());
+    }
+
+    pub fn registers(&self) -> Vec<Registers> {
+        vec![Registers {
+            cr0: 0x8000_0011,
+            cr3: TEXT_PA + PML4,
+            cr4: 0x20,
+            cs_sel: 0x10,
+            ..Registers::default()
+        }]
+    }
+
+    pub fn snapshot(self) -> Snapshot {
+        Snapshot::from_bytes(self.mem, Some(Format::Raw)).expect("raw image")
+    }
+}
+
+/// The synthetic profile's types.
+pub struct Types;
+
+impl TypeSource for Types {
+    fn source_name(&self) -> &str {
+        "adversarial test profile"
+    }
+    fn struct_size(&self, _: &str) -> Option<u64> {
+        Some(0x100)
+    }
+    fn field(&self, t: &str, f: &str) -> Option<Field> {
+        let (offset, size) = match (t, f) {
+            ("task_struct", "tasks") => (T_TASKS, 16),
+            ("task_struct", "pid") => (T_PID, 4),
+            ("task_struct", "tgid") => (T_TGID, 4),
+            ("task_struct", "comm") => (T_COMM, 16),
+            ("task_struct", "flags") => (T_FLAGS, 4),
+            ("task_struct", "real_parent") => (T_PARENT, 8),
+            ("task_struct", "mm") => (T_MM, 8),
+            ("mm_struct", "pgd") => (MM_PGD, 8),
+            ("module", "list") => (M_LIST, 16),
+            ("module", "name") => (M_NAME, 56),
+            ("module", "core_layout") => (M_CORE, 16),
+            ("module", "init_layout") => (M_INIT, 16),
+            ("module_layout", "base") => (0, 8),
+            ("module_layout", "size") => (8, 4),
+            _ => return None,
+        };
+        Some(Field { offset, size: Some(size) })
+    }
+}
+
+/// The synthetic profile (types + symbols).
+pub fn profile() -> Profile {
+    let mut b = SymbolTableBuilder::new("adversarial test symbols");
+    for (n, off) in [
+        ("_text", 0),
+        ("linux_banner", BANNER),
+        ("init_top_pgt", PML4),
+        ("init_task", INIT_TASK),
+        ("modules", MODULES),
+        ("page_offset_base", PAGE_OFFSET_BASE),
+    ] {
+        b.push(n, kva(off), b'D');
+    }
+    Profile { types: Box::new(Types), symbols: b.build() }
+}
