@@ -48,7 +48,10 @@ fn walk(g: Guest) -> Result<Outcome, Error> {
 }
 
 /// Run `f` on a worker thread: it must not panic and must finish before the watchdog.
-fn run<T: Send + 'static + std::fmt::Debug>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn run<T: Send + 'static + std::fmt::Debug>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let t0 = Instant::now();
     let h = std::thread::spawn(move || {
@@ -56,14 +59,22 @@ fn run<T: Send + 'static + std::fmt::Debug>(name: &str, f: impl FnOnce() -> T + 
         let _ = tx.send(());
         r
     });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{name}: did not finish (hang)"));
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{name}: did not finish (hang)"));
     let r = h.join().unwrap_or_else(|_| panic!("{name}: panicked"));
-    eprintln!("adversarial {name:<44} {:>8.2?}  -> {:.100}", t0.elapsed(), format!("{r:?}"));
+    eprintln!(
+        "adversarial {name:<44} {:>8.2?}  -> {:.100}",
+        t0.elapsed(),
+        format!("{r:?}")
+    );
     r
 }
 
 fn expect_walk_error(o: &Outcome, needle: &str) {
-    assert!(o.errors.iter().any(|e| e.contains(needle)), "expected an error with `{needle}`, got {o:?}");
+    assert!(
+        o.errors.iter().any(|e| e.contains(needle)),
+        "expected an error with `{needle}`, got {o:?}"
+    );
 }
 
 #[test]
@@ -76,7 +87,10 @@ fn baseline_synthetic_guest_is_read_exactly() {
 fn cyclic_task_list_not_through_head() {
     let mut g = Guest::new(5, 0);
     // task4.next -> task2: a loop that never returns to init_task.
-    g.link(kva(TASKS + 4 * 0x100 + T_TASKS), kva(TASKS + 2 * 0x100 + T_TASKS));
+    g.link(
+        kva(TASKS + 4 * 0x100 + T_TASKS),
+        kva(TASKS + 2 * 0x100 + T_TASKS),
+    );
     let o = run("cyclic task list", || walk(g)).unwrap();
     assert_eq!(o.tasks, 5);
     expect_walk_error(&o, "loops");
@@ -166,10 +180,18 @@ fn page_tables_pointing_to_themselves() {
             n += mem.translate(space, Gva(va)).is_ok() as usize;
         }
         let mut leaves = 0;
-        xenvmi::mem::mapped_ranges(mem.backend(), space.root, space.mode, Gva(0), Gva(u64::MAX), 1 << 20, &mut |_| {
-            leaves += 1;
-            true
-        });
+        xenvmi::mem::mapped_ranges(
+            mem.backend(),
+            space.root,
+            space.mode,
+            Gva(0),
+            Gva(u64::MAX),
+            1 << 20,
+            &mut |_| {
+                leaves += 1;
+                true
+            },
+        );
         (n, leaves)
     });
     assert!(o.1 <= 1 << 20);
@@ -189,10 +211,18 @@ fn page_tables_fanning_out_to_one_table_everywhere() {
         let mem = GuestMemory::new(g.snapshot());
         let mut leaves = 0usize;
         let space = AddressSpace::from_cr3(regs[0].cr3, PagingMode::Level4);
-        xenvmi::mem::mapped_ranges(mem.backend(), space.root, space.mode, Gva(0), Gva(u64::MAX), usize::MAX, &mut |_| {
-            leaves += 1;
-            true
-        });
+        xenvmi::mem::mapped_ranges(
+            mem.backend(),
+            space.root,
+            space.mode,
+            Gva(0),
+            Gva(u64::MAX),
+            usize::MAX,
+            &mut |_| {
+                leaves += 1;
+                true
+            },
+        );
         let d = Linux::discover(&mem, &regs, ProfileSource::Loaded(profile()));
         (leaves, d.is_err())
     });
@@ -265,7 +295,11 @@ fn kallsyms_look_alikes() {
         let mut idx = Vec::new();
         for i in 0..256u32 {
             idx.push(unit.len() as u16);
-            unit.push(if (0x21..0x7f).contains(&i) { i as u8 } else { b'#' });
+            unit.push(if (0x21..0x7f).contains(&i) {
+                i as u8
+            } else {
+                b'#'
+            });
             unit.push(0);
         }
         for i in idx {
@@ -283,7 +317,13 @@ fn kallsyms_look_alikes() {
 fn btf_blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
     let t: Vec<u8> = types.iter().flat_map(|x| x.to_le_bytes()).collect();
     let mut b = vec![0x9f, 0xeb, 1, 0];
-    for v in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
+    for v in [
+        24u32,
+        0,
+        t.len() as u32,
+        t.len() as u32,
+        strings.len() as u32,
+    ] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b.extend_from_slice(&t);
@@ -296,15 +336,39 @@ fn btf_with_type_loops_and_self_containing_structs() {
     let strings = b"\0task_struct\0pid\0loop\0";
     // 1: typedef loop -> 2 -> 1; 3: struct task_struct { anon: 4 } ; 4: union { anon: 3, anon: 4 }
     let types = [
-        13, 8 << 24, 2, // typedef "loop" -> 2
-        13, 8 << 24, 1, // typedef "loop" -> 1
-        1, (4 << 24) | 1, 8, 0, 4, 0, // struct task_struct { <anon> 4 @0 }
-        0, (5 << 24) | 2, 8, 0, 3, 0, 0, 4, 0, // union { <anon> 3, <anon> 4 }
+        13,
+        8 << 24,
+        2, // typedef "loop" -> 2
+        13,
+        8 << 24,
+        1, // typedef "loop" -> 1
+        1,
+        (4 << 24) | 1,
+        8,
+        0,
+        4,
+        0, // struct task_struct { <anon> 4 @0 }
+        0,
+        (5 << 24) | 2,
+        8,
+        0,
+        3,
+        0,
+        0,
+        4,
+        0, // union { <anon> 3, <anon> 4 }
     ];
-    let r = run("BTF type loops + self-containing anonymous members", move || {
-        let b = Btf::parse(btf_blob(&types, strings), "crafted").unwrap();
-        (b.resolve(1), b.field("task_struct", "pid"), b.field("task_struct", "a.b.c"))
-    });
+    let r = run(
+        "BTF type loops + self-containing anonymous members",
+        move || {
+            let b = Btf::parse(btf_blob(&types, strings), "crafted").unwrap();
+            (
+                b.resolve(1),
+                b.field("task_struct", "pid"),
+                b.field("task_struct", "a.b.c"),
+            )
+        },
+    );
     assert_eq!(r.1, None);
     assert_eq!(r.2, None);
 }
@@ -329,12 +393,17 @@ fn isf_truncated_and_self_referencing() {
     let json = r#"{"base_types":{},"symbols":{"_text":{"address":1}},"user_types":{
         "task_struct":{"kind":"struct","size":8,"fields":{"unnamed_field_0":{"offset":0,"type":{"kind":"struct","name":"task_struct"}},
         "unnamed_field_1":{"offset":8,"type":{"kind":"struct","name":"task_struct"}}}}}}"#;
-    let r = run("ISF self-referencing anonymous members + truncation", move || {
-        let isf = Isf::from_bytes(json.as_bytes(), "crafted").unwrap();
-        let lookup = isf.field("task_struct", "pid");
-        let truncated = (1..json.len()).step_by(13).all(|n| Isf::from_bytes(&json.as_bytes()[..n], "t").is_err());
-        (lookup, truncated)
-    });
+    let r = run(
+        "ISF self-referencing anonymous members + truncation",
+        move || {
+            let isf = Isf::from_bytes(json.as_bytes(), "crafted").unwrap();
+            let lookup = isf.field("task_struct", "pid");
+            let truncated = (1..json.len())
+                .step_by(13)
+                .all(|n| Isf::from_bytes(&json.as_bytes()[..n], "t").is_err());
+            (lookup, truncated)
+        },
+    );
     assert_eq!(r, (None, true));
 }
 
@@ -374,7 +443,10 @@ fn elf_and_lime_headers_that_lie() {
         ph[8..16].copy_from_slice(&120u64.to_le_bytes());
         ph[32..40].copy_from_slice(&24u64.to_le_bytes());
         e2.extend_from_slice(&ph);
-        e2.extend_from_slice(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, b'C', b'O', b'R', b'E', 0, 0, 0, 0, 0, 0, 0, 0]);
+        e2.extend_from_slice(&[
+            5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, b'C', b'O', b'R', b'E', 0, 0, 0, 0, 0,
+            0, 0, 0,
+        ]);
         out.push(Snapshot::from_bytes(e2, None).is_err());
         // ELF: two overlapping PT_LOADs.
         let mut e3 = e.clone();
@@ -407,15 +479,22 @@ fn elf_and_lime_headers_that_lie() {
 #[test]
 fn reads_with_guest_sized_lengths_are_capped() {
     let g = Guest::new(1, 0);
-    let r = run("guest-sized reads (4 GiB length, 1 GiB string)", move || {
-        let regs = g.registers();
-        let mem = GuestMemory::new(g.snapshot());
-        let space = AddressSpace::from_cr3(regs[0].cr3, PagingMode::Level4);
-        let big = mem.read_bytes(space, Gva(TEXT_VA), 4 << 30).is_err();
-        let s = mem.read_cstring(space, Gva(TEXT_VA + PML4), 1 << 30).map(|s| s.len());
-        let phys = mem.read_physical(Gpa(u64::MAX - 4), &mut [0u8; 16]).is_err();
-        (big, s, phys)
-    });
+    let r = run(
+        "guest-sized reads (4 GiB length, 1 GiB string)",
+        move || {
+            let regs = g.registers();
+            let mem = GuestMemory::new(g.snapshot());
+            let space = AddressSpace::from_cr3(regs[0].cr3, PagingMode::Level4);
+            let big = mem.read_bytes(space, Gva(TEXT_VA), 4 << 30).is_err();
+            let s = mem
+                .read_cstring(space, Gva(TEXT_VA + PML4), 1 << 30)
+                .map(|s| s.len());
+            let phys = mem
+                .read_physical(Gpa(u64::MAX - 4), &mut [0u8; 16])
+                .is_err();
+            (big, s, phys)
+        },
+    );
     assert!(r.0 && r.2);
     assert!(r.1.unwrap() <= 2 << 20);
 }

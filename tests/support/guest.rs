@@ -49,20 +49,31 @@ pub fn kva(off: u64) -> u64 {
 impl Guest {
     /// A healthy guest with `ntasks` user tasks and `nmods` modules.
     pub fn new(ntasks: usize, nmods: usize) -> Guest {
-        let mut g = Guest { mem: vec![0u8; MEM] };
+        let mut g = Guest {
+            mem: vec![0u8; MEM],
+        };
         // Page tables inside the image: PML4[511] -> PDPT[510] -> PD[8..16] (2 MiB pages).
         g.set_u64(TEXT_PA + PML4 + 511 * 8, (TEXT_PA + PDPT) | 3);
         g.set_u64(TEXT_PA + PDPT + 510 * 8, (TEXT_PA + PD) | 3);
         // _text = 0xffffffff81000000: PD index 8; map 2 MiB there (the image), NX-free.
         g.set_u64(TEXT_PA + PD + 8 * 8, TEXT_PA | 0x83);
-        g.write(TEXT_PA + BANNER, b"Linux version 6.99.0-adversarial (test) #1 SMP\n\0");
+        g.write(
+            TEXT_PA + BANNER,
+            b"Linux version 6.99.0-adversarial (test) #1 SMP\n\0",
+        );
         g.set_u64(TEXT_PA + PAGE_OFFSET_BASE, 0xffff_8880_0000_0000);
         // init_task (pid 0) heads the list.
         let mut prev = kva(INIT_TASK);
         g.init_task();
         for i in 0..ntasks {
             let t = kva(TASKS + i as u64 * 0x100);
-            g.task(t, 100 + i as u32, &format!("task{i}"), kva(INIT_TASK), Some(kva(MMS + i as u64 * 0x40)));
+            g.task(
+                t,
+                100 + i as u32,
+                &format!("task{i}"),
+                kva(INIT_TASK),
+                Some(kva(MMS + i as u64 * 0x40)),
+            );
             g.link(prev + T_TASKS, t + T_TASKS);
             prev = t;
         }
@@ -107,7 +118,10 @@ impl Guest {
     }
 
     fn pa(va: u64) -> u64 {
-        assert!((TEXT_VA..TEXT_VA + (2 << 20)).contains(&va), "{va:#x} outside the image");
+        assert!(
+            (TEXT_VA..TEXT_VA + (2 << 20)).contains(&va),
+            "{va:#x} outside the image"
+        );
         va - TEXT_VA + TEXT_PA
     }
 
@@ -170,7 +184,10 @@ impl TypeSource for Types {
             ("module_layout", "size") => (8, 4),
             _ => return None,
         };
-        Some(Field { offset, size: Some(size) })
+        Some(Field {
+            offset,
+            size: Some(size),
+        })
     }
 }
 
@@ -187,5 +204,8 @@ pub fn profile() -> Profile {
     ] {
         b.push(n, kva(off), b'D');
     }
-    Profile { types: Box::new(Types), symbols: b.build() }
+    Profile {
+        types: Box::new(Types),
+        symbols: b.build(),
+    }
 }
