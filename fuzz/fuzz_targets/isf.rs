@@ -7,8 +7,15 @@ use xenvmi::os::profile::isf::Isf;
 use xenvmi::os::profile::TypeSource;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(isf) = Isf::from_bytes(data, "fuzz") else { return };
-    for (t, f) in [("task_struct", "tasks"), ("module", "core_layout.base"), ("_EPROCESS", "Pcb.DirectoryTableBase"), ("a", "b.c")] {
+    let Ok(isf) = Isf::from_bytes(data, "fuzz") else {
+        return;
+    };
+    for (t, f) in [
+        ("task_struct", "tasks"),
+        ("module", "core_layout.base"),
+        ("_EPROCESS", "Pcb.DirectoryTableBase"),
+        ("a", "b.c"),
+    ] {
         let _ = isf.field(t, f);
         let _ = isf.struct_size(t);
     }

@@ -50,7 +50,10 @@ impl TypeSource for Types {
     }
     fn field(&self, t: &str, f: &str) -> Option<Field> {
         let i = FIELDS.iter().position(|&(a, b)| a == t && b == f)?;
-        Some(Field { offset: self.0[i] as u64, size: Some(self.0[14] as u64 % 80) })
+        Some(Field {
+            offset: self.0[i] as u64,
+            size: Some(self.0[14] as u64 % 80),
+        })
     }
 }
 
@@ -58,7 +61,9 @@ fuzz_target!(|inp: Input| {
     if inp.image.len() < 64 {
         return;
     }
-    let Ok(snap) = Snapshot::from_bytes(inp.image, Some(Format::Raw)) else { return };
+    let Ok(snap) = Snapshot::from_bytes(inp.image, Some(Format::Raw)) else {
+        return;
+    };
     let mem = GuestMemory::new(snap);
     let regs = [Registers {
         cr0: 0x8000_0001,
@@ -70,14 +75,28 @@ fuzz_target!(|inp: Input| {
         ProfileSource::InGuest
     } else {
         let base = 0xffff_ffff_8100_0000u64;
-        let names = ["_text", "linux_banner", "init_top_pgt", "init_task", "modules", "page_offset_base", "__start_BTF", "__stop_BTF"];
+        let names = [
+            "_text",
+            "linux_banner",
+            "init_top_pgt",
+            "init_task",
+            "modules",
+            "page_offset_base",
+            "__start_BTF",
+            "__stop_BTF",
+        ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
             b.push(n, if *n == "_text" { base } else { base + a as u64 }, b'D');
         }
-        ProfileSource::Loaded(Profile { types: Box::new(Types(inp.offsets)), symbols: b.build() })
+        ProfileSource::Loaded(Profile {
+            types: Box::new(Types(inp.offsets)),
+            symbols: b.build(),
+        })
     };
-    let Ok(linux) = Linux::discover(&mem, &regs, source) else { return };
+    let Ok(linux) = Linux::discover(&mem, &regs, source) else {
+        return;
+    };
     let procs: Vec<_> = linux.processes(&mem).filter_map(Result::ok).collect();
     assert!(procs.len() <= xenvmi::os::linux::MAX_TASKS);
     for m in linux.modules(&mem) {

@@ -20,10 +20,19 @@ fuzz_target!(|inp: Input| {
     if inp.image.is_empty() {
         return;
     }
-    let Ok(snap) = Snapshot::from_bytes(inp.image, Some(Format::Raw)) else { return };
+    let Ok(snap) = Snapshot::from_bytes(inp.image, Some(Format::Raw)) else {
+        return;
+    };
     let mem = GuestMemory::new(snap);
-    let mode = if inp.five_level { PagingMode::Level5 } else { PagingMode::Level4 };
-    let space = AddressSpace { root: Gpa((inp.root as u64) << 12), mode };
+    let mode = if inp.five_level {
+        PagingMode::Level5
+    } else {
+        PagingMode::Level4
+    };
+    let space = AddressSpace {
+        root: Gpa((inp.root as u64) << 12),
+        mode,
+    };
     for &va in inp.vas.iter().take(64) {
         let _ = mem.walk(space, Gva(va));
         let _ = mem.translate(space, Gva(va));
@@ -37,9 +46,17 @@ fuzz_target!(|inp: Input| {
     mem.flush_translations();
     let (a, b) = inp.range;
     let mut n = 0usize;
-    mapped_ranges(mem.backend(), space.root, mode, Gva(a.min(b)), Gva(a.max(b)), 10_000, &mut |_| {
-        n += 1;
-        true
-    });
+    mapped_ranges(
+        mem.backend(),
+        space.root,
+        mode,
+        Gva(a.min(b)),
+        Gva(a.max(b)),
+        10_000,
+        &mut |_| {
+            n += 1;
+            true
+        },
+    );
     assert!(n <= 10_000);
 });

@@ -8,8 +8,15 @@ use xenvmi::backend::{PhysicalMemory, VcpuState};
 use xenvmi::{Gpa, VcpuId};
 
 fuzz_target!(|data: &[u8]| {
-    for format in [None, Some(Format::QemuElf), Some(Format::Lime), Some(Format::Raw)] {
-        let Ok(s) = Snapshot::from_bytes(data.to_vec(), format) else { continue };
+    for format in [
+        None,
+        Some(Format::QemuElf),
+        Some(Format::Lime),
+        Some(Format::Raw),
+    ] {
+        let Ok(s) = Snapshot::from_bytes(data.to_vec(), format) else {
+            continue;
+        };
         let mut buf = [0u8; 64];
         for r in s.regions() {
             let _ = s.read_physical(Gpa(r.gpa), &mut buf);
