@@ -19,7 +19,20 @@ const FIXTURES: &[&str] = &[
     "linux-6.1-la57",
     "linux-6.1-cloud-pti",
     "linux-6.1-mem4g",
+    "linux-6.12",
 ];
+
+/// The guest's `comm` for a ground-truth task. make-truth.py strips `-<workqueue>` from kworker
+/// names because /proc appends it; 6.12 rescuer threads carry `kworker/R-<wq>` in `comm`
+/// itself, so for those the truth is the /proc text cut to 15 bytes (TASK_COMM_LEN - 1).
+fn truth_comm(p: &Value) -> String {
+    let proc_text = p["comm_proc"].as_str().unwrap_or("");
+    if proc_text.starts_with("kworker/R-") {
+        proc_text.chars().take(15).collect()
+    } else {
+        p["comm"].as_str().unwrap().to_owned()
+    }
+}
 
 fn open(fixture: &str) -> (GuestMemory<Snapshot>, Vec<Registers>) {
     let path = fixture_file(fixture, "vmcore.elf").unwrap_or_else(|e| panic!("{fixture}: {e}"));
@@ -157,7 +170,7 @@ fn check(fixture: &str, linux: &Linux, mem: &GuestMemory<Snapshot>, regs: &[Regi
                 p["pid"].as_u64().unwrap(),
                 p["tgid"].as_u64().unwrap(),
                 p["ppid"].as_u64().unwrap(),
-                p["comm"].as_str().unwrap().to_owned(),
+                truth_comm(p),
                 p["kthread"].as_bool().unwrap(),
             )
         })
