@@ -37,6 +37,7 @@ pub mod addr;
 pub mod backend;
 pub(crate) mod bytes;
 pub mod error;
+pub mod event;
 pub mod mem;
 pub mod os;
 pub mod regs;

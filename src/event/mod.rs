@@ -1,0 +1,477 @@
+//! Events: vm_event requests decoded once into Rust types, and responses built from a small
+//! set of actions.
+//!
+//! A request is decoded at the ring boundary into an [`Event`]: the vCPU, the view it occurred
+//! in, its registers and a typed [`EventKind`]. A handler answers with a [`Response`]
+//! (continue, deny, emulate, set registers, toggle single-step, fast single-step into a view,
+//! switch view), which [`encode_response`] turns into the 400 bytes Xen expects. Every
+//! response carries the interface version, the vCPU id, the request's reason and its echoed
+//! payload (Xen needs them for DENY), and unpauses the vCPU if the request paused it, also for
+//! reasons this crate does not know.
+
+use crate::addr::{Gfn, Gva, VcpuId, ViewId};
+use crate::backend::{ControlRegister, MemAccess};
+use crate::bytes::{u16_at, u32_at, u64_at};
+use crate::error::{Error, Result};
+use crate::regs::Registers;
+
+pub mod abi;
+pub mod ring;
+
+use abi::{entry, flag, reason, regs as r, ENTRY_SIZE, INTERFACE_VERSION};
+
+/// What happened, with the payload of its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A write to CR0/CR3/CR4/XCR0 (before it takes effect on sync monitors).
+    ControlRegister {
+        /// Which register.
+        register: ControlRegister,
+        /// Value before.
+        old: u64,
+        /// Value being written.
+        new: u64,
+    },
+    /// `wrmsr`.
+    Msr {
+        /// MSR index.
+        index: u64,
+        /// Value before.
+        old: u64,
+        /// Value being written.
+        new: u64,
+    },
+    /// An access that the frame's permissions in the current view do not allow.
+    MemoryAccess {
+        /// The frame.
+        gfn: Gfn,
+        /// Offset inside the frame.
+        offset: u64,
+        /// The linear address, when Xen knows it.
+        gla: Option<Gva>,
+        /// The kind of access that faulted.
+        access: MemAccess,
+        /// The fault happened while the CPU walked guest page tables.
+        in_page_table_walk: bool,
+    },
+    /// `int3`.
+    SoftwareBreakpoint {
+        /// Frame of the instruction.
+        gfn: Gfn,
+        /// Instruction length.
+        insn_length: u32,
+        /// Event type for re-injection (`XEN_DMOP_EVENT_*`).
+        trap_type: u8,
+    },
+    /// One single-step completed.
+    SingleStep {
+        /// Frame of the next instruction.
+        gfn: Gfn,
+    },
+    /// A debug exception.
+    DebugException {
+        /// Frame of the instruction.
+        gfn: Gfn,
+        /// Pending debug exceptions (DR6 bits).
+        pending_dbg: u64,
+        /// Instruction length.
+        insn_length: u32,
+        /// Event type for re-injection.
+        trap_type: u8,
+    },
+    /// `cpuid`.
+    Cpuid {
+        /// Leaf (EAX).
+        leaf: u32,
+        /// Sub-leaf (ECX).
+        subleaf: u32,
+        /// Instruction length.
+        insn_length: u32,
+    },
+    /// LGDT/SGDT/LIDT/SIDT/LLDT/SLDT/LTR/STR.
+    DescriptorAccess {
+        /// 1 IDTR, 2 GDTR, 3 LDTR, 4 TR.
+        descriptor: u8,
+        /// A load (write to the register) rather than a store.
+        is_write: bool,
+        /// VMX instruction information.
+        instr_info: u32,
+        /// VMX exit qualification.
+        exit_qualification: u64,
+    },
+    /// A hypercall from the guest asking for the monitor.
+    GuestRequest,
+    /// An instruction Xen's emulator does not implement.
+    EmulUnimplemented,
+    /// An interrupt (after `GET_NEXT_INTERRUPT`).
+    Interrupt {
+        /// Vector.
+        vector: u32,
+        /// Type.
+        kind: u32,
+        /// Error code.
+        error_code: u32,
+        /// CR2 (for page faults).
+        cr2: u64,
+    },
+    /// A VM exit (vmexit monitor).
+    VmExit {
+        /// Exit reason.
+        reason: u64,
+        /// Exit qualification.
+        qualification: u64,
+    },
+    /// An I/O instruction (Xen 4.18+).
+    IoInstruction {
+        /// Access size.
+        bytes: u32,
+        /// Port.
+        port: u16,
+        /// `in` rather than `out`.
+        is_in: bool,
+        /// String instruction.
+        is_string: bool,
+    },
+    /// A reason this crate does not decode (newer Xen, or memory sharing/paging). It still
+    /// gets a response that unpauses the vCPU.
+    Unknown {
+        /// The raw reason number.
+        reason: u32,
+    },
+}
+
+/// A decoded vm_event request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The vCPU it happened on.
+    pub vcpu: VcpuId,
+    /// The altp2m view it happened in (`None` when Xen did not flag one).
+    pub view: Option<ViewId>,
+    /// Whether the vCPU is paused until answered (sync event).
+    pub paused: bool,
+    /// What happened.
+    pub kind: EventKind,
+    /// The vCPU's registers at the event.
+    pub regs: Registers,
+    /// Raw `flags`, `reason` and `u` payload, echoed in the response.
+    raw_flags: u32,
+    raw_reason: u32,
+    raw_u: [u8; entry::U_SIZE],
+}
+
+fn gfn_at(u: &[u8], off: usize) -> Gfn {
+    Gfn(u64_at(u, off).unwrap_or(0))
+}
+
+fn decode_regs(d: &[u8]) -> Registers {
+    let q = |o: usize| u64_at(d, o).unwrap_or(0);
+    let d32 = |o: usize| u32_at(d, o).unwrap_or(0) as u64;
+    let w = |o: usize| u16_at(d, o).unwrap_or(0);
+    Registers {
+        rax: q(r::RAX),
+        rcx: q(r::RCX),
+        rdx: q(r::RDX),
+        rbx: q(r::RBX),
+        rsp: q(r::RSP),
+        rbp: q(r::RBP),
+        rsi: q(r::RSI),
+        rdi: q(r::RDI),
+        r8: q(r::R8),
+        r9: q(r::R8 + 8),
+        r10: q(r::R8 + 16),
+        r11: q(r::R8 + 24),
+        r12: q(r::R8 + 32),
+        r13: q(r::R8 + 40),
+        r14: q(r::R8 + 48),
+        r15: q(r::R8 + 56),
+        rflags: q(r::RFLAGS),
+        rip: q(r::RIP),
+        cr0: q(r::CR0),
+        cr2: q(r::CR2),
+        cr3: q(r::CR3),
+        cr4: q(r::CR4),
+        sysenter_cs: q(r::SYSENTER_CS),
+        sysenter_esp: q(r::SYSENTER_ESP),
+        sysenter_eip: q(r::SYSENTER_EIP),
+        efer: q(r::MSR_EFER),
+        msr_star: q(r::MSR_STAR),
+        msr_lstar: q(r::MSR_LSTAR),
+        msr_cstar: 0,
+        gdtr_base: q(r::GDTR_BASE),
+        gdtr_limit: w(r::GDTR_LIMIT) as u32,
+        idtr_base: 0,
+        idtr_limit: 0,
+        cs_base: d32(r::CS_BASE),
+        ss_base: d32(r::SS_BASE),
+        ds_base: d32(r::DS_BASE),
+        es_base: d32(r::ES_BASE),
+        fs_base: q(r::FS_BASE),
+        gs_base: q(r::GS_BASE),
+        kernel_gs_base: q(r::SHADOW_GS),
+        cs_sel: w(r::CS_SEL),
+        ss_sel: w(r::SS_SEL),
+    }
+}
+
+/// Write the registers Xen applies on `SET_REGISTERS` (general-purpose, rflags, rip) into a
+/// `data.regs.x86` area that already holds the request's registers.
+fn encode_regs(d: &mut [u8], regs: &Registers) {
+    let mut put = |o: usize, v: u64| d[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    put(r::RAX, regs.rax);
+    put(r::RCX, regs.rcx);
+    put(r::RDX, regs.rdx);
+    put(r::RBX, regs.rbx);
+    put(r::RSP, regs.rsp);
+    put(r::RBP, regs.rbp);
+    put(r::RSI, regs.rsi);
+    put(r::RDI, regs.rdi);
+    for (i, v) in [
+        regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        put(r::R8 + 8 * i, v);
+    }
+    put(r::RFLAGS, regs.rflags);
+    put(r::RIP, regs.rip);
+}
+
+/// Decode a request. Checks the interface version; unknown reasons decode to
+/// [`EventKind::Unknown`].
+///
+/// # Errors
+/// [`Error::Malformed`] if the version is not [`INTERFACE_VERSION`]. The caller must still
+/// answer such a request (see [`encode_safe_response`]) or its vCPU stays paused.
+pub fn decode_request(raw: &[u8; ENTRY_SIZE]) -> Result<Event> {
+    let version = u32_at(raw, entry::VERSION).unwrap_or(0);
+    if version != INTERFACE_VERSION {
+        return Err(Error::malformed(
+            "vm_event request",
+            format!("vCPU {}", u32_at(raw, entry::VCPU_ID).unwrap_or(0)),
+            format!("interface version {version}, expected {INTERFACE_VERSION} (Xen and xenvmi disagree on the ring format)"),
+        ));
+    }
+    let flags = u32_at(raw, entry::FLAGS).unwrap_or(0);
+    let rsn = u32_at(raw, entry::REASON).unwrap_or(0);
+    let mut u = [0u8; entry::U_SIZE];
+    u.copy_from_slice(&raw[entry::U..entry::U + entry::U_SIZE]);
+    let kind = match rsn {
+        reason::WRITE_CTRLREG => match u32_at(&u, 0).unwrap_or(u32::MAX) {
+            i @ 0..=3 => EventKind::ControlRegister {
+                register: [
+                    ControlRegister::Cr0,
+                    ControlRegister::Cr3,
+                    ControlRegister::Cr4,
+                    ControlRegister::Xcr0,
+                ][i as usize],
+                new: u64_at(&u, 8).unwrap_or(0),
+                old: u64_at(&u, 16).unwrap_or(0),
+            },
+            _ => EventKind::Unknown { reason: rsn },
+        },
+        reason::MOV_TO_MSR => EventKind::Msr {
+            index: u64_at(&u, 0).unwrap_or(0),
+            new: u64_at(&u, 8).unwrap_or(0),
+            old: u64_at(&u, 16).unwrap_or(0),
+        },
+        reason::MEM_ACCESS => {
+            let f = u32_at(&u, 24).unwrap_or(0);
+            let mut access = MemAccess::empty();
+            access.set(MemAccess::R, f & abi::mem_access::R != 0);
+            access.set(MemAccess::W, f & abi::mem_access::W != 0);
+            access.set(MemAccess::X, f & abi::mem_access::X != 0);
+            EventKind::MemoryAccess {
+                gfn: gfn_at(&u, 0),
+                offset: u64_at(&u, 8).unwrap_or(0),
+                gla: (f & abi::mem_access::GLA_VALID != 0)
+                    .then(|| Gva(u64_at(&u, 16).unwrap_or(0))),
+                access,
+                in_page_table_walk: f & abi::mem_access::FAULT_IN_GPT != 0,
+            }
+        }
+        reason::SOFTWARE_BREAKPOINT => EventKind::SoftwareBreakpoint {
+            gfn: gfn_at(&u, 0),
+            insn_length: u32_at(&u, 16).unwrap_or(0),
+            trap_type: u[20],
+        },
+        reason::SINGLESTEP => EventKind::SingleStep { gfn: gfn_at(&u, 0) },
+        reason::DEBUG_EXCEPTION => EventKind::DebugException {
+            gfn: gfn_at(&u, 0),
+            pending_dbg: u64_at(&u, 8).unwrap_or(0),
+            insn_length: u32_at(&u, 16).unwrap_or(0),
+            trap_type: u[20],
+        },
+        reason::CPUID => EventKind::Cpuid {
+            insn_length: u32_at(&u, 0).unwrap_or(0),
+            leaf: u32_at(&u, 4).unwrap_or(0),
+            subleaf: u32_at(&u, 8).unwrap_or(0),
+        },
+        reason::DESCRIPTOR_ACCESS => EventKind::DescriptorAccess {
+            instr_info: u32_at(&u, 0).unwrap_or(0),
+            exit_qualification: u64_at(&u, 8).unwrap_or(0),
+            descriptor: u[16],
+            is_write: u[17] != 0,
+        },
+        reason::GUEST_REQUEST => EventKind::GuestRequest,
+        reason::EMUL_UNIMPLEMENTED => EventKind::EmulUnimplemented,
+        reason::INTERRUPT => EventKind::Interrupt {
+            vector: u32_at(&u, 0).unwrap_or(0),
+            kind: u32_at(&u, 4).unwrap_or(0),
+            error_code: u32_at(&u, 8).unwrap_or(0),
+            cr2: u64_at(&u, 16).unwrap_or(0),
+        },
+        reason::VMEXIT => EventKind::VmExit {
+            reason: u64_at(&u, 0).unwrap_or(0),
+            qualification: u64_at(&u, 8).unwrap_or(0),
+        },
+        reason::IO_INSTRUCTION => EventKind::IoInstruction {
+            bytes: u32_at(&u, 0).unwrap_or(0),
+            port: u16_at(&u, 4).unwrap_or(0),
+            is_in: u[6] != 0,
+            is_string: u[7] != 0,
+        },
+        other => EventKind::Unknown { reason: other },
+    };
+    Ok(Event {
+        vcpu: VcpuId(u32_at(raw, entry::VCPU_ID).unwrap_or(0)),
+        view: (flags & flag::ALTERNATE_P2M != 0)
+            .then(|| ViewId(u16_at(raw, entry::ALTP2M_IDX).unwrap_or(0))),
+        paused: flags & flag::VCPU_PAUSED != 0,
+        kind,
+        regs: decode_regs(&raw[entry::DATA..entry::DATA + entry::DATA_SIZE]),
+        raw_flags: flags,
+        raw_reason: rsn,
+        raw_u: u,
+    })
+}
+
+/// How to answer an event. Build with the constructors and chain the modifiers:
+/// `Response::deny()`, `Response::proceed().switch_view(v).toggle_singlestep()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Response {
+    flags: u32,
+    view: Option<ViewId>,
+    fast_singlestep_view: Option<ViewId>,
+    regs: Option<Registers>,
+}
+
+impl Response {
+    /// Let the guest continue (the vCPU is unpaused; nothing else changes).
+    pub fn proceed() -> Self {
+        Response::default()
+    }
+
+    /// Cancel the pending control-register or MSR write (sync monitors only).
+    pub fn deny() -> Self {
+        Response {
+            flags: flag::DENY,
+            ..Default::default()
+        }
+    }
+
+    /// Emulate the faulting instruction without lifting the restriction.
+    pub fn emulate() -> Self {
+        Response {
+            flags: flag::EMULATE,
+            ..Default::default()
+        }
+    }
+
+    /// Emulate with writes discarded.
+    pub fn emulate_nowrite() -> Self {
+        Response {
+            flags: flag::EMULATE | flag::EMULATE_NOWRITE,
+            ..Default::default()
+        }
+    }
+
+    /// Apply `regs` (general-purpose registers, rflags, rip) before resuming.
+    pub fn set_registers(mut self, regs: Registers) -> Self {
+        self.flags |= flag::SET_REGISTERS;
+        self.regs = Some(regs);
+        self
+    }
+
+    /// Flip single-stepping (MTF) for this vCPU.
+    pub fn toggle_singlestep(mut self) -> Self {
+        self.flags |= flag::TOGGLE_SINGLESTEP;
+        self
+    }
+
+    /// Step one instruction, then switch this vCPU to `view` (done inside Xen).
+    pub fn fast_singlestep(mut self, view: ViewId) -> Self {
+        self.flags |= flag::FAST_SINGLESTEP;
+        self.fast_singlestep_view = Some(view);
+        self
+    }
+
+    /// Resume this vCPU in `view`.
+    pub fn switch_view(mut self, view: ViewId) -> Self {
+        self.flags |= flag::ALTERNATE_P2M;
+        self.view = Some(view);
+        self
+    }
+
+    /// The `VM_EVENT_FLAG_*` bits this response sets (besides `VCPU_PAUSED`).
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// The view a `switch_view` response resumes in.
+    pub fn view(&self) -> Option<ViewId> {
+        self.view
+    }
+
+    /// The view a fast single-step ends in.
+    pub fn fast_singlestep_view(&self) -> Option<ViewId> {
+        self.fast_singlestep_view
+    }
+
+    /// Registers to apply.
+    pub fn registers(&self) -> Option<&Registers> {
+        self.regs.as_ref()
+    }
+}
+
+/// Encode the answer to `request` (the raw bytes it was decoded from) as Xen expects it:
+/// version 7, the same vCPU, reason and `u` payload echoed, `VCPU_PAUSED` if the request had
+/// it, `data` echoed (with the new registers on `SET_REGISTERS`).
+pub fn encode_response(
+    request: &[u8; ENTRY_SIZE],
+    event: &Event,
+    rsp: &Response,
+    out: &mut [u8; ENTRY_SIZE],
+) {
+    out.copy_from_slice(request);
+    let flags = (event.raw_flags & flag::VCPU_PAUSED) | rsp.flags;
+    out[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
+    out[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    out[entry::REASON..entry::REASON + 4].copy_from_slice(&event.raw_reason.to_le_bytes());
+    out[entry::VCPU_ID..entry::VCPU_ID + 4].copy_from_slice(&event.vcpu.0.to_le_bytes());
+    out[entry::U..entry::U + entry::U_SIZE].copy_from_slice(&event.raw_u);
+    let view = rsp.view.map(|v| v.0).unwrap_or(0);
+    out[entry::ALTP2M_IDX..entry::ALTP2M_IDX + 2].copy_from_slice(&view.to_le_bytes());
+    if let Some(v) = rsp.fast_singlestep_view {
+        // u.fast_singlestep.p2midx replaces the echoed payload (Xen reads it for this flag).
+        out[entry::U..entry::U + 2].copy_from_slice(&v.0.to_le_bytes());
+    }
+    if let Some(regs) = &rsp.regs {
+        encode_regs(&mut out[entry::DATA..entry::DATA + entry::DATA_SIZE], regs);
+    }
+}
+
+/// The answer for a request that could not be decoded (wrong version) or whose handler failed:
+/// version 7, its vCPU and reason, `VCPU_PAUSED` echoed and nothing else, so the vCPU resumes.
+pub fn encode_safe_response(request: &[u8; ENTRY_SIZE], out: &mut [u8; ENTRY_SIZE]) {
+    out.copy_from_slice(request);
+    let flags = u32_at(request, entry::FLAGS).unwrap_or(0) & flag::VCPU_PAUSED;
+    out[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
+    out[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    out[entry::ALTP2M_IDX..entry::ALTP2M_IDX + 2].copy_from_slice(&0u16.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests;

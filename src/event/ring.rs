@@ -1,0 +1,315 @@
+//! The shared vm_event ring, both ends.
+//!
+//! The page is shared with another party (Xen, or the simulated domain) that writes it
+//! concurrently, so it is modelled as 1024 `AtomicU32` words: every access is an atomic load
+//! or store, and no Rust reference to plain bytes of shared memory ever exists. Indices follow
+//! `xen/io/ring.h`: free-running `u32` counters, slot = index mod 8, entry at byte
+//! `64 + slot * 400`. `req_prod` is read with acquire ordering before entries are copied;
+//! `rsp_prod` is published with release ordering after entries are written (the `rmb`/`wmb`
+//! of the C macros).
+//!
+//! [`BackRing`] is the consumer xenvmi runs (what `BACK_RING_INIT`, `RING_GET_REQUEST` and
+//! `RING_PUSH_RESPONSES` do in C). [`FrontRing`] is the producer side exactly as Xen's
+//! `vm_event_put_request` / `vm_event_get_response` drive it; the tests and the simulated
+//! domain use it to feed the real consumer.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::abi::{sring, ENTRY_SIZE, RING_HEADER, RING_PAGE, RING_SLOTS};
+
+/// One 4 KiB ring page as 1024 atomic words.
+#[repr(C, align(4096))]
+pub struct RingPage {
+    words: [AtomicU32; RING_PAGE / 4],
+}
+
+impl std::fmt::Debug for RingPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingPage")
+            .field("req_prod", &self.load(sring::REQ_PROD, Ordering::Relaxed))
+            .field("rsp_prod", &self.load(sring::RSP_PROD, Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for RingPage {
+    fn default() -> Self {
+        RingPage {
+            words: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+}
+
+impl RingPage {
+    /// A zeroed page on the heap (tests, simulated domain).
+    pub fn boxed() -> Box<RingPage> {
+        Box::default()
+    }
+
+    #[inline]
+    fn load(&self, byte_off: usize, o: Ordering) -> u32 {
+        self.words[byte_off / 4].load(o)
+    }
+
+    #[inline]
+    fn store(&self, byte_off: usize, v: u32, o: Ordering) {
+        self.words[byte_off / 4].store(v, o)
+    }
+
+    /// `SHARED_RING_INIT`: indices to 0, event thresholds to 1, private and padding bytes to 0.
+    pub fn init(&self) {
+        for w in &self.words[..RING_HEADER / 4] {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.store(sring::REQ_EVENT, 1, Ordering::Relaxed);
+        self.store(sring::RSP_EVENT, 1, Ordering::Release);
+    }
+
+    #[inline]
+    fn slot_word(slot: u32) -> usize {
+        (RING_HEADER + (slot % RING_SLOTS) as usize * ENTRY_SIZE) / 4
+    }
+
+    /// Copy the entry in `slot` out of the page.
+    #[inline]
+    fn read_entry(&self, slot: u32, out: &mut [u8; ENTRY_SIZE]) {
+        let base = Self::slot_word(slot);
+        for (i, chunk) in out.chunks_exact_mut(4).enumerate() {
+            chunk.copy_from_slice(&self.words[base + i].load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// Copy an entry into `slot`.
+    #[inline]
+    fn write_entry(&self, slot: u32, e: &[u8; ENTRY_SIZE]) {
+        let base = Self::slot_word(slot);
+        for (i, chunk) in e.chunks_exact(4).enumerate() {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(chunk);
+            self.words[base + i].store(u32::from_le_bytes(w), Ordering::Relaxed);
+        }
+    }
+
+    /// Raw header indices `(req_prod, req_event, rsp_prod, rsp_event)`, for diagnostics.
+    pub fn indices(&self) -> (u32, u32, u32, u32) {
+        (
+            self.load(sring::REQ_PROD, Ordering::Acquire),
+            self.load(sring::REQ_EVENT, Ordering::Relaxed),
+            self.load(sring::RSP_PROD, Ordering::Acquire),
+            self.load(sring::RSP_EVENT, Ordering::Relaxed),
+        )
+    }
+}
+
+/// The consumer end (xenvmi's): takes requests, gives responses.
+#[derive(Debug)]
+pub struct BackRing<'a> {
+    page: &'a RingPage,
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+}
+
+impl<'a> BackRing<'a> {
+    /// `BACK_RING_INIT` over a page the producer has initialised (or that [`RingPage::init`]
+    /// just set up). Private indices start from the page's current `rsp_prod`, so a consumer
+    /// that re-attaches to a live ring continues where the last one stopped.
+    pub fn attach(page: &'a RingPage) -> Self {
+        let rsp = page.load(sring::RSP_PROD, Ordering::Acquire);
+        BackRing {
+            page,
+            req_cons: rsp,
+            rsp_prod_pvt: rsp,
+        }
+    }
+
+    /// The page.
+    pub fn page(&self) -> &'a RingPage {
+        self.page
+    }
+
+    /// `RING_HAS_UNCONSUMED_REQUESTS`: requests waiting, never more than the free response
+    /// slots allow (a producer that claims more is not believed).
+    #[inline]
+    pub fn unconsumed(&self) -> u32 {
+        let req_prod = self.page.load(sring::REQ_PROD, Ordering::Acquire);
+        let waiting = req_prod.wrapping_sub(self.req_cons);
+        let room = RING_SLOTS.wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
+        waiting.min(room)
+    }
+
+    /// Take the next request (copied out of the page), if any. Sets `req_event` so the
+    /// producer notifies for the next one, as xen-access does.
+    #[inline]
+    pub fn get_request(&mut self, out: &mut [u8; ENTRY_SIZE]) -> bool {
+        if self.unconsumed() == 0 {
+            return false;
+        }
+        self.page.read_entry(self.req_cons, out);
+        self.req_cons = self.req_cons.wrapping_add(1);
+        self.page.store(
+            sring::REQ_EVENT,
+            self.req_cons.wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        true
+    }
+
+    /// Queue a response (not visible to the producer until [`BackRing::push_responses`]).
+    /// Returns `false` if there is no request it could answer (more responses than requests
+    /// taken), which would corrupt the ring.
+    #[inline]
+    pub fn put_response(&mut self, rsp: &[u8; ENTRY_SIZE]) -> bool {
+        if self.req_cons.wrapping_sub(self.rsp_prod_pvt) == 0 {
+            return false;
+        }
+        self.page.write_entry(self.rsp_prod_pvt, rsp);
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        true
+    }
+
+    /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publish queued responses (release) and say
+    /// whether the producer asked to be notified.
+    #[inline]
+    pub fn push_responses(&mut self) -> bool {
+        let old = self.page.load(sring::RSP_PROD, Ordering::Relaxed);
+        let new = self.rsp_prod_pvt;
+        self.page.store(sring::RSP_PROD, new, Ordering::Release);
+        let event = self.page.load(sring::RSP_EVENT, Ordering::Acquire);
+        new.wrapping_sub(event) < new.wrapping_sub(old)
+    }
+
+    /// Requests taken but not yet answered.
+    pub fn outstanding(&self) -> u32 {
+        self.req_cons.wrapping_sub(self.rsp_prod_pvt)
+    }
+}
+
+/// The producer end, driven as Xen drives it (tests and the simulated domain).
+#[derive(Debug)]
+pub struct FrontRing<'a> {
+    page: &'a RingPage,
+    req_prod_pvt: u32,
+    rsp_cons: u32,
+}
+
+impl<'a> FrontRing<'a> {
+    /// `FRONT_RING_INIT` on a page that was just [`RingPage::init`]ed.
+    pub fn new(page: &'a RingPage) -> Self {
+        FrontRing {
+            page,
+            req_prod_pvt: 0,
+            rsp_cons: 0,
+        }
+    }
+
+    /// A front ring whose indices start at `start` (to test 32-bit wrap-around): sets the
+    /// page's indices too.
+    pub fn starting_at(page: &'a RingPage, start: u32) -> Self {
+        page.store(sring::REQ_PROD, start, Ordering::Relaxed);
+        page.store(sring::RSP_PROD, start, Ordering::Relaxed);
+        page.store(sring::REQ_EVENT, start.wrapping_add(1), Ordering::Relaxed);
+        page.store(sring::RSP_EVENT, start.wrapping_add(1), Ordering::Release);
+        FrontRing {
+            page,
+            req_prod_pvt: start,
+            rsp_cons: start,
+        }
+    }
+
+    /// `RING_FREE_REQUESTS`.
+    pub fn free_requests(&self) -> u32 {
+        RING_SLOTS - self.req_prod_pvt.wrapping_sub(self.rsp_cons)
+    }
+
+    /// Write one request and publish it (`vm_event_put_request`): Xen stamps the version
+    /// itself, so the caller's bytes go in as given. Returns `false` when the ring is full.
+    pub fn put_request(&mut self, req: &[u8; ENTRY_SIZE]) -> bool {
+        if self.free_requests() == 0 {
+            return false;
+        }
+        self.page.write_entry(self.req_prod_pvt, req);
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        self.page
+            .store(sring::REQ_PROD, self.req_prod_pvt, Ordering::Release);
+        true
+    }
+
+    /// Take one response (`vm_event_get_response`), if published.
+    pub fn get_response(&mut self, out: &mut [u8; ENTRY_SIZE]) -> bool {
+        let rsp_prod = self.page.load(sring::RSP_PROD, Ordering::Acquire);
+        if rsp_prod == self.rsp_cons {
+            return false;
+        }
+        self.page.read_entry(self.rsp_cons, out);
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        self.page.store(
+            sring::RSP_EVENT,
+            self.rsp_cons.wrapping_add(1),
+            Ordering::Release,
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tag: u8) -> [u8; ENTRY_SIZE] {
+        let mut e = [0u8; ENTRY_SIZE];
+        e[0] = 7;
+        e[12] = tag;
+        e[399] = tag;
+        e
+    }
+
+    #[test]
+    fn init_matches_shared_ring_init() {
+        let p = RingPage::boxed();
+        p.init();
+        assert_eq!(p.indices(), (0, 1, 0, 1));
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip_across_wraparound() {
+        for start in [0u32, u32::MAX - 3] {
+            let p = RingPage::boxed();
+            let mut front = FrontRing::starting_at(&p, start);
+            let mut back = BackRing::attach(&p);
+            let mut buf = [0u8; ENTRY_SIZE];
+            for round in 0..5u8 {
+                // Fill all 8 slots; the 9th does not fit.
+                for i in 0..8u8 {
+                    assert!(
+                        front.put_request(&entry(round * 8 + i)),
+                        "start {start:#x} round {round}"
+                    );
+                }
+                assert!(!front.put_request(&entry(99)), "ring full");
+                assert_eq!(back.unconsumed(), 8);
+                for i in 0..8u8 {
+                    assert!(back.get_request(&mut buf));
+                    assert_eq!((buf[12], buf[399]), (round * 8 + i, round * 8 + i));
+                    assert!(back.put_response(&buf));
+                }
+                assert!(!back.get_request(&mut buf));
+                assert!(!back.put_response(&buf), "no request left to answer");
+                back.push_responses();
+                for i in 0..8u8 {
+                    assert!(front.get_response(&mut buf));
+                    assert_eq!(buf[12], round * 8 + i);
+                }
+                assert!(!front.get_response(&mut buf));
+            }
+        }
+    }
+
+    #[test]
+    fn a_producer_overclaiming_requests_is_capped_at_the_ring_size() {
+        let p = RingPage::boxed();
+        p.init();
+        let back = BackRing::attach(&p);
+        p.store(sring::REQ_PROD, 1000, Ordering::Release);
+        assert_eq!(back.unconsumed(), RING_SLOTS);
+    }
+}
