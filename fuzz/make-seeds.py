@@ -44,10 +44,33 @@ import tarfile, io
 SHARED_BTF = os.path.join(ROOT, "..", "shared", "fixtures", "linux-6.1", "btf.tar.zst")
 tar = tarfile.open(fileobj=io.BytesIO(zstd_d(SHARED_BTF))) if os.path.exists(SHARED_BTF) else None
 btf = zstd_d(os.path.join(FIX, "btf-vmlinux.zst"))
-# First types of vmlinux BTF: keep the header, cut the type and string sections to a prefix.
+# First types of vmlinux BTF: keep the header, cut the type section after whole records and
+# keep the strings those types name.
 hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<IIIII", btf, 4)
-types = btf[hdr_len + type_off: hdr_len + type_off + 3000]
-strings = btf[hdr_len + str_off: hdr_len + str_off + 3000]
+ts = hdr_len + type_off
+extra = {1: 4, 3: 12, 4: 12, 5: 12, 6: 8, 13: 8, 14: 4, 15: 12, 17: 4, 19: 12}
+off, count = ts, 0
+while off < ts + type_len and count < 60:
+    info, = struct.unpack_from("<I", btf, off + 4)
+    kind, vlen = (info >> 24) & 0x1f, info & 0xffff
+    per = extra.get(kind, 0)
+    off += 12 + (per * vlen if kind in (4, 5, 6, 13, 15, 19) else per)
+    count += 1
+types = btf[ts:off]
+max_name = 0
+o = 0
+while o < len(types):
+    name_off, info = struct.unpack_from("<II", types, o)
+    max_name = max(max_name, name_off)
+    kind, vlen = (info >> 24) & 0x1f, info & 0xffff
+    per = extra.get(kind, 0)
+    if kind in (4, 5, 6, 13, 19):
+        for m in range(vlen):
+            max_name = max(max_name, struct.unpack_from("<I", types, o + 12 + per * m)[0])
+    o += 12 + (per * vlen if kind in (4, 5, 6, 13, 15, 19) else per)
+sbase = hdr_len + str_off
+end = btf.index(b"\0", sbase + max_name) + 1
+strings = btf[sbase:end]
 small = bytearray(btf[:hdr_len])
 struct.pack_into("<IIII", small, 8, 0, len(types), len(types), len(strings))
 put("btf", "vmlinux-prefix", bytes(small) + types + strings)
@@ -65,10 +88,15 @@ put("symbol_text", "kallsyms-modules", ("\n".join([l for l in lines if "[" in l]
 # kallsyms_image: a 6.1-layout table of 600 real symbol names and addresses (the layout the
 # decoder expects; the real tables are 3 MB, too large to mutate usefully).
 syms = []
+percpu = 0
 for l in lines:
     a, t, n = l.split()[:3]
     if "[" in l or not n.isidentifier():
         continue
+    if int(a, 16) < 1 << 32:
+        if percpu >= 40:
+            continue
+        percpu += 1
     syms.append((int(a, 16), t + n))
     if len(syms) >= 600:
         break
@@ -104,6 +132,14 @@ put("kallsyms_image", "table-600", bytes(out))
 # isf: the real ISF reduced to the types and symbols the walkers use.
 isf = json.loads(lzma.open(os.path.join(FIX, "debian-6.1.0-56-amd64.json.xz")).read())
 keep = ["task_struct", "mm_struct", "module", "module_layout", "list_head", "uts_namespace", "new_utsname"]
+todo = list(keep)
+while todo:  # plus the anonymous struct/union types their unnamed_field_* members use
+    t = todo.pop()
+    for f in isf["user_types"][t]["fields"].values():
+        n = f["type"].get("name", "")
+        if n.startswith("unnamed_") and n not in keep:
+            keep.append(n)
+            todo.append(n)
 small = {"metadata": isf["metadata"], "base_types": isf["base_types"],
          "user_types": {k: isf["user_types"][k] for k in keep},
          "symbols": {k: isf["symbols"][k] for k in ["_text", "init_task", "modules", "linux_banner", "init_top_pgt"]}}

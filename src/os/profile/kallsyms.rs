@@ -404,8 +404,8 @@ fn layout_at(
 pub fn find_in_image(img: &[u8]) -> Result<KallsymsLayout> {
     let mut budget = Budget(MAX_SEARCH_WORK);
     let mut p = 0usize;
-    let limit = img.len().saturating_sub(512);
-    while p < limit {
+    // The index is 512 bytes: the last candidate starts exactly 512 bytes before the end.
+    while p + 512 <= img.len() {
         // Cheap prefilter: idx[0] == 0, 2 <= idx[1] <= 129, idx[1] < idx[2] < idx[3].
         if let Some(v) = u64_at(img, p) {
             let a = v as u16;
@@ -590,6 +590,9 @@ pub(crate) mod tests {
         assert_eq!(t.get("func_0599"), Some(base + 0x10 * 600));
         assert_eq!(t.get("fixed_percpu_data"), Some(0));
         assert_eq!(t.kind("init_task"), Some(b'D'));
+        // The token index may end exactly at the end of the scanned memory.
+        let tight = &img[..img.len() - 64];
+        assert_eq!(find_in_image(tight).unwrap().num_syms, syms.len());
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! Replays fuzz seeds (`fuzz/seeds/<target>/`) and every input a fuzzer ever found failing
+//! (`fuzz/regressions/<target>/`, committed when fixed) through the same parser calls as the
+//! byte-input fuzz targets, in ordinary `cargo test` (no fuzzer needed).
+
+use std::path::Path;
+
+use xenvmi::backend::snapshot::{Format, Snapshot};
+use xenvmi::backend::PhysicalMemory;
+use xenvmi::os::linux::Offsets;
+use xenvmi::os::profile::btf::Btf;
+use xenvmi::os::profile::isf::Isf;
+use xenvmi::os::profile::{kallsyms, SymbolTable, TypeSource};
+use xenvmi::Gpa;
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut v = Vec::new();
+    for dir in ["seeds", "regressions"] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.path().is_file() {
+                v.push((
+                    e.path().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn snapshot_inputs() {
+    let all = inputs("snapshot");
+    assert!(!all.is_empty(), "seeds missing");
+    for (_, data) in all {
+        for f in [
+            None,
+            Some(Format::QemuElf),
+            Some(Format::Lime),
+            Some(Format::Raw),
+        ] {
+            if let Ok(s) = Snapshot::from_bytes(data.clone(), f) {
+                for r in s.regions() {
+                    let _ = s.read_physical_u64(Gpa(r.gpa));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn btf_inputs() {
+    let all = inputs("btf");
+    assert!(!all.is_empty(), "seeds missing");
+    let mut parsed = 0;
+    for (_, data) in all {
+        if let Ok(b) = Btf::parse(data, "seed") {
+            parsed += 1;
+            for id in 0..b.type_count() as u32 {
+                let _ = (b.name(id), b.resolve(id), b.members(id).count());
+            }
+            let _ = (b.field("task_struct", "tasks"), Offsets::resolve(&b));
+        }
+    }
+    assert!(parsed > 0, "no BTF seed parsed");
+}
+
+#[test]
+fn kallsyms_inputs() {
+    let all = inputs("kallsyms_image");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        if name.contains("/seeds/") {
+            // Seeds are well-formed tables of real symbols: they must decode.
+            let t = kallsyms::find_in_image(&data)
+                .and_then(|l| l.decode(&data, "seed"))
+                .unwrap();
+            assert!(t.get("_text").is_some() || t.len() > 100, "{name}");
+        } else {
+            let _ = kallsyms::find_in_image(&data).and_then(|l| l.decode(&data, "seed"));
+        }
+    }
+}
+
+#[test]
+fn symbol_text_inputs() {
+    let all = inputs("symbol_text");
+    assert!(!all.is_empty(), "seeds missing");
+    for (_, data) in all {
+        if let Ok(t) = SymbolTable::parse_text(&String::from_utf8_lossy(&data), "seed") {
+            for (n, _, _) in t.iter() {
+                assert!(t.get(n).is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn isf_inputs() {
+    let all = inputs("isf");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        let isf = Isf::from_bytes(&data, name.clone());
+        if name.contains("/seeds/") {
+            // The reduced real ISF resolves every offset the Linux walkers need.
+            let isf = isf.unwrap();
+            Offsets::resolve(&isf).unwrap();
+            assert!(isf.field("task_struct", "comm").is_some());
+        }
+    }
+}
