@@ -26,7 +26,6 @@ fn request(i: u32) -> [u8; ENTRY_SIZE] {
 
 fn ring_path(c: &mut Criterion) {
     let page = RingPage::boxed();
-    page.init();
     let mut front = FrontRing::new(&page);
     let mut back = BackRing::attach(&page);
     let reqs: Vec<[u8; ENTRY_SIZE]> = (0..RING_SLOTS).map(request).collect();
@@ -39,9 +38,9 @@ fn ring_path(c: &mut Criterion) {
     g.bench_function("decode_dispatch_respond_8", |b| {
         b.iter(|| {
             for r in &reqs {
-                front.put_request(r);
+                front.put_request(&page, r);
             }
-            while back.get_request(&mut req) {
+            while back.get_request(&page, &mut req) {
                 match decode_request(&req) {
                     Ok(e) => {
                         let answer = match e.kind {
@@ -55,11 +54,11 @@ fn ring_path(c: &mut Criterion) {
                     }
                     Err(_) => encode_safe_response(&req, &mut out),
                 }
-                back.put_response(&out);
+                back.put_response(&page, &out);
             }
-            back.push_responses();
+            back.push_responses(&page);
             // The producer consumes the responses (Xen's side, part of the round trip).
-            while front.get_response(&mut rsp) {}
+            while front.get_response(&page, &mut rsp) {}
             black_box(&rsp);
         })
     });

@@ -140,6 +140,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An event handler panicked. Its event was answered (the vCPU resumed) and the session
+    /// was torn down before this error was returned.
+    #[error(
+        "the event handler panicked ({message}); the event was answered and the session torn down"
+    )]
+    HandlerPanicked {
+        /// The panic message.
+        message: String,
+    },
+
     /// Guest data that was read is inconsistent (a corrupt or hostile guest).
     #[error("corrupt guest data in {what} at {addr}: {reason}")]
     Corrupt {

@@ -27,10 +27,10 @@ fuzz_target!(|inp: Input| {
         for (j, b) in inp.tails.iter().take(ENTRY_SIZE - 64).enumerate() {
             req[64 + j] = b.wrapping_add(i as u8);
         }
-        if !front.put_request(&req) {
+        if !front.put_request(&page, &req) {
             // Ring full: the consumer drains, as it would on the next notification.
             let mut r = [0u8; ENTRY_SIZE];
-            while back.get_request(&mut r) {
+            while back.get_request(&page, &mut r) {
                 match decode_request(&r) {
                     Ok(e) => {
                         let rsp = match inp.answer % 5 {
@@ -51,10 +51,10 @@ fuzz_target!(|inp: Input| {
                     }
                     Err(_) => encode_safe_response(&r, &mut out),
                 }
-                assert!(back.put_response(&out));
+                assert!(back.put_response(&page, &out));
             }
-            back.push_responses();
-            while front.get_response(&mut out) {}
+            back.push_responses(&page);
+            while front.get_response(&page, &mut out) {}
         }
     }
     assert!(back.outstanding() <= 8);

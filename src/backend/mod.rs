@@ -24,6 +24,7 @@ use crate::addr::{Gfn, Gpa, VcpuId, ViewId};
 use crate::error::Result;
 use crate::regs::Registers;
 
+pub mod sim;
 pub mod snapshot;
 
 /// Read access to guest-physical memory.
@@ -177,6 +178,38 @@ pub trait EventControl {
     /// # Errors
     /// Backend error, or the hypervisor lacks the capability.
     fn set_monitor(&self, monitor: Monitor, enable: bool) -> Result<()>;
+
+    /// Turn single-stepping (MTF) of one vCPU on or off (`xc_domain_debug_control`).
+    ///
+    /// # Errors
+    /// Backend error.
+    fn set_vcpu_singlestep(&self, vcpu: VcpuId, enable: bool) -> Result<()>;
+}
+
+/// The vm_event ring of a domain and its notification channel.
+pub trait EventChannel {
+    /// The shared ring page.
+    fn ring(&self) -> &crate::event::ring::RingPage;
+
+    /// Wait until the producer signals new requests, at most `timeout`. `Ok(true)` if it did.
+    /// (The simulated domain runs its guest here.)
+    ///
+    /// # Errors
+    /// Backend error (the event channel failed).
+    fn wait(&self, timeout: std::time::Duration) -> Result<bool>;
+
+    /// Tell the producer that responses were published (Xen: `xenevtchn_notify`, which runs
+    /// `vm_event_resume`).
+    ///
+    /// # Errors
+    /// Backend error.
+    fn notify(&self) -> Result<()>;
+
+    /// Disable the ring (Xen: `xc_monitor_disable`). Last step of teardown.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn close_ring(&self) -> Result<()>;
 }
 
 bitflags! {

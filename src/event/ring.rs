@@ -101,37 +101,32 @@ impl RingPage {
     }
 }
 
-/// The consumer end (xenvmi's): takes requests, gives responses.
-#[derive(Debug)]
-pub struct BackRing<'a> {
-    page: &'a RingPage,
+/// The consumer end (xenvmi's): takes requests, gives responses. It holds only its private
+/// indices; the page is passed to each call, so the owner of the page (a backend) and the
+/// owner of the ring state (an event loop) can be different objects.
+#[derive(Debug, Clone, Copy)]
+pub struct BackRing {
     req_cons: u32,
     rsp_prod_pvt: u32,
 }
 
-impl<'a> BackRing<'a> {
+impl BackRing {
     /// `BACK_RING_INIT` over a page the producer has initialised (or that [`RingPage::init`]
     /// just set up). Private indices start from the page's current `rsp_prod`, so a consumer
     /// that re-attaches to a live ring continues where the last one stopped.
-    pub fn attach(page: &'a RingPage) -> Self {
+    pub fn attach(page: &RingPage) -> Self {
         let rsp = page.load(sring::RSP_PROD, Ordering::Acquire);
         BackRing {
-            page,
             req_cons: rsp,
             rsp_prod_pvt: rsp,
         }
     }
 
-    /// The page.
-    pub fn page(&self) -> &'a RingPage {
-        self.page
-    }
-
     /// `RING_HAS_UNCONSUMED_REQUESTS`: requests waiting, never more than the free response
     /// slots allow (a producer that claims more is not believed).
     #[inline]
-    pub fn unconsumed(&self) -> u32 {
-        let req_prod = self.page.load(sring::REQ_PROD, Ordering::Acquire);
+    pub fn unconsumed(&self, page: &RingPage) -> u32 {
+        let req_prod = page.load(sring::REQ_PROD, Ordering::Acquire);
         let waiting = req_prod.wrapping_sub(self.req_cons);
         let room = RING_SLOTS.wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
         waiting.min(room)
@@ -140,13 +135,13 @@ impl<'a> BackRing<'a> {
     /// Take the next request (copied out of the page), if any. Sets `req_event` so the
     /// producer notifies for the next one, as xen-access does.
     #[inline]
-    pub fn get_request(&mut self, out: &mut [u8; ENTRY_SIZE]) -> bool {
-        if self.unconsumed() == 0 {
+    pub fn get_request(&mut self, page: &RingPage, out: &mut [u8; ENTRY_SIZE]) -> bool {
+        if self.unconsumed(page) == 0 {
             return false;
         }
-        self.page.read_entry(self.req_cons, out);
+        page.read_entry(self.req_cons, out);
         self.req_cons = self.req_cons.wrapping_add(1);
-        self.page.store(
+        page.store(
             sring::REQ_EVENT,
             self.req_cons.wrapping_add(1),
             Ordering::Relaxed,
@@ -158,11 +153,11 @@ impl<'a> BackRing<'a> {
     /// Returns `false` if there is no request it could answer (more responses than requests
     /// taken), which would corrupt the ring.
     #[inline]
-    pub fn put_response(&mut self, rsp: &[u8; ENTRY_SIZE]) -> bool {
+    pub fn put_response(&mut self, page: &RingPage, rsp: &[u8; ENTRY_SIZE]) -> bool {
         if self.req_cons.wrapping_sub(self.rsp_prod_pvt) == 0 {
             return false;
         }
-        self.page.write_entry(self.rsp_prod_pvt, rsp);
+        page.write_entry(self.rsp_prod_pvt, rsp);
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         true
     }
@@ -170,11 +165,11 @@ impl<'a> BackRing<'a> {
     /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publish queued responses (release) and say
     /// whether the producer asked to be notified.
     #[inline]
-    pub fn push_responses(&mut self) -> bool {
-        let old = self.page.load(sring::RSP_PROD, Ordering::Relaxed);
+    pub fn push_responses(&mut self, page: &RingPage) -> bool {
+        let old = page.load(sring::RSP_PROD, Ordering::Relaxed);
         let new = self.rsp_prod_pvt;
-        self.page.store(sring::RSP_PROD, new, Ordering::Release);
-        let event = self.page.load(sring::RSP_EVENT, Ordering::Acquire);
+        page.store(sring::RSP_PROD, new, Ordering::Release);
+        let event = page.load(sring::RSP_EVENT, Ordering::Acquire);
         new.wrapping_sub(event) < new.wrapping_sub(old)
     }
 
@@ -184,19 +179,19 @@ impl<'a> BackRing<'a> {
     }
 }
 
-/// The producer end, driven as Xen drives it (tests and the simulated domain).
-#[derive(Debug)]
-pub struct FrontRing<'a> {
-    page: &'a RingPage,
+/// The producer end, driven as Xen drives it (tests and the simulated domain). Like
+/// [`BackRing`] it holds only its private indices.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontRing {
     req_prod_pvt: u32,
     rsp_cons: u32,
 }
 
-impl<'a> FrontRing<'a> {
-    /// `FRONT_RING_INIT` on a page that was just [`RingPage::init`]ed.
-    pub fn new(page: &'a RingPage) -> Self {
+impl FrontRing {
+    /// `SHARED_RING_INIT` + `FRONT_RING_INIT`: initialise the page and start at index 0.
+    pub fn new(page: &RingPage) -> Self {
+        page.init();
         FrontRing {
-            page,
             req_prod_pvt: 0,
             rsp_cons: 0,
         }
@@ -204,13 +199,12 @@ impl<'a> FrontRing<'a> {
 
     /// A front ring whose indices start at `start` (to test 32-bit wrap-around): sets the
     /// page's indices too.
-    pub fn starting_at(page: &'a RingPage, start: u32) -> Self {
+    pub fn starting_at(page: &RingPage, start: u32) -> Self {
         page.store(sring::REQ_PROD, start, Ordering::Relaxed);
         page.store(sring::RSP_PROD, start, Ordering::Relaxed);
         page.store(sring::REQ_EVENT, start.wrapping_add(1), Ordering::Relaxed);
         page.store(sring::RSP_EVENT, start.wrapping_add(1), Ordering::Release);
         FrontRing {
-            page,
             req_prod_pvt: start,
             rsp_cons: start,
         }
@@ -223,26 +217,25 @@ impl<'a> FrontRing<'a> {
 
     /// Write one request and publish it (`vm_event_put_request`): Xen stamps the version
     /// itself, so the caller's bytes go in as given. Returns `false` when the ring is full.
-    pub fn put_request(&mut self, req: &[u8; ENTRY_SIZE]) -> bool {
+    pub fn put_request(&mut self, page: &RingPage, req: &[u8; ENTRY_SIZE]) -> bool {
         if self.free_requests() == 0 {
             return false;
         }
-        self.page.write_entry(self.req_prod_pvt, req);
+        page.write_entry(self.req_prod_pvt, req);
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
-        self.page
-            .store(sring::REQ_PROD, self.req_prod_pvt, Ordering::Release);
+        page.store(sring::REQ_PROD, self.req_prod_pvt, Ordering::Release);
         true
     }
 
     /// Take one response (`vm_event_get_response`), if published.
-    pub fn get_response(&mut self, out: &mut [u8; ENTRY_SIZE]) -> bool {
-        let rsp_prod = self.page.load(sring::RSP_PROD, Ordering::Acquire);
+    pub fn get_response(&mut self, page: &RingPage, out: &mut [u8; ENTRY_SIZE]) -> bool {
+        let rsp_prod = page.load(sring::RSP_PROD, Ordering::Acquire);
         if rsp_prod == self.rsp_cons {
             return false;
         }
-        self.page.read_entry(self.rsp_cons, out);
+        page.read_entry(self.rsp_cons, out);
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        self.page.store(
+        page.store(
             sring::RSP_EVENT,
             self.rsp_cons.wrapping_add(1),
             Ordering::Release,
@@ -281,25 +274,25 @@ mod tests {
                 // Fill all 8 slots; the 9th does not fit.
                 for i in 0..8u8 {
                     assert!(
-                        front.put_request(&entry(round * 8 + i)),
+                        front.put_request(&p, &entry(round * 8 + i)),
                         "start {start:#x} round {round}"
                     );
                 }
-                assert!(!front.put_request(&entry(99)), "ring full");
-                assert_eq!(back.unconsumed(), 8);
+                assert!(!front.put_request(&p, &entry(99)), "ring full");
+                assert_eq!(back.unconsumed(&p), 8);
                 for i in 0..8u8 {
-                    assert!(back.get_request(&mut buf));
+                    assert!(back.get_request(&p, &mut buf));
                     assert_eq!((buf[12], buf[399]), (round * 8 + i, round * 8 + i));
-                    assert!(back.put_response(&buf));
+                    assert!(back.put_response(&p, &buf));
                 }
-                assert!(!back.get_request(&mut buf));
-                assert!(!back.put_response(&buf), "no request left to answer");
-                back.push_responses();
+                assert!(!back.get_request(&p, &mut buf));
+                assert!(!back.put_response(&p, &buf), "no request left to answer");
+                back.push_responses(&p);
                 for i in 0..8u8 {
-                    assert!(front.get_response(&mut buf));
+                    assert!(front.get_response(&p, &mut buf));
                     assert_eq!(buf[12], round * 8 + i);
                 }
-                assert!(!front.get_response(&mut buf));
+                assert!(!front.get_response(&p, &mut buf));
             }
         }
     }
@@ -310,6 +303,6 @@ mod tests {
         p.init();
         let back = BackRing::attach(&p);
         p.store(sring::REQ_PROD, 1000, Ordering::Release);
-        assert_eq!(back.unconsumed(), RING_SLOTS);
+        assert_eq!(back.unconsumed(&p), RING_SLOTS);
     }
 }

@@ -292,19 +292,19 @@ fn wrong_versions_are_rejected_but_still_answered_safely() {
 }
 
 /// One consumer pass: take every request, answer it, publish.
-fn drain(back: &mut BackRing<'_>, answer: impl Fn(&Event) -> Response) -> usize {
+fn drain(page: &RingPage, back: &mut BackRing, answer: impl Fn(&Event) -> Response) -> usize {
     let mut req = [0u8; ENTRY_SIZE];
     let mut out = [0u8; ENTRY_SIZE];
     let mut n = 0;
-    while back.get_request(&mut req) {
+    while back.get_request(page, &mut req) {
         match decode_request(&req) {
             Ok(e) => encode_response(&req, &e, &answer(&e), &mut out),
             Err(_) => encode_safe_response(&req, &mut out),
         }
-        assert!(back.put_response(&out));
+        assert!(back.put_response(page, &out));
         n += 1;
     }
-    back.push_responses();
+    back.push_responses(page);
     n
 }
 
@@ -329,14 +329,14 @@ fn more_vcpus_than_slots_with_wraparound_all_get_answers() {
                     flag::VCPU_PAUSED,
                     &[(0, &1u32.to_le_bytes()), (8, &le64(0x1000 * v as u64))],
                 );
-                if !front.put_request(&req) {
+                if !front.put_request(&page, &req) {
                     break;
                 }
                 waiting.remove(0);
             }
-            drain(&mut back, |_| Response::proceed());
+            drain(&page, &mut back, |_| Response::proceed());
             let mut rsp = [0u8; ENTRY_SIZE];
-            while front.get_response(&mut rsp) {
+            while front.get_response(&page, &mut rsp) {
                 assert_eq!(word(&rsp, 0), 7);
                 assert_eq!(
                     word(&rsp, 4) & flag::VCPU_PAUSED,

@@ -1,0 +1,963 @@
+//! A **simulated** domain — not Xen. It exists so that the event core (ring consumer, event
+//! loop, responses, views, teardown) can be tested without a hypervisor.
+//!
+//! It holds guest memory (any [`PhysicalMemory`], e.g. a real snapshot, with a copy-on-write
+//! overlay), vCPUs with registers, and a script of guest actions (control-register and MSR
+//! writes, memory reads/writes/executes, `cpuid`). Running the script produces real
+//! `vm_event_request_t` bytes on a real ring page through [`FrontRing`], and responses are
+//! applied the way Xen's `vm_event_resume` documents:
+//!
+//! - a sync event pauses its vCPU until a response with `VCPU_PAUSED` arrives; a response with
+//!   a wrong version or vCPU is skipped, and the vCPU stays paused (as on Xen);
+//! - `DENY` cancels a pending CR/MSR write; otherwise the write happens on resume;
+//! - `EMULATE` performs the faulting access without lifting the restriction,
+//!   `EMULATE_NOWRITE` discards its write; without either, the access is retried in the vCPU's
+//!   (possibly switched) view;
+//! - `ALTERNATE_P2M` switches the vCPU's view; `TOGGLE_SINGLESTEP` flips single-stepping;
+//!   `FAST_SINGLESTEP` steps once then switches view; `SET_REGISTERS` applies registers;
+//! - the active view's access rights decide which accesses fault; view 0 is the host p2m;
+//! - when the ring is full the vCPU that would produce an event waits (throttling).
+//!
+//! What it does not simulate: instruction semantics beyond the scripted actions, interrupts,
+//! timing. Its [`SimDomain::state`] exposes everything a test needs to assert that nothing was
+//! left behind.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::addr::{Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
+use crate::backend::{
+    ControlRegister, EventChannel, EventControl, MemAccess, Monitor, PhysicalMemory,
+    PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
+};
+use crate::error::{Error, Result};
+use crate::event::abi::{ctrlreg, entry, flag, mem_access, reason, ENTRY_SIZE, INTERFACE_VERSION};
+use crate::event::ring::{FrontRing, RingPage};
+use crate::regs::Registers;
+
+const NAME: &str = "simulated domain";
+/// Views a domain may have (Xen 4.17: `MAX_ALTP2M`).
+pub const MAX_VIEWS: usize = 10;
+
+/// One thing the simulated guest does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestAction {
+    /// `mov crN, value` / `xsetbv`.
+    WriteCr {
+        /// vCPU.
+        vcpu: VcpuId,
+        /// Register.
+        register: ControlRegister,
+        /// New value.
+        value: u64,
+    },
+    /// `wrmsr`.
+    WriteMsr {
+        /// vCPU.
+        vcpu: VcpuId,
+        /// MSR index.
+        index: u32,
+        /// New value.
+        value: u64,
+    },
+    /// A store to guest-physical memory (after the guest's own page-table translation).
+    Write {
+        /// vCPU.
+        vcpu: VcpuId,
+        /// Target.
+        gpa: Gpa,
+        /// Bytes stored (within one page).
+        bytes: Vec<u8>,
+    },
+    /// A load.
+    Read {
+        /// vCPU.
+        vcpu: VcpuId,
+        /// Source.
+        gpa: Gpa,
+    },
+    /// An instruction fetch at `gpa`; an `int3` byte there raises a breakpoint.
+    Execute {
+        /// vCPU.
+        vcpu: VcpuId,
+        /// Instruction address.
+        gpa: Gpa,
+    },
+    /// `cpuid`.
+    Cpuid {
+        /// vCPU.
+        vcpu: VcpuId,
+        /// Leaf.
+        leaf: u32,
+    },
+}
+
+impl GuestAction {
+    fn vcpu(&self) -> VcpuId {
+        match self {
+            GuestAction::WriteCr { vcpu, .. }
+            | GuestAction::WriteMsr { vcpu, .. }
+            | GuestAction::Write { vcpu, .. }
+            | GuestAction::Read { vcpu, .. }
+            | GuestAction::Execute { vcpu, .. }
+            | GuestAction::Cpuid { vcpu, .. } => *vcpu,
+        }
+    }
+}
+
+/// What happened to each action (for assertions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It took effect.
+    Done(GuestAction),
+    /// A DENY response cancelled it.
+    Denied(GuestAction),
+    /// It was emulated (writes discarded with `EMULATE_NOWRITE`).
+    Emulated(GuestAction, bool),
+}
+
+#[derive(Clone, Debug, Default)]
+struct Vcpu {
+    regs: Registers,
+    view: u16,
+    singlestep: bool,
+    fast_singlestep_view: Option<u16>,
+    /// Paused by a sync event, waiting for a response.
+    paused: bool,
+    /// The action that raised the event, to finish on resume.
+    pending: Option<GuestAction>,
+    msrs: HashMap<u32, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct View {
+    default: MemAccess,
+    access: HashMap<u64, MemAccess>,
+    remap: HashMap<u64, u64>,
+}
+
+/// Everything a test may inspect.
+#[derive(Debug)]
+pub struct SimState {
+    base: Box<dyn PhysicalMemory + Send>,
+    dirty: HashMap<u64, Box<[u8]>>,
+    vcpus: Vec<Vcpu>,
+    monitors: Vec<Monitor>,
+    ring_enabled: bool,
+    front: FrontRing,
+    views: BTreeMap<u16, View>,
+    script: VecDeque<GuestAction>,
+    pause_count: u32,
+    outcomes: Vec<Outcome>,
+    events_raised: u64,
+    responses_skipped: u64,
+}
+
+impl std::fmt::Debug for dyn PhysicalMemory + Send {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl SimState {
+    /// vCPUs paused by an unanswered event.
+    pub fn paused_vcpus(&self) -> Vec<VcpuId> {
+        (0..self.vcpus.len())
+            .filter(|&i| self.vcpus[i].paused)
+            .map(|i| VcpuId(i as u32))
+            .collect()
+    }
+    /// Enabled monitors.
+    pub fn monitors(&self) -> &[Monitor] {
+        &self.monitors
+    }
+    /// Views other than the host view.
+    pub fn extra_views(&self) -> Vec<ViewId> {
+        self.views
+            .keys()
+            .filter(|&&v| v != 0)
+            .map(|&v| ViewId(v))
+            .collect()
+    }
+    /// Frames of view 0 with restricted access, and remapped frames in any view.
+    pub fn restrictions(&self) -> usize {
+        self.views
+            .values()
+            .map(|v| v.access.len() + v.remap.len())
+            .sum()
+    }
+    /// vCPUs not in view 0, or single-stepping.
+    pub fn vcpus_not_clean(&self) -> Vec<VcpuId> {
+        (0..self.vcpus.len())
+            .filter(|&i| self.vcpus[i].view != 0 || self.vcpus[i].singlestep)
+            .map(|i| VcpuId(i as u32))
+            .collect()
+    }
+    /// Whether the vm_event ring is enabled.
+    pub fn ring_enabled(&self) -> bool {
+        self.ring_enabled
+    }
+    /// What each finished action did.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+    /// Requests written to the ring.
+    pub fn events_raised(&self) -> u64 {
+        self.events_raised
+    }
+    /// Responses Xen would have skipped (wrong version / vCPU).
+    pub fn responses_skipped(&self) -> u64 {
+        self.responses_skipped
+    }
+    /// Actions not yet run.
+    pub fn script_left(&self) -> usize {
+        self.script.len()
+    }
+    /// Domain-wide pauses outstanding.
+    pub fn pause_count(&self) -> u32 {
+        self.pause_count
+    }
+    /// The value of an MSR of a vCPU (as the simulated guest last wrote it).
+    pub fn msr(&self, vcpu: VcpuId, index: u32) -> Option<u64> {
+        self.vcpus.get(vcpu.0 as usize)?.msrs.get(&index).copied()
+    }
+}
+
+/// The simulated domain (see the module docs). Single-threaded: it is driven by the event loop
+/// that consumes its ring.
+pub struct SimDomain {
+    state: RefCell<SimState>,
+    ring: Box<RingPage>,
+}
+
+impl std::fmt::Debug for SimDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDomain")
+            .field("state", &self.state.borrow())
+            .finish()
+    }
+}
+
+fn access_allows(a: MemAccess, need: MemAccess) -> bool {
+    a.contains(need)
+}
+
+impl SimDomain {
+    /// A simulated domain over `memory` with one vCPU per register set.
+    pub fn new(memory: impl PhysicalMemory + Send + 'static, vcpus: &[Registers]) -> SimDomain {
+        let ring = RingPage::boxed();
+        let front = FrontRing::new(&ring);
+        let mut views = BTreeMap::new();
+        views.insert(
+            0,
+            View {
+                default: MemAccess::all(),
+                access: HashMap::new(),
+                remap: HashMap::new(),
+            },
+        );
+        SimDomain {
+            state: RefCell::new(SimState {
+                base: Box::new(memory),
+                dirty: HashMap::new(),
+                vcpus: vcpus
+                    .iter()
+                    .map(|r| Vcpu {
+                        regs: *r,
+                        ..Vcpu::default()
+                    })
+                    .collect(),
+                monitors: Vec::new(),
+                ring_enabled: true,
+                front,
+                views,
+                script: VecDeque::new(),
+                pause_count: 0,
+                outcomes: Vec::new(),
+                events_raised: 0,
+                responses_skipped: 0,
+            }),
+            ring,
+        }
+    }
+
+    /// Queue guest actions.
+    pub fn script(&self, actions: impl IntoIterator<Item = GuestAction>) {
+        self.state.borrow_mut().script.extend(actions);
+    }
+
+    /// Inspect the state.
+    pub fn state(&self) -> std::cell::Ref<'_, SimState> {
+        self.state.borrow()
+    }
+
+    /// Run guest actions, as all vCPUs would run concurrently, until every vCPU with work is
+    /// paused on an event, the ring is full, or nothing can run. Returns whether requests are
+    /// waiting on the ring.
+    pub fn run_guest(&self) -> bool {
+        let mut st = self.state.borrow_mut();
+        let mut guard = 0;
+        loop {
+            guard += 1;
+            if guard > 1_000_000 || st.pause_count > 0 {
+                break;
+            }
+            // First runnable action (actions of paused vCPUs wait, keeping their order).
+            let Some(i) = st
+                .script
+                .iter()
+                .position(|a| st.vcpus.get(a.vcpu().0 as usize).is_some_and(|v| !v.paused))
+            else {
+                break;
+            };
+            if st.front.free_requests() == 0 {
+                break; // throttled: producing an event needs a free slot
+            }
+            let Some(action) = st.script.remove(i) else {
+                break;
+            };
+            self.execute(&mut st, action);
+        }
+        st.front.free_requests() < crate::event::abi::RING_SLOTS
+    }
+
+    /// Execute one action; true if it raised an event.
+    fn execute(&self, st: &mut SimState, action: GuestAction) -> bool {
+        let vi = action.vcpu().0 as usize;
+        if vi >= st.vcpus.len() {
+            return false;
+        }
+        let raised = match &action {
+            GuestAction::WriteCr {
+                register, value, ..
+            } => {
+                let old = cr_value(&st.vcpus[vi].regs, *register);
+                let mon = st.monitors.iter().find_map(|m| match m {
+                    Monitor::ControlRegister {
+                        register: r,
+                        sync,
+                        on_change_only,
+                        ignore_mask,
+                    } if r == register => Some((*sync, *on_change_only, *ignore_mask)),
+                    _ => None,
+                });
+                match mon {
+                    Some((sync, occ, mask)) if !(occ && (old ^ value) & !mask == 0) => {
+                        let index = match register {
+                            ControlRegister::Cr0 => ctrlreg::CR0,
+                            ControlRegister::Cr3 => ctrlreg::CR3,
+                            ControlRegister::Cr4 => ctrlreg::CR4,
+                            ControlRegister::Xcr0 => ctrlreg::XCR0,
+                        };
+                        let mut u = [0u8; 32];
+                        u[0..4].copy_from_slice(&index.to_le_bytes());
+                        u[8..16].copy_from_slice(&value.to_le_bytes());
+                        u[16..24].copy_from_slice(&old.to_le_bytes());
+                        if !sync {
+                            set_cr(&mut st.vcpus[vi].regs, *register, *value);
+                            st.outcomes.push(Outcome::Done(action.clone()));
+                        }
+                        self.raise(
+                            st,
+                            vi,
+                            reason::WRITE_CTRLREG,
+                            u,
+                            sync,
+                            if sync { Some(action.clone()) } else { None },
+                        )
+                    }
+                    _ => {
+                        set_cr(&mut st.vcpus[vi].regs, *register, *value);
+                        st.outcomes.push(Outcome::Done(action.clone()));
+                        false
+                    }
+                }
+            }
+            GuestAction::WriteMsr { index, value, .. } => {
+                let old = st.vcpus[vi].msrs.get(index).copied().unwrap_or(0);
+                let mon = st.monitors.iter().find_map(|m| match m {
+                    Monitor::Msr {
+                        index: i,
+                        on_change_only,
+                    } if i == index => Some(*on_change_only),
+                    _ => None,
+                });
+                match mon {
+                    Some(occ) if !(occ && old == *value) => {
+                        let mut u = [0u8; 32];
+                        u[0..8].copy_from_slice(&(*index as u64).to_le_bytes());
+                        u[8..16].copy_from_slice(&value.to_le_bytes());
+                        u[16..24].copy_from_slice(&old.to_le_bytes());
+                        self.raise(st, vi, reason::MOV_TO_MSR, u, true, Some(action.clone()))
+                    }
+                    _ => {
+                        st.vcpus[vi].msrs.insert(*index, *value);
+                        st.outcomes.push(Outcome::Done(action.clone()));
+                        false
+                    }
+                }
+            }
+            GuestAction::Write { gpa, .. }
+            | GuestAction::Read { gpa, .. }
+            | GuestAction::Execute { gpa, .. } => {
+                let need = match &action {
+                    GuestAction::Write { .. } => MemAccess::W,
+                    GuestAction::Read { .. } => MemAccess::R,
+                    _ => MemAccess::X,
+                };
+                let view = &st.views[&st.vcpus[vi].view];
+                let gfn = gpa.gfn().0;
+                let allowed = view.access.get(&gfn).copied().unwrap_or(view.default);
+                if !access_allows(allowed, need) && st.ring_enabled {
+                    let mut u = [0u8; 32];
+                    u[0..8].copy_from_slice(&gfn.to_le_bytes());
+                    u[8..16].copy_from_slice(&gpa.page_offset().to_le_bytes());
+                    let bits = match need {
+                        MemAccess::W => mem_access::W,
+                        MemAccess::R => mem_access::R,
+                        _ => mem_access::X,
+                    };
+                    u[24..28].copy_from_slice(&bits.to_le_bytes());
+                    self.raise(st, vi, reason::MEM_ACCESS, u, true, Some(action.clone()))
+                } else if let GuestAction::Execute { .. } = &action {
+                    let byte = read_byte(st, vi, *gpa);
+                    let bp =
+                        byte == Some(0xcc) && st.monitors.contains(&Monitor::SoftwareBreakpoint);
+                    if bp {
+                        let mut u = [0u8; 32];
+                        u[0..8].copy_from_slice(&gfn.to_le_bytes());
+                        u[16..20].copy_from_slice(&1u32.to_le_bytes());
+                        u[20] = 6; // XEN_DMOP_EVENT_sw_exc
+                        self.raise(
+                            st,
+                            vi,
+                            reason::SOFTWARE_BREAKPOINT,
+                            u,
+                            true,
+                            Some(action.clone()),
+                        )
+                    } else {
+                        self.complete(st, vi, action.clone(), false);
+                        false
+                    }
+                } else {
+                    self.complete(st, vi, action.clone(), false);
+                    false
+                }
+            }
+            GuestAction::Cpuid { leaf, .. } => {
+                if st.monitors.contains(&Monitor::Cpuid) {
+                    let mut u = [0u8; 32];
+                    u[0..4].copy_from_slice(&2u32.to_le_bytes());
+                    u[4..8].copy_from_slice(&leaf.to_le_bytes());
+                    self.raise(st, vi, reason::CPUID, u, true, Some(action.clone()))
+                } else {
+                    st.outcomes.push(Outcome::Done(action.clone()));
+                    false
+                }
+            }
+        };
+        raised || self.after_instruction(st, vi)
+    }
+
+    /// Finish an action (perform its access). `emulated`: performed by the emulator, without
+    /// re-checking permissions.
+    fn complete(&self, st: &mut SimState, vi: usize, action: GuestAction, emulated: bool) {
+        match &action {
+            GuestAction::WriteCr {
+                register, value, ..
+            } => set_cr(&mut st.vcpus[vi].regs, *register, *value),
+            GuestAction::WriteMsr { index, value, .. } => {
+                st.vcpus[vi].msrs.insert(*index, *value);
+            }
+            GuestAction::Write { gpa, bytes, .. } => write_bytes(st, vi, *gpa, bytes),
+            _ => {}
+        }
+        st.outcomes.push(if emulated {
+            Outcome::Emulated(action, false)
+        } else {
+            Outcome::Done(action)
+        });
+    }
+
+    /// Single-step bookkeeping after an instruction of vCPU `vi` retired.
+    fn after_instruction(&self, st: &mut SimState, vi: usize) -> bool {
+        if let Some(v) = st.vcpus[vi].fast_singlestep_view.take() {
+            st.vcpus[vi].view = v;
+            st.vcpus[vi].singlestep = false;
+            return false;
+        }
+        if st.vcpus[vi].singlestep && st.monitors.contains(&Monitor::SingleStep) {
+            let gfn = st.vcpus[vi].regs.rip >> 12;
+            let mut u = [0u8; 32];
+            u[0..8].copy_from_slice(&gfn.to_le_bytes());
+            return self.raise(st, vi, reason::SINGLESTEP, u, true, None);
+        }
+        false
+    }
+
+    /// Write a request for vCPU `vi` to the ring, as Xen's `vm_event_put_request` does.
+    fn raise(
+        &self,
+        st: &mut SimState,
+        vi: usize,
+        rsn: u32,
+        u: [u8; 32],
+        sync: bool,
+        pending: Option<GuestAction>,
+    ) -> bool {
+        if !st.ring_enabled {
+            if let Some(a) = pending {
+                self.complete(st, vi, a, false);
+            }
+            return false;
+        }
+        let mut req = [0u8; ENTRY_SIZE];
+        let mut flags = if sync { flag::VCPU_PAUSED } else { 0 };
+        if st.views.len() > 1 {
+            flags |= flag::ALTERNATE_P2M;
+            req[entry::ALTP2M_IDX..entry::ALTP2M_IDX + 2]
+                .copy_from_slice(&st.vcpus[vi].view.to_le_bytes());
+        }
+        req[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
+        req[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+        req[entry::REASON..entry::REASON + 4].copy_from_slice(&rsn.to_le_bytes());
+        req[entry::VCPU_ID..entry::VCPU_ID + 4].copy_from_slice(&(vi as u32).to_le_bytes());
+        req[entry::U..entry::U + 32].copy_from_slice(&u);
+        encode_full_regs(&mut req[entry::DATA..], &st.vcpus[vi].regs);
+        let mut front = st.front;
+        let ok = front.put_request(&self.ring, &req);
+        st.front = front;
+        if !ok {
+            // Callers check for a free slot first; treat a full ring as "run it later".
+            if let Some(a) = pending {
+                st.script.push_front(a);
+            }
+            return false;
+        }
+        st.events_raised += 1;
+        if sync {
+            st.vcpus[vi].paused = true;
+            st.vcpus[vi].pending = pending;
+        }
+        true
+    }
+
+    /// Apply every published response (Xen's `vm_event_resume`).
+    fn resume(&self) {
+        let mut st = self.state.borrow_mut();
+        let mut rsp = [0u8; ENTRY_SIZE];
+        loop {
+            let mut front = st.front;
+            let got = front.get_response(&self.ring, &mut rsp);
+            st.front = front;
+            if !got {
+                break;
+            }
+            let word = |o: usize| u32::from_le_bytes([rsp[o], rsp[o + 1], rsp[o + 2], rsp[o + 3]]);
+            let (version, flags, vcpu) = (
+                word(entry::VERSION),
+                word(entry::FLAGS),
+                word(entry::VCPU_ID) as usize,
+            );
+            if version != INTERFACE_VERSION || vcpu >= st.vcpus.len() {
+                st.responses_skipped += 1; // Xen skips it; the vCPU stays paused
+                continue;
+            }
+            if !st.vcpus[vcpu].paused {
+                continue;
+            }
+            let pending = st.vcpus[vcpu].pending.take();
+            // Order as in vm_event_resume: emulate, deny, single-step, view, registers, unpause.
+            let mut finished = false;
+            if let Some(a) = &pending {
+                if flags & flag::EMULATE != 0 {
+                    let nowrite = flags & flag::EMULATE_NOWRITE != 0;
+                    if !nowrite {
+                        if let GuestAction::Write { gpa, bytes, .. } = a {
+                            write_bytes(&mut st, vcpu, *gpa, bytes);
+                        }
+                    }
+                    st.outcomes.push(Outcome::Emulated(a.clone(), nowrite));
+                    finished = true;
+                } else if flags & flag::DENY != 0
+                    && matches!(
+                        a,
+                        GuestAction::WriteCr { .. } | GuestAction::WriteMsr { .. }
+                    )
+                {
+                    st.outcomes.push(Outcome::Denied(a.clone()));
+                    finished = true;
+                }
+            }
+            if flags & flag::TOGGLE_SINGLESTEP != 0 {
+                st.vcpus[vcpu].singlestep = !st.vcpus[vcpu].singlestep;
+            }
+            if flags & flag::FAST_SINGLESTEP != 0 {
+                let idx = u16::from_le_bytes([rsp[entry::U], rsp[entry::U + 1]]);
+                if st.views.contains_key(&idx) {
+                    st.vcpus[vcpu].fast_singlestep_view = Some(idx);
+                }
+            }
+            if flags & flag::ALTERNATE_P2M != 0 {
+                let idx = u16::from_le_bytes([rsp[entry::ALTP2M_IDX], rsp[entry::ALTP2M_IDX + 1]]);
+                if st.views.contains_key(&idx) {
+                    st.vcpus[vcpu].view = idx;
+                }
+            }
+            if flags & flag::SET_REGISTERS != 0 {
+                let ev = crate::event::decode_request(&rsp).map(|e| e.regs);
+                if let Ok(r) = ev {
+                    let v = &mut st.vcpus[vcpu].regs;
+                    (v.rax, v.rbx, v.rcx, v.rdx, v.rsp, v.rbp, v.rsi, v.rdi) =
+                        (r.rax, r.rbx, r.rcx, r.rdx, r.rsp, r.rbp, r.rsi, r.rdi);
+                    (v.r8, v.r9, v.r10, v.r11, v.r12, v.r13, v.r14, v.r15) =
+                        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
+                    (v.rflags, v.rip) = (r.rflags, r.rip);
+                }
+            }
+            if flags & flag::VCPU_PAUSED != 0 {
+                st.vcpus[vcpu].paused = false;
+                if let (Some(a), false) = (pending, finished) {
+                    match a {
+                        // The write was held until now: it takes effect.
+                        GuestAction::WriteCr { .. }
+                        | GuestAction::WriteMsr { .. }
+                        | GuestAction::Cpuid { .. } => self.complete(&mut st, vcpu, a, false),
+                        // The instruction is retried in the (possibly new) view.
+                        GuestAction::Write { .. } | GuestAction::Read { .. } => {
+                            st.script.push_front(a)
+                        }
+                        GuestAction::Execute { gpa, .. } => {
+                            let bp = read_byte(&st, vcpu, gpa) == Some(0xcc);
+                            if bp {
+                                // Breakpoint handled by the monitor (re-injection is the
+                                // handler's business): the instruction is done.
+                                self.complete(&mut st, vcpu, a, false);
+                            } else {
+                                st.script.push_front(a)
+                            }
+                        }
+                    }
+                } else {
+                    let _ = pending;
+                }
+            } else if let Some(a) = pending {
+                st.vcpus[vcpu].pending = Some(a); // still paused: keep it
+            }
+        }
+    }
+}
+
+fn cr_value(r: &Registers, reg: ControlRegister) -> u64 {
+    match reg {
+        ControlRegister::Cr0 => r.cr0,
+        ControlRegister::Cr3 => r.cr3,
+        ControlRegister::Cr4 => r.cr4,
+        ControlRegister::Xcr0 => 0,
+    }
+}
+
+fn set_cr(r: &mut Registers, reg: ControlRegister, v: u64) {
+    match reg {
+        ControlRegister::Cr0 => r.cr0 = v,
+        ControlRegister::Cr3 => r.cr3 = v,
+        ControlRegister::Cr4 => r.cr4 = v,
+        ControlRegister::Xcr0 => {}
+    }
+}
+
+fn encode_full_regs(d: &mut [u8], r: &Registers) {
+    use crate::event::abi::regs as o;
+    let mut put = |off: usize, v: u64| d[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    put(o::RAX, r.rax);
+    put(o::RCX, r.rcx);
+    put(o::RDX, r.rdx);
+    put(o::RBX, r.rbx);
+    put(o::RSP, r.rsp);
+    put(o::RBP, r.rbp);
+    put(o::RSI, r.rsi);
+    put(o::RDI, r.rdi);
+    put(o::RIP, r.rip);
+    put(o::RFLAGS, r.rflags);
+    put(o::CR0, r.cr0);
+    put(o::CR2, r.cr2);
+    put(o::CR3, r.cr3);
+    put(o::CR4, r.cr4);
+    put(o::MSR_EFER, r.efer);
+    put(o::MSR_LSTAR, r.msr_lstar);
+    put(o::FS_BASE, r.fs_base);
+    put(o::GS_BASE, r.gs_base);
+    put(o::SHADOW_GS, r.kernel_gs_base);
+    d[o::CS_SEL..o::CS_SEL + 2].copy_from_slice(&r.cs_sel.to_le_bytes());
+}
+
+/// The frame that backs `gfn` for vCPU `vi` (its view's remap, if any).
+fn backing(st: &SimState, vi: usize, gfn: u64) -> u64 {
+    let view = st.vcpus.get(vi).map(|v| v.view).unwrap_or(0);
+    st.views
+        .get(&view)
+        .and_then(|v| v.remap.get(&gfn).copied())
+        .unwrap_or(gfn)
+}
+
+fn read_byte(st: &SimState, vi: usize, gpa: Gpa) -> Option<u8> {
+    let gfn = backing(st, vi, gpa.gfn().0);
+    let pa = Gpa((gfn << 12) | gpa.page_offset());
+    let mut b = [0u8; 1];
+    read_phys(st, pa, &mut b).ok()?;
+    Some(b[0])
+}
+
+fn read_phys(st: &SimState, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let cur = gpa
+            .checked_add(done as u64)
+            .ok_or(Error::Overflow("simulated read"))?;
+        let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(buf.len() - done);
+        if let Some(p) = st.dirty.get(&cur.gfn().0) {
+            let o = cur.page_offset() as usize;
+            buf[done..done + n].copy_from_slice(&p[o..o + n]);
+        } else {
+            st.base.read_physical(cur, &mut buf[done..done + n])?;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn write_phys(st: &mut SimState, gpa: Gpa, bytes: &[u8]) -> Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let cur = gpa
+            .checked_add(done as u64)
+            .ok_or(Error::Overflow("simulated write"))?;
+        let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(bytes.len() - done);
+        let gfn = cur.gfn().0;
+        if !st.dirty.contains_key(&gfn) {
+            let mut page = vec![0u8; PAGE_SIZE as usize].into_boxed_slice();
+            // Frames beyond the base image (allocated extra frames) start zeroed.
+            let _ = st.base.read_physical(cur.page_base(), &mut page);
+            st.dirty.insert(gfn, page);
+        }
+        let o = cur.page_offset() as usize;
+        if let Some(p) = st.dirty.get_mut(&gfn) {
+            p[o..o + n].copy_from_slice(&bytes[done..done + n]);
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn write_bytes(st: &mut SimState, vi: usize, gpa: Gpa, bytes: &[u8]) {
+    let gfn = backing(st, vi, gpa.gfn().0);
+    let _ = write_phys(st, Gpa((gfn << 12) | gpa.page_offset()), bytes);
+}
+
+impl PhysicalMemory for SimDomain {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+        read_phys(&self.state.borrow(), gpa, buf)
+    }
+    fn physical_ranges(&self) -> Vec<Range<u64>> {
+        self.state.borrow().base.physical_ranges()
+    }
+}
+
+impl PhysicalMemoryWrite for SimDomain {
+    fn write_physical(&self, gpa: Gpa, buf: &[u8]) -> Result<()> {
+        write_phys(&mut self.state.borrow_mut(), gpa, buf)
+    }
+}
+
+impl VcpuState for SimDomain {
+    fn vcpu_count(&self) -> u32 {
+        self.state.borrow().vcpus.len() as u32
+    }
+    fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
+        let st = self.state.borrow();
+        st.vcpus
+            .get(vcpu.0 as usize)
+            .map(|v| v.regs)
+            .ok_or(Error::NoSuchVcpu {
+                vcpu,
+                count: st.vcpus.len() as u32,
+            })
+    }
+}
+
+impl VcpuStateWrite for SimDomain {
+    fn set_registers(&self, vcpu: VcpuId, regs: &Registers) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let count = st.vcpus.len() as u32;
+        st.vcpus
+            .get_mut(vcpu.0 as usize)
+            .map(|v| v.regs = *regs)
+            .ok_or(Error::NoSuchVcpu { vcpu, count })
+    }
+}
+
+impl VmControl for SimDomain {
+    fn pause(&self) -> Result<()> {
+        self.state.borrow_mut().pause_count += 1;
+        Ok(())
+    }
+    fn resume(&self) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.pause_count = st.pause_count.checked_sub(1).ok_or(Error::Unsupported {
+            backend: NAME,
+            capability: "resume without pause",
+        })?;
+        Ok(())
+    }
+}
+
+fn same_monitor(a: &Monitor, b: &Monitor) -> bool {
+    match (a, b) {
+        (
+            Monitor::ControlRegister { register: x, .. },
+            Monitor::ControlRegister { register: y, .. },
+        ) => x == y,
+        (Monitor::Msr { index: x, .. }, Monitor::Msr { index: y, .. }) => x == y,
+        _ => std::mem::discriminant(a) == std::mem::discriminant(b),
+    }
+}
+
+impl EventControl for SimDomain {
+    fn set_monitor(&self, monitor: Monitor, enable: bool) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.monitors.retain(|m| !same_monitor(m, &monitor));
+        if enable {
+            st.monitors.push(monitor);
+        }
+        Ok(())
+    }
+
+    fn set_vcpu_singlestep(&self, vcpu: VcpuId, enable: bool) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let count = st.vcpus.len() as u32;
+        st.vcpus
+            .get_mut(vcpu.0 as usize)
+            .map(|v| v.singlestep = enable)
+            .ok_or(Error::NoSuchVcpu { vcpu, count })
+    }
+}
+
+impl EventChannel for SimDomain {
+    fn ring(&self) -> &RingPage {
+        &self.ring
+    }
+
+    /// Runs the simulated guest until it raises an event (or cannot run): the simulation's
+    /// notion of "wait for the event channel".
+    fn wait(&self, _timeout: Duration) -> Result<bool> {
+        Ok(self.run_guest())
+    }
+
+    fn notify(&self) -> Result<()> {
+        self.resume();
+        Ok(())
+    }
+
+    fn close_ring(&self) -> Result<()> {
+        self.state.borrow_mut().ring_enabled = false;
+        Ok(())
+    }
+}
+
+impl ViewControl for SimDomain {
+    fn create_view(&self, default_access: MemAccess) -> Result<ViewId> {
+        let mut st = self.state.borrow_mut();
+        if st.views.len() >= MAX_VIEWS {
+            return Err(Error::Unsupported {
+                backend: NAME,
+                capability: "more than 10 altp2m views",
+            });
+        }
+        let id = (1..MAX_VIEWS as u16)
+            .find(|i| !st.views.contains_key(i))
+            .unwrap_or(0);
+        st.views.insert(
+            id,
+            View {
+                default: default_access,
+                access: HashMap::new(),
+                remap: HashMap::new(),
+            },
+        );
+        Ok(ViewId(id))
+    }
+
+    fn destroy_view(&self, view: ViewId) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        if view.0 == 0 || st.vcpus.iter().any(|v| v.view == view.0) {
+            return Err(Error::Unsupported {
+                backend: NAME,
+                capability: "destroying view 0 or a view in use",
+            });
+        }
+        st.views
+            .remove(&view.0)
+            .map(|_| ())
+            .ok_or(Error::Unsupported {
+                backend: NAME,
+                capability: "destroying a view that does not exist",
+            })
+    }
+
+    fn switch_view(&self, view: ViewId) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        if !st.views.contains_key(&view.0) {
+            return Err(Error::Unsupported {
+                backend: NAME,
+                capability: "switching to a view that does not exist",
+            });
+        }
+        st.vcpus.iter_mut().for_each(|v| v.view = view.0);
+        Ok(())
+    }
+
+    fn set_mem_access(&self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let v = st.views.get_mut(&view.0).ok_or(Error::Unsupported {
+            backend: NAME,
+            capability: "access in a view that does not exist",
+        })?;
+        if access == v.default {
+            v.access.remove(&gfn.0);
+        } else {
+            v.access.insert(gfn.0, access);
+        }
+        Ok(())
+    }
+
+    fn mem_access(&self, view: ViewId, gfn: Gfn) -> Result<MemAccess> {
+        let st = self.state.borrow();
+        let v = st.views.get(&view.0).ok_or(Error::Unsupported {
+            backend: NAME,
+            capability: "access in a view that does not exist",
+        })?;
+        Ok(v.access.get(&gfn.0).copied().unwrap_or(v.default))
+    }
+
+    fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let v = st.views.get_mut(&view.0).ok_or(Error::Unsupported {
+            backend: NAME,
+            capability: "remap in a view that does not exist",
+        })?;
+        match target {
+            Some(t) => v.remap.insert(gfn.0, t.0),
+            None => v.remap.remove(&gfn.0),
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,408 @@
+//! The event loop, and the journal that lets teardown undo everything.
+//!
+//! A [`Session`] borrows a backend that has a vm_event ring. Every change it makes to the guest
+//! (monitors, access rights, views, remapped frames, single-step) goes through it and is
+//! recorded. Teardown — explicit, on drop, after a handler panic, after an interrupt, after a
+//! backend error — runs in the order Xen's reference consumer documents:
+//!
+//! 1. disable the monitors (newest first), so no new events arrive;
+//! 2. restore access rights and remapped frames, switch every vCPU back to view 0, destroy the
+//!    views this session created;
+//! 3. answer every request still taken or waiting on the ring with a safe response (version 7,
+//!    `VCPU_PAUSED`, nothing else) and notify, so every paused vCPU resumes;
+//! 4. turn single-stepping off on every vCPU;
+//! 5. disable the ring.
+//!
+//! Each step is attempted even if an earlier one failed; the first error is returned.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::abi::ENTRY_SIZE;
+use super::ring::BackRing;
+use super::{decode_request, encode_response, encode_safe_response, Event, Response};
+use crate::addr::{Gfn, VcpuId, ViewId};
+use crate::backend::{EventChannel, EventControl, MemAccess, Monitor, VcpuState, ViewControl};
+use crate::error::{Error, Result};
+
+/// What a backend needs for a session.
+pub trait SessionBackend: EventChannel + EventControl + ViewControl + VcpuState {}
+impl<T: EventChannel + EventControl + ViewControl + VcpuState> SessionBackend for T {}
+
+/// A flag that stops [`Session::run`] at the next poll (set it from a signal handler or
+/// another thread).
+#[derive(Clone, Debug, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Ask the loop to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Make SIGINT and SIGTERM set this flag (instead of killing the process), so the loop
+    /// returns and the session is torn down.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the handlers cannot be installed.
+    pub fn stop_on_signals(&self) -> Result<()> {
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&self.0))
+                .map_err(|e| Error::io("signal handler", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// When [`Session::run`] returns.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// How long one wait for the event channel may take.
+    pub poll: Duration,
+    /// Return after this many events.
+    pub max_events: Option<u64>,
+    /// Return after this many consecutive waits that brought no event (the timeout hook).
+    pub max_idle_polls: Option<u32>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            poll: Duration::from_millis(100),
+            max_events: None,
+            max_idle_polls: None,
+        }
+    }
+}
+
+/// Why [`Session::run`] returned, and what the events cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Events answered.
+    pub events: u64,
+    /// Requests with a wrong interface version (answered safely).
+    pub bad_requests: u64,
+    /// Total time from taking a request to queueing its response.
+    pub processing: Duration,
+    /// The slowest single event.
+    pub slowest: Duration,
+    /// The loop stopped because of the [`StopHandle`].
+    pub interrupted: bool,
+}
+
+impl RunStats {
+    /// Mean processing cost per event.
+    pub fn mean(&self) -> Duration {
+        if self.events == 0 {
+            Duration::ZERO
+        } else {
+            self.processing / self.events as u32
+        }
+    }
+}
+
+/// One change to undo.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    Monitor(Monitor),
+    Access {
+        view: ViewId,
+        gfn: Gfn,
+        old: MemAccess,
+    },
+    View(ViewId),
+    Remap {
+        view: ViewId,
+        gfn: Gfn,
+    },
+    Switched,
+    /// Kept for the record; teardown turns single-step off on every vCPU anyway.
+    #[allow(dead_code)]
+    Singlestep(VcpuId),
+}
+
+/// An event-handling session on a backend (see the module docs).
+pub struct Session<'b, B: SessionBackend> {
+    backend: &'b B,
+    ring: BackRing,
+    journal: Vec<Change>,
+    /// A request taken from the ring and not yet answered.
+    in_flight: Option<[u8; ENTRY_SIZE]>,
+    stop: StopHandle,
+    torn_down: bool,
+}
+
+impl<B: SessionBackend> std::fmt::Debug for Session<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("journal", &self.journal)
+            .field("torn_down", &self.torn_down)
+            .finish()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+impl<'b, B: SessionBackend> Session<'b, B> {
+    /// Attach to the backend's ring.
+    pub fn new(backend: &'b B) -> Self {
+        Session {
+            backend,
+            ring: BackRing::attach(backend.ring()),
+            journal: Vec::new(),
+            in_flight: None,
+            stop: StopHandle::default(),
+            torn_down: false,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &'b B {
+        self.backend
+    }
+
+    /// A handle that stops [`Session::run`].
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Enable a monitor (disabled again at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn monitor(&mut self, m: Monitor) -> Result<()> {
+        self.backend.set_monitor(m, true)?;
+        self.journal.push(Change::Monitor(m));
+        Ok(())
+    }
+
+    /// Create an altp2m view (destroyed at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn create_view(&mut self, default_access: MemAccess) -> Result<ViewId> {
+        let v = self.backend.create_view(default_access)?;
+        self.journal.push(Change::View(v));
+        Ok(v)
+    }
+
+    /// Set the access of a frame in a view (restored at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn set_mem_access(&mut self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()> {
+        let old = self.backend.mem_access(view, gfn)?;
+        self.backend.set_mem_access(view, gfn, access)?;
+        self.journal.push(Change::Access { view, gfn, old });
+        Ok(())
+    }
+
+    /// Switch every vCPU to a view (back to view 0 at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn switch_view(&mut self, view: ViewId) -> Result<()> {
+        self.backend.switch_view(view)?;
+        self.journal.push(Change::Switched);
+        Ok(())
+    }
+
+    /// Make `gfn` in `view` show `target`'s frame (undone at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn change_gfn(&mut self, view: ViewId, gfn: Gfn, target: Gfn) -> Result<()> {
+        self.backend.change_gfn(view, gfn, Some(target))?;
+        self.journal.push(Change::Remap { view, gfn });
+        Ok(())
+    }
+
+    /// Turn single-stepping of a vCPU on (off at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn singlestep(&mut self, vcpu: VcpuId, enable: bool) -> Result<()> {
+        self.backend.set_vcpu_singlestep(vcpu, enable)?;
+        self.journal.push(Change::Singlestep(vcpu));
+        Ok(())
+    }
+
+    /// Answer every request on the ring with `handler`. Returns when `opts` says so or the stop
+    /// handle is set. A panicking handler's event is answered safely, the session is torn
+    /// down, and [`Error::HandlerPanicked`] is returned.
+    ///
+    /// # Errors
+    /// Backend errors (the session is torn down on drop), [`Error::HandlerPanicked`].
+    pub fn run(
+        &mut self,
+        opts: &RunOptions,
+        mut handler: impl FnMut(&Event) -> Response,
+    ) -> Result<RunStats> {
+        let mut stats = RunStats::default();
+        let mut idle = 0u32;
+        let mut req = [0u8; ENTRY_SIZE];
+        let mut out = [0u8; ENTRY_SIZE];
+        loop {
+            if self.stop.is_stopped() {
+                stats.interrupted = true;
+                return Ok(stats);
+            }
+            if opts.max_events.is_some_and(|m| stats.events >= m) {
+                return Ok(stats);
+            }
+            let signalled = self.backend.wait(opts.poll)?;
+            let page = self.backend.ring();
+            let mut answered = 0;
+            let mut panicked = None;
+            while self.ring.get_request(page, &mut req) {
+                self.in_flight = Some(req);
+                let t0 = Instant::now();
+                match decode_request(&req) {
+                    Ok(ev) => match catch_unwind(AssertUnwindSafe(|| handler(&ev))) {
+                        Ok(rsp) => encode_response(&req, &ev, &rsp, &mut out),
+                        Err(p) => {
+                            encode_safe_response(&req, &mut out);
+                            panicked.get_or_insert_with(|| panic_message(p.as_ref()));
+                        }
+                    },
+                    Err(_) => {
+                        stats.bad_requests += 1;
+                        encode_safe_response(&req, &mut out);
+                    }
+                }
+                // A response slot always exists for a request taken.
+                let _ = self.ring.put_response(page, &out);
+                self.in_flight = None;
+                let dt = t0.elapsed();
+                stats.processing += dt;
+                stats.slowest = stats.slowest.max(dt);
+                stats.events += 1;
+                answered += 1;
+                if panicked.is_some() || opts.max_events.is_some_and(|m| stats.events >= m) {
+                    break;
+                }
+            }
+            if answered > 0 {
+                self.ring.push_responses(page);
+                self.backend.notify()?;
+                idle = 0;
+            } else if !signalled {
+                idle += 1;
+                if opts.max_idle_polls.is_some_and(|m| idle >= m) {
+                    return Ok(stats);
+                }
+            }
+            if let Some(message) = panicked {
+                self.teardown()?;
+                return Err(Error::HandlerPanicked { message });
+            }
+        }
+    }
+
+    /// Undo everything and answer everything (see the module docs). Idempotent.
+    ///
+    /// # Errors
+    /// The first backend error; every step is still attempted.
+    pub fn teardown(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let b = self.backend;
+        let mut first: Option<Error> = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
+        let journal = std::mem::take(&mut self.journal);
+        // 1. monitors
+        for c in journal.iter().rev() {
+            if let Change::Monitor(m) = c {
+                note(b.set_monitor(*m, false));
+            }
+        }
+        // 2. access, remaps, views
+        let mut views_used = false;
+        for c in journal.iter().rev() {
+            match *c {
+                Change::Access { view, gfn, old } => note(b.set_mem_access(view, gfn, old)),
+                Change::Remap { view, gfn } => note(b.change_gfn(view, gfn, None)),
+                Change::Switched | Change::View(_) => views_used = true,
+                _ => {}
+            }
+        }
+        if views_used {
+            note(b.switch_view(ViewId::HOST));
+        }
+        // 3. answer everything (the in-flight request first), notify
+        note(self.answer_all());
+        // Views can only go once no vCPU uses them (responses may have switched some back).
+        for c in journal.iter().rev() {
+            if let Change::View(v) = c {
+                note(b.destroy_view(*v));
+            }
+        }
+        // 4. single-step off everywhere
+        for v in 0..b.vcpu_count() {
+            note(b.set_vcpu_singlestep(VcpuId(v), false));
+        }
+        // 5. the ring
+        note(b.close_ring());
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Answer the in-flight request and everything waiting, with safe responses, and notify.
+    /// Repeats while answering releases more requests (vCPUs retrying), within a bound.
+    fn answer_all(&mut self) -> Result<()> {
+        let page = self.backend.ring();
+        let mut out = [0u8; ENTRY_SIZE];
+        let mut req = [0u8; ENTRY_SIZE];
+        for _round in 0..64 {
+            let mut n = 0;
+            if let Some(r) = self.in_flight.take() {
+                encode_safe_response(&r, &mut out);
+                let _ = self.ring.put_response(page, &out);
+                n += 1;
+            }
+            while self.ring.get_request(page, &mut req) {
+                encode_safe_response(&req, &mut out);
+                let _ = self.ring.put_response(page, &out);
+                n += 1;
+            }
+            self.ring.push_responses(page);
+            self.backend.notify()?;
+            if n == 0 {
+                // Let the guest run once more: it may raise nothing now that monitors are off,
+                // but a vCPU blocked on a full ring can now queue its event.
+                if !self.backend.wait(Duration::ZERO)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B: SessionBackend> Drop for Session<'_, B> {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("xenvmi: teardown after drop failed: {e}");
+        }
+    }
+}
