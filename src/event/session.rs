@@ -6,12 +6,16 @@
 //! backend error — runs in the order Xen's reference consumer documents:
 //!
 //! 1. disable the monitors (newest first), so no new events arrive;
-//! 2. restore access rights and remapped frames, switch every vCPU back to view 0, destroy the
-//!    views this session created;
-//! 3. answer every request still taken or waiting on the ring with a safe response (version 7,
+//! 2. turn single-stepping off on every vCPU — before touching views, because a pending
+//!    `FAST_SINGLESTEP` would otherwise switch its vCPU back into a view after step 3 (found by
+//!    the fault-injection test);
+//! 3. restore access rights and remapped frames, switch every vCPU back to view 0;
+//! 4. answer every request still taken or waiting on the ring with a safe response (version 7,
 //!    `VCPU_PAUSED`, nothing else) and notify, so every paused vCPU resumes;
-//! 4. turn single-stepping off on every vCPU;
-//! 5. disable the ring.
+//! 5. reset single-step and views once more (responses published before teardown but applied
+//!    only by step 4's notify can toggle them; also found by fault injection), then destroy the
+//!    views this session created;
+//! 6. disable the ring.
 //!
 //! Each step is attempted even if an earlier one failed; the first error is returned.
 
@@ -334,7 +338,12 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 note(b.set_monitor(*m, false));
             }
         }
-        // 2. access, remaps, views
+        // 2. single-step off everywhere: this also cancels a pending FAST_SINGLESTEP, which
+        //    would otherwise move its vCPU back into a view after step 3.
+        for v in 0..b.vcpu_count() {
+            note(b.set_vcpu_singlestep(VcpuId(v), false));
+        }
+        // 3. access, remaps, back to view 0
         let mut views_used = false;
         for c in journal.iter().rev() {
             match *c {
@@ -347,19 +356,23 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         if views_used {
             note(b.switch_view(ViewId::HOST));
         }
-        // 3. answer everything (the in-flight request first), notify
+        // 4. answer everything (the in-flight request first), notify
         note(self.answer_all());
-        // Views can only go once no vCPU uses them (responses may have switched some back).
+        // 5. responses published before teardown but applied only by that notify (e.g. after a
+        //    failed notify) may still carry TOGGLE_SINGLESTEP or ALTERNATE_P2M: reset both
+        //    again, then destroy the views, once no vCPU can be in them.
+        for v in 0..b.vcpu_count() {
+            note(b.set_vcpu_singlestep(VcpuId(v), false));
+        }
+        if views_used {
+            note(b.switch_view(ViewId::HOST));
+        }
         for c in journal.iter().rev() {
             if let Change::View(v) = c {
                 note(b.destroy_view(*v));
             }
         }
-        // 4. single-step off everywhere
-        for v in 0..b.vcpu_count() {
-            note(b.set_vcpu_singlestep(VcpuId(v), false));
-        }
-        // 5. the ring
+        // 6. the ring
         note(b.close_ring());
         match first {
             Some(e) => Err(e),
@@ -386,11 +399,18 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 n += 1;
             }
             self.ring.push_responses(page);
-            self.backend.notify()?;
+            // Teardown must not give up on a transient failure (EINTR, EAGAIN): retry.
+            let mut tries = 0;
+            while let Err(e) = self.backend.notify() {
+                tries += 1;
+                if tries >= 3 {
+                    return Err(e);
+                }
+            }
             if n == 0 {
                 // Let the guest run once more: it may raise nothing now that monitors are off,
                 // but a vCPU blocked on a full ring can now queue its event.
-                if !self.backend.wait(Duration::ZERO)? {
+                if !self.backend.wait(Duration::ZERO).unwrap_or(false) {
                     return Ok(());
                 }
             }

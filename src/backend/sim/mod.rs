@@ -407,9 +407,12 @@ impl SimDomain {
                     GuestAction::Read { .. } => MemAccess::R,
                     _ => MemAccess::X,
                 };
-                let view = &st.views[&st.vcpus[vi].view];
                 let gfn = gpa.gfn().0;
-                let allowed = view.access.get(&gfn).copied().unwrap_or(view.default);
+                let allowed = st
+                    .views
+                    .get(&st.vcpus[vi].view)
+                    .map(|v| v.access.get(&gfn).copied().unwrap_or(v.default))
+                    .unwrap_or(MemAccess::all());
                 if !access_allows(allowed, need) && st.ring_enabled {
                     let mut u = [0u8; 32];
                     u[0..8].copy_from_slice(&gfn.to_le_bytes());
@@ -485,8 +488,9 @@ impl SimDomain {
     /// Single-step bookkeeping after an instruction of vCPU `vi` retired.
     fn after_instruction(&self, st: &mut SimState, vi: usize) -> bool {
         if let Some(v) = st.vcpus[vi].fast_singlestep_view.take() {
-            st.vcpus[vi].view = v;
-            st.vcpus[vi].singlestep = false;
+            if st.views.contains_key(&v) {
+                st.vcpus[vi].view = v;
+            }
             return false;
         }
         if st.vcpus[vi].singlestep && st.monitors.contains(&Monitor::SingleStep) {
@@ -841,10 +845,15 @@ impl EventControl for SimDomain {
     fn set_vcpu_singlestep(&self, vcpu: VcpuId, enable: bool) -> Result<()> {
         let mut st = self.state.borrow_mut();
         let count = st.vcpus.len() as u32;
-        st.vcpus
+        let v = st
+            .vcpus
             .get_mut(vcpu.0 as usize)
-            .map(|v| v.singlestep = enable)
-            .ok_or(Error::NoSuchVcpu { vcpu, count })
+            .ok_or(Error::NoSuchVcpu { vcpu, count })?;
+        v.singlestep = enable;
+        if !enable {
+            v.fast_singlestep_view = None;
+        }
+        Ok(())
     }
 }
 
