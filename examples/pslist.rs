@@ -10,8 +10,7 @@
 //! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core or a LiME file; `.zst`-compressed
 //! images are unpacked once into `target/xenvmi-fixtures/`.
 
-#[path = "../tests/support/fixture.rs"]
-mod fixture;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,25 +80,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let args = parse_args()?;
-    let image = match &args.image {
-        Some(p) if p.extension().is_some_and(|e| e == "zst") => {
-            // One cache file per source path: "/a/b/vmcore.elf.zst" -> "_a_b_vmcore.elf".
-            let abs = std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let name: String = abs
-                .with_extension("")
-                .to_string_lossy()
-                .replace(['/', '\\'], "_");
-            let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/xenvmi-fixtures/user")
-                .join(name);
-            fixture::unpack_zstd(p, &out)
-                .map_err(|e| format!("cannot unpack {}: {e}", p.display()))?;
-            out
-        }
-        Some(p) => p.clone(),
-        None => fixture::fixture_file("linux-6.1", "vmcore.elf")
-            .map_err(|e| format!("cannot unpack the bundled snapshot: {e}"))?,
-    };
+    let image = common::image_path(args.image.as_deref())?;
     let source = match (&args.profile, &args.btf, &args.symbols) {
         (Some(p), _, _) => ProfileSource::Isf(p.clone()),
         (None, Some(b), Some(s)) => ProfileSource::Files {

@@ -30,9 +30,11 @@ use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, Registers};
 
+mod cr3;
 mod offsets;
 mod scan;
 
+pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use offsets::Offsets;
 
 /// `__START_KERNEL_map`: the kernel image map starts here on x86-64.

@@ -1,0 +1,259 @@
+//! Guard a Linux kernel from outside (the AppDefense / HVI use case): write-protect kernel text
+//! through an altp2m view, deny clearing CR4.SMEP/SMAP and rewriting MSR_LSTAR, and print one
+//! JSON line per alert.
+//!
+//! ```text
+//! cargo run --release --example kernel-guard -- --simulate          # scripted attack, bundled snapshot
+//! cargo run --release --example kernel-guard -- --simulate IMAGE
+//! cargo run --release --example kernel-guard -- --domain NAME       # on Xen (backend coming)
+//! ```
+//!
+//! With `--simulate` the guest is xenvmi's **simulated domain** (not Xen) over the snapshot's
+//! memory. A scripted rootkit clears SMEP/SMAP, points LSTAR at its own code and patches kernel
+//! text, between benign actions; the guard must deny each write, alert, and leave the guest's
+//! state as it was. The exit status says whether it did.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use xenvmi::backend::sim::{GuestAction, SimDomain};
+use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::backend::{
+    ControlRegister, EventChannel, MemAccess, Monitor, PhysicalMemory, VcpuState,
+};
+use xenvmi::event::session::{RunOptions, Session};
+use xenvmi::event::{EventKind, Response};
+use xenvmi::mem::GuestMemory;
+use xenvmi::os::linux::{Cr3Owner, Cr3Resolver, Linux, ProfileSource};
+use xenvmi::regs::Cr4;
+use xenvmi::{Gfn, Gpa, VcpuId};
+
+const USAGE: &str = "usage: kernel-guard (--domain NAME | --simulate [IMAGE])";
+const MSR_LSTAR: u32 = 0xc000_0082;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("kernel-guard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn run() -> Result<bool, String> {
+    let mut args = std::env::args().skip(1);
+    let mut simulate: Option<Option<PathBuf>> = None;
+    let mut domain = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--simulate" => simulate = Some(None),
+            "--domain" => domain = Some(args.next().ok_or(USAGE)?),
+            _ if !a.starts_with('-') && matches!(simulate, Some(None)) => {
+                simulate = Some(Some(PathBuf::from(a)))
+            }
+            _ => return Err(USAGE.into()),
+        }
+    }
+    if let Some(d) = domain {
+        return Err(common::no_xen(&d));
+    }
+    let Some(image) = simulate else {
+        return Err(USAGE.into());
+    };
+    let image = common::image_path(image.as_deref())?;
+    let snap = Snapshot::open(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let mut regs = snap.all_registers().to_vec();
+    if regs.is_empty() {
+        return Err(format!(
+            "{}: the image records no vCPUs to simulate",
+            image.display()
+        ));
+    }
+    // Modern x86 CPUs run Linux with SMEP and SMAP on; the snapshot's emulated CPU lacked them.
+    for r in &mut regs {
+        r.cr4 |= (Cr4::SMEP | Cr4::SMAP).bits();
+    }
+    let sim = SimDomain::new(snap, &regs);
+    let mem = GuestMemory::new(&sim);
+    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).map_err(|e| e.to_string())?;
+    let k = linux.info();
+    let sym = |n: &str| linux.symbol(n).ok_or(format!("symbol {n} not found"));
+    let text_va = k.text_va.0;
+    let etext = sym("_etext")?.0;
+    let lstar = sym("entry_SYSCALL_64")?.0;
+    let text_pa = |va: u64| Gpa(k.text_pa.0 + (va - text_va));
+    let text_gfns = (k.text_pa.gfn().0)..=(text_pa(etext - 1).gfn().0);
+
+    // Boot-time state the guard will protect: LSTAR points at the syscall entry.
+    sim.script(regs.iter().enumerate().map(|(i, _)| GuestAction::WriteMsr {
+        vcpu: VcpuId(i as u32),
+        index: MSR_LSTAR,
+        value: lstar,
+    }));
+    sim.wait(Duration::ZERO).map_err(|e| e.to_string())?;
+
+    // What the attack will target, to check afterwards.
+    let patch_va = sym("__x64_sys_getpid")?.0;
+    let mut text_before = [0u8; 16];
+    sim.read_physical(text_pa(patch_va), &mut text_before)
+        .map_err(|e| e.to_string())?;
+
+    // --- the guard
+    let mut session = Session::new(&sim);
+    let view = session
+        .create_view(MemAccess::all())
+        .map_err(|e| e.to_string())?;
+    for gfn in text_gfns.clone() {
+        session
+            .set_mem_access(view, Gfn(gfn), MemAccess::R | MemAccess::X)
+            .map_err(|e| e.to_string())?;
+    }
+    session.switch_view(view).map_err(|e| e.to_string())?;
+    session
+        .monitor(Monitor::ControlRegister {
+            register: ControlRegister::Cr4,
+            sync: true,
+            on_change_only: true,
+            ignore_mask: 0,
+        })
+        .map_err(|e| e.to_string())?;
+    session
+        .monitor(Monitor::Msr {
+            index: MSR_LSTAR,
+            on_change_only: true,
+        })
+        .map_err(|e| e.to_string())?;
+    session
+        .stop_handle()
+        .stop_on_signals()
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "kernel-guard on a SIMULATED domain (not Xen): Linux {}, {} kernel text pages write-protected in view {view}, \
+         CR4 and MSR_LSTAR monitored",
+        k.release,
+        text_gfns.clone().count()
+    );
+
+    // --- the scripted guest: benign work around a rootkit's three moves
+    let smep_smap = (Cr4::SMEP | Cr4::SMAP).bits();
+    let cr4 = regs[0].cr4;
+    let v0 = VcpuId(0);
+    let vn = VcpuId((regs.len() - 1) as u32);
+    sim.script([
+        GuestAction::Read {
+            vcpu: v0,
+            gpa: text_pa(patch_va),
+        }, // reading text: fine
+        GuestAction::WriteCr {
+            vcpu: v0,
+            register: ControlRegister::Cr4,
+            value: cr4 ^ 0x80,
+        }, // toggling PGE: fine
+        GuestAction::WriteCr {
+            vcpu: vn,
+            register: ControlRegister::Cr4,
+            value: cr4 & !smep_smap,
+        }, // attack 1
+        GuestAction::WriteMsr {
+            vcpu: v0,
+            index: MSR_LSTAR,
+            value: 0xffff_ffff_c041_c000,
+        }, // attack 2
+        GuestAction::Write {
+            vcpu: vn,
+            gpa: text_pa(patch_va),
+            bytes: vec![0xe9, 0, 0, 0, 0],
+        }, // attack 3
+        GuestAction::Execute {
+            vcpu: v0,
+            gpa: text_pa(patch_va),
+        }, // executing text: fine
+    ]);
+
+    let mut resolver = Cr3Resolver::new();
+    let mut alerts = 0;
+    let opts = RunOptions {
+        poll: Duration::from_millis(100),
+        max_events: None,
+        max_idle_polls: Some(1),
+    };
+    let stats = session
+        .run(&opts, |e| {
+            let process = match resolver.resolve(&linux, &mem, e.regs.cr3) {
+                Cr3Owner::Process(p) => serde_json::json!({"pid": p.pid, "comm": p.name}),
+                Cr3Owner::Kernel => serde_json::json!("kernel"),
+                Cr3Owner::Unknown => serde_json::Value::Null,
+            };
+            let (what, detail, rsp) = match e.kind {
+                EventKind::ControlRegister { old, new, .. } if old & smep_smap & !new != 0 => (
+                    "cr4_smep_smap_clear",
+                    serde_json::json!({"old": format!("{old:#x}"), "new": format!("{new:#x}")}),
+                    Response::deny(),
+                ),
+                EventKind::Msr { old, new, .. } if new != old => (
+                    "msr_lstar_write",
+                    serde_json::json!({"old": format!("{old:#x}"), "new": format!("{new:#x}")}),
+                    Response::deny(),
+                ),
+                EventKind::MemoryAccess {
+                    gfn,
+                    offset,
+                    access,
+                    ..
+                } if access.contains(MemAccess::W) => (
+                    "kernel_text_write",
+                    serde_json::json!({"gpa": format!("{:#x}", (gfn.0 << 12) | offset)}),
+                    // Emulate with the write discarded: the instruction completes, the text stays.
+                    Response::emulate_nowrite(),
+                ),
+                _ => return Response::proceed(),
+            };
+            alerts += 1;
+            let mut alert = serde_json::json!({
+                "time": now(), "vcpu": e.vcpu.0, "what": what,
+                "rip": format!("{:#x}", e.regs.rip), "process": process, "action": "denied",
+            });
+            if let (Some(a), Some(d)) = (alert.as_object_mut(), detail.as_object()) {
+                a.extend(d.clone());
+            }
+            println!("{alert}");
+            rsp
+        })
+        .map_err(|e| e.to_string())?;
+    session.teardown().map_err(|e| e.to_string())?;
+
+    // --- was the guest's state kept?
+    let mut text_after = [0u8; 16];
+    sim.read_physical(text_pa(patch_va), &mut text_after)
+        .map_err(|e| e.to_string())?;
+    let st = sim.state();
+    let cr4_kept = (0..regs.len() as u32).all(|v| {
+        sim.registers(VcpuId(v))
+            .is_ok_and(|r| r.cr4 & smep_smap == smep_smap)
+    });
+    let lstar_kept = (0..regs.len() as u32).all(|v| st.msr(VcpuId(v), MSR_LSTAR) == Some(lstar));
+    let text_kept = text_after == text_before;
+    let clean = st.paused_vcpus().is_empty()
+        && st.extra_views().is_empty()
+        && st.restrictions() == 0
+        && st.monitors().is_empty();
+    eprintln!(
+        "{alerts} alerts, {} events ({:.0?} mean); SMEP/SMAP kept: {cr4_kept}; LSTAR kept: {lstar_kept}; \
+         kernel text kept: {text_kept}; guest released cleanly: {clean}",
+        stats.events,
+        stats.mean()
+    );
+    Ok(alerts == 3 && cr4_kept && lstar_kept && text_kept && clean)
+}
