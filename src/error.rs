@@ -85,6 +85,17 @@ pub enum Error {
         capability: &'static str,
     },
 
+    /// A call into a hypervisor backend failed (or its libraries could not be loaded).
+    #[error("{backend}: {operation}: {reason}")]
+    Backend {
+        /// The backend ("Xen").
+        backend: &'static str,
+        /// What was attempted (`xc_interface_open`, "loading libxenctrl.so.4.17", ...).
+        operation: String,
+        /// Why it failed: errno and its meaning, and what to do about it.
+        reason: String,
+    },
+
     /// A vCPU index is out of range.
     #[error("vCPU {vcpu} does not exist ({count} vCPUs)")]
     NoSuchVcpu {

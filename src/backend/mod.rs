@@ -26,6 +26,8 @@ use crate::regs::Registers;
 
 pub mod sim;
 pub mod snapshot;
+#[cfg(feature = "xen")]
+pub mod xen;
 
 /// Read access to guest-physical memory.
 pub trait PhysicalMemory {

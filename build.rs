@@ -1,0 +1,56 @@
+//! With the `xen` feature: generate Xen 4.17 type and constant bindings with bindgen (the
+//! functions themselves are loaded at run time). Without it: nothing.
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "xen")]
+    xen::generate();
+}
+
+#[cfg(feature = "xen")]
+mod xen {
+    use std::path::{Path, PathBuf};
+
+    const HEADER: &str = "src/backend/xen/wrapper.h";
+
+    fn fail(msg: &str) -> ! {
+        eprintln!("\nerror: xenvmi's `xen` feature: {msg}\n");
+        panic!("xenvmi build: {msg}");
+    }
+
+    pub fn generate() {
+        println!("cargo:rerun-if-changed={HEADER}");
+        for h in ["/usr/include/xenctrl.h", "/usr/include/xen/vm_event.h"] {
+            if !Path::new(h).exists() {
+                fail(&format!(
+                    "{h} is missing: install the Xen development headers (Debian/Ubuntu: `apt-get install libxen-dev`), \
+                     or build without `--features xen`"
+                ));
+            }
+        }
+        let bindings = std::panic::catch_unwind(|| {
+            bindgen::Builder::default()
+                .header(HEADER)
+                .clang_arg("-D__XEN_TOOLS__")
+                .allowlist_type("xc_domaininfo_t|xen_domctl_getdomaininfo|hvm_hw_cpu|hvm_save_descriptor|xenmem_access_t|xen_pfn_t|domid_t|evtchn_port_t")
+                .allowlist_var("XEN_DOMINF_.*|HVM_PARAM_ALTP2M|HVM_PARAM_MONITOR_RING_PFN|XEN_ALTP2M_.*|XEN_DOMCTL_MONITOR_EVENT_.*|XEN_DOMCTL_DEBUG_OP_.*|VM_EVENT_INTERFACE_VERSION|XENVER_version|XENMEM_access_.*")
+                .layout_tests(true)
+                .derive_default(true)
+                .generate()
+        });
+        let bindings = match bindings {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => fail(&format!("bindgen could not parse the Xen headers ({e})")),
+            Err(_) => fail(
+                "bindgen could not run: it needs libclang (Debian/Ubuntu: `apt-get install libclang-dev`), \
+                 or build without `--features xen`",
+            ),
+        };
+        let out =
+            PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR is not set")))
+                .join("xen_sys.rs");
+        bindings
+            .write_to_file(&out)
+            .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
+    }
+}
