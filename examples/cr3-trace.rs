@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example cr3-trace -- --simulate              # bundled Linux 6.1 snapshot
 //! cargo run --release --example cr3-trace -- --simulate IMAGE --rounds 5
-//! cargo run --release --example cr3-trace -- --domain NAME           # on Xen (backend coming)
+//! cargo run --release --features xen --example cr3-trace -- --domain NAME   # on Xen (dom0, root)
 //! ```
 //!
 //! With `--simulate`, the guest is xenvmi's **simulated domain** (not Xen): it holds the
@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use xenvmi::backend::sim::{GuestAction, SimDomain};
 use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::backend::PhysicalMemory;
 use xenvmi::backend::{ControlRegister, Monitor};
-use xenvmi::event::session::{RunOptions, Session};
+use xenvmi::event::session::{RunOptions, Session, SessionBackend};
 use xenvmi::event::{EventKind, Response};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Cr3Owner, Cr3Resolver, Linux, ProfileSource};
@@ -56,7 +57,7 @@ fn run() -> Result<(), String> {
         }
     }
     if let Some(d) = domain {
-        return Err(common::no_xen(&d));
+        return on_xen(&d);
     }
     let Some(image) = simulate else {
         return Err(USAGE.into());
@@ -71,7 +72,6 @@ fn run() -> Result<(), String> {
         ));
     }
     let sim = SimDomain::new(snap, &regs);
-    // The OS layer reads the simulated domain's memory, as it would read a live domain's.
     let mem = GuestMemory::new(&sim);
     let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).map_err(|e| e.to_string())?;
     let procs: Vec<_> = linux
@@ -103,7 +103,6 @@ fn run() -> Result<(), String> {
         }
     }
     sim.script(script);
-
     println!(
         "cr3-trace on a SIMULATED domain (not Xen) over {} — Linux {}, {} vCPUs, {} user processes",
         image.display(),
@@ -111,8 +110,31 @@ fn run() -> Result<(), String> {
         regs.len(),
         procs.len()
     );
+    let opts = RunOptions {
+        poll: Duration::from_millis(100),
+        max_events: None,
+        max_idle_polls: Some(1),
+    };
+    let (events, walks) = trace(&sim, &linux, &opts)?;
+    let st = sim.state();
+    println!(
+        "{events}; task list walked {walks} time(s); teardown done: {} vCPU(s) paused, {} monitor(s) left",
+        st.paused_vcpus().len(),
+        st.monitors().len()
+    );
+    Ok(())
+}
+
+/// The monitor itself, the same for Xen and the simulated domain: a CR3 monitor, the event
+/// loop, each new CR3 resolved to its process.
+fn trace<B: SessionBackend + PhysicalMemory>(
+    backend: &B,
+    linux: &Linux,
+    opts: &RunOptions,
+) -> Result<(String, u64), String> {
+    let mem = GuestMemory::new(backend);
     let mut resolver = Cr3Resolver::new();
-    let mut session = Session::new(&sim);
+    let mut session = Session::new(backend);
     session
         .monitor(Monitor::ControlRegister {
             register: ControlRegister::Cr3,
@@ -121,17 +143,14 @@ fn run() -> Result<(), String> {
             ignore_mask: 0,
         })
         .map_err(|e| e.to_string())?;
-    let stop = session.stop_handle();
-    stop.stop_on_signals().map_err(|e| e.to_string())?;
-    let opts = RunOptions {
-        poll: Duration::from_millis(100),
-        max_events: None,
-        max_idle_polls: Some(1),
-    };
+    session
+        .stop_handle()
+        .stop_on_signals()
+        .map_err(|e| e.to_string())?;
     let stats = session
-        .run(&opts, |e| {
+        .run(opts, |e| {
             if let EventKind::ControlRegister { old, new, .. } = e.kind {
-                let who = match resolver.resolve(&linux, &mem, new) {
+                let who = match resolver.resolve(linux, &mem, new) {
                     Cr3Owner::Process(p) => format!("pid {:>5}  {}", p.pid, p.name),
                     Cr3Owner::Kernel => "kernel page tables (idle / kernel thread)".into(),
                     Cr3Owner::Unknown => "unknown address space".into(),
@@ -142,14 +161,41 @@ fn run() -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     session.teardown().map_err(|e| e.to_string())?;
-    println!(
-        "{} CR3 switches, {:.0?} per event (decode + resolve + print + respond), task list walked {} time(s); \
-         teardown done: {} vCPU(s) paused, {} monitor(s) left",
-        stats.events,
-        stats.mean(),
+    Ok((
+        format!(
+            "{} CR3 switches, {:.0?} per event (decode + resolve + print + respond)",
+            stats.events,
+            stats.mean()
+        ),
         resolver.walks(),
-        sim.state().paused_vcpus().len(),
-        sim.state().monitors().len()
+    ))
+}
+
+#[cfg(feature = "xen")]
+fn on_xen(domain: &str) -> Result<(), String> {
+    use xenvmi::backend::xen::XenDomain;
+    use xenvmi::backend::{VcpuState, VmControl};
+    let dom = XenDomain::open(domain).map_err(|e| e.to_string())?;
+    // Find the kernel while the domain holds still.
+    dom.pause().map_err(|e| e.to_string())?;
+    let regs: Vec<_> = (0..dom.vcpu_count())
+        .filter_map(|v| dom.registers(VcpuId(v)).ok())
+        .collect();
+    let linux = Linux::discover(&GuestMemory::new(&dom), &regs, ProfileSource::InGuest);
+    dom.resume().map_err(|e| e.to_string())?;
+    let linux = linux.map_err(|e| e.to_string())?;
+    dom.enable_events().map_err(|e| e.to_string())?;
+    println!(
+        "cr3-trace on Xen domain {} — Linux {} (Ctrl-C to stop)",
+        dom.domid(),
+        linux.info().release
     );
+    let (summary, walks) = trace(&dom, &linux, &RunOptions::default())?;
+    println!("{summary}; task list walked {walks} time(s)");
     Ok(())
+}
+
+#[cfg(not(feature = "xen"))]
+fn on_xen(domain: &str) -> Result<(), String> {
+    Err(common::no_xen(domain))
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example kernel-guard -- --simulate          # scripted attack, bundled snapshot
 //! cargo run --release --example kernel-guard -- --simulate IMAGE
-//! cargo run --release --example kernel-guard -- --domain NAME       # on Xen (backend coming)
+//! cargo run --release --features xen --example kernel-guard -- --domain NAME   # on Xen (dom0, root)
 //! ```
 //!
 //! With `--simulate` the guest is xenvmi's **simulated domain** (not Xen) over the snapshot's
@@ -24,7 +24,7 @@ use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::backend::{
     ControlRegister, EventChannel, MemAccess, Monitor, PhysicalMemory, VcpuState,
 };
-use xenvmi::event::session::{RunOptions, Session};
+use xenvmi::event::session::{RunOptions, Session, SessionBackend};
 use xenvmi::event::{EventKind, Response};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Cr3Owner, Cr3Resolver, Linux, ProfileSource};
@@ -67,7 +67,7 @@ fn run() -> Result<bool, String> {
         }
     }
     if let Some(d) = domain {
-        return Err(common::no_xen(&d));
+        return on_xen(&d);
     }
     let Some(image) = simulate else {
         return Err(USAGE.into());
@@ -83,35 +83,115 @@ fn run() -> Result<bool, String> {
     }
     // Modern x86 CPUs run Linux with SMEP and SMAP on; the snapshot's emulated CPU lacked them.
     for r in &mut regs {
-        r.cr4 |= (Cr4::SMEP | Cr4::SMAP).bits();
+        r.cr4 |= SMEP_SMAP;
     }
     let sim = SimDomain::new(snap, &regs);
-    let mem = GuestMemory::new(&sim);
-    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).map_err(|e| e.to_string())?;
+    let linux = Linux::discover(&GuestMemory::new(&sim), &regs, ProfileSource::InGuest)
+        .map_err(|e| e.to_string())?;
     let k = linux.info();
-    let sym = |n: &str| linux.symbol(n).ok_or(format!("symbol {n} not found"));
-    let text_va = k.text_va.0;
-    let etext = sym("_etext")?.0;
-    let lstar = sym("entry_SYSCALL_64")?.0;
-    let text_pa = |va: u64| Gpa(k.text_pa.0 + (va - text_va));
-    let text_gfns = (k.text_pa.gfn().0)..=(text_pa(etext - 1).gfn().0);
+    let sym = |n: &str| {
+        linux
+            .symbol(n)
+            .map(|v| v.0)
+            .ok_or(format!("symbol {n} not found"))
+    };
+    let lstar = sym("entry_SYSCALL_64")?;
+    let text_pa = |va: u64| Gpa(k.text_pa.0 + (va - k.text_va.0));
 
     // Boot-time state the guard will protect: LSTAR points at the syscall entry.
-    sim.script(regs.iter().enumerate().map(|(i, _)| GuestAction::WriteMsr {
+    sim.script((0..regs.len()).map(|i| GuestAction::WriteMsr {
         vcpu: VcpuId(i as u32),
         index: MSR_LSTAR,
         value: lstar,
     }));
     sim.wait(Duration::ZERO).map_err(|e| e.to_string())?;
-
-    // What the attack will target, to check afterwards.
-    let patch_va = sym("__x64_sys_getpid")?.0;
+    let patch_va = sym("__x64_sys_getpid")?;
     let mut text_before = [0u8; 16];
     sim.read_physical(text_pa(patch_va), &mut text_before)
         .map_err(|e| e.to_string())?;
 
-    // --- the guard
-    let mut session = Session::new(&sim);
+    // The scripted guest: benign work around a rootkit's three moves. It runs when the guard's
+    // event loop waits for events.
+    let cr4 = regs[0].cr4;
+    let v0 = VcpuId(0);
+    let vn = VcpuId((regs.len() - 1) as u32);
+    sim.script([
+        GuestAction::Read {
+            vcpu: v0,
+            gpa: text_pa(patch_va),
+        }, // reading text: fine
+        GuestAction::WriteCr {
+            vcpu: v0,
+            register: ControlRegister::Cr4,
+            value: cr4 ^ 0x80,
+        }, // toggling PGE: fine
+        GuestAction::WriteCr {
+            vcpu: vn,
+            register: ControlRegister::Cr4,
+            value: cr4 & !SMEP_SMAP,
+        }, // attack 1
+        GuestAction::WriteMsr {
+            vcpu: v0,
+            index: MSR_LSTAR,
+            value: 0xffff_ffff_c041_c000,
+        }, // attack 2
+        GuestAction::Write {
+            vcpu: vn,
+            gpa: text_pa(patch_va),
+            bytes: vec![0xe9, 0, 0, 0, 0],
+        }, // attack 3
+        GuestAction::Execute {
+            vcpu: v0,
+            gpa: text_pa(patch_va),
+        }, // executing text: fine
+    ]);
+    eprintln!(
+        "kernel-guard on a SIMULATED domain (not Xen): Linux {}",
+        k.release
+    );
+    let opts = RunOptions {
+        poll: Duration::from_millis(100),
+        max_events: None,
+        max_idle_polls: Some(1),
+    };
+    let (alerts, events) = guard(&sim, &linux, &opts)?;
+
+    // Was the guest's state kept?
+    let mut text_after = [0u8; 16];
+    sim.read_physical(text_pa(patch_va), &mut text_after)
+        .map_err(|e| e.to_string())?;
+    let st = sim.state();
+    let cr4_kept = (0..regs.len() as u32).all(|v| {
+        sim.registers(VcpuId(v))
+            .is_ok_and(|r| r.cr4 & SMEP_SMAP == SMEP_SMAP)
+    });
+    let lstar_kept = (0..regs.len() as u32).all(|v| st.msr(VcpuId(v), MSR_LSTAR) == Some(lstar));
+    let text_kept = text_after == text_before;
+    let clean = st.paused_vcpus().is_empty()
+        && st.extra_views().is_empty()
+        && st.restrictions() == 0
+        && st.monitors().is_empty();
+    eprintln!(
+        "{alerts} alerts, {events}; SMEP/SMAP kept: {cr4_kept}; LSTAR kept: {lstar_kept}; \
+         kernel text kept: {text_kept}; guest released cleanly: {clean}"
+    );
+    Ok(alerts == 3 && cr4_kept && lstar_kept && text_kept && clean)
+}
+
+const SMEP_SMAP: u64 = Cr4::SMEP.bits() | Cr4::SMAP.bits();
+
+/// The guard itself, the same for Xen and the simulated domain. Returns (alerts, event summary).
+fn guard<B: SessionBackend + PhysicalMemory>(
+    backend: &B,
+    linux: &Linux,
+    opts: &RunOptions,
+) -> Result<(u32, String), String> {
+    let k = linux.info();
+    let etext = linux.symbol("_etext").ok_or("symbol _etext not found")?.0;
+    let last_text_gfn = Gpa(k.text_pa.0 + (etext - 1 - k.text_va.0)).gfn().0;
+    let text_gfns = k.text_pa.gfn().0..=last_text_gfn;
+    let mem = GuestMemory::new(backend);
+    let mut session = Session::new(backend);
     let view = session
         .create_view(MemAccess::all())
         .map_err(|e| e.to_string())?;
@@ -140,64 +220,20 @@ fn run() -> Result<bool, String> {
         .stop_on_signals()
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "kernel-guard on a SIMULATED domain (not Xen): Linux {}, {} kernel text pages write-protected in view {view}, \
-         CR4 and MSR_LSTAR monitored",
-        k.release,
+        "guarding: {} kernel text pages write-protected in view {view}, CR4 and MSR_LSTAR monitored",
         text_gfns.clone().count()
     );
-
-    // --- the scripted guest: benign work around a rootkit's three moves
-    let smep_smap = (Cr4::SMEP | Cr4::SMAP).bits();
-    let cr4 = regs[0].cr4;
-    let v0 = VcpuId(0);
-    let vn = VcpuId((regs.len() - 1) as u32);
-    sim.script([
-        GuestAction::Read {
-            vcpu: v0,
-            gpa: text_pa(patch_va),
-        }, // reading text: fine
-        GuestAction::WriteCr {
-            vcpu: v0,
-            register: ControlRegister::Cr4,
-            value: cr4 ^ 0x80,
-        }, // toggling PGE: fine
-        GuestAction::WriteCr {
-            vcpu: vn,
-            register: ControlRegister::Cr4,
-            value: cr4 & !smep_smap,
-        }, // attack 1
-        GuestAction::WriteMsr {
-            vcpu: v0,
-            index: MSR_LSTAR,
-            value: 0xffff_ffff_c041_c000,
-        }, // attack 2
-        GuestAction::Write {
-            vcpu: vn,
-            gpa: text_pa(patch_va),
-            bytes: vec![0xe9, 0, 0, 0, 0],
-        }, // attack 3
-        GuestAction::Execute {
-            vcpu: v0,
-            gpa: text_pa(patch_va),
-        }, // executing text: fine
-    ]);
-
     let mut resolver = Cr3Resolver::new();
     let mut alerts = 0;
-    let opts = RunOptions {
-        poll: Duration::from_millis(100),
-        max_events: None,
-        max_idle_polls: Some(1),
-    };
     let stats = session
-        .run(&opts, |e| {
-            let process = match resolver.resolve(&linux, &mem, e.regs.cr3) {
+        .run(opts, |e| {
+            let process = match resolver.resolve(linux, &mem, e.regs.cr3) {
                 Cr3Owner::Process(p) => serde_json::json!({"pid": p.pid, "comm": p.name}),
                 Cr3Owner::Kernel => serde_json::json!("kernel"),
                 Cr3Owner::Unknown => serde_json::Value::Null,
             };
             let (what, detail, rsp) = match e.kind {
-                EventKind::ControlRegister { old, new, .. } if old & smep_smap & !new != 0 => (
+                EventKind::ControlRegister { old, new, .. } if old & SMEP_SMAP & !new != 0 => (
                     "cr4_smep_smap_clear",
                     serde_json::json!({"old": format!("{old:#x}"), "new": format!("{new:#x}")}),
                     Response::deny(),
@@ -233,27 +269,36 @@ fn run() -> Result<bool, String> {
         })
         .map_err(|e| e.to_string())?;
     session.teardown().map_err(|e| e.to_string())?;
+    Ok((
+        alerts,
+        format!("{} events ({:.0?} mean)", stats.events, stats.mean()),
+    ))
+}
 
-    // --- was the guest's state kept?
-    let mut text_after = [0u8; 16];
-    sim.read_physical(text_pa(patch_va), &mut text_after)
-        .map_err(|e| e.to_string())?;
-    let st = sim.state();
-    let cr4_kept = (0..regs.len() as u32).all(|v| {
-        sim.registers(VcpuId(v))
-            .is_ok_and(|r| r.cr4 & smep_smap == smep_smap)
-    });
-    let lstar_kept = (0..regs.len() as u32).all(|v| st.msr(VcpuId(v), MSR_LSTAR) == Some(lstar));
-    let text_kept = text_after == text_before;
-    let clean = st.paused_vcpus().is_empty()
-        && st.extra_views().is_empty()
-        && st.restrictions() == 0
-        && st.monitors().is_empty();
+#[cfg(feature = "xen")]
+fn on_xen(domain: &str) -> Result<bool, String> {
+    use xenvmi::backend::xen::XenDomain;
+    use xenvmi::backend::VmControl;
+    let dom = XenDomain::open(domain).map_err(|e| e.to_string())?;
+    dom.pause().map_err(|e| e.to_string())?;
+    let regs: Vec<_> = (0..dom.vcpu_count())
+        .filter_map(|v| dom.registers(VcpuId(v)).ok())
+        .collect();
+    let linux = Linux::discover(&GuestMemory::new(&dom), &regs, ProfileSource::InGuest);
+    dom.resume().map_err(|e| e.to_string())?;
+    let linux = linux.map_err(|e| e.to_string())?;
+    dom.enable_events().map_err(|e| e.to_string())?;
     eprintln!(
-        "{alerts} alerts, {} events ({:.0?} mean); SMEP/SMAP kept: {cr4_kept}; LSTAR kept: {lstar_kept}; \
-         kernel text kept: {text_kept}; guest released cleanly: {clean}",
-        stats.events,
-        stats.mean()
+        "kernel-guard on Xen domain {}: Linux {} (Ctrl-C to stop)",
+        dom.domid(),
+        linux.info().release
     );
-    Ok(alerts == 3 && cr4_kept && lstar_kept && text_kept && clean)
+    let (alerts, events) = guard(&dom, &linux, &RunOptions::default())?;
+    eprintln!("{alerts} alerts, {events}; views, access rights and monitors restored");
+    Ok(true)
+}
+
+#[cfg(not(feature = "xen"))]
+fn on_xen(domain: &str) -> Result<bool, String> {
+    Err(common::no_xen(domain))
 }

@@ -33,7 +33,8 @@ pub fn image_path(arg: Option<&Path>) -> Result<PathBuf, String> {
 /// The message for `--domain` in a build without the Xen backend.
 pub fn no_xen(domain: &str) -> String {
     format!(
-        "cannot open Xen domain `{domain}`: this xenvmi has no Xen backend yet (it is the next step of the \
-         event-core work); use --simulate IMAGE to run the same code on the simulated domain"
+        "cannot open Xen domain `{domain}`: this example was built without the Xen backend; rebuild with \
+         `--features xen` (needs libxen-dev and libclang-dev), or use --simulate IMAGE to run the same code \
+         on the simulated domain"
     )
 }

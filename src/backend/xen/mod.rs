@@ -97,6 +97,8 @@ impl std::fmt::Debug for XenDomain {
 fn errno_reason(what: &str, hint: &str) -> String {
     let e = std::io::Error::last_os_error();
     let code = e.raw_os_error().unwrap_or(0);
+    let text = e.to_string();
+    let e = text.split(" (os error").next().unwrap_or(&text);
     if hint.is_empty() {
         format!("{e} (errno {code}) {what}")
     } else {
@@ -657,17 +659,13 @@ impl VcpuStateWrite for XenDomain {
 impl VmControl for XenDomain {
     fn pause(&self) -> Result<()> {
         // SAFETY: valid handle.
-        self.check(
-            unsafe { (self.libs.xc_domain_pause)(self.xch, self.domid) },
-            "xc_domain_pause",
-        )
+        let rc = unsafe { (self.libs.xc_domain_pause)(self.xch, self.domid) };
+        self.check(rc, "xc_domain_pause")
     }
     fn resume(&self) -> Result<()> {
         // SAFETY: valid handle.
-        self.check(
-            unsafe { (self.libs.xc_domain_unpause)(self.xch, self.domid) },
-            "xc_domain_unpause",
-        )
+        let rc = unsafe { (self.libs.xc_domain_unpause)(self.xch, self.domid) };
+        self.check(rc, "xc_domain_unpause")
     }
 }
 
@@ -818,10 +816,8 @@ impl ViewControl for XenDomain {
     fn create_view(&self, default_access: MemAccess) -> Result<ViewId> {
         self.need_altp2m()?;
         // SAFETY: valid handle.
-        self.check(
-            unsafe { (self.libs.xc_altp2m_set_domain_state)(self.xch, self.domid, true) },
-            "xc_altp2m_set_domain_state",
-        )?;
+        let rc = unsafe { (self.libs.xc_altp2m_set_domain_state)(self.xch, self.domid, true) };
+        self.check(rc, "xc_altp2m_set_domain_state")?;
         let mut v = 0u16;
         // SAFETY: valid handle, out-parameter.
         let rc = unsafe {
@@ -838,18 +834,14 @@ impl ViewControl for XenDomain {
 
     fn destroy_view(&self, view: ViewId) -> Result<()> {
         // SAFETY: valid handle.
-        self.check(
-            unsafe { (self.libs.xc_altp2m_destroy_view)(self.xch, self.domid, view.0) },
-            format!("destroying view {view}"),
-        )
+        let rc = unsafe { (self.libs.xc_altp2m_destroy_view)(self.xch, self.domid, view.0) };
+        self.check(rc, format!("destroying view {view}"))
     }
 
     fn switch_view(&self, view: ViewId) -> Result<()> {
         // SAFETY: valid handle.
-        self.check(
-            unsafe { (self.libs.xc_altp2m_switch_to_view)(self.xch, self.domid, view.0) },
-            format!("switching to view {view}"),
-        )
+        let rc = unsafe { (self.libs.xc_altp2m_switch_to_view)(self.xch, self.domid, view.0) };
+        self.check(rc, format!("switching to view {view}"))
     }
 
     fn set_mem_access(&self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()> {

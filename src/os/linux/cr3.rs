@@ -41,8 +41,10 @@ impl Cr3Resolver {
         self.walks
     }
 
-    /// Walk the task list and rebuild the cache.
+    /// Walk the task list and rebuild the cache. The guest has run since the last walk, so
+    /// cached translations are flushed first (see [`crate::mem::cache`]).
     pub fn refresh<B: PhysicalMemory>(&mut self, linux: &Linux, mem: &GuestMemory<B>) {
+        mem.flush_translations();
         self.by_root.clear();
         self.misses.clear();
         self.walks += 1;
