@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | OS | [`os`] | Linux (and later Windows) kernels: KASLR, processes, modules, CR3 → process |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
-//! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME); Xen and a simulated domain come next |
+//! | events | [`event`] | vm_event v7 ring, typed events and responses, the event loop and its teardown |
+//! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME); the simulated domain; Xen (feature `xen`) |
 //! | basics | [`addr`], [`error`], [`regs`] | typed addresses, the error type, vCPU registers |
 //!
 //! Guest memory is attacker-controlled: every walk is bounded, every read checked, and no
