@@ -9,10 +9,10 @@ cargo fuzz build -O >/dev/null
 for t in $(cargo fuzz list); do
   mkdir -p "corpus/$t" "seeds/$t"
   start=$(date +%s)
-  out=$(cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -runs=10000000 -max_total_time=1800 \
-        -max_len=131072 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 || true)
-  execs=$(echo "$out" | sed -n 's/^stat::number_of_executed_units: *//p' | tail -1)
-  rss=$(echo "$out" | sed -n 's/^stat::peak_rss_mb: *//p' | tail -1)
+  cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -runs=10000000 -max_total_time=1800 \
+        -max_len=131072 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 > "long-run-$t.out" 2>&1 || true
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "long-run-$t.out" | tail -1)
+  rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "long-run-$t.out" | tail -1)
   crash=$( (ls artifacts/$t/crash-* artifacts/$t/timeout-* artifacts/$t/oom-* 2>/dev/null || true) | wc -l)
   echo "$t execs=${execs:-?} seconds=$(( $(date +%s) - start )) peak_rss_mb=${rss:-?} failing_inputs=$crash corpus=$(ls corpus/$t | wc -l)" | tee -a long-run.log
 done

@@ -104,6 +104,12 @@ impl ViewControl for Faulty {
     fn change_gfn(&self, v: ViewId, g: Gfn, t: Option<Gfn>) -> Result<()> {
         self.sim.change_gfn(v, g, t)
     }
+    fn alloc_frame(&self) -> Result<Gfn> {
+        self.sim.alloc_frame()
+    }
+    fn free_frame(&self, g: Gfn) -> Result<()> {
+        self.sim.free_frame(g)
+    }
 }
 impl VcpuState for Faulty {
     fn vcpu_count(&self) -> u32 {
@@ -309,6 +315,11 @@ fn one_run(seed: u64) -> (u64, String) {
         st.vcpus_not_clean()
     );
     assert!(!st.ring_enabled(), "{ctx}: ring still enabled");
+    assert!(
+        st.extra_frames().is_empty(),
+        "{ctx}: shadow frames left {:?}",
+        st.extra_frames()
+    );
     assert_eq!(
         st.responses_skipped(),
         0,

@@ -259,6 +259,18 @@ pub trait ViewControl {
     /// # Errors
     /// Backend error.
     fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()>;
+
+    /// Give the domain one more frame, above its RAM, for a shadow page; zero-filled.
+    ///
+    /// # Errors
+    /// Backend error (the domain is at its memory limit and it cannot be raised).
+    fn alloc_frame(&self) -> Result<Gfn>;
+
+    /// Return a frame from [`ViewControl::alloc_frame`].
+    ///
+    /// # Errors
+    /// Backend error.
+    fn free_frame(&self, gfn: Gfn) -> Result<()>;
 }
 
 macro_rules! forward_physical {

@@ -18,6 +18,7 @@ use crate::regs::Registers;
 pub mod abi;
 pub mod ring;
 pub mod session;
+pub mod stealth;
 
 use abi::{entry, flag, reason, regs as r, ENTRY_SIZE, INTERFACE_VERSION};
 

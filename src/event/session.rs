@@ -14,7 +14,7 @@
 //!    `VCPU_PAUSED`, nothing else) and notify, so every paused vCPU resumes;
 //! 5. reset single-step and views once more (responses published before teardown but applied
 //!    only by step 4's notify can toggle them; also found by fault injection), then destroy the
-//!    views this session created;
+//!    views this session created and release the frames it allocated;
 //! 6. disable the ring.
 //!
 //! Each step is attempted even if an earlier one failed; the first error is returned.
@@ -126,6 +126,7 @@ enum Change {
         view: ViewId,
         gfn: Gfn,
     },
+    Frame(Gfn),
     Switched,
     /// Kept for the record; teardown turns single-step off on every vCPU anyway.
     #[allow(dead_code)]
@@ -231,6 +232,17 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         self.backend.change_gfn(view, gfn, Some(target))?;
         self.journal.push(Change::Remap { view, gfn });
         Ok(())
+    }
+
+    /// Allocate an extra frame for a shadow page (released at teardown, after the views that
+    /// may show it are gone).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn alloc_frame(&mut self) -> Result<Gfn> {
+        let g = self.backend.alloc_frame()?;
+        self.journal.push(Change::Frame(g));
+        Ok(g)
     }
 
     /// Turn single-stepping of a vCPU on (off at teardown).
@@ -370,6 +382,11 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         for c in journal.iter().rev() {
             if let Change::View(v) = c {
                 note(b.destroy_view(*v));
+            }
+        }
+        for c in journal.iter().rev() {
+            if let Change::Frame(g) = c {
+                note(b.free_frame(*g));
             }
         }
         // 6. the ring

@@ -19,7 +19,8 @@
 //! - when the ring is full the vCPU that would produce an event waits (throttling).
 //!
 //! What it does not simulate: instruction semantics beyond the scripted actions, interrupts,
-//! timing. Its [`SimDomain::state`] exposes everything a test needs to assert that nothing was
+//! timing, and virtual addresses of code (an `Execute` sets `rip` to the guest-physical address
+//! it fetches from). Its [`SimDomain::state`] exposes everything a test needs to assert that nothing was
 //! left behind.
 
 use std::cell::RefCell;
@@ -116,6 +117,8 @@ pub enum Outcome {
     Denied(GuestAction),
     /// It was emulated (writes discarded with `EMULATE_NOWRITE`).
     Emulated(GuestAction, bool),
+    /// A read completed and saw this byte at its address.
+    Read(GuestAction, u8),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -153,6 +156,7 @@ pub struct SimState {
     outcomes: Vec<Outcome>,
     events_raised: u64,
     responses_skipped: u64,
+    extra_frames: Vec<u64>,
 }
 
 impl std::fmt::Debug for dyn PhysicalMemory + Send {
@@ -210,6 +214,10 @@ impl SimState {
     /// Responses Xen would have skipped (wrong version / vCPU).
     pub fn responses_skipped(&self) -> u64 {
         self.responses_skipped
+    }
+    /// Frames given by `alloc_frame` and not freed.
+    pub fn extra_frames(&self) -> &[u64] {
+        &self.extra_frames
     }
     /// Actions not yet run.
     pub fn script_left(&self) -> usize {
@@ -278,6 +286,7 @@ impl SimDomain {
                 outcomes: Vec::new(),
                 events_raised: 0,
                 responses_skipped: 0,
+                extra_frames: Vec::new(),
             }),
             ring,
         }
@@ -328,6 +337,10 @@ impl SimDomain {
         let vi = action.vcpu().0 as usize;
         if vi >= st.vcpus.len() {
             return false;
+        }
+        if let GuestAction::Execute { gpa, .. } = &action {
+            // The simulation uses guest-physical addresses as instruction pointers.
+            st.vcpus[vi].regs.rip = gpa.0;
         }
         let raised = match &action {
             GuestAction::WriteCr {
@@ -476,6 +489,11 @@ impl SimDomain {
                 st.vcpus[vi].msrs.insert(*index, *value);
             }
             GuestAction::Write { gpa, bytes, .. } => write_bytes(st, vi, *gpa, bytes),
+            GuestAction::Read { gpa, .. } if !emulated => {
+                let b = read_byte(st, vi, *gpa).unwrap_or(0);
+                st.outcomes.push(Outcome::Read(action, b));
+                return;
+            }
             _ => {}
         }
         st.outcomes.push(if emulated {
@@ -952,6 +970,42 @@ impl ViewControl for SimDomain {
             capability: "access in a view that does not exist",
         })?;
         Ok(v.access.get(&gfn.0).copied().unwrap_or(v.default))
+    }
+
+    fn alloc_frame(&self) -> Result<Gfn> {
+        let mut st = self.state.borrow_mut();
+        let top = st
+            .base
+            .physical_ranges()
+            .last()
+            .map(|r| r.end >> 12)
+            .unwrap_or(0);
+        let next = st
+            .extra_frames
+            .iter()
+            .max()
+            .map(|g| g + 1)
+            .unwrap_or(top)
+            .max(top);
+        st.extra_frames.push(next);
+        st.dirty
+            .insert(next, vec![0u8; PAGE_SIZE as usize].into_boxed_slice());
+        Ok(Gfn(next))
+    }
+
+    fn free_frame(&self, gfn: Gfn) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let i = st
+            .extra_frames
+            .iter()
+            .position(|&g| g == gfn.0)
+            .ok_or(Error::Unsupported {
+                backend: NAME,
+                capability: "freeing a frame it did not allocate",
+            })?;
+        st.extra_frames.swap_remove(i);
+        st.dirty.remove(&gfn.0);
+        Ok(())
     }
 
     fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()> {

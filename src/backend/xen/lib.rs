@@ -42,6 +42,17 @@ pub struct XenLibs {
     pub xc_domain_hvm_setcontext: unsafe extern "C" fn(P, u32, *mut u8, u32) -> c_int,
     pub xc_domain_hvm_getcontext_partial: unsafe extern "C" fn(P, u32, u16, u16, P, u32) -> c_int,
     pub xc_domain_debug_control: unsafe extern "C" fn(P, u32, u32, u32) -> c_int,
+    pub xc_domain_setmaxmem: unsafe extern "C" fn(P, u32, u64) -> c_int,
+    pub xc_domain_populate_physmap_exact: unsafe extern "C" fn(
+        P,
+        u32,
+        libc::c_ulong,
+        c_uint,
+        c_uint,
+        *mut super::sys::xen_pfn_t,
+    ) -> c_int,
+    pub xc_domain_decrease_reservation_exact:
+        unsafe extern "C" fn(P, u32, libc::c_ulong, c_uint, *mut super::sys::xen_pfn_t) -> c_int,
     pub xc_hvm_param_get: unsafe extern "C" fn(P, u32, u32, *mut u64) -> c_int,
     pub xc_monitor_enable: unsafe extern "C" fn(P, u32, *mut u32) -> P,
     pub xc_monitor_disable: unsafe extern "C" fn(P, u32) -> c_int,
@@ -167,6 +178,12 @@ impl XenLibs {
             xc_domain_hvm_setcontext: load!(ctrl, "xc_domain_hvm_setcontext"),
             xc_domain_hvm_getcontext_partial: load!(ctrl, "xc_domain_hvm_getcontext_partial"),
             xc_domain_debug_control: load!(ctrl, "xc_domain_debug_control"),
+            xc_domain_setmaxmem: load!(ctrl, "xc_domain_setmaxmem"),
+            xc_domain_populate_physmap_exact: load!(ctrl, "xc_domain_populate_physmap_exact"),
+            xc_domain_decrease_reservation_exact: load!(
+                ctrl,
+                "xc_domain_decrease_reservation_exact"
+            ),
             xc_hvm_param_get: load!(ctrl, "xc_hvm_param_get"),
             xc_monitor_enable: load!(ctrl, "xc_monitor_enable"),
             xc_monitor_disable: load!(ctrl, "xc_monitor_disable"),

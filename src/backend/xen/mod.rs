@@ -896,4 +896,55 @@ impl ViewControl for XenDomain {
         };
         self.check(rc, format!("remapping gfn {gfn} in view {view}"))
     }
+
+    fn alloc_frame(&self) -> Result<Gfn> {
+        let mut info = sys::xc_domaininfo_t::default();
+        // SAFETY: valid handle; one record written to `info`.
+        let n = unsafe { (self.libs.xc_domain_getinfolist)(self.xch, self.domid, 1, &mut info) };
+        if n != 1 {
+            return Err(fail("xc_domain_getinfolist", errno_reason("", "")));
+        }
+        // One more page of allowance (in KiB), then populate the frame above the highest gfn.
+        let kib = (info.max_pages + 1) * (PAGE_SIZE / 1024);
+        // SAFETY: valid handle; plain values.
+        let rc = unsafe { (self.libs.xc_domain_setmaxmem)(self.xch, self.domid, kib) };
+        self.check(rc, "raising the domain's memory limit for a shadow page")?;
+        let mut gfn: sys::xen_pfn_t = (self.max_gfn().0 + 1) as sys::xen_pfn_t;
+        // SAFETY: valid handle; one extent of order 0 at `gfn`, written back on success.
+        let rc = unsafe {
+            (self.libs.xc_domain_populate_physmap_exact)(self.xch, self.domid, 1, 0, 0, &mut gfn)
+        };
+        self.check(rc, "populating a shadow page")?;
+        self.write_physical(Gpa((gfn as u64) << 12), &[0u8; PAGE_SIZE as usize])?;
+        Ok(Gfn(gfn as u64))
+    }
+
+    fn free_frame(&self, gfn: Gfn) -> Result<()> {
+        if let Some(m) = self.maps.borrow_mut().remove(&gfn.0) {
+            // SAFETY: mapped by xenforeignmemory_map for one page.
+            unsafe { (self.libs.xenforeignmemory_unmap)(self.fmem, m.0 as *mut c_void, 1) };
+        }
+        let mut pfn = gfn.0 as sys::xen_pfn_t;
+        // SAFETY: valid handle; one extent of order 0.
+        let rc = unsafe {
+            (self.libs.xc_domain_decrease_reservation_exact)(self.xch, self.domid, 1, 0, &mut pfn)
+        };
+        self.check(rc, format!("releasing shadow page {gfn}"))?;
+        let mut info = sys::xc_domaininfo_t::default();
+        // SAFETY: valid handle; one record written to `info`.
+        if unsafe { (self.libs.xc_domain_getinfolist)(self.xch, self.domid, 1, &mut info) } == 1
+            && info.max_pages > 0
+        {
+            // SAFETY: valid handle; give the page of allowance back.
+            let rc = unsafe {
+                (self.libs.xc_domain_setmaxmem)(
+                    self.xch,
+                    self.domid,
+                    (info.max_pages - 1) * (PAGE_SIZE / 1024),
+                )
+            };
+            self.check(rc, "lowering the domain's memory limit")?;
+        }
+        Ok(())
+    }
 }
