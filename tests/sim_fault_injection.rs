@@ -107,6 +107,12 @@ impl ViewControl for Faulty {
     fn alloc_frame(&self) -> Result<Gfn> {
         self.sim.alloc_frame()
     }
+    fn set_suppress_ve(&self, v: ViewId, g: Gfn, s: bool) -> Result<()> {
+        self.sim.set_suppress_ve(v, g, s)
+    }
+    fn set_view_visibility(&self, v: ViewId, on: bool) -> Result<()> {
+        self.sim.set_view_visibility(v, on)
+    }
     fn free_frame(&self, g: Gfn) -> Result<()> {
         self.sim.free_frame(g)
     }
@@ -232,6 +238,11 @@ fn one_run(seed: u64) -> (u64, String) {
         if rng.chance(40) {
             let v = views[rng.below(views.len() as u64) as usize];
             s.switch_view(v).unwrap();
+        }
+        if rng.chance(30) {
+            let v = views[rng.below(views.len() as u64) as usize];
+            s.set_suppress_ve(v, Gfn(rng.below(GFNS)), false).unwrap();
+            s.set_view_visibility(v, false).unwrap();
         }
         let panic_at = if rng.chance(25) {
             Some(rng.below(30))

@@ -260,6 +260,19 @@ pub trait ViewControl {
     /// Backend error.
     fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()>;
 
+    /// Whether an EPT violation on `gfn` in `view` is kept from the guest (`true`, the default:
+    /// it becomes a vm_event) or delivered to it as a #VE (`false`).
+    ///
+    /// # Errors
+    /// Backend error.
+    fn set_suppress_ve(&self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()>;
+
+    /// Whether the guest may switch to `view` itself with VMFUNC (views are visible by default).
+    ///
+    /// # Errors
+    /// Backend error.
+    fn set_view_visibility(&self, view: ViewId, visible: bool) -> Result<()>;
+
     /// Give the domain one more frame, above its RAM, for a shadow page; zero-filled.
     ///
     /// # Errors

@@ -127,6 +127,11 @@ enum Change {
         gfn: Gfn,
     },
     Frame(Gfn),
+    SuppressVe {
+        view: ViewId,
+        gfn: Gfn,
+    },
+    Visibility(ViewId),
     Switched,
     /// Kept for the record; teardown turns single-step off on every vCPU anyway.
     #[allow(dead_code)]
@@ -231,6 +236,27 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn change_gfn(&mut self, view: ViewId, gfn: Gfn, target: Gfn) -> Result<()> {
         self.backend.change_gfn(view, gfn, Some(target))?;
         self.journal.push(Change::Remap { view, gfn });
+        Ok(())
+    }
+
+    /// Deliver violations on `gfn` in `view` to the guest as #VE (`suppress = false`) or keep
+    /// them as events (restored to suppressed at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn set_suppress_ve(&mut self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()> {
+        self.backend.set_suppress_ve(view, gfn, suppress)?;
+        self.journal.push(Change::SuppressVe { view, gfn });
+        Ok(())
+    }
+
+    /// Show or hide a view from the guest's VMFUNC (visible again at teardown).
+    ///
+    /// # Errors
+    /// Backend error.
+    pub fn set_view_visibility(&mut self, view: ViewId, visible: bool) -> Result<()> {
+        self.backend.set_view_visibility(view, visible)?;
+        self.journal.push(Change::Visibility(view));
         Ok(())
     }
 
@@ -361,6 +387,8 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             match *c {
                 Change::Access { view, gfn, old } => note(b.set_mem_access(view, gfn, old)),
                 Change::Remap { view, gfn } => note(b.change_gfn(view, gfn, None)),
+                Change::SuppressVe { view, gfn } => note(b.set_suppress_ve(view, gfn, true)),
+                Change::Visibility(view) => note(b.set_view_visibility(view, true)),
                 Change::Switched | Change::View(_) => views_used = true,
                 _ => {}
             }

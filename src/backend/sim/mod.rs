@@ -139,6 +139,9 @@ struct View {
     default: MemAccess,
     access: HashMap<u64, MemAccess>,
     remap: HashMap<u64, u64>,
+    /// Frames whose violations go to the guest as #VE (suppress-#VE cleared).
+    ve: std::collections::HashSet<u64>,
+    visible: bool,
 }
 
 /// Everything a test may inspect.
@@ -185,11 +188,12 @@ impl SimState {
             .map(|&v| ViewId(v))
             .collect()
     }
-    /// Frames of view 0 with restricted access, and remapped frames in any view.
+    /// Frames with restricted access, remapped frames or #VE delivery in any view, and views
+    /// hidden from VMFUNC.
     pub fn restrictions(&self) -> usize {
         self.views
             .values()
-            .map(|v| v.access.len() + v.remap.len())
+            .map(|v| v.access.len() + v.remap.len() + v.ve.len() + usize::from(!v.visible))
             .sum()
     }
     /// vCPUs not in view 0, or single-stepping.
@@ -264,6 +268,8 @@ impl SimDomain {
                 default: MemAccess::all(),
                 access: HashMap::new(),
                 remap: HashMap::new(),
+                ve: Default::default(),
+                visible: true,
             },
         );
         SimDomain {
@@ -915,6 +921,8 @@ impl ViewControl for SimDomain {
                 default: default_access,
                 access: HashMap::new(),
                 remap: HashMap::new(),
+                ve: Default::default(),
+                visible: true,
             },
         );
         Ok(ViewId(id))
@@ -970,6 +978,30 @@ impl ViewControl for SimDomain {
             capability: "access in a view that does not exist",
         })?;
         Ok(v.access.get(&gfn.0).copied().unwrap_or(v.default))
+    }
+
+    fn set_suppress_ve(&self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let v = st.views.get_mut(&view.0).ok_or(Error::Unsupported {
+            backend: NAME,
+            capability: "suppress-#VE in a view that does not exist",
+        })?;
+        if suppress {
+            v.ve.remove(&gfn.0);
+        } else {
+            v.ve.insert(gfn.0);
+        }
+        Ok(())
+    }
+
+    fn set_view_visibility(&self, view: ViewId, visible: bool) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let v = st.views.get_mut(&view.0).ok_or(Error::Unsupported {
+            backend: NAME,
+            capability: "visibility of a view that does not exist",
+        })?;
+        v.visible = visible;
+        Ok(())
     }
 
     fn alloc_frame(&self) -> Result<Gfn> {

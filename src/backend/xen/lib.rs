@@ -77,6 +77,9 @@ pub struct XenLibs {
         unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, c_uint) -> c_int,
     pub xc_altp2m_get_mem_access:
         unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, *mut c_uint) -> c_int,
+    pub xc_altp2m_set_suppress_ve:
+        unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, bool) -> c_int,
+    pub xc_altp2m_set_visibility: unsafe extern "C" fn(P, u32, u16, bool) -> c_int,
     pub xc_altp2m_change_gfn:
         unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, super::sys::xen_pfn_t) -> c_int,
     pub xenevtchn_open: unsafe extern "C" fn(P, c_uint) -> P,
@@ -207,6 +210,8 @@ impl XenLibs {
             xc_altp2m_set_mem_access: load!(ctrl, "xc_altp2m_set_mem_access"),
             xc_altp2m_get_mem_access: load!(ctrl, "xc_altp2m_get_mem_access"),
             xc_altp2m_change_gfn: load!(ctrl, "xc_altp2m_change_gfn"),
+            xc_altp2m_set_suppress_ve: load!(ctrl, "xc_altp2m_set_suppress_ve"),
+            xc_altp2m_set_visibility: load!(ctrl, "xc_altp2m_set_visibility"),
             xenevtchn_open: load!(evtchn, "xenevtchn_open"),
             xenevtchn_close: load!(evtchn, "xenevtchn_close"),
             xenevtchn_fd: load!(evtchn, "xenevtchn_fd"),

@@ -671,6 +671,12 @@ impl VmControl for XenDomain {
 
 impl EventControl for XenDomain {
     fn set_monitor(&self, m: Monitor, on: bool) -> Result<()> {
+        if on && m == Monitor::SingleStep && !self.caps.singlestep() {
+            return Err(fail(
+                "enabling single-step events",
+                "the CPU lacks the monitor trap flag (Xen reports no SINGLESTEP capability for this domain)".into(),
+            ));
+        }
         let (x, d, l) = (self.xch, self.domid, &self.libs);
         // SAFETY: every arm calls a libxenctrl monitor function with the valid handle, the
         // domain id and plain value arguments; none retains a pointer.
@@ -895,6 +901,27 @@ impl ViewControl for XenDomain {
             )
         };
         self.check(rc, format!("remapping gfn {gfn} in view {view}"))
+    }
+
+    fn set_suppress_ve(&self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()> {
+        // SAFETY: valid handle; plain values.
+        let rc = unsafe {
+            (self.libs.xc_altp2m_set_suppress_ve)(
+                self.xch,
+                self.domid,
+                view.0,
+                gfn.0 as sys::xen_pfn_t,
+                suppress,
+            )
+        };
+        self.check(rc, format!("suppress-#VE of gfn {gfn} in view {view}"))
+    }
+
+    fn set_view_visibility(&self, view: ViewId, visible: bool) -> Result<()> {
+        // SAFETY: valid handle; plain values.
+        let rc =
+            unsafe { (self.libs.xc_altp2m_set_visibility)(self.xch, self.domid, view.0, visible) };
+        self.check(rc, format!("visibility of view {view}"))
     }
 
     fn alloc_frame(&self) -> Result<Gfn> {
