@@ -277,17 +277,7 @@ fn guard<B: SessionBackend + PhysicalMemory>(
 
 #[cfg(feature = "xen")]
 fn on_xen(domain: &str) -> Result<bool, String> {
-    use xenvmi::backend::xen::XenDomain;
-    use xenvmi::backend::VmControl;
-    let dom = XenDomain::open(domain).map_err(|e| e.to_string())?;
-    dom.pause().map_err(|e| e.to_string())?;
-    let regs: Vec<_> = (0..dom.vcpu_count())
-        .filter_map(|v| dom.registers(VcpuId(v)).ok())
-        .collect();
-    let linux = Linux::discover(&GuestMemory::new(&dom), &regs, ProfileSource::InGuest);
-    dom.resume().map_err(|e| e.to_string())?;
-    let linux = linux.map_err(|e| e.to_string())?;
-    dom.enable_events().map_err(|e| e.to_string())?;
+    let (dom, linux) = common::attach_xen(domain)?;
     eprintln!(
         "kernel-guard on Xen domain {}: Linux {} (Ctrl-C to stop)",
         dom.domid(),

@@ -10,20 +10,7 @@ use std::process::Command;
 use support::fixture::{fixture_file, ground_truth};
 
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.exists(),
-        "{} is missing: run the whole suite with `cargo test` (it builds the examples)",
-        p.display()
-    );
-    p
+    support::fixture::example_binary(name)
 }
 
 #[test]

@@ -7,19 +7,8 @@ use std::process::Command;
 
 use support::fixture::{fixture_file, ground_truth, hex};
 
-/// `target/<profile>/examples/pslist`, built by `cargo test` alongside this test.
 fn pslist() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir
-        .join("examples")
-        .join(format!("pslist{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.exists(),
-        "{} is missing: run the whole suite with `cargo test` (it builds the examples) or `cargo build --examples` first",
-        p.display()
-    );
-    p
+    support::fixture::example_binary("pslist")
 }
 
 #[test]

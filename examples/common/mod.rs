@@ -38,3 +38,25 @@ pub fn no_xen(domain: &str) -> String {
          on the simulated domain"
     )
 }
+
+/// Open a Xen domain, find its Linux kernel while it is paused, and enable its vm_event ring.
+#[cfg(feature = "xen")]
+pub fn attach_xen(
+    domain: &str,
+) -> Result<(xenvmi::backend::xen::XenDomain, xenvmi::os::linux::Linux), String> {
+    use xenvmi::backend::xen::XenDomain;
+    use xenvmi::backend::{VcpuState, VmControl};
+    use xenvmi::mem::GuestMemory;
+    use xenvmi::os::linux::{Linux, ProfileSource};
+    let dom = XenDomain::open(domain).map_err(|e| e.to_string())?;
+    // Find the kernel while the domain holds still.
+    dom.pause().map_err(|e| e.to_string())?;
+    let regs: Vec<_> = (0..dom.vcpu_count())
+        .filter_map(|v| dom.registers(xenvmi::VcpuId(v)).ok())
+        .collect();
+    let linux = Linux::discover(&GuestMemory::new(&dom), &regs, ProfileSource::InGuest);
+    dom.resume().map_err(|e| e.to_string())?;
+    let linux = linux.map_err(|e| e.to_string())?;
+    dom.enable_events().map_err(|e| e.to_string())?;
+    Ok((dom, linux))
+}

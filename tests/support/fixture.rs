@@ -104,3 +104,21 @@ pub fn hex(v: &serde_json::Value) -> u64 {
     let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
+
+/// `target/<profile>/examples/<name>`, built by `cargo test` next to the test binaries.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let p = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: run the whole suite with `cargo test` (it builds the examples) or `cargo build --examples` first",
+        p.display()
+    );
+    p
+}
