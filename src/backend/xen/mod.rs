@@ -751,10 +751,10 @@ impl EventChannel for XenDomain {
 
     fn wait(&self, timeout: Duration) -> Result<bool> {
         let ev = self.events.borrow();
-        let Some(e) = ev.as_ref() else {
+        let Some(e) = ev.as_ref().filter(|e| !e.evtchn.is_null()) else {
             return Err(fail(
                 "waiting for events",
-                "events are not enabled (XenDomain::enable_events)".into(),
+                "events are not enabled (XenDomain::enable_events) or the ring was closed".into(),
             ));
         };
         // SAFETY: valid event-channel handle.
@@ -794,7 +794,9 @@ impl EventChannel for XenDomain {
 
     fn notify(&self) -> Result<()> {
         let ev = self.events.borrow();
-        let Some(e) = ev.as_ref() else { return Ok(()) };
+        let Some(e) = ev.as_ref().filter(|e| !e.evtchn.is_null()) else {
+            return Ok(());
+        };
         // SAFETY: valid handle and bound port.
         let rc = unsafe { (self.libs.xenevtchn_notify)(e.evtchn, e.local_port) };
         self.check(rc, "xenevtchn_notify")
@@ -803,6 +805,9 @@ impl EventChannel for XenDomain {
     fn close_ring(&self) -> Result<()> {
         let ev = self.events.borrow();
         let Some(e) = ev.as_ref() else { return Ok(()) };
+        if e.evtchn.is_null() {
+            return Ok(()); // already closed (teardown, then drop)
+        }
         // SAFETY: valid handles; the ring page stays mapped (unmapped in Drop) so `ring()`
         // never dangles.
         unsafe {
