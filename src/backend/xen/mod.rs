@@ -875,11 +875,9 @@ impl ViewControl for XenDomain {
 
     fn mem_access(&self, view: ViewId, gfn: Gfn) -> Result<MemAccess> {
         let mut a = 0u32;
-        // SAFETY: valid handle; out-parameter.
-        let rc = unsafe {
-            if view.0 == 0 {
-                (self.libs.xc_get_mem_access)(self.xch, self.domid, gfn.0, &mut a)
-            } else {
+        if view.0 != 0 {
+            // SAFETY: valid handle; out-parameter.
+            let rc = unsafe {
                 (self.libs.xc_altp2m_get_mem_access)(
                     self.xch,
                     self.domid,
@@ -887,8 +885,22 @@ impl ViewControl for XenDomain {
                     gfn.0 as sys::xen_pfn_t,
                     &mut a,
                 )
+            };
+            if rc >= 0 {
+                return Ok(from_xenmem(a));
             }
-        };
+            // A new view is empty and copies entries from the host p2m on first use; until then
+            // Xen answers ESRCH. Up to 4.18 the copied entry takes the host's access, so that is
+            // the access this gfn has (seen on Xen 4.17 under Bochs).
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) {
+                return Err(fail(
+                    format!("reading access of gfn {gfn} in view {view}"),
+                    errno_reason("", ""),
+                ));
+            }
+        }
+        // SAFETY: valid handle; out-parameter.
+        let rc = unsafe { (self.libs.xc_get_mem_access)(self.xch, self.domid, gfn.0, &mut a) };
         self.check(rc, format!("reading access of gfn {gfn} in view {view}"))?;
         Ok(from_xenmem(a))
     }
