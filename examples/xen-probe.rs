@@ -48,6 +48,10 @@ fn run() -> Result<bool, String> {
         .next()
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
         .unwrap_or(0x110);
+    // Optional: a guest-physical code address for a stealth breakpoint (phase 2).
+    let bp_gpa: Option<u64> = args
+        .next()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
 
     let dom = XenDomain::open(&domain).map_err(|e| e.to_string())?;
     let caps = dom.capabilities().clone();
@@ -179,6 +183,10 @@ fn run() -> Result<bool, String> {
         "PROBE after teardown: counter {c2} -> {c3} (guest running: {})",
         c3 != c2
     );
+    let stealth_ok = match bp_gpa {
+        Some(gpa) => stealth_phase(&dom, gpa, data_gfn)?,
+        None => true,
+    };
     drop(dom);
     // A second monitor can attach at once (no EBUSY).
     let again = XenDomain::open(&domain).and_then(|d| d.enable_events());
@@ -189,7 +197,89 @@ fn run() -> Result<bool, String> {
             Err(e) => e.to_string(),
         }
     );
-    let ok = stats.events > 0 && c3 != c2 && again.is_ok();
+    let ok = stats.events > 0 && c3 != c2 && again.is_ok() && stealth_ok;
     println!("PROBE RESULT {}", if ok { "PASS" } else { "FAIL" });
     Ok(ok)
+}
+
+/// Phase 2: a stealth breakpoint at `gpa` (an `int3` only instruction fetches see), with the
+/// view switch + single-step round trip on every hit.
+fn stealth_phase(dom: &XenDomain, gpa: u64, data_gfn: u64) -> Result<bool, String> {
+    use xenvmi::backend::PhysicalMemory;
+    use xenvmi::event::stealth::{Handled, StealthBreakpoints};
+    let mut original = [0u8; 1];
+    dom.read_physical(Gpa(gpa), &mut original)
+        .map_err(|e| e.to_string())?;
+    // Phase 1's teardown closed the ring: enable a fresh one.
+    dom.enable_events().map_err(|e| e.to_string())?;
+    let (mut hits, mut internal, mut other) = (0u64, 0u64, 0u64);
+    let stats;
+    {
+        let mut s = Session::new(dom);
+        let mut bps = StealthBreakpoints::new(&mut s).map_err(|e| e.to_string())?;
+        bps.add(&mut s, Gpa(gpa)).map_err(|e| e.to_string())?;
+        bps.activate(&mut s).map_err(|e| e.to_string())?;
+        // Guest memory in view 0 still holds the original byte.
+        let mut now = [0u8; 1];
+        dom.read_physical(Gpa(gpa), &mut now)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "PROBE stealth original byte {:#04x}, view-0 byte while armed {:#04x}",
+            original[0], now[0]
+        );
+        let stop = s.stop_handle();
+        let t0 = Instant::now();
+        stats = s
+            .run(
+                &RunOptions {
+                    poll: Duration::from_millis(100),
+                    max_events: Some(100_000),
+                    max_idle_polls: Some(50),
+                },
+                |e| {
+                    if t0.elapsed() > Duration::from_secs(5) {
+                        stop.stop();
+                    }
+                    match bps.handle(e) {
+                        Some(Handled::Hit(_, rsp)) => {
+                            hits += 1;
+                            rsp
+                        }
+                        Some(Handled::Internal(rsp)) => {
+                            internal += 1;
+                            rsp
+                        }
+                        None => {
+                            other += 1;
+                            match e.kind {
+                                // The guest's own int3: skip it (not re-injected).
+                                EventKind::SoftwareBreakpoint { insn_length, .. } => {
+                                    let mut regs = e.regs;
+                                    regs.rip += insn_length.max(1) as u64;
+                                    Response::proceed().set_registers(regs)
+                                }
+                                _ => Response::proceed(),
+                            }
+                        }
+                    }
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        s.teardown().map_err(|e| e.to_string())?;
+    }
+    let c0 = counter(dom, data_gfn)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let c1 = counter(dom, data_gfn)?;
+    let mut after = [0u8; 1];
+    dom.read_physical(Gpa(gpa), &mut after)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "PROBE stealth hits {hits} single-step/view round trips {internal} other {other} events {} mean {:?}; \
+         after teardown byte {:#04x}, counter {c0} -> {c1} (guest running: {})",
+        stats.events,
+        stats.mean(),
+        after[0],
+        c1 != c0
+    );
+    Ok(hits > 0 && internal >= hits && after == original && c1 != c0)
 }

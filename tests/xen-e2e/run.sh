@@ -12,6 +12,12 @@ bash scripts/setup.sh
 cargo build --release --features xen --example xen-probe
 mkdir -p "$WORK/payload"
 cp target/release/examples/xen-probe tests/xen-e2e/payload/run.sh "$WORK/payload/"
+# The stealth breakpoint goes on the guest's loop head: build the guest as the recipe does and
+# read the label's address (PVH loads the ELF at its physical addresses; paging is identity).
+gcc -m32 -c tests/xen-e2e/recipe/guest/tiny.S -o "$WORK/tiny-probe.o"
+ld -m elf_i386 -T tests/xen-e2e/recipe/guest/tiny.ld -o "$WORK/tiny-probe.elf" "$WORK/tiny-probe.o"
+nm "$WORK/tiny-probe.elf" | awk '$3 == "loop" {print $1}' > "$WORK/payload/bp_gpa"
+echo "stealth breakpoint at gpa 0x$(cat "$WORK/payload/bp_gpa")"
 LOG="$WORK/serial.txt"
 BOCHS=debian13 bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$WORK/payload" > "$LOG" 2>&1 || true
 grep -a -E "bochs finished|PAYLOAD|PROBE|xen-probe:" "$LOG" || true
@@ -31,5 +37,7 @@ done
 check "a CR4 write and an MSR write were denied" "PROBE denied cr4 Some\(.*\) msr Some\(.*\)"
 check "guest still running after teardown" "PROBE after teardown: counter [0-9]+ -> [0-9]+ \(guest running: true\)"
 check "a second monitor attaches at once (no EBUSY)" "PROBE re-attach: ok"
+check "stealth breakpoint: hits, each with a view-0 single-step, original byte visible, guest running" \
+  "PROBE stealth hits [1-9][0-9]* single-step/view round trips [1-9][0-9]* .*\(guest running: true\)"
 check "probe verdict" "PROBE RESULT PASS"
 if [ "$fail" -eq 0 ]; then echo "real-xen: all checks passed"; else echo "real-xen: $fail check(s) failed (log: $LOG)"; exit 1; fi

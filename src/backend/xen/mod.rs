@@ -81,6 +81,9 @@ pub struct XenDomain {
     caps: Capabilities,
     maps: RefCell<HashMap<u64, Mapped>>,
     events: RefCell<Option<Events>>,
+    /// Ring pages of closed rings: kept mapped until drop, because a `&RingPage` handed out
+    /// earlier may still be alive.
+    retired_rings: RefCell<Vec<*mut c_void>>,
     /// Stands in for the ring until events are enabled (never read by Xen).
     idle_ring: Box<RingPage>,
 }
@@ -170,6 +173,7 @@ impl XenDomain {
             },
             maps: RefCell::new(HashMap::new()),
             events: RefCell::new(None),
+            retired_rings: RefCell::new(Vec::new()),
             idle_ring: RingPage::boxed(),
         };
         if fmem.is_null() {
@@ -384,8 +388,17 @@ impl XenDomain {
     /// # Errors
     /// [`Error::Backend`]; EBUSY means another monitor is (or was) attached.
     pub fn enable_events(&self) -> Result<()> {
-        if self.events.borrow().is_some() {
-            return Ok(());
+        {
+            let mut ev = self.events.borrow_mut();
+            match ev.as_ref() {
+                Some(e) if !e.evtchn.is_null() => return Ok(()),
+                // Closed by an earlier session's teardown: enable a fresh ring.
+                Some(e) => {
+                    self.retired_rings.borrow_mut().push(e.ring);
+                    *ev = None;
+                }
+                None => {}
+            }
         }
         let mut port = 0u32;
         // SAFETY: valid handle; returns the mapped ring page or NULL.
@@ -444,9 +457,12 @@ impl Drop for XenDomain {
             // SAFETY: each pointer was returned by xenforeignmemory_map for one page.
             unsafe { (self.libs.xenforeignmemory_unmap)(self.fmem, m.0 as *mut c_void, 1) };
         }
-        if let Some(e) = self.events.borrow_mut().take() {
-            // SAFETY: the ring page was mapped by xc_monitor_enable (the caller unmaps it).
-            unsafe { libc::munmap(e.ring, PAGE_SIZE as usize) };
+        let mut rings: Vec<*mut c_void> = self.retired_rings.borrow_mut().drain(..).collect();
+        rings.extend(self.events.borrow_mut().take().map(|e| e.ring));
+        for ring in rings {
+            // SAFETY: each ring page was mapped by xc_monitor_enable (the caller unmaps it), and
+            // no reference to it can outlive `self`.
+            unsafe { libc::munmap(ring, PAGE_SIZE as usize) };
         }
         // SAFETY: handles opened in `open`, not used after this.
         unsafe {
