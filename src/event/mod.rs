@@ -19,6 +19,7 @@ pub mod abi;
 pub mod ring;
 pub mod session;
 pub mod stealth;
+pub mod view;
 
 use abi::{entry, flag, reason, regs as r, ENTRY_SIZE, INTERFACE_VERSION};
 

@@ -258,3 +258,29 @@ fn dropping_a_session_between_events_answers_the_rest() {
     assert!(d.state().paused_vcpus().is_empty());
     assert!(!d.state().ring_enabled());
 }
+
+#[test]
+fn a_view_object_restores_everything_when_dropped() {
+    use crate::event::view::View;
+    let d = domain(1);
+    {
+        let mut v = View::create(&d, MemAccess::all()).unwrap();
+        v.set_access(Gfn(3), MemAccess::R).unwrap();
+        v.set_access(Gfn(3), MemAccess::empty()).unwrap();
+        let frame = v.remap_to_new_frame(Gfn(4)).unwrap();
+        v.deliver_ve(Gfn(5)).unwrap();
+        v.hide().unwrap();
+        let st = d.state();
+        assert_eq!(st.extra_views(), vec![v.id()]);
+        assert_eq!(st.extra_frames(), &[frame.0]);
+        assert!(st.restrictions() >= 4);
+    }
+    let st = d.state();
+    assert!(st.extra_views().is_empty());
+    assert_eq!(st.restrictions(), 0);
+    assert!(st.extra_frames().is_empty());
+    assert_eq!(
+        d.mem_access(ViewId::HOST, Gfn(3)).unwrap(),
+        MemAccess::all()
+    );
+}
