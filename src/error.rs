@@ -161,6 +161,21 @@ pub enum Error {
         message: String,
     },
 
+    /// A session journal already exists for this target: another monitor is attached, or one
+    /// died without tearing down.
+    #[error(
+        "session journal {path} belongs to process {pid}, which {}",
+        if *alive { "is still running: stop it first" } else { "is gone without tearing down: run recovery (Session::recover, or the example's --recover) before attaching" }
+    )]
+    JournalInUse {
+        /// The journal file.
+        path: PathBuf,
+        /// The process that wrote it.
+        pid: u32,
+        /// Whether that process is still running.
+        alive: bool,
+    },
+
     /// Guest data that was read is inconsistent (a corrupt or hostile guest).
     #[error("corrupt guest data in {what} at {addr}: {reason}")]
     Corrupt {

@@ -5,7 +5,8 @@
 //! INT3s, and guest scripts; handlers that answer at random (continue, deny, emulate,
 //! switch view, single-step, fast single-step, set registers) and sometimes panic; interrupts
 //! from inside the handler; sessions dropped in the middle of an event stream; transient
-//! backend errors. After every run the simulated domain's own state must show 0 vCPUs left
+//! backend errors; monitors killed outright (no teardown at all, as by SIGKILL) and cleaned up
+//! by the next one from their on-disk journal. After every run the simulated domain's own state must show 0 vCPUs left
 //! paused, 0 monitors, 0 extra views, 0 access changes or remaps, every vCPU in view 0 without
 //! single-step, and the ring disabled.
 
@@ -75,6 +76,12 @@ impl EventChannel for Faulty {
     }
     fn close_ring(&self) -> Result<()> {
         self.sim.close_ring()
+    }
+    fn enable_ring(&self) -> Result<()> {
+        self.sim.enable_ring()
+    }
+    fn abandon_ring(&self) -> Result<bool> {
+        self.sim.abandon_ring()
     }
 }
 impl EventControl for Faulty {
@@ -165,6 +172,22 @@ fn random_script(rng: &mut Rng, vcpus: u32) -> Vec<GuestAction> {
         .collect()
 }
 
+/// Make a journal look like one left by a process that is gone (a reaped child's pid).
+fn orphan(path: &std::path::Path) {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reap");
+    let text = std::fs::read_to_string(path).expect("journal");
+    let (_, rest) = text.split_once('\n').expect("header line");
+    std::fs::write(
+        path,
+        format!("xenvmi-journal 1 pid={pid} start=1 target=sim\n{rest}"),
+    )
+    .expect("rewrite header");
+}
+
 fn one_run(seed: u64) -> (u64, String) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let vcpus = 1 + rng.below(16) as u32;
@@ -191,10 +214,20 @@ fn one_run(seed: u64) -> (u64, String) {
             None
         },
     };
-    let what;
+    let mut what;
     let events_seen = Cell::new(0u64);
+    // As by SIGKILL: no teardown, no drop; the next monitor recovers from the journal.
+    let killed = rng.chance(15);
+    let journal = std::env::temp_dir().join(format!(
+        "xenvmi-fault-{}-{seed}.journal",
+        std::process::id()
+    ));
     {
         let mut s = Session::new(&backend);
+        if killed {
+            let _ = std::fs::remove_file(&journal);
+            s.persist_journal(&journal, "sim").unwrap();
+        }
         let all = [
             Monitor::ControlRegister {
                 register: ControlRegister::Cr4,
@@ -293,11 +326,33 @@ fn one_run(seed: u64) -> (u64, String) {
             Err(Error::HandlerPanicked { .. }) => "handler panicked".into(),
             Err(e) => format!("backend error: {e}"),
         };
-        if rng.chance(50) {
+        if killed {
+            what.push_str(", then killed");
+            std::mem::forget(s);
+        } else if rng.chance(50) {
             s.teardown()
                 .unwrap_or_else(|e| panic!("seed {seed}: teardown: {e}"));
         }
         // Otherwise: dropped here, in whatever state the run left it.
+    }
+    // A session that tore down before it was killed (after a handler panic) left no journal.
+    if killed && journal.exists() {
+        orphan(&journal);
+        // A transient backend error may stop a recovery: it keeps the journal, and is retried.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Session::recover(&backend, &journal) {
+                Ok(Some(_)) => break,
+                Ok(None) => panic!("seed {seed}: the journal is gone before recovery"),
+                Err(e) if tries < 3 => what.push_str(&format!(", recovery retried after: {e}")),
+                Err(e) => panic!("seed {seed}: recovery failed {tries} times: {e}"),
+            }
+        }
+        assert!(
+            !journal.exists(),
+            "seed {seed}: journal left after recovery"
+        );
     }
     let st = backend.sim.state();
     let ctx = format!(
@@ -377,5 +432,11 @@ fn a_thousand_faulty_runs_leave_nothing_behind() {
             "no run ended with {k}: {kinds:?}"
         );
     }
+    let killed: u32 = kinds
+        .iter()
+        .filter(|(k, _)| k.contains("then killed"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(killed > 50, "too few killed monitors recovered: {kinds:?}");
     assert!(events > 10_000, "too few events to mean anything: {events}");
 }

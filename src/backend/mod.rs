@@ -212,6 +212,22 @@ pub trait EventChannel {
     /// # Errors
     /// Backend error.
     fn close_ring(&self) -> Result<()>;
+
+    /// Enable a fresh ring on this handle (Xen: `xc_monitor_enable` and binding its event
+    /// channel). A no-op if this handle's ring is already enabled.
+    ///
+    /// # Errors
+    /// Backend error; on Xen EBUSY means another consumer's ring is active.
+    fn enable_ring(&self) -> Result<()>;
+
+    /// Disable a ring that a consumer which is gone left enabled (it was killed before its
+    /// teardown). Xen then lets go of vCPUs blocked on a full ring, but vCPUs paused on an
+    /// unanswered sync event stay paused, and the register or MSR write each of them was
+    /// waiting to have decided is dropped. `Ok(false)` if no ring was enabled.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn abandon_ring(&self) -> Result<bool>;
 }
 
 bitflags! {

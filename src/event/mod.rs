@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::regs::Registers;
 
 pub mod abi;
+pub mod journal;
 pub mod ring;
 pub mod session;
 pub mod stealth;
@@ -474,6 +475,17 @@ pub fn encode_safe_response(request: &[u8; ENTRY_SIZE], out: &mut [u8; ENTRY_SIZ
     out[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
     out[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     out[entry::ALTP2M_IDX..entry::ALTP2M_IDX + 2].copy_from_slice(&0u16.to_le_bytes());
+}
+
+/// A response that answers no request: version 7, `vcpu`, `VCPU_PAUSED` and nothing else.
+/// Xen's `vm_event_resume` takes one pause off the vCPU if it is paused by vm_event and
+/// ignores it otherwise ("too many unpause attempts"). Used to release vCPUs that a killed
+/// consumer left paused; see [`session::Session::recover`].
+pub fn encode_release(vcpu: VcpuId, out: &mut [u8; ENTRY_SIZE]) {
+    out.fill(0);
+    out[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
+    out[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flag::VCPU_PAUSED.to_le_bytes());
+    out[entry::VCPU_ID..entry::VCPU_ID + 4].copy_from_slice(&vcpu.0.to_le_bytes());
 }
 
 #[cfg(test)]

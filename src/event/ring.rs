@@ -177,6 +177,18 @@ impl BackRing {
     pub fn outstanding(&self) -> u32 {
         self.req_cons.wrapping_sub(self.rsp_prod_pvt)
     }
+
+    /// Write a response that no request on this ring asked for, and publish it. Used only on a
+    /// fresh ring that is disabled right after, to release vCPUs that a dead consumer left
+    /// paused ([`Session::recover`](super::session::Session::recover)): the producer consumes
+    /// every response on notify, but its free-slot count is off afterwards, so nothing else may
+    /// use the ring. At most [`RING_SLOTS`] between notifies.
+    pub fn put_unsolicited(&mut self, page: &RingPage, rsp: &[u8; ENTRY_SIZE]) {
+        page.write_entry(self.rsp_prod_pvt, rsp);
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        self.req_cons = self.rsp_prod_pvt;
+        self.push_responses(page);
+    }
 }
 
 /// The producer end, driven as Xen drives it (tests and the simulated domain). Like
@@ -210,9 +222,11 @@ impl FrontRing {
         }
     }
 
-    /// `RING_FREE_REQUESTS`.
+    /// `RING_FREE_REQUESTS` (unsigned arithmetic, as the C macro: a consumer that publishes
+    /// more responses than requests makes it wrap, which is why
+    /// [`BackRing::put_unsolicited`] is only used on a ring that is disabled right after).
     pub fn free_requests(&self) -> u32 {
-        RING_SLOTS - self.req_prod_pvt.wrapping_sub(self.rsp_cons)
+        RING_SLOTS.wrapping_sub(self.req_prod_pvt.wrapping_sub(self.rsp_cons))
     }
 
     /// Write one request and publish it (`vm_event_put_request`): Xen stamps the version

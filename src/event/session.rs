@@ -18,6 +18,11 @@
 //! 6. disable the ring.
 //!
 //! Each step is attempted even if an earlier one failed; the first error is returned.
+//!
+//! SIGKILL runs none of this. For that case the journal can also be kept on disk
+//! ([`Session::persist_journal`]); the next monitor undoes what it lists with
+//! [`Session::recover`], which also releases the vCPUs the dead one left paused (see
+//! [`journal`] and `docs/events.md`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::abi::ENTRY_SIZE;
+use super::journal::{self, Change, Owner};
 use super::ring::BackRing;
-use super::{decode_request, encode_response, encode_safe_response, Event, Response};
+use super::{
+    decode_request, encode_release, encode_response, encode_safe_response, Event, Response,
+};
 use crate::addr::{Gfn, VcpuId, ViewId};
 use crate::backend::{EventChannel, EventControl, MemAccess, Monitor, VcpuState, ViewControl};
 use crate::error::{Error, Result};
@@ -112,30 +120,20 @@ impl RunStats {
     }
 }
 
-/// One change to undo.
-#[derive(Clone, Copy, Debug)]
-enum Change {
-    Monitor(Monitor),
-    Access {
-        view: ViewId,
-        gfn: Gfn,
-        old: MemAccess,
-    },
-    View(ViewId),
-    Remap {
-        view: ViewId,
-        gfn: Gfn,
-    },
-    Frame(Gfn),
-    SuppressVe {
-        view: ViewId,
-        gfn: Gfn,
-    },
-    Visibility(ViewId),
-    Switched,
-    /// Kept for the record; teardown turns single-step off on every vCPU anyway.
-    #[allow(dead_code)]
-    Singlestep(VcpuId),
+/// What [`Session::recover`] found and did.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// The monitor that did not tear down.
+    pub owner: Owner,
+    /// Changes listed in its journal (all undone).
+    pub changes: usize,
+    /// Whether its ring was still enabled (and was disabled).
+    pub ring_was_enabled: bool,
+    /// Release responses sent, one per vCPU.
+    pub vcpus_released: u32,
+    /// Changes that could not be undone (typically: the dead monitor had undone them already,
+    /// e.g. destroyed a view, before it was killed).
+    pub warnings: Vec<String>,
 }
 
 /// An event-handling session on a backend (see the module docs).
@@ -147,6 +145,8 @@ pub struct Session<'b, B: SessionBackend> {
     in_flight: Option<[u8; ENTRY_SIZE]>,
     stop: StopHandle,
     torn_down: bool,
+    /// The journal on disk, if [`Session::persist_journal`] was called.
+    file: Option<journal::Writer>,
 }
 
 impl<B: SessionBackend> std::fmt::Debug for Session<'_, B> {
@@ -175,6 +175,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             in_flight: None,
             stop: StopHandle::default(),
             torn_down: false,
+            file: None,
         }
     }
 
@@ -188,11 +189,47 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         self.stop.clone()
     }
 
+    /// Keep the journal in a file as well (see [`journal`]), so that if this
+    /// process is killed without a chance to tear down (SIGKILL, the OOM killer), the next
+    /// monitor can undo what it left with [`Session::recover`]. Call it before the first change;
+    /// changes made so far are written too. `target` names the monitored domain in the file
+    /// (e.g. `xen:domain-3`). A clean teardown removes the file.
+    ///
+    /// # Errors
+    /// [`Error::JournalInUse`] if the file exists (another monitor, live or dead, owns it),
+    /// [`Error::Io`].
+    pub fn persist_journal(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        target: &str,
+    ) -> Result<()> {
+        let w = journal::Writer::create(path.as_ref(), &Owner::current(target), &self.journal)?;
+        self.file = Some(w);
+        Ok(())
+    }
+
+    /// Append a change to the file before it is made (undoing a change that did not happen
+    /// is harmless: it restores what is already there).
+    fn write_ahead(&mut self, c: Change) -> Result<()> {
+        match &mut self.file {
+            Some(w) => w.append(c),
+            None => Ok(()),
+        }
+    }
+
+    /// Record a change whose value the backend chose (a view id, a frame number): in memory
+    /// first, so teardown undoes it even if the file write fails.
+    fn record(&mut self, c: Change) -> Result<()> {
+        self.journal.push(c);
+        self.write_ahead(c)
+    }
+
     /// Enable a monitor (disabled again at teardown).
     ///
     /// # Errors
     /// Backend error.
     pub fn monitor(&mut self, m: Monitor) -> Result<()> {
+        self.write_ahead(Change::Monitor(m))?;
         self.backend.set_monitor(m, true)?;
         self.journal.push(Change::Monitor(m));
         Ok(())
@@ -204,7 +241,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// Backend error.
     pub fn create_view(&mut self, default_access: MemAccess) -> Result<ViewId> {
         let v = self.backend.create_view(default_access)?;
-        self.journal.push(Change::View(v));
+        self.record(Change::View(v))?;
         Ok(v)
     }
 
@@ -214,6 +251,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// Backend error.
     pub fn set_mem_access(&mut self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()> {
         let old = self.backend.mem_access(view, gfn)?;
+        self.write_ahead(Change::Access { view, gfn, old })?;
         self.backend.set_mem_access(view, gfn, access)?;
         self.journal.push(Change::Access { view, gfn, old });
         Ok(())
@@ -224,6 +262,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// # Errors
     /// Backend error.
     pub fn switch_view(&mut self, view: ViewId) -> Result<()> {
+        self.write_ahead(Change::Switched)?;
         self.backend.switch_view(view)?;
         self.journal.push(Change::Switched);
         Ok(())
@@ -234,6 +273,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// # Errors
     /// Backend error.
     pub fn change_gfn(&mut self, view: ViewId, gfn: Gfn, target: Gfn) -> Result<()> {
+        self.write_ahead(Change::Remap { view, gfn })?;
         self.backend.change_gfn(view, gfn, Some(target))?;
         self.journal.push(Change::Remap { view, gfn });
         Ok(())
@@ -245,6 +285,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// # Errors
     /// Backend error.
     pub fn set_suppress_ve(&mut self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()> {
+        self.write_ahead(Change::SuppressVe { view, gfn })?;
         self.backend.set_suppress_ve(view, gfn, suppress)?;
         self.journal.push(Change::SuppressVe { view, gfn });
         Ok(())
@@ -255,6 +296,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// # Errors
     /// Backend error.
     pub fn set_view_visibility(&mut self, view: ViewId, visible: bool) -> Result<()> {
+        self.write_ahead(Change::Visibility(view))?;
         self.backend.set_view_visibility(view, visible)?;
         self.journal.push(Change::Visibility(view));
         Ok(())
@@ -267,7 +309,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// Backend error.
     pub fn alloc_frame(&mut self) -> Result<Gfn> {
         let g = self.backend.alloc_frame()?;
-        self.journal.push(Change::Frame(g));
+        self.record(Change::Frame(g))?;
         Ok(g)
     }
 
@@ -276,6 +318,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// # Errors
     /// Backend error.
     pub fn singlestep(&mut self, vcpu: VcpuId, enable: bool) -> Result<()> {
+        self.write_ahead(Change::Singlestep(vcpu))?;
         self.backend.set_vcpu_singlestep(vcpu, enable)?;
         self.journal.push(Change::Singlestep(vcpu));
         Ok(())
@@ -362,11 +405,25 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             return Ok(());
         }
         self.torn_down = true;
+        let mut errors = self.undo();
+        if errors.is_empty() {
+            match self.file.take() {
+                Some(w) => w.remove(),
+                None => Ok(()),
+            }
+        } else {
+            // Keep the file: the next monitor's recovery retries what failed here.
+            Err(errors.swap_remove(0))
+        }
+    }
+
+    /// Teardown's steps; every error, in order.
+    fn undo(&mut self) -> Vec<Error> {
         let b = self.backend;
-        let mut first: Option<Error> = None;
+        let mut errors = Vec::new();
         let mut note = |r: Result<()>| {
             if let Err(e) = r {
-                first.get_or_insert(e);
+                errors.push(e);
             }
         };
         let journal = std::mem::take(&mut self.journal);
@@ -419,10 +476,97 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         }
         // 6. the ring
         note(b.close_ring());
-        match first {
-            Some(e) => Err(e),
-            None => Ok(()),
+        errors
+    }
+
+    /// Undo what a monitor that was killed before its teardown left in the domain, from the
+    /// journal it kept with [`Session::persist_journal`]. `Ok(None)` if there is no journal at
+    /// `path` (nothing to recover). Call it before attaching a new session.
+    ///
+    /// In order: disable the dead monitor's ring ([`EventChannel::abandon_ring`]); on a fresh
+    /// ring (Xen changes host-view access rights only while a monitor ring is enabled), undo
+    /// its changes as [`Session::teardown`] does — monitors and single-step off, access rights,
+    /// remaps, #VE and visibility restored, every vCPU to view 0, events raised meanwhile
+    /// answered, views destroyed, frames released; then release the vCPUs it left paused. Xen
+    /// keeps a vCPU paused on an unanswered sync event even after the ring is gone, and the
+    /// only way to resume it is a `VCPU_PAUSED` response, so recovery enables one more fresh
+    /// ring, sends one release response per vCPU ([`encode_release`]; vCPUs that are not
+    /// paused ignore it), notifies and disables that ring. The write each paused vCPU was
+    /// waiting on is dropped by Xen (as if denied). The journal is removed once the vCPUs are
+    /// released.
+    ///
+    /// # Errors
+    /// [`Error::JournalInUse`] if the journal's owner is still running (or is this process),
+    /// [`Error::Malformed`] for a file that is not a journal, a backend error that kept the
+    /// ring from being disabled or the vCPUs from being released (every step is still
+    /// attempted; the journal is kept for another try). Changes that cannot be undone are
+    /// reported in [`Recovery::warnings`].
+    pub fn recover(backend: &'b B, path: impl AsRef<std::path::Path>) -> Result<Option<Recovery>> {
+        let path = path.as_ref();
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+            Ok(_) => {}
         }
+        let (owner, changes) = journal::read(path)?;
+        if owner.pid == std::process::id() || owner.is_alive() {
+            return Err(Error::JournalInUse {
+                path: path.to_path_buf(),
+                pid: owner.pid,
+                alive: true,
+            });
+        }
+        let b = backend;
+        // Failures to undo a change are kept as warnings (the dead monitor may have undone
+        // part of it before it died); failures to disable its ring or to release the vCPUs
+        // are errors.
+        let ring_was_enabled = b.abandon_ring()?;
+        // Undo the changes as a teardown does, on a fresh ring: Xen changes host-view access
+        // only while a monitor ring is enabled (ENODEV otherwise), and events that running
+        // vCPUs raise until the monitors are off get answered.
+        b.enable_ring()?;
+        let mut s = Session::new(b);
+        s.journal = changes.clone();
+        s.torn_down = true;
+        let warnings: Vec<String> = s.undo().iter().map(|e| e.to_string()).collect();
+        drop(s);
+        // Release vCPUs paused on the dead ring: nothing can raise an event now (monitors,
+        // single-step and restrictions are gone), so the fresh ring carries only these.
+        let mut released = 0u32;
+        let mut critical = None;
+        let release = (|| -> Result<()> {
+            b.enable_ring()?;
+            let page = b.ring();
+            let mut ring = BackRing::attach(page);
+            let mut out = [0u8; ENTRY_SIZE];
+            let mut in_batch = 0;
+            for v in 0..b.vcpu_count() {
+                encode_release(VcpuId(v), &mut out);
+                ring.put_unsolicited(page, &out);
+                released += 1;
+                in_batch += 1;
+                if in_batch == super::abi::RING_SLOTS || v + 1 == b.vcpu_count() {
+                    b.notify()?;
+                    in_batch = 0;
+                }
+            }
+            b.close_ring()
+        })();
+        if let Err(e) = release {
+            let _ = b.close_ring();
+            critical = Some(e);
+        }
+        if let Some(e) = critical {
+            return Err(e);
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        Ok(Some(Recovery {
+            owner,
+            changes: changes.len(),
+            ring_was_enabled,
+            vcpus_released: released,
+            warnings,
+        }))
     }
 
     /// Answer the in-flight request and everything waiting, with safe responses, and notify.

@@ -119,6 +119,9 @@ pub enum Outcome {
     Emulated(GuestAction, bool),
     /// A read completed and saw this byte at its address.
     Read(GuestAction, u8),
+    /// The ring was disabled while the vCPU waited for this write to be decided (its
+    /// monitor died): the write never happens.
+    Dropped(GuestAction),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -252,6 +255,18 @@ impl std::fmt::Debug for SimDomain {
     }
 }
 
+/// Xen's `XENMEM_access_op` (host-view access rights) answers ENODEV unless a monitor ring is
+/// enabled (seen on Xen 4.17); the altp2m calls for other views do not need one.
+fn host_access_needs_ring(st: &SimState, view: ViewId) -> Result<()> {
+    if view.0 == 0 && !st.ring_enabled {
+        return Err(Error::Unsupported {
+            backend: NAME,
+            capability: "host-view access rights without an enabled vm_event ring (Xen: ENODEV)",
+        });
+    }
+    Ok(())
+}
+
 fn access_allows(a: MemAccess, need: MemAccess) -> bool {
     a.contains(need)
 }
@@ -327,7 +342,7 @@ impl SimDomain {
             else {
                 break;
             };
-            if st.front.free_requests() == 0 {
+            if st.ring_enabled && st.front.free_requests() == 0 {
                 break; // throttled: producing an event needs a free slot
             }
             let Some(action) = st.script.remove(i) else {
@@ -335,7 +350,7 @@ impl SimDomain {
             };
             self.execute(&mut st, action);
         }
-        st.front.free_requests() < crate::event::abi::RING_SLOTS
+        st.ring_enabled && st.front.free_requests() < crate::event::abi::RING_SLOTS
     }
 
     /// Execute one action; true if it raised an event.
@@ -901,6 +916,42 @@ impl EventChannel for SimDomain {
         self.state.borrow_mut().ring_enabled = false;
         Ok(())
     }
+
+    fn enable_ring(&self) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        if !st.ring_enabled {
+            st.front = FrontRing::new(&self.ring);
+            st.ring_enabled = true;
+        }
+        Ok(())
+    }
+
+    /// As Xen's `vm_event_disable`: requests left on the ring are lost; a vCPU paused on one
+    /// stays paused (only a response with `VCPU_PAUSED` on a later ring releases it); the
+    /// control-register or MSR write it was holding is dropped (Xen frees the vCPU's pending
+    /// write); memory accesses and breakpoints are retried when it runs again. Monitors stay
+    /// set here (Xen 4.17 clears them), so tests see whether recovery turns them off itself.
+    fn abandon_ring(&self) -> Result<bool> {
+        let mut st = self.state.borrow_mut();
+        if !st.ring_enabled {
+            return Ok(false);
+        }
+        st.ring_enabled = false;
+        let mut retry = Vec::new();
+        for v in 0..st.vcpus.len() {
+            match st.vcpus[v].pending.take() {
+                Some(a @ (GuestAction::WriteCr { .. } | GuestAction::WriteMsr { .. })) => {
+                    st.outcomes.push(Outcome::Dropped(a));
+                }
+                Some(a) => retry.push(a),
+                None => {}
+            }
+        }
+        for a in retry.into_iter().rev() {
+            st.script.push_front(a);
+        }
+        Ok(true)
+    }
 }
 
 impl ViewControl for SimDomain {
@@ -959,6 +1010,7 @@ impl ViewControl for SimDomain {
 
     fn set_mem_access(&self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()> {
         let mut st = self.state.borrow_mut();
+        host_access_needs_ring(&st, view)?;
         let v = st.views.get_mut(&view.0).ok_or(Error::Unsupported {
             backend: NAME,
             capability: "access in a view that does not exist",
@@ -973,6 +1025,7 @@ impl ViewControl for SimDomain {
 
     fn mem_access(&self, view: ViewId, gfn: Gfn) -> Result<MemAccess> {
         let st = self.state.borrow();
+        host_access_needs_ring(&st, view)?;
         let v = st.views.get(&view.0).ok_or(Error::Unsupported {
             backend: NAME,
             capability: "access in a view that does not exist",

@@ -284,3 +284,162 @@ fn a_view_object_restores_everything_when_dropped() {
         MemAccess::all()
     );
 }
+
+/// A journal path of its own for each test.
+fn journal_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("xenvmi-sim-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("sim.journal")
+}
+
+/// Make a journal look like it was left by a process that is gone (a reaped child's pid).
+fn orphan(path: &std::path::Path) {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reap");
+    let text = std::fs::read_to_string(path).expect("journal");
+    let (_, rest) = text.split_once('\n').expect("header line");
+    std::fs::write(
+        path,
+        format!("xenvmi-journal 1 pid={pid} start=1 target=sim\n{rest}"),
+    )
+    .expect("rewrite header");
+}
+
+#[test]
+fn a_killed_monitor_is_cleaned_up_by_the_next_one() {
+    // 10 vCPUs: more than the ring's 8 slots, so release responses go out in two batches.
+    let d = domain(10);
+    let path = journal_path("killed");
+    let mut s = Session::new(&d);
+    s.persist_journal(&path, "sim").unwrap();
+    s.monitor(SYNC_CR4).unwrap();
+    let view = s.create_view(MemAccess::all()).unwrap();
+    s.set_mem_access(view, Gfn(0x10), MemAccess::R | MemAccess::X)
+        .unwrap();
+    s.switch_view(view).unwrap();
+    // Host-view access too: Xen changes it only while a ring is enabled, so recovery must
+    // restore it on a fresh ring (found on real Xen).
+    s.set_mem_access(ViewId::HOST, Gfn(0x12), MemAccess::R | MemAccess::X)
+        .unwrap();
+    let frame = s.alloc_frame().unwrap();
+    s.change_gfn(view, Gfn(0x11), frame).unwrap();
+    s.singlestep(VcpuId(9), true).unwrap();
+    for v in 0..10 {
+        d.script([
+            cr4(v, 0x6f0),
+            GuestAction::Write {
+                vcpu: VcpuId(v),
+                gpa: Gpa(0x10_000 + u64::from(v) * 8),
+                bytes: vec![0xbb; 8],
+            },
+        ]);
+    }
+    // Answer a few events, then let the guest raise more and "die" without a teardown: the
+    // ring holds unanswered requests and their vCPUs are paused.
+    s.run(
+        &RunOptions {
+            max_events: Some(3),
+            ..RUN
+        },
+        |_| Response::proceed(),
+    )
+    .unwrap();
+    assert!(d.run_guest(), "requests are waiting on the ring");
+    let stranded = d.state().paused_vcpus().len();
+    assert!(stranded > 0);
+    std::mem::forget(s);
+    assert!(path.exists(), "the journal outlives its process");
+
+    // The next monitor cannot attach over it, and says why. (A session over another domain
+    // handle: in the simulation, a session on `d` would share the dead one's ring page, which
+    // on Xen only the dead process had mapped.)
+    orphan(&path);
+    let other = domain(1);
+    let mut next = Session::new(&other);
+    match next.persist_journal(&path, "sim") {
+        Err(Error::JournalInUse { alive, .. }) => assert!(!alive),
+        other => panic!("expected JournalInUse, got {other:?}"),
+    }
+    drop(next);
+
+    let r = Session::recover(&d, &path)
+        .unwrap()
+        .expect("a journal to recover");
+    assert!(r.ring_was_enabled);
+    assert_eq!(r.vcpus_released, 10);
+    assert!(r.changes >= 7, "{r:?}");
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    {
+        let st = d.state();
+        assert!(st.paused_vcpus().is_empty(), "{:?}", st.paused_vcpus());
+        assert!(st.monitors().is_empty());
+        assert!(st.extra_views().is_empty());
+        assert_eq!(st.restrictions(), 0);
+        assert!(st.vcpus_not_clean().is_empty());
+        assert!(st.extra_frames().is_empty());
+        assert!(!st.ring_enabled());
+        // The CR4 writes the dead monitor never decided were dropped, as Xen drops them.
+        let dropped = st
+            .outcomes()
+            .iter()
+            .filter(|o| matches!(o, Outcome::Dropped(GuestAction::WriteCr { .. })))
+            .count();
+        assert!(dropped > 0 && dropped <= stranded);
+    }
+    assert!(!path.exists(), "the journal is removed after recovery");
+    // The guest runs on to the end of its script, and the next monitor attaches.
+    d.run_guest();
+    assert_eq!(d.state().script_left(), 0);
+    d.enable_ring().unwrap();
+    let mut s = Session::new(&d);
+    s.persist_journal(&path, "sim").unwrap();
+    s.monitor(SYNC_CR4).unwrap();
+    d.script([cr4(0, 0x3006f0 ^ 0x100)]);
+    let stats = s.run(&RUN, |_| Response::deny()).unwrap();
+    assert_eq!(stats.events, 1);
+    s.teardown().unwrap();
+    assert!(!path.exists(), "a clean teardown removes the journal");
+    assert!(Session::recover(&d, &path).unwrap().is_none());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn recovery_refuses_a_journal_whose_owner_runs() {
+    let d = domain(1);
+    let path = journal_path("live");
+    let mut s = Session::new(&d);
+    s.persist_journal(&path, "sim").unwrap();
+    s.monitor(SYNC_CR4).unwrap();
+    match Session::recover(&d, &path) {
+        Err(Error::JournalInUse { alive, pid, .. }) => {
+            assert!(alive);
+            assert_eq!(pid, std::process::id());
+        }
+        other => panic!("expected JournalInUse, got {other:?}"),
+    }
+    assert_eq!(d.state().monitors().len(), 1, "nothing was undone");
+    drop(s);
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn recovery_reports_changes_the_dead_monitor_had_undone() {
+    // Killed in the middle of its own teardown: the view it lists is already gone.
+    let d = domain(1);
+    let path = journal_path("partial");
+    let mut s = Session::new(&d);
+    s.persist_journal(&path, "sim").unwrap();
+    let view = s.create_view(MemAccess::all()).unwrap();
+    std::mem::forget(s);
+    d.destroy_view(view).unwrap();
+    orphan(&path);
+    let r = Session::recover(&d, &path).unwrap().expect("journal");
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(!path.exists());
+    assert!(d.state().extra_views().is_empty());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

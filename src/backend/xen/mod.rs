@@ -729,6 +729,11 @@ impl EventControl for XenDomain {
                 Monitor::InguestPagefault => (l.xc_monitor_inguest_pagefault)(x, d, !on),
             }
         };
+        // Xen answers EEXIST when the monitor is already in the requested state. For "off"
+        // that is the goal (disabling a ring clears every monitor: seen after a recovery).
+        if rc < 0 && !on && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+            return Ok(());
+        }
         self.check(
             rc,
             format!(
@@ -837,7 +842,78 @@ impl EventChannel for XenDomain {
         }
         Ok(())
     }
+
+    fn enable_ring(&self) -> Result<()> {
+        self.enable_events()
+    }
+
+    fn abandon_ring(&self) -> Result<bool> {
+        if matches!(&*self.events.borrow(), Some(e) if !e.evtchn.is_null()) {
+            return Err(fail(
+                "abandoning the vm_event ring",
+                "this handle's own ring is enabled: close it with a teardown instead".into(),
+            ));
+        }
+        // SAFETY: valid handle; disables whatever ring the domain has.
+        let rc = unsafe { (self.libs.xc_monitor_disable)(self.xch, self.domid) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        // Xen answers EINVAL when no monitor ring is enabled.
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            return Ok(false);
+        }
+        Err(fail("xc_monitor_disable", errno_reason("", "")))
+    }
 }
+
+impl XenDomain {
+    /// Whether altp2m view `view` exists in the domain (view 0, the host p2m, always does).
+    /// Asks Xen for an access right in the view: a view that does not exist (or altp2m being
+    /// off) answers EINVAL.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] for any other failure.
+    pub fn view_exists(&self, view: ViewId) -> Result<bool> {
+        if view.0 == 0 {
+            return Ok(true);
+        }
+        let mut a = 0u32;
+        // SAFETY: valid handle; out-parameter.
+        let rc = unsafe {
+            (self.libs.xc_altp2m_get_mem_access)(self.xch, self.domid, view.0, 0, &mut a)
+        };
+        if rc >= 0 {
+            return Ok(true);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(false),
+            // ESRCH: the view exists but has not copied gfn 0 from the host p2m yet.
+            Some(libc::ESRCH) => Ok(true),
+            _ => Err(fail(
+                format!("checking whether view {view} exists"),
+                errno_reason("", ""),
+            )),
+        }
+    }
+
+    /// The views other than view 0 that exist (Xen 4.17 has at most [`MAX_VIEWS`] - 1).
+    ///
+    /// # Errors
+    /// As [`XenDomain::view_exists`].
+    pub fn views(&self) -> Result<Vec<ViewId>> {
+        let mut v = Vec::new();
+        for i in 1..MAX_VIEWS {
+            if self.view_exists(ViewId(i))? {
+                v.push(ViewId(i));
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// altp2m views per domain in Xen 4.17 (`MAX_ALTP2M`), view 0 included.
+pub const MAX_VIEWS: u16 = 10;
 
 impl ViewControl for XenDomain {
     fn create_view(&self, default_access: MemAccess) -> Result<ViewId> {
@@ -862,7 +938,16 @@ impl ViewControl for XenDomain {
     fn destroy_view(&self, view: ViewId) -> Result<()> {
         // SAFETY: valid handle.
         let rc = unsafe { (self.libs.xc_altp2m_destroy_view)(self.xch, self.domid, view.0) };
-        self.check(rc, format!("destroying view {view}"))
+        self.check(rc, format!("destroying view {view}"))?;
+        // The last view is gone: turn altp2m off again, as it was before the first view (a
+        // domain with altp2m on and no view behaves like one with it off, but keeps VMFUNC
+        // and #VE machinery live).
+        if self.views()?.is_empty() {
+            // SAFETY: valid handle.
+            let rc = unsafe { (self.libs.xc_altp2m_set_domain_state)(self.xch, self.domid, false) };
+            self.check(rc, "turning altp2m off after the last view")?;
+        }
+        Ok(())
     }
 
     fn switch_view(&self, view: ViewId) -> Result<()> {

@@ -1,0 +1,559 @@
+//! The session journal on disk, so that a monitor killed with SIGKILL (or by the OOM killer, or a
+//! power cut of its own process) can be cleaned up by the next one.
+//!
+//! A [`Session`](super::session::Session) keeps every change it makes to the guest in memory.
+//! With [`Session::persist_journal`](super::session::Session::persist_journal) it also appends
+//! each change, as one text line, to a file — before the change is made where the change is
+//! known in advance (write-ahead), right after it where the backend picks the value (a view id,
+//! a frame number). A clean teardown removes the file. A file that is still there names a
+//! process that did not tear down; [`Session::recover`](super::session::Session::recover) undoes
+//! what it lists once that process is gone.
+//!
+//! The format is line-oriented text, one change per line, so that a half-written last line (the
+//! process died in the middle of `write`) is detected and skipped:
+//!
+//! ```text
+//! xenvmi-journal 1 pid=4242 start=123456 target=xen:domain-3
+//! monitor cr 3 sync=1 change=1 mask=0x0
+//! view 1
+//! access 1 0x110 rx
+//! switched
+//! ```
+//!
+//! The file sits on the monitoring host (e.g. `/run/xenvmi`), not in the guest, but it is still
+//! parsed with limits: at most [`MAX_JOURNAL_BYTES`] bytes and [`MAX_ENTRIES`] entries.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::addr::{Gfn, VcpuId, ViewId};
+use crate::backend::{ControlRegister, MemAccess, Monitor};
+use crate::error::{Error, Result};
+
+/// Largest journal file recovery reads.
+pub const MAX_JOURNAL_BYTES: u64 = 16 << 20;
+/// Most entries recovery reads.
+pub const MAX_ENTRIES: usize = 1 << 20;
+
+/// One change to undo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Monitor(Monitor),
+    Access {
+        view: ViewId,
+        gfn: Gfn,
+        old: MemAccess,
+    },
+    View(ViewId),
+    Remap {
+        view: ViewId,
+        gfn: Gfn,
+    },
+    Frame(Gfn),
+    SuppressVe {
+        view: ViewId,
+        gfn: Gfn,
+    },
+    Visibility(ViewId),
+    Switched,
+    Singlestep(VcpuId),
+}
+
+fn access_str(a: MemAccess) -> String {
+    let mut s = String::new();
+    for (bit, c) in [
+        (MemAccess::R, 'r'),
+        (MemAccess::W, 'w'),
+        (MemAccess::X, 'x'),
+    ] {
+        if a.contains(bit) {
+            s.push(c);
+        }
+    }
+    if s.is_empty() {
+        s.push('-');
+    }
+    s
+}
+
+fn parse_access(s: &str) -> Option<MemAccess> {
+    let mut a = MemAccess::empty();
+    if s == "-" {
+        return Some(a);
+    }
+    for c in s.chars() {
+        a |= match c {
+            'r' => MemAccess::R,
+            'w' => MemAccess::W,
+            'x' => MemAccess::X,
+            _ => return None,
+        };
+    }
+    Some(a)
+}
+
+fn cr_name(r: ControlRegister) -> &'static str {
+    match r {
+        ControlRegister::Cr0 => "0",
+        ControlRegister::Cr3 => "3",
+        ControlRegister::Cr4 => "4",
+        ControlRegister::Xcr0 => "xcr0",
+    }
+}
+
+impl Change {
+    /// The journal line (without the newline).
+    pub(crate) fn to_line(self) -> String {
+        let b = |v: bool| u8::from(v);
+        match self {
+            Change::Monitor(m) => match m {
+                Monitor::ControlRegister {
+                    register,
+                    sync,
+                    on_change_only,
+                    ignore_mask,
+                } => format!(
+                    "monitor cr {} sync={} change={} mask={ignore_mask:#x}",
+                    cr_name(register),
+                    b(sync),
+                    b(on_change_only)
+                ),
+                Monitor::Msr {
+                    index,
+                    on_change_only,
+                } => format!("monitor msr {index:#x} change={}", b(on_change_only)),
+                Monitor::SingleStep => "monitor singlestep".into(),
+                Monitor::SoftwareBreakpoint => "monitor int3".into(),
+                Monitor::DebugException { sync } => format!("monitor debug sync={}", b(sync)),
+                Monitor::Cpuid => "monitor cpuid".into(),
+                Monitor::DescriptorAccess => "monitor descriptor".into(),
+                Monitor::GuestRequest { sync } => format!("monitor guest-request sync={}", b(sync)),
+                Monitor::EmulUnimplemented => "monitor emul-unimplemented".into(),
+                Monitor::InguestPagefault => "monitor inguest-pagefault".into(),
+            },
+            Change::Access { view, gfn, old } => {
+                format!("access {} {:#x} {}", view.0, gfn.0, access_str(old))
+            }
+            Change::View(v) => format!("view {}", v.0),
+            Change::Remap { view, gfn } => format!("remap {} {:#x}", view.0, gfn.0),
+            Change::Frame(g) => format!("frame {:#x}", g.0),
+            Change::SuppressVe { view, gfn } => format!("suppress-ve {} {:#x}", view.0, gfn.0),
+            Change::Visibility(v) => format!("visibility {}", v.0),
+            Change::Switched => "switched".into(),
+            Change::Singlestep(v) => format!("singlestep {}", v.0),
+        }
+    }
+
+    /// Parse a journal line; `None` if it is not one this version writes.
+    pub(crate) fn parse(line: &str) -> Option<Change> {
+        let mut w = line.split(' ');
+        let num = |s: Option<&str>| -> Option<u64> {
+            let s = s?;
+            match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).ok(),
+                None => s.parse().ok(),
+            }
+        };
+        let flag = |s: Option<&str>, key: &str| -> Option<bool> {
+            match s?.strip_prefix(key)?.strip_prefix('=')? {
+                "0" => Some(false),
+                "1" => Some(true),
+                _ => None,
+            }
+        };
+        let view = |s: Option<&str>| -> Option<ViewId> {
+            num(s).and_then(|v| u16::try_from(v).ok()).map(ViewId)
+        };
+        let c = match w.next()? {
+            "monitor" => Change::Monitor(match w.next()? {
+                "cr" => {
+                    let register = match w.next()? {
+                        "0" => ControlRegister::Cr0,
+                        "3" => ControlRegister::Cr3,
+                        "4" => ControlRegister::Cr4,
+                        "xcr0" => ControlRegister::Xcr0,
+                        _ => return None,
+                    };
+                    let sync = flag(w.next(), "sync")?;
+                    let on_change_only = flag(w.next(), "change")?;
+                    let ignore_mask = num(w.next()?.strip_prefix("mask="))?;
+                    Monitor::ControlRegister {
+                        register,
+                        sync,
+                        on_change_only,
+                        ignore_mask,
+                    }
+                }
+                "msr" => Monitor::Msr {
+                    index: u32::try_from(num(w.next())?).ok()?,
+                    on_change_only: flag(w.next(), "change")?,
+                },
+                "singlestep" => Monitor::SingleStep,
+                "int3" => Monitor::SoftwareBreakpoint,
+                "debug" => Monitor::DebugException {
+                    sync: flag(w.next(), "sync")?,
+                },
+                "cpuid" => Monitor::Cpuid,
+                "descriptor" => Monitor::DescriptorAccess,
+                "guest-request" => Monitor::GuestRequest {
+                    sync: flag(w.next(), "sync")?,
+                },
+                "emul-unimplemented" => Monitor::EmulUnimplemented,
+                "inguest-pagefault" => Monitor::InguestPagefault,
+                _ => return None,
+            }),
+            "access" => Change::Access {
+                view: view(w.next())?,
+                gfn: Gfn(num(w.next())?),
+                old: parse_access(w.next()?)?,
+            },
+            "view" => Change::View(view(w.next())?),
+            "remap" => Change::Remap {
+                view: view(w.next())?,
+                gfn: Gfn(num(w.next())?),
+            },
+            "frame" => Change::Frame(Gfn(num(w.next())?)),
+            "suppress-ve" => Change::SuppressVe {
+                view: view(w.next())?,
+                gfn: Gfn(num(w.next())?),
+            },
+            "visibility" => Change::Visibility(view(w.next())?),
+            "switched" => Change::Switched,
+            "singlestep" => Change::Singlestep(VcpuId(u32::try_from(num(w.next())?).ok()?)),
+            _ => return None,
+        };
+        // Trailing words mean a line from another format: reject it.
+        w.next().is_none().then_some(c)
+    }
+}
+
+/// The process that wrote a journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Its process id.
+    pub pid: u32,
+    /// Its start time (field 22 of `/proc/PID/stat`, clock ticks since boot), to tell it from
+    /// a later process that reuses the pid. 0 if unknown.
+    pub start_time: u64,
+    /// What it monitored (free text, e.g. `xen:domain-3`).
+    pub target: String,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current(target: &str) -> Owner {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            start_time: start_time(pid).unwrap_or(0),
+            target: target.replace(['\n', ' '], "_"),
+        }
+    }
+
+    /// Whether the process is still running (same pid, same start time).
+    pub fn is_alive(&self) -> bool {
+        match start_time(self.pid) {
+            None => false,
+            Some(t) => self.start_time == 0 || t == self.start_time,
+        }
+    }
+
+    fn header(&self) -> String {
+        format!(
+            "xenvmi-journal 1 pid={} start={} target={}",
+            self.pid, self.start_time, self.target
+        )
+    }
+
+    fn parse(line: &str) -> Option<Owner> {
+        let rest = line.strip_prefix("xenvmi-journal 1 ")?;
+        let mut w = rest.splitn(3, ' ');
+        let pid = w.next()?.strip_prefix("pid=")?.parse().ok()?;
+        let start_time = w.next()?.strip_prefix("start=")?.parse().ok()?;
+        let target = w.next()?.strip_prefix("target=")?.to_string();
+        Some(Owner {
+            pid,
+            start_time,
+            target,
+        })
+    }
+}
+
+/// A process's start time from `/proc/PID/stat` (`None` if there is no such process).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: count after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The default place for a domain's journal: `$XENVMI_JOURNAL_DIR` or `/run/xenvmi`, then
+/// `<target>.journal` (e.g. `/run/xenvmi/xen-domain-3.journal`).
+pub fn default_path(target: &str) -> PathBuf {
+    let dir = std::env::var_os("XENVMI_JOURNAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/xenvmi"));
+    let name: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    dir.join(format!("{name}.journal"))
+}
+
+/// An open journal file being appended to.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    file: File,
+    pub(crate) path: PathBuf,
+}
+
+impl Writer {
+    /// Create the file (it must not exist: an existing one belongs to another monitor, live or
+    /// dead) and write the header and `existing` entries.
+    pub(crate) fn create(path: &Path, owner: &Owner, existing: &[Change]) -> Result<Writer> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+        }
+        let file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let (other, _) = read(path)?;
+                return Err(Error::JournalInUse {
+                    path: path.to_path_buf(),
+                    pid: other.pid,
+                    alive: other.is_alive(),
+                });
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut w = Writer {
+            file,
+            path: path.to_path_buf(),
+        };
+        let mut text = owner.header();
+        text.push('\n');
+        for c in existing {
+            text.push_str(&c.to_line());
+            text.push('\n');
+        }
+        w.file
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::io(&w.path, e))?;
+        Ok(w)
+    }
+
+    /// Append one change (one `write`, so a kill leaves either the whole line or a torn last
+    /// line that [`read`] skips).
+    pub(crate) fn append(&mut self, c: Change) -> Result<()> {
+        let mut line = c.to_line();
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Remove the file (after a clean teardown).
+    pub(crate) fn remove(self) -> Result<()> {
+        std::fs::remove_file(&self.path).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Read a journal: its owner and its changes in the order they were made. A torn last line
+/// (no newline) is ignored; any other line that does not parse is an error.
+///
+/// # Errors
+/// [`Error::Io`], or [`Error::Malformed`] for a file that is not a journal, too large, or has
+/// too many entries.
+pub(crate) fn read(path: &Path) -> Result<(Owner, Vec<Change>)> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > MAX_JOURNAL_BYTES {
+        return Err(Error::malformed(
+            "xenvmi journal",
+            path.display().to_string(),
+            format!(
+                "{} bytes, more than the {MAX_JOURNAL_BYTES} allowed",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => "",
+    };
+    let mut lines = complete.split('\n');
+    let bad =
+        |reason: String| Error::malformed("xenvmi journal", path.display().to_string(), reason);
+    let owner = lines
+        .next()
+        .and_then(Owner::parse)
+        .ok_or_else(|| bad("no `xenvmi-journal 1` header line".into()))?;
+    let mut changes = Vec::new();
+    for (i, line) in lines.enumerate() {
+        if changes.len() >= MAX_ENTRIES {
+            return Err(bad(format!("more than {MAX_ENTRIES} entries")));
+        }
+        let c = Change::parse(line).ok_or_else(|| {
+            bad(format!(
+                "line {}: `{}` is not a journal entry",
+                i + 2,
+                line.chars().take(80).collect::<String>()
+            ))
+        })?;
+        changes.push(c);
+    }
+    Ok((owner, changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_changes() -> Vec<Change> {
+        let mut v = vec![
+            Change::Access {
+                view: ViewId(3),
+                gfn: Gfn(0x1_2345),
+                old: MemAccess::R | MemAccess::X,
+            },
+            Change::Access {
+                view: ViewId(0),
+                gfn: Gfn(0),
+                old: MemAccess::empty(),
+            },
+            Change::View(ViewId(9)),
+            Change::Remap {
+                view: ViewId(1),
+                gfn: Gfn(0x110),
+            },
+            Change::Frame(Gfn(0x8000)),
+            Change::SuppressVe {
+                view: ViewId(2),
+                gfn: Gfn(7),
+            },
+            Change::Visibility(ViewId(4)),
+            Change::Switched,
+            Change::Singlestep(VcpuId(5)),
+        ];
+        for register in [
+            ControlRegister::Cr0,
+            ControlRegister::Cr3,
+            ControlRegister::Cr4,
+            ControlRegister::Xcr0,
+        ] {
+            v.push(Change::Monitor(Monitor::ControlRegister {
+                register,
+                sync: register != ControlRegister::Cr3,
+                on_change_only: true,
+                ignore_mask: 0x80,
+            }));
+        }
+        for m in [
+            Monitor::Msr {
+                index: 0xc000_0082,
+                on_change_only: false,
+            },
+            Monitor::SingleStep,
+            Monitor::SoftwareBreakpoint,
+            Monitor::DebugException { sync: true },
+            Monitor::Cpuid,
+            Monitor::DescriptorAccess,
+            Monitor::GuestRequest { sync: false },
+            Monitor::EmulUnimplemented,
+            Monitor::InguestPagefault,
+        ] {
+            v.push(Change::Monitor(m));
+        }
+        v
+    }
+
+    #[test]
+    fn every_change_survives_a_round_trip() {
+        for c in all_changes() {
+            assert_eq!(Change::parse(&c.to_line()), Some(c), "{}", c.to_line());
+        }
+    }
+
+    #[test]
+    fn foreign_lines_are_rejected() {
+        for l in [
+            "",
+            "monitor",
+            "monitor cr 5 sync=1 change=1 mask=0x0",
+            "access 70000 0x1 r",
+            "access 1 0x1 rq",
+            "view 1 extra",
+            "frame zz",
+        ] {
+            assert_eq!(Change::parse(l), None, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_the_owner_is_read() {
+        let dir = std::env::temp_dir().join(format!("xenvmi-journal-{}", std::process::id()));
+        let path = dir.join("t.journal");
+        let _ = std::fs::remove_file(&path);
+        let owner = Owner::current("sim test");
+        assert!(owner.is_alive());
+        let mut w = Writer::create(&path, &owner, &[Change::Switched]).expect("create");
+        w.append(Change::View(ViewId(1))).expect("append");
+        drop(w);
+        // A second writer finds the live owner.
+        match Writer::create(&path, &owner, &[]) {
+            Err(Error::JournalInUse { pid, alive, .. }) => {
+                assert_eq!(pid, std::process::id());
+                assert!(alive);
+            }
+            other => panic!("expected JournalInUse, got {other:?}"),
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b"access 1 0x1").expect("torn write");
+        let (o, changes) = read(&path).expect("read");
+        assert_eq!(o.pid, owner.pid);
+        assert_eq!(o.target, "sim_test");
+        assert_eq!(changes, vec![Change::Switched, Change::View(ViewId(1))]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_reaped_child_is_not_alive() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        let o = Owner {
+            pid,
+            start_time: 1,
+            target: String::new(),
+        };
+        assert!(!o.is_alive());
+    }
+
+    #[test]
+    fn default_path_is_one_file_name() {
+        let p = default_path("xen:domain/3");
+        assert_eq!(
+            p.file_name().and_then(|s| s.to_str()),
+            Some("xen-domain-3.journal")
+        );
+    }
+}
