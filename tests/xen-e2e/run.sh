@@ -9,9 +9,11 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${XEN_E2E_WORK:-$ROOT/target/xen-e2e}
 cd "$ROOT"
 bash scripts/setup.sh
-cargo build --release --features xen --example xen-probe
+[ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
+apt-get update -qq -o DPkg::Lock::Timeout=600
+cargo build --release --features xen --example xen-probe --example xen-detach
 mkdir -p "$WORK/payload"
-cp target/release/examples/xen-probe tests/xen-e2e/payload/run.sh "$WORK/payload/"
+cp target/release/examples/xen-probe target/release/examples/xen-detach tests/xen-e2e/payload/run.sh "$WORK/payload/"
 # The stealth breakpoint goes on the guest's loop head: build the guest as the recipe does and
 # read the label's address (PVH loads the ELF at its physical addresses; paging is identity).
 gcc -m32 -c tests/xen-e2e/recipe/guest/tiny.S -o "$WORK/tiny-probe.o"
@@ -19,8 +21,12 @@ ld -m elf_i386 -T tests/xen-e2e/recipe/guest/tiny.ld -o "$WORK/tiny-probe.elf" "
 nm "$WORK/tiny-probe.elf" | awk '$3 == "loop" {print $1}' > "$WORK/payload/bp_gpa"
 echo "stealth breakpoint at gpa 0x$(cat "$WORK/payload/bp_gpa")"
 LOG="$WORK/serial.txt"
-BOCHS=debian13 bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$WORK/payload" > "$LOG" 2>&1 || true
-grep -a -E "bochs finished|PAYLOAD|PROBE|xen-probe:" "$LOG" || true
+if ! BOCHS=debian13 bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$WORK/payload" > "$LOG" 2>&1; then
+  tail -n 20 "$LOG"
+  echo "real-xen: the recipe failed before Bochs ran (its last lines are above; log: $LOG)"
+  exit 1
+fi
+grep -a -E "bochs finished|PAYLOAD|PROBE|DETACH|xen-probe:" "$LOG" || true
 
 fail=0
 check() { # description, extended regex that must match the log
@@ -40,4 +46,19 @@ check "a second monitor attaches at once (no EBUSY)" "PROBE re-attach: ok"
 check "stealth breakpoint: hits, each with a view-0 single-step, original byte visible, guest running" \
   "PROBE stealth hits [1-9][0-9]* single-step/view round trips [1-9][0-9]* .*\(guest running: true\)"
 check "probe verdict" "PROBE RESULT PASS"
+clean='guest running=true \([0-9]+ -> [0-9]+\) views=\[\] access=rwx journal=absent attach=ok'
+for sig in INT TERM; do
+  check "SIG$sig in the middle of the event stream: the monitor stops and tears down" \
+    "PAYLOAD: monitor exit 0 after SIG$sig"
+  check "after SIG$sig: guest runs, no view, gfn rwx again, no journal, a new monitor attaches" \
+    "DETACH check after-SIG$sig: $clean"
+done
+check "a panicking handler: its event answered, the session torn down" \
+  "DETACH run ended with error after [0-9]+ events: the event handler panicked \(deliberate panic"
+check "after the panic: guest runs, no view, gfn rwx again, no journal, a new monitor attaches" \
+  "DETACH check after-panic: $clean"
+check "SIGKILL leaves the journal behind" "DETACH check after-SIGKILL-before-recovery: .*journal=present"
+check "the next run recovers from the journal" "DETACH recovered: journal of pid [0-9]+ \([0-9]+ changes\), ring was enabled: true"
+check "after recovery: guest runs, no view, gfn rwx again, no journal, a new monitor attaches" \
+  "DETACH check after-recovery: $clean"
 if [ "$fail" -eq 0 ]; then echo "real-xen: all checks passed"; else echo "real-xen: $fail check(s) failed (log: $LOG)"; exit 1; fi
