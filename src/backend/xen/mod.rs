@@ -123,13 +123,38 @@ fn to_xenmem(a: MemAccess) -> u32 {
     a.bits() as u32
 }
 
-fn from_xenmem(v: u32) -> MemAccess {
+/// Map a `xenmem_access_t` read back from Xen to what the guest can do with the frame now.
+/// `xen` is the hypervisor's (major, minor): 4.20 inserted `XENMEM_access_r_pw` (read-only, but
+/// the CPU's page-walk A/D updates allowed) as 10 and moved "default" from 10 to 11.
+fn from_xenmem(v: u32, xen: (u32, u32)) -> MemAccess {
     match v {
         0..=7 => MemAccess::from_bits_truncate(v as u8),
-        // rx2rw (8), n2rwx (9), default (10): report what the guest can do now.
+        // rx2rw (8): read/execute until the first write; n2rwx (9): nothing until first use.
         8 => MemAccess::R | MemAccess::X,
         9 => MemAccess::empty(),
+        10 if xen >= (4, 20) => MemAccess::R,
+        // default (10 before 4.20, 11 from 4.20): the domain's default, all rights.
         _ => MemAccess::all(),
+    }
+}
+
+#[cfg(test)]
+mod xenmem_tests {
+    use super::*;
+
+    #[test]
+    fn access_values_follow_the_hypervisor_version() {
+        for v in 0..8u32 {
+            assert_eq!(
+                from_xenmem(v, (4, 17)),
+                MemAccess::from_bits_truncate(v as u8)
+            );
+            assert_eq!(to_xenmem(from_xenmem(v, (4, 20))), v);
+        }
+        assert_eq!(from_xenmem(10, (4, 17)), MemAccess::all());
+        assert_eq!(from_xenmem(10, (4, 20)), MemAccess::R);
+        assert_eq!(from_xenmem(11, (4, 20)), MemAccess::all());
+        assert_eq!(from_xenmem(8, (4, 20)), MemAccess::R | MemAccess::X);
     }
 }
 
@@ -988,7 +1013,7 @@ impl ViewControl for XenDomain {
                 )
             };
             if rc >= 0 {
-                return Ok(from_xenmem(a));
+                return Ok(from_xenmem(a, self.caps.xen_version));
             }
             // A new view is empty and copies entries from the host p2m on first use; until then
             // Xen answers ESRCH. Up to 4.18 the copied entry takes the host's access, so that is
@@ -1003,7 +1028,7 @@ impl ViewControl for XenDomain {
         // SAFETY: valid handle; out-parameter.
         let rc = unsafe { (self.libs.xc_get_mem_access)(self.xch, self.domid, gfn.0, &mut a) };
         self.check(rc, format!("reading access of gfn {gfn} in view {view}"))?;
-        Ok(from_xenmem(a))
+        Ok(from_xenmem(a, self.caps.xen_version))
     }
 
     fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()> {
