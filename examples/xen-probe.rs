@@ -73,6 +73,10 @@ fn run() -> Result<bool, String> {
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut denied_cr4 = None;
     let mut denied_msr = None;
+    // The "old" value of the next write after each denied one: equal to the denied write's
+    // old value if DENY really kept the register as it was.
+    let mut next_cr4_old = None;
+    let mut next_msr_old = None;
     let stats;
     {
         let mut s = Session::new(&dom);
@@ -128,6 +132,9 @@ fn run() -> Result<bool, String> {
                                 denied_cr4 = Some((old, new));
                                 return Response::deny();
                             }
+                            if register == ControlRegister::Cr4 && next_cr4_old.is_none() {
+                                next_cr4_old = Some(old);
+                            }
                             Response::proceed()
                         }
                         EventKind::Msr { index, old, new } => {
@@ -135,6 +142,9 @@ fn run() -> Result<bool, String> {
                             if denied_msr.is_none() {
                                 denied_msr = Some((index, old, new));
                                 return Response::deny();
+                            }
+                            if next_msr_old.is_none() {
+                                next_msr_old = Some(old);
                             }
                             Response::proceed()
                         }
@@ -174,6 +184,11 @@ fn run() -> Result<bool, String> {
     );
     println!("PROBE counts {counts:?}");
     println!("PROBE denied cr4 {denied_cr4:x?} msr {denied_msr:x?}");
+    let cr4_held = matches!((denied_cr4, next_cr4_old), (Some((o, _)), Some(n)) if o == n);
+    let msr_held = matches!((denied_msr, next_msr_old), (Some((_, o, _)), Some(n)) if o == n);
+    println!(
+        "PROBE deny held: cr4 {cr4_held} msr {msr_held} (next writes saw old cr4 {next_cr4_old:x?} msr {next_msr_old:x?})"
+    );
     let view0 = ViewId::HOST;
     let _ = view0;
     let c2 = counter(&dom, data_gfn)?;
@@ -197,7 +212,7 @@ fn run() -> Result<bool, String> {
             Err(e) => e.to_string(),
         }
     );
-    let ok = stats.events > 0 && c3 != c2 && again.is_ok() && stealth_ok;
+    let ok = stats.events > 0 && c3 != c2 && again.is_ok() && stealth_ok && cr4_held && msr_held;
     println!("PROBE RESULT {}", if ok { "PASS" } else { "FAIL" });
     Ok(ok)
 }

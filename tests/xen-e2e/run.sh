@@ -43,6 +43,7 @@ for k in cr0 cr3 cr4 msr int3 mem_write_data_gfn; do
   if [ "${n:-0}" -gt 0 ]; then echo "ok   - $k events: $n"; else echo "FAIL - no $k events"; fail=$((fail+1)); fi
 done
 check "a CR4 write and an MSR write were denied" "PROBE denied cr4 Some\(.*\) msr Some\(.*\)"
+check "DENY kept CR4 and the MSR as they were (the next write saw the old value)" "PROBE deny held: cr4 true msr true"
 check "guest still running after teardown" "PROBE after teardown: counter [0-9]+ -> [0-9]+ \(guest running: true\)"
 check "a second monitor attaches at once (no EBUSY)" "PROBE re-attach: ok"
 check "stealth breakpoint: hits, each with a view-0 single-step, original byte visible, guest running" \

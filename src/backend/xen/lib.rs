@@ -56,6 +56,8 @@ pub struct XenLibs {
     pub xc_hvm_param_get: unsafe extern "C" fn(P, u32, u32, *mut u64) -> c_int,
     pub xc_monitor_enable: unsafe extern "C" fn(P, u32, *mut u32) -> P,
     pub xc_monitor_disable: unsafe extern "C" fn(P, u32) -> c_int,
+    /// The generic domctl (exported by libxenctrl; stamps its own interface version).
+    pub xc_domctl: unsafe extern "C" fn(P, *mut super::sys::xen_domctl) -> c_int,
     pub xc_monitor_get_capabilities: unsafe extern "C" fn(P, u32, *mut u32) -> c_int,
     pub xc_monitor_write_ctrlreg: unsafe extern "C" fn(P, u32, u16, bool, bool, u64, bool) -> c_int,
     pub xc_monitor_mov_to_msr: unsafe extern "C" fn(P, u32, u32, bool, bool) -> c_int,
@@ -190,6 +192,7 @@ impl XenLibs {
             xc_hvm_param_get: load!(ctrl, "xc_hvm_param_get"),
             xc_monitor_enable: load!(ctrl, "xc_monitor_enable"),
             xc_monitor_disable: load!(ctrl, "xc_monitor_disable"),
+            xc_domctl: load!(ctrl, "xc_domctl"),
             xc_monitor_get_capabilities: load!(ctrl, "xc_monitor_get_capabilities"),
             xc_monitor_write_ctrlreg: load!(ctrl, "xc_monitor_write_ctrlreg"),
             xc_monitor_mov_to_msr: load!(ctrl, "xc_monitor_mov_to_msr"),

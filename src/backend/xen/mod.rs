@@ -138,26 +138,6 @@ fn from_xenmem(v: u32, xen: (u32, u32)) -> MemAccess {
     }
 }
 
-#[cfg(test)]
-mod xenmem_tests {
-    use super::*;
-
-    #[test]
-    fn access_values_follow_the_hypervisor_version() {
-        for v in 0..8u32 {
-            assert_eq!(
-                from_xenmem(v, (4, 17)),
-                MemAccess::from_bits_truncate(v as u8)
-            );
-            assert_eq!(to_xenmem(from_xenmem(v, (4, 20))), v);
-        }
-        assert_eq!(from_xenmem(10, (4, 17)), MemAccess::all());
-        assert_eq!(from_xenmem(10, (4, 20)), MemAccess::R);
-        assert_eq!(from_xenmem(11, (4, 20)), MemAccess::all());
-        assert_eq!(from_xenmem(8, (4, 20)), MemAccess::R | MemAccess::X);
-    }
-}
-
 impl XenDomain {
     /// Open a domain by id (`"3"`) or name (`"guest1"`), after checking the hypervisor's
     /// vm_event interface version and running the capability preflight.
@@ -712,6 +692,19 @@ impl VmControl for XenDomain {
 
 impl EventControl for XenDomain {
     fn set_monitor(&self, m: Monitor, on: bool) -> Result<()> {
+        // Since Xen 4.15 a control-register or MSR write reported to a monitor is only held
+        // back for the monitor's answer (so that DENY can cancel it) once the domain's
+        // "control register values" option is on; without it Xen makes the write at once and
+        // DENY does nothing. Found on real Xen with a Linux guest: the rootkit module read
+        // back the value it wrote after the guard had answered DENY.
+        if on
+            && matches!(
+                m,
+                Monitor::ControlRegister { sync: true, .. } | Monitor::Msr { .. }
+            )
+        {
+            self.hold_register_writes()?;
+        }
         if on && m == Monitor::SingleStep && !self.caps.singlestep() {
             return Err(fail(
                 "enabling single-step events",
@@ -893,6 +886,29 @@ impl EventChannel for XenDomain {
 }
 
 impl XenDomain {
+    /// Turn on `XEN_DOMCTL_MONITOR_OP_CONTROL_REGISTERS` (libxenctrl has no wrapper for it:
+    /// the generic `xc_domctl`, which stamps the library's own domctl interface version). Xen
+    /// only ever turns it off again when the monitor ring is disabled, which is teardown's last
+    /// step, after every vCPU has resumed (turning it off under a paused vCPU can crash the
+    /// guest, says `domctl.h`).
+    fn hold_register_writes(&self) -> Result<()> {
+        let mut dc = sys::xen_domctl {
+            cmd: sys::XEN_DOMCTL_monitor_op,
+            domain: self.domid as sys::domid_t,
+            ..Default::default()
+        };
+        dc.u.monitor_op = sys::xen_domctl_monitor_op {
+            op: sys::XEN_DOMCTL_MONITOR_OP_CONTROL_REGISTERS,
+            ..Default::default()
+        };
+        // SAFETY: valid handle; `dc` is a complete xen_domctl that libxenctrl bounces to Xen.
+        let rc = unsafe { (self.libs.xc_domctl)(self.xch, &mut dc) };
+        self.check(
+            rc,
+            "enabling control-register write control (XEN_DOMCTL_MONITOR_OP_CONTROL_REGISTERS)",
+        )
+    }
+
     /// Whether altp2m view `view` exists in the domain (view 0, the host p2m, always does).
     /// Asks Xen for an access right in the view: a view that does not exist (or altp2m being
     /// off) answers EINVAL.
@@ -1116,5 +1132,25 @@ impl ViewControl for XenDomain {
             self.check(rc, "lowering the domain's memory limit")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod xenmem_tests {
+    use super::*;
+
+    #[test]
+    fn access_values_follow_the_hypervisor_version() {
+        for v in 0..8u32 {
+            assert_eq!(
+                from_xenmem(v, (4, 17)),
+                MemAccess::from_bits_truncate(v as u8)
+            );
+            assert_eq!(to_xenmem(from_xenmem(v, (4, 20))), v);
+        }
+        assert_eq!(from_xenmem(10, (4, 17)), MemAccess::all());
+        assert_eq!(from_xenmem(10, (4, 20)), MemAccess::R);
+        assert_eq!(from_xenmem(11, (4, 20)), MemAccess::all());
+        assert_eq!(from_xenmem(8, (4, 20)), MemAccess::R | MemAccess::X);
     }
 }
