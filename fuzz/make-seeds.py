@@ -145,4 +145,9 @@ small = {"metadata": isf["metadata"], "base_types": isf["base_types"],
          "symbols": {k: isf["symbols"][k] for k in ["_text", "init_task", "modules", "linux_banner", "init_top_pgt"]}}
 put("isf", "linux-6.1-reduced.json", json.dumps(small).encode())
 put("isf", "linux-6.1-reduced.json.xz", lzma.compress(json.dumps(small).encode(), format=lzma.FORMAT_XZ))
+# journal: the one xen-detach left when it was killed with SIGKILL on real Xen
+# (docs/real-xen.md), with the pid and start time it had there.
+put("journal", "xen-detach", b"xenvmi-journal 1 pid=134 start=1234 target=xen:domain-1\n"
+    b"monitor cr 3 sync=1 change=1 mask=0x0\nmonitor cr 4 sync=1 change=1 mask=0x0\n"
+    b"monitor msr 0x174 change=0\nmonitor int3\nview 1\naccess 1 0x110 rwx\nswitched\n")
 print("seeds written to", OUT)

@@ -390,14 +390,24 @@ pub(crate) fn read(path: &Path) -> Result<(Owner, Vec<Change>)> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8_lossy(&bytes);
+    parse(&bytes, &path.display().to_string())
+}
+
+/// Parse a journal's bytes (`what` names it in errors).
+fn parse(bytes: &[u8], what: &str) -> Result<(Owner, Vec<Change>)> {
+    let bad = |reason: String| Error::malformed("xenvmi journal", what, reason);
+    if bytes.len() as u64 > MAX_JOURNAL_BYTES {
+        return Err(bad(format!(
+            "{} bytes, more than the {MAX_JOURNAL_BYTES} allowed",
+            bytes.len()
+        )));
+    }
+    let text = String::from_utf8_lossy(bytes);
     let complete = match text.rfind('\n') {
         Some(i) => &text[..i],
         None => "",
     };
     let mut lines = complete.split('\n');
-    let bad =
-        |reason: String| Error::malformed("xenvmi journal", path.display().to_string(), reason);
     let owner = lines
         .next()
         .and_then(Owner::parse)
@@ -417,6 +427,19 @@ pub(crate) fn read(path: &Path) -> Result<(Owner, Vec<Change>)> {
         changes.push(c);
     }
     Ok((owner, changes))
+}
+
+/// What a journal says, for a person or a tool deciding what to do about it: its owner, and
+/// its changes as journal lines, oldest first (what [`Session::recover`] would undo, newest
+/// first).
+///
+/// [`Session::recover`]: super::session::Session::recover
+///
+/// # Errors
+/// [`Error::Malformed`] for bytes that are not a journal, too many of them, or too many entries.
+pub fn inspect(bytes: &[u8]) -> Result<(Owner, Vec<String>)> {
+    let (owner, changes) = parse(bytes, "journal bytes")?;
+    Ok((owner, changes.into_iter().map(Change::to_line).collect()))
 }
 
 #[cfg(test)]
@@ -531,6 +554,25 @@ mod tests {
         assert_eq!(o.target, "sim_test");
         assert_eq!(changes, vec![Change::Switched, Change::View(ViewId(1))]);
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn inspect_lists_what_recovery_would_undo() {
+        let text = "xenvmi-journal 1 pid=7 start=99 target=xen:domain-3\nview 1\naccess 1 0x110 rwx\nswitched\nmonitor cr 4 sync=1 change=1 mask=0x0\n";
+        let (o, lines) = inspect(text.as_bytes()).expect("a journal");
+        assert_eq!(
+            (o.pid, o.start_time, o.target.as_str()),
+            (7, 99, "xen:domain-3")
+        );
+        let expected: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(lines, expected);
+        for bad in [
+            &b""[..],
+            b"hello\n",
+            b"xenvmi-journal 1 pid=x start=1 target=t\n",
+        ] {
+            assert!(inspect(bad).is_err());
+        }
     }
 
     #[test]
