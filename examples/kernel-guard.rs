@@ -29,9 +29,10 @@ use xenvmi::event::{EventKind, Response};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Cr3Owner, Cr3Resolver, Linux, ProfileSource};
 use xenvmi::regs::Cr4;
-use xenvmi::{Gfn, Gpa, VcpuId};
+use xenvmi::{Gfn, Gpa, VcpuId, ViewId};
 
-const USAGE: &str = "usage: kernel-guard (--domain NAME | --simulate [IMAGE])";
+const USAGE: &str =
+    "usage: kernel-guard (--domain NAME | --simulate [IMAGE]) [--no-text | --text-pages N] [--host-view]";
 const MSR_LSTAR: u32 = 0xc000_0082;
 
 fn main() -> ExitCode {
@@ -56,8 +57,17 @@ fn run() -> Result<bool, String> {
     let mut args = std::env::args().skip(1);
     let mut simulate: Option<Option<PathBuf>> = None;
     let mut domain = None;
+    // How many kernel text pages to write-protect (all, by default).
+    let mut text = Some(u64::MAX);
+    // Write-protect in the host p2m (view 0) instead of an altp2m view.
+    let mut host_view = false;
     while let Some(a) = args.next() {
         match a.as_str() {
+            // Only the CR4 and MSR_LSTAR monitors, no write-protected kernel text.
+            "--no-text" => text = None,
+            "--host-view" => host_view = true,
+            // Only the first N pages of kernel text (0: an altp2m view with no restriction).
+            "--text-pages" => text = Some(args.next().and_then(|n| n.parse().ok()).ok_or(USAGE)?),
             "--simulate" => simulate = Some(None),
             "--domain" => domain = Some(args.next().ok_or(USAGE)?),
             _ if !a.starts_with('-') && matches!(simulate, Some(None)) => {
@@ -67,7 +77,7 @@ fn run() -> Result<bool, String> {
         }
     }
     if let Some(d) = domain {
-        return on_xen(&d);
+        return on_xen(&d, Protect { text, host_view });
     }
     let Some(image) = simulate else {
         return Err(USAGE.into());
@@ -154,7 +164,7 @@ fn run() -> Result<bool, String> {
         max_events: None,
         max_idle_polls: Some(1),
     };
-    let (alerts, events) = guard(&sim, &linux, &opts)?;
+    let (alerts, events) = guard(&sim, &linux, &opts, Protect { text, host_view })?;
 
     // Was the guest's state kept?
     let mut text_after = [0u8; 16];
@@ -180,27 +190,58 @@ fn run() -> Result<bool, String> {
 
 const SMEP_SMAP: u64 = Cr4::SMEP.bits() | Cr4::SMAP.bits();
 
+/// What the guard write-protects besides the CR4 and MSR_LSTAR monitors.
+#[derive(Clone, Copy, Debug)]
+struct Protect {
+    /// Kernel text pages to write-protect (`None`: none; `Some(u64::MAX)`: all).
+    text: Option<u64>,
+    /// Do it in the host p2m (view 0) rather than in an altp2m view of its own.
+    host_view: bool,
+}
+
 /// The guard itself, the same for Xen and the simulated domain. Returns (alerts, event summary).
 fn guard<B: SessionBackend + PhysicalMemory>(
     backend: &B,
     linux: &Linux,
     opts: &RunOptions,
+    protect: Protect,
 ) -> Result<(u32, String), String> {
+    let protect_text = protect.text;
     let k = linux.info();
     let etext = linux.symbol("_etext").ok_or("symbol _etext not found")?.0;
     let last_text_gfn = Gpa(k.text_pa.0 + (etext - 1 - k.text_va.0)).gfn().0;
-    let text_gfns = k.text_pa.gfn().0..=last_text_gfn;
+    let text_gfns = match protect_text {
+        Some(n) if n > 0 => {
+            k.text_pa.gfn().0..=last_text_gfn.min(k.text_pa.gfn().0.saturating_add(n - 1))
+        }
+        // An empty range (RangeInclusive has no `new_empty`).
+        _ => {
+            let mut r = 0..=0;
+            r.next();
+            r
+        }
+    };
     let mem = GuestMemory::new(backend);
     let mut session = Session::new(backend);
-    let view = session
-        .create_view(MemAccess::all())
-        .map_err(|e| e.to_string())?;
-    for gfn in text_gfns.clone() {
-        session
-            .set_mem_access(view, Gfn(gfn), MemAccess::R | MemAccess::X)
-            .map_err(|e| e.to_string())?;
+    let mut view = None;
+    if protect_text.is_some() {
+        let v = if protect.host_view {
+            ViewId::HOST
+        } else {
+            session
+                .create_view(MemAccess::all())
+                .map_err(|e| e.to_string())?
+        };
+        for gfn in text_gfns.clone() {
+            session
+                .set_mem_access(v, Gfn(gfn), MemAccess::R | MemAccess::X)
+                .map_err(|e| e.to_string())?;
+        }
+        if v != ViewId::HOST {
+            session.switch_view(v).map_err(|e| e.to_string())?;
+        }
+        view = Some(v);
     }
-    session.switch_view(view).map_err(|e| e.to_string())?;
     session
         .monitor(Monitor::ControlRegister {
             register: ControlRegister::Cr4,
@@ -219,10 +260,13 @@ fn guard<B: SessionBackend + PhysicalMemory>(
         .stop_handle()
         .stop_on_signals()
         .map_err(|e| e.to_string())?;
-    eprintln!(
-        "guarding: {} kernel text pages write-protected in view {view}, CR4 and MSR_LSTAR monitored",
-        text_gfns.clone().count()
-    );
+    match view {
+        Some(v) => eprintln!(
+            "guarding: {} kernel text pages write-protected in view {v}, CR4 and MSR_LSTAR monitored",
+            text_gfns.clone().count()
+        ),
+        None => eprintln!("guarding: CR4 and MSR_LSTAR monitored (kernel text not protected)"),
+    }
     let mut resolver = Cr3Resolver::new();
     let mut alerts = 0;
     let stats = session
@@ -268,6 +312,10 @@ fn guard<B: SessionBackend + PhysicalMemory>(
             rsp
         })
         .map_err(|e| e.to_string())?;
+    let (req_prod, req_event, rsp_prod, rsp_event) = backend.ring().indices();
+    eprintln!(
+        "ring at the end: req_prod {req_prod} req_event {req_event} rsp_prod {rsp_prod} rsp_event {rsp_event}"
+    );
     session.teardown().map_err(|e| e.to_string())?;
     Ok((
         alerts,
@@ -276,19 +324,19 @@ fn guard<B: SessionBackend + PhysicalMemory>(
 }
 
 #[cfg(feature = "xen")]
-fn on_xen(domain: &str) -> Result<bool, String> {
+fn on_xen(domain: &str, protect: Protect) -> Result<bool, String> {
     let (dom, linux) = common::attach_xen(domain)?;
     eprintln!(
         "kernel-guard on Xen domain {}: Linux {} (Ctrl-C to stop)",
         dom.domid(),
         linux.info().release
     );
-    let (alerts, events) = guard(&dom, &linux, &RunOptions::default())?;
+    let (alerts, events) = guard(&dom, &linux, &RunOptions::default(), protect)?;
     eprintln!("{alerts} alerts, {events}; views, access rights and monitors restored");
     Ok(true)
 }
 
 #[cfg(not(feature = "xen"))]
-fn on_xen(domain: &str) -> Result<bool, String> {
+fn on_xen(domain: &str, _protect: Protect) -> Result<bool, String> {
     Err(common::no_xen(domain))
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Real Xen 4.17 with a real Linux guest: Debian's 6.1 kernel booted as a PVH domU (busybox
+# initramfs, two named worker processes, a test rootkit module loaded every 8 s), inside Bochs
+# 3.0 like tests/xen-e2e/run.sh. In dom0, cr3-trace must name the guest's processes on a live
+# kernel found with no profile, and kernel-guard must refuse the rootkit's three moves (clear
+# CR4.SMEP/SMAP, rewrite MSR_LSTAR, patch kernel text), alert for each, and the guest must run
+# on.   bash tests/xen-e2e/run-linux.sh     (root; ~7 min with downloads cached)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=${XEN_E2E_WORK:-$ROOT/target/xen-e2e}
+KVER=${KVER:-6.1.0-56-amd64}
+cd "$ROOT"
+bash scripts/setup.sh
+[ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
+apt-get update -qq -o DPkg::Lock::Timeout=600
+apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends make "linux-headers-$KVER" >/dev/null
+cargo build --release --features xen --example cr3-trace --example kernel-guard
+P=$WORK/payload-linux; B=$WORK/linux-guest-build; G=$WORK/linux-guest-root
+rm -rf "$P" "$B" "$G"; mkdir -p "$P" "$B" "$G"/{bin,proc,sys,dev} "$WORK/lg-debs"
+# Stripped: dom0's initramfs lives in its RAM (384 MiB), unpacked into a tmpfs half that size.
+for e in cr3-trace kernel-guard; do strip -o "$P/$e" "target/release/examples/$e"; done
+cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 tests/xen-e2e/linux-guest/payload.sh "$P/run.sh"
+# The test rootkit, built against Debian's headers for the guest's kernel.
+cp tests/xen-e2e/linux-guest/attack.c tests/xen-e2e/linux-guest/Makefile "$B/"
+make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
+# Guest kernel (the uncompressed ELF: PVH boots it directly) and busybox.
+(cd "$WORK/lg-debs" && { ls linux-image-*.deb busybox-static*.deb >/dev/null 2>&1 || \
+   apt-get download "linux-image-$KVER" busybox-static >/dev/null 2>&1; })
+for d in "$WORK"/lg-debs/*.deb; do dpkg -x "$d" "$WORK/lg-x"; done
+[ -f "$WORK/lg-vmlinux" ] || python3 tests/xen-e2e/recipe/extract-vmlinux.py "$WORK/lg-x/boot/vmlinuz-$KVER" "$WORK/lg-vmlinux"
+gzip -1 -c "$WORK/lg-vmlinux" > "$P/vmlinux.gz"   # libxenguest gunzips kernels itself
+# Guest initramfs: busybox, init, the workers (static), the module.
+cp "$WORK/lg-x/bin/busybox" "$G/bin/"
+for a in sh mount sleep echo insmod uname cat; do ln -s busybox "$G/bin/$a"; done
+gcc -O2 -static -o "$G/bin/xv-alpha" tests/xen-e2e/linux-guest/worker.c
+cp "$G/bin/xv-alpha" "$G/bin/xv-beta"
+install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$G/"
+(cd "$G" && find . | cpio -o -H newc --quiet) > "$P/guest-initrd.cpio"
+LOG="$WORK/serial-linux.txt"
+if ! KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-2400} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
+  tail -n 20 "$LOG"; echo "real-xen (Linux guest): the recipe failed before Bochs ran (log: $LOG)"; exit 1
+fi
+grep -a -E "bochs finished|PAYLOAD|xvguest|xenvmi-attack|kernel-guard|cr3-trace|\"what\"" "$LOG" | head -n 150 || true
+
+fail=0
+check() { # description, extended regex that must match the log
+  if grep -a -qE "$2" "$LOG"; then echo "ok   - $1"; else echo "FAIL - $1"; fail=$((fail+1)); fi
+}
+check "the Linux guest boots under Xen and runs its init" "xvguest: init up"
+check "cr3-trace finds the live kernel with no profile" "cr3-trace on Xen domain [0-9]+ — Linux 6\.1"
+check "cr3-trace names the guest's worker processes" "CR3 .* pid +[0-9]+  xv-alpha"
+check "kernel-guard finds the kernel and write-protects its text (host view)" "guarding: [0-9]+ kernel text pages write-protected in view 0"
+check "alert: CR4.SMEP/SMAP clear denied" '"what":"cr4_smep_smap_clear"'
+check "alert: MSR_LSTAR write denied" '"what":"msr_lstar_write"'
+check "alert: kernel text write refused" '"what":"kernel_text_write"'
+check "the rootkit saw every move refused" "xenvmi-attack: .*smep_smap_kept=1; .*lstar_kept=1; .*text_kept=1"
+cpu_advanced() { grep -a -oE "after kernel-guard $1: guest vCPU time [0-9.]+ -> [0-9.]+" "$LOG" | awk '{ if ($NF > $(NF-2)) ok=1 } END { exit !ok }'; }
+for m in --no-text --host-view; do
+  if cpu_advanced "$m"; then echo "ok   - the guest runs on after kernel-guard $m"; else echo "FAIL - the guest stopped after kernel-guard $m"; fail=$((fail+1)); fi
+done
+# Known problem (docs/real-xen.md): with an altp2m view of its own, this Linux PVH guest stops
+# under Xen 4.17 in Bochs. Reported, not counted.
+if cpu_advanced "--text-pages 0"; then echo "note - the guest ran on with an altp2m view too"; else echo "note - the guest stopped with an altp2m view (known, see docs/real-xen.md)"; fi
+if [ "$fail" -eq 0 ]; then echo "real-xen (Linux guest): all checks passed"; else echo "real-xen (Linux guest): $fail check(s) failed (log: $LOG)"; exit 1; fi
