@@ -10,7 +10,7 @@
 //! sudo ./target/release/examples/xen-probe DOMID [SECONDS] [DATA_GFN]
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ fn run() -> Result<bool, String> {
     // old value if DENY really kept the register as it was.
     let mut next_cr4_old = None;
     let mut next_msr_old = None;
+    // Values the events carried (a few of each), for the suite to compare with the guest's.
+    let mut cr3_values = BTreeSet::new();
+    let mut int3_rips = BTreeSet::new();
     let stats;
     {
         let mut s = Session::new(&dom);
@@ -128,6 +131,9 @@ fn run() -> Result<bool, String> {
                                     ControlRegister::Xcr0 => "xcr0",
                                 })
                                 .or_default() += 1;
+                            if register == ControlRegister::Cr3 && cr3_values.len() < 8 {
+                                cr3_values.insert(new);
+                            }
                             if register == ControlRegister::Cr4 && denied_cr4.is_none() {
                                 denied_cr4 = Some((old, new));
                                 return Response::deny();
@@ -160,6 +166,9 @@ fn run() -> Result<bool, String> {
                         }
                         EventKind::SoftwareBreakpoint { insn_length, .. } => {
                             *counts.entry("int3").or_default() += 1;
+                            if int3_rips.len() < 8 {
+                                int3_rips.insert(e.regs.rip);
+                            }
                             // Not re-injected: skip the int3 so the guest goes on.
                             let mut regs = e.regs;
                             regs.rip += insn_length.max(1) as u64;
@@ -184,6 +193,7 @@ fn run() -> Result<bool, String> {
     );
     println!("PROBE counts {counts:?}");
     println!("PROBE denied cr4 {denied_cr4:x?} msr {denied_msr:x?}");
+    println!("PROBE cr3 values {cr3_values:x?} int3 at {int3_rips:x?}");
     let cr4_held = matches!((denied_cr4, next_cr4_old), (Some((o, _)), Some(n)) if o == n);
     let msr_held = matches!((denied_msr, next_msr_old), (Some((_, o, _)), Some(n)) if o == n);
     println!(

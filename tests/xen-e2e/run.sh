@@ -20,6 +20,8 @@ cp target/release/examples/xen-probe target/release/examples/xen-detach tests/xe
 gcc -m32 -c tests/xen-e2e/recipe/guest/tiny.S -o "$WORK/tiny-probe.o"
 ld -m elf_i386 -T tests/xen-e2e/recipe/guest/tiny.ld -o "$WORK/tiny-probe.elf" "$WORK/tiny-probe.o"
 nm "$WORK/tiny-probe.elf" | awk '$3 == "loop" {print $1}' > "$WORK/payload/bp_gpa"
+sym() { printf '%x' "0x$(nm "$WORK/tiny-probe.elf" | awk -v n="$1" '$3 == n {print $1}')"; }
+PD_A=$(sym pd_a); PD_B=$(sym pd_b); INT3_SITE=$(sym int3_site)
 echo "stealth breakpoint at gpa 0x$(cat "$WORK/payload/bp_gpa")"
 XEN=${XEN:-4.17}   # 4.17: Debian 12's Xen; 4.20: Debian 13's (see recipe/run.sh)
 LOG="$WORK/serial.txt"; [ "$XEN" = 4.17 ] || LOG="$WORK/serial-$XEN.txt"
@@ -44,6 +46,9 @@ for k in cr0 cr3 cr4 msr int3 mem_write_data_gfn; do
 done
 check "a CR4 write and an MSR write were denied" "PROBE denied cr4 Some\(.*\) msr Some\(.*\)"
 check "DENY kept CR4 and the MSR as they were (the next write saw the old value)" "PROBE deny held: cr4 true msr true"
+check "CR3 events carry exactly the guest's two page directories (0x$PD_A, 0x$PD_B)" "PROBE cr3 values \{$PD_A, $PD_B\}"
+check "int3 events report the guest's int3 instruction (0x$INT3_SITE)" "PROBE cr3 values .* int3 at \{$INT3_SITE\}"
+check "CR4 events carry the guest's PGE toggle (0x10 <-> 0x90) and MSR events index 0x174" "PROBE denied cr4 Some\(\((10, 90|90, 10)\)\) msr Some\(\(174, "
 check "guest still running after teardown" "PROBE after teardown: counter [0-9]+ -> [0-9]+ \(guest running: true\)"
 check "a second monitor attaches at once (no EBUSY)" "PROBE re-attach: ok"
 check "stealth breakpoint: hits, each with a view-0 single-step, original byte visible, guest running" \
