@@ -15,14 +15,14 @@
 //! SIGKILL leaves the journal for `recover`. Each step prints `DETACH ...` lines that the
 //! real-Xen suite (`tests/xen-e2e`) checks.
 
+mod common;
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use xenvmi::backend::xen::XenDomain;
-use xenvmi::backend::{
-    ControlRegister, EventChannel, MemAccess, Monitor, PhysicalMemory, ViewControl,
-};
+use xenvmi::backend::{ControlRegister, EventChannel, MemAccess, PhysicalMemory, ViewControl};
 use xenvmi::event::journal;
 use xenvmi::event::session::{RunOptions, Session};
 use xenvmi::event::{EventKind, Response};
@@ -100,26 +100,11 @@ fn monitor(dom: &XenDomain, data_gfn: u64, panic_after: Option<u64>) -> Result<b
     let target = format!("xen:domain-{}", dom.domid().0);
     s.persist_journal(journal_path(dom), &target)
         .map_err(|e| e.to_string())?;
-    for register in [ControlRegister::Cr3, ControlRegister::Cr4] {
-        s.monitor(Monitor::ControlRegister {
-            register,
-            sync: true,
-            on_change_only: true,
-            ignore_mask: 0,
-        })
-        .map_err(|e| e.to_string())?;
-    }
-    s.monitor(Monitor::Msr {
-        index: 0x174,
-        on_change_only: false,
-    })
-    .map_err(|e| e.to_string())?;
-    s.monitor(Monitor::SoftwareBreakpoint)
-        .map_err(|e| e.to_string())?;
-    let view = s.create_view(MemAccess::all()).map_err(|e| e.to_string())?;
-    s.set_mem_access(view, Gfn(data_gfn), MemAccess::R | MemAccess::X)
-        .map_err(|e| e.to_string())?;
-    s.switch_view(view).map_err(|e| e.to_string())?;
+    let view = common::trap_tiny_guest(
+        &mut s,
+        &[ControlRegister::Cr3, ControlRegister::Cr4],
+        data_gfn,
+    )?;
     let stop = s.stop_handle();
     stop.stop_on_signals().map_err(|e| e.to_string())?;
     println!("DETACH monitoring pid {} view {view}", std::process::id());

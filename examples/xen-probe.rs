@@ -10,15 +10,17 @@
 //! sudo ./target/release/examples/xen-probe DOMID [SECONDS] [DATA_GFN]
 //! ```
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use xenvmi::backend::xen::XenDomain;
-use xenvmi::backend::{ControlRegister, MemAccess, Monitor, PhysicalMemory, VcpuState};
+use xenvmi::backend::{ControlRegister, MemAccess, PhysicalMemory, VcpuState};
 use xenvmi::event::session::{RunOptions, Session};
 use xenvmi::event::{EventKind, Response};
-use xenvmi::{Gfn, Gpa, VcpuId, ViewId};
+use xenvmi::{Gpa, VcpuId, ViewId};
 
 fn main() -> ExitCode {
     match run() {
@@ -83,30 +85,15 @@ fn run() -> Result<bool, String> {
     let stats;
     {
         let mut s = Session::new(&dom);
-        for reg in [
-            ControlRegister::Cr0,
-            ControlRegister::Cr3,
-            ControlRegister::Cr4,
-        ] {
-            s.monitor(Monitor::ControlRegister {
-                register: reg,
-                sync: true,
-                on_change_only: true,
-                ignore_mask: 0,
-            })
-            .map_err(|e| e.to_string())?;
-        }
-        s.monitor(Monitor::Msr {
-            index: 0x174,
-            on_change_only: false,
-        })
-        .map_err(|e| e.to_string())?;
-        s.monitor(Monitor::SoftwareBreakpoint)
-            .map_err(|e| e.to_string())?;
-        let view = s.create_view(MemAccess::all()).map_err(|e| e.to_string())?;
-        s.set_mem_access(view, Gfn(data_gfn), MemAccess::R | MemAccess::X)
-            .map_err(|e| e.to_string())?;
-        s.switch_view(view).map_err(|e| e.to_string())?;
+        common::trap_tiny_guest(
+            &mut s,
+            &[
+                ControlRegister::Cr0,
+                ControlRegister::Cr3,
+                ControlRegister::Cr4,
+            ],
+            data_gfn,
+        )?;
         let stop = s.stop_handle();
         stop.stop_on_signals().map_err(|e| e.to_string())?;
         let t0 = Instant::now();

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The acceptance run of docs/security.md: every target until 10 million executions or 30
 # minutes, whichever comes first. Output: fuzz/long-run.log (one summary line per target).
+#   bash fuzz/long-run.sh                  # all targets, one after the other
+#   bash fuzz/long-run.sh journal vm_event # only these (appended to the log)
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null
-: > long-run.log
-for t in $(cargo fuzz list); do
+# With target names: run those and append to the log (two lists can run side by side on two
+# cores); without: every target, and the log starts afresh.
+if [ $# -gt 0 ]; then targets=("$@"); else : > long-run.log; mapfile -t targets < <(cargo fuzz list); fi
+for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "seeds/$t"
   start=$(date +%s)
   cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -runs=10000000 -max_total_time=1800 \

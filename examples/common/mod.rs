@@ -60,3 +60,35 @@ pub fn attach_xen(
     dom.enable_events().map_err(|e| e.to_string())?;
     Ok((dom, linux))
 }
+
+/// The monitors and view the real-Xen suite's examples set on the tiny test guest: sync
+/// writes to `registers`, `wrmsr 0x174`, `int3`, and `data_gfn` write-protected in a new
+/// altp2m view that every vCPU is switched to. Returns the view.
+pub fn trap_tiny_guest<B: xenvmi::event::session::SessionBackend>(
+    s: &mut xenvmi::event::session::Session<'_, B>,
+    registers: &[xenvmi::backend::ControlRegister],
+    data_gfn: u64,
+) -> Result<xenvmi::ViewId, String> {
+    use xenvmi::backend::{MemAccess, Monitor};
+    for &register in registers {
+        s.monitor(Monitor::ControlRegister {
+            register,
+            sync: true,
+            on_change_only: true,
+            ignore_mask: 0,
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    s.monitor(Monitor::Msr {
+        index: 0x174,
+        on_change_only: false,
+    })
+    .map_err(|e| e.to_string())?;
+    s.monitor(Monitor::SoftwareBreakpoint)
+        .map_err(|e| e.to_string())?;
+    let view = s.create_view(MemAccess::all()).map_err(|e| e.to_string())?;
+    s.set_mem_access(view, xenvmi::Gfn(data_gfn), MemAccess::R | MemAccess::X)
+        .map_err(|e| e.to_string())?;
+    s.switch_view(view).map_err(|e| e.to_string())?;
+    Ok(view)
+}
