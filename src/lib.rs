@@ -11,6 +11,7 @@
 //! | events | [`event`] | vm_event v7 ring, typed events and responses, the event loop and its teardown |
 //! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME); the simulated domain; Xen (feature `xen`) |
 //! | basics | [`addr`], [`error`], [`regs`] | typed addresses, the error type, vCPU registers |
+//! | C ABI | [`capi`] | `include/xenvmi.h`: handles, result codes, callbacks for C and C++ (`docs/ffi.md`) |
 //!
 //! Guest memory is attacker-controlled: every walk is bounded, every read checked, and no
 //! input makes the library panic or loop forever (see `docs/security.md`).
@@ -37,6 +38,7 @@
 pub mod addr;
 pub mod backend;
 pub(crate) mod bytes;
+pub mod capi;
 pub mod error;
 pub mod event;
 pub mod mem;

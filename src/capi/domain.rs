@@ -1,0 +1,706 @@
+//! Live domains: Xen (feature `xen`) and the simulated domain, behind one handle that memory
+//! handles and sessions share.
+
+use std::ffi::c_char;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::*;
+use super::types::xvmi_registers;
+use crate::addr::{Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
+use crate::backend::sim::{GuestAction, Outcome, SimDomain};
+use crate::backend::snapshot::{Format, Snapshot};
+use crate::backend::{
+    ControlRegister, EventChannel, EventControl, MemAccess, Monitor, PhysicalMemory, VcpuState,
+    ViewControl,
+};
+use crate::error::Result;
+use crate::event::ring::RingPage;
+use crate::event::session::Session;
+use crate::regs::Registers;
+
+/// The backends a C domain handle can hold.
+// One per handle, inside an Arc: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Domain {
+    /// The simulated domain (not Xen).
+    Sim(SimDomain),
+    /// A live Xen domain.
+    #[cfg(feature = "xen")]
+    Xen(crate::backend::xen::XenDomain),
+}
+
+macro_rules! each {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            Domain::Sim($b) => $e,
+            #[cfg(feature = "xen")]
+            Domain::Xen($b) => $e,
+        }
+    };
+}
+
+impl PhysicalMemory for Domain {
+    fn name(&self) -> &'static str {
+        each!(self, b => b.name())
+    }
+    fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+        each!(self, b => b.read_physical(gpa, buf))
+    }
+    fn physical_ranges(&self) -> Vec<Range<u64>> {
+        each!(self, b => b.physical_ranges())
+    }
+    fn max_gfn(&self) -> Gfn {
+        each!(self, b => b.max_gfn())
+    }
+    fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
+        each!(self, b => b.physical_slice(gpa, len))
+    }
+}
+
+impl VcpuState for Domain {
+    fn vcpu_count(&self) -> u32 {
+        each!(self, b => b.vcpu_count())
+    }
+    fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
+        each!(self, b => b.registers(vcpu))
+    }
+}
+
+impl EventControl for Domain {
+    fn set_monitor(&self, monitor: Monitor, enable: bool) -> Result<()> {
+        each!(self, b => b.set_monitor(monitor, enable))
+    }
+    fn set_vcpu_singlestep(&self, vcpu: VcpuId, enable: bool) -> Result<()> {
+        each!(self, b => b.set_vcpu_singlestep(vcpu, enable))
+    }
+}
+
+impl EventChannel for Domain {
+    fn ring(&self) -> &RingPage {
+        each!(self, b => b.ring())
+    }
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        each!(self, b => b.wait(timeout))
+    }
+    fn notify(&self) -> Result<()> {
+        each!(self, b => b.notify())
+    }
+    fn close_ring(&self) -> Result<()> {
+        each!(self, b => b.close_ring())
+    }
+    fn enable_ring(&self) -> Result<()> {
+        each!(self, b => b.enable_ring())
+    }
+    fn abandon_ring(&self) -> Result<bool> {
+        each!(self, b => b.abandon_ring())
+    }
+}
+
+impl ViewControl for Domain {
+    fn create_view(&self, default_access: MemAccess) -> Result<ViewId> {
+        each!(self, b => b.create_view(default_access))
+    }
+    fn destroy_view(&self, view: ViewId) -> Result<()> {
+        each!(self, b => b.destroy_view(view))
+    }
+    fn switch_view(&self, view: ViewId) -> Result<()> {
+        each!(self, b => b.switch_view(view))
+    }
+    fn set_mem_access(&self, view: ViewId, gfn: Gfn, access: MemAccess) -> Result<()> {
+        each!(self, b => b.set_mem_access(view, gfn, access))
+    }
+    fn mem_access(&self, view: ViewId, gfn: Gfn) -> Result<MemAccess> {
+        each!(self, b => b.mem_access(view, gfn))
+    }
+    fn change_gfn(&self, view: ViewId, gfn: Gfn, target: Option<Gfn>) -> Result<()> {
+        each!(self, b => b.change_gfn(view, gfn, target))
+    }
+    fn set_suppress_ve(&self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()> {
+        each!(self, b => b.set_suppress_ve(view, gfn, suppress))
+    }
+    fn set_view_visibility(&self, view: ViewId, visible: bool) -> Result<()> {
+        each!(self, b => b.set_view_visibility(view, visible))
+    }
+    fn alloc_frame(&self) -> Result<Gfn> {
+        each!(self, b => b.alloc_frame())
+    }
+    fn free_frame(&self, gfn: Gfn) -> Result<()> {
+        each!(self, b => b.free_frame(gfn))
+    }
+}
+
+/// What the domain handle, its memory handles and its session share.
+pub(crate) struct DomainShared {
+    pub(crate) backend: Domain,
+    /// Bumped every time the guest may have run (an event was delivered, a run returned):
+    /// memory handles over the domain flush their translation caches when it changes.
+    pub(crate) generation: AtomicU64,
+    /// A session is open on the domain (one at a time: they would share the ring).
+    pub(crate) session_open: AtomicBool,
+}
+
+impl DomainShared {
+    // Arc although the backend is used by one thread at a time: C may free the handles that
+    // share it (domain, memory, session) on different threads, and atomic counts keep that
+    // sound.
+    #[allow(clippy::arc_with_non_send_sync)]
+    fn new(backend: Domain) -> Arc<DomainShared> {
+        Arc::new(DomainShared {
+            backend,
+            generation: AtomicU64::new(0),
+            session_open: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn guest_ran(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn sim(&self) -> Result<&SimDomain, Fail> {
+        match &self.backend {
+            Domain::Sim(s) => Ok(s),
+            #[cfg(feature = "xen")]
+            Domain::Xen(_) => Err(Fail::new(
+                XVMI_ERR_UNSUPPORTED,
+                "this call is for simulated domains (xvmi_sim_open_*), and this is a Xen domain",
+            )),
+        }
+    }
+}
+
+/// Memory and registers of a domain, for a memory handle (keeps the domain alive).
+pub(crate) struct DomainMemory(pub(crate) Arc<DomainShared>);
+
+impl PhysicalMemory for DomainMemory {
+    fn name(&self) -> &'static str {
+        self.0.backend.name()
+    }
+    fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+        self.0.backend.read_physical(gpa, buf)
+    }
+    fn physical_ranges(&self) -> Vec<Range<u64>> {
+        self.0.backend.physical_ranges()
+    }
+    fn max_gfn(&self) -> Gfn {
+        self.0.backend.max_gfn()
+    }
+    fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
+        self.0.backend.physical_slice(gpa, len)
+    }
+}
+
+impl VcpuState for DomainMemory {
+    fn vcpu_count(&self) -> u32 {
+        self.0.backend.vcpu_count()
+    }
+    fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
+        self.0.backend.registers(vcpu)
+    }
+}
+
+/// A live domain: a Xen domain or a simulated one. Memory handles
+/// (`xvmi_memory_open_domain`) and a session
+/// (`xvmi_session_open`) opened on it keep it alive:
+/// they may be freed before or after it.
+pub struct xvmi_domain {
+    pub(crate) shared: Arc<DomainShared>,
+}
+
+fn new_domain(backend: Domain, out: *mut *mut xvmi_domain) {
+    let h = Box::new(xvmi_domain {
+        shared: DomainShared::new(backend),
+    });
+    // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
+    unsafe { put(out, Box::into_raw(h)) };
+}
+
+/// Open a live Xen domain by id (`"3"`) or name (`"guest1"`), after checking the hypervisor's
+/// vm_event interface version and the domain's capabilities (needs dom0 and root).
+///
+/// Returns [`XVMI_ERR_UNSUPPORTED`] in a library built without the `xen` feature, and
+/// [`XVMI_ERR_BACKEND`] with the failing call, device and errno on a host without Xen.
+///
+/// # Safety
+/// `name_or_id` is a NUL-terminated string; `out` is valid for a write. On success `*out` is a
+/// new handle to release with [`xvmi_domain_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_open_xen(
+    name_or_id: *const c_char,
+    out: *mut *mut xvmi_domain,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let name = unsafe { arg_str(name_or_id, "name_or_id") }?;
+        let out = arg_out(out, "out")?;
+        #[cfg(feature = "xen")]
+        {
+            let d = crate::backend::xen::XenDomain::open(name)?;
+            new_domain(Domain::Xen(d), out);
+            Ok(())
+        }
+        #[cfg(not(feature = "xen"))]
+        {
+            let _ = out;
+            Err(Fail::new(
+                XVMI_ERR_UNSUPPORTED,
+                format!(
+                    "cannot open Xen domain `{name}`: this libxenvmi was built without the Xen backend \
+                     (rebuild with `cargo build --release --features xen`, which needs libxen-dev and \
+                     libclang-dev)"
+                ),
+            ))
+        }
+    })
+}
+
+/// Open a **simulated** domain (not Xen) over a memory snapshot, with one vCPU per register
+/// set the image records (QEMU ELF cores have them; raw and LiME images do not: use
+/// [`xvmi_sim_open_buffer`]). The simulation runs a script of guest actions
+/// (`xvmi_sim_script_*`) and raises real vm_event requests for them; see `docs/events.md`.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `out` is valid for a write. On success `*out` is a new
+/// handle to release with [`xvmi_domain_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_open_snapshot(
+    path: *const c_char,
+    out: *mut *mut xvmi_domain,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let path = unsafe { arg_str(path, "path") }?;
+        let out = arg_out(out, "out")?;
+        let snap = Snapshot::open(path)?;
+        let regs = snap.all_registers().to_vec();
+        if regs.is_empty() {
+            return Err(Fail::invalid(format!(
+                "{path}: the image records no vCPUs to simulate (use xvmi_sim_open_buffer with register sets)"
+            )));
+        }
+        new_domain(Domain::Sim(SimDomain::new(snap, &regs)), out);
+        Ok(())
+    })
+}
+
+/// Open a **simulated** domain (not Xen) over a copy of `len` bytes of raw guest-physical
+/// memory (byte offset = guest-physical address), with `vcpu_count` vCPUs whose registers are
+/// `vcpus[0..vcpu_count]`. Up to 4096 vCPUs.
+///
+/// # Safety
+/// `data` is valid for `len` bytes of reads; `vcpus` is valid for `vcpu_count` reads (either
+/// may be NULL when its length is 0); `out` is valid for a write. On success `*out` is a new
+/// handle to release with [`xvmi_domain_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_open_buffer(
+    data: *const u8,
+    len: usize,
+    vcpus: *const xvmi_registers,
+    vcpu_count: usize,
+    out: *mut *mut xvmi_domain,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let data = unsafe { arg_bytes(data, len, "data") }?;
+        // SAFETY: forwarded contract.
+        let vcpus = unsafe { arg_slice(vcpus, vcpu_count, "vcpus") }?;
+        let out = arg_out(out, "out")?;
+        if vcpus.len() > 4096 {
+            return Err(Fail::invalid(format!(
+                "{} vCPUs: at most 4096",
+                vcpus.len()
+            )));
+        }
+        let snap = Snapshot::from_bytes(data.to_vec(), Some(Format::Raw))?;
+        let regs: Vec<Registers> = vcpus.iter().map(Registers::from).collect();
+        new_domain(Domain::Sim(SimDomain::new(snap, &regs)), out);
+        Ok(())
+    })
+}
+
+/// Release a domain handle. `NULL` is a no-op. Memory handles and a session opened on the
+/// domain keep it alive until they are freed too; the Xen handles are closed when the last
+/// one goes.
+///
+/// # Safety
+/// `domain` is NULL or a handle from `xvmi_domain_open_xen` / `xvmi_sim_open_*` not yet
+/// freed, and no other call is using it.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_free(domain: *mut xvmi_domain) {
+    let _ = boundary(|| {
+        if !domain.is_null() {
+            // SAFETY: a handle from Box::into_raw (contract), freed once.
+            drop(unsafe { Box::from_raw(domain) });
+        }
+        Ok(())
+    });
+}
+
+/// The control registers of [`xvmi_sim_script_write_cr`] and `xvmi_monitor`
+/// (Xen's `VM_EVENT_X86_*` indices).
+pub const XVMI_REGISTER_CR0: u32 = 0;
+/// CR3.
+pub const XVMI_REGISTER_CR3: u32 = 1;
+/// CR4.
+pub const XVMI_REGISTER_CR4: u32 = 2;
+/// XCR0.
+pub const XVMI_REGISTER_XCR0: u32 = 3;
+
+pub(crate) fn control_register(v: u32, name: &str) -> Result<ControlRegister, Fail> {
+    Ok(match v {
+        XVMI_REGISTER_CR0 => ControlRegister::Cr0,
+        XVMI_REGISTER_CR3 => ControlRegister::Cr3,
+        XVMI_REGISTER_CR4 => ControlRegister::Cr4,
+        XVMI_REGISTER_XCR0 => ControlRegister::Xcr0,
+        _ => {
+            return Err(Fail::invalid(format!(
+                "`{name}` is {v}: not an XVMI_REGISTER_* value (0..=3)"
+            )))
+        }
+    })
+}
+
+pub(crate) fn register_id(r: ControlRegister) -> u32 {
+    match r {
+        ControlRegister::Cr0 => XVMI_REGISTER_CR0,
+        ControlRegister::Cr3 => XVMI_REGISTER_CR3,
+        ControlRegister::Cr4 => XVMI_REGISTER_CR4,
+        ControlRegister::Xcr0 => XVMI_REGISTER_XCR0,
+    }
+}
+
+/// Queue one action on a simulated domain.
+///
+/// # Safety
+/// `domain` is NULL or a live handle.
+unsafe fn script(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    action: impl FnOnce(VcpuId) -> Result<GuestAction, Fail>,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let d = unsafe { arg_ref(domain, "domain") }?;
+        let sim = d.shared.sim()?;
+        let count = sim.vcpu_count();
+        if vcpu >= count {
+            return Err(crate::Error::NoSuchVcpu {
+                vcpu: VcpuId(vcpu),
+                count,
+            }
+            .into());
+        }
+        sim.script([action(VcpuId(vcpu))?]);
+        Ok(())
+    })
+}
+
+/// Script a simulated guest action: vCPU `vcpu` writes `value` to a control register
+/// (`XVMI_REGISTER_*`). Actions run, in order, when a session waits for events.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_script_write_cr(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    register: u32,
+    value: u64,
+) -> xvmi_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        script(domain, vcpu, |vcpu| {
+            Ok(GuestAction::WriteCr {
+                vcpu,
+                register: control_register(register, "register")?,
+                value,
+            })
+        })
+    }
+}
+
+/// Script a simulated `wrmsr` of `value` to MSR `index` on vCPU `vcpu`.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_script_write_msr(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    index: u32,
+    value: u64,
+) -> xvmi_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        script(domain, vcpu, |vcpu| {
+            Ok(GuestAction::WriteMsr { vcpu, index, value })
+        })
+    }
+}
+
+/// Script a simulated store of `len` bytes (1..=4096, within one page) at guest-physical
+/// `gpa` by vCPU `vcpu`. The bytes are copied.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`; `bytes` is valid for `len` reads.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_script_write(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    gpa: u64,
+    bytes: *const u8,
+    len: usize,
+) -> xvmi_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        script(domain, vcpu, |vcpu| {
+            let b = arg_bytes(bytes, len, "bytes")?;
+            if b.is_empty() || Gpa(gpa).page_offset() + b.len() as u64 > PAGE_SIZE {
+                return Err(Fail::invalid(format!(
+                    "a simulated store of {len} bytes at {gpa:#x} must be 1 to 4096 bytes inside one page"
+                )));
+            }
+            Ok(GuestAction::Write {
+                vcpu,
+                gpa: Gpa(gpa),
+                bytes: b.to_vec(),
+            })
+        })
+    }
+}
+
+/// Script a simulated load from guest-physical `gpa` by vCPU `vcpu`.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_script_read(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    gpa: u64,
+) -> xvmi_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        script(domain, vcpu, |vcpu| {
+            Ok(GuestAction::Read {
+                vcpu,
+                gpa: Gpa(gpa),
+            })
+        })
+    }
+}
+
+/// Script a simulated instruction fetch at guest-physical `gpa` by vCPU `vcpu` (an `int3`
+/// byte there raises a breakpoint; `rip` becomes `gpa`).
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_script_execute(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    gpa: u64,
+) -> xvmi_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        script(domain, vcpu, |vcpu| {
+            Ok(GuestAction::Execute {
+                vcpu,
+                gpa: Gpa(gpa),
+            })
+        })
+    }
+}
+
+/// Script a simulated `cpuid` of `leaf` by vCPU `vcpu`.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_script_cpuid(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    leaf: u32,
+) -> xvmi_result {
+    // SAFETY: forwarded contract.
+    unsafe { script(domain, vcpu, |vcpu| Ok(GuestAction::Cpuid { vcpu, leaf })) }
+}
+
+/// What a simulated domain holds now: what a test checks after a session to see that nothing
+/// was left behind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct xvmi_sim_state {
+    /// vCPUs paused by an unanswered event.
+    pub paused_vcpus: u32,
+    /// vCPUs not in view 0, or single-stepping.
+    pub vcpus_not_clean: u32,
+    /// Enabled monitors.
+    pub monitors: u32,
+    /// altp2m views besides view 0.
+    pub extra_views: u32,
+    /// Frames with restricted access, remapped frames or #VE delivery, and hidden views.
+    pub restrictions: u64,
+    /// Frames from `alloc_frame` not yet freed.
+    pub extra_frames: u64,
+    /// Requests written to the ring so far.
+    pub events_raised: u64,
+    /// Responses Xen would have skipped (wrong version or vCPU): the vCPU stays paused.
+    pub responses_skipped: u64,
+    /// Scripted actions not yet run.
+    pub script_left: u64,
+    /// Actions that took effect.
+    pub done: u64,
+    /// Actions a DENY response cancelled.
+    pub denied: u64,
+    /// Actions emulated (EMULATE or EMULATE_NOWRITE).
+    pub emulated: u64,
+    /// Loads that completed.
+    pub reads: u64,
+    /// Writes dropped because the ring was disabled while they waited.
+    pub dropped: u64,
+    /// Whether the vm_event ring is enabled.
+    pub ring_enabled: bool,
+}
+
+/// Read the state of a simulated domain.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_state(
+    domain: *const xvmi_domain,
+    out: *mut xvmi_sim_state,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let d = unsafe { arg_ref(domain, "domain") }?;
+        let out = arg_out(out, "out")?;
+        let st = d.shared.sim()?.state();
+        let mut s = xvmi_sim_state {
+            paused_vcpus: st.paused_vcpus().len() as u32,
+            vcpus_not_clean: st.vcpus_not_clean().len() as u32,
+            monitors: st.monitors().len() as u32,
+            extra_views: st.extra_views().len() as u32,
+            restrictions: st.restrictions() as u64,
+            extra_frames: st.extra_frames().len() as u64,
+            events_raised: st.events_raised(),
+            responses_skipped: st.responses_skipped(),
+            script_left: st.script_left() as u64,
+            ring_enabled: st.ring_enabled(),
+            ..Default::default()
+        };
+        for o in st.outcomes() {
+            match o {
+                Outcome::Done(_) => s.done += 1,
+                Outcome::Denied(_) => s.denied += 1,
+                Outcome::Emulated(..) => s.emulated += 1,
+                Outcome::Read(..) => s.reads += 1,
+                Outcome::Dropped(_) => s.dropped += 1,
+            }
+        }
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, s) };
+        Ok(())
+    })
+}
+
+/// The value of MSR `index` of a simulated vCPU, as the simulated guest last wrote it.
+/// [`XVMI_ERR_NOT_FOUND`] if it never wrote it.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out_value` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_msr(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    index: u32,
+    out_value: *mut u64,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let d = unsafe { arg_ref(domain, "domain") }?;
+        let out = arg_out(out_value, "out_value")?;
+        let v = d
+            .shared
+            .sim()?
+            .state()
+            .msr(VcpuId(vcpu), index)
+            .ok_or_else(|| {
+                Fail::new(
+                    XVMI_ERR_NOT_FOUND,
+                    format!("simulated vCPU {vcpu} has no value for MSR {index:#x}"),
+                )
+            })?;
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, v) };
+        Ok(())
+    })
+}
+
+/// What [`xvmi_domain_recover`] found and did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct xvmi_recovery {
+    /// Whether a journal was found (false: nothing to recover, the other fields are 0).
+    pub found: bool,
+    /// Whether the dead monitor's ring was still enabled (and was disabled).
+    pub ring_was_enabled: bool,
+    /// Process id of the monitor that did not tear down.
+    pub owner_pid: u32,
+    /// Changes listed in its journal (all undone, or reported in `warnings`).
+    pub changes: u64,
+    /// Release responses sent, one per vCPU.
+    pub vcpus_released: u32,
+    /// Changes that could not be undone (typically already undone by the dead monitor).
+    pub warnings: u32,
+}
+
+/// Undo what a monitor killed before its teardown (SIGKILL, the OOM killer) left in the
+/// domain, from the journal it kept with
+/// `xvmi_session_persist_journal`, and release
+/// the vCPUs it left paused. Call it before opening a session. No journal at `path` is success
+/// with `found == false`. See `Session::recover` and `docs/events.md`.
+///
+/// [`XVMI_ERR_JOURNAL_IN_USE`] if the journal's owner still runs.
+///
+/// # Safety
+/// `domain` is NULL or a live handle with no session open; `path` is a NUL-terminated
+/// string; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_recover(
+    domain: *const xvmi_domain,
+    path: *const c_char,
+    out: *mut xvmi_recovery,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let d = unsafe { arg_ref(domain, "domain") }?;
+        // SAFETY: forwarded contract.
+        let path = unsafe { arg_str(path, "path") }?;
+        let out = arg_out(out, "out")?;
+        if d.shared.session_open.load(Ordering::SeqCst) {
+            return Err(Fail::invalid(
+                "a session is open on this domain: recover before opening one",
+            ));
+        }
+        let r = Session::recover(&d.shared.backend, path)?;
+        d.shared.guest_ran();
+        let r = match r {
+            None => xvmi_recovery::default(),
+            Some(r) => xvmi_recovery {
+                found: true,
+                ring_was_enabled: r.ring_was_enabled,
+                owner_pid: r.owner.pid,
+                changes: r.changes as u64,
+                vcpus_released: r.vcpus_released,
+                warnings: r.warnings.len() as u32,
+            },
+        };
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, r) };
+        Ok(())
+    })
+}

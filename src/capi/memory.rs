@@ -1,0 +1,404 @@
+//! Guest memory handles: snapshots, in-memory images, and live domains.
+
+use std::cell::Cell;
+use std::ffi::c_char;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::domain::{xvmi_domain, DomainMemory, DomainShared};
+use super::error::*;
+use super::types::{xvmi_region, xvmi_registers};
+use crate::addr::{Gpa, Gva, VcpuId};
+use crate::backend::snapshot::Snapshot;
+use crate::backend::{PhysicalMemory, VcpuState};
+use crate::mem::{AddressSpace, GuestMemory, PagingMode};
+
+/// What a memory handle reads from: physical memory and vCPU registers.
+pub(crate) trait Source: PhysicalMemory + VcpuState {}
+impl<T: PhysicalMemory + VcpuState + ?Sized> Source for T {}
+
+/// Guest memory: a snapshot, an in-memory image, or a live domain's memory, with a
+/// translation cache. Read-only calls take `const xvmi_memory *`.
+pub struct xvmi_memory {
+    pub(crate) mem: GuestMemory<Box<dyn Source>>,
+    /// Paging mode used for `cr3` arguments.
+    mode: Cell<PagingMode>,
+    /// For a live domain: the domain and the generation the cache was last valid for.
+    live: Option<(Arc<DomainShared>, Cell<u64>)>,
+}
+
+impl xvmi_memory {
+    fn new(source: Box<dyn Source>, live: Option<Arc<DomainShared>>) -> xvmi_memory {
+        let count = source.vcpu_count();
+        let mode = (0..count)
+            .filter_map(|v| source.registers(VcpuId(v)).ok())
+            .find(|r| r.has_paging_state())
+            .map(|r| r.paging_mode())
+            .unwrap_or(PagingMode::Level4);
+        xvmi_memory {
+            mem: GuestMemory::new(source),
+            mode: Cell::new(mode),
+            live: live.map(|d| {
+                let g = d.generation.load(Ordering::SeqCst);
+                (d, Cell::new(g))
+            }),
+        }
+    }
+
+    /// The memory, with cached translations dropped if the live guest ran since they were
+    /// made. Every use goes through here.
+    pub(crate) fn get(&self) -> &GuestMemory<Box<dyn Source>> {
+        if let Some((d, seen)) = &self.live {
+            let g = d.generation.load(Ordering::SeqCst);
+            if g != seen.get() {
+                self.mem.flush_translations();
+                seen.set(g);
+            }
+        }
+        &self.mem
+    }
+
+    fn space(&self, cr3: u64) -> AddressSpace {
+        AddressSpace::from_cr3(cr3, self.mode.get())
+    }
+
+    /// Register sets of every vCPU (for discovery).
+    pub(crate) fn all_registers(&self) -> Vec<crate::Registers> {
+        let b = self.mem.backend();
+        (0..b.vcpu_count())
+            .filter_map(|v| b.registers(VcpuId(v)).ok())
+            .collect()
+    }
+}
+
+fn new_memory(m: xvmi_memory, out: *mut *mut xvmi_memory) {
+    // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
+    unsafe { put(out, Box::into_raw(Box::new(m))) };
+}
+
+/// Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core
+/// or a LiME capture, detected from content. The file is memory-mapped (it must not change
+/// while open). [`XVMI_ERR_IO`] names the file and the errno; [`XVMI_ERR_MALFORMED`] says
+/// what is wrong with a truncated or corrupt image.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `out` is valid for a write. On success `*out` is a new
+/// handle to release with [`xvmi_memory_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_open_snapshot(
+    path: *const c_char,
+    out: *mut *mut xvmi_memory,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let path = unsafe { arg_str(path, "path") }?;
+        let out = arg_out(out, "out")?;
+        let snap = Snapshot::open(path)?;
+        new_memory(xvmi_memory::new(Box::new(snap), None), out);
+        Ok(())
+    })
+}
+
+/// Open an image held in memory (copied): any format [`xvmi_memory_open_snapshot`] reads,
+/// detected from content (anything that is not ELF or LiME is raw).
+///
+/// # Safety
+/// `data` is valid for `len` bytes of reads; `out` is valid for a write. On success `*out` is
+/// a new handle to release with [`xvmi_memory_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_open_buffer(
+    data: *const u8,
+    len: usize,
+    out: *mut *mut xvmi_memory,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let data = unsafe { arg_bytes(data, len, "data") }?;
+        let out = arg_out(out, "out")?;
+        let snap = Snapshot::from_bytes(data.to_vec(), None)?;
+        new_memory(xvmi_memory::new(Box::new(snap), None), out);
+        Ok(())
+    })
+}
+
+/// Open the live memory and vCPU registers of a domain. The handle keeps the domain alive.
+/// Cached translations are dropped automatically whenever the guest may have run (each event
+/// delivered, each return from `xvmi_session_run`); call [`xvmi_memory_flush`] yourself if the
+/// guest runs otherwise (an unpaused Xen domain between calls).
+///
+/// # Safety
+/// `domain` is NULL or a live handle; `out` is valid for a write. On success `*out` is a new
+/// handle to release with [`xvmi_memory_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_open_domain(
+    domain: *const xvmi_domain,
+    out: *mut *mut xvmi_memory,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let d = unsafe { arg_ref(domain, "domain") }?;
+        let out = arg_out(out, "out")?;
+        let source = Box::new(DomainMemory(Arc::clone(&d.shared)));
+        new_memory(xvmi_memory::new(source, Some(Arc::clone(&d.shared))), out);
+        Ok(())
+    })
+}
+
+/// Release a memory handle. `NULL` is a no-op. OS handles discovered on it stay valid (they
+/// hold no reference to it).
+///
+/// # Safety
+/// `mem` is NULL or a handle from `xvmi_memory_open_*` not yet freed, and no other call is
+/// using it.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_free(mem: *mut xvmi_memory) {
+    let _ = boundary(|| {
+        if !mem.is_null() {
+            // SAFETY: a handle from Box::into_raw (contract), freed once.
+            drop(unsafe { Box::from_raw(mem) });
+        }
+        Ok(())
+    });
+}
+
+/// Read `len` bytes of guest-physical memory at `gpa` into `buf`.
+/// [`XVMI_ERR_NOT_MAPPED`] if any byte is not backed (`buf` may then be partly written).
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `buf` is valid for `len` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_read_physical(
+    mem: *const xvmi_memory,
+    gpa: u64,
+    buf: *mut u8,
+    len: usize,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        // SAFETY: forwarded contract.
+        let buf = unsafe { arg_buf_mut(buf, len, "buf") }?;
+        m.get().read_physical(Gpa(gpa), buf)?;
+        Ok(())
+    })
+}
+
+/// Read `len` bytes of guest-virtual memory at `va` through the page tables `cr3` selects
+/// (PCID and flag bits ignored; 4- or 5-level paging as [`xvmi_memory_set_paging_levels`]
+/// says), crossing pages.
+///
+/// Every page is tried: pages that are not mapped or not backed are zero-filled in `buf`.
+/// Returns [`XVMI_OK`] when all `len` bytes were read, [`XVMI_ERR_NOT_MAPPED`] when some were
+/// not (the message lists the first missing pages). In both cases `buf` holds the result and
+/// `*out_read` (if `out_read` is not NULL) the number of bytes actually read.
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `buf` is valid for `len` bytes of writes; `out_read` is
+/// NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_read_virtual(
+    mem: *const xvmi_memory,
+    cr3: u64,
+    va: u64,
+    buf: *mut u8,
+    len: usize,
+    out_read: *mut usize,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        // SAFETY: forwarded contract.
+        let buf = unsafe { arg_buf_mut(buf, len, "buf") }?;
+        let out_read = if out_read.is_null() {
+            None
+        } else {
+            Some(arg_out(out_read, "out_read")?)
+        };
+        let space = m.space(cr3);
+        let r = m.get().read_partial(space, Gva(va), buf);
+        if let Some(o) = out_read {
+            // SAFETY: checked by arg_out; written on success and on a partial read, as
+            // documented.
+            unsafe { put(o, r.bytes_read) };
+        }
+        if r.bytes_read == len {
+            return Ok(());
+        }
+        let mut msg = format!(
+            "read of {len:#x} bytes at virtual address {va:#x} through page tables at {}: {:#x} bytes read; \
+             not mapped or not backed (zero-filled):",
+            space.root,
+            r.bytes_read
+        );
+        for p in &r.missing_pages {
+            let _ = write!(msg, " {p}");
+        }
+        if r.missing_pages.len() == 64 {
+            msg.push_str(" ...");
+        }
+        Err(Fail::new(XVMI_ERR_NOT_MAPPED, msg))
+    })
+}
+
+/// Translate guest-virtual `va` through the page tables `cr3` selects into a guest-physical
+/// address. [`XVMI_ERR_NOT_MAPPED`] names the page-table level whose entry is not present.
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `out_gpa` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_translate(
+    mem: *const xvmi_memory,
+    cr3: u64,
+    va: u64,
+    out_gpa: *mut u64,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        let out = arg_out(out_gpa, "out_gpa")?;
+        let gpa = m.get().translate_mapped(m.space(cr3), Gva(va))?;
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, gpa.0) };
+        Ok(())
+    })
+}
+
+/// Use 4-level (`levels` = 4) or 5-level (`levels` = 5, LA57) paging for the `cr3` arguments
+/// of this handle. The default is what the first vCPU with paging on uses, else 4.
+///
+/// # Safety
+/// `mem` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_set_paging_levels(
+    mem: *const xvmi_memory,
+    levels: u32,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        let mode = match levels {
+            4 => PagingMode::Level4,
+            5 => PagingMode::Level5,
+            _ => {
+                return Err(Fail::invalid(format!(
+                    "`levels` is {levels}: x86-64 paging has 4 or 5 levels"
+                )))
+            }
+        };
+        m.mode.set(mode);
+        Ok(())
+    })
+}
+
+/// Drop every cached translation (needed only for a live domain whose guest ran outside
+/// `xvmi_session_run`; see [`xvmi_memory_open_domain`]).
+///
+/// # Safety
+/// `mem` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_flush(mem: *const xvmi_memory) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        m.get().flush_translations();
+        Ok(())
+    })
+}
+
+/// Number of vCPUs the source has (0 for raw and LiME images).
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `out_count` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_vcpu_count(
+    mem: *const xvmi_memory,
+    out_count: *mut u32,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        let out = arg_out(out_count, "out_count")?;
+        let n = m.get().backend().vcpu_count();
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, n) };
+        Ok(())
+    })
+}
+
+/// Registers of vCPU `vcpu`. [`XVMI_ERR_NO_SUCH_VCPU`] if `vcpu` is out of range.
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_registers(
+    mem: *const xvmi_memory,
+    vcpu: u32,
+    out: *mut xvmi_registers,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        let out = arg_out(out, "out")?;
+        let r = m.get().backend().registers(VcpuId(vcpu))?;
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, xvmi_registers::from(&r)) };
+        Ok(())
+    })
+}
+
+/// Number of backed guest-physical regions (sorted by address; see [`xvmi_memory_region`]).
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `out_count` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_region_count(
+    mem: *const xvmi_memory,
+    out_count: *mut usize,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        let out = arg_out(out_count, "out_count")?;
+        let n = m.get().backend().physical_ranges().len();
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, n) };
+        Ok(())
+    })
+}
+
+/// Backed region number `index` (0-based, below [`xvmi_memory_region_count`]);
+/// [`XVMI_ERR_NOT_FOUND`] past the last one.
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_memory_region(
+    mem: *const xvmi_memory,
+    index: usize,
+    out: *mut xvmi_region,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        let out = arg_out(out, "out")?;
+        let ranges = m.get().backend().physical_ranges();
+        let r = ranges.get(index).ok_or_else(|| {
+            Fail::new(
+                XVMI_ERR_NOT_FOUND,
+                format!("region {index} does not exist ({} regions)", ranges.len()),
+            )
+        })?;
+        // SAFETY: checked by arg_out.
+        unsafe {
+            put(
+                out,
+                xvmi_region {
+                    start: r.start,
+                    length: r.end - r.start,
+                },
+            )
+        };
+        Ok(())
+    })
+}
