@@ -617,9 +617,9 @@ typedef struct xvmi_monitor {
  */
 typedef struct xvmi_event_control_register {
   /*
-   `XVMI_REGISTER_*`.
+   `XVMI_REGISTER_*` (not `register`, a C keyword).
    */
-  uint32_t register_;
+  uint32_t register_id;
   /*
    Always zero.
    */
@@ -1199,7 +1199,7 @@ xvmi_result xvmi_sim_script_cpuid(const struct xvmi_domain *domain, uint32_t vcp
  # Safety
  `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out` is valid for a write.
  */
-xvmi_result xvmi_sim_state(const struct xvmi_domain *domain, struct xvmi_sim_state *out);
+xvmi_result xvmi_sim_get_state(const struct xvmi_domain *domain, struct xvmi_sim_state *out);
 
 /*
  The value of MSR `index` of a simulated vCPU, as the simulated guest last wrote it.
@@ -1453,7 +1453,7 @@ void xvmi_os_free(struct xvmi_os *os);
  # Safety
  `os` is NULL or a live handle; `out` is valid for a write.
  */
-xvmi_result xvmi_os_info(const struct xvmi_os *os, struct xvmi_os_info *out);
+xvmi_result xvmi_os_get_info(const struct xvmi_os *os, struct xvmi_os_info *out);
 
 /*
  The kernel release (`uname -r`, e.g. `6.1.0-56-amd64`) as a NUL-terminated string in

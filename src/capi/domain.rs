@@ -570,7 +570,7 @@ pub struct xvmi_sim_state {
 /// # Safety
 /// `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out` is valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn xvmi_sim_state(
+pub unsafe extern "C" fn xvmi_sim_get_state(
     domain: *const xvmi_domain,
     out: *mut xvmi_sim_state,
 ) -> xvmi_result {

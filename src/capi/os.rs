@@ -177,7 +177,10 @@ pub unsafe extern "C" fn xvmi_os_free(os: *mut xvmi_os) {
 /// # Safety
 /// `os` is NULL or a live handle; `out` is valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn xvmi_os_info(os: *const xvmi_os, out: *mut xvmi_os_info) -> xvmi_result {
+pub unsafe extern "C" fn xvmi_os_get_info(
+    os: *const xvmi_os,
+    out: *mut xvmi_os_info,
+) -> xvmi_result {
     boundary(|| {
         // SAFETY: forwarded contract.
         let os = unsafe { arg_ref(os, "os") }?;

@@ -440,8 +440,8 @@ pub const XVMI_EVENT_UNKNOWN: u32 = 14;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct xvmi_event_control_register {
-    /// `XVMI_REGISTER_*`.
-    pub register: u32,
+    /// `XVMI_REGISTER_*` (not `register`, a C keyword).
+    pub register_id: u32,
     /// Always zero.
     pub reserved: u32,
     /// Value before.
@@ -622,7 +622,7 @@ fn event_to_c(e: &Event) -> xvmi_event {
     let kind = match e.kind {
         EventKind::ControlRegister { register, old, new } => {
             data.control_register = xvmi_event_control_register {
-                register: register_id(register),
+                register_id: register_id(register),
                 reserved: 0,
                 old_value: old,
                 new_value: new,

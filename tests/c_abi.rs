@@ -1,0 +1,408 @@
+//! The C ABI from C: builds the programs in `tests/c/` and `examples/c/pslist.c` against the
+//! committed `include/xenvmi.h` with `-std=c11 -Wall -Wextra -Werror -pedantic` under
+//! AddressSanitizer (leak checking on) and UndefinedBehaviorSanitizer, links them to
+//! `libxenvmi.a`, runs them on the real Linux 6.1 fixture and compares what they print with the
+//! guest's own report (`fixtures/linux-6.1/ground-truth.json`). Nothing is compared with
+//! recorded xenvmi output.
+//!
+//! The sanitizers instrument the C side only; the Rust library is linked uninstrumented, and
+//! ASan still sees every allocation (Rust uses the C allocator), so a handle that `_free` does
+//! not release shows up as a leak. Without a C compiler (`$CC`, else `cc`) the tests are
+//! skipped with a message; CI has gcc (`scripts/setup.sh`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::fixture::{fixture_file, ground_truth, hex};
+
+fn compiler() -> Option<String> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let ok = Command::new(&cc)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(cc)
+    } else {
+        eprintln!(
+            "SKIPPED: no C compiler (`{cc}` did not run; set CC or install gcc): the C ABI tests need one"
+        );
+        None
+    }
+}
+
+/// `target/<profile>`, where cargo puts `libxenvmi.a` next to the test binaries' `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// The `libxenvmi.a` cargo built for this test run. The library unit that `cargo test` builds
+/// has all the crate types of `[lib]` and no hash in its file names (it has a cdylib), so its
+/// archive is `target/<profile>/deps/libxenvmi.a`; `cargo build` puts one in
+/// `target/<profile>/` as well. The newer of the two is this run's.
+fn static_lib() -> PathBuf {
+    let dir = profile_dir();
+    [dir.join("deps/libxenvmi.a"), dir.join("libxenvmi.a")]
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!(
+                "no libxenvmi.a in {} or its deps/: cargo builds it with the library (crate-type staticlib)",
+                dir.display()
+            )
+        })
+}
+
+/// Compile and link one C program against the static library.
+fn build(cc: &str, source: &str, name: &str) -> PathBuf {
+    let root = support::fixture::repo_root();
+    let lib = static_lib();
+    let out_dir = profile_dir().join("c-tests");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let o = Command::new(cc)
+        .args([
+            "-std=c11",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-g",
+            "-O1",
+            "-fno-omit-frame-pointer",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined",
+        ])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("tests/c"))
+        .arg(root.join(source))
+        .arg(&lib)
+        // What `rustc --print native-static-libs` lists for libxenvmi.a on Linux.
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-pthread",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("{cc}: {e}"));
+    assert!(
+        o.status.success(),
+        "compiling {source} failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// Run a test program under the sanitizers; its stdout, after checking it succeeded.
+fn run(exe: &Path, args: &[&Path]) -> String {
+    let o = Command::new(exe)
+        .args(args)
+        // Leaks are errors; any sanitizer report fails the run.
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86",
+        )
+        .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    println!(
+        "--- {} stdout:\n{stdout}--- stderr:\n{stderr}",
+        exe.display()
+    );
+    assert!(
+        o.status.success(),
+        "{} failed ({}):\n{stdout}\n{stderr}",
+        exe.display(),
+        o.status
+    );
+    assert!(
+        !stderr.contains("Sanitizer"),
+        "sanitizer report from {}:\n{stderr}",
+        exe.display()
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("done"),
+        "{} did not finish",
+        exe.display()
+    );
+    stdout
+}
+
+fn vmcore() -> PathBuf {
+    fixture_file("linux-6.1", "vmcore.elf").expect("unpack fixtures/linux-6.1/vmcore.elf.zst")
+}
+
+/// (pid, tgid, ppid, kernel thread, comm) of every task in the ground truth.
+fn truth_tasks(gt: &Value) -> BTreeSet<(u64, u64, u64, bool, String)> {
+    gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap(),
+                p["tgid"].as_u64().unwrap(),
+                p["ppid"].as_u64().unwrap(),
+                p["kthread"].as_bool().unwrap(),
+                p["comm"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The value after `key ` on the line that starts with it.
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
+}
+
+fn hex_str(s: &str) -> u64 {
+    hex(&Value::from(s))
+}
+
+#[test]
+fn c_snapshot_introspection_matches_ground_truth() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_snapshot.c", "test_snapshot");
+    let isf = support::fixture::fixture_dir("linux-6.1").join("debian-6.1.0-56-amd64.json.xz");
+    let out = run(&exe, &[&vmcore(), &isf]);
+    let gt = ground_truth("linux-6.1");
+
+    assert_eq!(
+        field(&out, "release"),
+        gt["kernel_release"].as_str().unwrap()
+    );
+    assert_eq!(
+        field(&out, "banner"),
+        gt["linux_banner_expected"].as_str().unwrap().trim_end()
+    );
+    let k = &gt["kaslr"];
+    assert_eq!(hex_str(field(&out, "kaslr_offset")), hex(&k["virt_offset"]));
+    assert_eq!(hex_str(field(&out, "kernel_base")), hex(&k["text_va"]));
+    assert_eq!(hex_str(field(&out, "kernel_base_pa")), hex(&k["text_pa"]));
+    assert_eq!(hex_str(field(&out, "phys_base")), hex(&k["phys_base"]));
+    assert_eq!(
+        hex_str(field(&out, "page_offset_base")),
+        hex(&k["page_offset_base"])
+    );
+    assert_eq!(hex_str(field(&out, "isf-kernel-base")), hex(&k["text_va"]));
+    let la57 = gt["vcpus"][0]["la57"].as_bool().unwrap();
+    assert_eq!(field(&out, "paging_levels"), if la57 { "5" } else { "4" });
+
+    // linux_banner: its run-time address and physical address as the guest reported them.
+    let sym: Vec<&str> = field(&out, "symbol linux_banner").split(' ').collect();
+    let want = &gt["symbols"]["linux_banner"];
+    assert_eq!(hex_str(sym[0]), hex(&want["addr"]));
+    assert_eq!(hex_str(sym[1]), hex(&want["pa"]));
+
+    // vCPUs and their CR3 values.
+    let vcpus = gt["vcpus"].as_array().unwrap();
+    assert_eq!(field(&out, "vcpus"), vcpus.len().to_string());
+    for (i, v) in vcpus.iter().enumerate() {
+        let line = field(&out, &format!("vcpu {i}"));
+        let cr3 = line.split(' ').nth(1).unwrap();
+        assert_eq!(hex_str(cr3), hex(&v["cr3"]), "vCPU {i}");
+    }
+
+    // Every task, exactly.
+    let got: BTreeSet<(u64, u64, u64, bool, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("process "))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(5, ' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3] == "1",
+                f[4].to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, truth_tasks(&gt), "processes");
+    assert_eq!(
+        field(&out, "process-count"),
+        gt["process_count"].as_u64().unwrap().to_string()
+    );
+    assert!(
+        !out.contains("process-error") && !out.contains("module-error"),
+        "{out}"
+    );
+
+    // Modules in list order, with base and size.
+    let mods: Vec<(String, u64, u64)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("module "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), hex_str(f[1]), f[2].parse().unwrap())
+        })
+        .collect();
+    let want_mods: Vec<(String, u64, u64)> = gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                hex(&m["base"]),
+                m["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(mods, want_mods, "modules");
+
+    // Who owns each vCPU's address space.
+    for o in gt["vcpu_owners"].as_array().unwrap() {
+        let i = o["index"].as_u64().unwrap();
+        let line = field(&out, &format!("owner {i}"));
+        let (pid, name) = line.split_once(' ').unwrap();
+        assert_eq!(
+            pid,
+            o["pid"].as_u64().unwrap().to_string(),
+            "owner of vCPU {i}"
+        );
+        assert_eq!(name, o["comm"].as_str().unwrap(), "owner of vCPU {i}");
+    }
+
+    // The error messages name what failed.
+    assert!(field(&out, "io-error").contains("/nonexistent/xenvmi-c-test.elf"));
+    assert!(field(&out, "partial-read").contains("0x1000 bytes read"));
+}
+
+#[test]
+fn c_event_session_on_the_simulated_domain() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_events.c", "test_events");
+    let out = run(&exe, &[&vmcore()]);
+    let gt = ground_truth("linux-6.1");
+    let tasks = truth_tasks(&gt);
+
+    // Each CR3 write was named, by the C callback, after a real user process of the guest.
+    let cr3: Vec<(u64, u64, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("cr3 "))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, ' ').collect();
+            (
+                hex_str(f[0]),
+                f[1].parse().unwrap_or_else(|_| panic!("{l}")),
+                f[2].to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(cr3.len(), 3, "{out}");
+    for (value, pid, name) in &cr3 {
+        assert!(
+            tasks
+                .iter()
+                .any(|(p, _, _, kthread, comm)| p == pid && comm == name && !kthread),
+            "CR3 {value:#x} named {pid} {name}, which is not a user process of the guest"
+        );
+    }
+    let distinct: BTreeSet<u64> = cr3.iter().map(|c| c.1).collect();
+    assert_eq!(distinct.len(), 3, "three different processes: {cr3:?}");
+    assert!(field(&out, "garbage").contains("torn down"));
+}
+
+#[test]
+fn c_example_pslist_builds_and_lists_the_guest() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "examples/c/pslist.c", "pslist");
+    let o = Command::new(&exe)
+        .arg(vmcore())
+        .env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let gt = ground_truth("linux-6.1");
+    assert!(
+        out.contains(gt["kernel_release"].as_str().unwrap()),
+        "{out}"
+    );
+    for (pid, _, _, kthread, comm) in truth_tasks(&gt) {
+        // Kernel threads are printed as [name], like ps does.
+        let name = if kthread {
+            format!("[{comm}]")
+        } else {
+            comm.clone()
+        };
+        assert!(
+            out.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.first() == Some(&pid.to_string().as_str()) && l.trim_end().ends_with(&name)
+            }),
+            "pid {pid} {comm} missing:\n{out}"
+        );
+    }
+    for m in gt["modules"].as_array().unwrap() {
+        assert!(out.contains(m["name"].as_str().unwrap()), "{out}");
+    }
+    // A missing image: exit 1 with the library's message naming the file.
+    let o = Command::new(&exe)
+        .arg("/nonexistent/image")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/image"));
+}
+
+#[test]
+fn header_compiles_as_cxx() {
+    // Vendors include the header from C++ too (cpp_compat: extern "C").
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if !Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        eprintln!("SKIPPED: no C++ compiler (`{cxx}`); the header is still checked as C");
+        return;
+    }
+    let root = support::fixture::repo_root();
+    let o = Command::new(&cxx)
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-x",
+            "c++",
+        ])
+        .arg(root.join("include/xenvmi.h"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
