@@ -6,7 +6,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
-//! | OS | [`os`] | Linux (and later Windows) kernels: KASLR, processes, modules, CR3 → process |
+//! | OS | [`os`] | Linux and Windows kernels: KASLR, processes, modules (drivers, DLLs), CR3 → process; PE images |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
 //! | events | [`event`] | vm_event v7 ring, typed events and responses, the event loop and its teardown |
 //! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME); the simulated domain; Xen (feature `xen`) |

@@ -1,13 +1,17 @@
 //! Operating-system layer: what guest memory means.
 //!
 //! [`profile`] loads type and symbol information (Volatility3 ISF, BTF, kallsyms/System.map, or
-//! the kernel's own tables in guest memory); [`linux`] walks a Linux kernel with it. The types
+//! the kernel's own tables in guest memory); [`linux`] walks a Linux kernel with it, [`windows`]
+//! a Windows kernel (with [`pe`] for the images it loads). The types
 //! here are OS-neutral so that Windows guests fit the same API.
 
 use crate::addr::{Gpa, Gva};
 
 pub mod linux;
+pub(crate) mod list;
+pub mod pe;
 pub mod profile;
+pub mod windows;
 
 /// A process (a thread-group leader on Linux, an `EPROCESS` on Windows).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +29,10 @@ pub struct Process {
     /// Page-table root of its address space (Linux `__pa(mm->pgd)`, Windows
     /// `DirectoryTableBase`), `None` for kernel threads.
     pub dtb: Option<Gpa>,
+    /// The user-mode page-table root when the kernel keeps a separate one (Windows KVA
+    /// shadow: `UserDirectoryTableBase`). `None` on Linux, whose KPTI user table is always
+    /// the page after `dtb` ([`linux::Linux::owner_of_cr3`] matches it).
+    pub user_dtb: Option<Gpa>,
     /// Address of the kernel object (`task_struct` / `EPROCESS`).
     pub object: Gva,
 }

@@ -1,2 +1,3 @@
 pub mod fixture;
 pub mod guest;
+pub mod windows_guest;

@@ -9,7 +9,8 @@
 //!
 //! - a sync event pauses its vCPU until a response with `VCPU_PAUSED` arrives; a response with
 //!   a wrong version or vCPU is skipped, and the vCPU stays paused (as on Xen);
-//! - `DENY` cancels a pending CR/MSR write; otherwise the write happens on resume;
+//! - `DENY` cancels a pending CR/MSR write when the response's reason is a CR or MSR write
+//!   (`vm_event_register_write_resume`); otherwise the write happens on resume;
 //! - `EMULATE` performs the faulting access without lifting the restriction,
 //!   `EMULATE_NOWRITE` discards its write; without either, the access is retried in the vCPU's
 //!   (possibly switched) view;
@@ -163,6 +164,8 @@ pub struct SimState {
     events_raised: u64,
     responses_skipped: u64,
     extra_frames: Vec<u64>,
+    /// Byte patches for the next requests, one list per request (fault injection).
+    corruptions: VecDeque<Vec<(usize, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for dyn PhysicalMemory + Send {
@@ -308,6 +311,7 @@ impl SimDomain {
                 events_raised: 0,
                 responses_skipped: 0,
                 extra_frames: Vec::new(),
+                corruptions: VecDeque::new(),
             }),
             ring,
         }
@@ -316,6 +320,15 @@ impl SimDomain {
     /// Queue guest actions.
     pub fn script(&self, actions: impl IntoIterator<Item = GuestAction>) {
         self.state.borrow_mut().script.extend(actions);
+    }
+
+    /// Fault injection: overwrite bytes of the next requests this domain writes to the ring,
+    /// one patch list per request, as `(offset, bytes)` within the 400-byte slot (patches past
+    /// the slot are cut off). Models a producer that writes what Xen never would: another
+    /// interface version, a reason this crate does not know, garbage flags and payloads. The
+    /// vCPU is still paused as Xen would pause it, so the consumer must answer anyway.
+    pub fn corrupt_next_requests(&self, patches: impl IntoIterator<Item = Vec<(usize, Vec<u8>)>>) {
+        self.state.borrow_mut().corruptions.extend(patches);
     }
 
     /// Inspect the state.
@@ -570,6 +583,14 @@ impl SimDomain {
         req[entry::VCPU_ID..entry::VCPU_ID + 4].copy_from_slice(&(vi as u32).to_le_bytes());
         req[entry::U..entry::U + 32].copy_from_slice(&u);
         encode_full_regs(&mut req[entry::DATA..], &st.vcpus[vi].regs);
+        if let Some(patches) = st.corruptions.pop_front() {
+            for (off, bytes) in patches {
+                let end = off.saturating_add(bytes.len()).min(ENTRY_SIZE);
+                if off < end {
+                    req[off..end].copy_from_slice(&bytes[..end - off]);
+                }
+            }
+        }
         let mut front = st.front;
         let ok = front.put_request(&self.ring, &req);
         st.front = front;
@@ -626,6 +647,12 @@ impl SimDomain {
                     st.outcomes.push(Outcome::Emulated(a.clone(), nowrite));
                     finished = true;
                 } else if flags & flag::DENY != 0
+                    // vm_event_register_write_resume acts only on the two write reasons the
+                    // response carries; DENY on any other reason is ignored.
+                    && matches!(
+                        word(entry::REASON),
+                        reason::WRITE_CTRLREG | reason::MOV_TO_MSR
+                    )
                     && matches!(
                         a,
                         GuestAction::WriteCr { .. } | GuestAction::WriteMsr { .. }

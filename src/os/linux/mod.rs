@@ -17,15 +17,14 @@
 //! section. [`ProfileSource::Isf`] and [`ProfileSource::Files`] use a Volatility3 ISF, or a BTF
 //! file plus a kallsyms/System.map file. Every source yields the same results.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::addr::{Gpa, Gva};
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
 use crate::mem::{AddressSpace, GuestMemory, PagingMode, Walk};
+use crate::os::list::ListWalk;
 use crate::os::profile::btf::Btf;
-use crate::os::profile::isf::Isf;
 use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, Registers};
@@ -34,6 +33,8 @@ mod cr3;
 mod offsets;
 mod scan;
 
+/// Profiles are OS-neutral; re-exported here where Linux users look for them.
+pub use crate::os::profile::Profile;
 pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use offsets::Offsets;
 
@@ -70,54 +71,6 @@ pub enum ProfileSource {
     },
     /// Already-loaded types and symbols.
     Loaded(Profile),
-}
-
-/// Types plus symbols.
-pub struct Profile {
-    /// Structure layouts.
-    pub types: Box<dyn TypeSource + Send + Sync>,
-    /// Symbol addresses (link-time or run-time).
-    pub symbols: SymbolTable,
-}
-
-impl std::fmt::Debug for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Profile")
-            .field("types", &self.types.source_name())
-            .field("symbols", &self.symbols.source_name())
-            .finish()
-    }
-}
-
-impl Profile {
-    /// Load a Volatility3 ISF.
-    ///
-    /// # Errors
-    /// See [`Isf::from_file`].
-    pub fn from_isf(path: impl AsRef<Path>) -> Result<Profile> {
-        let isf = Isf::from_file(path)?;
-        let symbols = isf.symbols().clone();
-        Ok(Profile {
-            types: Box::new(isf),
-            symbols,
-        })
-    }
-
-    /// Load a BTF file and a kallsyms/System.map file.
-    ///
-    /// # Errors
-    /// [`Error::Io`], [`Error::Malformed`].
-    pub fn from_btf_and_symbols(
-        btf: impl AsRef<Path>,
-        symbols: impl AsRef<Path>,
-    ) -> Result<Profile> {
-        let btf = btf.as_ref();
-        let data = std::fs::read(btf).map_err(|e| Error::io(btf, e))?;
-        Ok(Profile {
-            types: Box::new(Btf::parse(data, btf.display().to_string())?),
-            symbols: SymbolTable::from_file(symbols)?,
-        })
-    }
 }
 
 /// What was found about the running kernel.
@@ -664,6 +617,7 @@ impl Linux {
             name: crate::bytes::c_string(&comm),
             kernel_thread: flags & PF_KTHREAD != 0,
             dtb,
+            user_dtb: None,
             object: task,
         })
     }
@@ -772,83 +726,4 @@ fn vmcoreinfo_kernel_offset<B: PhysicalMemory>(
     let text = mem.read_cstring(ks, ptr, 4096).ok()?;
     let v = text.lines().find_map(|l| l.strip_prefix("KERNELOFFSET="))?;
     u64::from_str_radix(v.trim(), 16).ok()
-}
-
-/// A bounded walk over a circular `list_head` list, yielding node addresses (not the head).
-struct ListWalk<'a, B> {
-    mem: &'a GuestMemory<B>,
-    space: AddressSpace,
-    head: Gva,
-    next: Option<Result<Gva>>,
-    seen: HashSet<u64>,
-    what: &'static str,
-    limit: usize,
-    done: bool,
-}
-
-impl<'a, B: PhysicalMemory> ListWalk<'a, B> {
-    fn new(
-        mem: &'a GuestMemory<B>,
-        space: AddressSpace,
-        head: Result<Gva>,
-        what: &'static str,
-        limit: usize,
-    ) -> Self {
-        let (head, next) = match head {
-            Ok(h) => (h, Some(mem.read_va(space, h))),
-            Err(e) => (Gva(0), Some(Err(e))),
-        };
-        ListWalk {
-            mem,
-            space,
-            head,
-            next,
-            seen: HashSet::new(),
-            what,
-            limit,
-            done: false,
-        }
-    }
-}
-
-impl<B: PhysicalMemory> Iterator for ListWalk<'_, B> {
-    type Item = Result<Gva>;
-
-    fn next(&mut self) -> Option<Result<Gva>> {
-        if self.done {
-            return None;
-        }
-        let node = match self.next.take()? {
-            Ok(n) => n,
-            Err(e) => {
-                self.done = true;
-                return Some(Err(e));
-            }
-        };
-        if node == self.head {
-            self.done = true;
-            return None;
-        }
-        let abort = |reason: String| Error::WalkAborted {
-            what: self.what,
-            addr: node,
-            reason,
-        };
-        if node.0 == 0 {
-            self.done = true;
-            return Some(Err(abort("NULL link".into())));
-        }
-        if self.seen.len() >= self.limit {
-            self.done = true;
-            return Some(Err(abort(format!("more than {} entries", self.limit))));
-        }
-        if !self.seen.insert(node.0) {
-            self.done = true;
-            return Some(Err(abort(
-                "the list loops without returning to its head".into(),
-            )));
-        }
-        self.next = Some(self.mem.read_va(self.space, node));
-        Some(Ok(node))
-    }
 }

@@ -19,6 +19,54 @@ pub mod btf;
 pub mod isf;
 pub mod kallsyms;
 
+/// Types plus symbols.
+pub struct Profile {
+    /// Structure layouts.
+    pub types: Box<dyn TypeSource + Send + Sync>,
+    /// Symbol addresses (link-time or run-time).
+    pub symbols: SymbolTable,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("types", &self.types.source_name())
+            .field("symbols", &self.symbols.source_name())
+            .finish()
+    }
+}
+
+impl Profile {
+    /// Load a Volatility3 ISF.
+    ///
+    /// # Errors
+    /// See [`isf::Isf::from_file`].
+    pub fn from_isf(path: impl AsRef<Path>) -> Result<Profile> {
+        let isf = isf::Isf::from_file(path)?;
+        let symbols = isf.symbols().clone();
+        Ok(Profile {
+            types: Box::new(isf),
+            symbols,
+        })
+    }
+
+    /// Load a BTF file and a kallsyms/System.map file.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Malformed`].
+    pub fn from_btf_and_symbols(
+        btf: impl AsRef<Path>,
+        symbols: impl AsRef<Path>,
+    ) -> Result<Profile> {
+        let btf = btf.as_ref();
+        let data = std::fs::read(btf).map_err(|e| Error::io(btf, e))?;
+        Ok(Profile {
+            types: Box::new(btf::Btf::parse(data, btf.display().to_string())?),
+            symbols: SymbolTable::from_file(symbols)?,
+        })
+    }
+}
+
 /// A field's location inside a structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {

@@ -1,0 +1,594 @@
+//! A synthetic Windows x64 guest, laid out by a **real** Volatility3 ISF profile.
+//!
+//! There is no real Windows memory image in this repository. This builder makes physical
+//! memory with 4-level page tables, an ntoskrnl PE header at a KASLR-style base (with the
+//! profile's own PDB GUID/age in its CodeView record), `PsActiveProcessHead` with `_EPROCESS`
+//! objects, `PsLoadedModuleList` with loader entries, and per-process address spaces holding a
+//! PEB, its loader data and DLL entries. Every structure offset and every symbol RVA comes from
+//! the profile, so one spec yields three different real layouts (Windows 7, 10, 11).
+//! Tests compare what xenvmi reads with the spec they built from, never with recorded output.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use xenvmi::backend::snapshot::{Format, Snapshot};
+use xenvmi::os::profile::isf::Isf;
+use xenvmi::os::profile::TypeSource;
+use xenvmi::Registers;
+
+/// Most physical memory a builder may use.
+pub const MAX_MEM: usize = 64 << 20;
+/// Kernel pool region (outside the kernel image region, as on Windows 10).
+pub const POOL_BASE: u64 = 0xffff_a580_0000_0000;
+const PRESENT_RW: u64 = 0x3;
+const USER: u64 = 0x4;
+
+/// The three profiles: (file, build number from the fixture README).
+pub const PROFILES: [(&str, u32); 3] = [
+    ("ntkrnlmp-339E74133576439CBCDF7E0229DA3773-1.json.xz", 7601),
+    ("ntkrnlmp-5278AFF86C341677D7D7835C85B7B844-1.json.xz", 19041),
+    ("ntkrnlmp-0CE4A95C0CD782A7596B034D8648E585-1.json.xz", 22000),
+];
+
+/// `fixtures/windows-isf`.
+pub fn isf_dir() -> PathBuf {
+    super::fixture::fixture_dir("windows-isf")
+}
+
+/// Load one of [`PROFILES`] (each test binary caches the parsed files).
+pub fn load_isf(file: &str) -> Isf {
+    Isf::from_file(isf_dir().join(file)).expect("fixture ISF")
+}
+
+/// A DLL or driver in the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub name: String,
+    pub base: u64,
+    pub size: u32,
+}
+
+/// A process in the spec.
+#[derive(Clone, Debug)]
+pub struct ProcSpec {
+    pub pid: u64,
+    pub ppid: u64,
+    pub name: String,
+    /// `None`: a kernel process (no PEB, the kernel's page tables).
+    pub dlls: Option<Vec<ImageSpec>>,
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct WinSpec {
+    pub kernel_base: u64,
+    pub size_of_image: u32,
+    /// Put a CodeView record (the profile's GUID/age) in the kernel header.
+    pub codeview: bool,
+    /// Give each user process a separate user page-table root (KVA shadow), where the profile
+    /// has `UserDirectoryTableBase`.
+    pub kva_shadow: bool,
+    pub build: u32,
+    pub processes: Vec<ProcSpec>,
+    pub drivers: Vec<ImageSpec>,
+    /// Physical memory below the first page the builder uses (left zero).
+    pub reserved_low: usize,
+}
+
+impl WinSpec {
+    /// A typical small system.
+    pub fn typical(build: u32) -> WinSpec {
+        let img = |n: &str, base: u64, size: u32| ImageSpec {
+            name: n.into(),
+            base,
+            size,
+        };
+        let user = |pid: u64, ppid: u64, name: &str, exe: &str, extra: &[&str]| {
+            let mut dlls = vec![
+                img(exe, 0x7ff6_1230_0000 + pid * 0x10_0000, 0x2_3000),
+                img("ntdll.dll", 0x7ffb_6a00_0000, 0x1f_8000),
+                img("KERNEL32.DLL", 0x7ffb_6800_0000, 0xbd_000),
+            ];
+            for (i, d) in extra.iter().enumerate() {
+                dlls.push(img(d, 0x7ffb_5000_0000 + i as u64 * 0x100_0000, 0x4_0000));
+            }
+            ProcSpec {
+                pid,
+                ppid,
+                name: name.into(),
+                dlls: Some(dlls),
+            }
+        };
+        WinSpec {
+            kernel_base: 0xffff_f803_4a60_0000,
+            size_of_image: 0x0104_6000,
+            codeview: true,
+            kva_shadow: true,
+            build,
+            processes: vec![
+                ProcSpec {
+                    pid: 4,
+                    ppid: 0,
+                    name: "System".into(),
+                    dlls: None,
+                },
+                ProcSpec {
+                    pid: 108,
+                    ppid: 4,
+                    name: "Registry".into(),
+                    dlls: None,
+                },
+                user(388, 4, "smss.exe", "smss.exe", &[]),
+                user(
+                    512,
+                    500,
+                    "csrss.exe",
+                    "csrss.exe",
+                    &["CSRSRV.dll", "basesrv.DLL"],
+                ),
+                user(
+                    4412,
+                    4388,
+                    "explorer.exe",
+                    "Explorer.EXE",
+                    &["USER32.dll", "ünïcødé-ψ.dll"],
+                ),
+                // A 15-byte ImageFileName (the field's limit) and a long DLL name.
+                user(
+                    7000,
+                    4412,
+                    "averyveryverylo",
+                    "averyveryverylongname.exe",
+                    &["a-dll-with-a-rather-long-name-to-check-unicode-string-lengths.dll"],
+                ),
+            ],
+            drivers: vec![
+                img("ntoskrnl.exe", 0xffff_f803_4a60_0000, 0x0104_6000),
+                img("hal.dll", 0xffff_f803_4a00_0000, 0x6_c000),
+                img("kd.dll", 0xffff_f803_4c80_0000, 0xb_000),
+                img("ACPI.sys", 0xffff_f803_4d10_0000, 0x8_9000),
+                img("xenvbd.sys", 0xffff_f803_4e20_0000, 0x2_4000),
+            ],
+            reserved_low: 0x10_0000,
+        }
+    }
+
+    /// The smallest interesting system (System, one process with two DLLs, two drivers, no
+    /// KVA shadow, nothing reserved): small enough for a fuzz seed.
+    pub fn small(build: u32) -> WinSpec {
+        let mut s = WinSpec::typical(build);
+        s.processes.truncate(3);
+        s.processes.remove(1);
+        if let Some(d) = s.processes[1].dlls.as_mut() {
+            d.truncate(2);
+        }
+        s.drivers.truncate(2);
+        s.kva_shadow = false;
+        s.reserved_low = 0x1000;
+        s
+    }
+}
+
+/// Physical memory under construction.
+pub struct WinGuest {
+    pub mem: Vec<u8>,
+    pub kernel_pml4: u64,
+    /// (kernel pml4 root, user root) per spec process, in spec order.
+    pub roots: Vec<(u64, Option<u64>)>,
+    /// `_EPROCESS` address per spec process.
+    pub eprocess: Vec<u64>,
+    /// Per-process user PEB address.
+    pub pebs: Vec<Option<u64>>,
+    pub spec: WinSpec,
+    pub rva: HashMap<&'static str, u64>,
+    pool_next: u64,
+    process_pml4s: Vec<u64>,
+    user_next: HashMap<u64, u64>,
+}
+
+impl WinGuest {
+    fn alloc_page(&mut self) -> u64 {
+        let pa = self.mem.len() as u64;
+        assert!(
+            self.mem.len() + 4096 <= MAX_MEM,
+            "synthetic guest too large"
+        );
+        self.mem.resize(self.mem.len() + 4096, 0);
+        pa
+    }
+
+    fn u64_at(&self, pa: u64) -> u64 {
+        u64::from_le_bytes(self.mem[pa as usize..pa as usize + 8].try_into().unwrap())
+    }
+
+    fn set_u64(&mut self, pa: u64, v: u64) {
+        self.mem[pa as usize..pa as usize + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The physical page backing `va` in `pml4`, mapping a fresh page if needed.
+    fn page(&mut self, pml4: u64, va: u64) -> u64 {
+        let user = if va < 0x8000_0000_0000 { USER } else { 0 };
+        let mut table = pml4;
+        for shift in [39u32, 30, 21] {
+            let e = table + ((va >> shift) & 511) * 8;
+            let mut entry = self.u64_at(e);
+            if entry & 1 == 0 {
+                let t = self.alloc_page();
+                entry = t | PRESENT_RW | user;
+                self.set_u64(e, entry);
+            }
+            table = entry & 0x000f_ffff_ffff_f000;
+        }
+        let e = table + ((va >> 12) & 511) * 8;
+        let mut entry = self.u64_at(e);
+        if entry & 1 == 0 {
+            let p = self.alloc_page();
+            entry = p | PRESENT_RW | user;
+            self.set_u64(e, entry);
+        }
+        entry & 0x000f_ffff_ffff_f000
+    }
+
+    /// Write bytes at `va` in the address space `pml4`, mapping pages as needed.
+    pub fn write(&mut self, pml4: u64, va: u64, bytes: &[u8]) {
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let cur = va + done as u64;
+            let n = ((4096 - (cur & 0xfff)) as usize).min(bytes.len() - done);
+            let pa = self.page(pml4, cur) + (cur & 0xfff);
+            self.mem[pa as usize..pa as usize + n].copy_from_slice(&bytes[done..done + n]);
+            done += n;
+        }
+    }
+
+    pub fn write_u64(&mut self, pml4: u64, va: u64, v: u64) {
+        self.write(pml4, va, &v.to_le_bytes());
+    }
+
+    pub fn write_u32(&mut self, pml4: u64, va: u64, v: u32) {
+        self.write(pml4, va, &v.to_le_bytes());
+    }
+
+    pub fn write_u16(&mut self, pml4: u64, va: u64, v: u16) {
+        self.write(pml4, va, &v.to_le_bytes());
+    }
+
+    /// Kernel-space write.
+    pub fn kwrite(&mut self, va: u64, bytes: &[u8]) {
+        let k = self.kernel_pml4;
+        self.write(k, va, bytes);
+    }
+
+    pub fn kwrite_u64(&mut self, va: u64, v: u64) {
+        self.kwrite(va, &v.to_le_bytes());
+    }
+
+    /// Read back a u64 through `pml4` (for tests that corrupt things).
+    pub fn read_u64(&mut self, pml4: u64, va: u64) -> u64 {
+        let pa = self.page(pml4, va) + (va & 0xfff);
+        self.u64_at(pa)
+    }
+
+    /// Allocate `size` bytes of kernel pool (16-byte aligned, zeroed, mapped).
+    pub fn pool(&mut self, size: u64) -> u64 {
+        let va = self.pool_next;
+        self.pool_next = (va + size + 0x30) & !0xf;
+        // Map the pages now so later reads of zeroed fields succeed.
+        self.kwrite(va, &vec![0u8; size as usize]);
+        va
+    }
+
+    /// Allocate `size` bytes of user memory in `pml4`.
+    fn user_alloc(&mut self, pml4: u64, size: u64) -> u64 {
+        let next = self.user_next.entry(pml4).or_insert(0x0000_00d5_1a2b_0000);
+        let va = *next;
+        *next = (va + size + 0x40) & !0xf;
+        self.write(pml4, va, &vec![0u8; size as usize]);
+        va
+    }
+
+    /// Write a `_UNICODE_STRING` at `at` whose buffer is allocated by `alloc`.
+    fn unicode(&mut self, pml4: u64, at: u64, s: &str, buffer: u64, ty: &Isf) {
+        let units: Vec<u16> = s.encode_utf16().collect();
+        let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+        let len_off = ty.require("_UNICODE_STRING", "Length").unwrap();
+        let max_off = ty.require("_UNICODE_STRING", "MaximumLength").unwrap();
+        let buf_off = ty.require("_UNICODE_STRING", "Buffer").unwrap();
+        self.write_u16(pml4, at + len_off, bytes.len() as u16);
+        self.write_u16(pml4, at + max_off, bytes.len() as u16 + 2);
+        self.write_u64(pml4, at + buf_off, buffer);
+        let mut z = bytes;
+        z.extend_from_slice(&[0, 0]);
+        self.write(pml4, buffer, &z);
+    }
+
+    /// Circular doubly linked list: `head` and the `LIST_ENTRY`s at `nodes`, in order.
+    pub fn link_list(&mut self, pml4: u64, head: u64, nodes: &[u64]) {
+        let mut all = vec![head];
+        all.extend_from_slice(nodes);
+        for i in 0..all.len() {
+            let next = all[(i + 1) % all.len()];
+            let prev = all[(i + all.len() - 1) % all.len()];
+            self.write_u64(pml4, all[i], next);
+            self.write_u64(pml4, all[i] + 8, prev);
+        }
+    }
+
+    /// Just a kernel page-table root and no content (for placing images by hand).
+    pub fn empty() -> WinGuest {
+        let mut g = WinGuest {
+            mem: vec![0u8; 0x10_0000],
+            kernel_pml4: 0,
+            roots: Vec::new(),
+            eprocess: Vec::new(),
+            pebs: Vec::new(),
+            spec: WinSpec::typical(0),
+            rva: HashMap::new(),
+            pool_next: POOL_BASE + 0x1000,
+            process_pml4s: Vec::new(),
+            user_next: HashMap::new(),
+        };
+        g.kernel_pml4 = g.alloc_page();
+        g
+    }
+
+    /// Build the guest described by `spec` with the layout of `isf`.
+    pub fn build(isf: &Isf, spec: WinSpec) -> WinGuest {
+        let mut g = WinGuest {
+            mem: vec![0u8; spec.reserved_low],
+            kernel_pml4: 0,
+            roots: Vec::new(),
+            eprocess: Vec::new(),
+            pebs: Vec::new(),
+            spec: spec.clone(),
+            rva: HashMap::new(),
+            pool_next: POOL_BASE + 0x1000,
+            process_pml4s: Vec::new(),
+            user_next: HashMap::new(),
+        };
+        g.kernel_pml4 = g.alloc_page();
+        let sym = |n: &'static str| isf.symbols().get(n).unwrap_or_else(|| panic!("{n}"));
+        for n in [
+            "PsActiveProcessHead",
+            "PsLoadedModuleList",
+            "PsInitialSystemProcess",
+            "NtBuildNumber",
+            "KiSystemCall64",
+        ] {
+            g.rva.insert(n, sym(n));
+        }
+        let base = spec.kernel_base;
+        g.kernel_header(isf, &spec);
+        g.kwrite(
+            base + g.rva["NtBuildNumber"],
+            &(0xf000_0000u32 | spec.build).to_le_bytes(),
+        );
+        // A few bytes of "code" at KiSystemCall64, so the page exists like the real one.
+        g.kwrite(base + g.rva["KiSystemCall64"], &[0x0f, 0x01, 0xf8]);
+
+        let t = |ty: &str, f: &str| isf.require(ty, f).unwrap();
+        let ep_size = isf.struct_size("_EPROCESS").unwrap();
+        let has_user_dtb = isf
+            .field("_EPROCESS", "Pcb.UserDirectoryTableBase")
+            .is_some();
+        let kldr = if isf.field("_KLDR_DATA_TABLE_ENTRY", "DllBase").is_some() {
+            "_KLDR_DATA_TABLE_ENTRY"
+        } else {
+            "_LDR_DATA_TABLE_ENTRY"
+        };
+
+        // Processes.
+        let mut links = Vec::new();
+        for p in &spec.processes {
+            let ep = g.pool(ep_size);
+            let (root, user_root) = if p.dlls.is_some() {
+                let pml4 = g.alloc_page();
+                g.process_pml4s.push(pml4);
+                let user = if spec.kva_shadow && has_user_dtb {
+                    // The KVA-shadow user root: user pages only (the few kernel pages real
+                    // Windows maps there for system-call entry are left out).
+                    Some(g.alloc_page())
+                } else {
+                    None
+                };
+                (pml4, user)
+            } else {
+                (g.kernel_pml4, None)
+            };
+            g.kwrite_u64(ep + t("_EPROCESS", "UniqueProcessId"), p.pid);
+            g.kwrite_u64(ep + t("_EPROCESS", "InheritedFromUniqueProcessId"), p.ppid);
+            let mut name = [0u8; 15];
+            let n = p.name.len().min(15);
+            name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
+            g.kwrite(ep + t("_EPROCESS", "ImageFileName"), &name);
+            // PCID bits in DirectoryTableBase, as Windows 10 sets them for KVA shadow.
+            let pcid = if spec.kva_shadow { 0x2 } else { 0 };
+            g.kwrite_u64(ep + t("_EPROCESS", "Pcb.DirectoryTableBase"), root | pcid);
+            if has_user_dtb {
+                g.kwrite_u64(
+                    ep + t("_EPROCESS", "Pcb.UserDirectoryTableBase"),
+                    user_root.map(|u| u | 0x8000_0000_0000_0001).unwrap_or(1),
+                );
+            }
+            let peb = p
+                .dlls
+                .as_ref()
+                .map(|dlls| g.user_modules(isf, root, user_root, &p.name, dlls));
+            g.kwrite_u64(ep + t("_EPROCESS", "Peb"), peb.unwrap_or(0));
+            links.push(ep + t("_EPROCESS", "ActiveProcessLinks"));
+            g.eprocess.push(ep);
+            g.roots.push((root, user_root));
+            g.pebs.push(peb);
+        }
+        let head = base + g.rva["PsActiveProcessHead"];
+        let k = g.kernel_pml4;
+        g.link_list(k, head, &links);
+        let system = g.eprocess.first().copied().unwrap_or(0);
+        g.kwrite_u64(base + g.rva["PsInitialSystemProcess"], system);
+
+        // Drivers.
+        let mut links = Vec::new();
+        let entry_size = isf.struct_size(kldr).unwrap();
+        for d in &spec.drivers {
+            let e = g.pool(entry_size);
+            g.kwrite_u64(e + t(kldr, "DllBase"), d.base);
+            g.kwrite(e + t(kldr, "SizeOfImage"), &d.size.to_le_bytes());
+            let buf = g.pool(2 * d.name.len() as u64 + 2);
+            g.unicode(k, e + t(kldr, "BaseDllName"), &d.name, buf, isf);
+            links.push(e + t(kldr, "InLoadOrderLinks"));
+        }
+        g.link_list(k, base + g.rva["PsLoadedModuleList"], &links);
+        g.share_kernel_half();
+        g
+    }
+
+    /// PEB, loader data and entries in the process's address space; returns the PEB address.
+    fn user_modules(
+        &mut self,
+        isf: &Isf,
+        pml4: u64,
+        user_root: Option<u64>,
+        _name: &str,
+        dlls: &[ImageSpec],
+    ) -> u64 {
+        let t = |ty: &str, f: &str| isf.require(ty, f).unwrap();
+        let peb = self.user_alloc(pml4, isf.struct_size("_PEB").unwrap());
+        let ldr = self.user_alloc(pml4, isf.struct_size("_PEB_LDR_DATA").unwrap());
+        self.write_u64(pml4, peb + t("_PEB", "Ldr"), ldr);
+        if let Some(first) = dlls.first() {
+            self.write_u64(pml4, peb + t("_PEB", "ImageBaseAddress"), first.base);
+        }
+        let entry_size = isf.struct_size("_LDR_DATA_TABLE_ENTRY").unwrap();
+        let mut links = Vec::new();
+        for d in dlls {
+            let e = self.user_alloc(pml4, entry_size);
+            self.write_u64(pml4, e + t("_LDR_DATA_TABLE_ENTRY", "DllBase"), d.base);
+            self.write_u32(pml4, e + t("_LDR_DATA_TABLE_ENTRY", "SizeOfImage"), d.size);
+            let buf = self.user_alloc(pml4, 2 * d.name.chars().count() as u64 * 2 + 2);
+            self.unicode(
+                pml4,
+                e + t("_LDR_DATA_TABLE_ENTRY", "BaseDllName"),
+                &d.name,
+                buf,
+                isf,
+            );
+            links.push(e + t("_LDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"));
+        }
+        self.link_list(
+            pml4,
+            ldr + t("_PEB_LDR_DATA", "InLoadOrderModuleList"),
+            &links,
+        );
+        // The KVA-shadow user root maps the same user pages.
+        if let Some(u) = user_root {
+            for i in 0..256u64 {
+                let e = self.u64_at(pml4 + i * 8);
+                self.set_u64(u + i * 8, e);
+            }
+        }
+        peb
+    }
+
+    /// A PE32+ header for ntoskrnl: one section, a CodeView record with the profile's GUID
+    /// (when `spec.codeview`) and an export directory naming `ntoskrnl.exe`.
+    fn kernel_header(&mut self, isf: &Isf, spec: &WinSpec) {
+        let mut h = vec![0u8; 0x1000];
+        h[..2].copy_from_slice(b"MZ");
+        h[0x3c..0x40].copy_from_slice(&0x108u32.to_le_bytes());
+        let pe = 0x108;
+        h[pe..pe + 4].copy_from_slice(b"PE\0\0");
+        let put16 =
+            |h: &mut Vec<u8>, o: usize, v: u16| h[o..o + 2].copy_from_slice(&v.to_le_bytes());
+        let put32 =
+            |h: &mut Vec<u8>, o: usize, v: u32| h[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        put16(&mut h, pe + 4, 0x8664);
+        put16(&mut h, pe + 6, 1);
+        put16(&mut h, pe + 20, 240);
+        put16(&mut h, pe + 22, 0x22);
+        let opt = pe + 24;
+        put16(&mut h, opt, 0x20b);
+        h[opt + 24..opt + 32].copy_from_slice(&0x1_4000_0000u64.to_le_bytes());
+        put32(&mut h, opt + 56, spec.size_of_image);
+        put32(&mut h, opt + 60, 0x600);
+        put16(&mut h, opt + 68, 1); // native
+        put32(&mut h, opt + 108, 16);
+        // Export directory at 0x800 (name only), debug directory at 0x900 -> RSDS at 0x940.
+        put32(&mut h, opt + 112, 0x800);
+        put32(&mut h, opt + 116, 0x40);
+        put32(&mut h, 0x800 + 12, 0x830);
+        h[0x830..0x83d].copy_from_slice(b"ntoskrnl.exe\0");
+        if spec.codeview {
+            let pdb = isf.metadata()["windows"]["pdb"].clone();
+            let guid_hex = pdb["GUID"].as_str().unwrap();
+            let age = pdb["age"].as_u64().unwrap() as u32;
+            let raw: Vec<u8> = (0..16)
+                .map(|i| u8::from_str_radix(&guid_hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            // Stored form: Data1 (LE u32), Data2, Data3 (LE u16), Data4 bytes.
+            let mut guid = [0u8; 16];
+            guid[..4].copy_from_slice(&[raw[3], raw[2], raw[1], raw[0]]);
+            guid[4..6].copy_from_slice(&[raw[5], raw[4]]);
+            guid[6..8].copy_from_slice(&[raw[7], raw[6]]);
+            guid[8..].copy_from_slice(&raw[8..]);
+            put32(&mut h, opt + 112 + 6 * 8, 0x900);
+            put32(&mut h, opt + 112 + 6 * 8 + 4, 28);
+            put32(&mut h, 0x900 + 12, 2);
+            put32(&mut h, 0x900 + 16, 24 + 13);
+            put32(&mut h, 0x900 + 20, 0x940);
+            h[0x940..0x944].copy_from_slice(b"RSDS");
+            h[0x944..0x954].copy_from_slice(&guid);
+            put32(&mut h, 0x954, age);
+            h[0x958..0x965].copy_from_slice(b"ntkrnlmp.pdb\0");
+        }
+        let sec = opt + 240;
+        h[sec..sec + 5].copy_from_slice(b".text");
+        put32(&mut h, sec + 8, spec.size_of_image - 0x1000);
+        put32(&mut h, sec + 12, 0x1000);
+        self.kwrite(spec.kernel_base, &h);
+    }
+
+    /// Every process root shares the kernel's upper half.
+    fn share_kernel_half(&mut self) {
+        for pml4 in self.process_pml4s.clone() {
+            for i in 256..512u64 {
+                let e = self.u64_at(self.kernel_pml4 + i * 8);
+                self.set_u64(pml4 + i * 8, e);
+            }
+        }
+    }
+
+    /// Registers of two vCPUs: vCPU 0 in user mode in the last process (user root when KVA
+    /// shadow is on), vCPU 1 in the kernel on the System page tables. `MSR_LSTAR` points at
+    /// `KiSystemCall64` on both, as on a running system.
+    pub fn registers(&self) -> Vec<Registers> {
+        let lstar = self.spec.kernel_base + self.rva["KiSystemCall64"];
+        let (root, user) = *self.roots.last().unwrap();
+        let base = Registers {
+            cr0: 0x8005_0033,
+            cr4: 0x0035_06f8 & !0x1000,
+            efer: 0xd01,
+            msr_lstar: lstar,
+            ..Registers::default()
+        };
+        vec![
+            Registers {
+                cr3: user.unwrap_or(root) | 0x8000_0000_0000_0001,
+                cs_sel: 0x33,
+                rip: 0x7ff6_1234_5678,
+                ..base
+            },
+            Registers {
+                cr3: self.kernel_pml4 | 0x2,
+                cs_sel: 0x10,
+                rip: self.spec.kernel_base + 0x2_1234,
+                ..base
+            },
+        ]
+    }
+
+    /// The finished image as a raw snapshot.
+    pub fn snapshot(self) -> Snapshot {
+        Snapshot::from_bytes(self.mem, Some(Format::Raw)).expect("raw image")
+    }
+}
