@@ -45,7 +45,7 @@
 #define XVMI_OS_LINUX 1
 
 /*
- [`xvmi_os_info::kind`]: a Windows kernel (reserved for the coming Windows support).
+ [`xvmi_os_info::kind`]: a Windows (x64) kernel.
  */
 #define XVMI_OS_WINDOWS 2
 
@@ -269,7 +269,7 @@ typedef struct xvmi_domain xvmi_domain;
 typedef struct xvmi_memory xvmi_memory;
 
 /*
- A guest operating system found in memory (Linux today; Windows next), ready to walk. It
+ A guest operating system found in memory (Linux or Windows), ready to walk. It
  holds no reference to the memory handle it was discovered on: pass a memory handle of the
  same guest to each call (the same one, or another on the same domain or image).
  */
@@ -459,11 +459,34 @@ typedef struct xvmi_region {
 } xvmi_region;
 
 /*
- What was found about the kernel.
+ Facts known from outside guest memory that make Windows discovery cheaper or possible
+ (`xenvmi::os::windows::Hints`). 0 means unknown.
+ */
+typedef struct xvmi_windows_hints {
+  /*
+   ntoskrnl's image base.
+   */
+  uint64_t kernel_base;
+  /*
+   Address of `PsActiveProcessHead` (a crash dump header records it).
+   */
+  uint64_t ps_active_process_head;
+  /*
+   Address of `PsLoadedModuleList` (a crash dump header records it).
+   */
+  uint64_t ps_loaded_module_list;
+  /*
+   A kernel page-table root (`DirectoryTableBase` of a crash dump header).
+   */
+  uint64_t directory_table_base;
+} xvmi_windows_hints;
+
+/*
+ What was found about the kernel. Fields that do not apply to the OS are 0.
  */
 typedef struct xvmi_os_info {
   /*
-   `XVMI_OS_LINUX` (or `XVMI_OS_WINDOWS`).
+   `XVMI_OS_LINUX` or `XVMI_OS_WINDOWS`.
    */
   uint32_t kind;
   /*
@@ -471,15 +494,17 @@ typedef struct xvmi_os_info {
    */
   uint32_t paging_levels;
   /*
-   KASLR virtual offset (Linux: `_text - 0xffffffff81000000`).
+   KASLR virtual offset (Linux: `_text - 0xffffffff81000000`; 0 on Windows, whose
+   kernel has no fixed link address).
    */
   uint64_t kaslr_offset;
   /*
-   Run-time virtual address of the kernel image (Linux `_text`).
+   Run-time virtual address of the kernel image (Linux `_text`, Windows ntoskrnl's image
+   base).
    */
   uint64_t kernel_base;
   /*
-   Guest-physical address of the kernel image.
+   Guest-physical address of the kernel image (0 if its first page is not mapped).
    */
   uint64_t kernel_base_pa;
   /*
@@ -491,9 +516,18 @@ typedef struct xvmi_os_info {
    */
   uint64_t page_offset_base;
   /*
-   The kernel's own page-table root, usable as a `cr3` argument (Linux `init_top_pgt`).
+   The kernel's own page-table root, usable as a `cr3` argument (Linux `init_top_pgt`,
+   Windows the System process's `DirectoryTableBase`).
    */
   uint64_t kernel_cr3;
+  /*
+   Size of the kernel image (Windows `SizeOfImage`).
+   */
+  uint64_t image_size;
+  /*
+   Windows build number (`NtBuildNumber & 0xffff`: 7601, 19041, 22000, ...), when readable.
+   */
+  uint32_t build;
 } xvmi_os_info;
 
 /*
@@ -519,17 +553,28 @@ typedef struct xvmi_process {
    */
   uint64_t dtb;
   /*
+   The user-mode page-table root when the kernel keeps a separate one (Windows KVA
+   shadow: `UserDirectoryTableBase`), valid when `has_user_dtb`; 0 otherwise. Linux's KPTI
+   user table is always the page after `dtb` and is not reported here.
+   */
+  uint64_t user_dtb;
+  /*
    Guest-virtual address of the kernel object (`task_struct` / `EPROCESS`).
    */
   uint64_t object;
   /*
-   A kernel thread (no user address space).
+   A kernel thread (no user address space; on Windows a process without a PEB, such as
+   System).
    */
   bool kernel_thread;
   /*
-   Whether `dtb` is set (false for kernel threads).
+   Whether `dtb` is set.
    */
   bool has_dtb;
+  /*
+   Whether `user_dtb` is set.
+   */
+  bool has_user_dtb;
   /*
    Short name (Linux `comm`, Windows `ImageFileName`), NUL-terminated UTF-8.
    */
@@ -1439,6 +1484,26 @@ xvmi_result xvmi_os_linux_discover_btf(const struct xvmi_memory *mem,
                                        struct xvmi_os **out);
 
 /*
+ Find a Windows (x64) kernel in guest memory under KASLR, from the vCPU registers the
+ memory handle has (`MSR_LSTAR`, a kernel-mode `rip`, the page tables) and the optional
+ `hints` (NULL: none).
+
+ `profile_path` is a Volatility3 ISF for the kernel's `ntkrnlmp.pdb` (`.json` or
+ `.json.xz`), or a directory of them, from which the one whose PDB GUID and age match the
+ running kernel is picked. [`XVMI_ERR_OS_NOT_FOUND`] says what was tried, and for a profile
+ that does not match, which GUID and age are needed.
+
+ # Safety
+ `mem` is NULL or a live handle; `profile_path` is a NUL-terminated string; `hints` is NULL
+ or points at an initialised [`xvmi_windows_hints`]; `out` is valid for a write. On success
+ `*out` is a new handle to release with [`xvmi_os_free`].
+ */
+xvmi_result xvmi_os_windows_discover(const struct xvmi_memory *mem,
+                                     const char *profile_path,
+                                     const struct xvmi_windows_hints *hints,
+                                     struct xvmi_os **out);
+
+/*
  Release an OS handle. `NULL` is a no-op.
 
  # Safety
@@ -1456,8 +1521,9 @@ void xvmi_os_free(struct xvmi_os *os);
 xvmi_result xvmi_os_get_info(const struct xvmi_os *os, struct xvmi_os_info *out);
 
 /*
- The kernel release (`uname -r`, e.g. `6.1.0-56-amd64`) as a NUL-terminated string in
- `buf`. [`XVMI_ERR_BUFFER_TOO_SMALL`] if `len` is not more than its length (the buffer is
+ The kernel release as a NUL-terminated string in `buf`: Linux `uname -r`
+ (`6.1.0-56-amd64`), Windows the build number (`19041`; [`XVMI_ERR_NOT_FOUND`] if it could
+ not be read). [`XVMI_ERR_BUFFER_TOO_SMALL`] if `len` is not more than its length (the buffer is
  then untouched). `*out_len` (if not NULL) receives its length without the NUL, on success
  and on `XVMI_ERR_BUFFER_TOO_SMALL`.
 
@@ -1468,8 +1534,9 @@ xvmi_result xvmi_os_get_info(const struct xvmi_os *os, struct xvmi_os_info *out)
 xvmi_result xvmi_os_release(const struct xvmi_os *os, char *buf, size_t len, size_t *out_len);
 
 /*
- The kernel banner (Linux `linux_banner`, as `/proc/version` shows it) into `buf`; as
- [`xvmi_os_release`].
+ The kernel banner into `buf`, as [`xvmi_os_release`]: Linux `linux_banner` (as
+ `/proc/version` shows it); Windows the kernel's PDB name and symbol-server key with the
+ profile in use (`ntkrnlmp.pdb 5278AFF86C341677D7D7835C85B7B8441 (profile ...)`).
 
  # Safety
  As [`xvmi_os_release`].
@@ -1488,7 +1555,7 @@ xvmi_result xvmi_os_symbol(const struct xvmi_os *os, const char *name, uint64_t 
 
 /*
  Walk the guest's processes (Linux: `init_task.tasks`, every thread-group leader except
- the idle task), calling `callback(userdata, process, status)` for each, in list order.
+ the idle task; Windows: `PsActiveProcessHead`), calling `callback(userdata, process, status)` for each, in list order.
 
  Errors: an element that cannot be read while the walk goes on (one unreadable task) is
  reported **to the callback** (`process` NULL, `status` its code, message in
@@ -1511,7 +1578,8 @@ xvmi_result xvmi_os_processes(const struct xvmi_os *os,
                               void *userdata);
 
 /*
- Walk the kernel's modules (Linux: the `modules` list, most recently loaded first), calling
+ Walk the kernel's modules (Linux: the `modules` list, most recently loaded first; Windows:
+ `PsLoadedModuleList`, the drivers in load order, ntoskrnl first), calling
  `callback(userdata, module, status)` for each. Errors and stopping as
  [`xvmi_os_processes`].
 
@@ -1524,7 +1592,8 @@ xvmi_result xvmi_os_modules(const struct xvmi_os *os,
                             void *userdata);
 
 /*
- The process whose address space `cr3` selects (PCID bits and the KPTI user bit ignored),
+ The process whose address space `cr3` selects (PCID bits ignored; Linux's KPTI user table
+ and Windows' KVA-shadow user table match too),
  from a fresh walk of the process list (elements that cannot be read are skipped).
  [`XVMI_ERR_NOT_FOUND`] if none has it; the message says when `cr3` is the kernel's own
  page tables (an idle vCPU or a kernel thread).
@@ -1536,6 +1605,23 @@ xvmi_result xvmi_os_process_for_cr3(const struct xvmi_os *os,
                                     const struct xvmi_memory *mem,
                                     uint64_t cr3,
                                     struct xvmi_process *out);
+
+/*
+ Walk the modules loaded in one process's address space (Windows: the DLLs of its PEB
+ loader list, in load order, the executable first), calling `callback(userdata, module,
+ status)` for each. `process` is a record a process walk gave (copied out of its callback)
+ or [`xvmi_os_process_for_cr3`] wrote. Errors and stopping as [`xvmi_os_processes`]; a
+ process without user space (System) is [`XVMI_ERR_CORRUPT`] saying so.
+ [`XVMI_ERR_UNSUPPORTED`] for Linux guests (their user-space mappings are not walked yet).
+
+ # Safety
+ As [`xvmi_os_processes`]; `process` is NULL or points at an initialised [`xvmi_process`].
+ */
+xvmi_result xvmi_os_process_modules(const struct xvmi_os *os,
+                                    const struct xvmi_memory *mem,
+                                    const struct xvmi_process *process,
+                                    xvmi_module_callback callback,
+                                    void *userdata);
 
 /*
  Open an event session on a domain (enabling its vm_event ring). One session at a time per

@@ -18,6 +18,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::fixture::{fixture_file, ground_truth, hex};
+use support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
 
 fn compiler() -> Option<String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
@@ -328,6 +329,140 @@ fn c_event_session_on_the_simulated_domain() {
     let distinct: BTreeSet<u64> = cr3.iter().map(|c| c.1).collect();
     assert_eq!(distinct.len(), 3, "three different processes: {cr3:?}");
     assert!(field(&out, "garbage").contains("torn down"));
+}
+
+#[test]
+fn c_windows_guest_matches_its_spec() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_windows.c", "test_windows");
+    // Windows 10 19041, laid out by the real ntoskrnl ISF (the memory image is synthetic:
+    // tests/support/windows_guest.rs); the C side gets the image and the vCPU registers.
+    let (file, build_no) = PROFILES
+        .iter()
+        .copied()
+        .find(|(_, b)| *b == 19041)
+        .expect("the Windows 10 profile");
+    let g = WinGuest::build(&load_isf(file), WinSpec::typical(build_no));
+    let regs = g.registers();
+    let (spec, roots, kernel_root) = (g.spec.clone(), g.roots.clone(), g.kernel_pml4);
+    let image = profile_dir().join("c-tests").join("windows-19041.raw");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, &g.mem).unwrap();
+    let h = |v: u64| format!("{v:x}");
+    let mut args: Vec<String> = vec![
+        image.display().to_string(),
+        isf_dir().display().to_string(),
+        h(regs[0].cr0),
+        h(regs[0].cr4),
+        h(regs[0].efer),
+        h(regs[0].msr_lstar),
+    ];
+    for r in &regs[..2] {
+        args.extend([h(r.cr3), h(r.rip), h(r.cs_sel as u64)]);
+    }
+    let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let out = run(&exe, &refs);
+
+    assert_eq!(hex_str(field(&out, "kernel_base")), spec.kernel_base);
+    assert_eq!(
+        hex_str(field(&out, "image_size")),
+        spec.size_of_image as u64
+    );
+    assert_eq!(field(&out, "build"), build_no.to_string());
+    assert_eq!(field(&out, "release"), build_no.to_string());
+    let key = file
+        .trim_start_matches("ntkrnlmp-")
+        .trim_end_matches(".json.xz")
+        .replace('-', "");
+    assert!(
+        field(&out, "banner").starts_with(&format!("ntkrnlmp.pdb {key} ")),
+        "{out}"
+    );
+
+    // Processes in list order: pid, ppid, kernel or not, page-table roots, name.
+    let procs: Vec<(u64, u64, bool, u64, u64, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("process "))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(6, ' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2] == "1",
+                hex_str(f[3]),
+                hex_str(f[4]),
+                f[5].to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64, bool, u64, u64, String)> = spec
+        .processes
+        .iter()
+        .zip(&roots)
+        .map(|(p, (root, user))| {
+            (
+                p.pid,
+                p.ppid,
+                p.dlls.is_none(),
+                *root,
+                user.unwrap_or(0),
+                p.name.chars().take(15).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(procs, want, "processes");
+
+    // Each process's DLLs, in load order.
+    for p in &spec.processes {
+        let got: Vec<(String, u64, u64)> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("dll {} ", p.pid)))
+            .map(|l| {
+                let (rest, size) = l.rsplit_once(' ').unwrap();
+                let (name, base) = rest.rsplit_once(' ').unwrap();
+                (name.to_owned(), hex_str(base), hex_str(size))
+            })
+            .collect();
+        let want: Vec<(String, u64, u64)> = p
+            .dlls
+            .iter()
+            .flatten()
+            .map(|d| (d.name.clone(), d.base, d.size as u64))
+            .collect();
+        assert_eq!(got, want, "DLLs of {} {}", p.pid, p.name);
+    }
+
+    // Drivers, in load order.
+    let drivers: Vec<(String, u64, u64)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("driver "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), hex_str(f[1]), hex_str(f[2]))
+        })
+        .collect();
+    let want: Vec<(String, u64, u64)> = spec
+        .drivers
+        .iter()
+        .map(|d| (d.name.clone(), d.base, d.size as u64))
+        .collect();
+    assert_eq!(drivers, want, "drivers");
+
+    // vCPU 0 runs the last process (on its user page tables); vCPU 1 is on the kernel's,
+    // which belong to the process whose root they are.
+    let last = spec.processes.last().unwrap();
+    assert_eq!(
+        field(&out, "owner 0"),
+        format!("{} {}", last.pid, last.name)
+    );
+    let (i, _) = roots
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.0 == kernel_root)
+        .expect("a process on the kernel's page tables");
+    let sys = &spec.processes[i];
+    assert_eq!(field(&out, "owner 1"), format!("{} {}", sys.pid, sys.name));
 }
 
 #[test]

@@ -5,17 +5,24 @@ use std::ffi::{c_char, c_void};
 use super::error::*;
 use super::memory::xvmi_memory;
 use super::types::{xvmi_module, xvmi_process};
+use crate::addr::{Gpa, Gva};
 use crate::error::Error;
 use crate::mem::PagingMode;
 use crate::os::linux::{Linux, ProfileSource};
-use crate::os::Process;
+use crate::os::windows::{Hints, Windows, WindowsProfile};
+use crate::os::{Module, Process};
 
 /// The kernels an [`xvmi_os`] can hold.
 pub(crate) enum Os {
     Linux(Linux),
+    Windows {
+        windows: Windows,
+        /// Physical address of the kernel image, translated at discovery (0 if unmapped).
+        base_pa: u64,
+    },
 }
 
-/// A guest operating system found in memory (Linux today; Windows next), ready to walk. It
+/// A guest operating system found in memory (Linux or Windows), ready to walk. It
 /// holds no reference to the memory handle it was discovered on: pass a memory handle of the
 /// same guest to each call (the same one, or another on the same domain or image).
 pub struct xvmi_os {
@@ -24,7 +31,7 @@ pub struct xvmi_os {
 
 /// [`xvmi_os_info::kind`]: a Linux kernel.
 pub const XVMI_OS_LINUX: u32 = 1;
-/// [`xvmi_os_info::kind`]: a Windows kernel (reserved for the coming Windows support).
+/// [`xvmi_os_info::kind`]: a Windows (x64) kernel.
 pub const XVMI_OS_WINDOWS: u32 = 2;
 
 /// [`xvmi_process_callback`] / [`xvmi_module_callback`] return value: go on with the walk.
@@ -55,26 +62,40 @@ pub type xvmi_module_callback = Option<
     ) -> i32,
 >;
 
-/// What was found about the kernel.
+/// What was found about the kernel. Fields that do not apply to the OS are 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct xvmi_os_info {
-    /// `XVMI_OS_LINUX` (or `XVMI_OS_WINDOWS`).
+    /// `XVMI_OS_LINUX` or `XVMI_OS_WINDOWS`.
     pub kind: u32,
     /// Paging levels the kernel uses (4, or 5 with LA57).
     pub paging_levels: u32,
-    /// KASLR virtual offset (Linux: `_text - 0xffffffff81000000`).
+    /// KASLR virtual offset (Linux: `_text - 0xffffffff81000000`; 0 on Windows, whose
+    /// kernel has no fixed link address).
     pub kaslr_offset: u64,
-    /// Run-time virtual address of the kernel image (Linux `_text`).
+    /// Run-time virtual address of the kernel image (Linux `_text`, Windows ntoskrnl's image
+    /// base).
     pub kernel_base: u64,
-    /// Guest-physical address of the kernel image.
+    /// Guest-physical address of the kernel image (0 if its first page is not mapped).
     pub kernel_base_pa: u64,
     /// Linux `phys_base` (may wrap modulo 2^64).
     pub phys_base: u64,
     /// Start of the direct map of physical memory (Linux `page_offset_base`).
     pub page_offset_base: u64,
-    /// The kernel's own page-table root, usable as a `cr3` argument (Linux `init_top_pgt`).
+    /// The kernel's own page-table root, usable as a `cr3` argument (Linux `init_top_pgt`,
+    /// Windows the System process's `DirectoryTableBase`).
     pub kernel_cr3: u64,
+    /// Size of the kernel image (Windows `SizeOfImage`).
+    pub image_size: u64,
+    /// Windows build number (`NtBuildNumber & 0xffff`: 7601, 19041, 22000, ...), when readable.
+    pub build: u32,
+}
+
+fn levels(m: PagingMode) -> u32 {
+    match m {
+        PagingMode::Level4 => 4,
+        PagingMode::Level5 => 5,
+    }
 }
 
 fn new_os(os: Os, out: *mut *mut xvmi_os) {
@@ -156,6 +177,77 @@ pub unsafe extern "C" fn xvmi_os_linux_discover_btf(
     })
 }
 
+/// Facts known from outside guest memory that make Windows discovery cheaper or possible
+/// (`xenvmi::os::windows::Hints`). 0 means unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct xvmi_windows_hints {
+    /// ntoskrnl's image base.
+    pub kernel_base: u64,
+    /// Address of `PsActiveProcessHead` (a crash dump header records it).
+    pub ps_active_process_head: u64,
+    /// Address of `PsLoadedModuleList` (a crash dump header records it).
+    pub ps_loaded_module_list: u64,
+    /// A kernel page-table root (`DirectoryTableBase` of a crash dump header).
+    pub directory_table_base: u64,
+}
+
+/// Find a Windows (x64) kernel in guest memory under KASLR, from the vCPU registers the
+/// memory handle has (`MSR_LSTAR`, a kernel-mode `rip`, the page tables) and the optional
+/// `hints` (NULL: none).
+///
+/// `profile_path` is a Volatility3 ISF for the kernel's `ntkrnlmp.pdb` (`.json` or
+/// `.json.xz`), or a directory of them, from which the one whose PDB GUID and age match the
+/// running kernel is picked. [`XVMI_ERR_OS_NOT_FOUND`] says what was tried, and for a profile
+/// that does not match, which GUID and age are needed.
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `profile_path` is a NUL-terminated string; `hints` is NULL
+/// or points at an initialised [`xvmi_windows_hints`]; `out` is valid for a write. On success
+/// `*out` is a new handle to release with [`xvmi_os_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_os_windows_discover(
+    mem: *const xvmi_memory,
+    profile_path: *const c_char,
+    hints: *const xvmi_windows_hints,
+    out: *mut *mut xvmi_os,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        // SAFETY: forwarded contract.
+        let path = unsafe { arg_str(profile_path, "profile_path") }?;
+        let h = if hints.is_null() {
+            xvmi_windows_hints::default()
+        } else {
+            // SAFETY: forwarded contract.
+            *unsafe { arg_ref(hints, "hints") }?
+        };
+        let out = arg_out(out, "out")?;
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        let hints = Hints {
+            kernel_base: nonzero(h.kernel_base).map(Gva),
+            ps_active_process_head: nonzero(h.ps_active_process_head).map(Gva),
+            ps_loaded_module_list: nonzero(h.ps_loaded_module_list).map(Gva),
+            directory_table_base: nonzero(h.directory_table_base),
+        };
+        let profile = if std::path::Path::new(path).is_dir() {
+            WindowsProfile::Directory(path.into())
+        } else {
+            WindowsProfile::Isf(path.into())
+        };
+        let regs = m.all_registers();
+        let mem = m.get();
+        let windows = Windows::discover_with(mem, &regs, profile, &hints)?;
+        let base_pa = mem
+            .translate_mapped(windows.info().kernel_space, windows.info().kernel_base)
+            .map(|p: Gpa| p.0)
+            .unwrap_or(0);
+        new_os(Os::Windows { windows, base_pa }, out);
+        Ok(())
+    })
+}
+
 /// Release an OS handle. `NULL` is a no-op.
 ///
 /// # Safety
@@ -186,20 +278,32 @@ pub unsafe extern "C" fn xvmi_os_get_info(
         let os = unsafe { arg_ref(os, "os") }?;
         let out = arg_out(out, "out")?;
         let info = match &os.os {
+            Os::Windows { windows, base_pa } => {
+                let w = windows.info();
+                xvmi_os_info {
+                    kind: XVMI_OS_WINDOWS,
+                    paging_levels: levels(w.kernel_space.mode),
+                    kernel_base: w.kernel_base.0,
+                    kernel_base_pa: *base_pa,
+                    kernel_cr3: w.kernel_space.root.0,
+                    image_size: w.size_of_image as u64,
+                    build: w.build.unwrap_or(0),
+                    ..Default::default()
+                }
+            }
             Os::Linux(l) => {
                 let k = l.info();
                 xvmi_os_info {
                     kind: XVMI_OS_LINUX,
-                    paging_levels: match k.paging {
-                        PagingMode::Level4 => 4,
-                        PagingMode::Level5 => 5,
-                    },
+                    paging_levels: levels(k.paging),
                     kaslr_offset: k.kaslr_offset,
                     kernel_base: k.text_va.0,
                     kernel_base_pa: k.text_pa.0,
                     phys_base: k.phys_base,
                     page_offset_base: k.page_offset_base.0,
                     kernel_cr3: k.kernel_space.root.0,
+                    image_size: 0,
+                    build: 0,
                 }
             }
         };
@@ -209,8 +313,9 @@ pub unsafe extern "C" fn xvmi_os_get_info(
     })
 }
 
-/// The kernel release (`uname -r`, e.g. `6.1.0-56-amd64`) as a NUL-terminated string in
-/// `buf`. [`XVMI_ERR_BUFFER_TOO_SMALL`] if `len` is not more than its length (the buffer is
+/// The kernel release as a NUL-terminated string in `buf`: Linux `uname -r`
+/// (`6.1.0-56-amd64`), Windows the build number (`19041`; [`XVMI_ERR_NOT_FOUND`] if it could
+/// not be read). [`XVMI_ERR_BUFFER_TOO_SMALL`] if `len` is not more than its length (the buffer is
 /// then untouched). `*out_len` (if not NULL) receives its length without the NUL, on success
 /// and on `XVMI_ERR_BUFFER_TOO_SMALL`.
 ///
@@ -228,15 +333,25 @@ pub unsafe extern "C" fn xvmi_os_release(
         // SAFETY: forwarded contract.
         let os = unsafe { arg_ref(os, "os") }?;
         let s = match &os.os {
-            Os::Linux(l) => l.info().release.as_str(),
+            Os::Linux(l) => l.info().release.clone(),
+            Os::Windows { windows, .. } => match windows.info().build {
+                Some(b) => b.to_string(),
+                None => {
+                    return Err(Fail::new(
+                        XVMI_ERR_NOT_FOUND,
+                        "the Windows build number (NtBuildNumber) could not be read",
+                    ))
+                }
+            },
         };
         // SAFETY: forwarded contract.
-        unsafe { string_out(s, buf, len, out_len, "the release") }
+        unsafe { string_out(&s, buf, len, out_len, "the release") }
     })
 }
 
-/// The kernel banner (Linux `linux_banner`, as `/proc/version` shows it) into `buf`; as
-/// [`xvmi_os_release`].
+/// The kernel banner into `buf`, as [`xvmi_os_release`]: Linux `linux_banner` (as
+/// `/proc/version` shows it); Windows the kernel's PDB name and symbol-server key with the
+/// profile in use (`ntkrnlmp.pdb 5278AFF86C341677D7D7835C85B7B8441 (profile ...)`).
 ///
 /// # Safety
 /// As [`xvmi_os_release`].
@@ -251,10 +366,23 @@ pub unsafe extern "C" fn xvmi_os_banner(
         // SAFETY: forwarded contract.
         let os = unsafe { arg_ref(os, "os") }?;
         let s = match &os.os {
-            Os::Linux(l) => l.info().banner.as_str(),
+            Os::Linux(l) => l.info().banner.clone(),
+            Os::Windows { windows, .. } => {
+                let w = windows.info();
+                match &w.codeview {
+                    Some(cv) => format!(
+                        "{} {}{:X} (profile {})",
+                        cv.pdb_path,
+                        cv.guid_string(),
+                        cv.age,
+                        w.profile
+                    ),
+                    None => format!("(no CodeView record) (profile {})", w.profile),
+                }
+            }
         };
         // SAFETY: forwarded contract.
-        unsafe { string_out(s, buf, len, out_len, "the banner") }
+        unsafe { string_out(&s, buf, len, out_len, "the banner") }
     })
 }
 
@@ -276,17 +404,19 @@ pub unsafe extern "C" fn xvmi_os_symbol(
         // SAFETY: forwarded contract.
         let name = unsafe { arg_str(name, "name") }?;
         let out = arg_out(out_va, "out_va")?;
-        let va = match &os.os {
-            Os::Linux(l) => l.symbol(name).ok_or_else(|| {
-                Fail::new(
-                    XVMI_ERR_NOT_FOUND,
-                    format!(
-                        "symbol `{name}` is not in the {} symbol table",
-                        l.info().symbol_source
-                    ),
-                )
-            })?,
+        let (va, source) = match &os.os {
+            Os::Linux(l) => (l.symbol(name), l.info().symbol_source.clone()),
+            Os::Windows { windows, .. } => (
+                windows.symbol(name),
+                windows.symbols().source_name().to_owned(),
+            ),
         };
+        let va = va.ok_or_else(|| {
+            Fail::new(
+                XVMI_ERR_NOT_FOUND,
+                format!("symbol `{name}` is not in the {source} symbol table"),
+            )
+        })?;
         // SAFETY: checked by arg_out.
         unsafe { put(out, va.0) };
         Ok(())
@@ -323,7 +453,7 @@ fn walk<T, C>(
 }
 
 /// Walk the guest's processes (Linux: `init_task.tasks`, every thread-group leader except
-/// the idle task), calling `callback(userdata, process, status)` for each, in list order.
+/// the idle task; Windows: `PsActiveProcessHead`), calling `callback(userdata, process, status)` for each, in list order.
 ///
 /// Errors: an element that cannot be read while the walk goes on (one unreadable task) is
 /// reported **to the callback** (`process` NULL, `status` its code, message in
@@ -353,21 +483,21 @@ pub unsafe extern "C" fn xvmi_os_processes(
         let m = unsafe { arg_ref(mem, "mem") }?;
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
         let mem = m.get();
+        let call = |p: *const xvmi_process, status| {
+            // SAFETY: a C function pointer given by the caller; `p` is NULL or points at a
+            // process that lives until the call returns.
+            unsafe { cb(userdata, p, status) }
+        };
+        let convert = |p: &Process| xvmi_process::from(p);
         match &os.os {
-            Os::Linux(l) => walk(
-                l.processes(mem),
-                |p: &Process| xvmi_process::from(p),
-                |p, status| {
-                    // SAFETY: a C function pointer given by the caller; `p` is NULL or points at a
-                    // process that lives until the call returns.
-                    unsafe { cb(userdata, p, status) }
-                },
-            ),
+            Os::Linux(l) => walk(l.processes(mem), convert, call),
+            Os::Windows { windows, .. } => walk(windows.processes(mem), convert, call),
         }
     })
 }
 
-/// Walk the kernel's modules (Linux: the `modules` list, most recently loaded first), calling
+/// Walk the kernel's modules (Linux: the `modules` list, most recently loaded first; Windows:
+/// `PsLoadedModuleList`, the drivers in load order, ntoskrnl first), calling
 /// `callback(userdata, module, status)` for each. Errors and stopping as
 /// [`xvmi_os_processes`].
 ///
@@ -387,20 +517,20 @@ pub unsafe extern "C" fn xvmi_os_modules(
         let m = unsafe { arg_ref(mem, "mem") }?;
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
         let mem = m.get();
+        let call = |m: *const xvmi_module, status| {
+            // SAFETY: as in xvmi_os_processes.
+            unsafe { cb(userdata, m, status) }
+        };
+        let convert = |m: &Module| xvmi_module::from(m);
         match &os.os {
-            Os::Linux(l) => walk(
-                l.modules(mem),
-                |m: &crate::os::Module| xvmi_module::from(m),
-                |p, status| {
-                    // SAFETY: as in xvmi_os_processes.
-                    unsafe { cb(userdata, p, status) }
-                },
-            ),
+            Os::Linux(l) => walk(l.modules(mem), convert, call),
+            Os::Windows { windows, .. } => walk(windows.modules(mem), convert, call),
         }
     })
 }
 
-/// The process whose address space `cr3` selects (PCID bits and the KPTI user bit ignored),
+/// The process whose address space `cr3` selects (PCID bits ignored; Linux's KPTI user table
+/// and Windows' KVA-shadow user table match too),
 /// from a fresh walk of the process list (elements that cannot be read are skipped).
 /// [`XVMI_ERR_NOT_FOUND`] if none has it; the message says when `cr3` is the kernel's own
 /// page tables (an idle vCPU or a kernel thread).
@@ -432,6 +562,7 @@ pub unsafe extern "C" fn xvmi_os_process_for_cr3(
                 }
                 None => None,
             },
+            Os::Windows { windows, .. } => windows.process_for_cr3(mem, cr3),
         };
         let p = found.ok_or_else(|| {
             Fail::new(
@@ -442,5 +573,88 @@ pub unsafe extern "C" fn xvmi_os_process_for_cr3(
         // SAFETY: checked by arg_out.
         unsafe { put(out, xvmi_process::from(&p)) };
         Ok(())
+    })
+}
+
+/// Read the fields of a caller's process record that a walk needs, without assuming its
+/// booleans are valid Rust `bool`s (C may have changed them).
+///
+/// # Safety
+/// `p` is non-NULL, aligned and points at an initialised `xvmi_process`.
+unsafe fn process_from_c(p: *const xvmi_process) -> Result<Process, Fail> {
+    // SAFETY: valid for reads by contract; each field is read by value, the booleans as the
+    // byte they are in C, and validated.
+    let (pid, tgid, ppid, dtb, user_dtb, object, kthread, has_dtb, has_user_dtb) = unsafe {
+        (
+            std::ptr::addr_of!((*p).pid).read(),
+            std::ptr::addr_of!((*p).tgid).read(),
+            std::ptr::addr_of!((*p).ppid).read(),
+            std::ptr::addr_of!((*p).dtb).read(),
+            std::ptr::addr_of!((*p).user_dtb).read(),
+            std::ptr::addr_of!((*p).object).read(),
+            std::ptr::addr_of!((*p).kernel_thread).cast::<u8>().read(),
+            std::ptr::addr_of!((*p).has_dtb).cast::<u8>().read(),
+            std::ptr::addr_of!((*p).has_user_dtb).cast::<u8>().read(),
+        )
+    };
+    Ok(Process {
+        pid,
+        tgid,
+        ppid,
+        name: String::new(),
+        kernel_thread: arg_bool(kthread, "process.kernel_thread")?,
+        dtb: arg_bool(has_dtb, "process.has_dtb")?.then_some(Gpa(dtb)),
+        user_dtb: arg_bool(has_user_dtb, "process.has_user_dtb")?.then_some(Gpa(user_dtb)),
+        object: Gva(object),
+    })
+}
+
+/// Walk the modules loaded in one process's address space (Windows: the DLLs of its PEB
+/// loader list, in load order, the executable first), calling `callback(userdata, module,
+/// status)` for each. `process` is a record a process walk gave (copied out of its callback)
+/// or [`xvmi_os_process_for_cr3`] wrote. Errors and stopping as [`xvmi_os_processes`]; a
+/// process without user space (System) is [`XVMI_ERR_CORRUPT`] saying so.
+/// [`XVMI_ERR_UNSUPPORTED`] for Linux guests (their user-space mappings are not walked yet).
+///
+/// # Safety
+/// As [`xvmi_os_processes`]; `process` is NULL or points at an initialised [`xvmi_process`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_os_process_modules(
+    os: *const xvmi_os,
+    mem: *const xvmi_memory,
+    process: *const xvmi_process,
+    callback: xvmi_module_callback,
+    userdata: *mut c_void,
+) -> xvmi_result {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let os = unsafe { arg_ref(os, "os") }?;
+        // SAFETY: forwarded contract.
+        let m = unsafe { arg_ref(mem, "mem") }?;
+        if process.is_null() {
+            return Err(Fail::new(XVMI_ERR_NULL_POINTER, "`process` is NULL"));
+        }
+        if !process.is_aligned() {
+            return Err(Fail::invalid("`process` is not aligned"));
+        }
+        // SAFETY: non-NULL and aligned (checked); initialised by contract.
+        let p = unsafe { process_from_c(process) }?;
+        let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
+        let mem = m.get();
+        let call = |m: *const xvmi_module, status| {
+            // SAFETY: as in xvmi_os_processes.
+            unsafe { cb(userdata, m, status) }
+        };
+        match &os.os {
+            Os::Linux(_) => Err(Fail::new(
+                XVMI_ERR_UNSUPPORTED,
+                "walking the user-space modules of a Linux process is not supported yet",
+            )),
+            Os::Windows { windows, .. } => walk(
+                windows.process_modules(mem, &p),
+                |m: &Module| xvmi_module::from(m),
+                call,
+            ),
+        }
     })
 }

@@ -138,12 +138,19 @@ pub struct xvmi_process {
     /// Page-table root of its address space (Linux `__pa(mm->pgd)`, Windows
     /// `DirectoryTableBase`), valid when `has_dtb`; 0 otherwise.
     pub dtb: u64,
+    /// The user-mode page-table root when the kernel keeps a separate one (Windows KVA
+    /// shadow: `UserDirectoryTableBase`), valid when `has_user_dtb`; 0 otherwise. Linux's KPTI
+    /// user table is always the page after `dtb` and is not reported here.
+    pub user_dtb: u64,
     /// Guest-virtual address of the kernel object (`task_struct` / `EPROCESS`).
     pub object: u64,
-    /// A kernel thread (no user address space).
+    /// A kernel thread (no user address space; on Windows a process without a PEB, such as
+    /// System).
     pub kernel_thread: bool,
-    /// Whether `dtb` is set (false for kernel threads).
+    /// Whether `dtb` is set.
     pub has_dtb: bool,
+    /// Whether `user_dtb` is set.
+    pub has_user_dtb: bool,
     /// Short name (Linux `comm`, Windows `ImageFileName`), NUL-terminated UTF-8.
     pub name: [c_char; XVMI_NAME_LEN],
 }
@@ -155,9 +162,11 @@ impl From<&Process> for xvmi_process {
             tgid: p.tgid,
             ppid: p.ppid,
             dtb: p.dtb.map(|d| d.0).unwrap_or(0),
+            user_dtb: p.user_dtb.map(|d| d.0).unwrap_or(0),
             object: p.object.0,
             kernel_thread: p.kernel_thread,
             has_dtb: p.dtb.is_some(),
+            has_user_dtb: p.user_dtb.is_some(),
             name: fixed_string(&p.name),
         }
     }

@@ -1,0 +1,133 @@
+/* Windows through the C ABI: a synthetic Windows 10 guest laid out by the real ntoskrnl ISF
+ * (tests/support/windows_guest.rs builds it; tests/c_abi.rs writes it to a file), opened as
+ * a simulated domain with two vCPUs so that discovery has registers: ntoskrnl under KASLR,
+ * processes, each process's DLLs, drivers, and the owner of each vCPU's CR3.
+ *
+ * usage: test_windows IMAGE PROFILE CR0 CR4 EFER LSTAR CR3_0 RIP_0 CS_0 CR3_1 RIP_1 CS_1
+ * (PROFILE is an ISF file or a directory of them; numbers in hex.) Prints what it found;
+ * tests/c_abi.rs compares it with the spec the guest was built from. */
+#include <inttypes.h>
+#include <stdint.h>
+
+#include "check.h"
+
+struct walk {
+    const xvmi_os *os;
+    const xvmi_memory *mem;
+};
+
+static int print_dll(void *userdata, const xvmi_module *m, xvmi_result status) {
+    const xvmi_process *p = userdata;
+    CHECK(status == XVMI_OK);
+    printf("dll %" PRIu64 " %s 0x%" PRIx64 " 0x%" PRIx64 "\n", p->pid, m->name, m->base, m->size);
+    return XVMI_WALK_CONTINUE;
+}
+
+static int print_process(void *userdata, const xvmi_process *p, xvmi_result status) {
+    struct walk *w = userdata;
+    CHECK(status == XVMI_OK);
+    printf("process %" PRIu64 " %" PRIu64 " %d 0x%" PRIx64 " 0x%" PRIx64 " %s\n", p->pid, p->ppid,
+           p->kernel_thread ? 1 : 0, p->dtb, p->has_user_dtb ? p->user_dtb : 0, p->name);
+    /* A copy of the record is what xvmi_os_process_modules takes. */
+    xvmi_process copy = *p;
+    xvmi_result rc = xvmi_os_process_modules(w->os, w->mem, &copy, print_dll, &copy);
+    if (p->kernel_thread)
+        CHECK(rc == XVMI_ERR_CORRUPT); /* no PEB, no DLLs */
+    else
+        CHECK(rc == XVMI_OK);
+    return XVMI_WALK_CONTINUE;
+}
+
+static int print_driver(void *userdata, const xvmi_module *m, xvmi_result status) {
+    (void)userdata;
+    CHECK(status == XVMI_OK);
+    printf("driver %s 0x%" PRIx64 " 0x%" PRIx64 "\n", m->name, m->base, m->size);
+    return XVMI_WALK_CONTINUE;
+}
+
+static uint64_t hex(const char *s) { return strtoull(s, NULL, 16); }
+
+int main(int argc, char **argv) {
+    if (argc != 13) {
+        fprintf(stderr, "usage: test_windows IMAGE PROFILE CR0 CR4 EFER LSTAR "
+                        "CR3_0 RIP_0 CS_0 CR3_1 RIP_1 CS_1\n");
+        return 2;
+    }
+    FILE *f = fopen(argv[1], "rb");
+    CHECK(f != NULL);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    long size = ftell(f);
+    CHECK(size > 0);
+    rewind(f);
+    uint8_t *image = malloc((size_t)size);
+    CHECK(image != NULL);
+    CHECK(fread(image, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+
+    xvmi_registers regs[2];
+    memset(regs, 0, sizeof regs);
+    for (int i = 0; i < 2; i++) {
+        regs[i].cr0 = hex(argv[3]);
+        regs[i].cr4 = hex(argv[4]);
+        regs[i].efer = hex(argv[5]);
+        regs[i].msr_lstar = hex(argv[6]);
+        regs[i].cr3 = hex(argv[7 + 3 * i]);
+        regs[i].rip = hex(argv[8 + 3 * i]);
+        regs[i].cs_sel = (uint16_t)hex(argv[9 + 3 * i]);
+    }
+    xvmi_domain *dom = NULL;
+    OK(xvmi_sim_open_buffer(image, (size_t)size, regs, 2, &dom));
+    free(image); /* the domain has its own copy */
+    xvmi_memory *mem = NULL;
+    OK(xvmi_memory_open_domain(dom, &mem));
+
+    CHECK_RC(xvmi_os_windows_discover(mem, NULL, NULL, NULL), XVMI_ERR_NULL_POINTER);
+    xvmi_os *os = NULL;
+    OK(xvmi_os_windows_discover(mem, argv[2], NULL, &os));
+    xvmi_os_info info;
+    OK(xvmi_os_get_info(os, &info));
+    CHECK(info.kind == XVMI_OS_WINDOWS);
+    printf("kernel_base 0x%" PRIx64 "\n", info.kernel_base);
+    printf("image_size 0x%" PRIx64 "\n", info.image_size);
+    printf("build %u\n", info.build);
+    char release[32], banner[512];
+    OK(xvmi_os_release(os, release, sizeof release, NULL));
+    printf("release %s\n", release);
+    OK(xvmi_os_banner(os, banner, sizeof banner, NULL));
+    printf("banner %s\n", banner);
+    uint64_t head = 0;
+    OK(xvmi_os_symbol(os, "PsActiveProcessHead", &head));
+    printf("PsActiveProcessHead 0x%" PRIx64 "\n", head);
+    /* The kernel is where its physical address says. */
+    uint8_t mz[2];
+    OK(xvmi_memory_read_physical(mem, info.kernel_base_pa, mz, 2));
+    CHECK(mz[0] == 'M' && mz[1] == 'Z');
+
+    struct walk w = {os, mem};
+    OK(xvmi_os_processes(os, mem, print_process, &w));
+    OK(xvmi_os_modules(os, mem, print_driver, NULL));
+    for (int i = 0; i < 2; i++) {
+        xvmi_process p;
+        xvmi_result rc = xvmi_os_process_for_cr3(os, mem, regs[i].cr3, &p);
+        if (rc == XVMI_OK)
+            printf("owner %d %" PRIu64 " %s\n", i, p.pid, p.name);
+        else
+            printf("owner %d none\n", i);
+    }
+    /* A process record with a corrupted boolean is refused, not trusted. */
+    xvmi_process bogus;
+    memset(&bogus, 0, sizeof bogus);
+    memset(&bogus.has_dtb, 7, 1);
+    CHECK_RC(xvmi_os_process_modules(os, mem, &bogus, print_dll, &bogus),
+             XVMI_ERR_INVALID_ARGUMENT);
+
+    /* The Linux walker does not know Windows; the Linux discovery says so. */
+    xvmi_os *linux = NULL;
+    CHECK_RC(xvmi_os_linux_discover(mem, NULL, &linux), XVMI_ERR_OS_NOT_FOUND);
+
+    xvmi_os_free(os);
+    xvmi_memory_free(mem);
+    xvmi_domain_free(dom);
+    printf("done\n");
+    return 0;
+}
