@@ -5,6 +5,9 @@ set -euo pipefail
 need=()
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 command -v cc >/dev/null || need+=(gcc)
+# The C ABI tests (tests/c_abi.rs) compile C with gcc under ASan/UBSan, and check that
+# include/xenvmi.h compiles as C++ with g++.
+command -v c++ >/dev/null || need+=(g++)
 command -v objdump >/dev/null || need+=(binutils)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 # Xen 4.17 headers/libraries and libclang: for the `xen` feature (bindgen at build time).
