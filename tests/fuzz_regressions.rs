@@ -112,3 +112,18 @@ fn isf_inputs() {
         }
     }
 }
+
+#[path = "../fuzz/capi_harness.rs"]
+mod capi_harness;
+
+#[test]
+fn capi_inputs() {
+    // The capi target's own harness: C calls with the checks it makes (no panic, strings
+    // terminated, nothing left paused or changed after a session).
+    let all = inputs("capi");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        eprintln!("{name}");
+        capi_harness::run(&data);
+    }
+}

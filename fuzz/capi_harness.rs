@@ -1,0 +1,535 @@
+//! The `capi` fuzz target's harness (shared with tests/fuzz_regressions.rs, which replays
+//! the seeds and regressions in ordinary `cargo test`).
+//!
+//! The C ABI as a C program would call it: the input is a small guest image, vCPU registers
+//! and a sequence of calls (open, read, translate, discover, walk, free, and on a simulated
+//! domain: monitors, views, scripted guest actions, event loops whose callback answers with
+//! arbitrary, often invalid, responses), made through the `extern "C"` functions with
+//! arbitrary values and lengths, NULL handles included. Only valid-pointer sequences: a freed
+//! handle is never used again (that is undefined behaviour for C callers too).
+//!
+//! Checked: no call panics (XVMI_ERR_PANIC would be a bug), every string the library writes
+//! is NUL-terminated inside its buffer, and after every session is freed the simulated domain
+//! has no paused vCPU, monitor, view, restriction or ring left: every event was answered.
+//!
+//! Input format (hand-decoded, so seeds are easy to write; fuzz/make-capi-seeds.py writes some):
+//! byte 0: vCPU count (0..=3); per vCPU 8 bytes CR3 and 1 byte flags (bit 0: LA57, bit 1:
+//! kernel mode); 4 bytes image length; the image; then operations, one opcode byte and 16
+//! argument bytes each (zero-filled at the end of the input).
+#![allow(clippy::missing_safety_doc, clippy::too_many_lines, dead_code)]
+
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr::{null, null_mut};
+
+use xenvmi::capi::*;
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let k = n.min(self.0.len());
+        let mut v = self.0[..k].to_vec();
+        self.0 = &self.0[k..];
+        v.resize(n, 0);
+        v
+    }
+    fn u8(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take(4).try_into().unwrap())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take(8).try_into().unwrap())
+    }
+}
+
+/// What the event callback answers with, and what it saw.
+struct Answers {
+    script: Vec<[u8; 16]>,
+    next: usize,
+    events: u64,
+    /// Calls into the library from the callback (allowed: read memory of the domain).
+    mem: *const xvmi_memory,
+    session: *const xvmi_session,
+}
+
+unsafe extern "C" fn on_event(
+    userdata: *mut c_void,
+    event: *const xvmi_event,
+    response: *mut xvmi_response,
+) -> i32 {
+    let a = &mut *(userdata as *mut Answers);
+    a.events += 1;
+    let e = &*event;
+    let r = &mut *response;
+    // Reading guest memory from the callback is allowed.
+    if !a.mem.is_null() {
+        let mut b = [0u8; 8];
+        let _ =
+            xvmi_memory_read_virtual(a.mem, e.regs.cr3, e.regs.rip, b.as_mut_ptr(), 8, null_mut());
+    }
+    // Calling into its own session is refused, not undefined.
+    if !a.session.is_null() {
+        assert_eq!(
+            xvmi_session_switch_view(a.session, 0),
+            XVMI_ERR_INVALID_ARGUMENT
+        );
+    }
+    if a.script.is_empty() {
+        return XVMI_RUN_CONTINUE;
+    }
+    let s = a.script[a.next % a.script.len()];
+    a.next += 1;
+    // Mostly valid answers, sometimes garbage.
+    r.action = if s[0] & 0x80 != 0 {
+        u32::from(s[1])
+    } else {
+        u32::from(s[1] & 3)
+    };
+    r.flags = if s[0] & 0x40 != 0 {
+        u32::from(s[2])
+    } else {
+        u32::from(s[2] & 0xf)
+    };
+    r.view = u16::from(s[3] & 0xf);
+    r.fast_singlestep_view = u16::from(s[4] & 0xf);
+    r.regs.rip ^= u64::from(s[5]);
+    if s[6] & 1 != 0 {
+        XVMI_RUN_STOP
+    } else {
+        XVMI_RUN_CONTINUE
+    }
+}
+
+unsafe extern "C" fn on_process(
+    ud: *mut c_void,
+    p: *const xvmi_process,
+    status: xvmi_result,
+) -> i32 {
+    let left = &mut *(ud as *mut u32);
+    if status == XVMI_OK {
+        let p = &*p;
+        assert!(p.name.contains(&0), "process name not NUL-terminated");
+    } else {
+        assert!(p.is_null());
+    }
+    if *left == 0 {
+        return XVMI_WALK_STOP;
+    }
+    *left -= 1;
+    XVMI_WALK_CONTINUE
+}
+
+unsafe extern "C" fn on_module(ud: *mut c_void, m: *const xvmi_module, status: xvmi_result) -> i32 {
+    let left = &mut *(ud as *mut u32);
+    if status == XVMI_OK {
+        assert!((*m).name.contains(&0), "module name not NUL-terminated");
+    }
+    if *left == 0 {
+        return XVMI_WALK_STOP;
+    }
+    *left -= 1;
+    XVMI_WALK_CONTINUE
+}
+
+fn ok_or_expected(rc: xvmi_result) {
+    assert_ne!(rc, XVMI_ERR_PANIC, "xenvmi panicked: {}", last_error());
+}
+
+fn last_error() -> String {
+    let mut b = [0 as c_char; 512];
+    // SAFETY: a 512-byte buffer.
+    unsafe { xvmi_last_error(b.as_mut_ptr(), b.len(), null_mut()) };
+    // SAFETY: NUL-terminated by xvmi_last_error.
+    unsafe { CStr::from_ptr(b.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+unsafe fn check_clean(dom: *const xvmi_domain) {
+    let mut st = std::mem::zeroed::<xvmi_sim_state>();
+    assert_eq!(xvmi_sim_get_state(dom, &mut st), XVMI_OK);
+    assert_eq!(st.paused_vcpus, 0, "a vCPU was left paused: {st:?}");
+    assert_eq!(st.monitors, 0, "{st:?}");
+    assert_eq!(st.extra_views, 0, "{st:?}");
+    assert_eq!(st.restrictions, 0, "{st:?}");
+    assert_eq!(st.vcpus_not_clean, 0, "{st:?}");
+    assert_eq!(st.extra_frames, 0, "{st:?}");
+    assert!(!st.ring_enabled, "{st:?}");
+    assert_eq!(st.responses_skipped, 0, "{st:?}");
+}
+
+/// Run one input.
+pub fn run(data: &[u8]) {
+    // SAFETY: every pointer passed below is NULL, a live handle, or a local that outlives the
+    // call; handles are set to NULL when freed.
+    unsafe { run_unsafe(data) }
+}
+
+unsafe fn run_unsafe(data: &[u8]) {
+    let mut c = Cursor(data);
+    let nvcpu = (c.u8() % 4) as usize;
+    let mut regs: Vec<xvmi_registers> = Vec::new();
+    for _ in 0..nvcpu {
+        let cr3 = c.u64();
+        let flags = c.u8();
+        let mut r = std::mem::zeroed::<xvmi_registers>();
+        r.cr0 = 0x8005_0033;
+        r.cr3 = cr3;
+        r.cr4 = if flags & 1 != 0 { 0x1020 } else { 0x20 };
+        r.efer = 0xd01;
+        r.cs_sel = if flags & 2 != 0 { 0x10 } else { 0x33 };
+        regs.push(r);
+    }
+    let len = (c.u32() as usize).min(c.0.len()).min(1 << 20);
+    let image = c.take(len);
+
+    let mut mem: *mut xvmi_memory = null_mut();
+    let mut dom: *mut xvmi_domain = null_mut();
+    let mut dmem: *mut xvmi_memory = null_mut();
+    let mut os: *mut xvmi_os = null_mut();
+    let mut session: *mut xvmi_session = null_mut();
+    // Whether a session was opened on `dom` (a fresh simulated domain starts with its ring on).
+    let mut had_session = false;
+    let mut ops = 0;
+    while !c.0.is_empty() && ops < 64 {
+        ops += 1;
+        let op = c.u8();
+        let a = c.take(16);
+        let a8 = |i: usize| u64::from_le_bytes(a[i..i + 8].try_into().unwrap());
+        let a4 = |i: usize| u32::from_le_bytes(a[i..i + 4].try_into().unwrap());
+        // The memory handle an operation uses: the image's or the domain's, or NULL.
+        let m: *const xvmi_memory = match a[15] % 3 {
+            0 => mem,
+            1 => dmem,
+            _ => null(),
+        };
+        match op % 32 {
+            0 => {
+                xvmi_memory_free(mem);
+                mem = null_mut();
+                ok_or_expected(xvmi_memory_open_buffer(
+                    image.as_ptr(),
+                    image.len(),
+                    &mut mem,
+                ));
+            }
+            1 => {
+                xvmi_memory_free(mem);
+                mem = null_mut();
+            }
+            2 => {
+                let n = (a4(8) % 9000) as usize;
+                let mut buf = vec![0u8; n];
+                ok_or_expected(xvmi_memory_read_physical(m, a8(0), buf.as_mut_ptr(), n));
+            }
+            3 => {
+                // cr3: bytes 0..4, va: bytes 4..12, length: byte 12 * 64.
+                let n = (a[12] as usize) << 6;
+                let mut buf = vec![0u8; n];
+                let mut got = usize::MAX;
+                let rc = xvmi_memory_read_virtual(
+                    m,
+                    u64::from(a4(0)),
+                    a8(4),
+                    buf.as_mut_ptr(),
+                    n,
+                    &mut got,
+                );
+                ok_or_expected(rc);
+                if rc == XVMI_OK || rc == XVMI_ERR_NOT_MAPPED {
+                    assert!(got <= n);
+                }
+            }
+            4 => {
+                let mut gpa = 0;
+                ok_or_expected(xvmi_memory_translate(m, a8(0), a8(8), &mut gpa));
+            }
+            5 => ok_or_expected(xvmi_memory_set_paging_levels(m, u32::from(a[0] % 7))),
+            6 => {
+                let mut n = 0u32;
+                ok_or_expected(xvmi_memory_vcpu_count(m, &mut n));
+                let mut r = std::mem::zeroed::<xvmi_registers>();
+                ok_or_expected(xvmi_memory_registers(m, u32::from(a[0] % 5), &mut r));
+                let mut k = 0usize;
+                ok_or_expected(xvmi_memory_region_count(m, &mut k));
+                let mut reg = xvmi_region::default();
+                ok_or_expected(xvmi_memory_region(m, usize::from(a[1] % 4), &mut reg));
+                ok_or_expected(xvmi_memory_flush(m));
+            }
+            7 => {
+                xvmi_os_free(os);
+                os = null_mut();
+                ok_or_expected(xvmi_os_linux_discover(m, null(), &mut os));
+            }
+            8 => {
+                xvmi_os_free(os);
+                os = null_mut();
+            }
+            9 => {
+                let mut info = xvmi_os_info::default();
+                ok_or_expected(xvmi_os_get_info(os, &mut info));
+                let n = usize::from(a[0]);
+                let mut buf = vec![0x55 as c_char; n];
+                let mut l = 0usize;
+                let p = if n == 0 { null_mut() } else { buf.as_mut_ptr() };
+                let rc = xvmi_os_release(os, p, n, &mut l);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    assert_eq!(buf[l], 0);
+                }
+                let rc = xvmi_os_banner(os, p, n, &mut l);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    assert_eq!(buf[l], 0);
+                }
+                let mut va = 0;
+                ok_or_expected(xvmi_os_symbol(os, c"init_task".as_ptr(), &mut va));
+            }
+            10 => {
+                let mut left = u32::from(a[0]);
+                ok_or_expected(xvmi_os_processes(
+                    os,
+                    m,
+                    Some(on_process),
+                    &mut left as *mut u32 as *mut c_void,
+                ));
+            }
+            11 => {
+                let mut left = u32::from(a[0]);
+                ok_or_expected(xvmi_os_modules(
+                    os,
+                    m,
+                    Some(on_module),
+                    &mut left as *mut u32 as *mut c_void,
+                ));
+            }
+            12 => {
+                let mut p = std::mem::zeroed::<xvmi_process>();
+                let rc = xvmi_os_process_for_cr3(os, m, a8(0), &mut p);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    let mut left = 4u32;
+                    ok_or_expected(xvmi_os_process_modules(
+                        os,
+                        m,
+                        &p,
+                        Some(on_module),
+                        &mut left as *mut u32 as *mut c_void,
+                    ));
+                }
+            }
+            13 => {
+                let n = usize::from(a[0]);
+                let mut buf = vec![0x55 as c_char; n];
+                let mut l = 0usize;
+                let p = if n == 0 { null_mut() } else { buf.as_mut_ptr() };
+                let rc = xvmi_last_error(p, n, &mut l);
+                if n > 0 {
+                    assert!(buf.contains(&0), "last error not NUL-terminated");
+                }
+                assert!(rc == XVMI_OK || rc == XVMI_ERR_BUFFER_TOO_SMALL);
+            }
+            14 => {
+                // A new simulated domain (the old one's handles keep it alive).
+                xvmi_memory_free(dmem);
+                dmem = null_mut();
+                xvmi_session_free(session);
+                session = null_mut();
+                if !dom.is_null() && had_session {
+                    check_clean(dom);
+                }
+                xvmi_domain_free(dom);
+                dom = null_mut();
+                had_session = false;
+                ok_or_expected(xvmi_sim_open_buffer(
+                    image.as_ptr(),
+                    image.len(),
+                    regs.as_ptr(),
+                    regs.len(),
+                    &mut dom,
+                ));
+                if !dom.is_null() {
+                    ok_or_expected(xvmi_memory_open_domain(dom, &mut dmem));
+                }
+            }
+            15 => {
+                // Script a guest action.
+                let vcpu = u32::from(a[0] % 4);
+                let gpa = u64::from(a4(4)) & !0x7;
+                let rc = match a[1] % 6 {
+                    0 => xvmi_sim_script_write_cr(dom, vcpu, u32::from(a[2] % 5), a8(8)),
+                    1 => xvmi_sim_script_write_msr(
+                        dom,
+                        vcpu,
+                        0xc000_0080 + u32::from(a[2] % 4),
+                        a8(8),
+                    ),
+                    2 => xvmi_sim_script_write(
+                        dom,
+                        vcpu,
+                        gpa,
+                        a[8..].as_ptr(),
+                        usize::from(a[2] % 9),
+                    ),
+                    3 => xvmi_sim_script_read(dom, vcpu, gpa),
+                    4 => xvmi_sim_script_execute(dom, vcpu, gpa),
+                    _ => xvmi_sim_script_cpuid(dom, vcpu, a4(8)),
+                };
+                ok_or_expected(rc);
+            }
+            16 => {
+                if session.is_null() {
+                    let rc = xvmi_session_open(dom, &mut session);
+                    ok_or_expected(rc);
+                    had_session |= rc == XVMI_OK;
+                } else {
+                    let mut other = null_mut();
+                    assert_ne!(xvmi_session_open(dom, &mut other), XVMI_OK);
+                }
+            }
+            17 => {
+                xvmi_session_free(session);
+                session = null_mut();
+                if !dom.is_null() && had_session {
+                    check_clean(dom);
+                }
+            }
+            18 => {
+                let mut mon = xvmi_monitor::default();
+                mon.kind = u32::from(a[0] % 12);
+                mon.control_register = u32::from(a[1] % 5);
+                mon.msr_index = 0xc000_0080 + u32::from(a[2] % 4);
+                mon.sync = a[3] % 3;
+                mon.on_change_only = a[4] % 3;
+                mon.ignore_mask = a8(8);
+                ok_or_expected(xvmi_session_monitor(session, &mon));
+            }
+            19 => {
+                let mut v = 0u16;
+                ok_or_expected(xvmi_session_create_view(
+                    session,
+                    u32::from(a[0] % 9),
+                    &mut v,
+                ));
+            }
+            20 => ok_or_expected(xvmi_session_set_mem_access(
+                session,
+                u16::from(a[0] % 4),
+                u64::from(a4(4) % 0x200),
+                u32::from(a[1] % 9),
+            )),
+            21 => ok_or_expected(xvmi_session_switch_view(session, u16::from(a[0] % 4))),
+            22 => ok_or_expected(xvmi_session_singlestep(
+                session,
+                u32::from(a[0] % 4),
+                a[1] % 3,
+            )),
+            23 => {
+                let mut g = 0u64;
+                ok_or_expected(xvmi_session_alloc_frame(session, &mut g));
+                ok_or_expected(xvmi_session_change_gfn(
+                    session,
+                    u16::from(a[0] % 4),
+                    u64::from(a4(4) % 0x200),
+                    g,
+                ));
+            }
+            24 => {
+                // Run: the answers come from the rest of this operation's bytes.
+                let first: [u8; 16] = a[..].try_into().unwrap();
+                let mut second = first;
+                second.reverse();
+                let mut ans = Answers {
+                    script: vec![first, second],
+                    next: 0,
+                    events: 0,
+                    mem: dmem,
+                    session,
+                };
+                let opts = xvmi_run_options {
+                    poll_ms: 1,
+                    max_idle_polls: 1,
+                    max_events: u64::from(a[7] % 64) + 1,
+                };
+                let mut stats = xvmi_run_stats::default();
+                let rc = xvmi_session_run(
+                    session,
+                    Some(on_event),
+                    &mut ans as *mut Answers as *mut c_void,
+                    &opts,
+                    &mut stats,
+                );
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    assert_eq!(stats.events, ans.events + stats.bad_requests);
+                }
+                if rc == XVMI_ERR_HANDLER {
+                    // The callback's garbage: answered, torn down.
+                    check_clean(dom);
+                }
+            }
+            25 => ok_or_expected(xvmi_session_teardown(session)),
+            26 => {
+                if !session.is_null() {
+                    assert_eq!(xvmi_session_stop(session), XVMI_OK);
+                }
+            }
+            27 => {
+                let mut st = xvmi_sim_state::default();
+                ok_or_expected(xvmi_sim_get_state(dom, &mut st));
+                let mut v = 0;
+                ok_or_expected(xvmi_sim_msr(
+                    dom,
+                    u32::from(a[0] % 4),
+                    0xc000_0080 + u32::from(a[1] % 4),
+                    &mut v,
+                ));
+            }
+            28 => {
+                // The domain handle may go before its memory handle and session.
+                xvmi_domain_free(dom);
+                dom = null_mut();
+                had_session = false;
+            }
+            29 => {
+                // Windows discovery on whatever this is, with hints and no usable profile.
+                let hints = xvmi_windows_hints {
+                    kernel_base: a8(0),
+                    directory_table_base: a8(8),
+                    ..Default::default()
+                };
+                let mut o = null_mut();
+                let rc = xvmi_os_windows_discover(
+                    m,
+                    c"/nonexistent/ntkrnlmp.json".as_ptr(),
+                    &hints,
+                    &mut o,
+                );
+                ok_or_expected(rc);
+                xvmi_os_free(o);
+            }
+            _ => {
+                // NULL everywhere.
+                assert_eq!(
+                    xvmi_memory_open_snapshot(null(), null_mut()),
+                    XVMI_ERR_NULL_POINTER
+                );
+                assert_eq!(
+                    xvmi_os_processes(os, m, None, null_mut()),
+                    XVMI_ERR_NULL_POINTER
+                );
+                assert_eq!(xvmi_session_stop(null()), XVMI_ERR_NULL_POINTER);
+            }
+        }
+    }
+    xvmi_session_free(session);
+    if !dom.is_null() && had_session {
+        check_clean(dom);
+    }
+    xvmi_os_free(os);
+    xvmi_memory_free(dmem);
+    xvmi_memory_free(mem);
+    xvmi_domain_free(dom);
+}
