@@ -1637,7 +1637,8 @@ xvmi_result xvmi_session_open(const struct xvmi_domain *domain, struct xvmi_sess
 /*
  Release a session: tear it down first if that has not been done (a teardown error is then
  printed to stderr; call [`xvmi_session_teardown`] first to get it as a result). `NULL` is
- a no-op.
+ a no-op. Called on a session that is in use (from its own event callback), it does
+ nothing and sets the last error.
 
  # Safety
  `session` is NULL or a handle from [`xvmi_session_open`] not yet freed, and no other call

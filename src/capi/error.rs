@@ -241,7 +241,7 @@ fn check_len(len: usize, name: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A caller buffer to fill. NULL is accepted when `len` is 0.
+/// A caller buffer to fill, zeroed. NULL is accepted when `len` is 0.
 ///
 /// # Safety
 /// `p` is NULL or valid for `len` bytes of writes, not aliased for `'a`.
@@ -257,10 +257,13 @@ pub(crate) unsafe fn arg_buf_mut<'a>(
     if p.is_null() {
         return Err(null(name));
     }
-    // SAFETY: non-NULL, `len` <= isize::MAX; valid for `len` writable bytes by contract. u8 has
-    // no alignment or validity requirement (C memory may be uninitialised: it is only written
-    // through this slice before the caller reads it... and u8 accepts any byte pattern).
-    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
+    // SAFETY: non-NULL, `len` <= isize::MAX; valid for `len` writable bytes and not aliased
+    // by contract; u8 has no alignment requirement. The caller's bytes may be uninitialised,
+    // which a `&mut [u8]` must not see: they are zeroed first (a raw write), then borrowed.
+    Ok(unsafe {
+        p.write_bytes(0, len);
+        std::slice::from_raw_parts_mut(p, len)
+    })
 }
 
 /// Bytes given by the caller. NULL is accepted when `len` is 0.
@@ -327,26 +330,32 @@ pub(crate) unsafe fn string_out(
     } else {
         Some(arg_out(out_len, "out_len")?)
     };
-    // SAFETY: forwarded contract; c_char and u8 have the same size and alignment.
-    let dst = unsafe { arg_buf_mut(buf.cast::<u8>(), len, "buf") }?;
+    check_len(len, "len")?;
+    if len > 0 && buf.is_null() {
+        return Err(null("buf"));
+    }
     if let Some(o) = out_len {
         // SAFETY: checked by arg_out; the length is written on success and on "too small",
         // as documented.
         unsafe { put(o, s.len()) };
     }
-    if s.len() >= dst.len() {
+    if s.len() >= len {
         return Err(Fail::new(
             XVMI_ERR_BUFFER_TOO_SMALL,
             format!(
-                "{what} is {} bytes and needs a buffer of {}; the buffer has {}",
+                "{what} is {} bytes and needs a buffer of {}; the buffer has {len}",
                 s.len(),
                 s.len() + 1,
-                dst.len()
             ),
         ));
     }
-    dst[..s.len()].copy_from_slice(s.as_bytes());
-    dst[s.len()] = 0;
+    // SAFETY: `buf` is non-NULL (len > s.len() >= 0) and valid for `len` > `s.len()` bytes
+    // of writes by contract; the source is a Rust string that cannot overlap it. Raw copies:
+    // no reference to possibly uninitialised caller memory is made.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        buf.add(s.len()).write(0);
+    }
     Ok(())
 }
 

@@ -123,7 +123,8 @@ pub unsafe extern "C" fn xvmi_session_open(
 
 /// Release a session: tear it down first if that has not been done (a teardown error is then
 /// printed to stderr; call [`xvmi_session_teardown`] first to get it as a result). `NULL` is
-/// a no-op.
+/// a no-op. Called on a session that is in use (from its own event callback), it does
+/// nothing and sets the last error.
 ///
 /// # Safety
 /// `session` is NULL or a handle from [`xvmi_session_open`] not yet freed, and no other call
@@ -133,6 +134,16 @@ pub unsafe extern "C" fn xvmi_session_free(session: *mut xvmi_session) {
     let _ = boundary(|| {
         if session.is_null() {
             return Ok(());
+        }
+        // SAFETY: a live handle (contract); only the atomic `busy` flag is read.
+        let busy = unsafe { &*std::ptr::addr_of!((*session).busy) };
+        if busy.load(Ordering::SeqCst) {
+            // Freed from its own event callback (or during another call): freeing now would
+            // pull the session from under the running loop. Keep it; say why.
+            return Err(Fail::invalid(
+                "xvmi_session_free: the session is in use (called from its own event callback?); \
+                 it was not freed",
+            ));
         }
         // SAFETY: a handle from Box::into_raw (contract), freed once, used by no other call.
         let h = unsafe { Box::from_raw(session) };

@@ -55,6 +55,9 @@ static int on_event(void *userdata, const xvmi_event *e, xvmi_response *r) {
             xvmi_monitor m = {0};
             m.kind = XVMI_MONITOR_CPUID;
             CHECK_RC(xvmi_session_monitor(c->session, &m), XVMI_ERR_INVALID_ARGUMENT);
+            /* Freeing it from here would pull it from under the loop: refused. */
+            xvmi_session_free((xvmi_session *)c->session);
+            CHECK(strstr(last_error(), "in use") != NULL);
         } else if (e->data.control_register.register_id == XVMI_REGISTER_CR4) {
             c->cr4_events++;
             uint64_t old = e->data.control_register.old_value;
