@@ -397,13 +397,15 @@ unsafe fn run_unsafe(data: &[u8]) {
                 }
             }
             18 => {
-                let mut mon = xvmi_monitor::default();
-                mon.kind = u32::from(a[0] % 12);
-                mon.control_register = u32::from(a[1] % 5);
-                mon.msr_index = 0xc000_0080 + u32::from(a[2] % 4);
-                mon.sync = a[3] % 3;
-                mon.on_change_only = a[4] % 3;
-                mon.ignore_mask = a8(8);
+                let mon = xvmi_monitor {
+                    kind: u32::from(a[0] % 12),
+                    control_register: u32::from(a[1] % 5),
+                    msr_index: 0xc000_0080 + u32::from(a[2] % 4),
+                    sync: a[3] % 3,
+                    on_change_only: a[4] % 3,
+                    ignore_mask: a8(8),
+                    ..Default::default()
+                };
                 ok_or_expected(xvmi_session_monitor(session, &mon));
             }
             19 => {

@@ -552,8 +552,8 @@ mod tests {
 
     #[test]
     fn names_are_static_and_cover_unknown_codes() {
-        // SAFETY: static NUL-terminated strings.
         let n = |r| {
+            // SAFETY: static NUL-terminated strings.
             unsafe { CStr::from_ptr(xvmi_result_name(r)) }
                 .to_str()
                 .unwrap()
