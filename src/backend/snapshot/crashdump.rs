@@ -74,7 +74,6 @@ const OFF_BUGCHECK_CODE: usize = 0x38;
 const OFF_BUGCHECK_PARAMS: usize = 0x40;
 const OFF_KDDEBUGGER_DATA: usize = 0x80;
 const OFF_NUMBER_OF_RUNS: usize = 0x88;
-const OFF_NUMBER_OF_PAGES: usize = 0x90;
 const OFF_RUNS: usize = 0x98;
 const OFF_CONTEXT: usize = 0x348;
 const OFF_DUMP_TYPE: usize = 0xf98;
@@ -281,6 +280,8 @@ fn run_regions(b: &[u8], header: &[u8], bad: &dyn Fn(String) -> Error) -> Result
     if runs == 0 {
         return Err(bad("NumberOfRuns is 0: the dump contains no memory".into()));
     }
+    // `NumberOfPages` (0x90) should be the sum of the runs' page counts; like kdmp-parser and
+    // Volatility, the parser relies on the runs alone and does not read it.
     // Pages the file can hold after the header; no run may claim more, in total.
     let file_pages = (b.len() - HEADER_SIZE) as u64 / PAGE;
     let mut regions = Vec::with_capacity(runs);
@@ -483,7 +484,7 @@ mod tests {
             put64(&mut h, OFF_RUNS + 16 * i + 8, count);
             pages = pages.wrapping_add(count);
         }
-        put64(&mut h, OFF_NUMBER_OF_PAGES, pages);
+        put64(&mut h, 0x90, pages); // NumberOfPages (not checked by the parser)
         for p in 0..pages.min(16) {
             h.extend(std::iter::repeat(p as u8 + 1).take(PAGE as usize));
         }
