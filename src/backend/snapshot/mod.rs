@@ -11,8 +11,8 @@
 //!
 //! A Windows crash dump records one processor's `CONTEXT` and no control registers: vCPU 0's
 //! CR3 is the header's `DirectoryTableBase` and CR0/CR4/EFER are set to 4-level long mode (see
-//! [`WindowsDumpInfo`] and the `crashdump` module's notes). Bitmap dumps can hold many
-//! thousands of regions; lookups switch from a linear scan to a binary search above a handful.
+//! [`Format::WindowsCrashDump`]). Bitmap dumps can hold many thousands of regions; lookups
+//! switch from a linear scan to a binary search above a handful.
 //!
 //! ```no_run
 //! use xenvmi::backend::snapshot::Snapshot;
@@ -50,8 +50,20 @@ pub enum Format {
     QemuElf,
     /// LiME (`lime-forensics`) format: ranges each behind a 32-byte header.
     Lime,
-    /// 64-bit Windows kernel crash dump (`MEMORY.DMP`, `PAGEDU64`): full (DumpType 1) or
-    /// bitmap (DumpType 5 and 6) layouts.
+    /// 64-bit Windows kernel crash dump (`MEMORY.DMP`, `PAGEDU64`): full (DumpType 1: the
+    /// header's physical-memory runs, stored in run order from 0x2000) or bitmap (DumpType 5
+    /// and 6: a page bitmap after an `SDMP`/`FDMP` header at 0x2000, present pages stored from
+    /// `FirstPage`). Other DumpTypes (summary, triage, RDMP, ...) and 32-bit `PAGEDUMP` files
+    /// are refused with an error naming them.
+    ///
+    /// Registers: the header holds a single `CONTEXT`, that of the processor that wrote the
+    /// dump, which becomes vCPU 0 (general registers, rip, rflags, cs, ss); the other
+    /// processors' contexts are only in guest memory. A `CONTEXT` has no control registers, so
+    /// CR3 is the header's `DirectoryTableBase` and CR0 = PE|WP|PG (0x8001_0001), CR4 = PAE
+    /// (0x20), EFER = LME|LMA (0x500): what every running x64 Windows kernel has on, making
+    /// [`Registers::has_paging_state`] true and [`Registers::paging_mode`] 4-level. 5-level
+    /// paging cannot be told from the header and is not assumed. Header values are in
+    /// [`Snapshot::windows_dump_info`].
     WindowsCrashDump,
 }
 
