@@ -253,11 +253,17 @@ impl Snapshot {
     #[inline]
     fn region_for(&self, gpa: u64) -> Option<&Region> {
         // Raw, ELF and LiME images have 1-4 regions: a linear scan beats a binary search there.
-        // Bitmap crash dumps can have many thousands.
+        // Bitmap crash dumps can have many thousands: those go out of line.
         if self.regions.len() <= LINEAR_REGION_SCAN {
             return self.regions.iter().find(|r| gpa >= r.gpa && gpa < r.end());
         }
-        // Regions are sorted and disjoint: the candidate is the last one starting at or below.
+        self.region_for_many(gpa)
+    }
+
+    /// Binary search: regions are sorted and disjoint, so the candidate is the last one that
+    /// starts at or below `gpa`.
+    #[inline(never)]
+    fn region_for_many(&self, gpa: u64) -> Option<&Region> {
         let i = self.regions.partition_point(|r| r.gpa <= gpa);
         let r = self.regions.get(i.checked_sub(1)?)?;
         (gpa < r.end()).then_some(r)
