@@ -30,6 +30,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use crate::addr::{Gpa, Gva};
+use crate::backend::snapshot::WindowsDumpInfo;
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
 use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, PagingMode, Walk};
@@ -93,6 +94,35 @@ pub struct Hints {
     pub ps_loaded_module_list: Option<Gva>,
     /// A kernel page-table root (`DirectoryTableBase` of a crash dump header).
     pub directory_table_base: Option<u64>,
+}
+
+impl From<&WindowsDumpInfo> for Hints {
+    /// The hints a Windows crash dump header gives: `DirectoryTableBase`,
+    /// `PsActiveProcessHead` and `PsLoadedModuleList` (zero values are left out). The kernel
+    /// base is not in the header.
+    ///
+    /// ```no_run
+    /// use xenvmi::backend::snapshot::Snapshot;
+    /// use xenvmi::mem::GuestMemory;
+    /// use xenvmi::os::windows::{Hints, Windows, WindowsProfile};
+    /// let snap = Snapshot::open("MEMORY.DMP")?;
+    /// let hints = snap.windows_dump_info().map(Hints::from).unwrap_or_default();
+    /// let regs = snap.all_registers().to_vec();
+    /// let mem = GuestMemory::new(snap);
+    /// let profile = WindowsProfile::Directory("isf/".into());
+    /// let w = Windows::discover_with(&mem, &regs, profile, &hints)?;
+    /// println!("ntoskrnl at {}", w.info().kernel_base);
+    /// # Ok::<(), xenvmi::Error>(())
+    /// ```
+    fn from(d: &WindowsDumpInfo) -> Hints {
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        Hints {
+            kernel_base: None,
+            ps_active_process_head: nonzero(d.ps_active_process_head).map(Gva),
+            ps_loaded_module_list: nonzero(d.ps_loaded_module_list).map(Gva),
+            directory_table_base: nonzero(d.directory_table_base),
+        }
+    }
 }
 
 /// How the kernel was found.
