@@ -317,27 +317,6 @@ fn without_kva_shadow_every_vcpu_sees_the_kernel() {
 #[ignore = "writes fuzz/seeds; run by hand when the seed format changes"]
 fn write_fuzz_seeds() {
     use xenvmi::os::profile::TypeSource;
-    let fields: [(&str, &str); 19] = [
-        ("_EPROCESS", "ActiveProcessLinks"),
-        ("_EPROCESS", "UniqueProcessId"),
-        ("_EPROCESS", "InheritedFromUniqueProcessId"),
-        ("_EPROCESS", "ImageFileName"),
-        ("_EPROCESS", "Peb"),
-        ("_EPROCESS", "Pcb.DirectoryTableBase"),
-        ("_EPROCESS", "Pcb.UserDirectoryTableBase"),
-        ("_KLDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
-        ("_KLDR_DATA_TABLE_ENTRY", "DllBase"),
-        ("_KLDR_DATA_TABLE_ENTRY", "SizeOfImage"),
-        ("_KLDR_DATA_TABLE_ENTRY", "BaseDllName"),
-        ("_LDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
-        ("_LDR_DATA_TABLE_ENTRY", "DllBase"),
-        ("_LDR_DATA_TABLE_ENTRY", "SizeOfImage"),
-        ("_LDR_DATA_TABLE_ENTRY", "BaseDllName"),
-        ("_PEB", "Ldr"),
-        ("_PEB_LDR_DATA", "InLoadOrderModuleList"),
-        ("_UNICODE_STRING", "Length"),
-        ("_UNICODE_STRING", "Buffer"),
-    ];
     let dir = support::fixture::repo_root().join("fuzz/seeds");
     for (file, build_no) in PROFILES {
         let isf = load_isf(file);
@@ -346,7 +325,7 @@ fn write_fuzz_seeds() {
         seed.extend_from_slice(&g.kernel_pml4.to_le_bytes());
         seed.extend_from_slice(&g.spec.kernel_base.to_le_bytes());
         seed.push(1); // discovery from MSR_LSTAR
-        for (t, f) in fields {
+        for (t, f) in xenvmi::os::windows::FIELDS {
             let off = isf
                 .field(t, f)
                 .or_else(|| isf.field(&t.replace("_KLDR", "_LDR"), f))
@@ -354,13 +333,7 @@ fn write_fuzz_seeds() {
                 .unwrap_or(0xffff);
             seed.extend_from_slice(&off.to_le_bytes());
         }
-        for n in [
-            "PsActiveProcessHead",
-            "PsLoadedModuleList",
-            "PsInitialSystemProcess",
-            "NtBuildNumber",
-            "KiSystemCall64",
-        ] {
+        for n in xenvmi::os::windows::SYMBOLS {
             seed.extend_from_slice(&(g.rva[n] as u32).to_le_bytes());
         }
         // The kernel header page, as a PE seed.

@@ -155,6 +155,40 @@ pub struct WindowsInfo {
     pub profile: String,
 }
 
+/// The `(structure, field)` pairs the walkers read, in [`Offsets`] field order (kernel loader
+/// entries as `_KLDR_DATA_TABLE_ENTRY`; profiles without it, Windows 7's, give them as
+/// `_LDR_DATA_TABLE_ENTRY`). `Pcb.UserDirectoryTableBase` is optional, the rest required.
+pub const FIELDS: [(&str, &str); 19] = [
+    ("_EPROCESS", "ActiveProcessLinks"),
+    ("_EPROCESS", "UniqueProcessId"),
+    ("_EPROCESS", "InheritedFromUniqueProcessId"),
+    ("_EPROCESS", "ImageFileName"),
+    ("_EPROCESS", "Peb"),
+    ("_EPROCESS", "Pcb.DirectoryTableBase"),
+    ("_EPROCESS", "Pcb.UserDirectoryTableBase"),
+    ("_KLDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
+    ("_KLDR_DATA_TABLE_ENTRY", "DllBase"),
+    ("_KLDR_DATA_TABLE_ENTRY", "SizeOfImage"),
+    ("_KLDR_DATA_TABLE_ENTRY", "BaseDllName"),
+    ("_LDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
+    ("_LDR_DATA_TABLE_ENTRY", "DllBase"),
+    ("_LDR_DATA_TABLE_ENTRY", "SizeOfImage"),
+    ("_LDR_DATA_TABLE_ENTRY", "BaseDllName"),
+    ("_PEB", "Ldr"),
+    ("_PEB_LDR_DATA", "InLoadOrderModuleList"),
+    ("_UNICODE_STRING", "Length"),
+    ("_UNICODE_STRING", "Buffer"),
+];
+
+/// The kernel symbols the walkers and discovery use (RVAs in the profile).
+pub const SYMBOLS: [&str; 5] = [
+    "PsActiveProcessHead",
+    "PsLoadedModuleList",
+    "PsInitialSystemProcess",
+    "NtBuildNumber",
+    "KiSystemCall64",
+];
+
 /// Structure offsets, read once from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Offsets {
