@@ -210,16 +210,16 @@ fn guard<B: SessionBackend + PhysicalMemory>(
     let k = linux.info();
     let etext = linux.symbol("_etext").ok_or("symbol _etext not found")?.0;
     let last_text_gfn = Gpa(k.text_pa.0 + (etext - 1 - k.text_va.0)).gfn().0;
+    // Half-open, so "no pages" is simply an empty range.
     let text_gfns = match protect_text {
         Some(n) if n > 0 => {
-            k.text_pa.gfn().0..=last_text_gfn.min(k.text_pa.gfn().0.saturating_add(n - 1))
+            let first = k.text_pa.gfn().0;
+            first
+                ..last_text_gfn
+                    .min(first.saturating_add(n - 1))
+                    .saturating_add(1)
         }
-        // An empty range (RangeInclusive has no `new_empty`).
-        _ => {
-            let mut r = 0..=0;
-            r.next();
-            r
-        }
+        _ => 0..0,
     };
     let mem = GuestMemory::new(backend);
     let mut session = Session::new(backend);

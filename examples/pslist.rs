@@ -1,14 +1,17 @@
-//! List the processes, modules and vCPU owners of a Linux guest from a memory image.
+//! List the processes, modules and vCPU owners of a Linux or Windows guest from a memory image.
 //!
 //! ```text
 //! cargo run --release --example pslist                       # the bundled Debian 6.1 snapshot
-//! cargo run --release --example pslist -- [--json] IMAGE      # any image, no profile needed
+//! cargo run --release --example pslist -- [--json] IMAGE      # any Linux image, no profile needed
 //! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
 //! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
+//! cargo run --release --example pslist -- --windows ISF_OR_DIR [--dlls] MEMORY.DMP
 //! ```
 //!
-//! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core or a LiME file; `.zst`-compressed
-//! images are unpacked once into `target/xenvmi-fixtures/`.
+//! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core, a LiME file or a Windows crash
+//! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. Windows
+//! needs its ntoskrnl profile: one Volatility3 ISF, or a directory of them from which the one
+//! matching the kernel's PDB GUID is chosen (`fixtures/windows-isf` has three builds).
 
 mod common;
 
@@ -26,11 +29,12 @@ struct Args {
     profile: Option<PathBuf>,
     btf: Option<PathBuf>,
     symbols: Option<PathBuf>,
+    windows: Option<PathBuf>,
+    dlls: bool,
     image: Option<PathBuf>,
 }
 
-const USAGE: &str =
-    "usage: pslist [--json] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS] [IMAGE]";
+const USAGE: &str = "usage: pslist [--json] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -38,6 +42,8 @@ fn parse_args() -> Result<Args, String> {
         profile: None,
         btf: None,
         symbols: None,
+        windows: None,
+        dlls: false,
         image: None,
     };
     let mut it = std::env::args_os().skip(1);
@@ -53,6 +59,8 @@ fn parse_args() -> Result<Args, String> {
             "--profile" => a.profile = Some(value("--profile")?),
             "--btf" => a.btf = Some(value("--btf")?),
             "--symbols" => a.symbols = Some(value("--symbols")?),
+            "--windows" => a.windows = Some(value("--windows")?),
+            "--dlls" => a.dlls = true,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             _ if a.image.is_none() => a.image = Some(PathBuf::from(arg)),
@@ -61,6 +69,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.btf.is_some() != a.symbols.is_some() {
         return Err(format!("--btf and --symbols go together\n{USAGE}"));
+    }
+    if a.windows.is_some() && (a.profile.is_some() || a.btf.is_some()) {
+        return Err(format!("--windows takes its own profile\n{USAGE}"));
     }
     if a.profile.is_some() && a.btf.is_some() {
         return Err(format!("give either --profile or --btf/--symbols\n{USAGE}"));
@@ -92,6 +103,15 @@ fn run() -> Result<(), String> {
 
     let snap =
         Snapshot::open(&image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    if let Some(profile) = &args.windows {
+        return windows::run(snap, &image, profile, args.json, args.dlls);
+    }
+    if snap.format() == xenvmi::backend::snapshot::Format::WindowsCrashDump {
+        return Err(format!(
+            "{} is a Windows crash dump: give --windows ISF_OR_DIR",
+            image.display()
+        ));
+    }
     let regs = snap.all_registers().to_vec();
     let format = snap.format();
     let mem = GuestMemory::new(snap);
@@ -261,5 +281,177 @@ fn print_table(
             (None, false) => "no process owns this CR3".into(),
         };
         println!("  vCPU {i}  CR3 {cr3:#x}  -> {who}");
+    }
+}
+
+mod windows {
+    use std::path::Path;
+
+    use xenvmi::backend::snapshot::Snapshot;
+    use xenvmi::mem::GuestMemory;
+    use xenvmi::os::windows::{Hints, Windows, WindowsProfile};
+    use xenvmi::os::Process;
+
+    pub fn run(
+        snap: Snapshot,
+        image: &Path,
+        profile: &Path,
+        json: bool,
+        dlls: bool,
+    ) -> Result<(), String> {
+        let format = snap.format();
+        let regs = snap.all_registers().to_vec();
+        // A crash dump header says where the process list is: no search needed.
+        let hints = snap
+            .windows_dump_info()
+            .map(Hints::from)
+            .unwrap_or_default();
+        let bugcheck = snap
+            .windows_dump_info()
+            .map(|d| (d.bugcheck_code, d.kind.to_string()));
+        let mem = GuestMemory::new(snap);
+        let source = if profile.is_dir() {
+            WindowsProfile::Directory(profile.to_path_buf())
+        } else {
+            WindowsProfile::Isf(profile.to_path_buf())
+        };
+        let w = Windows::discover_with(&mem, &regs, source, &hints)
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+        let mut errors = Vec::new();
+        let mut processes = Vec::new();
+        for p in w.processes(&mem) {
+            match p {
+                Ok(p) => processes.push(p),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let mut drivers = Vec::new();
+        for m in w.modules(&mem) {
+            match m {
+                Ok(m) => drivers.push(m),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let mut process_dlls = Vec::new();
+        if dlls {
+            for p in processes.iter().filter(|p| !p.kernel_thread) {
+                let mut list = Vec::new();
+                for m in w.process_modules(&mem, p) {
+                    match m {
+                        Ok(m) => list.push(m),
+                        Err(e) => errors.push(format!("pid {}: {e}", p.pid)),
+                    }
+                }
+                process_dlls.push((p.pid, list));
+            }
+        }
+        let owners: Vec<(usize, u64, Option<&Process>)> = regs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.cr3, w.owner_of_cr3(&processes, r.cr3)))
+            .collect();
+        let info = w.info();
+        let pdb = info
+            .codeview
+            .as_ref()
+            .map(|cv| format!("{} {}", cv.pdb_name(), cv.symbol_key()));
+        if json {
+            let hex = |v: u64| format!("{v:#x}");
+            let out = serde_json::json!({
+                "kernel": {
+                    "base": hex(info.kernel_base.0),
+                    "size_of_image": info.size_of_image,
+                    "build": info.build,
+                    "pdb": pdb,
+                    "profile": info.profile,
+                    "found_by": format!("{:?}", info.found_by),
+                    "kernel_dtb": hex(info.kernel_space.root.0),
+                },
+                "processes": processes.iter().map(|p| serde_json::json!({
+                    "pid": p.pid, "ppid": p.ppid, "name": p.name, "kernel": p.kernel_thread,
+                    "dtb": p.dtb.map(|d| hex(d.0)), "user_dtb": p.user_dtb.map(|d| hex(d.0)),
+                    "eprocess": hex(p.object.0),
+                })).collect::<Vec<_>>(),
+                "drivers": drivers.iter().map(|m| serde_json::json!({
+                    "name": m.name, "base": hex(m.base.0), "size": m.size,
+                })).collect::<Vec<_>>(),
+                "dlls": process_dlls.iter().map(|(pid, list)| serde_json::json!({
+                    "pid": pid,
+                    "modules": list.iter().map(|m| serde_json::json!({
+                        "name": m.name, "base": hex(m.base.0), "size": m.size,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "vcpus": owners.iter().map(|(i, cr3, o)| serde_json::json!({
+                    "index": i, "cr3": hex(*cr3), "pid": o.map(|p| p.pid),
+                })).collect::<Vec<_>>(),
+            });
+            println!("{out}");
+        } else {
+            println!("image      {} ({format})", image.display());
+            if let Some((code, kind)) = bugcheck {
+                println!("dump       {kind}, bugcheck {code:#x}");
+            }
+            println!(
+                "kernel     ntoskrnl.exe at {} (SizeOfImage {:#x}), build {}",
+                info.kernel_base,
+                info.size_of_image,
+                info.build
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "?".into())
+            );
+            println!(
+                "pdb        {}",
+                pdb.as_deref().unwrap_or("(no CodeView record)")
+            );
+            println!("profile    {}", info.profile);
+            println!(
+                "found by   {:?}; kernel DTB {}",
+                info.found_by, info.kernel_space.root
+            );
+            println!();
+            println!("{} processes (list order):", processes.len());
+            println!(
+                "{:>7} {:>7}  {:<5} {:>12} {:>12}  NAME",
+                "PID", "PPID", "KIND", "DTB", "USER DTB"
+            );
+            for p in &processes {
+                let dtb =
+                    |d: Option<xenvmi::Gpa>| d.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:>7} {:>7}  {:<5} {:>12} {:>12}  {}",
+                    p.pid,
+                    p.ppid,
+                    if p.kernel_thread { "kern" } else { "user" },
+                    dtb(p.dtb),
+                    dtb(p.user_dtb),
+                    p.name
+                );
+            }
+            println!();
+            println!("{} drivers (load order):", drivers.len());
+            println!("{:<24} {:>18} {:>10}", "NAME", "BASE", "SIZE");
+            for m in &drivers {
+                println!("{:<24} {:>18} {:>10}", m.name, m.base, m.size);
+            }
+            for (pid, list) in &process_dlls {
+                println!();
+                println!("pid {pid}: {} modules", list.len());
+                for m in list {
+                    println!("  {:<40} {:>18} {:>10}", m.name, m.base, m.size);
+                }
+            }
+            println!();
+            println!("vCPUs:");
+            for (i, cr3, owner) in &owners {
+                let who = owner
+                    .map(|p| format!("pid {} ({})", p.pid, p.name))
+                    .unwrap_or_else(|| "no process owns this CR3".into());
+                println!("  vCPU {i}  CR3 {cr3:#x}  -> {who}");
+            }
+        }
+        for e in &errors {
+            eprintln!("pslist: warning: {e}");
+        }
+        Ok(())
     }
 }

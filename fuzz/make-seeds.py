@@ -39,6 +39,54 @@ put("snapshot", "qemu-elf-notes", bytes(head[:data_off]))
 lime = struct.pack("<IIQQ8x", 0x4C694D45, 1, 0x1000, 0x1fff) + bytes(head[4096:8192])
 put("snapshot", "lime", lime)
 
+# snapshot: 64-bit Windows crash dumps (PAGEDU64). No real Windows dump is available: the
+# containers are synthetic, written by the layout in src/backend/snapshot/crashdump.rs
+# (kdmp-parser's DUMP_HEADER64 / BMP_HEADER64), holding real pages of the Linux fixture: vCPU 1's
+# top-level page table, two pages of kernel text and the banner's page. Header fields a dump
+# writer leaves unset keep Windows' "PAGE" fill.
+def read_pa(pa, n=4096):  # the fixture's first PT_LOAD maps paddr 0 at file offset 1992
+    with open(os.path.join(CACHE, "vmcore.elf"), "rb") as f:
+        f.seek(1992 + pa)
+        return f.read(n)
+
+CR3, TEXT, BANNER = 0x28f0000, 0xae00000, 0xbf61000
+
+def dmp_header(dump_type):
+    h = bytearray(b"PAGE" * 0x800)
+    h[4:8] = b"DU64"
+    struct.pack_into("<IIQQQQII", h, 8, 0xf, 19045, CR3, 0xffffc80000000000,
+                     0xfffff8061a42a2d0, 0xfffff8061a41e1c0, 0x8664, 2)
+    struct.pack_into("<II4Q", h, 0x38, 0xe2, 0, 1, 2, 3, 4)
+    struct.pack_into("<Q", h, 0x80, 0xfffff8061a400b20)
+    ctx = bytearray(0x4d0)  # x64 CONTEXT: flags, MxCsr, selectors, EFlags, rax..r15, rip
+    struct.pack_into("<II6HI", ctx, 0x30, 0x10000b, 0x1f80, 0x10, 0x2b, 0x2b, 0x53, 0x2b, 0x18, 0x246)
+    struct.pack_into("<16Q", ctx, 0x78, *range(1, 17))
+    struct.pack_into("<Q", ctx, 0xf8, 0xffffffff870592eb)  # the fixture's vCPU 1 rip
+    struct.pack_into("<I", ctx, 0x118, 0x1f80)
+    h[0x348:0x348 + 0x4d0] = ctx
+    struct.pack_into("<I", h, 0xf98, dump_type)
+    return h
+
+full = dmp_header(1)  # DumpType 1: two runs, their pages from 0x2000 on
+runs = [(CR3 >> 12, 1), (TEXT >> 12, 2)]
+struct.pack_into("<IIQ", full, 0x88, len(runs), 0, sum(c for _, c in runs))
+for i, (base, count) in enumerate(runs):
+    struct.pack_into("<QQ", full, 0x98 + 16 * i, base, count)
+full += read_pa(CR3) + read_pa(TEXT, 8192)
+put("snapshot", "windows-full-dump", bytes(full))
+
+frames = [CR3 >> 12, TEXT >> 12, (TEXT >> 12) + 1, BANNER >> 12]
+pages = frames[-1] + 1
+bitmap = bytearray((pages + 7) // 8)
+for f in frames:
+    bitmap[f // 8] |= 1 << (f % 8)
+first = (0x2038 + len(bitmap) + 0xfff) & ~0xfff
+bmp = dmp_header(5) + b"FDMP" + b"DUMP" + bytes(0x18) + struct.pack("<QQQ", first, len(frames), pages) + bitmap
+bmp += bytes(first - len(bmp))
+for f in frames:
+    bmp += read_pa(f << 12)
+put("snapshot", "windows-bitmap-dump", bytes(bmp))
+
 # btf: a real module's split BTF (small) and the header of vmlinux's.
 import tarfile, io
 SHARED_BTF = os.path.join(ROOT, "..", "shared", "fixtures", "linux-6.1", "btf.tar.zst")

@@ -9,7 +9,7 @@
 //! | OS | [`os`] | Linux and Windows kernels: KASLR, processes, modules (drivers, DLLs), CR3 → process; PE images |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
 //! | events | [`event`] | vm_event v7 ring, typed events and responses, the event loop and its teardown |
-//! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME); the simulated domain; Xen (feature `xen`) |
+//! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME, Windows crash dump); the simulated domain; Xen (feature `xen`) |
 //! | basics | [`addr`], [`error`], [`regs`] | typed addresses, the error type, vCPU registers |
 //! | C ABI | [`capi`] | `include/xenvmi.h`: handles, result codes, callbacks for C and C++ (`docs/ffi.md`) |
 //!

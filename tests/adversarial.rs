@@ -892,3 +892,124 @@ fn ring_requests_with_wrong_versions_and_unknown_reasons_are_all_answered() {
     assert_eq!(decoded, 12 - 4, "{r:?}");
     assert_eq!(denied as u64, 12 - 4 - 2, "{r:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Windows crash dumps (synthetic containers from `support::crashdump`) whose headers lie.
+
+use support::crashdump::{self as dmp, Header};
+use xenvmi::backend::PhysicalMemory;
+use xenvmi::Registers;
+
+fn dump_header() -> Header {
+    Header::example(0x1ad000, Registers::default())
+}
+
+/// Each input parsed with detection; the error messages (or `Ok`).
+fn parse_all(inputs: Vec<Vec<u8>>) -> Vec<Result<(), String>> {
+    inputs
+        .into_iter()
+        .map(|d| {
+            Snapshot::from_bytes(d, None)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// One error per input, each containing its needle.
+fn expect_errors(r: &[Result<(), String>], needles: &[&str]) {
+    assert_eq!(r.len(), needles.len());
+    for (x, n) in r.iter().zip(needles) {
+        assert!(
+            matches!(x, Err(e) if e.contains(n)),
+            "expected `{n}`: {x:?}"
+        );
+    }
+}
+
+#[test]
+fn windows_dump_runs_that_lie() {
+    let h = dump_header();
+    let page = vec![0x5au8; 4096];
+    let mut inputs = Vec::new();
+    // 43 runs (the most the header has room for), each claiming 2^51 pages.
+    let runs: Vec<(u64, u64)> = (0..43).map(|i| (i << 40, 1 << 51)).collect();
+    let mut d = dmp::full_header(&h, &runs);
+    d.extend_from_slice(&page);
+    inputs.push(d);
+    // NumberOfRuns still holding the "PAGE" fill (a header never written).
+    let mut d = dmp::full_dump(&h, &[(0, &page)]);
+    d[dmp::NUMBER_OF_RUNS..dmp::NUMBER_OF_RUNS + 4].copy_from_slice(b"PAGE");
+    inputs.push(d);
+    // Page counts that would wrap the total to a small number (2^64 - 1 then 2): the first
+    // run already exceeds the file.
+    let mut d = dmp::full_header(&h, &[(0, u64::MAX), (0x100, 2)]);
+    d.extend_from_slice(&page);
+    inputs.push(d);
+    // Two runs mapping the same frames from different file pages.
+    let two = [page.clone(), page.clone()].concat();
+    inputs.push(dmp::full_dump(&h, &[(0x1000, &two), (0x2000, &page)]));
+    let r = run("Windows dump: runs that lie", move || parse_all(inputs));
+    expect_errors(
+        &r,
+        &[
+            "truncated",
+            "NumberOfRuns 1162297680",
+            "truncated",
+            "overlap",
+        ],
+    );
+}
+
+#[test]
+fn windows_dump_bitmaps_that_lie() {
+    let h = dump_header();
+    let page = vec![0xa5u8; 4096];
+    let mut inputs = Vec::new();
+    // A bitmap of 2^64 - 1 pages in a file of a few pages.
+    let mut d = dmp::bitmap_dump(&h, 5, b"FDMP", 8, &[(0, &page)]);
+    dmp::put64(&mut d, dmp::BMP_PAGES, u64::MAX);
+    inputs.push(d);
+    // 1 MiB of set bits (8 Mi pages present) with 4 pages stored.
+    let mut d = dmp::bitmap_header(&h, 5, b"FDMP", 8 << 20, &[]);
+    d[dmp::BMP_BITMAP..dmp::BMP_BITMAP + (1 << 20)].fill(0xff);
+    for _ in 0..4 {
+        d.extend_from_slice(&page);
+    }
+    inputs.push(d);
+    // FirstPage at the end of the 64-bit file space.
+    let mut d = dmp::bitmap_dump(&h, 6, b"SDMP", 8, &[(3, &page)]);
+    dmp::put64(&mut d, dmp::BMP_FIRST_PAGE, u64::MAX);
+    inputs.push(d);
+    let r = run("Windows dump: bitmaps that lie", move || parse_all(inputs));
+    expect_errors(&r, &["needs", "marks more than", "marks more than"]);
+}
+
+#[test]
+fn windows_dump_bitmap_fragmented_into_one_page_regions() {
+    // Valid, but as fragmented as a bitmap can be: every other frame present, 4096 one-page
+    // regions. Opening and reading every page stays cheap (binary-search lookups).
+    let h = dump_header();
+    let pages: Vec<Vec<u8>> = (0..4096u64)
+        .map(|i| (i as u32).to_le_bytes().repeat(1024))
+        .collect();
+    let list: Vec<(u64, &[u8])> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (2 * i as u64, p.as_slice()))
+        .collect();
+    let d = dmp::bitmap_dump(&h, 5, b"FDMP", 8192, &list);
+    let r = run("Windows dump: 4096 one-page bitmap regions", move || {
+        let s = Snapshot::from_bytes(d, None).map_err(|e| e.to_string())?;
+        let mut ok = 0;
+        for i in 0..4096u64 {
+            let v = s.read_physical_u64(Gpa(2 * i * 4096 + 4088)).ok();
+            let hole = s.read_physical_u64(Gpa((2 * i + 1) * 4096)).is_err();
+            if v == Some(i | i << 32) && hole {
+                ok += 1;
+            }
+        }
+        Ok::<_, String>((s.regions().len(), ok))
+    });
+    assert_eq!(r, Ok((4096, 4096)));
+}

@@ -35,20 +35,35 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 fn snapshot_inputs() {
     let all = inputs("snapshot");
     assert!(!all.is_empty(), "seeds missing");
-    for (_, data) in all {
+    let mut windows = 0;
+    for (name, data) in all {
         for f in [
             None,
             Some(Format::QemuElf),
             Some(Format::Lime),
             Some(Format::Raw),
+            Some(Format::WindowsCrashDump),
         ] {
             if let Ok(s) = Snapshot::from_bytes(data.clone(), f) {
                 for r in s.regions() {
                     let _ = s.read_physical_u64(Gpa(r.gpa));
                 }
+                let _ = s.windows_dump_info();
             }
         }
+        // The Windows crash dump seeds must be valid, or the fuzzer starts from nothing.
+        if name.contains("/seeds/snapshot/windows-") {
+            let s = Snapshot::from_bytes(data, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.format(), Format::WindowsCrashDump, "{name}");
+            assert!(s.windows_dump_info().is_some(), "{name}");
+            for r in s.regions() {
+                s.read_physical_u64(Gpa(r.gpa + r.len - 8))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            windows += 1;
+        }
     }
+    assert!(windows >= 2, "Windows crash dump seeds missing");
 }
 
 #[test]

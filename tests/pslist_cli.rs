@@ -100,3 +100,86 @@ fn not_linux_and_unreadable_images_fail_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `pslist --windows` on a Windows crash dump: the synthetic Windows 11 guest (laid out by the
+/// real 22000 ISF) in a synthetic full-dump container, profile chosen from
+/// `fixtures/windows-isf` by the kernel's PDB GUID. Expected values come from the guest's spec.
+#[test]
+fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
+    use support::crashdump as dmp;
+    use support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
+
+    let (file, build) = PROFILES[2];
+    let isf = load_isf(file);
+    let g = WinGuest::build(&isf, WinSpec::typical(build));
+    let ctx = g.registers()[1];
+    let mut h = dmp::Header::example(g.kernel_pml4, ctx);
+    h.ps_active_process_head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
+    h.ps_loaded_module_list = g.spec.kernel_base + g.rva["PsLoadedModuleList"];
+    let dir = std::env::temp_dir().join(format!("xenvmi-cli-win-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("MEMORY.DMP");
+    std::fs::write(&image, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
+
+    let out = Command::new(pslist())
+        .args(["--json", "--dlls", "--windows"])
+        .arg(isf_dir())
+        .arg(&image)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hexs = |x: u64| format!("{x:#x}");
+    assert_eq!(v["kernel"]["base"], hexs(g.spec.kernel_base));
+    assert_eq!(v["kernel"]["build"], build);
+    assert!(v["kernel"]["profile"].as_str().unwrap().ends_with(file));
+    let procs = v["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), g.spec.processes.len());
+    for (i, (p, s)) in procs.iter().zip(&g.spec.processes).enumerate() {
+        assert_eq!(p["pid"], s.pid);
+        assert_eq!(p["ppid"], s.ppid);
+        assert_eq!(p["name"], s.name.chars().take(15).collect::<String>());
+        assert_eq!(p["dtb"], hexs(g.roots[i].0));
+        assert_eq!(p["eprocess"], hexs(g.eprocess[i]));
+        if let Some(dlls) = &s.dlls {
+            let got = v["dlls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["pid"] == s.pid)
+                .unwrap()["modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>();
+            let want: Vec<String> = dlls.iter().map(|d| d.name.clone()).collect();
+            assert_eq!(got, want);
+        }
+    }
+    let drivers: Vec<&str> = v["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = g.spec.drivers.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(drivers, want);
+    // The dump's one vCPU context runs on the kernel's page tables: the System process's.
+    assert_eq!(v["vcpus"][0]["pid"], 4);
+
+    // Without --windows, a crash dump says what it needs.
+    let dir = std::env::temp_dir().join(format!("xenvmi-cli-win2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("MEMORY.DMP");
+    std::fs::write(&image, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
+    let out = Command::new(pslist()).arg(&image).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--windows"));
+}

@@ -157,3 +157,388 @@ fn truncated_and_missing_images_are_clear_errors() {
         .contains("empty"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Windows crash dumps. No real Windows dump exists on this machine: the dumps below are
+// synthetic containers (written by `support::crashdump`, following kdmp-parser's published
+// layout) holding the real Linux 6.1 guest's physical memory from the QEMU ELF fixture, so
+// every byte read back can be compared with the ELF core.
+
+use support::crashdump::{self as dmp, Header};
+use xenvmi::backend::snapshot::WindowsDumpKind;
+use xenvmi::backend::VcpuState;
+use xenvmi::mem::{AddressSpace, PagingMode, Walk};
+use xenvmi::{Gva, Registers, VcpuId};
+
+/// The kernel-mode vCPU of the fixture (vCPU 1, idle in the kernel): its registers go into the
+/// dump's `CONTEXT`, its CR3 into `DirectoryTableBase`.
+fn kernel_vcpu(elf: &Snapshot) -> Registers {
+    let r = elf.all_registers()[1];
+    assert_eq!(r.cpl(), 0, "fixture vCPU 1 is expected in the kernel");
+    r
+}
+
+/// A full (DumpType 1) dump of every ELF region, one run each, pages written sparsely.
+fn write_full_dump(elf: &Snapshot, h: &Header, path: &Path) {
+    let runs: Vec<(u64, u64)> = elf
+        .regions()
+        .iter()
+        .map(|r| (r.gpa / 4096, r.len / 4096))
+        .collect();
+    let mut out = File::create(path).unwrap();
+    out.write_all(&dmp::full_header(h, &runs)).unwrap();
+    for r in elf.regions() {
+        assert_eq!((r.gpa % 4096, r.len % 4096), (0, 0), "page-aligned regions");
+        dmp::write_sparse(
+            elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap(),
+            &mut out,
+        );
+    }
+    let pos = out.stream_position().unwrap();
+    out.set_len(pos).unwrap();
+}
+
+/// A bitmap (DumpType 5, "FDMP") dump holding only the non-zero pages, as Windows leaves out
+/// pages it does not need: many regions, and holes where the ELF core has zero pages.
+/// Returns the number of pages stored.
+fn write_bitmap_dump(elf: &Snapshot, h: &Header, path: &Path) -> u64 {
+    let mut present = Vec::new();
+    for r in elf.regions() {
+        let data = elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap();
+        for (i, page) in data.chunks(4096).enumerate() {
+            if page.iter().any(|&b| b != 0) {
+                present.push(r.gpa / 4096 + i as u64);
+            }
+        }
+    }
+    let total = elf.max_gfn().0 + 1;
+    let mut out = File::create(path).unwrap();
+    out.write_all(&dmp::bitmap_header(h, 5, b"FDMP", total, &present))
+        .unwrap();
+    for pfn in &present {
+        out.write_all(elf.physical_slice(Gpa(pfn * 4096), 4096).unwrap())
+            .unwrap();
+    }
+    present.len() as u64
+}
+
+fn check_header_and_vcpu(dump: &Snapshot, h: &Header, kind: WindowsDumpKind, dump_type: u32) {
+    assert_eq!(dump.format(), Format::WindowsCrashDump);
+    assert_eq!(dump.format().to_string(), "Windows crash dump");
+    let w = dump.windows_dump_info().expect("Windows dump info");
+    assert_eq!(w.kind, kind);
+    assert_eq!(w.dump_type, dump_type);
+    assert_eq!((w.major_version, w.minor_version), (h.major, h.minor));
+    assert_eq!(w.directory_table_base, h.dtb);
+    assert_eq!(w.pfn_database, h.pfn_database);
+    assert_eq!(w.ps_loaded_module_list, h.ps_loaded_module_list);
+    assert_eq!(w.ps_active_process_head, h.ps_active_process_head);
+    assert_eq!(w.kd_debugger_data_block, h.kd_debugger_data_block);
+    assert_eq!(w.number_processors, h.number_processors);
+    assert_eq!(w.bugcheck_code, h.bugcheck_code);
+    assert_eq!(w.bugcheck_parameters, h.bugcheck_parameters);
+    assert_eq!(w.system_time, h.system_time);
+    assert_eq!(w.system_up_time, h.system_up_time);
+    // One vCPU (the header has one CONTEXT), whatever NumberProcessors says.
+    assert_eq!(dump.vcpu_count(), 1);
+    assert!(dump.registers(VcpuId(1)).is_err());
+    let r = dump.registers(VcpuId(0)).unwrap();
+    let c = &h.context;
+    let gprs = |r: &Registers| {
+        [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15, r.rip,
+        ]
+    };
+    assert_eq!(gprs(&r), gprs(c));
+    assert_eq!(r.rflags, c.rflags & 0xffff_ffff);
+    assert_eq!((r.cs_sel, r.ss_sel), (c.cs_sel, c.ss_sel));
+    assert_eq!(r.cr3, h.dtb);
+    assert!(r.has_paging_state());
+    assert_eq!(r.paging_mode(), PagingMode::Level4);
+    assert_eq!(r.efer & xenvmi::regs::EFER_LMA, xenvmi::regs::EFER_LMA);
+    assert_eq!(r.cpl(), 0);
+}
+
+/// Kernel addresses the ground truth gives physical addresses for, plus direct-map pages.
+fn kernel_addresses() -> Vec<(u64, Option<u64>)> {
+    let gt = ground_truth("linux-6.1");
+    let mut v = Vec::new();
+    for (_, s) in gt["symbols"].as_object().unwrap() {
+        if s["pa"].is_string() {
+            v.push((
+                support::fixture::hex(&s["addr"]),
+                Some(support::fixture::hex(&s["pa"])),
+            ));
+        }
+    }
+    let pob = support::fixture::hex(&gt["kaslr"]["page_offset_base"]);
+    for pa in [0x1000u64, 0x10_0000, 0x200_0000, 0xae0_0000] {
+        v.push((pob + pa, Some(pa)));
+    }
+    assert!(v.len() >= 6, "{v:?}");
+    v
+}
+
+#[test]
+fn windows_crash_dumps_of_real_memory() {
+    let elf = elf();
+    let ctx = kernel_vcpu(&elf);
+    let mut h = Header::example(ctx.cr3, ctx);
+    let dir = std::env::temp_dir().join(format!("xenvmi-windump-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let full_path = dir.join("full.dmp");
+    let bmp_path = dir.join("bitmap.dmp");
+    let elf_bytes: u64 = elf.regions().iter().map(|r| r.len).sum();
+    h.required_dump_space = 0x2000 + elf_bytes;
+    write_full_dump(&elf, &h, &full_path);
+    let stored = write_bitmap_dump(&elf, &h, &bmp_path);
+
+    let full = Snapshot::open(&full_path).unwrap();
+    let bmp = Snapshot::open(&bmp_path).unwrap();
+    check_header_and_vcpu(&full, &h, WindowsDumpKind::Full, 1);
+    check_header_and_vcpu(&bmp, &h, WindowsDumpKind::BitmapFull, 5);
+    assert_eq!(full.regions().len(), elf.regions().len());
+    // Zero pages left out: the bitmap dump has many regions (binary-search lookups).
+    assert!(bmp.regions().len() > 100, "{}", bmp.regions().len());
+    let bmp_pages: u64 = bmp.regions().iter().map(|r| r.len / 4096).sum();
+    assert_eq!(bmp_pages, stored);
+    eprintln!(
+        "full dump: {} regions; bitmap dump: {} regions, {stored} of {} pages",
+        full.regions().len(),
+        bmp.regions().len(),
+        elf_bytes / 4096
+    );
+
+    // Every page of the ELF core: in the full dump byte-identical (whole page); in the bitmap
+    // dump identical when non-zero, unbacked when zero. First and last 8 bytes also through
+    // the u64 fast path.
+    let mut buf = vec![0u8; 4096];
+    let (mut compared, mut holes) = (0u64, 0u64);
+    for r in elf.regions() {
+        let data = elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap();
+        for (i, want) in data.chunks(4096).enumerate() {
+            let gpa = r.gpa + i as u64 * 4096;
+            full.read_physical(Gpa(gpa), &mut buf).unwrap();
+            assert!(buf == want, "full dump differs in page {gpa:#x}");
+            let first = u64::from_le_bytes(want[..8].try_into().unwrap());
+            let last = u64::from_le_bytes(want[4088..].try_into().unwrap());
+            assert_eq!(full.read_physical_u64(Gpa(gpa)).unwrap(), first);
+            assert_eq!(full.read_physical_u64(Gpa(gpa + 4088)).unwrap(), last);
+            if want.iter().any(|&b| b != 0) {
+                bmp.read_physical(Gpa(gpa), &mut buf).unwrap();
+                assert!(buf == want, "bitmap dump differs in page {gpa:#x}");
+                assert_eq!(bmp.read_physical_u64(Gpa(gpa)).unwrap(), first);
+                assert_eq!(bmp.read_physical_u64(Gpa(gpa + 4088)).unwrap(), last);
+                compared += 1;
+            } else {
+                let e = bmp.read_physical(Gpa(gpa), &mut buf).unwrap_err();
+                assert!(e.is_not_mapped(), "{e}");
+                holes += 1;
+            }
+        }
+    }
+    assert_eq!(compared, stored);
+    assert!(holes > 0);
+    // Reads spanning several pages and regions of the full dump (the BIOS copy at the top).
+    let top = elf.regions().last().unwrap();
+    let mut big = vec![0u8; top.len as usize];
+    full.read_physical(Gpa(top.gpa), &mut big).unwrap();
+    assert!(big == elf.physical_slice(Gpa(top.gpa), top.len as usize).unwrap());
+
+    // Page tables: translate kernel addresses through the dump's own vCPU 0 (CR3 =
+    // DirectoryTableBase, synthetic 4-level paging state) and compare with the ELF core
+    // walked with the fixture's own CR3 and with the guest's own report.
+    let elf_mem = GuestMemory::new(elf);
+    let elf_space = AddressSpace::from_cr3(ctx.cr3, PagingMode::Level4);
+    for dump in [full, bmp] {
+        let regs = dump.registers(VcpuId(0)).unwrap();
+        let space = AddressSpace::from_cr3(regs.cr3, regs.paging_mode());
+        let mem = GuestMemory::new(dump);
+        for &(va, pa) in &kernel_addresses() {
+            let want = elf_mem.translate(elf_space, Gva(va)).unwrap();
+            let got = mem.translate(space, Gva(va)).unwrap();
+            assert_eq!(got, want, "{va:#x}");
+            if let (Walk::Mapped(m), Some(pa)) = (&got, pa) {
+                assert_eq!(m.gpa.0, pa, "{va:#x}");
+            } else {
+                panic!("{va:#x} not mapped: {got:?}");
+            }
+            let mut a = [0u8; 256];
+            let mut b = [0u8; 256];
+            elf_mem.read(elf_space, Gva(va), &mut a).unwrap();
+            match mem.read(space, Gva(va), &mut b) {
+                Ok(()) => assert_eq!(a, b, "{va:#x}"),
+                // Only the bitmap dump has holes, and only where the ELF page is all zero.
+                Err(e) => {
+                    assert!(e.is_not_mapped(), "{va:#x}: {e}");
+                    let page = pa.unwrap() & !0xfff;
+                    let mut z = vec![0u8; 4096];
+                    elf_mem.read_physical(Gpa(page), &mut z).unwrap();
+                    assert!(z.iter().all(|&x| x == 0), "{va:#x}: {e}");
+                    assert_eq!(mem.backend().windows_dump_info().unwrap().dump_type, 5);
+                }
+            }
+        }
+        // And the Linux walk from the dump's registers finds the same kernel and processes.
+        let gt = ground_truth("linux-6.1");
+        let regs = mem.backend().all_registers().to_vec();
+        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        assert_eq!(linux.info().release, gt["kernel_release"].as_str().unwrap());
+        let n = linux.processes(&mem).filter(|p| p.is_ok()).count();
+        assert_eq!(n as u64, gt["process_count"].as_u64().unwrap());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A small valid full dump (3 runs, 5 pages) and bitmap dump (5 pages) of patterned pages.
+fn small_dumps() -> (Vec<u8>, Vec<u8>) {
+    let page = |n: u8| vec![n; 4096];
+    let (p1, p2, p3, p4, p5) = (page(1), page(2), page(3), page(4), page(5));
+    let h = Header::example(0x1ad000, Registers::default());
+    let two = [p1.clone(), p2.clone()].concat();
+    let full = dmp::full_dump(
+        &h,
+        &[
+            (0x1000, &two),
+            (0x9000, &p3),
+            (0x10_0000, &[p4.clone(), p5.clone()].concat()),
+        ],
+    );
+    let bmp = dmp::bitmap_dump(
+        &h,
+        6,
+        b"SDMP",
+        0x120,
+        &[(1, &p1), (2, &p2), (9, &p3), (0x100, &p4), (0x11f, &p5)],
+    );
+    (full, bmp)
+}
+
+fn malformed(bytes: Vec<u8>, needle: &str) {
+    match Snapshot::from_bytes(bytes, None) {
+        Err(e @ xenvmi::Error::Malformed { .. }) => {
+            let s = e.to_string();
+            assert!(s.contains("Windows crash dump"), "{s}");
+            assert!(s.contains(needle), "expected `{needle}` in: {s}");
+        }
+        Err(e) => panic!("expected Malformed with `{needle}`, got {e}"),
+        Ok(s) => panic!("expected an error with `{needle}`, got {s:?}"),
+    }
+}
+
+#[test]
+fn windows_crash_dump_small_layouts_read_back() {
+    let (full, bmp) = small_dumps();
+    let full = Snapshot::from_bytes(full, None).unwrap();
+    let bmp = Snapshot::from_bytes(bmp, None).unwrap();
+    for (s, pages) in [
+        (&full, [0x1000u64, 0x2000, 0x9000, 0x10_0000, 0x10_1000]),
+        (&bmp, [0x1000, 0x2000, 0x9000, 0x10_0000, 0x11_f000]),
+    ] {
+        for (i, gpa) in pages.into_iter().enumerate() {
+            let want = (i as u64 + 1) * 0x0101_0101_0101_0101;
+            assert_eq!(s.read_physical_u64(Gpa(gpa)).unwrap(), want);
+            assert_eq!(s.read_physical_u64(Gpa(gpa + 4088)).unwrap(), want);
+        }
+        assert!(s.read_physical_u64(Gpa(0)).is_err());
+        assert!(s.read_physical_u64(Gpa(0x3000)).is_err());
+    }
+    assert_eq!(
+        bmp.windows_dump_info().unwrap().kind,
+        WindowsDumpKind::BitmapKernel
+    );
+    assert_eq!(bmp.windows_dump_info().unwrap().dump_type, 6);
+    // Detection; other formats have no Windows header.
+    assert_eq!(
+        xenvmi::backend::snapshot::detect_format(b"PAGEDU64"),
+        Format::WindowsCrashDump
+    );
+    let raw = Snapshot::from_bytes(vec![1u8; 4096], None).unwrap();
+    assert_eq!(raw.format(), Format::Raw);
+    assert!(raw.windows_dump_info().is_none());
+}
+
+#[test]
+fn windows_crash_dump_corruptions_are_errors() {
+    let (full, bmp) = small_dumps();
+    let h = Header::example(0x1ad000, Registers::default());
+
+    // Truncated header, and a 32-bit dump.
+    malformed(full[..0x1800].to_vec(), "truncated");
+    let mut d32 = full.clone();
+    d32[4..8].copy_from_slice(b"DUMP");
+    malformed(d32, "32-bit");
+    // Truncated page data (one byte short of the last page).
+    malformed(full[..full.len() - 1].to_vec(), "truncated");
+    // Runs overlapping: the second run starts inside the first.
+    let mut hdr = dmp::full_header(&h, &[(1, 2), (2, 1)]);
+    hdr.extend(vec![7u8; 3 * 4096]);
+    malformed(hdr, "overlap");
+    // Run count over the cap (43 runs fit between 0x98 and the CONTEXT at 0x348).
+    let mut over = full.clone();
+    dmp::put32(&mut over, dmp::NUMBER_OF_RUNS, 44);
+    malformed(over, "NumberOfRuns 44");
+    // A header never filled in: NumberOfRuns still reads "PAGE".
+    let mut unset = full.clone();
+    over_write(&mut unset, dmp::NUMBER_OF_RUNS, b"PAGE");
+    malformed(unset, "NumberOfRuns 1162297680");
+    // Page counts overflowing the total, and a run past the 64-bit address space.
+    let mut ovf = full.clone();
+    dmp::put64(&mut ovf, dmp::RUNS + 8, u64::MAX);
+    malformed(ovf, "truncated");
+    let mut ovf = full.clone();
+    dmp::put64(&mut ovf, dmp::RUNS + 16 + 8, u64::MAX);
+    malformed(ovf, "overflow");
+    let mut far = full.clone();
+    dmp::put64(&mut far, dmp::RUNS, u64::MAX >> 12);
+    malformed(far, "beyond the 64-bit address space");
+    // Bitmap claiming more pages than the file holds: more set bits than stored pages...
+    let mut more = bmp.clone();
+    more[dmp::BMP_BITMAP] |= 0x01; // frame 0 too
+    malformed(more, "marks more than");
+    // ...and a bitmap longer than the file.
+    let mut long = bmp.clone();
+    dmp::put64(&mut long, dmp::BMP_PAGES, 1 << 40);
+    malformed(long, "bitmap of");
+    // FirstPage pointing into the bitmap, and a bitmap header that is not one.
+    let mut fp = bmp.clone();
+    dmp::put64(&mut fp, dmp::BMP_FIRST_PAGE, dmp::BMP_BITMAP as u64);
+    malformed(fp, "FirstPage");
+    let mut sig = bmp.clone();
+    sig[0x2000..0x2004].copy_from_slice(b"PAGE");
+    malformed(sig, "neither SDMP nor FDMP");
+    malformed(bmp[..0x2010].to_vec(), "truncated");
+    // Wrong machine type, unknown and unsupported DumpTypes.
+    let mut m = full.clone();
+    dmp::put32(&mut m, dmp::MACHINE, 0xaa64);
+    malformed(m, "MachineImageType 0xaa64");
+    for (t, name) in [
+        (0u32, "unknown"),
+        (2, "summary"),
+        (3, "header only"),
+        (4, "triage"),
+        (8, "RDMP"),
+        (0x77, "not a known type"),
+    ] {
+        let mut d = full.clone();
+        dmp::put32(&mut d, dmp::DUMP_TYPE, t);
+        malformed(d.clone(), &format!("DumpType {t} ("));
+        malformed(d, name);
+    }
+    // Every truncation of a valid dump is an error, never a panic.
+    for img in [&full, &bmp] {
+        for len in (0..img.len()).step_by(509) {
+            assert!(
+                Snapshot::from_bytes(img[..len].to_vec(), Some(Format::WindowsCrashDump)).is_err()
+            );
+        }
+    }
+    // Forcing the format on something else.
+    let e = Snapshot::from_bytes(vec![0u8; 0x3000], Some(Format::WindowsCrashDump)).unwrap_err();
+    assert!(e.to_string().contains("signature"), "{e}");
+}
+
+fn over_write(b: &mut [u8], off: usize, v: &[u8]) {
+    b[off..off + v.len()].copy_from_slice(v);
+}

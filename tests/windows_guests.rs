@@ -173,6 +173,84 @@ fn crash_dump_header_values_alone_are_enough() {
     assert_eq!(w.info().found_by, FoundBy::GivenBase);
 }
 
+/// The synthetic Windows 10 guest written as Windows crash dumps (full and bitmap; the dump
+/// containers are synthetic too, by `support::crashdump`): `Snapshot::open` detects them, the
+/// header's values become `Hints`, and discovery from the dump alone (vCPU 0 from the header's
+/// `CONTEXT`, no `MSR_LSTAR`) walks exactly the spec.
+#[test]
+fn crash_dumps_of_the_guest_are_discovered_from_their_header() {
+    use support::crashdump as dmp;
+    use xenvmi::backend::snapshot::{Format, Snapshot, WindowsDumpKind};
+
+    let (file, build_no) = PROFILES[1];
+    let isf = load_isf(file);
+    let g = WinGuest::build(&isf, WinSpec::typical(build_no));
+    let mut ctx = g.registers()[1];
+    ctx.rflags = 0x246;
+    let mut h = dmp::Header::example(g.kernel_pml4, ctx);
+    h.minor = build_no;
+    h.ps_active_process_head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
+    h.ps_loaded_module_list = g.spec.kernel_base + g.rva["PsLoadedModuleList"];
+    let full = dmp::full_dump(&h, &[(0, &g.mem)]);
+    let pages: Vec<(u64, &[u8])> = g
+        .mem
+        .chunks(4096)
+        .enumerate()
+        .filter(|(_, p)| p.iter().any(|&b| b != 0))
+        .map(|(i, p)| (i as u64, p))
+        .collect();
+    let bitmap = dmp::bitmap_dump(&h, 6, b"SDMP", (g.mem.len() / 4096) as u64, &pages);
+    let dir = std::env::temp_dir().join(format!("xenvmi-windump-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes, kind) in [
+        ("full.dmp", full, WindowsDumpKind::Full),
+        ("bitmap.dmp", bitmap, WindowsDumpKind::BitmapKernel),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let snap = Snapshot::open(&path).unwrap();
+        assert_eq!(snap.format(), Format::WindowsCrashDump);
+        let info = snap.windows_dump_info().unwrap().clone();
+        assert_eq!(info.kind, kind);
+        assert_eq!(info.minor_version, build_no);
+        let hints = Hints::from(&info);
+        assert_eq!(hints.directory_table_base, Some(g.kernel_pml4));
+        assert_eq!(
+            hints.ps_active_process_head,
+            Some(Gva(h.ps_active_process_head))
+        );
+        assert_eq!(
+            hints.ps_loaded_module_list,
+            Some(Gva(h.ps_loaded_module_list))
+        );
+        let regs = snap.all_registers().to_vec();
+        assert_eq!(regs.len(), 1);
+        assert_eq!((regs[0].rip, regs[0].cs_sel), (ctx.rip, 0x10));
+        let b = Built {
+            spec: g.spec.clone(),
+            roots: g.roots.clone(),
+            eprocess: g.eprocess.clone(),
+            kernel_pml4: g.kernel_pml4,
+            head: h.ps_active_process_head,
+            regs: regs.clone(),
+            mem: GuestMemory::new(snap),
+        };
+        let w = Windows::discover_with(&b.mem, &regs, WindowsProfile::Directory(isf_dir()), &hints)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(w.info().kernel_base, Gva(g.spec.kernel_base), "{name}");
+        assert_eq!(w.info().kernel_space.root, Gpa(g.kernel_pml4), "{name}");
+        assert_eq!(w.info().build, Some(build_no), "{name}");
+        // Found from a header value or the CONTEXT's rip, never by scanning the region.
+        assert!(
+            matches!(w.info().found_by, FoundBy::Hint(_)),
+            "{name}: {:?}",
+            w.info().found_by
+        );
+        check_walks(&b, &w);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_profile_for_another_build_is_refused_naming_the_one_needed() {
     let (file10, b10) = PROFILES[1];
@@ -239,27 +317,6 @@ fn without_kva_shadow_every_vcpu_sees_the_kernel() {
 #[ignore = "writes fuzz/seeds; run by hand when the seed format changes"]
 fn write_fuzz_seeds() {
     use xenvmi::os::profile::TypeSource;
-    let fields: [(&str, &str); 19] = [
-        ("_EPROCESS", "ActiveProcessLinks"),
-        ("_EPROCESS", "UniqueProcessId"),
-        ("_EPROCESS", "InheritedFromUniqueProcessId"),
-        ("_EPROCESS", "ImageFileName"),
-        ("_EPROCESS", "Peb"),
-        ("_EPROCESS", "Pcb.DirectoryTableBase"),
-        ("_EPROCESS", "Pcb.UserDirectoryTableBase"),
-        ("_KLDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
-        ("_KLDR_DATA_TABLE_ENTRY", "DllBase"),
-        ("_KLDR_DATA_TABLE_ENTRY", "SizeOfImage"),
-        ("_KLDR_DATA_TABLE_ENTRY", "BaseDllName"),
-        ("_LDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
-        ("_LDR_DATA_TABLE_ENTRY", "DllBase"),
-        ("_LDR_DATA_TABLE_ENTRY", "SizeOfImage"),
-        ("_LDR_DATA_TABLE_ENTRY", "BaseDllName"),
-        ("_PEB", "Ldr"),
-        ("_PEB_LDR_DATA", "InLoadOrderModuleList"),
-        ("_UNICODE_STRING", "Length"),
-        ("_UNICODE_STRING", "Buffer"),
-    ];
     let dir = support::fixture::repo_root().join("fuzz/seeds");
     for (file, build_no) in PROFILES {
         let isf = load_isf(file);
@@ -268,7 +325,7 @@ fn write_fuzz_seeds() {
         seed.extend_from_slice(&g.kernel_pml4.to_le_bytes());
         seed.extend_from_slice(&g.spec.kernel_base.to_le_bytes());
         seed.push(1); // discovery from MSR_LSTAR
-        for (t, f) in fields {
+        for (t, f) in xenvmi::os::windows::FIELDS {
             let off = isf
                 .field(t, f)
                 .or_else(|| isf.field(&t.replace("_KLDR", "_LDR"), f))
@@ -276,13 +333,7 @@ fn write_fuzz_seeds() {
                 .unwrap_or(0xffff);
             seed.extend_from_slice(&off.to_le_bytes());
         }
-        for n in [
-            "PsActiveProcessHead",
-            "PsLoadedModuleList",
-            "PsInitialSystemProcess",
-            "NtBuildNumber",
-            "KiSystemCall64",
-        ] {
+        for n in xenvmi::os::windows::SYMBOLS {
             seed.extend_from_slice(&(g.rva[n] as u32).to_le_bytes());
         }
         // The kernel header page, as a PE seed.

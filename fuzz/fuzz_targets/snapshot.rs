@@ -1,5 +1,5 @@
-//! Every snapshot format (raw, QEMU ELF core, LiME) on arbitrary bytes: parse with detection
-//! and with each format forced, then read every region and every vCPU.
+//! Every snapshot format (raw, QEMU ELF core, LiME, Windows crash dump) on arbitrary bytes:
+//! parse with detection and with each format forced, then read every region and every vCPU.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         Some(Format::QemuElf),
         Some(Format::Lime),
         Some(Format::Raw),
+        Some(Format::WindowsCrashDump),
     ] {
         let Ok(s) = Snapshot::from_bytes(data.to_vec(), format) else {
             continue;
@@ -30,5 +31,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = (r.paging_mode(), r.page_table_root(), r.cpl());
         }
         let _ = s.vmcoreinfo();
+        let _ = s.windows_dump_info();
     }
 });

@@ -4,9 +4,9 @@
 //! builder (`tests/windows_guests.rs` writes them):
 //! - `u64` kernel page-table root, `u64` kernel base, `u8` mode (bit 0: full discovery with a
 //!   register hint, else a known base; bit 1: 5-level paging);
-//! - 19 × `u16`: the structure offsets, in [`FIELDS`] order (0xffff = field absent);
-//! - 5 × `u32`: RVAs of `PsActiveProcessHead`, `PsLoadedModuleList`, `PsInitialSystemProcess`,
-//!   `NtBuildNumber`, `KiSystemCall64`;
+//! - 19 × `u16`: the structure offsets, in `xenvmi::os::windows::FIELDS` order (0xffff =
+//!   field absent);
+//! - 5 × `u32`: RVAs of the symbols in `xenvmi::os::windows::SYMBOLS` order;
 //! - the rest: physical memory.
 //!
 //! Every iterator (processes, kernel modules, each process's modules, the kernel's exports)
@@ -17,37 +17,11 @@ use libfuzzer_sys::fuzz_target;
 use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::mem::{AddressSpace, GuestMemory, PagingMode};
 use xenvmi::os::profile::{Field, Profile, SymbolTableBuilder, TypeSource};
-use xenvmi::os::windows::{Hints, Windows, WindowsProfile, MAX_MODULES, MAX_PROCESSES};
+use xenvmi::os::windows::{
+    Hints, Windows, WindowsProfile, FIELDS, MAX_MODULES, MAX_PROCESSES, SYMBOLS,
+};
 use xenvmi::{Gva, Registers};
 
-const FIELDS: [(&str, &str); 19] = [
-    ("_EPROCESS", "ActiveProcessLinks"),
-    ("_EPROCESS", "UniqueProcessId"),
-    ("_EPROCESS", "InheritedFromUniqueProcessId"),
-    ("_EPROCESS", "ImageFileName"),
-    ("_EPROCESS", "Peb"),
-    ("_EPROCESS", "Pcb.DirectoryTableBase"),
-    ("_EPROCESS", "Pcb.UserDirectoryTableBase"),
-    ("_KLDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
-    ("_KLDR_DATA_TABLE_ENTRY", "DllBase"),
-    ("_KLDR_DATA_TABLE_ENTRY", "SizeOfImage"),
-    ("_KLDR_DATA_TABLE_ENTRY", "BaseDllName"),
-    ("_LDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
-    ("_LDR_DATA_TABLE_ENTRY", "DllBase"),
-    ("_LDR_DATA_TABLE_ENTRY", "SizeOfImage"),
-    ("_LDR_DATA_TABLE_ENTRY", "BaseDllName"),
-    ("_PEB", "Ldr"),
-    ("_PEB_LDR_DATA", "InLoadOrderModuleList"),
-    ("_UNICODE_STRING", "Length"),
-    ("_UNICODE_STRING", "Buffer"),
-];
-const SYMBOLS: [&str; 5] = [
-    "PsActiveProcessHead",
-    "PsLoadedModuleList",
-    "PsInitialSystemProcess",
-    "NtBuildNumber",
-    "KiSystemCall64",
-];
 const HEADER: usize = 8 + 8 + 1 + 2 * 19 + 4 * 5;
 
 struct Types([u16; 19]);
@@ -110,7 +84,12 @@ fuzz_target!(|data: &[u8]| {
             msr_lstar: base.0.wrapping_add(rvas[4]),
             ..Registers::default()
         }];
-        Windows::discover_with(&mem, &regs, WindowsProfile::Loaded(profile), &Hints::default())
+        Windows::discover_with(
+            &mem,
+            &regs,
+            WindowsProfile::Loaded(profile),
+            &Hints::default(),
+        )
     } else {
         Windows::with_kernel(&mem, space, base, profile)
     };

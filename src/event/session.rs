@@ -120,6 +120,13 @@ impl RunStats {
     }
 }
 
+/// Options for [`Session::recover_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoverOptions {
+    /// Recover although the journal's owner looks alive (its pid cannot be checked from here).
+    pub force: bool,
+}
+
 /// What [`Session::recover`] found and did.
 #[derive(Clone, Debug)]
 pub struct Recovery {
@@ -502,6 +509,22 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// attempted; the journal is kept for another try). Changes that cannot be undone are
     /// reported in [`Recovery::warnings`].
     pub fn recover(backend: &'b B, path: impl AsRef<std::path::Path>) -> Result<Option<Recovery>> {
+        Self::recover_with(backend, path, &RecoverOptions::default())
+    }
+
+    /// [`Session::recover`] with options: `force` recovers even when the journal's owner looks
+    /// alive, for journals whose process id cannot be checked from here (written in another
+    /// PID namespace, such as another container, or by a process whose id was reused). The
+    /// caller must know that no monitor is attached: recovering under a live one takes its
+    /// ring away and undoes its changes.
+    ///
+    /// # Errors
+    /// As [`Session::recover`] (never [`Error::JournalInUse`] with `force`).
+    pub fn recover_with(
+        backend: &'b B,
+        path: impl AsRef<std::path::Path>,
+        opts: &RecoverOptions,
+    ) -> Result<Option<Recovery>> {
         let path = path.as_ref();
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -509,7 +532,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             Ok(_) => {}
         }
         let (owner, changes) = journal::read(path)?;
-        if owner.pid == std::process::id() || owner.is_alive() {
+        if !opts.force && (owner.pid == std::process::id() || owner.is_alive()) {
             return Err(Error::JournalInUse {
                 path: path.to_path_buf(),
                 pid: owner.pid,

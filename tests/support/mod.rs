@@ -1,3 +1,4 @@
+pub mod crashdump;
 pub mod fixture;
 pub mod guest;
 pub mod windows_guest;

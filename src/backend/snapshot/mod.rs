@@ -1,5 +1,18 @@
-//! Read-only snapshot backends: raw physical memory, QEMU `dump-guest-memory` ELF cores and
-//! LiME captures. The image is memory-mapped, never copied; the format is detected from content.
+//! Read-only snapshot backends: raw physical memory, QEMU `dump-guest-memory` ELF cores, LiME
+//! captures and 64-bit Windows kernel crash dumps (`MEMORY.DMP`). The image is memory-mapped,
+//! never copied; the format is detected from content.
+//!
+//! | format | detected by | memory | registers | extra |
+//! |---|---|---|---|---|
+//! | [`Format::Raw`] | anything else | file offset = guest-physical address | none | |
+//! | [`Format::QemuElf`] | `\x7fELF` | `PT_LOAD` segments | every vCPU (notes) | [`Snapshot::vmcoreinfo`] |
+//! | [`Format::Lime`] | `EMiL` | one range per header | none | |
+//! | [`Format::WindowsCrashDump`] | `PAGEDU64` | runs (DumpType 1) or a page bitmap (5, 6) | vCPU 0 only, from the header's `CONTEXT` | [`Snapshot::windows_dump_info`] |
+//!
+//! A Windows crash dump records one processor's `CONTEXT` and no control registers: vCPU 0's
+//! CR3 is the header's `DirectoryTableBase` and CR0/CR4/EFER are set to 4-level long mode (see
+//! [`Format::WindowsCrashDump`]). Bitmap dumps can hold many thousands of regions; lookups
+//! switch from a linear scan to a binary search above a handful.
 //!
 //! ```no_run
 //! use xenvmi::backend::snapshot::Snapshot;
@@ -13,15 +26,17 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::addr::{Gpa, VcpuId};
+use crate::addr::{Gfn, Gpa, VcpuId};
 use crate::backend::{PhysicalMemory, VcpuState};
 use crate::error::{Error, Result};
 use crate::regs::Registers;
 
+mod crashdump;
 mod elf;
 mod lime;
 mod storage;
 
+pub use crashdump::{WindowsDumpInfo, WindowsDumpKind};
 use storage::Storage;
 
 /// The on-disk format of a snapshot.
@@ -35,6 +50,21 @@ pub enum Format {
     QemuElf,
     /// LiME (`lime-forensics`) format: ranges each behind a 32-byte header.
     Lime,
+    /// 64-bit Windows kernel crash dump (`MEMORY.DMP`, `PAGEDU64`): full (DumpType 1: the
+    /// header's physical-memory runs, stored in run order from 0x2000) or bitmap (DumpType 5
+    /// and 6: a page bitmap after an `SDMP`/`FDMP` header at 0x2000, present pages stored from
+    /// `FirstPage`). Other DumpTypes (summary, triage, RDMP, ...) and 32-bit `PAGEDUMP` files
+    /// are refused with an error naming them.
+    ///
+    /// Registers: the header holds a single `CONTEXT`, that of the processor that wrote the
+    /// dump, which becomes vCPU 0 (general registers, rip, rflags, cs, ss); the other
+    /// processors' contexts are only in guest memory. A `CONTEXT` has no control registers, so
+    /// CR3 is the header's `DirectoryTableBase` and CR0 = PE|WP|PG (0x8001_0001), CR4 = PAE
+    /// (0x20), EFER = LME|LMA (0x500): what every running x64 Windows kernel has on, making
+    /// [`Registers::has_paging_state`] true and [`Registers::paging_mode`] 4-level. 5-level
+    /// paging cannot be told from the header and is not assumed. Header values are in
+    /// [`Snapshot::windows_dump_info`].
+    WindowsCrashDump,
 }
 
 impl fmt::Display for Format {
@@ -43,6 +73,7 @@ impl fmt::Display for Format {
             Format::Raw => "raw",
             Format::QemuElf => "QEMU ELF core",
             Format::Lime => "LiME",
+            Format::WindowsCrashDump => "Windows crash dump",
         })
     }
 }
@@ -70,6 +101,7 @@ pub(crate) struct Layout {
     pub(crate) regions: Vec<Region>,
     pub(crate) vcpus: Vec<Registers>,
     pub(crate) vmcoreinfo: Option<String>,
+    pub(crate) windows: Option<WindowsDumpInfo>,
 }
 
 /// A read-only memory snapshot.
@@ -79,6 +111,7 @@ pub struct Snapshot {
     regions: Vec<Region>,
     vcpus: Vec<Registers>,
     vmcoreinfo: Option<String>,
+    windows: Option<WindowsDumpInfo>,
     source: PathBuf,
 }
 
@@ -94,9 +127,15 @@ impl fmt::Debug for Snapshot {
 }
 
 /// Detect the format of an image from its first bytes.
+///
+/// 32-bit Windows dumps (`PAGEDUMP`) are detected as [`Format::WindowsCrashDump`] too, so that
+/// opening one fails with a clear error instead of reading the file as raw memory.
 pub fn detect_format(head: &[u8]) -> Format {
     if head.starts_with(b"\x7fELF") {
         Format::QemuElf
+    } else if head.starts_with(crashdump::SIGNATURE_64) || head.starts_with(crashdump::SIGNATURE_32)
+    {
+        Format::WindowsCrashDump
     } else if crate::bytes::u32_at(head, 0) == Some(lime::LIME_MAGIC) {
         Format::Lime
     } else {
@@ -154,6 +193,7 @@ impl Snapshot {
             }
             Format::QemuElf => elf::parse(bytes, &what)?,
             Format::Lime => lime::parse(bytes, &what)?,
+            Format::WindowsCrashDump => crashdump::parse(bytes, &what)?,
         };
         let regions = normalize_regions(layout.regions, bytes.len() as u64, format, &what)?;
         Ok(Snapshot {
@@ -162,6 +202,7 @@ impl Snapshot {
             regions,
             vcpus: layout.vcpus,
             vmcoreinfo: layout.vmcoreinfo,
+            windows: layout.windows,
             source,
         })
     }
@@ -186,15 +227,46 @@ impl Snapshot {
         self.vmcoreinfo.as_deref()
     }
 
-    /// All vCPU register sets recorded in the image (empty for raw and LiME).
+    /// All vCPU register sets recorded in the image (empty for raw and LiME; one, vCPU 0, for a
+    /// Windows crash dump).
     pub fn all_registers(&self) -> &[Registers] {
         &self.vcpus
     }
 
+    /// The header values of a Windows crash dump (`None` for every other format): the kernel's
+    /// page-table root, `PsActiveProcessHead`, `PsLoadedModuleList`, `KdDebuggerDataBlock`,
+    /// the bug check and the dump type.
+    ///
+    /// ```no_run
+    /// use xenvmi::backend::snapshot::Snapshot;
+    /// let snap = Snapshot::open("MEMORY.DMP")?;
+    /// if let Some(w) = snap.windows_dump_info() {
+    ///     println!("Windows build {}, DTB {:#x}, processes at {:#x}",
+    ///              w.minor_version, w.directory_table_base, w.ps_active_process_head);
+    /// }
+    /// # Ok::<(), xenvmi::Error>(())
+    /// ```
+    pub fn windows_dump_info(&self) -> Option<&WindowsDumpInfo> {
+        self.windows.as_ref()
+    }
+
     #[inline]
     fn region_for(&self, gpa: u64) -> Option<&Region> {
-        // Few regions (1-4 in practice): a linear scan beats a binary search.
-        self.regions.iter().find(|r| gpa >= r.gpa && gpa < r.end())
+        // Raw, ELF and LiME images have 1-4 regions: a linear scan beats a binary search there.
+        // Bitmap crash dumps can have many thousands: those go out of line.
+        if self.regions.len() <= LINEAR_REGION_SCAN {
+            return self.regions.iter().find(|r| gpa >= r.gpa && gpa < r.end());
+        }
+        self.region_for_many(gpa)
+    }
+
+    /// Binary search: regions are sorted and disjoint, so the candidate is the last one that
+    /// starts at or below `gpa`.
+    #[inline(never)]
+    fn region_for_many(&self, gpa: u64) -> Option<&Region> {
+        let i = self.regions.partition_point(|r| r.gpa <= gpa);
+        let r = self.regions.get(i.checked_sub(1)?)?;
+        (gpa < r.end()).then_some(r)
     }
 
     fn unmapped(&self, gpa: Gpa, len: usize) -> Error {
@@ -211,6 +283,9 @@ impl Snapshot {
     }
 }
 
+/// Up to this many regions, `region_for` scans linearly.
+const LINEAR_REGION_SCAN: usize = 8;
+
 /// Sort regions, check them against the file, reject overlaps.
 fn normalize_regions(
     mut regions: Vec<Region>,
@@ -222,6 +297,7 @@ fn normalize_regions(
         Format::Raw => "raw image",
         Format::QemuElf => "QEMU ELF core",
         Format::Lime => "LiME image",
+        Format::WindowsCrashDump => "Windows crash dump",
     };
     regions.retain(|r| r.len > 0);
     for r in &regions {
@@ -276,6 +352,7 @@ impl PhysicalMemory for Snapshot {
             Format::Raw => "raw snapshot",
             Format::QemuElf => "QEMU ELF snapshot",
             Format::Lime => "LiME snapshot",
+            Format::WindowsCrashDump => "Windows crash dump snapshot",
         }
     }
 
@@ -320,6 +397,15 @@ impl PhysicalMemory for Snapshot {
 
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         self.regions.iter().map(|r| r.gpa..r.end()).collect()
+    }
+
+    fn max_gfn(&self) -> Gfn {
+        // Without building `physical_ranges` (bitmap dumps can have many regions).
+        Gfn(self
+            .regions
+            .last()
+            .map(|r| r.end().saturating_sub(1) >> crate::addr::PAGE_SHIFT)
+            .unwrap_or(0))
     }
 
     fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
@@ -371,6 +457,47 @@ mod tests {
             s.registers(VcpuId(0)),
             Err(Error::NoSuchVcpu { .. })
         ));
+    }
+
+    #[test]
+    fn many_regions_are_found_by_binary_search() {
+        // 100 one-page regions at every other page, each backed by its own file page.
+        let regions: Vec<Region> = (0..100u64)
+            .map(|i| Region {
+                gpa: 2 * i * 0x1000,
+                len: 0x1000,
+                file_offset: i * 0x1000,
+            })
+            .collect();
+        let mut bytes = vec![0u8; 100 * 0x1000];
+        for i in 0..100usize {
+            bytes[i * 0x1000] = i as u8;
+        }
+        let regions = normalize_regions(regions, bytes.len() as u64, Format::Raw, "t").unwrap();
+        let s = Snapshot {
+            storage: Storage::Owned(bytes),
+            format: Format::Raw,
+            regions,
+            vcpus: Vec::new(),
+            vmcoreinfo: None,
+            windows: None,
+            source: PathBuf::from("t"),
+        };
+        assert!(s.regions.len() > LINEAR_REGION_SCAN);
+        for page in 0..202u64 {
+            for off in [0u64, 1, 0xfff] {
+                let gpa = page * 0x1000 + off;
+                let linear = s.regions.iter().find(|r| gpa >= r.gpa && gpa < r.end());
+                assert_eq!(s.region_for(gpa), linear, "{gpa:#x}");
+            }
+            if page % 2 == 0 && page < 200 {
+                let mut b = [0u8; 1];
+                s.read_physical(Gpa(page * 0x1000), &mut b).unwrap();
+                assert_eq!(b[0], (page / 2) as u8);
+            }
+        }
+        assert_eq!(s.region_for(u64::MAX), None);
+        assert_eq!(s.max_gfn(), Gfn(198));
     }
 
     #[test]

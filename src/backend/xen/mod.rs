@@ -86,6 +86,9 @@ pub struct XenDomain {
     retired_rings: RefCell<Vec<*mut c_void>>,
     /// Stands in for the ring until events are enabled (never read by Xen).
     idle_ring: Box<RingPage>,
+    /// `XEN_DOMCTL_MONITOR_OP_CONTROL_REGISTERS` was sent for the current ring (Xen clears it
+    /// when the ring is disabled).
+    registers_held: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for XenDomain {
@@ -180,6 +183,7 @@ impl XenDomain {
             events: RefCell::new(None),
             retired_rings: RefCell::new(Vec::new()),
             idle_ring: RingPage::boxed(),
+            registers_held: std::cell::Cell::new(false),
         };
         if fmem.is_null() {
             return Err(fail(
@@ -702,8 +706,10 @@ impl EventControl for XenDomain {
                 m,
                 Monitor::ControlRegister { sync: true, .. } | Monitor::Msr { .. }
             )
+            && !self.registers_held.get()
         {
             self.hold_register_writes()?;
+            self.registers_held.set(true);
         }
         if on && m == Monitor::SingleStep && !self.caps.singlestep() {
             return Err(fail(
@@ -854,6 +860,7 @@ impl EventChannel for XenDomain {
             (self.libs.xenevtchn_unbind)(e.evtchn, e.local_port);
             (self.libs.xenevtchn_close)(e.evtchn);
         }
+        self.registers_held.set(false);
         drop(ev);
         if let Some(e) = self.events.borrow_mut().as_mut() {
             e.evtchn = std::ptr::null_mut();
@@ -874,6 +881,7 @@ impl EventChannel for XenDomain {
         }
         // SAFETY: valid handle; disables whatever ring the domain has.
         let rc = unsafe { (self.libs.xc_monitor_disable)(self.xch, self.domid) };
+        self.registers_held.set(false);
         if rc == 0 {
             return Ok(true);
         }
@@ -982,7 +990,8 @@ impl ViewControl for XenDomain {
         self.check(rc, format!("destroying view {view}"))?;
         // The last view is gone: turn altp2m off again, as it was before the first view (a
         // domain with altp2m on and no view behaves like one with it off, but keeps VMFUNC
-        // and #VE machinery live).
+        // and #VE machinery live). Xen is asked which views exist rather than this handle
+        // counting its own: recovery destroys views a dead monitor created.
         if self.views()?.is_empty() {
             // SAFETY: valid handle.
             let rc = unsafe { (self.libs.xc_altp2m_set_domain_state)(self.xch, self.domid, false) };

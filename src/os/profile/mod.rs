@@ -102,6 +102,20 @@ pub trait TypeSource {
     }
 }
 
+/// A shared profile: many guests of one build (a fleet of identical VMs) can use one loaded
+/// profile, `Arc::clone`d into each [`Profile`].
+impl<T: TypeSource + ?Sized> TypeSource for std::sync::Arc<T> {
+    fn source_name(&self) -> &str {
+        (**self).source_name()
+    }
+    fn struct_size(&self, name: &str) -> Option<u64> {
+        (**self).struct_size(name)
+    }
+    fn field(&self, type_name: &str, path: &str) -> Option<Field> {
+        (**self).field(type_name, path)
+    }
+}
+
 /// Symbol kinds as in `nm`/kallsyms (`T`, `t`, `D`, `d`, `B`, `R`, `A`, ...).
 pub type SymbolKind = u8;
 

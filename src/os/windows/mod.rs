@@ -30,6 +30,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use crate::addr::{Gpa, Gva};
+use crate::backend::snapshot::WindowsDumpInfo;
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
 use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, PagingMode, Walk};
@@ -95,6 +96,35 @@ pub struct Hints {
     pub directory_table_base: Option<u64>,
 }
 
+impl From<&WindowsDumpInfo> for Hints {
+    /// The hints a Windows crash dump header gives: `DirectoryTableBase`,
+    /// `PsActiveProcessHead` and `PsLoadedModuleList` (zero values are left out). The kernel
+    /// base is not in the header.
+    ///
+    /// ```no_run
+    /// use xenvmi::backend::snapshot::Snapshot;
+    /// use xenvmi::mem::GuestMemory;
+    /// use xenvmi::os::windows::{Hints, Windows, WindowsProfile};
+    /// let snap = Snapshot::open("MEMORY.DMP")?;
+    /// let hints = snap.windows_dump_info().map(Hints::from).unwrap_or_default();
+    /// let regs = snap.all_registers().to_vec();
+    /// let mem = GuestMemory::new(snap);
+    /// let profile = WindowsProfile::Directory("isf/".into());
+    /// let w = Windows::discover_with(&mem, &regs, profile, &hints)?;
+    /// println!("ntoskrnl at {}", w.info().kernel_base);
+    /// # Ok::<(), xenvmi::Error>(())
+    /// ```
+    fn from(d: &WindowsDumpInfo) -> Hints {
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        Hints {
+            kernel_base: None,
+            ps_active_process_head: nonzero(d.ps_active_process_head).map(Gva),
+            ps_loaded_module_list: nonzero(d.ps_loaded_module_list).map(Gva),
+            directory_table_base: nonzero(d.directory_table_base),
+        }
+    }
+}
+
 /// How the kernel was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FoundBy {
@@ -124,6 +154,40 @@ pub struct WindowsInfo {
     /// The profile in use.
     pub profile: String,
 }
+
+/// The `(structure, field)` pairs the walkers read, in [`Offsets`] field order (kernel loader
+/// entries as `_KLDR_DATA_TABLE_ENTRY`; profiles without it, Windows 7's, give them as
+/// `_LDR_DATA_TABLE_ENTRY`). `Pcb.UserDirectoryTableBase` is optional, the rest required.
+pub const FIELDS: [(&str, &str); 19] = [
+    ("_EPROCESS", "ActiveProcessLinks"),
+    ("_EPROCESS", "UniqueProcessId"),
+    ("_EPROCESS", "InheritedFromUniqueProcessId"),
+    ("_EPROCESS", "ImageFileName"),
+    ("_EPROCESS", "Peb"),
+    ("_EPROCESS", "Pcb.DirectoryTableBase"),
+    ("_EPROCESS", "Pcb.UserDirectoryTableBase"),
+    ("_KLDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
+    ("_KLDR_DATA_TABLE_ENTRY", "DllBase"),
+    ("_KLDR_DATA_TABLE_ENTRY", "SizeOfImage"),
+    ("_KLDR_DATA_TABLE_ENTRY", "BaseDllName"),
+    ("_LDR_DATA_TABLE_ENTRY", "InLoadOrderLinks"),
+    ("_LDR_DATA_TABLE_ENTRY", "DllBase"),
+    ("_LDR_DATA_TABLE_ENTRY", "SizeOfImage"),
+    ("_LDR_DATA_TABLE_ENTRY", "BaseDllName"),
+    ("_PEB", "Ldr"),
+    ("_PEB_LDR_DATA", "InLoadOrderModuleList"),
+    ("_UNICODE_STRING", "Length"),
+    ("_UNICODE_STRING", "Buffer"),
+];
+
+/// The kernel symbols the walkers and discovery use (RVAs in the profile).
+pub const SYMBOLS: [&str; 5] = [
+    "PsActiveProcessHead",
+    "PsLoadedModuleList",
+    "PsInitialSystemProcess",
+    "NtBuildNumber",
+    "KiSystemCall64",
+];
 
 /// Structure offsets, read once from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,83 @@
+//! Criterion benches for Windows guests: PE export iteration on a real file (Wine 8.0's
+//! ntoskrnl.exe, downloaded by `scripts/setup.sh`), and kernel discovery and the walks on a
+//! synthetic guest laid out by the real Windows 11 22000 ISF (`tests/support/windows_guest.rs`).
+//! Results: `docs/performance.md`.
+//!
+//! `cargo bench --bench windows`
+
+#[allow(dead_code)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use support::windows_guest::{load_isf, WinGuest, WinSpec, PROFILES};
+use xenvmi::mem::GuestMemory;
+use xenvmi::os::pe::{FileImage, Pe};
+use xenvmi::os::profile::Profile;
+use xenvmi::os::windows::{Windows, WindowsProfile};
+
+fn pe(c: &mut Criterion) {
+    let path = support::fixture::repo_root().join("target/xenvmi-fixtures/wine/ntoskrnl.exe");
+    let Ok(bytes) = std::fs::read(&path) else {
+        eprintln!(
+            "{} missing: run scripts/setup.sh; PE bench skipped",
+            path.display()
+        );
+        return;
+    };
+    let mut g = c.benchmark_group("pe");
+    g.bench_function("parse_headers_ntoskrnl_exe", |b| {
+        b.iter(|| Pe::parse(FileImage::new(black_box(&bytes), "ntoskrnl.exe")).unwrap())
+    });
+    let pe = Pe::parse(FileImage::new(&bytes, "ntoskrnl.exe")).unwrap();
+    g.bench_function("iterate_1656_exports_ntoskrnl_exe", |b| {
+        b.iter(|| pe.exports().unwrap().filter(|e| e.is_ok()).count())
+    });
+    g.finish();
+}
+
+fn windows(c: &mut Criterion) {
+    let (file, build) = PROFILES[2];
+    let isf = Arc::new(load_isf(file));
+    let symbols = isf.symbols().clone();
+    let profile = || Profile {
+        types: Box::new(Arc::clone(&isf)),
+        symbols: symbols.clone(),
+    };
+    let g = WinGuest::build(&isf, WinSpec::typical(build));
+    let regs = g.registers();
+    let mut no_hints = regs.clone();
+    for r in &mut no_hints {
+        r.msr_lstar = 0;
+        r.rip = 0x7ff6_0000_1000;
+        r.cs_sel = 0x33;
+    }
+    let mem = GuestMemory::new(g.snapshot());
+    let mut grp = c.benchmark_group("windows");
+    grp.bench_function("discover_from_msr_lstar", |b| {
+        b.iter(|| Windows::discover(&mem, &regs, WindowsProfile::Loaded(profile())).unwrap())
+    });
+    grp.bench_function("discover_by_region_scan", |b| {
+        b.iter(|| Windows::discover(&mem, &no_hints, WindowsProfile::Loaded(profile())).unwrap())
+    });
+    let w = Windows::discover(&mem, &regs, WindowsProfile::Loaded(profile())).unwrap();
+    grp.bench_function("walk_6_processes_5_drivers_17_dlls", |b| {
+        b.iter(|| {
+            mem.flush_translations();
+            let procs: Vec<_> = w.processes(&mem).filter_map(Result::ok).collect();
+            let drivers = w.modules(&mem).count();
+            let dlls: usize = procs
+                .iter()
+                .map(|p| w.process_modules(&mem, p).count())
+                .sum();
+            (procs.len(), drivers, dlls)
+        })
+    });
+    grp.finish();
+}
+
+criterion_group!(benches, pe, windows);
+criterion_main!(benches);
