@@ -1307,8 +1307,9 @@ const char *xvmi_result_name(xvmi_result result);
 const char *xvmi_version(void);
 
 /*
- Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core
- or a LiME capture, detected from content. The file is memory-mapped (it must not change
+ Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core,
+ a LiME capture or a 64-bit Windows kernel crash dump (full or bitmap), detected from
+ content. The file is memory-mapped (it must not change
  while open). [`XVMI_ERR_IO`] names the file and the errno; [`XVMI_ERR_MALFORMED`] says
  what is wrong with a truncated or corrupt image.
 
@@ -1485,8 +1486,10 @@ xvmi_result xvmi_os_linux_discover_btf(const struct xvmi_memory *mem,
 
 /*
  Find a Windows (x64) kernel in guest memory under KASLR, from the vCPU registers the
- memory handle has (`MSR_LSTAR`, a kernel-mode `rip`, the page tables) and the optional
- `hints` (NULL: none).
+ memory handle has (`MSR_LSTAR`, a kernel-mode `rip`, the page tables), the optional
+ `hints` (NULL: none) and, for a Windows crash dump, what its header records
+ (`DirectoryTableBase`, `PsActiveProcessHead`, `PsLoadedModuleList`; a non-zero `hints`
+ field takes precedence).
 
  `profile_path` is a Volatility3 ISF for the kernel's `ntkrnlmp.pdb` (`.json` or
  `.json.xz`), or a directory of them, from which the one whose PDB GUID and age match the

@@ -363,20 +363,81 @@ fn c_windows_guest_matches_its_spec() {
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let out = run(&exe, &refs);
-
-    assert_eq!(hex_str(field(&out, "kernel_base")), spec.kernel_base);
-    assert_eq!(
-        hex_str(field(&out, "image_size")),
-        spec.size_of_image as u64
+    check_windows(
+        &out,
+        &WinTruth {
+            spec: &spec,
+            roots: &roots,
+        },
+        file,
+        build_no,
     );
-    assert_eq!(field(&out, "build"), build_no.to_string());
-    assert_eq!(field(&out, "release"), build_no.to_string());
+    // vCPU 0 runs the last process (on its user page tables); vCPU 1 is on the kernel's,
+    // which belong to the process whose root they are.
+    let last = spec.processes.last().unwrap();
+    assert_eq!(
+        field(&out, "owner 0"),
+        format!("{} {}", last.pid, last.name)
+    );
+    let (i, _) = roots
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.0 == kernel_root)
+        .expect("a process on the kernel's page tables");
+    let sys = &spec.processes[i];
+    assert_eq!(field(&out, "owner 1"), format!("{} {}", sys.pid, sys.name));
+}
+
+#[test]
+fn c_windows_crash_dump_is_discovered_from_its_header() {
+    use support::crashdump as dmp;
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_windows.c", "test_windows");
+    // Windows 11 22000 in a full crash dump (a synthetic container by the published layout):
+    // discovery from the dump's DirectoryTableBase and list heads, no registers given.
+    let (file, build_no) = PROFILES
+        .iter()
+        .copied()
+        .find(|(_, b)| *b == 22000)
+        .expect("the Windows 11 profile");
+    let g = WinGuest::build(&load_isf(file), WinSpec::typical(build_no));
+    let mut h = dmp::Header::example(g.kernel_pml4, g.registers()[1]);
+    h.ps_active_process_head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
+    h.ps_loaded_module_list = g.spec.kernel_base + g.rva["PsLoadedModuleList"];
+    let image = profile_dir().join("c-tests").join("windows-22000.dmp");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
+    let out = run(&exe, &[&image, &isf_dir()]);
+    check_windows(
+        &out,
+        &WinTruth {
+            spec: &g.spec,
+            roots: &g.roots,
+        },
+        file,
+        build_no,
+    );
+}
+
+/// What a Windows test program's output must show.
+struct WinTruth<'a> {
+    spec: &'a support::windows_guest::WinSpec,
+    roots: &'a [(u64, Option<u64>)],
+}
+
+/// Kernel, processes, DLLs and drivers printed by test_windows.c against the guest's spec.
+fn check_windows(out: &str, t: &WinTruth, file: &str, build_no: u32) {
+    let (spec, roots) = (t.spec, t.roots);
+    assert_eq!(hex_str(field(out, "kernel_base")), spec.kernel_base);
+    assert_eq!(hex_str(field(out, "image_size")), spec.size_of_image as u64);
+    assert_eq!(field(out, "build"), build_no.to_string());
+    assert_eq!(field(out, "release"), build_no.to_string());
     let key = file
         .trim_start_matches("ntkrnlmp-")
         .trim_end_matches(".json.xz")
         .replace('-', "");
     assert!(
-        field(&out, "banner").starts_with(&format!("ntkrnlmp.pdb {key} ")),
+        field(out, "banner").starts_with(&format!("ntkrnlmp.pdb {key} ")),
         "{out}"
     );
 
@@ -399,7 +460,7 @@ fn c_windows_guest_matches_its_spec() {
     let want: Vec<(u64, u64, bool, u64, u64, String)> = spec
         .processes
         .iter()
-        .zip(&roots)
+        .zip(roots)
         .map(|(p, (root, user))| {
             (
                 p.pid,
@@ -448,21 +509,6 @@ fn c_windows_guest_matches_its_spec() {
         .map(|d| (d.name.clone(), d.base, d.size as u64))
         .collect();
     assert_eq!(drivers, want, "drivers");
-
-    // vCPU 0 runs the last process (on its user page tables); vCPU 1 is on the kernel's,
-    // which belong to the process whose root they are.
-    let last = spec.processes.last().unwrap();
-    assert_eq!(
-        field(&out, "owner 0"),
-        format!("{} {}", last.pid, last.name)
-    );
-    let (i, _) = roots
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.0 == kernel_root)
-        .expect("a process on the kernel's page tables");
-    let sys = &spec.processes[i];
-    assert_eq!(field(&out, "owner 1"), format!("{} {}", sys.pid, sys.name));
 }
 
 #[test]

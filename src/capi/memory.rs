@@ -13,6 +13,7 @@ use crate::addr::{Gpa, Gva, VcpuId};
 use crate::backend::snapshot::Snapshot;
 use crate::backend::{PhysicalMemory, VcpuState};
 use crate::mem::{AddressSpace, GuestMemory, PagingMode};
+use crate::os::windows::Hints;
 
 /// What a memory handle reads from: physical memory and vCPU registers.
 pub(crate) trait Source: PhysicalMemory + VcpuState {}
@@ -26,9 +27,18 @@ pub struct xvmi_memory {
     mode: Cell<PagingMode>,
     /// For a live domain: the domain and the generation the cache was last valid for.
     live: Option<(Arc<DomainShared>, Cell<u64>)>,
+    /// What a Windows crash dump's header says (for Windows discovery).
+    pub(crate) dump_hints: Option<Hints>,
 }
 
 impl xvmi_memory {
+    fn from_snapshot(snap: Snapshot) -> xvmi_memory {
+        let hints = snap.windows_dump_info().map(Hints::from);
+        let mut m = xvmi_memory::new(Box::new(snap), None);
+        m.dump_hints = hints;
+        m
+    }
+
     fn new(source: Box<dyn Source>, live: Option<Arc<DomainShared>>) -> xvmi_memory {
         let count = source.vcpu_count();
         let mode = (0..count)
@@ -43,6 +53,7 @@ impl xvmi_memory {
                 let g = d.generation.load(Ordering::SeqCst);
                 (d, Cell::new(g))
             }),
+            dump_hints: None,
         }
     }
 
@@ -77,8 +88,9 @@ fn new_memory(m: xvmi_memory, out: *mut *mut xvmi_memory) {
     unsafe { put(out, Box::into_raw(Box::new(m))) };
 }
 
-/// Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core
-/// or a LiME capture, detected from content. The file is memory-mapped (it must not change
+/// Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core,
+/// a LiME capture or a 64-bit Windows kernel crash dump (full or bitmap), detected from
+/// content. The file is memory-mapped (it must not change
 /// while open). [`XVMI_ERR_IO`] names the file and the errno; [`XVMI_ERR_MALFORMED`] says
 /// what is wrong with a truncated or corrupt image.
 ///
@@ -95,7 +107,7 @@ pub unsafe extern "C" fn xvmi_memory_open_snapshot(
         let path = unsafe { arg_str(path, "path") }?;
         let out = arg_out(out, "out")?;
         let snap = Snapshot::open(path)?;
-        new_memory(xvmi_memory::new(Box::new(snap), None), out);
+        new_memory(xvmi_memory::from_snapshot(snap), out);
         Ok(())
     })
 }
@@ -117,7 +129,7 @@ pub unsafe extern "C" fn xvmi_memory_open_buffer(
         let data = unsafe { arg_bytes(data, len, "data") }?;
         let out = arg_out(out, "out")?;
         let snap = Snapshot::from_bytes(data.to_vec(), None)?;
-        new_memory(xvmi_memory::new(Box::new(snap), None), out);
+        new_memory(xvmi_memory::from_snapshot(snap), out);
         Ok(())
     })
 }

@@ -193,8 +193,10 @@ pub struct xvmi_windows_hints {
 }
 
 /// Find a Windows (x64) kernel in guest memory under KASLR, from the vCPU registers the
-/// memory handle has (`MSR_LSTAR`, a kernel-mode `rip`, the page tables) and the optional
-/// `hints` (NULL: none).
+/// memory handle has (`MSR_LSTAR`, a kernel-mode `rip`, the page tables), the optional
+/// `hints` (NULL: none) and, for a Windows crash dump, what its header records
+/// (`DirectoryTableBase`, `PsActiveProcessHead`, `PsLoadedModuleList`; a non-zero `hints`
+/// field takes precedence).
 ///
 /// `profile_path` is a Volatility3 ISF for the kernel's `ntkrnlmp.pdb` (`.json` or
 /// `.json.xz`), or a directory of them, from which the one whose PDB GUID and age match the
@@ -224,12 +226,18 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
             *unsafe { arg_ref(hints, "hints") }?
         };
         let out = arg_out(out, "out")?;
+        // The caller's values first, then what a crash dump's header says.
+        let dump = m.dump_hints.unwrap_or_default();
         let nonzero = |v: u64| (v != 0).then_some(v);
         let hints = Hints {
-            kernel_base: nonzero(h.kernel_base).map(Gva),
-            ps_active_process_head: nonzero(h.ps_active_process_head).map(Gva),
-            ps_loaded_module_list: nonzero(h.ps_loaded_module_list).map(Gva),
-            directory_table_base: nonzero(h.directory_table_base),
+            kernel_base: nonzero(h.kernel_base).map(Gva).or(dump.kernel_base),
+            ps_active_process_head: nonzero(h.ps_active_process_head)
+                .map(Gva)
+                .or(dump.ps_active_process_head),
+            ps_loaded_module_list: nonzero(h.ps_loaded_module_list)
+                .map(Gva)
+                .or(dump.ps_loaded_module_list),
+            directory_table_base: nonzero(h.directory_table_base).or(dump.directory_table_base),
         };
         let profile = if std::path::Path::new(path).is_dir() {
             WindowsProfile::Directory(path.into())

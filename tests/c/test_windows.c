@@ -1,11 +1,14 @@
-/* Windows through the C ABI: a synthetic Windows 10 guest laid out by the real ntoskrnl ISF
- * (tests/support/windows_guest.rs builds it; tests/c_abi.rs writes it to a file), opened as
- * a simulated domain with two vCPUs so that discovery has registers: ntoskrnl under KASLR,
- * processes, each process's DLLs, drivers, and the owner of each vCPU's CR3.
+/* Windows through the C ABI: synthetic Windows guests laid out by the real ntoskrnl ISFs
+ * (tests/support/windows_guest.rs builds them; tests/c_abi.rs writes them to files):
+ * ntoskrnl under KASLR, processes, each process's DLLs, drivers, and the owner of each
+ * vCPU's CR3.
  *
  * usage: test_windows IMAGE PROFILE CR0 CR4 EFER LSTAR CR3_0 RIP_0 CS_0 CR3_1 RIP_1 CS_1
- * (PROFILE is an ISF file or a directory of them; numbers in hex.) Prints what it found;
- * tests/c_abi.rs compares it with the spec the guest was built from. */
+ *          a raw image, opened as a simulated domain with these two vCPUs (numbers in hex)
+ *        test_windows DUMP PROFILE
+ *          a Windows crash dump, opened as a snapshot: discovery from its header
+ * (PROFILE is an ISF file or a directory of them.) Prints what it found; tests/c_abi.rs
+ * compares it with the spec the guest was built from. */
 #include <inttypes.h>
 #include <stdint.h>
 
@@ -47,12 +50,8 @@ static int print_driver(void *userdata, const xvmi_module *m, xvmi_result status
 
 static uint64_t hex(const char *s) { return strtoull(s, NULL, 16); }
 
-int main(int argc, char **argv) {
-    if (argc != 13) {
-        fprintf(stderr, "usage: test_windows IMAGE PROFILE CR0 CR4 EFER LSTAR "
-                        "CR3_0 RIP_0 CS_0 CR3_1 RIP_1 CS_1\n");
-        return 2;
-    }
+/* A simulated domain over a raw image with two vCPUs; its memory handle. */
+static xvmi_memory *open_sim(char **argv, xvmi_domain **dom) {
     FILE *f = fopen(argv[1], "rb");
     CHECK(f != NULL);
     CHECK(fseek(f, 0, SEEK_END) == 0);
@@ -75,11 +74,25 @@ int main(int argc, char **argv) {
         regs[i].rip = hex(argv[8 + 3 * i]);
         regs[i].cs_sel = (uint16_t)hex(argv[9 + 3 * i]);
     }
-    xvmi_domain *dom = NULL;
-    OK(xvmi_sim_open_buffer(image, (size_t)size, regs, 2, &dom));
+    OK(xvmi_sim_open_buffer(image, (size_t)size, regs, 2, dom));
     free(image); /* the domain has its own copy */
     xvmi_memory *mem = NULL;
-    OK(xvmi_memory_open_domain(dom, &mem));
+    OK(xvmi_memory_open_domain(*dom, &mem));
+    return mem;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 13 && argc != 3) {
+        fprintf(stderr, "usage: test_windows IMAGE PROFILE CR0 CR4 EFER LSTAR "
+                        "CR3_0 RIP_0 CS_0 CR3_1 RIP_1 CS_1 | test_windows DUMP PROFILE\n");
+        return 2;
+    }
+    xvmi_domain *dom = NULL;
+    xvmi_memory *mem = NULL;
+    if (argc == 13)
+        mem = open_sim(argv, &dom);
+    else
+        OK(xvmi_memory_open_snapshot(argv[1], &mem));
 
     CHECK_RC(xvmi_os_windows_discover(mem, NULL, NULL, NULL), XVMI_ERR_NULL_POINTER);
     xvmi_os *os = NULL;
@@ -106,13 +119,17 @@ int main(int argc, char **argv) {
     struct walk w = {os, mem};
     OK(xvmi_os_processes(os, mem, print_process, &w));
     OK(xvmi_os_modules(os, mem, print_driver, NULL));
-    for (int i = 0; i < 2; i++) {
+    uint32_t vcpus = 0;
+    OK(xvmi_memory_vcpu_count(mem, &vcpus));
+    for (uint32_t i = 0; i < vcpus; i++) {
+        xvmi_registers r;
+        OK(xvmi_memory_registers(mem, i, &r));
         xvmi_process p;
-        xvmi_result rc = xvmi_os_process_for_cr3(os, mem, regs[i].cr3, &p);
+        xvmi_result rc = xvmi_os_process_for_cr3(os, mem, r.cr3, &p);
         if (rc == XVMI_OK)
-            printf("owner %d %" PRIu64 " %s\n", i, p.pid, p.name);
+            printf("owner %u %" PRIu64 " %s\n", i, p.pid, p.name);
         else
-            printf("owner %d none\n", i);
+            printf("owner %u none\n", i);
     }
     /* A process record with a corrupted boolean is refused, not trusted. */
     xvmi_process bogus;
