@@ -1013,3 +1013,27 @@ fn windows_dump_bitmap_fragmented_into_one_page_regions() {
     });
     assert_eq!(r, Ok((4096, 4096)));
 }
+
+#[test]
+fn memory_at_the_top_of_the_physical_address_space() {
+    // One LiME range ending at 2^64 - 2 and no registers: Linux discovery's last-resort scan
+    // walks every backed range in windows; its cursor must not wrap past 2^64 (found by the
+    // capi fuzzer: the cursor wrapped below the range and the loop never ended).
+    let r = run("memory at the top of the address space", || {
+        let len = 0x4000u64;
+        let start = u64::MAX - 1 - (len - 1);
+        let mut img = Vec::new();
+        img.extend_from_slice(&0x4C69_4D45u32.to_le_bytes());
+        img.extend_from_slice(&1u32.to_le_bytes());
+        img.extend_from_slice(&start.to_le_bytes());
+        img.extend_from_slice(&(start + len - 1).to_le_bytes());
+        img.extend_from_slice(&[0u8; 8]);
+        img.extend(std::iter::repeat_n(0x4c, len as usize)); // "LLLL…"
+        let snap = Snapshot::from_bytes(img, None).map_err(|e| e.to_string())?;
+        let mem = GuestMemory::new(snap);
+        Linux::discover(&mem, &[], ProfileSource::InGuest)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    assert!(r.unwrap_err().contains("could not find a Linux kernel"));
+}

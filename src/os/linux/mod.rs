@@ -336,7 +336,12 @@ fn in_guest_symbols<B: PhysicalMemory>(
         let mut start = r.start;
         while start < r.end {
             windows.push((start, KERNEL_IMAGE_SCAN));
-            start += KERNEL_IMAGE_SCAN - OVERLAP;
+            // A range ending near 2^64 must not wrap the cursor (found by the capi fuzzer:
+            // the wrapped cursor restarted below the range and the loop never ended).
+            match start.checked_add(KERNEL_IMAGE_SCAN - OVERLAP) {
+                Some(next) => start = next,
+                None => break,
+            }
         }
     }
     for (start, len) in windows {

@@ -44,7 +44,10 @@ pub(crate) fn find_physical<M: PhysicalMemory + ?Sized>(
                     }
                 }
             }
-            pos += WINDOW as u64;
+            pos = match pos.checked_add(WINDOW as u64) {
+                Some(p) => p,
+                None => break, // a range ending near 2^64
+            };
         }
     }
     hits
