@@ -12,9 +12,12 @@ cd "$ROOT"
 bash scripts/setup.sh
 [ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
 apt-get update -qq -o DPkg::Lock::Timeout=600
-cargo build --release --features xen --example xen-probe --example xen-detach
+cargo build --release --features xen --lib --example xen-probe --example xen-detach
 mkdir -p "$WORK/payload"
 cp target/release/examples/xen-probe target/release/examples/xen-detach tests/xen-e2e/payload/run.sh "$WORK/payload/"
+# The C ABI as a vendor's program uses it: libxenvmi.a (xen feature) and the committed header.
+gcc -std=c11 -Wall -Wextra -Werror -O2 -I include tests/xen-e2e/payload/c-monitor.c \
+  target/release/libxenvmi.a -lpthread -ldl -lm -lrt -lutil -o "$WORK/payload/c-monitor"
 # The stealth breakpoint goes on the guest's loop head: build the guest as the recipe does and
 # read the label's address (PVH loads the ELF at its physical addresses; paging is identity).
 gcc -m32 -c tests/xen-e2e/recipe/guest/tiny.S -o "$WORK/tiny-probe.o"
@@ -30,7 +33,7 @@ if ! XEN=$XEN BOCHS=debian13 bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$WOR
   echo "real-xen: the recipe failed before Bochs ran (its last lines are above; log: $LOG)"
   exit 1
 fi
-grep -a -E "bochs finished|PAYLOAD|PROBE|DETACH|xen-probe:" "$LOG" || true
+grep -a -E "bochs finished|PAYLOAD|PROBE|DETACH|CABI|xen-probe:" "$LOG" || true
 
 fail=0
 check() { # description, extended regex that must match the log
@@ -54,6 +57,12 @@ check "a second monitor attaches at once (no EBUSY)" "PROBE re-attach: ok"
 check "stealth breakpoint: hits, each with a view-0 single-step, original byte visible, guest running" \
   "PROBE stealth hits [1-9][0-9]* single-step/view round trips [1-9][0-9]* .*\(guest running: true\)"
 check "probe verdict" "PROBE RESULT PASS"
+check "C ABI: a C program traps CR3, CR4 and MSR writes and denies every CR4 write" \
+  "CABI events [1-9][0-9]* cr3 [1-9][0-9]* cr4 [1-9][0-9]* \(denied [1-9][0-9]*\) msr [1-9][0-9]* other 0 interrupted 1"
+check "C ABI: its CR3 events carry exactly the guest's two page directories" \
+  "CABI cr3 values 0x($PD_A|$PD_B) 0x($PD_A|$PD_B)\s*$"
+check "C ABI: after its teardown the guest runs and a new monitor attaches" "CABI after teardown: .*guest running: true"
+check "C ABI verdict" "CABI RESULT PASS"
 clean='guest running=true \([0-9]+ -> [0-9]+\) views=\[\] access=rwx journal=absent attach=ok'
 for sig in INT TERM; do
   check "SIG$sig in the middle of the event stream: the monitor stops and tears down" \

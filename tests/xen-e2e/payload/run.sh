@@ -7,6 +7,10 @@ BP=$(cat /payload/bp_gpa 2>/dev/null || true)
 /payload/xen-probe "$D" "${PROBE_SECONDS:-15}" $G $BP 2>&1
 echo "PAYLOAD: probe exit $?"
 
+# The same from C, through include/xenvmi.h and libxenvmi.a.
+/payload/c-monitor "$D" "${CABI_SECONDS:-5}" $G 2>&1
+echo "PAYLOAD: c-monitor exit $?"
+
 # Crash-safe detach: interrupt a monitor in the middle of its event stream, then check that the
 # guest runs on, no view or access restriction is left and a new monitor attaches at once.
 export XENVMI_JOURNAL_DIR=/run/xenvmi
