@@ -62,6 +62,11 @@ pub trait PeSource {
     fn read_rva(&self, rva: u32, buf: &mut [u8]) -> Result<()>;
     /// Called once the section table is known (file images map RVAs through it).
     fn set_sections(&mut self, _sections: &[Section]) {}
+    /// How many bytes of headers to read at RVA 0: [`HEADER_BYTES`], or less for a file
+    /// shorter than that.
+    fn header_len(&self) -> usize {
+        HEADER_BYTES
+    }
 }
 
 /// A PE file's bytes (on-disk layout: RVAs are translated through the section table).
@@ -100,6 +105,10 @@ impl<'a> FileImage<'a> {
 impl PeSource for FileImage<'_> {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn header_len(&self) -> usize {
+        self.bytes.len().min(HEADER_BYTES)
     }
 
     fn read_rva(&self, rva: u32, buf: &mut [u8]) -> Result<()> {
@@ -350,24 +359,9 @@ impl<S: PeSource> Pe<S> {
     pub fn parse(mut src: S) -> Result<Pe<S>> {
         let name = src.name();
         let bad = |reason: String| Error::malformed(FORMAT, name.clone(), reason);
-        let mut head = vec![0u8; HEADER_BYTES];
-        // The headers must be readable: a file shorter than a page is read as far as it goes.
-        if src.read_rva(0, &mut head).is_err() {
-            let mut dos = [0u8; 0x40];
-            src.read_rva(0, &mut dos)?;
-            head.truncate(0x40);
-            head.copy_from_slice(&dos);
-            let lfanew = u32_at(&head, 0x3c).unwrap_or(0) as usize;
-            let want = lfanew.saturating_add(0x200).min(HEADER_BYTES);
-            let mut more = vec![0u8; want];
-            let mut n = want;
-            // Shrink until the source can serve it (file images near their end).
-            while n > 0x40 && src.read_rva(0, &mut more[..n]).is_err() {
-                n = (n / 2).max(0x40);
-            }
-            more.truncate(n);
-            head = more;
-        }
+        // The headers must be readable: the whole header page, or all of a shorter file.
+        let mut head = vec![0u8; src.header_len()];
+        src.read_rva(0, &mut head)?;
         if head.get(..2) != Some(b"MZ") {
             return Err(bad("no MZ signature".into()));
         }

@@ -558,12 +558,9 @@ impl Windows {
         profile: Profile,
     ) -> Result<Windows> {
         let name = profile.types.source_name().to_owned();
-        let codeview = Pe::parse(MappedImage::new(mem, space, base, "ntoskrnl.exe"))
-            .ok()
-            .and_then(|pe| pe.codeview().ok().flatten());
-        let size_of_image = Pe::parse(MappedImage::new(mem, space, base, "ntoskrnl.exe"))
-            .map(|pe| pe.headers().size_of_image)
-            .unwrap_or(0);
+        let pe = Pe::parse(MappedImage::new(mem, space, base, "ntoskrnl.exe")).ok();
+        let codeview = pe.as_ref().and_then(|pe| pe.codeview().ok().flatten());
+        let size_of_image = pe.as_ref().map_or(0, |pe| pe.headers().size_of_image);
         let c = Candidate {
             base,
             space,
