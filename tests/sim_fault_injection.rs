@@ -16,8 +16,8 @@ use std::time::Duration;
 use xenvmi::backend::sim::{GuestAction, SimDomain};
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::backend::{
-    ControlRegister, EventChannel, EventControl, MemAccess, Monitor, PhysicalMemoryWrite,
-    VcpuState, ViewControl,
+    ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
+    PhysicalMemoryWrite, VcpuState, ViewControl,
 };
 use xenvmi::event::ring::RingPage;
 use xenvmi::event::session::{RecoverOptions, RunOptions, Session};
@@ -90,6 +90,13 @@ impl EventControl for Faulty {
     }
     fn set_vcpu_singlestep(&self, v: VcpuId, on: bool) -> Result<()> {
         self.sim.set_vcpu_singlestep(v, on)
+    }
+}
+impl EventInjection for Faulty {
+    fn inject(&self, v: VcpuId, e: &Injection) -> Result<()> {
+        // An injection can fail too (Xen: EBUSY): the event must still be answered.
+        self.maybe_fail("inject")?;
+        self.sim.inject(v, e)
     }
 }
 impl ViewControl for Faulty {

@@ -12,6 +12,7 @@
 //! | [`VmControl`] (pause/resume) | no | yes | yes |
 //! | [`EventControl`] (monitors) | no | yes | yes |
 //! | [`ViewControl`] (altp2m) | no | yes | yes |
+//! | [`EventInjection`] (exceptions, interrupts) | no | yes | yes |
 //!
 //! Everything above the backend (translation, OS parsing, events) is written against these
 //! traits, never against a concrete backend.
@@ -228,6 +229,92 @@ pub trait EventChannel {
     /// # Errors
     /// Backend error.
     fn abandon_ring(&self) -> Result<bool>;
+}
+
+/// How an injected event is delivered (Xen's `XEN_DMOP_EVENT_*`, the VMX interruption types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InjectionKind {
+    /// An external interrupt.
+    ExternalInterrupt,
+    /// A non-maskable interrupt.
+    Nmi,
+    /// A fault or abort raised by the processor (`#PF`, `#GP`, `#UD`, ...).
+    HardwareException,
+    /// `int N`.
+    SoftwareInterrupt,
+    /// `int1` (`icebp`).
+    PrivilegedSoftwareException,
+    /// `int3` or `into`: the return address is past the instruction.
+    SoftwareException,
+}
+
+impl InjectionKind {
+    /// The VMX interruption type (`XEN_DMOP_EVENT_ext_int` = 0 ... `sw_exc` = 6).
+    pub fn vmx_type(self) -> u8 {
+        match self {
+            InjectionKind::ExternalInterrupt => 0,
+            InjectionKind::Nmi => 2,
+            InjectionKind::HardwareException => 3,
+            InjectionKind::SoftwareInterrupt => 4,
+            InjectionKind::PrivilegedSoftwareException => 5,
+            InjectionKind::SoftwareException => 6,
+        }
+    }
+}
+
+/// An exception or interrupt for a vCPU to take on its next entry into the guest, as if the
+/// processor had raised it there. The guest's own handler then runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Injection {
+    /// The vector (3 for `#BP`, 14 for `#PF`, ...).
+    pub vector: u8,
+    /// How it is delivered.
+    pub kind: InjectionKind,
+    /// The error code pushed with it, for the exceptions that have one.
+    pub error_code: Option<u32>,
+    /// The length of the instruction that raised it (software interrupts and exceptions: the
+    /// return address is `rip + insn_len`).
+    pub insn_len: u8,
+    /// For `#PF`, the faulting address the guest reads from CR2.
+    pub cr2: u64,
+}
+
+impl Injection {
+    /// The guest's own `int3` (`insn_len` 1 for `0xcc`, 2 for `int 3` as `cd 03`), handed back
+    /// to it: its `#BP` handler runs with the return address past the instruction.
+    pub fn breakpoint(insn_len: u8) -> Self {
+        Injection {
+            vector: 3,
+            kind: InjectionKind::SoftwareException,
+            error_code: None,
+            insn_len,
+            cr2: 0,
+        }
+    }
+
+    /// A page fault at `va` with `error_code` (bit 1 write, bit 2 user, bit 4 instruction
+    /// fetch): how a monitor makes the guest bring a paged-out page in (LibVMI's
+    /// `vmi_request_page_fault`).
+    pub fn page_fault(va: u64, error_code: u32) -> Self {
+        Injection {
+            vector: 14,
+            kind: InjectionKind::HardwareException,
+            error_code: Some(error_code),
+            insn_len: 0,
+            cr2: va,
+        }
+    }
+}
+
+/// Make a vCPU take an exception or interrupt (Xen: `xendevicemodel_inject_event`). One event
+/// can be pending per vCPU; it is delivered when the vCPU next enters the guest, so a vCPU
+/// paused on an event takes it when the event is answered.
+pub trait EventInjection {
+    /// Queue `event` for `vcpu`.
+    ///
+    /// # Errors
+    /// Backend error; on Xen EBUSY while an earlier injection is still pending.
+    fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()>;
 }
 
 bitflags! {

@@ -13,8 +13,8 @@ use crate::addr::{Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
 use crate::backend::sim::{GuestAction, Outcome, SimDomain};
 use crate::backend::snapshot::{Format, Snapshot};
 use crate::backend::{
-    ControlRegister, EventChannel, EventControl, MemAccess, Monitor, PhysicalMemory, VcpuState,
-    ViewControl,
+    ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
+    PhysicalMemory, VcpuState, ViewControl,
 };
 use crate::error::Result;
 use crate::event::ring::RingPage;
@@ -96,6 +96,12 @@ impl EventChannel for Domain {
     }
     fn abandon_ring(&self) -> Result<bool> {
         each!(self, b => b.abandon_ring())
+    }
+}
+
+impl EventInjection for Domain {
+    fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()> {
+        each!(self, b => b.inject(vcpu, event))
     }
 }
 

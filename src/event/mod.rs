@@ -10,7 +10,7 @@
 //! reasons this crate does not know.
 
 use crate::addr::{Gfn, Gva, VcpuId, ViewId};
-use crate::backend::{ControlRegister, MemAccess};
+use crate::backend::{ControlRegister, Injection, MemAccess};
 use crate::bytes::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::regs::Registers;
@@ -360,6 +360,7 @@ pub struct Response {
     view: Option<ViewId>,
     fast_singlestep_view: Option<ViewId>,
     regs: Option<Registers>,
+    inject: Option<Injection>,
 }
 
 impl Response {
@@ -410,6 +411,19 @@ impl Response {
         self.flags |= flag::FAST_SINGLESTEP;
         self.fast_singlestep_view = Some(view);
         self
+    }
+
+    /// Have the vCPU take `event` as it resumes (injected before the answer is given). For the
+    /// guest's own `int3`: `Response::proceed().inject(Injection::breakpoint(insn_len))`, so
+    /// its `#BP` handler runs as it would with no monitor.
+    pub fn inject(mut self, event: Injection) -> Self {
+        self.inject = Some(event);
+        self
+    }
+
+    /// The event to inject, if any.
+    pub fn injection(&self) -> Option<&Injection> {
+        self.inject.as_ref()
     }
 
     /// Resume this vCPU in `view`.

@@ -36,12 +36,20 @@ use super::{
     decode_request, encode_release, encode_response, encode_safe_response, Event, Response,
 };
 use crate::addr::{Gfn, VcpuId, ViewId};
-use crate::backend::{EventChannel, EventControl, MemAccess, Monitor, VcpuState, ViewControl};
+use crate::backend::{
+    EventChannel, EventControl, EventInjection, MemAccess, Monitor, VcpuState, ViewControl,
+};
 use crate::error::{Error, Result};
 
 /// What a backend needs for a session.
-pub trait SessionBackend: EventChannel + EventControl + ViewControl + VcpuState {}
-impl<T: EventChannel + EventControl + ViewControl + VcpuState> SessionBackend for T {}
+pub trait SessionBackend:
+    EventChannel + EventControl + EventInjection + ViewControl + VcpuState
+{
+}
+impl<T: EventChannel + EventControl + EventInjection + ViewControl + VcpuState> SessionBackend
+    for T
+{
+}
 
 /// A flag that stops [`Session::run`] at the next poll (set it from a signal handler or
 /// another thread).
@@ -358,12 +366,24 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             let page = self.backend.ring();
             let mut answered = 0;
             let mut panicked = None;
+            let mut failed = None;
             while self.ring.get_request(page, &mut req) {
                 self.in_flight = Some(req);
                 let t0 = Instant::now();
                 match decode_request(&req) {
                     Ok(ev) => match catch_unwind(AssertUnwindSafe(|| handler(&ev))) {
-                        Ok(rsp) => encode_response(&req, &ev, &rsp, &mut out),
+                        Ok(rsp) => {
+                            // The event is queued before the answer unpauses the vCPU. If Xen
+                            // refuses it, the vCPU is still answered as the handler said and the
+                            // loop ends with the error (teardown turns the monitors off, so a
+                            // guest int3 then reaches the guest by itself).
+                            if let Some(inj) = rsp.injection() {
+                                if let Err(e) = self.backend.inject(ev.vcpu, inj) {
+                                    failed.get_or_insert(e);
+                                }
+                            }
+                            encode_response(&req, &ev, &rsp, &mut out)
+                        }
                         Err(p) => {
                             encode_safe_response(&req, &mut out);
                             panicked.get_or_insert_with(|| panic_message(p.as_ref()));
@@ -382,7 +402,10 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 stats.slowest = stats.slowest.max(dt);
                 stats.events += 1;
                 answered += 1;
-                if panicked.is_some() || opts.max_events.is_some_and(|m| stats.events >= m) {
+                if panicked.is_some()
+                    || failed.is_some()
+                    || opts.max_events.is_some_and(|m| stats.events >= m)
+                {
                     break;
                 }
             }
@@ -399,6 +422,10 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             if let Some(message) = panicked {
                 self.teardown()?;
                 return Err(Error::HandlerPanicked { message });
+            }
+            if let Some(e) = failed {
+                self.teardown()?;
+                return Err(e);
             }
         }
     }

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use crate::addr::{Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
 use crate::backend::{
-    ControlRegister, EventChannel, EventControl, MemAccess, Monitor, PhysicalMemory,
-    PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
+    ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
+    PhysicalMemory, PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
 };
 use crate::error::{Error, Result};
 use crate::event::abi::{ctrlreg, entry, flag, mem_access, reason, ENTRY_SIZE, INTERFACE_VERSION};
@@ -136,6 +136,8 @@ struct Vcpu {
     /// The action that raised the event, to finish on resume.
     pending: Option<GuestAction>,
     msrs: HashMap<u32, u64>,
+    /// An injected event the vCPU takes on its next entry into the guest.
+    injected: Option<Injection>,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +168,8 @@ pub struct SimState {
     extra_frames: Vec<u64>,
     /// Byte patches for the next requests, one list per request (fault injection).
     corruptions: VecDeque<Vec<(usize, Vec<u8>)>>,
+    /// Injected events the guest took, in order.
+    delivered: Vec<(VcpuId, Injection)>,
 }
 
 impl std::fmt::Debug for dyn PhysicalMemory + Send {
@@ -236,6 +240,17 @@ impl SimState {
     /// Domain-wide pauses outstanding.
     pub fn pause_count(&self) -> u32 {
         self.pause_count
+    }
+    /// Injected events the guest has taken (its handler ran), in order.
+    pub fn delivered(&self) -> &[(VcpuId, Injection)] {
+        &self.delivered
+    }
+    /// vCPUs with an injected event not yet taken.
+    pub fn injections_pending(&self) -> Vec<VcpuId> {
+        (0..self.vcpus.len())
+            .filter(|&i| self.vcpus[i].injected.is_some())
+            .map(|i| VcpuId(i as u32))
+            .collect()
     }
     /// The value of an MSR of a vCPU (as the simulated guest last wrote it).
     pub fn msr(&self, vcpu: VcpuId, index: u32) -> Option<u64> {
@@ -312,6 +327,7 @@ impl SimDomain {
                 responses_skipped: 0,
                 extra_frames: Vec::new(),
                 corruptions: VecDeque::new(),
+                delivered: Vec::new(),
             }),
             ring,
         }
@@ -372,6 +388,7 @@ impl SimDomain {
         if vi >= st.vcpus.len() {
             return false;
         }
+        Self::enter_guest(st, vi);
         if let GuestAction::Execute { gpa, .. } = &action {
             // The simulation uses guest-physical addresses as instruction pointers.
             st.vcpus[vi].regs.rip = gpa.0;
@@ -554,6 +571,14 @@ impl SimDomain {
         false
     }
 
+    /// vCPU `vi` enters the guest: a pending injected event is taken first (its handler runs;
+    /// the simulation records it).
+    fn enter_guest(st: &mut SimState, vi: usize) {
+        if let Some(ev) = st.vcpus[vi].injected.take() {
+            st.delivered.push((VcpuId(vi as u32), ev));
+        }
+    }
+
     /// Write a request for vCPU `vi` to the ring, as Xen's `vm_event_put_request` does.
     fn raise(
         &self,
@@ -690,6 +715,7 @@ impl SimDomain {
             }
             if flags & flag::VCPU_PAUSED != 0 {
                 st.vcpus[vcpu].paused = false;
+                Self::enter_guest(&mut st, vcpu);
                 if let (Some(a), false) = (pending, finished) {
                     match a {
                         // The write was held until now: it takes effect.
@@ -978,6 +1004,28 @@ impl EventChannel for SimDomain {
             st.script.push_front(a);
         }
         Ok(true)
+    }
+}
+
+impl EventInjection for SimDomain {
+    fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let count = st.vcpus.len() as u32;
+        let v = st
+            .vcpus
+            .get_mut(vcpu.0 as usize)
+            .ok_or(Error::NoSuchVcpu { vcpu, count })?;
+        if v.injected.is_some() {
+            // As Xen's XEN_DMOP_inject_event: one pending event per vCPU.
+            return Err(Error::Backend {
+                backend: NAME,
+                operation: format!("injecting vector {} into vCPU {vcpu}", event.vector),
+                reason: "Device or resource busy (errno 16): an injected event is still pending"
+                    .into(),
+            });
+        }
+        v.injected = Some(*event);
+        Ok(())
     }
 }
 

@@ -443,3 +443,72 @@ fn recovery_reports_changes_the_dead_monitor_had_undone() {
     assert!(d.state().extra_views().is_empty());
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn a_guest_int3_that_is_not_ours_is_injected_back_and_taken() {
+    let d = domain(2);
+    // The guest's own int3 at 0x30_000 on both vCPUs; our monitor is on.
+    d.write_physical(Gpa(0x30_000), &[0xcc]).unwrap();
+    let at = |v| GuestAction::Execute {
+        vcpu: VcpuId(v),
+        gpa: Gpa(0x30_000),
+    };
+    d.script([at(0), at(1), at(0)]);
+    let mut s = Session::new(&d);
+    s.monitor(Monitor::SoftwareBreakpoint).unwrap();
+    let mut breakpoints = Vec::new();
+    let stats = s
+        .run(&RUN, |e| match e.kind {
+            EventKind::SoftwareBreakpoint { insn_length, .. } => {
+                breakpoints.push(e.vcpu);
+                // Not one of ours: the guest gets its own trap.
+                Response::proceed().inject(Injection::breakpoint(insn_length as u8))
+            }
+            _ => Response::proceed(),
+        })
+        .unwrap();
+    assert_eq!(stats.events, 3);
+    assert_eq!(breakpoints, [VcpuId(0), VcpuId(1), VcpuId(0)]);
+    let st = d.state();
+    // Each vCPU took a #BP (vector 3, software exception, past the 1-byte int3) on resume.
+    let bp = Injection::breakpoint(1);
+    assert_eq!(
+        st.delivered(),
+        [(VcpuId(0), bp), (VcpuId(1), bp), (VcpuId(0), bp)]
+    );
+    assert_eq!(bp.kind.vmx_type(), 6);
+    assert!(st.injections_pending().is_empty() && st.paused_vcpus().is_empty());
+}
+
+#[test]
+fn an_injection_the_backend_refuses_still_answers_the_vcpu_and_ends_the_loop() {
+    let d = domain(1);
+    d.write_physical(Gpa(0x30_000), &[0xcc]).unwrap();
+    d.script([GuestAction::Execute {
+        vcpu: VcpuId(0),
+        gpa: Gpa(0x30_000),
+    }]);
+    // Another tool injects an event into the paused vCPU first: Xen answers EBUSY to ours.
+    let pf = Injection::page_fault(0x7fff_0000_1000, 0x6);
+    let mut s = Session::new(&d);
+    s.monitor(Monitor::SoftwareBreakpoint).unwrap();
+    let err = s
+        .run(&RUN, |e| {
+            d.inject(e.vcpu, &pf).unwrap();
+            Response::proceed().inject(Injection::breakpoint(1))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("pending"), "{err}");
+    let st = d.state();
+    assert!(
+        st.paused_vcpus().is_empty(),
+        "answered although the injection failed"
+    );
+    assert!(st.monitors().is_empty() && !st.ring_enabled(), "torn down");
+    // The vCPU resumed and took the event that was pending, with its CR2 and error code.
+    assert_eq!(st.delivered(), [(VcpuId(0), pf)]);
+    assert_eq!(
+        (pf.vector, pf.error_code, pf.cr2),
+        (14, Some(6), 0x7fff_0000_1000)
+    );
+}

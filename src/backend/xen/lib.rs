@@ -79,6 +79,8 @@ pub struct XenLibs {
         unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, c_uint) -> c_int,
     pub xc_altp2m_get_mem_access:
         unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, *mut c_uint) -> c_int,
+    pub xc_altp2m_set_mem_access_multi:
+        unsafe extern "C" fn(P, u32, u16, *mut u8, *mut u64, u32) -> c_int,
     pub xc_altp2m_set_suppress_ve:
         unsafe extern "C" fn(P, u32, u16, super::sys::xen_pfn_t, bool) -> c_int,
     pub xc_altp2m_set_visibility: unsafe extern "C" fn(P, u32, u16, bool) -> c_int,
@@ -97,6 +99,11 @@ pub struct XenLibs {
     pub xenforeignmemory_map:
         unsafe extern "C" fn(P, u32, c_int, usize, *const super::sys::xen_pfn_t, *mut c_int) -> P,
     pub xenforeignmemory_unmap: unsafe extern "C" fn(P, P, usize) -> c_int,
+    pub xendevicemodel_open: unsafe extern "C" fn(P, c_uint) -> P,
+    pub xendevicemodel_close: unsafe extern "C" fn(P) -> c_int,
+    /// (handle, domid, vcpu, vector, type, error_code, insn_len, extra = cr2 for #PF)
+    pub xendevicemodel_inject_event:
+        unsafe extern "C" fn(P, u16, c_int, u8, u8, u32, u8, u64) -> c_int,
     pub xs_open: Option<unsafe extern "C" fn(libc::c_ulong) -> P>,
     pub xs_close: Option<unsafe extern "C" fn(P)>,
     pub xs_read: Option<unsafe extern "C" fn(P, u32, *const c_char, *mut c_uint) -> P>,
@@ -157,7 +164,8 @@ macro_rules! load_opt {
 }
 
 impl XenLibs {
-    /// Load libxenctrl, libxenevtchn, libxenforeignmemory (required) and libxenstore
+    /// Load libxenctrl, libxenevtchn, libxenforeignmemory, libxendevicemodel (required) and
+    /// libxenstore
     /// (optional: only domain names need it).
     ///
     /// # Errors
@@ -166,6 +174,7 @@ impl XenLibs {
         let (ctrl, soname) = open_first(XENCTRL_SONAMES, "libxenmisc4.17")?;
         let (evtchn, _) = open_first(&["libxenevtchn.so.1"], "libxenevtchn1")?;
         let (fmem, _) = open_first(&["libxenforeignmemory.so.1"], "libxenforeignmemory1")?;
+        let (dmod, _) = open_first(&["libxendevicemodel.so.1"], "libxendevicemodel1")?;
         let store = open_first(&["libxenstore.so.4"], "libxenstore4")
             .ok()
             .map(|(l, _)| l);
@@ -212,6 +221,7 @@ impl XenLibs {
             xc_altp2m_switch_to_view: load!(ctrl, "xc_altp2m_switch_to_view"),
             xc_altp2m_set_mem_access: load!(ctrl, "xc_altp2m_set_mem_access"),
             xc_altp2m_get_mem_access: load!(ctrl, "xc_altp2m_get_mem_access"),
+            xc_altp2m_set_mem_access_multi: load!(ctrl, "xc_altp2m_set_mem_access_multi"),
             xc_altp2m_change_gfn: load!(ctrl, "xc_altp2m_change_gfn"),
             xc_altp2m_set_suppress_ve: load!(ctrl, "xc_altp2m_set_suppress_ve"),
             xc_altp2m_set_visibility: load!(ctrl, "xc_altp2m_set_visibility"),
@@ -227,11 +237,14 @@ impl XenLibs {
             xenforeignmemory_close: load!(fmem, "xenforeignmemory_close"),
             xenforeignmemory_map: load!(fmem, "xenforeignmemory_map"),
             xenforeignmemory_unmap: load!(fmem, "xenforeignmemory_unmap"),
+            xendevicemodel_open: load!(dmod, "xendevicemodel_open"),
+            xendevicemodel_close: load!(dmod, "xendevicemodel_close"),
+            xendevicemodel_inject_event: load!(dmod, "xendevicemodel_inject_event"),
             xs_open: store.as_ref().and_then(|s| load_opt!(s, "xs_open")),
             xs_close: store.as_ref().and_then(|s| load_opt!(s, "xs_close")),
             xs_read: store.as_ref().and_then(|s| load_opt!(s, "xs_read")),
             xs_directory: store.as_ref().and_then(|s| load_opt!(s, "xs_directory")),
-            _libs: [Some(ctrl), Some(evtchn), Some(fmem), store]
+            _libs: [Some(ctrl), Some(evtchn), Some(fmem), Some(dmod), store]
                 .into_iter()
                 .flatten()
                 .collect(),

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use crate::addr::{DomId, Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
 use crate::backend::{
-    ControlRegister, EventChannel, EventControl, MemAccess, Monitor, PhysicalMemory,
-    PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
+    ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
+    PhysicalMemory, PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
 };
 use crate::error::{Error, Result};
 use crate::event::abi::INTERFACE_VERSION;
@@ -89,6 +89,8 @@ pub struct XenDomain {
     /// `XEN_DOMCTL_MONITOR_OP_CONTROL_REGISTERS` was sent for the current ring (Xen clears it
     /// when the ring is disabled).
     registers_held: std::cell::Cell<bool>,
+    /// libxendevicemodel's handle, opened on the first injection (null until then).
+    dmod: std::cell::Cell<*mut c_void>,
 }
 
 impl std::fmt::Debug for XenDomain {
@@ -184,6 +186,7 @@ impl XenDomain {
             retired_rings: RefCell::new(Vec::new()),
             idle_ring: RingPage::boxed(),
             registers_held: std::cell::Cell::new(false),
+            dmod: std::cell::Cell::new(std::ptr::null_mut()),
         };
         if fmem.is_null() {
             return Err(fail(
@@ -477,6 +480,9 @@ impl Drop for XenDomain {
         unsafe {
             if !self.fmem.is_null() {
                 (self.libs.xenforeignmemory_close)(self.fmem);
+            }
+            if !self.dmod.get().is_null() {
+                (self.libs.xendevicemodel_close)(self.dmod.get());
             }
             (self.libs.xc_interface_close)(self.xch);
         }
@@ -961,8 +967,91 @@ impl XenDomain {
     }
 }
 
+impl EventInjection for XenDomain {
+    fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()> {
+        let what = || format!("injecting vector {} into vCPU {vcpu}", event.vector);
+        if vcpu.0 >= self.caps.vcpus {
+            return Err(Error::NoSuchVcpu {
+                vcpu,
+                count: self.caps.vcpus,
+            });
+        }
+        if self.dmod.get().is_null() {
+            // SAFETY: NULL logger selects the library's default; flags 0. Closed in Drop.
+            let h = unsafe { (self.libs.xendevicemodel_open)(std::ptr::null_mut(), 0) };
+            if h.is_null() {
+                return Err(fail(
+                    "xendevicemodel_open",
+                    errno_reason("opening /dev/xen/privcmd", ""),
+                ));
+            }
+            self.dmod.set(h);
+        }
+        // SAFETY: valid handle; plain values. ~0 is "no error code" (XEN_DMOP_no_error_code
+        // is ~0: Xen pushes none).
+        let rc = unsafe {
+            (self.libs.xendevicemodel_inject_event)(
+                self.dmod.get(),
+                self.domid as u16,
+                vcpu.0 as i32,
+                event.vector,
+                event.kind.vmx_type(),
+                event.error_code.unwrap_or(!0),
+                event.insn_len,
+                event.cr2,
+            )
+        };
+        self.check(rc, what())
+    }
+}
+
 /// altp2m views per domain in Xen 4.17 (`MAX_ALTP2M`), view 0 included.
 pub const MAX_VIEWS: u16 = 10;
+
+/// Gfns per `xc_altp2m_set_mem_access_multi` call when a new view is filled.
+const POPULATE_BATCH: usize = 4096;
+
+impl XenDomain {
+    /// Up to Xen 4.18, a new view copies each entry from the host p2m on the gfn's first EPT
+    /// violation, with the host's access and not the view's default (Xen 4.19, commit
+    /// 7e5b662b28, fixed that). A view created with a restrictive default would not restrict
+    /// what the guest had not touched yet, so on those releases such a view gets every gfn's
+    /// entry now, with its default. Xen skips gfns that are not ordinary RAM (holes, MMIO).
+    /// A view with every right needs nothing: a lazily copied entry is the host's, which is
+    /// what the view shows anyway.
+    fn populate_view(&self, view: ViewId, access: MemAccess) -> Result<()> {
+        if access == MemAccess::all() || self.caps.xen_version >= (4, 19) {
+            return Ok(());
+        }
+        let end = self.max_gfn().0.saturating_add(1);
+        let mut gfns: Vec<u64> = Vec::with_capacity(POPULATE_BATCH);
+        let mut access_list = vec![to_xenmem(access) as u8; POPULATE_BATCH];
+        let mut g = 0u64;
+        while g < end {
+            let n = (POPULATE_BATCH as u64).min(end - g);
+            gfns.clear();
+            gfns.extend(g..g + n);
+            // SAFETY: valid handle; both arrays hold at least `n` elements (n <= 4096 fits in
+            // u32) and outlive the call, which only reads them.
+            let rc = unsafe {
+                (self.libs.xc_altp2m_set_mem_access_multi)(
+                    self.xch,
+                    self.domid,
+                    view.0,
+                    access_list.as_mut_ptr(),
+                    gfns.as_mut_ptr(),
+                    n as u32,
+                )
+            };
+            self.check(
+                rc,
+                format!("filling view {view} (gfns {g:#x}..{:#x})", g + n),
+            )?;
+            g += n;
+        }
+        Ok(())
+    }
+}
 
 impl ViewControl for XenDomain {
     fn create_view(&self, default_access: MemAccess) -> Result<ViewId> {
@@ -981,7 +1070,14 @@ impl ViewControl for XenDomain {
             )
         };
         self.check(rc, "xc_altp2m_create_view")?;
-        Ok(ViewId(v))
+        let view = ViewId(v);
+        if let Err(e) = self.populate_view(view, default_access) {
+            // Nothing half-made: a view that could not be filled is not handed out.
+            // SAFETY: valid handle; the view was created just above and nobody uses it yet.
+            unsafe { (self.libs.xc_altp2m_destroy_view)(self.xch, self.domid, v) };
+            return Err(e);
+        }
+        Ok(view)
     }
 
     fn destroy_view(&self, view: ViewId) -> Result<()> {

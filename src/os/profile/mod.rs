@@ -138,7 +138,31 @@ pub struct SymbolTable {
     entries: Vec<SymEntry>,
     /// Slots hold entry index + 1 (0 = empty); length is a power of two.
     index: Vec<u32>,
+    /// Entry indices in address order, absolute symbols left out; built on the first
+    /// address lookup (most runs only look names up).
+    by_addr: std::sync::OnceLock<Vec<u32>>,
     source: String,
+}
+
+/// Addresses past the last symbol of a table resolve to it only this far (past the kernel
+/// image's end an address belongs to something the table does not describe).
+const MAX_TAIL_OFFSET: u64 = 1 << 20;
+
+/// An address resolved to the symbol at or below it: `name+0xoffset` when displayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SymbolOffset<'a> {
+    /// The symbol's name.
+    pub name: &'a str,
+    /// The symbol's address.
+    pub addr: u64,
+    /// How far past the symbol's address the resolved address lies.
+    pub offset: u64,
+}
+
+impl std::fmt::Display for SymbolOffset<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{:#x}", self.name, self.offset)
+    }
 }
 
 /// Bound on symbols in one table.
@@ -339,6 +363,38 @@ impl SymbolTable {
         })
     }
 
+    /// The symbol at or below `addr` (`schedule+0x3c`): the highest-addressed symbol not above
+    /// it, the first in source order among several at one address. Absolute symbols (`A`, `a`:
+    /// per-CPU offsets, constants) are not addresses and never match. `None` below the first
+    /// symbol, and more than 1 MiB past the last one.
+    ///
+    /// The address index is built on the first call (a sort of the table, a few ms for a
+    /// kernel's ~150,000 symbols) and kept.
+    pub fn symbolize(&self, addr: u64) -> Option<SymbolOffset<'_>> {
+        let order = self.by_addr.get_or_init(|| {
+            let mut v: Vec<u32> = (0..self.entries.len() as u32)
+                .filter(|&i| !matches!(self.entries[i as usize].kind, b'A' | b'a'))
+                .collect();
+            v.sort_by_key(|&i| self.entries[i as usize].addr);
+            v
+        });
+        // Entries with an address <= addr form a prefix of `order`.
+        let n = order.partition_point(|&i| self.entries[i as usize].addr <= addr);
+        let last = self.entries.get(*order.get(n.checked_sub(1)?)? as usize)?;
+        // The first in source order among the symbols at that address (the sort is stable).
+        let first = order[..n].partition_point(|&i| self.entries[i as usize].addr < last.addr);
+        let e = self.entries.get(*order.get(first)? as usize)?;
+        let offset = addr - e.addr;
+        if n == order.len() && offset > MAX_TAIL_OFFSET {
+            return None;
+        }
+        Some(SymbolOffset {
+            name: name_of(&self.names, e),
+            addr: e.addr,
+            offset,
+        })
+    }
+
     /// All symbols in source order: `(name, address, kind)`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64, SymbolKind)> + '_ {
         self.entries
@@ -376,5 +432,34 @@ mod tests {
         assert_eq!(t.get("x"), Some(1));
         assert_eq!(t.iter().map(|s| s.0).collect::<Vec<_>>(), ["x", "a", "x"]);
         assert_eq!(t.get("missing"), None);
+    }
+
+    #[test]
+    fn symbolize_finds_the_symbol_at_or_below() {
+        let t = SymbolTable::parse_text(
+            "ffffffff81000000 T _text\n\
+             ffffffff81000000 T _stext\n\
+             ffffffff81000100 t helper\n\
+             0000000000001000 A fixed_percpu_data\n\
+             ffffffff81000080 T early\n\
+             ffffffff81000200 D last\n",
+            "test",
+        )
+        .unwrap();
+        let at = |a| t.symbolize(a).map(|s| s.to_string());
+        assert_eq!(at(0xffffffff81000000).as_deref(), Some("_text+0x0"));
+        assert_eq!(at(0xffffffff8100007f).as_deref(), Some("_text+0x7f"));
+        // out of source order: the address order decides
+        assert_eq!(at(0xffffffff81000090).as_deref(), Some("early+0x10"));
+        assert_eq!(at(0xffffffff81000123).as_deref(), Some("helper+0x23"));
+        assert_eq!(
+            at(0xffffffff81000200 + 0x1000).as_deref(),
+            Some("last+0x1000")
+        );
+        // absolute symbols are not addresses; below the first symbol; far past the last
+        assert_eq!(at(0x1000), None);
+        assert_eq!(at(0xffffffff80ffffff), None);
+        assert_eq!(at(0xffffffff81000200 + (1 << 20) + 1), None);
+        assert_eq!(SymbolTable::default().symbolize(0), None);
     }
 }
