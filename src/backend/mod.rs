@@ -228,6 +228,15 @@ pub trait EventChannel {
     /// # Errors
     /// Backend error.
     fn abandon_ring(&self) -> Result<bool>;
+
+    /// A stable identity of the domain, which session journals are bound to so that recovery
+    /// never applies one domain's journal to another (a domain id or name can be reused): on
+    /// Xen the domain's UUID (`xc_domain_getinfolist`'s handle), on the simulated domain a
+    /// UUID drawn when it was created.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn domain_uuid(&self) -> Result<String>;
 }
 
 bitflags! {

@@ -53,6 +53,8 @@ pub struct Capabilities {
     pub monitor: u32,
     /// Number of vCPUs.
     pub vcpus: u32,
+    /// The domain's UUID (`xc_domain_getinfolist`'s handle; `xl list -v` shows it).
+    pub uuid: [u8; 16],
 }
 
 impl Capabilities {
@@ -178,6 +180,7 @@ impl XenDomain {
                 altp2m_mode: 0,
                 monitor: 0,
                 vcpus: 0,
+                uuid: [0; 16],
             },
             maps: RefCell::new(HashMap::new()),
             events: RefCell::new(None),
@@ -304,6 +307,7 @@ impl XenDomain {
         self.caps.hvm = info.flags & sys::XEN_DOMINF_hvm_guest != 0;
         self.caps.hap = info.flags & sys::XEN_DOMINF_hap != 0;
         self.caps.vcpus = info.max_vcpu_id + 1;
+        self.caps.uuid = info.handle;
         if !self.caps.hvm {
             return Err(fail(
                 format!("opening domain {}", self.domid),
@@ -853,10 +857,20 @@ impl EventChannel for XenDomain {
         if e.evtchn.is_null() {
             return Ok(()); // already closed (teardown, then drop)
         }
+        // SAFETY: valid handle. Xen answers EBUSY while a vCPU waits for a ring slot: the ring
+        // and its event channel then stay as they are, so the caller can drain and retry.
+        if unsafe { (self.libs.xc_monitor_disable)(self.xch, self.domid) } < 0 {
+            return Err(fail(
+                "xc_monitor_disable",
+                errno_reason(
+                    "",
+                    "a vCPU may be waiting for a ring slot: answer the ring and try again",
+                ),
+            ));
+        }
         // SAFETY: valid handles; the ring page stays mapped (unmapped in Drop) so `ring()`
         // never dangles.
         unsafe {
-            (self.libs.xc_monitor_disable)(self.xch, self.domid);
             (self.libs.xenevtchn_unbind)(e.evtchn, e.local_port);
             (self.libs.xenevtchn_close)(e.evtchn);
         }
@@ -870,6 +884,21 @@ impl EventChannel for XenDomain {
 
     fn enable_ring(&self) -> Result<()> {
         self.enable_events()
+    }
+
+    fn domain_uuid(&self) -> Result<String> {
+        let u = self.caps.uuid;
+        let hex = |r: std::ops::Range<usize>| -> String {
+            u[r].iter().map(|b| format!("{b:02x}")).collect()
+        };
+        Ok(format!(
+            "{}-{}-{}-{}-{}",
+            hex(0..4),
+            hex(4..6),
+            hex(6..8),
+            hex(8..10),
+            hex(10..16)
+        ))
     }
 
     fn abandon_ring(&self) -> Result<bool> {
