@@ -159,6 +159,10 @@ pub struct SimState {
     /// A vCPU waits for a free ring slot (Xen: on the ring's wait queue), which makes
     /// disabling the ring fail with EBUSY until the consumer frees slots and the vCPU runs.
     blocked: bool,
+    /// Fault injection: this many more `close_ring` calls answer EBUSY.
+    busy_closes: u32,
+    /// `close_ring` calls that answered EBUSY.
+    busy_answers: u32,
     front: FrontRing,
     views: BTreeMap<u16, View>,
     script: VecDeque<GuestAction>,
@@ -232,6 +236,10 @@ impl SimState {
     /// Responses Xen would have skipped (wrong version / vCPU).
     pub fn responses_skipped(&self) -> u64 {
         self.responses_skipped
+    }
+    /// `close_ring` calls that answered EBUSY.
+    pub fn busy_answers(&self) -> u32 {
+        self.busy_answers
     }
     /// Frames of the guest's own memory (not from `alloc_frame`) that `free_frame` released.
     pub fn freed_frames(&self) -> Vec<Gfn> {
@@ -336,6 +344,8 @@ impl SimDomain {
                 monitors: Vec::new(),
                 ring_enabled: true,
                 blocked: false,
+                busy_closes: 0,
+                busy_answers: 0,
                 front,
                 views,
                 script: VecDeque::new(),
@@ -364,6 +374,13 @@ impl SimDomain {
     /// vCPU is still paused as Xen would pause it, so the consumer must answer anyway.
     pub fn corrupt_next_requests(&self, patches: impl IntoIterator<Item = Vec<(usize, Vec<u8>)>>) {
         self.state.borrow_mut().corruptions.extend(patches);
+    }
+
+    /// Fault injection: the next `n` `close_ring` calls answer EBUSY, as Xen does while vCPUs
+    /// wait for a ring slot and wake later than this simulation runs them (`u32::MAX`: a ring
+    /// that stays busy).
+    pub fn busy_close_rings(&self, n: u32) {
+        self.state.borrow_mut().busy_closes = n;
     }
 
     /// Inspect the state.
@@ -1008,7 +1025,9 @@ impl EventChannel for SimDomain {
     /// answer what is on the ring, notify, let the guest run and try again).
     fn close_ring(&self) -> Result<()> {
         let mut st = self.state.borrow_mut();
-        if st.ring_enabled && st.blocked {
+        if st.ring_enabled && (st.blocked || st.busy_closes > 0) {
+            st.busy_closes = st.busy_closes.saturating_sub(1);
+            st.busy_answers += 1;
             return Err(Error::Backend {
                 backend: NAME,
                 operation: "disabling the vm_event ring".into(),

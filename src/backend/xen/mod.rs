@@ -556,6 +556,15 @@ impl VcpuState for XenDomain {
     }
 
     fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
+        // The save-record instance is 16 bits: check the index before it is narrowed, so
+        // vCPU 65536 is an error and not vCPU 0.
+        let instance = u16::try_from(vcpu.0)
+            .ok()
+            .filter(|_| vcpu.0 < self.caps.vcpus)
+            .ok_or(Error::NoSuchVcpu {
+                vcpu,
+                count: self.caps.vcpus,
+            })?;
         let mut c = sys::hvm_hw_cpu::default();
         // SAFETY: valid handle; the CPU record of one vCPU is written into `c` (its exact size).
         let rc = unsafe {
@@ -563,7 +572,7 @@ impl VcpuState for XenDomain {
                 self.xch,
                 self.domid,
                 HVM_SAVE_CODE_CPU,
-                vcpu.0 as u16,
+                instance,
                 &mut c as *mut _ as *mut c_void,
                 std::mem::size_of::<sys::hvm_hw_cpu>() as u32,
             )
