@@ -52,6 +52,12 @@ impl PhysicalMemory for Domain {
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         each!(self, b => b.physical_ranges())
     }
+    fn physical_range_count(&self) -> usize {
+        each!(self, b => b.physical_range_count())
+    }
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        each!(self, b => b.physical_range(index))
+    }
     fn max_gfn(&self) -> Gfn {
         each!(self, b => b.max_gfn())
     }
@@ -186,6 +192,12 @@ impl PhysicalMemory for DomainMemory {
     }
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         self.0.backend.physical_ranges()
+    }
+    fn physical_range_count(&self) -> usize {
+        self.0.backend.physical_range_count()
+    }
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        self.0.backend.physical_range(index)
     }
     fn max_gfn(&self) -> Gfn {
         self.0.backend.max_gfn()

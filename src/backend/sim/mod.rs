@@ -913,6 +913,12 @@ impl PhysicalMemory for SimDomain {
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         self.state.borrow().base.physical_ranges()
     }
+    fn physical_range_count(&self) -> usize {
+        self.state.borrow().base.physical_range_count()
+    }
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        self.state.borrow().base.physical_range(index)
+    }
 }
 
 impl PhysicalMemoryWrite for SimDomain {
