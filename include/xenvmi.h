@@ -40,6 +40,19 @@
 #define XVMI_REGISTER_XCR0 3
 
 /*
+ `xvmi_domain_recover_with` flag: recover although the journal's owner looks alive (a
+ journal from another PID namespace). No monitor may be attached.
+ */
+#define XVMI_RECOVER_FORCE 1
+
+/*
+ `xvmi_domain_recover_with` flag: recover from a journal written for another domain identity
+ or host boot, or one that records neither (format 1), after checking it yourself: recovery
+ releases the frames, destroys the views and disables the ring it names.
+ */
+#define XVMI_RECOVER_IGNORE_BINDING 2
+
+/*
  [`xvmi_os_info::kind`]: a Linux kernel.
  */
 #define XVMI_OS_LINUX 1
@@ -1121,6 +1134,13 @@ typedef struct xvmi_run_stats {
  */
 #define XVMI_ERR_PANIC 19
 
+/*
+ Recovery refused a session journal: not a regular file of this user with mode 0600 in a
+ 0700 directory, or written for another domain or host boot (the message says which).
+ `XVMI_RECOVER_IGNORE_BINDING` overrides the domain and boot check only.
+ */
+#define XVMI_ERR_JOURNAL_REFUSED 20
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1263,9 +1283,12 @@ xvmi_result xvmi_sim_msr(const struct xvmi_domain *domain,
  domain, from the journal it kept with
  `xvmi_session_persist_journal`, and release
  the vCPUs it left paused. Call it before opening a session. No journal at `path` is success
- with `found == false`. See `Session::recover` and `docs/events.md`.
+ with `found == false`. See `Session::recover` and `docs/events.md`. The same as
+ `xvmi_domain_recover_with` with no flags.
 
- [`XVMI_ERR_JOURNAL_IN_USE`] if the journal's owner still runs.
+ [`XVMI_ERR_JOURNAL_IN_USE`] if the journal's owner still runs;
+ [`XVMI_ERR_JOURNAL_REFUSED`] if the journal is not a regular file of this user with mode
+ 0600 in a 0700 directory, or was written for another domain or boot (nothing is changed).
 
  # Safety
  `domain` is NULL or a live handle with no session open; `path` is a NUL-terminated
@@ -1274,6 +1297,20 @@ xvmi_result xvmi_sim_msr(const struct xvmi_domain *domain,
 xvmi_result xvmi_domain_recover(const struct xvmi_domain *domain,
                                 const char *path,
                                 struct xvmi_recovery *out);
+
+/*
+ `xvmi_domain_recover` with `flags`: `XVMI_RECOVER_FORCE`, `XVMI_RECOVER_IGNORE_BINDING`
+ (or 0). Each overrides one check only; no flag makes recovery read a journal that is not a
+ regular file of this user with mode 0600 in a 0700 directory. Unknown bits:
+ [`XVMI_ERR_INVALID_ARGUMENT`].
+
+ # Safety
+ As `xvmi_domain_recover`.
+ */
+xvmi_result xvmi_domain_recover_with(const struct xvmi_domain *domain,
+                                     const char *path,
+                                     uint32_t flags,
+                                     struct xvmi_recovery *out);
 
 /*
  Copy this thread's last error message into `buf` as a NUL-terminated string.

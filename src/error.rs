@@ -176,6 +176,17 @@ pub enum Error {
         alive: bool,
     },
 
+    /// Recovery refused a session journal: it is not a file this process may trust (its type,
+    /// owner, mode or directory), or it was written for another domain or another boot of the
+    /// host. `RecoverOptions::ignore_binding` overrides the second kind only.
+    #[error("session journal {path} refused: {reason}")]
+    JournalRefused {
+        /// The journal file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// Guest data that was read is inconsistent (a corrupt or hostile guest).
     #[error("corrupt guest data in {what} at {addr}: {reason}")]
     Corrupt {

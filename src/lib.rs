@@ -41,6 +41,7 @@ pub(crate) mod bytes;
 pub mod capi;
 pub mod error;
 pub mod event;
+pub(crate) mod file;
 pub mod mem;
 pub mod os;
 pub mod regs;

@@ -83,6 +83,9 @@ impl EventChannel for Faulty {
     fn abandon_ring(&self) -> Result<bool> {
         self.sim.abandon_ring()
     }
+    fn domain_uuid(&self) -> Result<String> {
+        self.sim.domain_uuid()
+    }
 }
 impl EventControl for Faulty {
     fn set_monitor(&self, m: Monitor, on: bool) -> Result<()> {
@@ -209,10 +212,10 @@ fn one_run(seed: u64) -> (u64, String) {
     let events_seen = Cell::new(0u64);
     // As by SIGKILL: no teardown, no drop; the next monitor recovers from the journal.
     let killed = rng.chance(15);
-    let journal = std::env::temp_dir().join(format!(
-        "xenvmi-fault-{}-{seed}.journal",
-        std::process::id()
-    ));
+    // In a directory of its own, which the library creates with mode 0700.
+    let journal = std::env::temp_dir()
+        .join(format!("xenvmi-fault-{}", std::process::id()))
+        .join(format!("{seed}.journal"));
     {
         let mut s = Session::new(&backend);
         if killed {
@@ -334,7 +337,14 @@ fn one_run(seed: u64) -> (u64, String) {
             tries += 1;
             // The journal names this test process, which is alive: force, as an operator would for
             // a journal from another PID namespace.
-            match Session::recover_with(&backend, &journal, &RecoverOptions { force: true }) {
+            match Session::recover_with(
+                &backend,
+                &journal,
+                &RecoverOptions {
+                    force: true,
+                    ..Default::default()
+                },
+            ) {
                 Ok(Some(_)) => break,
                 Ok(None) => panic!("seed {seed}: the journal is gone before recovery"),
                 Err(e) if tries < 3 => what.push_str(&format!(", recovery retried after: {e}")),

@@ -9,10 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok((owner, lines)) = journal::inspect(data) else {
         return;
     };
-    let mut again = format!(
-        "xenvmi-journal 1 pid={} start={} target={}\n",
-        owner.pid, owner.start_time, owner.target
-    );
+    let mut again = owner.header();
+    again.push('\n');
     for l in &lines {
         again.push_str(l);
         again.push('\n');

@@ -45,6 +45,18 @@ pub trait PhysicalMemory {
     /// The guest-physical ranges that are backed (sorted, non-overlapping). Used to bound scans.
     fn physical_ranges(&self) -> Vec<Range<u64>>;
 
+    /// How many ranges [`PhysicalMemory::physical_ranges`] has, without building the list
+    /// (a snapshot answers in O(1): a hostile dump can have hundreds of thousands).
+    fn physical_range_count(&self) -> usize {
+        self.physical_ranges().len()
+    }
+
+    /// Range `index` of [`PhysicalMemory::physical_ranges`], without building the list (a
+    /// snapshot answers in O(1)).
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        self.physical_ranges().get(index).cloned()
+    }
+
     /// The highest backed frame.
     fn max_gfn(&self) -> Gfn {
         Gfn(self
@@ -229,6 +241,15 @@ pub trait EventChannel {
     /// # Errors
     /// Backend error.
     fn abandon_ring(&self) -> Result<bool>;
+
+    /// A stable identity of the domain, which session journals are bound to so that recovery
+    /// never applies one domain's journal to another (a domain id or name can be reused): on
+    /// Xen the domain's UUID (`xc_domain_getinfolist`'s handle), on the simulated domain a
+    /// UUID drawn when it was created.
+    ///
+    /// # Errors
+    /// Backend error.
+    fn domain_uuid(&self) -> Result<String>;
 }
 
 /// How an injected event is delivered (Xen's `XEN_DMOP_EVENT_*`, the VMX interruption types).
@@ -398,6 +419,10 @@ macro_rules! forward_physical {
                 (**self).read_physical(gpa, buf)
             }
             fn physical_ranges(&self) -> Vec<Range<u64>> { (**self).physical_ranges() }
+            fn physical_range_count(&self) -> usize { (**self).physical_range_count() }
+            fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+                (**self).physical_range(index)
+            }
             fn max_gfn(&self) -> Gfn { (**self).max_gfn() }
             fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
                 (**self).physical_slice(gpa, len)

@@ -18,7 +18,7 @@ use crate::backend::{
 };
 use crate::error::Result;
 use crate::event::ring::RingPage;
-use crate::event::session::Session;
+use crate::event::session::{RecoverOptions, Session};
 use crate::regs::Registers;
 
 /// The backends a C domain handle can hold.
@@ -51,6 +51,12 @@ impl PhysicalMemory for Domain {
     }
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         each!(self, b => b.physical_ranges())
+    }
+    fn physical_range_count(&self) -> usize {
+        each!(self, b => b.physical_range_count())
+    }
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        each!(self, b => b.physical_range(index))
     }
     fn max_gfn(&self) -> Gfn {
         each!(self, b => b.max_gfn())
@@ -96,6 +102,9 @@ impl EventChannel for Domain {
     }
     fn abandon_ring(&self) -> Result<bool> {
         each!(self, b => b.abandon_ring())
+    }
+    fn domain_uuid(&self) -> Result<String> {
+        each!(self, b => b.domain_uuid())
     }
 }
 
@@ -189,6 +198,12 @@ impl PhysicalMemory for DomainMemory {
     }
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         self.0.backend.physical_ranges()
+    }
+    fn physical_range_count(&self) -> usize {
+        self.0.backend.physical_range_count()
+    }
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        self.0.backend.physical_range(index)
     }
     fn max_gfn(&self) -> Gfn {
         self.0.backend.max_gfn()
@@ -664,13 +679,24 @@ pub struct xvmi_recovery {
     pub warnings: u32,
 }
 
+/// `xvmi_domain_recover_with` flag: recover although the journal's owner looks alive (a
+/// journal from another PID namespace). No monitor may be attached.
+pub const XVMI_RECOVER_FORCE: u32 = 1;
+/// `xvmi_domain_recover_with` flag: recover from a journal written for another domain identity
+/// or host boot, or one that records neither (format 1), after checking it yourself: recovery
+/// releases the frames, destroys the views and disables the ring it names.
+pub const XVMI_RECOVER_IGNORE_BINDING: u32 = 2;
+
 /// Undo what a monitor killed before its teardown (SIGKILL, the OOM killer) left in the
 /// domain, from the journal it kept with
 /// `xvmi_session_persist_journal`, and release
 /// the vCPUs it left paused. Call it before opening a session. No journal at `path` is success
-/// with `found == false`. See `Session::recover` and `docs/events.md`.
+/// with `found == false`. See `Session::recover` and `docs/events.md`. The same as
+/// `xvmi_domain_recover_with` with no flags.
 ///
-/// [`XVMI_ERR_JOURNAL_IN_USE`] if the journal's owner still runs.
+/// [`XVMI_ERR_JOURNAL_IN_USE`] if the journal's owner still runs;
+/// [`XVMI_ERR_JOURNAL_REFUSED`] if the journal is not a regular file of this user with mode
+/// 0600 in a 0700 directory, or was written for another domain or boot (nothing is changed).
 ///
 /// # Safety
 /// `domain` is NULL or a live handle with no session open; `path` is a NUL-terminated
@@ -681,18 +707,47 @@ pub unsafe extern "C" fn xvmi_domain_recover(
     path: *const c_char,
     out: *mut xvmi_recovery,
 ) -> xvmi_result {
+    // SAFETY: the same contract.
+    unsafe { xvmi_domain_recover_with(domain, path, 0, out) }
+}
+
+/// `xvmi_domain_recover` with `flags`: `XVMI_RECOVER_FORCE`, `XVMI_RECOVER_IGNORE_BINDING`
+/// (or 0). Each overrides one check only; no flag makes recovery read a journal that is not a
+/// regular file of this user with mode 0600 in a 0700 directory. Unknown bits:
+/// [`XVMI_ERR_INVALID_ARGUMENT`].
+///
+/// # Safety
+/// As `xvmi_domain_recover`.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_recover_with(
+    domain: *const xvmi_domain,
+    path: *const c_char,
+    flags: u32,
+    out: *mut xvmi_recovery,
+) -> xvmi_result {
     boundary(|| {
         // SAFETY: forwarded contract.
         let d = unsafe { arg_ref(domain, "domain") }?;
         // SAFETY: forwarded contract.
         let path = unsafe { arg_str(path, "path") }?;
         let out = arg_out(out, "out")?;
+        let known = XVMI_RECOVER_FORCE | XVMI_RECOVER_IGNORE_BINDING;
+        if flags & !known != 0 {
+            return Err(Fail::invalid(format!(
+                "flags {flags:#x}: unknown bits {:#x}",
+                flags & !known
+            )));
+        }
+        let opts = RecoverOptions {
+            force: flags & XVMI_RECOVER_FORCE != 0,
+            ignore_binding: flags & XVMI_RECOVER_IGNORE_BINDING != 0,
+        };
         if d.shared.session_open.load(Ordering::SeqCst) {
             return Err(Fail::invalid(
                 "a session is open on this domain: recover before opening one",
             ));
         }
-        let r = Session::recover(&d.shared.backend, path)?;
+        let r = Session::recover_with(&d.shared.backend, path, &opts)?;
         d.shared.guest_ran();
         let r = match r {
             None => xvmi_recovery::default(),

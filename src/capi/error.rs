@@ -59,6 +59,10 @@ pub const XVMI_ERR_BUFFER_TOO_SMALL: xvmi_result = 18;
 /// xenvmi panicked (a bug): the call was abandoned. Free the handles it was given; do not use
 /// them otherwise.
 pub const XVMI_ERR_PANIC: xvmi_result = 19;
+/// Recovery refused a session journal: not a regular file of this user with mode 0600 in a
+/// 0700 directory, or written for another domain or host boot (the message says which).
+/// `XVMI_RECOVER_IGNORE_BINDING` overrides the domain and boot check only.
+pub const XVMI_ERR_JOURNAL_REFUSED: xvmi_result = 20;
 
 /// Why a call failed: its code and its message.
 #[derive(Debug)]
@@ -108,6 +112,7 @@ pub(crate) fn result_code(e: &Error) -> xvmi_result {
         Error::HandlerPanicked { .. } => XVMI_ERR_HANDLER,
         Error::JournalInUse { .. } => XVMI_ERR_JOURNAL_IN_USE,
         Error::Corrupt { .. } => XVMI_ERR_CORRUPT,
+        Error::JournalRefused { .. } => XVMI_ERR_JOURNAL_REFUSED,
     }
 }
 
@@ -473,6 +478,7 @@ names!(
     XVMI_ERR_NOT_FOUND,
     XVMI_ERR_BUFFER_TOO_SMALL,
     XVMI_ERR_PANIC,
+    XVMI_ERR_JOURNAL_REFUSED,
 );
 
 /// The name of a result code (`"XVMI_ERR_IO"`), `"XVMI_ERR_UNKNOWN"` for a number this library

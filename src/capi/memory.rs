@@ -372,7 +372,7 @@ pub unsafe extern "C" fn xvmi_memory_region_count(
         // SAFETY: forwarded contract.
         let m = unsafe { arg_ref(mem, "mem") }?;
         let out = arg_out(out_count, "out_count")?;
-        let n = m.get().backend().physical_ranges().len();
+        let n = m.get().backend().physical_range_count();
         // SAFETY: checked by arg_out.
         unsafe { put(out, n) };
         Ok(())
@@ -394,11 +394,14 @@ pub unsafe extern "C" fn xvmi_memory_region(
         // SAFETY: forwarded contract.
         let m = unsafe { arg_ref(mem, "mem") }?;
         let out = arg_out(out, "out")?;
-        let ranges = m.get().backend().physical_ranges();
-        let r = ranges.get(index).ok_or_else(|| {
+        let b = m.get().backend();
+        let r = b.physical_range(index).ok_or_else(|| {
             Fail::new(
                 XVMI_ERR_NOT_FOUND,
-                format!("region {index} does not exist ({} regions)", ranges.len()),
+                format!(
+                    "region {index} does not exist ({} regions)",
+                    b.physical_range_count()
+                ),
             )
         })?;
         // SAFETY: checked by arg_out.

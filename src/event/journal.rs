@@ -13,15 +13,23 @@
 //! process died in the middle of `write`) is detected and skipped:
 //!
 //! ```text
-//! xenvmi-journal 1 pid=4242 start=123456 target=xen:domain-3
+//! xenvmi-journal 2 pid=4242 start=123456 boot=2f0c…-… domain=6c1b…-… target=xen:domain-3
 //! monitor cr 3 sync=1 change=1 mask=0x0
 //! view 1
 //! access 1 0x110 rx
 //! switched
 //! ```
 //!
-//! The file sits on the monitoring host (e.g. `/run/xenvmi`), not in the guest, but it is still
-//! parsed with limits: at most [`MAX_JOURNAL_BYTES`] bytes and [`MAX_ENTRIES`] entries.
+//! The header binds the journal to the host boot (`/proc/sys/kernel/random/boot_id`) and to
+//! the domain's identity (its UUID on Xen), so that recovery never applies it to another domain
+//! or to a domain id reused after a reboot.
+//!
+//! The file sits on the monitoring host (e.g. `/run/xenvmi`), not in the guest, but whoever can
+//! write it decides what recovery undoes (frames released, views destroyed, rings disabled):
+//! it is created mode 0600 in a directory of this user with mode 0700 (created so), written
+//! with `fdatasync` before each change it records, and read back only if it is still a regular
+//! file of this user with those modes, opened without following links or blocking, and with
+//! limits: at most [`MAX_JOURNAL_BYTES`] bytes and [`MAX_ENTRIES`] entries.
 
 use std::fs::File;
 use std::io::Write;
@@ -228,7 +236,7 @@ impl Change {
     }
 }
 
-/// The process that wrote a journal.
+/// The process that wrote a journal, and what the journal is bound to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     /// Its process id.
@@ -236,19 +244,37 @@ pub struct Owner {
     /// Its start time (field 22 of `/proc/PID/stat`, clock ticks since boot), to tell it from
     /// a later process that reuses the pid. 0 if unknown.
     pub start_time: u64,
+    /// The host boot it was written in (`/proc/sys/kernel/random/boot_id`); `None` in a
+    /// format-1 journal, which did not record it.
+    pub boot: Option<String>,
+    /// The identity of the domain it changed ([`EventChannel::domain_uuid`]: the domain's
+    /// UUID on Xen); `None` in a format-1 journal.
+    ///
+    /// [`EventChannel::domain_uuid`]: crate::backend::EventChannel::domain_uuid
+    pub domain: Option<String>,
     /// What it monitored (free text, e.g. `xen:domain-3`).
     pub target: String,
 }
 
+/// One header word: no spaces or newlines (they delimit the header).
+fn word(s: &str) -> String {
+    s.replace(['\n', ' '], "_")
+}
+
 impl Owner {
-    /// This process.
-    pub fn current(target: &str) -> Owner {
+    /// This process, monitoring the domain whose identity is `domain`, in this host boot.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the boot id cannot be read.
+    pub fn current(target: &str, domain: &str) -> Result<Owner> {
         let pid = std::process::id();
-        Owner {
+        Ok(Owner {
             pid,
             start_time: start_time(pid).unwrap_or(0),
-            target: target.replace(['\n', ' '], "_"),
-        }
+            boot: Some(boot_id()?),
+            domain: Some(word(domain)),
+            target: word(target),
+        })
     }
 
     /// Whether the process is still running (same pid, same start time).
@@ -259,22 +285,61 @@ impl Owner {
         }
     }
 
-    fn header(&self) -> String {
-        format!(
-            "xenvmi-journal 1 pid={} start={} target={}",
-            self.pid, self.start_time, self.target
-        )
+    /// Why this journal does not belong to domain `domain` in this host boot (`boot`), or
+    /// `None` if it does.
+    pub fn mismatch(&self, domain: &str, boot: &str) -> Option<String> {
+        match (&self.boot, &self.domain) {
+            (None, _) | (_, None) => Some(
+                "it is a format-1 journal, which records neither the domain nor the host boot"
+                    .into(),
+            ),
+            (Some(b), _) if b != boot => Some(format!(
+                "it was written in another boot of this host (boot id {b}, now {boot}): the \
+                 domain it changed is gone"
+            )),
+            (_, Some(d)) if *d != word(domain) => Some(format!(
+                "it was written for domain {d}, and this domain is {}",
+                word(domain)
+            )),
+            _ => None,
+        }
+    }
+
+    /// The journal's first line (without the newline).
+    pub fn header(&self) -> String {
+        match (&self.boot, &self.domain) {
+            (Some(boot), Some(domain)) => format!(
+                "xenvmi-journal 2 pid={} start={} boot={boot} domain={domain} target={}",
+                self.pid, self.start_time, self.target
+            ),
+            _ => format!(
+                "xenvmi-journal 1 pid={} start={} target={}",
+                self.pid, self.start_time, self.target
+            ),
+        }
     }
 
     fn parse(line: &str) -> Option<Owner> {
-        let rest = line.strip_prefix("xenvmi-journal 1 ")?;
-        let mut w = rest.splitn(3, ' ');
+        let (v2, rest) = match line.strip_prefix("xenvmi-journal 2 ") {
+            Some(r) => (true, r),
+            None => (false, line.strip_prefix("xenvmi-journal 1 ")?),
+        };
+        let mut w = rest.splitn(if v2 { 5 } else { 3 }, ' ');
         let pid = w.next()?.strip_prefix("pid=")?.parse().ok()?;
         let start_time = w.next()?.strip_prefix("start=")?.parse().ok()?;
+        let (boot, domain) = if v2 {
+            let b = w.next()?.strip_prefix("boot=")?.to_string();
+            let d = w.next()?.strip_prefix("domain=")?.to_string();
+            (Some(b), Some(d))
+        } else {
+            (None, None)
+        };
         let target = w.next()?.strip_prefix("target=")?.to_string();
         Some(Owner {
             pid,
             start_time,
+            boot,
+            domain,
             target,
         })
     }
@@ -282,10 +347,34 @@ impl Owner {
 
 /// A process's start time from `/proc/PID/stat` (`None` if there is no such process).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let stat = crate::file::read_capped(&path, 4096, "proc stat").ok()?;
+    let stat = String::from_utf8_lossy(&stat);
     // The command name (field 2) is in parentheses and may contain spaces: count after it.
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This host boot's id (`/proc/sys/kernel/random/boot_id`, a UUID the kernel draws at boot).
+///
+/// # Errors
+/// [`Error::Io`] if it cannot be read.
+pub fn boot_id() -> Result<String> {
+    let path = Path::new("/proc/sys/kernel/random/boot_id");
+    let b = crate::file::read_capped(path, 64, "boot id")?;
+    Ok(word(String::from_utf8_lossy(&b).trim()))
+}
+
+/// The effective user id of this process (field 3 of `Uid:` in `/proc/self/status`).
+fn euid() -> Result<u32> {
+    let path = Path::new("/proc/self/status");
+    let s = crate::file::read_capped(path, 1 << 16, "proc status")?;
+    String::from_utf8_lossy(&s)
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| Error::malformed("proc status", "/proc/self/status", "no effective uid"))
 }
 
 /// The default place for a domain's journal: `$XENVMI_JOURNAL_DIR` or `/run/xenvmi`, then
@@ -307,6 +396,93 @@ pub fn default_path(target: &str) -> PathBuf {
     dir.join(format!("{name}.journal"))
 }
 
+/// A journal refused, and why.
+fn refused(path: &Path, reason: impl Into<String>) -> Error {
+    Error::JournalRefused {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The directory a journal lives in (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Check the journal directory: a directory (not a symbolic link), owned by `uid`, mode 0700,
+/// so that no other user can plant, replace or read a journal in it.
+fn check_dir(journal: &Path, uid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = dir_of(journal);
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.file_type().is_dir() {
+        return Err(refused(
+            journal,
+            format!(
+                "its directory {} is {}, not a directory",
+                dir.display(),
+                crate::file::kind(&meta)
+            ),
+        ));
+    }
+    if meta.uid() != uid || meta.mode() & 0o777 != 0o700 {
+        return Err(refused(
+            journal,
+            format!(
+                "its directory {} is owned by uid {} with mode {:04o}; it must be owned by uid \
+                 {uid} (this process) with mode 0700",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Check an open journal file's metadata: owned by `uid`, mode 0600, one link.
+fn check_file(journal: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != uid || meta.mode() & 0o7777 != 0o600 {
+        return Err(refused(
+            journal,
+            format!(
+                "it is owned by uid {} with mode {:04o}; a journal is owned by uid {uid} (this \
+                 process) with mode 0600",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    if meta.nlink() != 1 {
+        return Err(refused(
+            journal,
+            format!("it has {} hard links; a journal has one", meta.nlink()),
+        ));
+    }
+    Ok(())
+}
+
+/// Create the journal directory if it is missing, mode 0700 (whatever the umask).
+fn make_dir(journal: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = dir_of(journal);
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// An open journal file being appended to.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -316,16 +492,17 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Create the file (it must not exist: an existing one belongs to another monitor, live or
-    /// dead) and write the header and `existing` entries.
+    /// dead), mode 0600 in a 0700 directory of this user (created if missing), write the header
+    /// and `existing` entries, and flush them to disk.
     pub(crate) fn create(path: &Path, owner: &Owner, existing: &[Change]) -> Result<Writer> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
-        }
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        make_dir(path)?;
+        check_dir(path, euid()?)?;
         let file = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
         {
             Ok(f) => f,
@@ -339,6 +516,9 @@ impl Writer {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
+        // The umask may have taken bits away; 0600 exactly.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(path, e))?;
         let mut w = Writer {
             file,
             path: path.to_path_buf(),
@@ -349,20 +529,28 @@ impl Writer {
             text.push_str(&c.to_line());
             text.push('\n');
         }
-        w.file
-            .write_all(text.as_bytes())
-            .map_err(|e| Error::io(&w.path, e))?;
+        w.write(&text)?;
+        // The directory entry too, so the file survives a crash of the host's page cache.
+        if let Ok(d) = File::open(dir_of(path)) {
+            let _ = d.sync_all();
+        }
         Ok(w)
     }
 
+    /// Write and flush to disk (`fdatasync`): a change is on disk before it is made.
+    fn write(&mut self, text: &str) -> Result<()> {
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
     /// Append one change (one `write`, so a kill leaves either the whole line or a torn last
-    /// line that [`read`] skips).
+    /// line that [`read`] skips), flushed to disk before it returns.
     pub(crate) fn append(&mut self, c: Change) -> Result<()> {
         let mut line = c.to_line();
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(|e| Error::io(&self.path, e))
+        self.write(&line)
     }
 
     /// Remove the file (after a clean teardown).
@@ -374,22 +562,22 @@ impl Writer {
 /// Read a journal: its owner and its changes in the order they were made. A torn last line
 /// (no newline) is ignored; any other line that does not parse is an error.
 ///
+/// The file is opened without following a symbolic link and without blocking (`O_NOFOLLOW |
+/// O_NONBLOCK`), and must be a regular file owned by this process's user, mode 0600, with one
+/// link, in a directory of that user with mode 0700; at most [`MAX_JOURNAL_BYTES`] are read.
+///
 /// # Errors
-/// [`Error::Io`], or [`Error::Malformed`] for a file that is not a journal, too large, or has
-/// too many entries.
+/// [`Error::JournalRefused`] for a file or directory that fails those checks, [`Error::Io`],
+/// or [`Error::Malformed`] for a file that is not a journal, too large, or has too many
+/// entries.
 pub(crate) fn read(path: &Path) -> Result<(Owner, Vec<Change>)> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.len() > MAX_JOURNAL_BYTES {
-        return Err(Error::malformed(
-            "xenvmi journal",
-            path.display().to_string(),
-            format!(
-                "{} bytes, more than the {MAX_JOURNAL_BYTES} allowed",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let uid = euid()?;
+    check_dir(path, uid)?;
+    let (file, meta) = crate::file::open_regular(path, true)
+        .map_err(|e| refused(path, format!("it cannot be opened safely: {e}")))?;
+    check_file(path, &meta, uid)?;
+    let bytes =
+        crate::file::read_open_capped(file, &meta, path, MAX_JOURNAL_BYTES, "xenvmi journal")?;
     parse(&bytes, &path.display().to_string())
 }
 
@@ -411,7 +599,7 @@ fn parse(bytes: &[u8], what: &str) -> Result<(Owner, Vec<Change>)> {
     let owner = lines
         .next()
         .and_then(Owner::parse)
-        .ok_or_else(|| bad("no `xenvmi-journal 1` header line".into()))?;
+        .ok_or_else(|| bad("no `xenvmi-journal 2` (or 1) header line".into()))?;
     let mut changes = Vec::new();
     for (i, line) in lines.enumerate() {
         if changes.len() >= MAX_ENTRIES {
@@ -530,8 +718,8 @@ mod tests {
     fn a_torn_last_line_is_skipped_and_the_owner_is_read() {
         let dir = std::env::temp_dir().join(format!("xenvmi-journal-{}", std::process::id()));
         let path = dir.join("t.journal");
-        let _ = std::fs::remove_file(&path);
-        let owner = Owner::current("sim test");
+        let _ = std::fs::remove_dir_all(&dir);
+        let owner = Owner::current("sim test", "uuid-1").expect("owner");
         assert!(owner.is_alive());
         let mut w = Writer::create(&path, &owner, &[Change::Switched]).expect("create");
         w.append(Change::View(ViewId(1))).expect("append");
@@ -585,9 +773,59 @@ mod tests {
         let o = Owner {
             pid,
             start_time: 1,
+            boot: None,
+            domain: None,
             target: String::new(),
         };
         assert!(!o.is_alive());
+    }
+
+    #[test]
+    fn another_users_journal_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xenvmi-journal-uid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.journal");
+        let owner = Owner::current("t", "u").expect("owner");
+        drop(Writer::create(&path, &owner, &[]).expect("create"));
+        let uid = euid().expect("euid");
+        let meta = std::fs::metadata(&path).expect("meta");
+        assert!(check_file(&path, &meta, uid).is_ok());
+        let e = check_file(&path, &meta, uid + 1).expect_err("another uid");
+        assert!(
+            e.to_string().contains(&format!("owned by uid {uid}")),
+            "{e}"
+        );
+        let e = check_dir(&path, uid + 1).expect_err("another uid's directory");
+        assert!(e.to_string().contains("its directory"), "{e}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_binding_names_what_does_not_match() {
+        let o = Owner {
+            pid: 1,
+            start_time: 1,
+            boot: Some("b1".into()),
+            domain: Some("d1".into()),
+            target: "t".into(),
+        };
+        assert_eq!(o.mismatch("d1", "b1"), None);
+        assert!(o
+            .mismatch("d2", "b1")
+            .is_some_and(|m| m.contains("domain d1")));
+        assert!(o
+            .mismatch("d1", "b2")
+            .is_some_and(|m| m.contains("another boot")));
+        let v1 = Owner {
+            boot: None,
+            domain: None,
+            ..o.clone()
+        };
+        assert!(v1
+            .mismatch("d1", "b1")
+            .is_some_and(|m| m.contains("format-1")));
+        let (back, _) = parse(format!("{}\n", o.header()).as_bytes(), "t").expect("v2");
+        assert_eq!(back, o);
     }
 
     #[test]

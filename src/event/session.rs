@@ -41,6 +41,14 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 
+/// How long teardown waits, after answering everything, for a vCPU that the answers let go of
+/// to raise its next event (it waited for a ring slot).
+const DRAIN_WAIT: Duration = Duration::from_millis(5);
+/// The longest a stop (from another thread or a signal) waits for [`Session::run`] to see it.
+pub const STOP_LATENCY: Duration = Duration::from_millis(10);
+/// How often teardown tries to disable a ring that Xen reports busy, answering it in between.
+const CLOSE_TRIES: u32 = 64;
+
 /// What a backend needs for a session.
 pub trait SessionBackend:
     EventChannel + EventControl + EventInjection + ViewControl + VcpuState
@@ -128,11 +136,19 @@ impl RunStats {
     }
 }
 
-/// Options for [`Session::recover_with`].
+/// Options for [`Session::recover_with`]. Each one overrides one check, and only that one; no
+/// option makes recovery read a journal that is not a regular file of this user with mode
+/// 0600 in a directory with mode 0700 (change the file if you have checked it yourself).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoverOptions {
     /// Recover although the journal's owner looks alive (its pid cannot be checked from here).
     pub force: bool,
+    /// Recover although the journal was written for another domain identity
+    /// ([`EventChannel::domain_uuid`]) or in another boot of this host, or is a format-1
+    /// journal that records neither. For an operator who has read the journal
+    /// ([`journal::inspect`]) and knows it describes this domain: recovery releases the frames,
+    /// destroys the views and disables the ring that the journal names, whatever they are now.
+    pub ignore_binding: bool,
 }
 
 /// What [`Session::recover`] found and did.
@@ -218,7 +234,8 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         path: impl AsRef<std::path::Path>,
         target: &str,
     ) -> Result<()> {
-        let w = journal::Writer::create(path.as_ref(), &Owner::current(target), &self.journal)?;
+        let owner = Owner::current(target, &self.backend.domain_uuid()?)?;
+        let w = journal::Writer::create(path.as_ref(), &owner, &self.journal)?;
         self.file = Some(w);
         Ok(())
     }
@@ -362,7 +379,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             if opts.max_events.is_some_and(|m| stats.events >= m) {
                 return Ok(stats);
             }
-            let signalled = self.backend.wait(opts.poll)?;
+            let signalled = self.wait_for_events(opts.poll)?;
             let page = self.backend.ring();
             let mut answered = 0;
             let mut panicked = None;
@@ -426,6 +443,21 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             if let Some(e) = failed {
                 self.teardown()?;
                 return Err(e);
+            }
+        }
+    }
+
+    /// Wait for the event channel at most `poll`, in slices of at most [`STOP_LATENCY`], so that
+    /// a stop from another thread or a signal ends the wait within that time.
+    fn wait_for_events(&self, poll: Duration) -> Result<bool> {
+        let start = Instant::now();
+        loop {
+            let left = poll.saturating_sub(start.elapsed());
+            if self.backend.wait(left.min(STOP_LATENCY))? {
+                return Ok(true);
+            }
+            if left <= STOP_LATENCY || self.stop.is_stopped() {
+                return Ok(false);
             }
         }
     }
@@ -509,8 +541,28 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             }
         }
         // 6. the ring
-        note(b.close_ring());
+        note(self.close_ring());
         errors
+    }
+
+    /// Disable the ring. Xen refuses (EBUSY) while a vCPU waits for a ring slot; such a vCPU
+    /// gets its slot once the ring is answered, and then raises its event: so answer, let the
+    /// guest run, and try again, at most [`CLOSE_TRIES`] times. The last error is returned if
+    /// the ring stays busy.
+    fn close_ring(&mut self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.backend.close_ring() {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= CLOSE_TRIES => return Err(e),
+                Err(_) => {
+                    // An error here is the answer to a ring that is failing anyway; the
+                    // close_ring error says what is wrong.
+                    let _ = self.answer_all();
+                }
+            }
+        }
     }
 
     /// Undo what a monitor that was killed before its teardown left in the domain, from the
@@ -529,9 +581,15 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// waiting on is dropped by Xen (as if denied). The journal is removed once the vCPUs are
     /// released.
     ///
+    /// The journal is trusted only if it is a regular file of this process's user with mode
+    /// 0600, in a directory of that user with mode 0700 (never through a symbolic link, never
+    /// blocking on a FIFO), at most [`journal::MAX_JOURNAL_BYTES`] long, and written in this
+    /// boot of the host for this domain ([`EventChannel::domain_uuid`]).
+    ///
     /// # Errors
-    /// [`Error::JournalInUse`] if the journal's owner is still running (or is this process),
-    /// [`Error::Malformed`] for a file that is not a journal, a backend error that kept the
+    /// [`Error::JournalRefused`] for a journal that fails those checks (the message says which,
+    /// nothing is changed), [`Error::JournalInUse`] if the journal's owner is still running (or
+    /// is this process), [`Error::Malformed`] for a file that is not a journal, a backend error that kept the
     /// ring from being disabled or the vCPUs from being released (every step is still
     /// attempted; the journal is kept for another try). Changes that cannot be undone are
     /// reported in [`Recovery::warnings`].
@@ -543,10 +601,12 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// alive, for journals whose process id cannot be checked from here (written in another
     /// PID namespace, such as another container, or by a process whose id was reused). The
     /// caller must know that no monitor is attached: recovering under a live one takes its
-    /// ring away and undoes its changes.
+    /// ring away and undoes its changes. `ignore_binding` recovers from a journal written for
+    /// another domain identity or host boot (see [`RecoverOptions`]).
     ///
     /// # Errors
-    /// As [`Session::recover`] (never [`Error::JournalInUse`] with `force`).
+    /// As [`Session::recover`] (never [`Error::JournalInUse`] with `force`; never
+    /// [`Error::JournalRefused`] for the domain or boot with `ignore_binding`).
     pub fn recover_with(
         backend: &'b B,
         path: impl AsRef<std::path::Path>,
@@ -559,6 +619,17 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             Ok(_) => {}
         }
         let (owner, changes) = journal::read(path)?;
+        if !opts.ignore_binding {
+            if let Some(why) = owner.mismatch(&backend.domain_uuid()?, &journal::boot_id()?) {
+                return Err(Error::JournalRefused {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "{why}; nothing was changed (RecoverOptions::ignore_binding overrides \
+                         this after you have checked the journal)"
+                    ),
+                });
+            }
+        }
         if !opts.force && (owner.pid == std::process::id() || owner.is_alive()) {
             return Err(Error::JournalInUse {
                 path: path.to_path_buf(),
@@ -600,7 +671,25 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                     in_batch = 0;
                 }
             }
-            b.close_ring()
+            // Disabling fails (EBUSY) while a vCPU waits for a slot: answer and retry.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match b.close_ring() {
+                    Ok(()) => break Ok(()),
+                    Err(e) if tries >= CLOSE_TRIES => break Err(e),
+                    Err(_) => {
+                        let mut req = [0u8; ENTRY_SIZE];
+                        while ring.get_request(page, &mut req) {
+                            encode_safe_response(&req, &mut out);
+                            let _ = ring.put_response(page, &out);
+                        }
+                        ring.push_responses(page);
+                        b.notify()?;
+                        b.wait(DRAIN_WAIT)?;
+                    }
+                }
+            }
         })();
         if let Err(e) = release {
             let _ = b.close_ring();
@@ -648,8 +737,9 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             }
             if n == 0 {
                 // Let the guest run once more: it may raise nothing now that monitors are off,
-                // but a vCPU blocked on a full ring can now queue its event.
-                if !self.backend.wait(Duration::ZERO).unwrap_or(false) {
+                // but a vCPU that waited for a slot on a full ring is woken by that notify and
+                // queues its event a moment later. Wait that moment.
+                if !self.backend.wait(DRAIN_WAIT).unwrap_or(false) {
                     return Ok(());
                 }
             }

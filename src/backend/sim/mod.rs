@@ -158,6 +158,13 @@ pub struct SimState {
     vcpus: Vec<Vcpu>,
     monitors: Vec<Monitor>,
     ring_enabled: bool,
+    /// A vCPU waits for a free ring slot (Xen: on the ring's wait queue), which makes
+    /// disabling the ring fail with EBUSY until the consumer frees slots and the vCPU runs.
+    blocked: bool,
+    /// Fault injection: this many more `close_ring` calls answer EBUSY.
+    busy_closes: u32,
+    /// `close_ring` calls that answered EBUSY.
+    busy_answers: u32,
     front: FrontRing,
     views: BTreeMap<u16, View>,
     script: VecDeque<GuestAction>,
@@ -166,6 +173,11 @@ pub struct SimState {
     events_raised: u64,
     responses_skipped: u64,
     extra_frames: Vec<u64>,
+    /// Frames of the base memory released with `free_frame` (Xen releases any page it is
+    /// given): reads and writes of them fail.
+    freed: std::collections::BTreeSet<u64>,
+    /// Drawn at creation: this domain's identity (`EventChannel::domain_uuid`).
+    uuid: String,
     /// Byte patches for the next requests, one list per request (fault injection).
     corruptions: VecDeque<Vec<(usize, Vec<u8>)>>,
     /// Injected events the guest took, in order.
@@ -229,6 +241,14 @@ impl SimState {
     pub fn responses_skipped(&self) -> u64 {
         self.responses_skipped
     }
+    /// `close_ring` calls that answered EBUSY.
+    pub fn busy_answers(&self) -> u32 {
+        self.busy_answers
+    }
+    /// Frames of the guest's own memory (not from `alloc_frame`) that `free_frame` released.
+    pub fn freed_frames(&self) -> Vec<Gfn> {
+        self.freed.iter().map(|&g| Gfn(g)).collect()
+    }
     /// Frames given by `alloc_frame` and not freed.
     pub fn extra_frames(&self) -> &[u64] {
         &self.extra_frames
@@ -285,6 +305,26 @@ fn host_access_needs_ring(st: &SimState, view: ViewId) -> Result<()> {
     Ok(())
 }
 
+/// A random UUID from the kernel (`/proc/sys/kernel/random/uuid`), or, where that cannot be
+/// read, one made of the process id, a counter and the time: unique per simulated domain.
+fn new_uuid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let p = std::path::Path::new("/proc/sys/kernel/random/uuid");
+    if let Ok(b) = crate::file::read_capped(p, 64, "uuid") {
+        return String::from_utf8_lossy(&b).trim().to_string();
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "sim-{}-{}-{t}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn access_allows(a: MemAccess, need: MemAccess) -> bool {
     a.contains(need)
 }
@@ -318,6 +358,9 @@ impl SimDomain {
                     .collect(),
                 monitors: Vec::new(),
                 ring_enabled: true,
+                blocked: false,
+                busy_closes: 0,
+                busy_answers: 0,
                 front,
                 views,
                 script: VecDeque::new(),
@@ -326,6 +369,8 @@ impl SimDomain {
                 events_raised: 0,
                 responses_skipped: 0,
                 extra_frames: Vec::new(),
+                freed: Default::default(),
+                uuid: new_uuid(),
                 corruptions: VecDeque::new(),
                 delivered: Vec::new(),
             }),
@@ -347,6 +392,13 @@ impl SimDomain {
         self.state.borrow_mut().corruptions.extend(patches);
     }
 
+    /// Fault injection: the next `n` `close_ring` calls answer EBUSY, as Xen does while vCPUs
+    /// wait for a ring slot and wake later than this simulation runs them (`u32::MAX`: a ring
+    /// that stays busy).
+    pub fn busy_close_rings(&self, n: u32) {
+        self.state.borrow_mut().busy_closes = n;
+    }
+
     /// Inspect the state.
     pub fn state(&self) -> std::cell::Ref<'_, SimState> {
         self.state.borrow()
@@ -357,6 +409,7 @@ impl SimDomain {
     /// waiting on the ring.
     pub fn run_guest(&self) -> bool {
         let mut st = self.state.borrow_mut();
+        st.blocked = false;
         let mut guard = 0;
         loop {
             guard += 1;
@@ -372,7 +425,9 @@ impl SimDomain {
                 break;
             };
             if st.ring_enabled && st.front.free_requests() == 0 {
-                break; // throttled: producing an event needs a free slot
+                // Throttled: producing an event needs a free slot; the vCPU waits for one.
+                st.blocked = true;
+                break;
             }
             let Some(action) = st.script.remove(i) else {
                 break;
@@ -807,6 +862,21 @@ fn read_byte(st: &SimState, vi: usize, gpa: Gpa) -> Option<u8> {
     Some(b[0])
 }
 
+/// The error for an access to a frame `free_frame` released.
+fn released(st: &SimState, gpa: Gpa, len: usize) -> Error {
+    Error::PhysicalUnmapped {
+        gpa,
+        len,
+        backend: NAME,
+        max: Gpa(st
+            .base
+            .physical_ranges()
+            .last()
+            .map(|r| r.end.saturating_sub(1))
+            .unwrap_or(0)),
+    }
+}
+
 fn read_phys(st: &SimState, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
     let mut done = 0;
     while done < buf.len() {
@@ -814,6 +884,9 @@ fn read_phys(st: &SimState, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
             .checked_add(done as u64)
             .ok_or(Error::Overflow("simulated read"))?;
         let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(buf.len() - done);
+        if st.freed.contains(&cur.gfn().0) {
+            return Err(released(st, cur, n));
+        }
         if let Some(p) = st.dirty.get(&cur.gfn().0) {
             let o = cur.page_offset() as usize;
             buf[done..done + n].copy_from_slice(&p[o..o + n]);
@@ -833,6 +906,9 @@ fn write_phys(st: &mut SimState, gpa: Gpa, bytes: &[u8]) -> Result<()> {
             .ok_or(Error::Overflow("simulated write"))?;
         let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(bytes.len() - done);
         let gfn = cur.gfn().0;
+        if st.freed.contains(&gfn) {
+            return Err(released(st, cur, n));
+        }
         if !st.dirty.contains_key(&gfn) {
             let mut page = vec![0u8; PAGE_SIZE as usize].into_boxed_slice();
             // Frames beyond the base image (allocated extra frames) start zeroed.
@@ -862,6 +938,12 @@ impl PhysicalMemory for SimDomain {
     }
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         self.state.borrow().base.physical_ranges()
+    }
+    fn physical_range_count(&self) -> usize {
+        self.state.borrow().base.physical_range_count()
+    }
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        self.state.borrow().base.physical_range(index)
     }
 }
 
@@ -955,9 +1037,15 @@ impl EventChannel for SimDomain {
     }
 
     /// Runs the simulated guest until it raises an event (or cannot run): the simulation's
-    /// notion of "wait for the event channel".
-    fn wait(&self, _timeout: Duration) -> Result<bool> {
-        Ok(self.run_guest())
+    /// notion of "wait for the event channel". When it raised none, nothing else can happen
+    /// before the timeout, and the call takes the timeout, as a wait on Xen's event channel
+    /// does.
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        let raised = self.run_guest();
+        if !raised && !timeout.is_zero() {
+            std::thread::sleep(timeout);
+        }
+        Ok(raised)
     }
 
     fn notify(&self) -> Result<()> {
@@ -965,9 +1053,25 @@ impl EventChannel for SimDomain {
         Ok(())
     }
 
+    /// As Xen's `vm_event_disable`: EBUSY while a vCPU waits for a ring slot (the consumer must
+    /// answer what is on the ring, notify, let the guest run and try again).
     fn close_ring(&self) -> Result<()> {
-        self.state.borrow_mut().ring_enabled = false;
+        let mut st = self.state.borrow_mut();
+        if st.ring_enabled && (st.blocked || st.busy_closes > 0) {
+            st.busy_closes = st.busy_closes.saturating_sub(1);
+            st.busy_answers += 1;
+            return Err(Error::Backend {
+                backend: NAME,
+                operation: "disabling the vm_event ring".into(),
+                reason: "Device or resource busy (EBUSY): a vCPU waits for a ring slot".into(),
+            });
+        }
+        st.ring_enabled = false;
         Ok(())
+    }
+
+    fn domain_uuid(&self) -> Result<String> {
+        Ok(self.state.borrow().uuid.clone())
     }
 
     fn enable_ring(&self) -> Result<()> {
@@ -1153,18 +1257,26 @@ impl ViewControl for SimDomain {
         Ok(Gfn(next))
     }
 
+    /// As Xen's `XENMEM_decrease_reservation`: any populated frame is released, the guest's
+    /// own memory included (it then reads as unbacked); a frame that is not populated is an
+    /// error.
     fn free_frame(&self, gfn: Gfn) -> Result<()> {
         let mut st = self.state.borrow_mut();
-        let i = st
-            .extra_frames
-            .iter()
-            .position(|&g| g == gfn.0)
-            .ok_or(Error::Unsupported {
+        if let Some(i) = st.extra_frames.iter().position(|&g| g == gfn.0) {
+            st.extra_frames.swap_remove(i);
+            st.dirty.remove(&gfn.0);
+            return Ok(());
+        }
+        let mut probe = [0u8; 1];
+        if read_phys(&st, Gpa(gfn.0 << 12), &mut probe).is_err() {
+            return Err(Error::Backend {
                 backend: NAME,
-                capability: "freeing a frame it did not allocate",
-            })?;
-        st.extra_frames.swap_remove(i);
+                operation: format!("releasing frame {gfn}"),
+                reason: "Invalid argument (EINVAL): the frame is not populated".into(),
+            });
+        }
         st.dirty.remove(&gfn.0);
+        st.freed.insert(gfn.0);
         Ok(())
     }
 

@@ -300,10 +300,15 @@ fn orphan(path: &std::path::Path) {
     let pid = child.id();
     child.wait().expect("reap");
     let text = std::fs::read_to_string(path).expect("journal");
-    let (_, rest) = text.split_once('\n').expect("header line");
+    let (header, rest) = text.split_once('\n').expect("header line");
+    // Keep the boot and domain words: only the process changes.
+    let bound: Vec<&str> = header.split(' ').skip(4).collect();
     std::fs::write(
         path,
-        format!("xenvmi-journal 1 pid={pid} start=1 target=sim\n{rest}"),
+        format!(
+            "xenvmi-journal 2 pid={pid} start=1 {}\n{rest}",
+            bound.join(" ")
+        ),
     )
     .expect("rewrite header");
 }

@@ -399,6 +399,14 @@ impl PhysicalMemory for Snapshot {
         self.regions.iter().map(|r| r.gpa..r.end()).collect()
     }
 
+    fn physical_range_count(&self) -> usize {
+        self.regions.len()
+    }
+
+    fn physical_range(&self, index: usize) -> Option<Range<u64>> {
+        self.regions.get(index).map(|r| r.gpa..r.end())
+    }
+
     fn max_gfn(&self) -> Gfn {
         // Without building `physical_ranges` (bitmap dumps can have many regions).
         Gfn(self

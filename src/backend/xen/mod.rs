@@ -53,6 +53,8 @@ pub struct Capabilities {
     pub monitor: u32,
     /// Number of vCPUs.
     pub vcpus: u32,
+    /// The domain's UUID (`xc_domain_getinfolist`'s handle; `xl list -v` shows it).
+    pub uuid: [u8; 16],
 }
 
 impl Capabilities {
@@ -180,6 +182,7 @@ impl XenDomain {
                 altp2m_mode: 0,
                 monitor: 0,
                 vcpus: 0,
+                uuid: [0; 16],
             },
             maps: RefCell::new(HashMap::new()),
             events: RefCell::new(None),
@@ -307,6 +310,7 @@ impl XenDomain {
         self.caps.hvm = info.flags & sys::XEN_DOMINF_hvm_guest != 0;
         self.caps.hap = info.flags & sys::XEN_DOMINF_hap != 0;
         self.caps.vcpus = info.max_vcpu_id + 1;
+        self.caps.uuid = info.handle;
         if !self.caps.hvm {
             return Err(fail(
                 format!("opening domain {}", self.domid),
@@ -558,6 +562,15 @@ impl VcpuState for XenDomain {
     }
 
     fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
+        // The save-record instance is 16 bits: check the index before it is narrowed, so
+        // vCPU 65536 is an error and not vCPU 0.
+        let instance = u16::try_from(vcpu.0)
+            .ok()
+            .filter(|_| vcpu.0 < self.caps.vcpus)
+            .ok_or(Error::NoSuchVcpu {
+                vcpu,
+                count: self.caps.vcpus,
+            })?;
         let mut c = sys::hvm_hw_cpu::default();
         // SAFETY: valid handle; the CPU record of one vCPU is written into `c` (its exact size).
         let rc = unsafe {
@@ -565,7 +578,7 @@ impl VcpuState for XenDomain {
                 self.xch,
                 self.domid,
                 HVM_SAVE_CODE_CPU,
-                vcpu.0 as u16,
+                instance,
                 &mut c as *mut _ as *mut c_void,
                 std::mem::size_of::<sys::hvm_hw_cpu>() as u32,
             )
@@ -859,10 +872,20 @@ impl EventChannel for XenDomain {
         if e.evtchn.is_null() {
             return Ok(()); // already closed (teardown, then drop)
         }
+        // SAFETY: valid handle. Xen answers EBUSY while a vCPU waits for a ring slot: the ring
+        // and its event channel then stay as they are, so the caller can drain and retry.
+        if unsafe { (self.libs.xc_monitor_disable)(self.xch, self.domid) } < 0 {
+            return Err(fail(
+                "xc_monitor_disable",
+                errno_reason(
+                    "",
+                    "a vCPU may be waiting for a ring slot: answer the ring and try again",
+                ),
+            ));
+        }
         // SAFETY: valid handles; the ring page stays mapped (unmapped in Drop) so `ring()`
         // never dangles.
         unsafe {
-            (self.libs.xc_monitor_disable)(self.xch, self.domid);
             (self.libs.xenevtchn_unbind)(e.evtchn, e.local_port);
             (self.libs.xenevtchn_close)(e.evtchn);
         }
@@ -876,6 +899,21 @@ impl EventChannel for XenDomain {
 
     fn enable_ring(&self) -> Result<()> {
         self.enable_events()
+    }
+
+    fn domain_uuid(&self) -> Result<String> {
+        let u = self.caps.uuid;
+        let hex = |r: std::ops::Range<usize>| -> String {
+            u[r].iter().map(|b| format!("{b:02x}")).collect()
+        };
+        Ok(format!(
+            "{}-{}-{}-{}-{}",
+            hex(0..4),
+            hex(4..6),
+            hex(6..8),
+            hex(8..10),
+            hex(10..16)
+        ))
     }
 
     fn abandon_ring(&self) -> Result<bool> {

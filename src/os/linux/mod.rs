@@ -252,15 +252,20 @@ fn placement_from_banner<B: PhysicalMemory>(
 }
 
 /// Read a physical window for scanning, without copying when the backend can lend it.
+/// `ranges` are the backend's `physical_ranges()` (sorted), built once by the caller.
 fn with_image<B: PhysicalMemory, R>(
     mem: &GuestMemory<B>,
+    ranges: &[std::ops::Range<u64>],
     start: Gpa,
     len: u64,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Option<R> {
-    // Clip to the backed range that contains `start`.
-    let ranges = mem.backend().physical_ranges();
-    let r = ranges.iter().find(|r| r.contains(&start.0))?;
+    // Clip to the backed range that contains `start`: the last one starting at or below it.
+    let i = ranges.partition_point(|r| r.start <= start.0);
+    let r = ranges.get(i.checked_sub(1)?)?;
+    if !r.contains(&start.0) {
+        return None;
+    }
     let len = len.min(r.end - start.0).min(KERNEL_IMAGE_SCAN) as usize;
     if let Some(s) = mem.backend().physical_slice(start, len) {
         return Some(f(s));
@@ -305,12 +310,14 @@ fn in_guest_symbols<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
 ) -> Result<(SymbolTable, Option<Placement>, String)> {
+    // The backed ranges, once: a hostile dump can have hundreds of thousands.
+    let ranges = mem.backend().physical_ranges();
     for (p, how) in from_regs {
         // kallsyms lives in .rodata, which the kernel maps no-execute right after its text:
         // start the scan at the first NX page of the image instead of at _text.
         let skip = first_nx_offset(mem, p);
         let start = Gpa(p.text_pa.0 + skip);
-        let got = with_image(mem, start, KERNEL_IMAGE_SCAN, |img| {
+        let got = with_image(mem, &ranges, start, KERNEL_IMAGE_SCAN, |img| {
             kallsyms::find_in_image(img).and_then(|l| l.decode(img, "in-guest kallsyms"))
         });
         if let Some(Ok(t)) = got {
@@ -321,32 +328,42 @@ fn in_guest_symbols<B: PhysicalMemory>(
     }
     // No usable registers: kallsyms and linux_banner are both in .rodata, so scan around each
     // banner found in physical memory (bounded), then everything as a last resort.
-    let mut windows: Vec<(u64, u64)> = Vec::new();
+    let mut banners: Vec<(u64, u64)> = Vec::new();
     for hit in scan::find_physical(mem.backend(), b"Linux version ", 64) {
         let start = hit.0.saturating_sub(KERNEL_IMAGE_SCAN / 2) & !0xfff;
-        if windows.iter().any(|&(s, l)| start >= s && start < s + l) {
+        if banners.iter().any(|&(s, l)| start >= s && start < s + l) {
             continue;
         }
-        windows.push((start, KERNEL_IMAGE_SCAN));
+        banners.push((start, KERNEL_IMAGE_SCAN));
     }
     // Last resort: all of memory, in overlapping windows (the tables span a few MB) so that a
-    // backend without zero-copy access never holds more than one window.
+    // backend without zero-copy access never holds more than one window. Bounded by bytes, not
+    // by the number of ranges: a range too small to hold the 512-byte token index is skipped,
+    // and every window after the banners' shares one search budget.
     const OVERLAP: u64 = 16 << 20;
-    for r in mem.backend().physical_ranges() {
-        let mut start = r.start;
-        while start < r.end {
-            windows.push((start, KERNEL_IMAGE_SCAN));
-            // A range ending near 2^64 must not wrap the cursor (found by the capi fuzzer:
-            // the wrapped cursor restarted below the range and the loop never ended).
-            match start.checked_add(KERNEL_IMAGE_SCAN - OVERLAP) {
-                Some(next) => start = next,
-                None => break,
+    let everything = ranges
+        .iter()
+        .filter(|r| r.end - r.start >= 512)
+        .flat_map(|r| {
+            let mut next = Some(r.start);
+            std::iter::from_fn(move || {
+                let start = next.filter(|&s| s < r.end)?;
+                // A range ending near 2^64 must not wrap the cursor (found by the capi
+                // fuzzer: the wrapped cursor restarted below the range, never ending).
+                next = start.checked_add(KERNEL_IMAGE_SCAN - OVERLAP);
+                Some((start, KERNEL_IMAGE_SCAN))
+            })
+        });
+    let mut budget = kallsyms::Budget::new();
+    for (i, (start, len)) in banners.iter().copied().chain(everything).enumerate() {
+        let shared = i >= banners.len();
+        let got = with_image(mem, &ranges, Gpa(start), len, |img| {
+            if shared {
+                kallsyms::find_in_image_within(img, &mut budget)
+            } else {
+                kallsyms::find_in_image(img)
             }
-        }
-    }
-    for (start, len) in windows {
-        let got = with_image(mem, Gpa(start), len, |img| {
-            kallsyms::find_in_image(img).and_then(|l| l.decode(img, "in-guest kallsyms"))
+            .and_then(|l| l.decode(img, "in-guest kallsyms"))
         });
         if let Some(Ok(t)) = got {
             return Ok((
@@ -354,6 +371,9 @@ fn in_guest_symbols<B: PhysicalMemory>(
                 None,
                 "physical-memory kallsyms + banner search".to_owned(),
             ));
+        }
+        if budget.is_spent() {
+            break;
         }
     }
     Err(Error::OsNotFound {

@@ -75,10 +75,20 @@ const MAX_SEQS_BYTES: usize = 3 * (1 << 21);
 /// 6.2-6.3 layouts, the seqs_of_names search); crafted memory full of near-misses stops here.
 pub const MAX_SEARCH_WORK: usize = 1 << 23;
 
-/// Work left for one search.
-struct Budget(usize);
+/// Work left for one search (or for several: a scan of many windows shares one).
+pub(crate) struct Budget(usize);
 
 impl Budget {
+    /// The budget of one search: [`MAX_SEARCH_WORK`] steps.
+    pub(crate) fn new() -> Budget {
+        Budget(MAX_SEARCH_WORK)
+    }
+
+    /// Whether it is spent.
+    pub(crate) fn is_spent(&self) -> bool {
+        self.0 == 0
+    }
+
     #[inline]
     fn spend(&mut self, n: usize) -> bool {
         if self.0 < n {
@@ -402,7 +412,14 @@ fn layout_at(
 /// # Errors
 /// [`Error::OsNotFound`] if no consistent set of tables is found.
 pub fn find_in_image(img: &[u8]) -> Result<KallsymsLayout> {
-    let mut budget = Budget(MAX_SEARCH_WORK);
+    find_in_image_within(img, &mut Budget::new())
+}
+
+/// [`find_in_image`] spending from `budget`, which the caller may share between searches.
+///
+/// # Errors
+/// As [`find_in_image`]; also when `budget` is spent.
+pub(crate) fn find_in_image_within(img: &[u8], budget: &mut Budget) -> Result<KallsymsLayout> {
     let mut p = 0usize;
     // The index is 512 bytes: the last candidate starts exactly 512 bytes before the end.
     while p + 512 <= img.len() {
@@ -413,8 +430,8 @@ pub fn find_in_image(img: &[u8]) -> Result<KallsymsLayout> {
             let c = (v >> 32) as u16;
             let d = (v >> 48) as u16;
             if a == 0 && (2..=129).contains(&b) && b < c && c < d && d - c <= 128 {
-                if let Some((table, idx)) = check_token_index(img, p, &mut budget) {
-                    if let Some(l) = layout_at(img, p, table, idx, &mut budget) {
+                if let Some((table, idx)) = check_token_index(img, p, budget) {
+                    if let Some(l) = layout_at(img, p, table, idx, budget) {
                         return Ok(l);
                     }
                 }
