@@ -134,7 +134,7 @@ fn trace<B: SessionBackend + PhysicalMemory>(
 ) -> Result<(String, u64), String> {
     let mem = GuestMemory::new(backend);
     let mut resolver = Cr3Resolver::new();
-    let mut session = Session::new(backend);
+    let mut session = Session::new(backend).map_err(|e| e.to_string())?;
     session
         .monitor(Monitor::ControlRegister {
             register: ControlRegister::Cr3,

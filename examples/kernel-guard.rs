@@ -222,7 +222,7 @@ fn guard<B: SessionBackend + PhysicalMemory>(
         _ => 0..0,
     };
     let mem = GuestMemory::new(backend);
-    let mut session = Session::new(backend);
+    let mut session = Session::new(backend).map_err(|e| e.to_string())?;
     let mut view = None;
     if protect_text.is_some() {
         let v = if protect.host_view {

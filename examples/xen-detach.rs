@@ -95,8 +95,7 @@ fn run() -> Result<bool, String> {
 }
 
 fn monitor(dom: &XenDomain, data_gfn: u64, panic_after: Option<u64>) -> Result<bool, String> {
-    dom.enable_events().map_err(|e| e.to_string())?;
-    let mut s = Session::new(dom);
+    let mut s = Session::new(dom).map_err(|e| e.to_string())?;
     let target = format!("xen:domain-{}", dom.domid().0);
     s.persist_journal(journal_path(dom), &target)
         .map_err(|e| e.to_string())?;

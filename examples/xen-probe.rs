@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo build --release --features xen --example xen-probe
-//! sudo ./target/release/examples/xen-probe DOMID [SECONDS] [DATA_GFN]
+//! sudo ./target/release/examples/xen-probe DOMID [SECONDS] [DATA_GFN] [BP_GPA] [BP_COUNT_GPA]
 //! ```
 
 mod common;
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use xenvmi::backend::xen::XenDomain;
 use xenvmi::backend::{ControlRegister, MemAccess, PhysicalMemory, VcpuState};
+use xenvmi::event::hooks::{Hooks, Placement};
 use xenvmi::event::session::{RunOptions, Session};
 use xenvmi::event::{EventKind, Response};
 use xenvmi::{Gpa, VcpuId, ViewId};
@@ -44,7 +45,7 @@ fn run() -> Result<bool, String> {
     let mut args = std::env::args().skip(1);
     let domain = args
         .next()
-        .ok_or("usage: xen-probe DOMID [SECONDS] [DATA_GFN]")?;
+        .ok_or("usage: xen-probe DOMID [SECONDS] [DATA_GFN] [BP_GPA] [BP_COUNT_GPA]")?;
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let data_gfn: u64 = args
         .next()
@@ -52,6 +53,10 @@ fn run() -> Result<bool, String> {
         .unwrap_or(0x110);
     // Optional: a guest-physical code address for a stealth breakpoint (phase 2).
     let bp_gpa: Option<u64> = args
+        .next()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+    // Optional: where the guest's #BP handler counts its int3s (checks their re-injection).
+    let bp_count_gpa: Option<u64> = args
         .next()
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
 
@@ -71,7 +76,6 @@ fn run() -> Result<bool, String> {
         c1 != c0
     );
 
-    dom.enable_events().map_err(|e| e.to_string())?;
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut denied_cr4 = None;
     let mut denied_msr = None;
@@ -84,7 +88,7 @@ fn run() -> Result<bool, String> {
     let mut int3_rips = BTreeSet::new();
     let stats;
     {
-        let mut s = Session::new(&dom);
+        let mut s = Session::new(&dom).map_err(|e| e.to_string())?;
         common::trap_tiny_guest(
             &mut s,
             &[
@@ -196,12 +200,15 @@ fn run() -> Result<bool, String> {
         c3 != c2
     );
     let stealth_ok = match bp_gpa {
-        Some(gpa) => stealth_phase(&dom, gpa, data_gfn)?,
+        Some(gpa) => {
+            hooks_phase(&dom, Placement::Stealth, gpa, data_gfn, bp_count_gpa)?
+                & hooks_phase(&dom, Placement::InPlace, gpa, data_gfn, bp_count_gpa)?
+        }
         None => true,
     };
     drop(dom);
     // A second monitor can attach at once (no EBUSY).
-    let again = XenDomain::open(&domain).and_then(|d| d.enable_events());
+    let again = XenDomain::open(&domain).and_then(|d| Session::new(&d).map(drop));
     println!(
         "PROBE re-attach: {}",
         match &again {
@@ -214,69 +221,74 @@ fn run() -> Result<bool, String> {
     Ok(ok)
 }
 
-/// Phase 2: a stealth breakpoint at `gpa` (an `int3` only instruction fetches see), with the
-/// view switch + single-step round trip on every hit.
-fn stealth_phase(dom: &XenDomain, gpa: u64, data_gfn: u64) -> Result<bool, String> {
-    use xenvmi::backend::PhysicalMemory;
-    use xenvmi::event::stealth::{Handled, StealthBreakpoints};
+/// Phase 2: the hook manager on the guest's loop head at `gpa`, with `placement` (stealth: an
+/// `int3` only instruction fetches see, stepped over per vCPU in view 0; in place: the `int3`
+/// in the page, stepped over by Xen's emulator), for 5 s. The guest's own `int3`s are handed
+/// back to it: its `#BP` handler counts them in `bp_count` (at `bp_count_gpa`), which must grow
+/// by exactly the number handed back, checked at every hit.
+fn hooks_phase(
+    dom: &XenDomain,
+    placement: Placement,
+    gpa: u64,
+    data_gfn: u64,
+    bp_count_gpa: Option<u64>,
+) -> Result<bool, String> {
+    let name = match placement {
+        Placement::Stealth => "stealth",
+        Placement::InPlace => "in-place",
+    };
+    let read_u32 = |a: u64| -> Result<u32, String> {
+        let mut b = [0u8; 4];
+        dom.read_physical(Gpa(a), &mut b)
+            .map_err(|e| e.to_string())?;
+        Ok(u32::from_le_bytes(b))
+    };
     let mut original = [0u8; 1];
     dom.read_physical(Gpa(gpa), &mut original)
         .map_err(|e| e.to_string())?;
-    // Phase 1's teardown closed the ring: enable a fresh one.
-    dom.enable_events().map_err(|e| e.to_string())?;
-    let (mut hits, mut internal, mut other) = (0u64, 0u64, 0u64);
-    let stats;
+    let (mut hits, mut exact, mut first) = (0u64, true, None::<(u32, u64)>);
+    let (stats, hook_stats, armed_byte);
     {
-        let mut s = Session::new(dom);
-        let mut bps = StealthBreakpoints::new(&mut s).map_err(|e| e.to_string())?;
-        bps.add(&mut s, Gpa(gpa)).map_err(|e| e.to_string())?;
-        bps.activate(&mut s).map_err(|e| e.to_string())?;
-        // Guest memory in view 0 still holds the original byte.
+        let mut s = Session::new(dom).map_err(|e| e.to_string())?;
+        let mut hooks = Hooks::new(&mut s, placement).map_err(|e| e.to_string())?;
+        hooks.add(&mut s, Gpa(gpa)).map_err(|e| e.to_string())?;
+        // What guest memory (view 0) holds while armed: the original (stealth) or the int3.
         let mut now = [0u8; 1];
         dom.read_physical(Gpa(gpa), &mut now)
             .map_err(|e| e.to_string())?;
-        println!(
-            "PROBE stealth original byte {:#04x}, view-0 byte while armed {:#04x}",
-            original[0], now[0]
-        );
+        armed_byte = now[0];
+        let mem = xenvmi::mem::GuestMemory::new(dom);
         let stop = s.stop_handle();
         let t0 = Instant::now();
-        stats = s
+        stats = hooks
             .run(
+                &mut s,
+                &mem,
                 &RunOptions {
                     poll: Duration::from_millis(100),
-                    max_events: Some(100_000),
+                    max_events: Some(200_000),
                     max_idle_polls: Some(50),
                 },
-                |e| {
+                |ctx| {
                     if t0.elapsed() > Duration::from_secs(5) {
                         stop.stop();
                     }
-                    match bps.handle(e) {
-                        Some(Handled::Hit(_, rsp)) => {
-                            hits += 1;
-                            rsp
-                        }
-                        Some(Handled::Internal(rsp)) => {
-                            internal += 1;
-                            rsp
-                        }
-                        None => {
-                            other += 1;
-                            match e.kind {
-                                // The guest's own int3: skip it (not re-injected).
-                                EventKind::SoftwareBreakpoint { insn_length, .. } => {
-                                    let mut regs = e.regs;
-                                    regs.rip += insn_length.max(1) as u64;
-                                    Response::proceed().set_registers(regs)
-                                }
-                                _ => Response::proceed(),
-                            }
+                    if ctx.hit().is_some() {
+                        hits += 1;
+                        if let Some(at) = bp_count_gpa {
+                            // One vCPU: every int3 handed back was taken before the loop head
+                            // came round again.
+                            let count = read_u32(at).map_err(std::io::Error::other)?;
+                            let given = ctx.stats().reinjected;
+                            let (c0, g0) = *first.get_or_insert((count, given));
+                            exact &= u64::from(count.wrapping_sub(c0)) == given - g0;
                         }
                     }
+                    Ok::<_, std::io::Error>(Response::proceed())
                 },
             )
             .map_err(|e| e.to_string())?;
+        hook_stats = hooks.stats();
         s.teardown().map_err(|e| e.to_string())?;
     }
     let c0 = counter(dom, data_gfn)?;
@@ -285,13 +297,24 @@ fn stealth_phase(dom: &XenDomain, gpa: u64, data_gfn: u64) -> Result<bool, Strin
     let mut after = [0u8; 1];
     dom.read_physical(Gpa(gpa), &mut after)
         .map_err(|e| e.to_string())?;
+    let given = hook_stats.reinjected;
     println!(
-        "PROBE stealth hits {hits} single-step/view round trips {internal} other {other} events {} mean {:?}; \
-         after teardown byte {:#04x}, counter {c0} -> {c1} (guest running: {})",
+        "PROBE hooks {name}: hits {hits} events {} mean {:?}; guest int3s handed back {given}, \
+         guest bp_count followed exactly: {exact}; armed byte in guest memory {armed_byte:#04x} \
+         (original {:#04x}); after teardown byte {:#04x}, counter {c0} -> {c1} (guest running: {})",
         stats.events,
         stats.mean(),
+        original[0],
         after[0],
         c1 != c0
     );
-    Ok(hits > 0 && internal >= hits && after == original && c1 != c0)
+    let armed_ok = match placement {
+        Placement::Stealth => armed_byte == original[0],
+        Placement::InPlace => armed_byte == 0xcc,
+    };
+    Ok(hits > 0
+        && armed_ok
+        && after == original
+        && c1 != c0
+        && (bp_count_gpa.is_none() || (given > 0 && exact)))
 }

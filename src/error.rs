@@ -85,6 +85,11 @@ pub enum Error {
         capability: &'static str,
     },
 
+    /// A session method was called from inside its own event handler where that cannot work
+    /// (tearing down or running the loop again): the handler should ask the loop to stop.
+    #[error("{0} cannot be called from inside the session's event handler; call EventContext::stop instead")]
+    InHandler(&'static str),
+
     /// A call into a hypervisor backend failed (or its libraries could not be loaded).
     #[error("{backend}: {operation}: {reason}")]
     Backend {
@@ -160,6 +165,12 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+
+    /// An event handler returned an error. Its event was answered safely (the vCPU resumed
+    /// with nothing changed) and the session was torn down before this error was returned;
+    /// the handler's own error is the source (`downcast_ref` gets it back).
+    #[error("the event handler failed ({0}); the event was answered and the session torn down")]
+    Handler(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 
     /// A session journal already exists for this target: another monitor is attached, or one
     /// died without tearing down.

@@ -843,7 +843,7 @@ fn ring_requests_with_wrong_versions_and_unknown_reasons_are_all_answered() {
         }));
         let mut decoded = 0u64;
         let stats = {
-            let mut s = Session::new(&sim);
+            let mut s = Session::new(&sim).unwrap();
             s.monitor(Monitor::ControlRegister {
                 register: ControlRegister::Cr4,
                 sync: true,

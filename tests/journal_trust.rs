@@ -157,7 +157,7 @@ fn files_that_are_not_a_private_regular_journal_are_refused() {
     std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
     refused(Session::recover(&d, &link), "symbolic link");
     // Persisting over it reads the "owner" of the existing file: refused the same way.
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     match s.persist_journal(&link, "sim") {
         Err(Error::JournalRefused { reason, .. }) => assert!(reason.contains("symbolic link")),
         other => panic!("expected JournalRefused, got {other:?}"),
@@ -217,7 +217,7 @@ fn a_persisted_journal_is_private_and_bound() {
     let root = std::env::temp_dir().join(format!("xenvmi-trust-{}-new", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let path = root.join("journals").join("sim.journal");
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.persist_journal(&path, "sim").expect("persist");
     let dir = std::fs::metadata(path.parent().expect("dir")).expect("dir");
     assert_eq!(dir.mode() & 0o7777, 0o700);

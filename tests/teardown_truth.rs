@@ -36,7 +36,7 @@ fn journal(name: &str) -> std::path::PathBuf {
 
 /// A session with a monitor, a journal and vCPUs waiting on the ring.
 fn busy_session<'d>(d: &'d SimDomain, path: &std::path::Path) -> Session<'d, SimDomain> {
-    let mut s = Session::new(d);
+    let mut s = Session::new(d).unwrap();
     s.persist_journal(path, "sim").expect("persist");
     s.monitor(CR4).expect("monitor");
     for v in 0..d.vcpu_count() {
@@ -118,7 +118,7 @@ fn a_ring_that_stays_busy_is_an_error_and_the_journal_is_kept() {
 #[test]
 fn a_stop_from_another_thread_ends_a_long_wait_promptly() {
     let d = domain(1);
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     let stop = s.stop_handle();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));

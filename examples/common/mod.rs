@@ -57,7 +57,6 @@ pub fn attach_xen(
     let linux = Linux::discover(&GuestMemory::new(&dom), &regs, ProfileSource::InGuest);
     dom.resume().map_err(|e| e.to_string())?;
     let linux = linux.map_err(|e| e.to_string())?;
-    dom.enable_events().map_err(|e| e.to_string())?;
     Ok((dom, linux))
 }
 

@@ -14,7 +14,7 @@ use crate::backend::sim::{GuestAction, Outcome, SimDomain};
 use crate::backend::snapshot::{Format, Snapshot};
 use crate::backend::{
     ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
-    PhysicalMemory, VcpuState, ViewControl,
+    PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
 };
 use crate::error::Result;
 use crate::event::ring::RingPage;
@@ -105,6 +105,12 @@ impl EventChannel for Domain {
     }
     fn domain_uuid(&self) -> Result<String> {
         each!(self, b => b.domain_uuid())
+    }
+}
+
+impl PhysicalMemoryWrite for Domain {
+    fn write_physical(&self, gpa: Gpa, buf: &[u8]) -> Result<()> {
+        each!(self, b => b.write_physical(gpa, buf))
     }
 }
 
@@ -617,7 +623,7 @@ pub unsafe extern "C" fn xvmi_sim_get_state(
             match o {
                 Outcome::Done(_) => s.done += 1,
                 Outcome::Denied(_) => s.denied += 1,
-                Outcome::Emulated(..) => s.emulated += 1,
+                Outcome::Emulated(..) | Outcome::EmulatedInstruction(..) => s.emulated += 1,
                 Outcome::Read(..) => s.reads += 1,
                 Outcome::Dropped(_) => s.dropped += 1,
             }

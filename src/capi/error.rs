@@ -102,6 +102,7 @@ pub(crate) fn result_code(e: &Error) -> xvmi_result {
         | Error::PageNotPresent { .. }
         | Error::NonCanonical { .. } => XVMI_ERR_NOT_MAPPED,
         Error::Overflow(_) => XVMI_ERR_OVERFLOW,
+        Error::InHandler(_) => XVMI_ERR_INVALID_ARGUMENT,
         Error::Unsupported { .. } => XVMI_ERR_UNSUPPORTED,
         Error::Backend { .. } => XVMI_ERR_BACKEND,
         Error::NoSuchVcpu { .. } => XVMI_ERR_NO_SUCH_VCPU,
@@ -109,7 +110,7 @@ pub(crate) fn result_code(e: &Error) -> xvmi_result {
         Error::MissingField { .. } => XVMI_ERR_MISSING_FIELD,
         Error::OsNotFound { .. } => XVMI_ERR_OS_NOT_FOUND,
         Error::WalkAborted { .. } => XVMI_ERR_WALK_ABORTED,
-        Error::HandlerPanicked { .. } => XVMI_ERR_HANDLER,
+        Error::HandlerPanicked { .. } | Error::Handler(_) => XVMI_ERR_HANDLER,
         Error::JournalInUse { .. } => XVMI_ERR_JOURNAL_IN_USE,
         Error::Corrupt { .. } => XVMI_ERR_CORRUPT,
         Error::JournalRefused { .. } => XVMI_ERR_JOURNAL_REFUSED,

@@ -11,7 +11,7 @@ use super::domain::{control_register, register_id, xvmi_domain, Domain, DomainSh
 use super::error::*;
 use super::types::xvmi_registers;
 use crate::addr::{Gfn, VcpuId, ViewId};
-use crate::backend::{EventChannel, MemAccess, Monitor};
+use crate::backend::{MemAccess, Monitor};
 use crate::error::Error;
 use crate::event::session::{RunOptions, Session, StopHandle};
 use crate::event::{Event, EventKind, Response};
@@ -96,16 +96,18 @@ pub unsafe extern "C" fn xvmi_session_open(
                 "a session is already open on this domain (free it first)",
             ));
         }
-        if let Err(e) = shared.backend.enable_ring() {
-            shared.session_open.store(false, Ordering::SeqCst);
-            return Err(e.into());
-        }
         // SAFETY: the backend lives inside the Arc's allocation, which does not move and is
         // kept alive by `Inner::domain` for as long as the session exists: the session is
         // dropped before `domain` (field order, and explicitly in xvmi_session_free). Nothing
         // takes a `&mut` to the backend.
         let backend: &'static Domain = unsafe { &*std::ptr::addr_of!(shared.backend) };
-        let session = Session::new(backend);
+        let session = match Session::new(backend) {
+            Ok(s) => s,
+            Err(e) => {
+                shared.session_open.store(false, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
         let h = Box::new(xvmi_session {
             stop: session.stop_handle(),
             busy: AtomicBool::new(false),

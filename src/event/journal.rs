@@ -35,7 +35,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::addr::{Gfn, VcpuId, ViewId};
+use crate::addr::{Gfn, Gpa, VcpuId, ViewId};
 use crate::backend::{ControlRegister, MemAccess, Monitor};
 use crate::error::{Error, Result};
 
@@ -66,6 +66,13 @@ pub(crate) enum Change {
     Visibility(ViewId),
     Switched,
     Singlestep(VcpuId),
+    /// A byte of guest memory overwritten with `new` (an in-place breakpoint): `old` goes
+    /// back, unless the guest has written that byte itself since (it no longer holds `new`).
+    Poke {
+        gpa: Gpa,
+        old: u8,
+        new: u8,
+    },
 }
 
 fn access_str(a: MemAccess) -> String {
@@ -150,6 +157,7 @@ impl Change {
             Change::Visibility(v) => format!("visibility {}", v.0),
             Change::Switched => "switched".into(),
             Change::Singlestep(v) => format!("singlestep {}", v.0),
+            Change::Poke { gpa, old, new } => format!("poke {:#x} {:#x} {:#x}", gpa.0, old, new),
         }
     }
 
@@ -229,6 +237,11 @@ impl Change {
             "visibility" => Change::Visibility(view(w.next())?),
             "switched" => Change::Switched,
             "singlestep" => Change::Singlestep(VcpuId(u32::try_from(num(w.next())?).ok()?)),
+            "poke" => Change::Poke {
+                gpa: Gpa(num(w.next())?),
+                old: u8::try_from(num(w.next())?).ok()?,
+                new: u8::try_from(num(w.next())?).ok()?,
+            },
             _ => return None,
         };
         // Trailing words mean a line from another format: reject it.
@@ -652,6 +665,11 @@ mod tests {
                 gfn: Gfn(0x110),
             },
             Change::Frame(Gfn(0x8000)),
+            Change::Poke {
+                gpa: Gpa(0x1234_5678),
+                old: 0x55,
+                new: 0xcc,
+            },
             Change::SuppressVe {
                 view: ViewId(2),
                 gfn: Gfn(7),

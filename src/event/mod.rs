@@ -16,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::regs::Registers;
 
 pub mod abi;
+pub mod hooks;
 pub mod journal;
 pub mod ring;
 pub mod session;
-pub mod stealth;
 pub mod view;
 
 use abi::{entry, flag, reason, regs as r, ENTRY_SIZE, INTERFACE_VERSION};
@@ -361,6 +361,7 @@ pub struct Response {
     fast_singlestep_view: Option<ViewId>,
     regs: Option<Registers>,
     inject: Option<Injection>,
+    insn: Option<[u8; 16]>,
 }
 
 impl Response {
@@ -393,8 +394,31 @@ impl Response {
         }
     }
 
-    /// Apply `regs` (general-purpose registers, rflags, rip) before resuming.
+    /// Answer an `int3` event by having Xen's emulator execute `bytes` (the instruction that
+    /// the breakpoint replaced, and what follows it: 16 bytes) at the breakpoint's address,
+    /// without restoring the byte in memory or single-stepping: other vCPUs keep hitting the
+    /// breakpoint meanwhile. Xen honours this for software-breakpoint events only
+    /// (`EMULATE | SET_EMUL_INSN_DATA`); an instruction its emulator cannot run becomes a `#UD`
+    /// in the guest. The bytes share the response's data area with registers, so this drops
+    /// [`Response::set_registers`].
+    pub fn emulate_instruction(mut self, bytes: [u8; 16]) -> Self {
+        self.flags = (self.flags | flag::EMULATE | flag::SET_EMUL_INSN_DATA) & !flag::SET_REGISTERS;
+        self.insn = Some(bytes);
+        self.regs = None;
+        self
+    }
+
+    /// The instruction bytes of an [`Response::emulate_instruction`] answer.
+    pub fn instruction(&self) -> Option<&[u8; 16]> {
+        self.insn.as_ref()
+    }
+
+    /// Apply `regs` (general-purpose registers, rflags, rip) before resuming. Drops an
+    /// [`Response::emulate_instruction`] (the two share the response's data area).
     pub fn set_registers(mut self, regs: Registers) -> Self {
+        if self.insn.take().is_some() {
+            self.flags &= !(flag::EMULATE | flag::SET_EMUL_INSN_DATA);
+        }
         self.flags |= flag::SET_REGISTERS;
         self.regs = Some(regs);
         self
@@ -478,6 +502,10 @@ pub fn encode_response(
     }
     if let Some(regs) = &rsp.regs {
         encode_regs(&mut out[entry::DATA..entry::DATA + entry::DATA_SIZE], regs);
+    }
+    if let Some(insn) = &rsp.insn {
+        // data.emul.insn.data[16]: what Xen's emulator fetches instead of guest memory.
+        out[entry::DATA..entry::DATA + 16].copy_from_slice(insn);
     }
 }
 

@@ -35,9 +35,10 @@ use super::ring::BackRing;
 use super::{
     decode_request, encode_release, encode_response, encode_safe_response, Event, Response,
 };
-use crate::addr::{Gfn, VcpuId, ViewId};
+use crate::addr::{Gfn, Gpa, VcpuId, ViewId};
 use crate::backend::{
-    EventChannel, EventControl, EventInjection, MemAccess, Monitor, VcpuState, ViewControl,
+    EventChannel, EventControl, EventInjection, MemAccess, Monitor, PhysicalMemoryWrite, VcpuState,
+    ViewControl,
 };
 use crate::error::{Error, Result};
 
@@ -51,11 +52,11 @@ const CLOSE_TRIES: u32 = 64;
 
 /// What a backend needs for a session.
 pub trait SessionBackend:
-    EventChannel + EventControl + EventInjection + ViewControl + VcpuState
+    EventChannel + EventControl + EventInjection + ViewControl + VcpuState + PhysicalMemoryWrite
 {
 }
-impl<T: EventChannel + EventControl + EventInjection + ViewControl + VcpuState> SessionBackend
-    for T
+impl<T> SessionBackend for T where
+    T: EventChannel + EventControl + EventInjection + ViewControl + VcpuState + PhysicalMemoryWrite
 {
 }
 
@@ -86,6 +87,36 @@ impl StopHandle {
                 .map_err(|e| Error::io("signal handler", e))?;
         }
         Ok(())
+    }
+}
+
+/// What a [`Session::run_with`] handler gets for one event: the event, and the session, so
+/// that the handler can change monitors, access rights, views, frames and single-stepping
+/// before the event's vCPU resumes.
+pub struct EventContext<'s, 'b, B: SessionBackend> {
+    session: &'s mut Session<'b, B>,
+    event: &'s Event,
+}
+
+impl<'s, 'b, B: SessionBackend> EventContext<'s, 'b, B> {
+    /// The event being handled.
+    pub fn event(&self) -> &'s Event {
+        self.event
+    }
+
+    /// The session, to make changes through (recorded and undone at teardown like any other).
+    pub fn session(&mut self) -> &mut Session<'b, B> {
+        self.session
+    }
+
+    /// The backend (guest memory, registers).
+    pub fn backend(&self) -> &'b B {
+        self.session.backend
+    }
+
+    /// End the loop after this batch of events is answered.
+    pub fn stop(&self) {
+        self.session.stop.stop();
     }
 }
 
@@ -174,6 +205,8 @@ pub struct Session<'b, B: SessionBackend> {
     journal: Vec<Change>,
     /// A request taken from the ring and not yet answered.
     in_flight: Option<[u8; ENTRY_SIZE]>,
+    /// A `run_with` handler is running (it may not tear down or re-enter the loop).
+    in_handler: bool,
     stop: StopHandle,
     torn_down: bool,
     /// The journal on disk, if [`Session::persist_journal`] was called.
@@ -197,13 +230,25 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<'b, B: SessionBackend> Session<'b, B> {
-    /// Attach to the backend's ring.
-    pub fn new(backend: &'b B) -> Self {
+    /// Open a session on the backend: enable its vm_event ring (Xen: `xc_monitor_enable` and
+    /// its event channel) and attach to it. Teardown disables the ring again.
+    ///
+    /// # Errors
+    /// Backend error; on Xen EBUSY means another monitor's ring is enabled (or a killed one's:
+    /// see [`Session::recover`]).
+    pub fn new(backend: &'b B) -> Result<Self> {
+        backend.enable_ring()?;
+        Ok(Self::attach(backend))
+    }
+
+    /// A session on a ring that is already enabled.
+    fn attach(backend: &'b B) -> Self {
         Session {
             backend,
             ring: BackRing::attach(backend.ring()),
             journal: Vec::new(),
             in_flight: None,
+            in_handler: false,
             stop: StopHandle::default(),
             torn_down: false,
             file: None,
@@ -345,6 +390,26 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         Ok(g)
     }
 
+    /// Write one byte of guest memory (an in-place breakpoint); the old byte is written back
+    /// at teardown, or by [`Session::recover`] after a crash, unless the guest has written
+    /// that byte itself since. Returns the old byte.
+    ///
+    /// # Errors
+    /// Backend error (the address is not backed).
+    pub fn poke(&mut self, gpa: Gpa, byte: u8) -> Result<u8> {
+        let mut old = [0u8; 1];
+        self.backend.read_physical(gpa, &mut old)?;
+        let change = Change::Poke {
+            gpa,
+            old: old[0],
+            new: byte,
+        };
+        self.write_ahead(change)?;
+        self.backend.write_physical(gpa, &[byte])?;
+        self.journal.push(change);
+        Ok(old[0])
+    }
+
     /// Turn single-stepping of a vCPU on (off at teardown).
     ///
     /// # Errors
@@ -358,7 +423,8 @@ impl<'b, B: SessionBackend> Session<'b, B> {
 
     /// Answer every request on the ring with `handler`. Returns when `opts` says so or the stop
     /// handle is set. A panicking handler's event is answered safely, the session is torn
-    /// down, and [`Error::HandlerPanicked`] is returned.
+    /// down, and [`Error::HandlerPanicked`] is returned. The same loop as
+    /// [`Session::run_with`], for handlers that only look at the event and cannot fail.
     ///
     /// # Errors
     /// Backend errors (the session is torn down on drop), [`Error::HandlerPanicked`].
@@ -367,10 +433,40 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         opts: &RunOptions,
         mut handler: impl FnMut(&Event) -> Response,
     ) -> Result<RunStats> {
+        self.run_with(opts, |ctx| {
+            Ok::<_, std::convert::Infallible>(handler(ctx.event()))
+        })
+    }
+
+    /// Answer every request on the ring with `handler`, which gets an [`EventContext`]: the
+    /// event, and this session to make changes through (monitors, access rights, views,
+    /// frames, single-step), applied before the event's vCPU resumes. Returns when `opts` says
+    /// so or the stop handle is set.
+    ///
+    /// A handler that returns an error or panics: its event gets the safe answer (the vCPU
+    /// resumes, nothing changed), the rest of the batch is still answered, the session is torn
+    /// down, and [`Error::Handler`] (with the handler's error as its source) or
+    /// [`Error::HandlerPanicked`] is returned.
+    ///
+    /// # Errors
+    /// Backend errors (the session is torn down on drop), [`Error::Handler`],
+    /// [`Error::HandlerPanicked`].
+    pub fn run_with<E>(
+        &mut self,
+        opts: &RunOptions,
+        mut handler: impl FnMut(&mut EventContext<'_, 'b, B>) -> std::result::Result<Response, E>,
+    ) -> Result<RunStats>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if self.in_handler {
+            return Err(Error::InHandler("Session::run"));
+        }
         let mut stats = RunStats::default();
         let mut idle = 0u32;
         let mut req = [0u8; ENTRY_SIZE];
         let mut out = [0u8; ENTRY_SIZE];
+        let backend = self.backend;
         loop {
             if self.stop.is_stopped() {
                 stats.interrupted = true;
@@ -380,32 +476,47 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 return Ok(stats);
             }
             let signalled = self.wait_for_events(opts.poll)?;
-            let page = self.backend.ring();
+            let page = backend.ring();
             let mut answered = 0;
-            let mut panicked = None;
-            let mut failed = None;
+            let mut failed: Option<Error> = None;
             while self.ring.get_request(page, &mut req) {
                 self.in_flight = Some(req);
                 let t0 = Instant::now();
                 match decode_request(&req) {
-                    Ok(ev) => match catch_unwind(AssertUnwindSafe(|| handler(&ev))) {
-                        Ok(rsp) => {
-                            // The event is queued before the answer unpauses the vCPU. If Xen
-                            // refuses it, the vCPU is still answered as the handler said and the
-                            // loop ends with the error (teardown turns the monitors off, so a
-                            // guest int3 then reaches the guest by itself).
-                            if let Some(inj) = rsp.injection() {
-                                if let Err(e) = self.backend.inject(ev.vcpu, inj) {
-                                    failed.get_or_insert(e);
+                    Ok(ev) => {
+                        self.in_handler = true;
+                        let outcome = catch_unwind(AssertUnwindSafe(|| {
+                            handler(&mut EventContext {
+                                session: &mut *self,
+                                event: &ev,
+                            })
+                        }));
+                        self.in_handler = false;
+                        match outcome {
+                            Ok(Ok(rsp)) => {
+                                // The event is queued before the answer unpauses the vCPU. If
+                                // Xen refuses it, the vCPU is still answered as the handler said
+                                // and the loop ends with the error (teardown turns the monitors
+                                // off, so a guest int3 then reaches the guest by itself).
+                                if let Some(inj) = rsp.injection() {
+                                    if let Err(e) = backend.inject(ev.vcpu, inj) {
+                                        failed.get_or_insert(e);
+                                    }
                                 }
+                                encode_response(&req, &ev, &rsp, &mut out)
                             }
-                            encode_response(&req, &ev, &rsp, &mut out)
+                            Ok(Err(e)) => {
+                                encode_safe_response(&req, &mut out);
+                                failed.get_or_insert(Error::Handler(Box::new(e)));
+                            }
+                            Err(p) => {
+                                encode_safe_response(&req, &mut out);
+                                failed.get_or_insert(Error::HandlerPanicked {
+                                    message: panic_message(p.as_ref()),
+                                });
+                            }
                         }
-                        Err(p) => {
-                            encode_safe_response(&req, &mut out);
-                            panicked.get_or_insert_with(|| panic_message(p.as_ref()));
-                        }
-                    },
+                    }
                     Err(_) => {
                         stats.bad_requests += 1;
                         encode_safe_response(&req, &mut out);
@@ -419,26 +530,19 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 stats.slowest = stats.slowest.max(dt);
                 stats.events += 1;
                 answered += 1;
-                if panicked.is_some()
-                    || failed.is_some()
-                    || opts.max_events.is_some_and(|m| stats.events >= m)
-                {
+                if failed.is_some() || opts.max_events.is_some_and(|m| stats.events >= m) {
                     break;
                 }
             }
             if answered > 0 {
                 self.ring.push_responses(page);
-                self.backend.notify()?;
+                backend.notify()?;
                 idle = 0;
             } else if !signalled {
                 idle += 1;
                 if opts.max_idle_polls.is_some_and(|m| idle >= m) {
                     return Ok(stats);
                 }
-            }
-            if let Some(message) = panicked {
-                self.teardown()?;
-                return Err(Error::HandlerPanicked { message });
             }
             if let Some(e) = failed {
                 self.teardown()?;
@@ -467,6 +571,9 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// # Errors
     /// The first backend error; every step is still attempted.
     pub fn teardown(&mut self) -> Result<()> {
+        if self.in_handler {
+            return Err(Error::InHandler("Session::teardown"));
+        }
         if self.torn_down {
             return Ok(());
         }
@@ -512,6 +619,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 Change::Remap { view, gfn } => note(b.change_gfn(view, gfn, None)),
                 Change::SuppressVe { view, gfn } => note(b.set_suppress_ve(view, gfn, true)),
                 Change::Visibility(view) => note(b.set_view_visibility(view, true)),
+                Change::Poke { gpa, old, new } => note(unpoke(b, gpa, old, new)),
                 Change::Switched | Change::View(_) => views_used = true,
                 _ => {}
             }
@@ -645,8 +753,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         // Undo the changes as a teardown does, on a fresh ring: Xen changes host-view access
         // only while a monitor ring is enabled (ENODEV otherwise), and events that running
         // vCPUs raise until the monitors are off get answered.
-        b.enable_ring()?;
-        let mut s = Session::new(b);
+        let mut s = Session::new(b)?;
         s.journal = changes.clone();
         s.torn_down = true;
         let warnings: Vec<String> = s.undo().iter().map(|e| e.to_string()).collect();
@@ -746,6 +853,17 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         }
         Ok(())
     }
+}
+
+/// Undo one [`Change::Poke`]: write `old` back if the byte still holds what was written; if
+/// the guest has changed it since, its own byte stays.
+fn unpoke<B: SessionBackend>(b: &B, gpa: Gpa, old: u8, new: u8) -> Result<()> {
+    let mut now = [0u8; 1];
+    b.read_physical(gpa, &mut now)?;
+    if now[0] == new {
+        b.write_physical(gpa, &[old])?;
+    }
+    Ok(())
 }
 
 impl<B: SessionBackend> Drop for Session<'_, B> {

@@ -23,6 +23,8 @@ gcc -std=c11 -Wall -Wextra -Werror -O2 -I include tests/xen-e2e/payload/c-monito
 gcc -m32 -c tests/xen-e2e/recipe/guest/tiny.S -o "$WORK/tiny-probe.o"
 ld -m elf_i386 -T tests/xen-e2e/recipe/guest/tiny.ld -o "$WORK/tiny-probe.elf" "$WORK/tiny-probe.o"
 nm "$WORK/tiny-probe.elf" | awk '$3 == "loop" {print $1}' > "$WORK/payload/bp_gpa"
+# Where the guest's #BP handler counts the int3s it takes (the hooks hand the guest's own back).
+nm "$WORK/tiny-probe.elf" | awk '$3 == "bp_count" {print $1}' > "$WORK/payload/bp_count_gpa"
 sym() { printf '%x' "0x$(nm "$WORK/tiny-probe.elf" | awk -v n="$1" '$3 == n {print $1}')"; }
 PD_A=$(sym pd_a); PD_B=$(sym pd_b); INT3_SITE=$(sym int3_site)
 echo "stealth breakpoint at gpa 0x$(cat "$WORK/payload/bp_gpa")"
@@ -54,8 +56,14 @@ check "int3 events report the guest's int3 instruction (0x$INT3_SITE)" "PROBE cr
 check "CR4 events carry the guest's PGE toggle (0x10 <-> 0x90) and MSR events index 0x174" "PROBE denied cr4 Some\(\((10, 90|90, 10)\)\) msr Some\(\(174, "
 check "guest still running after teardown" "PROBE after teardown: counter [0-9]+ -> [0-9]+ \(guest running: true\)"
 check "a second monitor attaches at once (no EBUSY)" "PROBE re-attach: ok"
-check "stealth breakpoint: hits, each with a view-0 single-step, original byte visible, guest running" \
-  "PROBE stealth hits [1-9][0-9]* single-step/view round trips [1-9][0-9]* .*\(guest running: true\)"
+check "hooks, stealth: hits at the loop head, the original byte in guest memory while armed, guest running" \
+  "PROBE hooks stealth: hits [1-9][0-9]* .*armed byte in guest memory (0x[0-9a-f]+) \(original \1\); after teardown byte \1, .*\(guest running: true\)"
+check "hooks, in place: hits stepped over by Xen's emulator, the int3 in guest memory while armed, restored, guest running" \
+  "PROBE hooks in-place: hits [1-9][0-9]* .*armed byte in guest memory 0xcc \(original (0x[0-9a-f]+)\); after teardown byte \1, .*\(guest running: true\)"
+check "the guest's own int3s reach it: its #BP handler's count grew by exactly the number handed back (stealth)" \
+  "PROBE hooks stealth: .*handed back [1-9][0-9]*, guest bp_count followed exactly: true"
+check "the guest's own int3s reach it: its #BP handler's count grew by exactly the number handed back (in place)" \
+  "PROBE hooks in-place: .*handed back [1-9][0-9]*, guest bp_count followed exactly: true"
 check "probe verdict" "PROBE RESULT PASS"
 check "C ABI: a C program traps CR3, CR4 and MSR writes and denies every CR4 write" \
   "CABI events [1-9][0-9]* cr3 [1-9][0-9]* cr4 [1-9][0-9]* \(denied [1-9][0-9]*\) msr [1-9][0-9]* other 0 interrupted 1"

@@ -118,6 +118,9 @@ pub enum Outcome {
     Denied(GuestAction),
     /// It was emulated (writes discarded with `EMULATE_NOWRITE`).
     Emulated(GuestAction, bool),
+    /// An `int3` answered with `EMULATE | SET_EMUL_INSN_DATA`: Xen's emulator ran these bytes
+    /// (the instruction the breakpoint replaced) in its place.
+    EmulatedInstruction(GuestAction, [u8; 16]),
     /// A read completed and saw this byte at its address.
     Read(GuestAction, u8),
     /// The ring was disabled while the vCPU waited for this write to be decided (its
@@ -717,7 +720,17 @@ impl SimDomain {
             // Order as in vm_event_resume: emulate, deny, single-step, view, registers, unpause.
             let mut finished = false;
             if let Some(a) = &pending {
-                if flags & flag::EMULATE != 0 {
+                if word(entry::REASON) == reason::SOFTWARE_BREAKPOINT {
+                    // vm_event_emulate_check: for a breakpoint, EMULATE counts only with the
+                    // instruction bytes to run; without them it is ignored.
+                    if flags & flag::EMULATE != 0 && flags & flag::SET_EMUL_INSN_DATA != 0 {
+                        let mut insn = [0u8; 16];
+                        insn.copy_from_slice(&rsp[entry::DATA..entry::DATA + 16]);
+                        st.outcomes
+                            .push(Outcome::EmulatedInstruction(a.clone(), insn));
+                        finished = true;
+                    }
+                } else if flags & flag::EMULATE != 0 {
                     let nowrite = flags & flag::EMULATE_NOWRITE != 0;
                     if !nowrite {
                         if let GuestAction::Write { gpa, bytes, .. } = a {

@@ -39,7 +39,7 @@ const SYNC_CR4: Monitor = Monitor::ControlRegister {
 fn deny_cancels_a_control_register_write_and_resumes_the_vcpu() {
     let d = domain(1);
     d.script([cr4(0, 0x6f0)]); // clears SMEP/SMAP
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.monitor(SYNC_CR4).unwrap();
     let mut seen = Vec::new();
     let stats = s
@@ -77,7 +77,7 @@ fn without_deny_the_write_happens_on_resume() {
             value: 0xbad,
         },
     ]);
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.monitor(SYNC_CR4).unwrap();
     s.monitor(Monitor::Msr {
         index: 0xc000_0082,
@@ -120,7 +120,7 @@ use crate::event::ring::BackRing;
 #[test]
 fn emulate_performs_a_write_the_view_forbids() {
     let d = domain(1);
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.set_mem_access(ViewId::HOST, Gfn(0x10), MemAccess::R | MemAccess::X)
         .unwrap();
     d.script([GuestAction::Write {
@@ -153,7 +153,7 @@ fn emulate_performs_a_write_the_view_forbids() {
 #[test]
 fn view_switch_plus_singlestep_then_switch_back() {
     let d = domain(1);
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     let v = s.create_view(MemAccess::all()).unwrap();
     s.set_mem_access(v, Gfn(0x20), MemAccess::X).unwrap(); // execute-only in view v
     s.switch_view(v).unwrap();
@@ -206,7 +206,7 @@ fn view_switch_plus_singlestep_then_switch_back() {
 fn more_vcpus_than_ring_slots_are_throttled_and_all_answered() {
     let d = domain(20);
     d.script((0..20).map(|v| cr4(v, 0x6f0)));
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.monitor(SYNC_CR4).unwrap();
     let stats = s.run(&RUN, |_| Response::deny()).unwrap();
     assert_eq!(stats.events, 20);
@@ -218,7 +218,7 @@ fn more_vcpus_than_ring_slots_are_throttled_and_all_answered() {
 fn a_panicking_handler_is_answered_and_everything_is_undone() {
     let d = domain(4);
     d.script((0..4).map(|v| cr4(v, 0x6f0)));
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.monitor(SYNC_CR4).unwrap();
     let v = s.create_view(MemAccess::all()).unwrap();
     s.set_mem_access(v, Gfn(3), MemAccess::R).unwrap();
@@ -243,7 +243,7 @@ fn dropping_a_session_between_events_answers_the_rest() {
     let d = domain(6);
     d.script((0..6).map(|v| cr4(v, 0x6f0)));
     {
-        let mut s = Session::new(&d);
+        let mut s = Session::new(&d).unwrap();
         s.monitor(SYNC_CR4).unwrap();
         let opts = RunOptions {
             max_events: Some(2),
@@ -318,7 +318,7 @@ fn a_killed_monitor_is_cleaned_up_by_the_next_one() {
     // 10 vCPUs: more than the ring's 8 slots, so release responses go out in two batches.
     let d = domain(10);
     let path = journal_path("killed");
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.persist_journal(&path, "sim").unwrap();
     s.monitor(SYNC_CR4).unwrap();
     let view = s.create_view(MemAccess::all()).unwrap();
@@ -363,7 +363,7 @@ fn a_killed_monitor_is_cleaned_up_by_the_next_one() {
     // on Xen only the dead process had mapped.)
     orphan(&path);
     let other = domain(1);
-    let mut next = Session::new(&other);
+    let mut next = Session::new(&other).unwrap();
     match next.persist_journal(&path, "sim") {
         Err(Error::JournalInUse { alive, .. }) => assert!(!alive),
         other => panic!("expected JournalInUse, got {other:?}"),
@@ -399,7 +399,7 @@ fn a_killed_monitor_is_cleaned_up_by_the_next_one() {
     d.run_guest();
     assert_eq!(d.state().script_left(), 0);
     d.enable_ring().unwrap();
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.persist_journal(&path, "sim").unwrap();
     s.monitor(SYNC_CR4).unwrap();
     d.script([cr4(0, 0x3006f0 ^ 0x100)]);
@@ -415,7 +415,7 @@ fn a_killed_monitor_is_cleaned_up_by_the_next_one() {
 fn recovery_refuses_a_journal_whose_owner_runs() {
     let d = domain(1);
     let path = journal_path("live");
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.persist_journal(&path, "sim").unwrap();
     s.monitor(SYNC_CR4).unwrap();
     match Session::recover(&d, &path) {
@@ -436,7 +436,7 @@ fn recovery_reports_changes_the_dead_monitor_had_undone() {
     // Killed in the middle of its own teardown: the view it lists is already gone.
     let d = domain(1);
     let path = journal_path("partial");
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.persist_journal(&path, "sim").unwrap();
     let view = s.create_view(MemAccess::all()).unwrap();
     std::mem::forget(s);
@@ -459,7 +459,7 @@ fn a_guest_int3_that_is_not_ours_is_injected_back_and_taken() {
         gpa: Gpa(0x30_000),
     };
     d.script([at(0), at(1), at(0)]);
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.monitor(Monitor::SoftwareBreakpoint).unwrap();
     let mut breakpoints = Vec::new();
     let stats = s
@@ -495,7 +495,7 @@ fn an_injection_the_backend_refuses_still_answers_the_vcpu_and_ends_the_loop() {
     }]);
     // Another tool injects an event into the paused vCPU first: Xen answers EBUSY to ours.
     let pf = Injection::page_fault(0x7fff_0000_1000, 0x6);
-    let mut s = Session::new(&d);
+    let mut s = Session::new(&d).unwrap();
     s.monitor(Monitor::SoftwareBreakpoint).unwrap();
     let err = s
         .run(&RUN, |e| {

@@ -398,72 +398,6 @@ impl XenDomain {
         maps.insert(gfn, Mapped(p as *mut u8));
         Ok(p as *mut u8)
     }
-
-    /// Enable the vm_event ring and bind its event channel (`xc_monitor_enable`).
-    ///
-    /// # Errors
-    /// [`Error::Backend`]; EBUSY means another monitor is (or was) attached.
-    pub fn enable_events(&self) -> Result<()> {
-        {
-            let mut ev = self.events.borrow_mut();
-            match ev.as_ref() {
-                Some(e) if !e.evtchn.is_null() => return Ok(()),
-                // Closed by an earlier session's teardown: enable a fresh ring.
-                Some(e) => {
-                    self.retired_rings.borrow_mut().push(e.ring);
-                    *ev = None;
-                }
-                None => {}
-            }
-        }
-        let mut port = 0u32;
-        // SAFETY: valid handle; returns the mapped ring page or NULL.
-        let ring = unsafe { (self.libs.xc_monitor_enable)(self.xch, self.domid, &mut port) };
-        if ring.is_null() {
-            let busy = std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY);
-            return Err(fail(
-                "xc_monitor_enable",
-                errno_reason(
-                    "",
-                    if busy {
-                        "another monitor is attached, or a previous one exited without xc_monitor_disable"
-                    } else {
-                        ""
-                    },
-                ),
-            ));
-        }
-        // SAFETY: NULL logger, flags 0.
-        let evtchn = unsafe { (self.libs.xenevtchn_open)(std::ptr::null_mut(), 0) };
-        if evtchn.is_null() {
-            // SAFETY: valid handle, ring enabled above.
-            unsafe { (self.libs.xc_monitor_disable)(self.xch, self.domid) };
-            return Err(fail(
-                "xenevtchn_open",
-                errno_reason("opening /dev/xen/evtchn", ""),
-            ));
-        }
-        // SAFETY: valid event-channel handle, remote port from xc_monitor_enable.
-        let local = unsafe { (self.libs.xenevtchn_bind_interdomain)(evtchn, self.domid, port) };
-        if local < 0 {
-            // SAFETY: valid handles, undone in reverse order.
-            unsafe {
-                (self.libs.xenevtchn_close)(evtchn);
-                (self.libs.xc_monitor_disable)(self.xch, self.domid);
-            }
-            return Err(fail("xenevtchn_bind_interdomain", errno_reason("", "")));
-        }
-        // SAFETY: the ring page is page-aligned, 4096 bytes, and mapped until Drop; RingPage is
-        // repr(C, align(4096)) and accessed only through atomics.
-        let page = unsafe { &*(ring as *const RingPage) };
-        page.init();
-        *self.events.borrow_mut() = Some(Events {
-            ring,
-            evtchn,
-            local_port: local as u32,
-        });
-        Ok(())
-    }
 }
 
 impl Drop for XenDomain {
@@ -818,7 +752,7 @@ impl EventChannel for XenDomain {
         let Some(e) = ev.as_ref().filter(|e| !e.evtchn.is_null()) else {
             return Err(fail(
                 "waiting for events",
-                "events are not enabled (XenDomain::enable_events) or the ring was closed".into(),
+                "events are not enabled (no session is open) or the ring was closed".into(),
             ));
         };
         // SAFETY: valid event-channel handle.
@@ -897,8 +831,68 @@ impl EventChannel for XenDomain {
         Ok(())
     }
 
+    /// `xc_monitor_enable` and binding its event channel. EBUSY means another monitor is (or
+    /// was) attached.
     fn enable_ring(&self) -> Result<()> {
-        self.enable_events()
+        {
+            let mut ev = self.events.borrow_mut();
+            match ev.as_ref() {
+                Some(e) if !e.evtchn.is_null() => return Ok(()),
+                // Closed by an earlier session's teardown: enable a fresh ring.
+                Some(e) => {
+                    self.retired_rings.borrow_mut().push(e.ring);
+                    *ev = None;
+                }
+                None => {}
+            }
+        }
+        let mut port = 0u32;
+        // SAFETY: valid handle; returns the mapped ring page or NULL.
+        let ring = unsafe { (self.libs.xc_monitor_enable)(self.xch, self.domid, &mut port) };
+        if ring.is_null() {
+            let busy = std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY);
+            return Err(fail(
+                "xc_monitor_enable",
+                errno_reason(
+                    "",
+                    if busy {
+                        "another monitor is attached, or a previous one exited without xc_monitor_disable"
+                    } else {
+                        ""
+                    },
+                ),
+            ));
+        }
+        // SAFETY: NULL logger, flags 0.
+        let evtchn = unsafe { (self.libs.xenevtchn_open)(std::ptr::null_mut(), 0) };
+        if evtchn.is_null() {
+            // SAFETY: valid handle, ring enabled above.
+            unsafe { (self.libs.xc_monitor_disable)(self.xch, self.domid) };
+            return Err(fail(
+                "xenevtchn_open",
+                errno_reason("opening /dev/xen/evtchn", ""),
+            ));
+        }
+        // SAFETY: valid event-channel handle, remote port from xc_monitor_enable.
+        let local = unsafe { (self.libs.xenevtchn_bind_interdomain)(evtchn, self.domid, port) };
+        if local < 0 {
+            // SAFETY: valid handles, undone in reverse order.
+            unsafe {
+                (self.libs.xenevtchn_close)(evtchn);
+                (self.libs.xc_monitor_disable)(self.xch, self.domid);
+            }
+            return Err(fail("xenevtchn_bind_interdomain", errno_reason("", "")));
+        }
+        // SAFETY: the ring page is page-aligned, 4096 bytes, and mapped until Drop; RingPage is
+        // repr(C, align(4096)) and accessed only through atomics.
+        let page = unsafe { &*(ring as *const RingPage) };
+        page.init();
+        *self.events.borrow_mut() = Some(Events {
+            ring,
+            evtchn,
+            local_port: local as u32,
+        });
+        Ok(())
     }
 
     fn domain_uuid(&self) -> Result<String> {

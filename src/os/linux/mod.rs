@@ -575,7 +575,11 @@ impl Linux {
         self.slide
     }
 
-    fn require_symbol(&self, name: &str) -> Result<Gva> {
+    /// Run-time address of `name`, or an error naming the symbol and the table.
+    ///
+    /// # Errors
+    /// [`Error::MissingSymbol`].
+    pub fn require_symbol(&self, name: &str) -> Result<Gva> {
         self.symbol(name).ok_or_else(|| Error::MissingSymbol {
             symbol: name.into(),
             source_name: self.symbols.source_name().into(),

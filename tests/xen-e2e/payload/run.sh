@@ -4,7 +4,8 @@ D="$1"
 G=110   # the tiny guest's data page (it counts there)
 echo "PAYLOAD: xen-probe on domain $D"
 BP=$(cat /payload/bp_gpa 2>/dev/null || true)
-/payload/xen-probe "$D" "${PROBE_SECONDS:-15}" $G $BP 2>&1
+BPC=$(cat /payload/bp_count_gpa 2>/dev/null || true)
+/payload/xen-probe "$D" "${PROBE_SECONDS:-15}" $G $BP $BPC 2>&1
 echo "PAYLOAD: probe exit $?"
 
 # The same from C, through include/xenvmi.h and libxenvmi.a.
