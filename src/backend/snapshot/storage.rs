@@ -7,7 +7,6 @@
 //! concurrent truncation raising SIGBUS) is documented in `docs/design.md`.
 #![allow(unsafe_code)]
 
-use std::fs::File;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -21,8 +20,10 @@ pub(crate) enum Storage {
 impl Storage {
     /// Map `path` read-only. The file is not read: pages come in on demand.
     pub(crate) fn map(path: &Path) -> Result<Storage> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        // Without blocking on a FIFO, and only a regular file (a directory used to fail with
+        // "No such device" from mmap).
+        let (file, meta) = crate::file::open_regular(path, false)?;
+        let len = meta.len();
         if len == 0 {
             return Err(Error::malformed(
                 "memory image",
