@@ -56,6 +56,9 @@ impl PhysicalMemory for Domain {
     fn physical_range_count(&self) -> usize {
         each!(self, b => b.physical_range_count())
     }
+    fn drop_cached_mappings(&self) {
+        each!(self, b => b.drop_cached_mappings())
+    }
     fn physical_range(&self, index: usize) -> Option<Range<u64>> {
         each!(self, b => b.physical_range(index))
     }
@@ -196,6 +199,9 @@ impl PhysicalMemory for DomainMemory {
     }
     fn physical_range_count(&self) -> usize {
         self.0.backend.physical_range_count()
+    }
+    fn drop_cached_mappings(&self) {
+        self.0.backend.drop_cached_mappings()
     }
     fn physical_range(&self, index: usize) -> Option<Range<u64>> {
         self.0.backend.physical_range(index)
