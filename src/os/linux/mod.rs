@@ -54,6 +54,11 @@ pub const MAX_MODULES: usize = 1 << 14;
 pub const MAX_BTF: u64 = 64 << 20;
 /// How far past `_text` the kernel image (and so kallsyms) is searched.
 pub const KERNEL_IMAGE_SCAN: u64 = 128 << 20;
+/// Longest `linux_banner` read (bytes; a real one is about 150).
+pub const MAX_BANNER: usize = 1024;
+/// Most `Linux version ` strings the banner search examines when placing the kernel without
+/// registers (each costs a page-table check).
+pub const MAX_BANNER_HITS: usize = 4096;
 
 /// Where types and symbols come from.
 #[derive(Debug)]
@@ -210,7 +215,8 @@ fn placement_from_banner<B: PhysicalMemory>(
     let banner_rel = rel(symbols, "linux_banner")?;
     let pgd_rel = rel(symbols, "init_top_pgt").or_else(|_| rel(symbols, "init_level4_pgt"))?;
     let l5_rel = rel(symbols, "__pgtable_l5_enabled").ok();
-    let hits = scan::find_physical(mem.backend(), b"Linux version ", 4096);
+    let hits = scan::find_physical(mem.backend(), b"Linux version ", MAX_BANNER_HITS);
+    let examined = hits.len();
     for hit in hits {
         let Some(text_pa) = hit.0.checked_sub(banner_rel) else {
             continue;
@@ -247,7 +253,10 @@ fn placement_from_banner<B: PhysicalMemory>(
     Err(Error::OsNotFound {
         os: "Linux",
         image: mem.backend().name().into(),
-        reason: "no `Linux version` banner in physical memory lines up with a kernel page table (init_top_pgt)".into(),
+        reason: format!(
+            "none of the {examined} `Linux version` strings examined in physical memory (at most \
+             {MAX_BANNER_HITS}) lines up with a kernel page table (init_top_pgt)"
+        ),
     })
 }
 
@@ -493,7 +502,7 @@ impl Linux {
             }),
         };
         let banner = match sym("linux_banner") {
-            Some(a) => mem.read_cstring(kernel_space, a, 1024)?,
+            Some(a) => mem.read_cstring(kernel_space, a, MAX_BANNER)?,
             None => String::new(),
         };
         if !banner.starts_with("Linux version ") {
