@@ -56,6 +56,14 @@ impl RingPage {
         self.words[byte_off / 4].store(v, o)
     }
 
+    /// Overwrite the 32-bit word at `byte_offset` (ignored past the page), as the producer (or
+    /// a hostile one) may write any index in the shared header: for fault injection.
+    pub fn store_word(&self, byte_offset: usize, value: u32) {
+        if let Some(w) = self.words.get(byte_offset / 4) {
+            w.store(value, Ordering::Release);
+        }
+    }
+
     /// `SHARED_RING_INIT`: indices to 0, event thresholds to 1, private and padding bytes to 0.
     pub fn init(&self) {
         for w in &self.words[..RING_HEADER / 4] {
