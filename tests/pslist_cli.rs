@@ -247,3 +247,24 @@ fn guest_names_cannot_drive_the_terminal() {
         "{text}"
     );
 }
+
+#[test]
+fn a_corrupt_zst_leaves_no_partial_file() {
+    let dir = std::env::temp_dir().join(format!("xenvmi-zst-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A valid zstd frame header, then garbage.
+    let src = dir.join("bad.elf.zst");
+    let mut bytes = vec![0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58];
+    bytes.extend(std::iter::repeat_n(0xa5u8, 4096));
+    std::fs::write(&src, &bytes).unwrap();
+    let dst = dir.join("out").join("bad.elf");
+    assert!(support::fixture::unpack_zstd(&src, &dst).is_err());
+    let left: Vec<_> = std::fs::read_dir(dst.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
