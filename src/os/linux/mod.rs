@@ -262,13 +262,17 @@ fn placement_from_banner<B: PhysicalMemory>(
 
 /// Read a physical window for scanning, without copying when the backend can lend it.
 /// `ranges` are the backend's `physical_ranges()` (sorted), built once by the caller.
-fn with_image<B: PhysicalMemory, R>(
+///
+/// A backend that cannot lend its memory (a snapshot read from its file, a live domain) is
+/// read in growing windows, 8 MiB then doubling, for as long as `f` fails: the kallsyms tables
+/// usually lie in the first megabytes of `.rodata`, and only that much is then read and held.
+fn with_image<B: PhysicalMemory, R, E>(
     mem: &GuestMemory<B>,
     ranges: &[std::ops::Range<u64>],
     start: Gpa,
     len: u64,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Option<R> {
+    mut f: impl FnMut(&[u8]) -> std::result::Result<R, E>,
+) -> Option<std::result::Result<R, E>> {
     // Clip to the backed range that contains `start`: the last one starting at or below it.
     let i = ranges.partition_point(|r| r.start <= start.0);
     let r = ranges.get(i.checked_sub(1)?)?;
@@ -279,9 +283,20 @@ fn with_image<B: PhysicalMemory, R>(
     if let Some(s) = mem.backend().physical_slice(start, len) {
         return Some(f(s));
     }
-    let mut v = vec![0u8; len];
-    mem.read_physical(start, &mut v).ok()?;
-    Some(f(&v))
+    const FIRST_WINDOW: usize = 8 << 20;
+    let mut v: Vec<u8> = Vec::new();
+    let mut want = FIRST_WINDOW.min(len);
+    loop {
+        let have = v.len();
+        v.resize(want, 0);
+        let at = start.checked_add(have as u64)?;
+        mem.read_physical(at, &mut v[have..]).ok()?;
+        let r = f(&v);
+        if r.is_ok() || want == len {
+            return Some(r);
+        }
+        want = want.saturating_mul(2).min(len);
+    }
 }
 
 /// Offset from `_text` of the first no-execute mapping of the kernel image (the start of
