@@ -4,14 +4,16 @@
 //! The file is not memory-mapped. A mapped file that another process truncates raises SIGBUS
 //! on the next access to a page past the new end, which kills the process (the C ABI's host
 //! included), and a private mapping does see other writers' changes. `pread` (`read_exact_at`)
-//! cannot fault: a shrunk file makes the read fail, and the read becomes an error. The cost
-//! is a system call per read where a mapping cost a copy; see `docs/performance.md`. No
-//! `unsafe` is needed.
+//! cannot fault: a shrunk file makes the read fail, and the read becomes an error. To keep
+//! small reads (page-table entries, list links) cheap, the first 4 MiB are read at open and
+//! 4 KiB pages read later are kept in a small direct-mapped cache; what was read before the
+//! file shrank stays readable. Costs are in `docs/performance.md`. No `unsafe` is needed.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -19,6 +21,25 @@ use crate::error::{Error, Result};
 /// tables live there (ELF program headers for 65,536 segments take 3.5 MiB), so parsing
 /// needs few system calls.
 const PREFIX: usize = 4 << 20;
+/// Pages in the read cache (4 MiB).
+const CACHE_PAGES: usize = 1024;
+const PAGE: u64 = 4096;
+
+/// A direct-mapped cache of whole 4 KiB pages of the file.
+pub(crate) struct PageCache {
+    /// The page held in each set (`u64::MAX`: none).
+    tags: Vec<u64>,
+    data: Vec<u8>,
+}
+
+impl PageCache {
+    fn new() -> PageCache {
+        PageCache {
+            tags: vec![u64::MAX; CACHE_PAGES],
+            data: vec![0; CACHE_PAGES * PAGE as usize],
+        }
+    }
+}
 
 /// Snapshot bytes: a file or owned.
 pub(crate) enum Storage {
@@ -27,6 +48,8 @@ pub(crate) enum Storage {
         len: u64,
         /// The first `min(len, PREFIX)` bytes.
         prefix: Vec<u8>,
+        /// Pages read since (`Mutex`: a snapshot is shared between threads).
+        cache: Mutex<PageCache>,
     },
     Owned(Vec<u8>),
 }
@@ -47,7 +70,12 @@ impl Storage {
         let mut prefix = vec![0u8; len.min(PREFIX as u64) as usize];
         file.read_exact_at(&mut prefix, 0)
             .map_err(|e| Error::io(path, e))?;
-        Ok(Storage::File { file, len, prefix })
+        Ok(Storage::File {
+            file,
+            len,
+            prefix,
+            cache: Mutex::new(PageCache::new()),
+        })
     }
 
     /// The length of the image.
@@ -73,7 +101,12 @@ impl Storage {
                 }
                 None => false,
             },
-            Storage::File { file, prefix, .. } => {
+            Storage::File {
+                file,
+                prefix,
+                len,
+                cache,
+            } => {
                 if let Some(s) = usize::try_from(off)
                     .ok()
                     .and_then(|o| crate::bytes::slice_at(prefix, o, buf.len()))
@@ -81,7 +114,28 @@ impl Storage {
                     buf.copy_from_slice(s);
                     return true;
                 }
-                file.read_exact_at(buf, off).is_ok()
+                let page = off / PAGE;
+                let in_page = (off % PAGE) as usize;
+                let whole_page_in_file =
+                    (page + 1).checked_mul(PAGE).is_some_and(|end| end <= *len);
+                if in_page + buf.len() > PAGE as usize || !whole_page_in_file {
+                    return file.read_exact_at(buf, off).is_ok();
+                }
+                let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                let set = (page % CACHE_PAGES as u64) as usize;
+                let at = set * PAGE as usize;
+                if c.tags[set] != page {
+                    c.tags[set] = u64::MAX;
+                    if file
+                        .read_exact_at(&mut c.data[at..at + PAGE as usize], page * PAGE)
+                        .is_err()
+                    {
+                        return false;
+                    }
+                    c.tags[set] = page;
+                }
+                buf.copy_from_slice(&c.data[at + in_page..at + in_page + buf.len()]);
+                true
             }
         }
     }
