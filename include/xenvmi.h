@@ -1363,8 +1363,9 @@ const char *xvmi_version(void);
 /*
  Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core,
  a LiME capture or a 64-bit Windows kernel crash dump (full or bitmap), detected from
- content. The file is memory-mapped (it must not change
- while open). [`XVMI_ERR_IO`] names the file and the errno; [`XVMI_ERR_MALFORMED`] says
+ content. The file is read as needed, not mapped: if it shrinks while open, reads of what is
+ gone return [`XVMI_ERR_NOT_MAPPED`]. [`XVMI_ERR_IO`] names the file and the errno (also a
+ FIFO, device or directory: only regular files are opened); [`XVMI_ERR_MALFORMED`] says
  what is wrong with a truncated or corrupt image.
 
  # Safety

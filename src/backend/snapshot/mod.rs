@@ -1,6 +1,7 @@
 //! Read-only snapshot backends: raw physical memory, QEMU `dump-guest-memory` ELF cores, LiME
-//! captures and 64-bit Windows kernel crash dumps (`MEMORY.DMP`). The image is memory-mapped,
-//! never copied; the format is detected from content.
+//! captures and 64-bit Windows kernel crash dumps (`MEMORY.DMP`). The image is read with
+//! `pread` as needed, never copied whole (and not mapped: a file truncated under a mapping
+//! kills the process with SIGBUS); the format is detected from content.
 //!
 //! | format | detected by | memory | registers | extra |
 //! |---|---|---|---|---|
