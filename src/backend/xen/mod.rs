@@ -122,6 +122,15 @@ fn fail(operation: impl Into<String>, reason: String) -> Error {
     }
 }
 
+/// The HVM save-record instance of `vcpu` (16 bits): checked before it is narrowed, so vCPU
+/// 65536 is an error and not vCPU 0.
+fn save_instance(vcpu: VcpuId, count: u32) -> Result<u16> {
+    u16::try_from(vcpu.0)
+        .ok()
+        .filter(|_| vcpu.0 < count)
+        .ok_or(Error::NoSuchVcpu { vcpu, count })
+}
+
 /// Map `MemAccess` bits to `xenmem_access_t` (n=0, r=1, w=2, rw=3, x=4, rx=5, wx=6, rwx=7 — the
 /// same bit values).
 fn to_xenmem(a: MemAccess) -> u32 {
@@ -566,15 +575,7 @@ impl VcpuState for XenDomain {
     }
 
     fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
-        // The save-record instance is 16 bits: check the index before it is narrowed, so
-        // vCPU 65536 is an error and not vCPU 0.
-        let instance = u16::try_from(vcpu.0)
-            .ok()
-            .filter(|_| vcpu.0 < self.caps.vcpus)
-            .ok_or(Error::NoSuchVcpu {
-                vcpu,
-                count: self.caps.vcpus,
-            })?;
+        let instance = save_instance(vcpu, self.caps.vcpus)?;
         let mut c = sys::hvm_hw_cpu::default();
         // SAFETY: valid handle; the CPU record of one vCPU is written into `c` (its exact size).
         let rc = unsafe {
@@ -1195,6 +1196,14 @@ impl ViewControl for XenDomain {
 #[cfg(test)]
 mod xenmem_tests {
     use super::*;
+
+    #[test]
+    fn a_vcpu_index_is_checked_before_it_is_narrowed() {
+        assert_eq!(save_instance(VcpuId(3), 4).ok(), Some(3));
+        assert!(save_instance(VcpuId(4), 4).is_err());
+        // 65536 would truncate to instance 0 (vCPU 0's registers).
+        assert!(save_instance(VcpuId(65536), u32::MAX).is_err());
+    }
 
     #[test]
     fn access_values_follow_the_hypervisor_version() {
