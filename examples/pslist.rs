@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::{GuestMemory, PagingMode};
 use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
 
 struct Args {
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pslist: {e}");
+            eprintln!("pslist: {}", safe(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -151,7 +152,7 @@ fn run() -> Result<(), String> {
         print_table(&image, format, &linux, &processes, &modules, &vcpus);
     }
     for e in &errors {
-        eprintln!("pslist: warning: {e}");
+        eprintln!("pslist: warning: {}", safe(&e.to_string()));
     }
     Ok(())
 }
@@ -206,8 +207,8 @@ fn print_table(
 ) {
     let k = linux.info();
     println!("image      {} ({format})", image.display());
-    println!("kernel     {}", k.release);
-    println!("banner     {}", k.banner.trim_end());
+    println!("kernel     {}", safe(&k.release));
+    println!("banner     {}", safe(k.banner.trim_end()));
     println!(
         "KASLR      _text {} -> pa {}  offset {:#x}  phys_base {:#x}",
         k.text_va, k.text_pa, k.kaslr_offset, k.phys_base
@@ -252,7 +253,7 @@ fn print_table(
             if p.kernel_thread { "kthr" } else { "user" },
             p.dtb.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
             "  ".repeat(depth),
-            p.name
+            safe(&p.name)
         );
         for c in children.get(&p.pid).into_iter().flatten() {
             show(c, depth + 1, children, printed);
@@ -270,13 +271,13 @@ fn print_table(
     println!("{} modules (list order):", modules.len());
     println!("{:<24} {:>18} {:>8}", "NAME", "BASE", "SIZE");
     for m in modules {
-        println!("{:<24} {:>18} {:>8}", m.name, m.base, m.size);
+        println!("{:<24} {:>18} {:>8}", safe(&m.name), m.base, m.size);
     }
     println!();
     println!("vCPUs:");
     for (i, cr3, owner, kernel) in vcpus {
         let who = match (owner, kernel) {
-            (Some(p), _) => format!("pid {} ({})", p.pid, p.name),
+            (Some(p), _) => format!("pid {} ({})", p.pid, safe(&p.name)),
             (None, true) => "kernel page tables (idle/swapper)".into(),
             (None, false) => "no process owns this CR3".into(),
         };
@@ -289,6 +290,7 @@ mod windows {
 
     use xenvmi::backend::snapshot::Snapshot;
     use xenvmi::mem::GuestMemory;
+    use xenvmi::os::terminal_safe as safe;
     use xenvmi::os::windows::{Hints, Windows, WindowsProfile};
     use xenvmi::os::Process;
 
@@ -401,7 +403,7 @@ mod windows {
             );
             println!(
                 "pdb        {}",
-                pdb.as_deref().unwrap_or("(no CodeView record)")
+                safe(pdb.as_deref().unwrap_or("(no CodeView record)"))
             );
             println!("profile    {}", info.profile);
             println!(
@@ -424,33 +426,33 @@ mod windows {
                     if p.kernel_thread { "kern" } else { "user" },
                     dtb(p.dtb),
                     dtb(p.user_dtb),
-                    p.name
+                    safe(&p.name)
                 );
             }
             println!();
             println!("{} drivers (load order):", drivers.len());
             println!("{:<24} {:>18} {:>10}", "NAME", "BASE", "SIZE");
             for m in &drivers {
-                println!("{:<24} {:>18} {:>10}", m.name, m.base, m.size);
+                println!("{:<24} {:>18} {:>10}", safe(&m.name), m.base, m.size);
             }
             for (pid, list) in &process_dlls {
                 println!();
                 println!("pid {pid}: {} modules", list.len());
                 for m in list {
-                    println!("  {:<40} {:>18} {:>10}", m.name, m.base, m.size);
+                    println!("  {:<40} {:>18} {:>10}", safe(&m.name), m.base, m.size);
                 }
             }
             println!();
             println!("vCPUs:");
             for (i, cr3, owner) in &owners {
                 let who = owner
-                    .map(|p| format!("pid {} ({})", p.pid, p.name))
+                    .map(|p| format!("pid {} ({})", p.pid, safe(&p.name)))
                     .unwrap_or_else(|| "no process owns this CR3".into());
                 println!("  vCPU {i}  CR3 {cr3:#x}  -> {who}");
             }
         }
         for e in &errors {
-            eprintln!("pslist: warning: {e}");
+            eprintln!("pslist: warning: {}", safe(&e.to_string()));
         }
         Ok(())
     }

@@ -192,6 +192,13 @@ unsafe fn run_unsafe(data: &[u8]) {
     let mut session: *mut xvmi_session = null_mut();
     // Whether a session was opened on `dom` (a fresh simulated domain starts with its ring on).
     let mut had_session = false;
+    // A planted journal was applied with XVMI_RECOVER_IGNORE_BINDING: it may restrict what it
+    // likes, so the domain is not expected to be clean.
+    let mut overridden = false;
+    // Journals go in a private directory of this process (the library creates it 0700).
+    let jdir = std::env::temp_dir().join(format!("xenvmi-capi-fuzz-{}", std::process::id()));
+    let jpath =
+        std::ffi::CString::new(jdir.join("j.journal").display().to_string()).unwrap_or_default();
     let mut ops = 0;
     while !c.0.is_empty() && ops < 64 {
         ops += 1;
@@ -512,6 +519,53 @@ unsafe fn run_unsafe(data: &[u8]) {
                 ok_or_expected(rc);
                 xvmi_os_free(o);
             }
+            30 => {
+                // Keep the session's journal on disk (refused if one exists already).
+                ok_or_expected(xvmi_session_persist_journal(
+                    session,
+                    jpath.as_ptr(),
+                    c"sim".as_ptr(),
+                ));
+            }
+            31 => {
+                // A journal planted for recovery: a header naming some process, boot and
+                // domain, then lines from the input. Without XVMI_RECOVER_IGNORE_BINDING it
+                // can never be applied (its domain is not this one).
+                let n = (a[0] as usize).min(c.0.len());
+                let body = String::from_utf8_lossy(&c.take(n)).into_owned();
+                let text = format!(
+                    "xenvmi-journal 2 pid={} start=1 boot={:x} domain={:x} target=fuzz\n{body}",
+                    a4(4),
+                    a8(8),
+                    a4(0)
+                );
+                let _ = std::fs::remove_file(jdir.join("j.journal"));
+                let planted = {
+                    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                    let _ = std::fs::DirBuilder::new().mode(0o700).create(&jdir);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(jdir.join("j.journal"))
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                        .is_ok()
+                };
+                let flags = u32::from(a[1] % 8);
+                let mut out = xvmi_recovery::default();
+                let rc = xvmi_domain_recover_with(dom, jpath.as_ptr(), flags, &mut out);
+                ok_or_expected(rc);
+                if flags > 3 {
+                    assert_ne!(rc, XVMI_OK, "unknown flags accepted");
+                } else if planted && rc == XVMI_OK && out.found {
+                    assert_ne!(
+                        flags & XVMI_RECOVER_IGNORE_BINDING,
+                        0,
+                        "a journal for another domain was applied without the override"
+                    );
+                    overridden = true;
+                }
+            }
             _ => {
                 // NULL everywhere.
                 assert_eq!(
@@ -527,9 +581,10 @@ unsafe fn run_unsafe(data: &[u8]) {
         }
     }
     xvmi_session_free(session);
-    if !dom.is_null() && had_session {
+    if !dom.is_null() && had_session && !overridden {
         check_clean(dom);
     }
+    let _ = std::fs::remove_dir_all(&jdir);
     xvmi_os_free(os);
     xvmi_memory_free(dmem);
     xvmi_memory_free(mem);

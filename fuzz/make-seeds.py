@@ -198,4 +198,11 @@ put("isf", "linux-6.1-reduced.json.xz", lzma.compress(json.dumps(small).encode()
 put("journal", "xen-detach", b"xenvmi-journal 1 pid=134 start=1234 target=xen:domain-1\n"
     b"monitor cr 3 sync=1 change=1 mask=0x0\nmonitor cr 4 sync=1 change=1 mask=0x0\n"
     b"monitor msr 0x174 change=0\nmonitor int3\nview 1\naccess 1 0x110 rwx\nswitched\n")
+# ...and the same changes in the format-2 header (bound to a host boot and a domain UUID, made
+# up here) that journals have had since recovery checks that binding.
+put("journal", "xen-detach-bound", b"xenvmi-journal 2 pid=134 start=1234 "
+    b"boot=6f1c2a0e-5b7d-4c1e-9a43-2d8e0f6b7c15 domain=c3e4f0a2-1b2c-4d5e-8f90-0a1b2c3d4e5f "
+    b"target=xen:domain-1\n"
+    b"monitor cr 3 sync=1 change=1 mask=0x0\nmonitor cr 4 sync=1 change=1 mask=0x0\n"
+    b"monitor msr 0x174 change=0\nmonitor int3\nview 1\naccess 1 0x110 rwx\nswitched\n")
 print("seeds written to", OUT)

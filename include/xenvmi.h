@@ -1141,6 +1141,20 @@ typedef struct xvmi_run_stats {
  */
 #define XVMI_ERR_JOURNAL_REFUSED 20
 
+/*
+ A handle argument is not a live handle of its type: freed already (a use after free or a
+ double free), never returned by this library, a handle of another type, or, for a free, a
+ handle that a call still running is using (freed from a walk's or an event's callback; it
+ was not freed).
+ */
+#define XVMI_ERR_INVALID_HANDLE 21
+
+/*
+ Memory for the result could not be allocated (a copy of a caller's buffer, a read's
+ scratch buffer); nothing was changed.
+ */
+#define XVMI_ERR_NO_MEMORY 22
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1191,11 +1205,14 @@ xvmi_result xvmi_sim_open_buffer(const uint8_t *data,
  domain keep it alive until they are freed too; the Xen handles are closed when the last
  one goes.
 
+ Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
+ not live (a double free) or that a call still running uses (freed from a callback).
+
  # Safety
- `domain` is NULL or a handle from `xvmi_domain_open_xen` / `xvmi_sim_open_*` not yet
- freed, and no other call is using it.
+ `domain` is NULL or a pointer this library returned (freed or not: a freed one is
+ refused); no call on another thread uses it meanwhile.
  */
-void xvmi_domain_free(struct xvmi_domain *domain);
+xvmi_result xvmi_domain_free(struct xvmi_domain *domain);
 
 /*
  Script a simulated guest action: vCPU `vcpu` writes `value` to a control register
@@ -1346,8 +1363,9 @@ const char *xvmi_version(void);
 /*
  Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core,
  a LiME capture or a 64-bit Windows kernel crash dump (full or bitmap), detected from
- content. The file is memory-mapped (it must not change
- while open). [`XVMI_ERR_IO`] names the file and the errno; [`XVMI_ERR_MALFORMED`] says
+ content. The file is read as needed, not mapped: if it shrinks while open, reads of what is
+ gone return [`XVMI_ERR_NOT_MAPPED`]. [`XVMI_ERR_IO`] names the file and the errno (also a
+ FIFO, device or directory: only regular files are opened); [`XVMI_ERR_MALFORMED`] says
  what is wrong with a truncated or corrupt image.
 
  # Safety
@@ -1358,7 +1376,8 @@ xvmi_result xvmi_memory_open_snapshot(const char *path, struct xvmi_memory **out
 
 /*
  Open an image held in memory (copied): any format [`xvmi_memory_open_snapshot`] reads,
- detected from content (anything that is not ELF or LiME is raw).
+ detected from content (anything that is not ELF or LiME is raw). [`XVMI_ERR_NO_MEMORY`] if
+ the copy cannot be allocated.
 
  # Safety
  `data` is valid for `len` bytes of reads; `out` is valid for a write. On success `*out` is
@@ -1382,15 +1401,18 @@ xvmi_result xvmi_memory_open_domain(const struct xvmi_domain *domain, struct xvm
  Release a memory handle. `NULL` is a no-op. OS handles discovered on it stay valid (they
  hold no reference to it).
 
+ Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
+ not live (a double free) or that a call still running uses (freed from a callback).
+
  # Safety
- `mem` is NULL or a handle from `xvmi_memory_open_*` not yet freed, and no other call is
- using it.
+ `mem` is NULL or a pointer this library returned (freed or not: a freed one is refused);
+ no call on another thread uses it meanwhile.
  */
-void xvmi_memory_free(struct xvmi_memory *mem);
+xvmi_result xvmi_memory_free(struct xvmi_memory *mem);
 
 /*
  Read `len` bytes of guest-physical memory at `gpa` into `buf`.
- [`XVMI_ERR_NOT_MAPPED`] if any byte is not backed (`buf` may then be partly written).
+ [`XVMI_ERR_NOT_MAPPED`] if any byte is not backed; `buf` is then left as it was.
 
  # Safety
  `mem` is NULL or a live handle; `buf` is valid for `len` bytes of writes.
@@ -1546,11 +1568,14 @@ xvmi_result xvmi_os_windows_discover(const struct xvmi_memory *mem,
 /*
  Release an OS handle. `NULL` is a no-op.
 
+ Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
+ not live (a double free) or that a call still running uses (freed from a callback).
+
  # Safety
- `os` is NULL or a handle from `xvmi_os_*_discover` not yet freed, and no other call is
- using it.
+ `os` is NULL or a pointer this library returned (freed or not: a freed one is refused);
+ no call on another thread uses it meanwhile.
  */
-void xvmi_os_free(struct xvmi_os *os);
+xvmi_result xvmi_os_free(struct xvmi_os *os);
 
 /*
  What was found about the kernel.
@@ -1677,14 +1702,15 @@ xvmi_result xvmi_session_open(const struct xvmi_domain *domain, struct xvmi_sess
 /*
  Release a session: tear it down first if that has not been done (a teardown error is then
  printed to stderr; call [`xvmi_session_teardown`] first to get it as a result). `NULL` is
- a no-op. Called on a session that is in use (from its own event callback), it does
- nothing and sets the last error.
+ a no-op. Called on a session that is in use (from its own event callback), or on one
+ already freed, it frees nothing and returns [`XVMI_ERR_INVALID_HANDLE`].
 
  # Safety
- `session` is NULL or a handle from [`xvmi_session_open`] not yet freed, and no other call
- (on any thread, `xvmi_session_stop` included) is using it or will.
+ `session` is NULL or a pointer this library returned (freed or not: a freed one is
+ refused); no call on another thread (`xvmi_session_stop` included) uses it meanwhile or
+ will.
  */
-void xvmi_session_free(struct xvmi_session *session);
+xvmi_result xvmi_session_free(struct xvmi_session *session);
 
 /*
  Keep the session's journal in a file too (`path`; `target` names the domain in it, e.g.
@@ -1810,7 +1836,8 @@ xvmi_result xvmi_session_stop(const struct xvmi_session *session);
 
 /*
  Make SIGINT and SIGTERM stop the event loop (as [`xvmi_session_stop`]) instead of killing
- the process, so the session is torn down. The handlers stay installed.
+ the process, so the session is torn down. The handlers are removed when the session is
+ freed (SIGINT and SIGTERM then terminate the process again).
 
  # Safety
  `session` is NULL or a live handle.

@@ -8,6 +8,8 @@ command -v cc >/dev/null || need+=(gcc)
 # The C ABI tests (tests/c_abi.rs) compile C with gcc under ASan/UBSan, and check that
 # include/xenvmi.h compiles as C++ with g++.
 command -v c++ >/dev/null || need+=(g++)
+# ...and run each C test program again, built without sanitizers, under valgrind's memcheck.
+command -v valgrind >/dev/null || need+=(valgrind)
 command -v objdump >/dev/null || need+=(binutils)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 # Xen 4.17 headers/libraries and libclang: for the `xen` feature (bindgen at build time).

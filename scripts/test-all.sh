@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything CI checks: formatting, lints, unit + integration + doc tests on the real fixtures,
-# the adversarial suite, benches compile, and a short run of every fuzz target
+# Everything CI checks: formatting, lints, unit + integration + doc tests on the real fixtures
+# (the C tests under ASan/UBSan and again under valgrind, tests/c_abi.rs), the adversarial
+# suite, benches compile, and a short run of every fuzz target
 # (FUZZ_SECONDS each, default 30), and the real-Xen suite (tests/xen-e2e; XEN_E2E=0 skips it).
 # Run from the repository root: `bash scripts/test-all.sh`.
 set -euo pipefail

@@ -159,8 +159,28 @@ fn strings_without_terminators() {
     // Banner without a NUL running to the end of the image mapping.
     let banner_end = kva(BANNER + 14);
     g.write_va(banner_end, &[b'x'; 0x8000]);
-    let o = run("unterminated comm, module name, banner", || walk(g)).unwrap();
-    assert_eq!((o.tasks, o.modules), (2, 2));
+    let o = run("unterminated comm, module name, banner", move || {
+        let regs = g.registers();
+        let mem = GuestMemory::new(g.snapshot());
+        let linux = Linux::discover(&mem, &regs, ProfileSource::Loaded(profile()))?;
+        let tasks: Vec<String> = linux
+            .processes(&mem)
+            .map(|t| t.map(|t| t.name))
+            .collect::<Result<_, _>>()?;
+        let mods: Vec<String> = linux
+            .modules(&mem)
+            .map(|m| m.map(|m| m.name))
+            .collect::<Result<_, _>>()?;
+        Ok::<_, Error>((tasks, mods, linux.info().banner.clone()))
+    })
+    .unwrap();
+    assert_eq!((o.0.len(), o.1.len()), (2, 2));
+    // Each string stops at its field or cap: comm is 16 bytes (TASK_COMM_LEN), a module name
+    // the profile's 56, the banner MAX_BANNER.
+    assert!(o.0.contains(&"A".repeat(16)), "{:?}", o.0);
+    assert!(o.1.contains(&"B".repeat(56)), "{:?}", o.1);
+    assert_eq!(o.2.len(), xenvmi::os::linux::MAX_BANNER);
+    assert!(o.2.starts_with("Linux version xxx"), "{}", &o.2[..20]);
 }
 
 #[test]
@@ -192,9 +212,14 @@ fn page_tables_pointing_to_themselves() {
                 true
             },
         );
-        (n, leaves)
+        (n, mem.translate_mapped(space, Gva(0)).ok(), leaves)
     });
-    assert!(o.1 <= 1 << 20);
+    // From the construction: va 0 goes PML4[0] -> PML4 (as PDPT) [0] -> PML4 (as PD) [0] ->
+    // PML4 (as PT) [0] -> the PML4 page itself: four levels, then a leaf, never a fifth.
+    assert!(o.0 >= 1);
+    assert_eq!(o.1, Some(Gpa(TEXT_PA + PML4)));
+    // The enumeration ended because the levels ran out, not at its leaf limit.
+    assert!(o.2 < 1 << 20, "{} leaves", o.2);
 }
 
 #[test]
@@ -275,16 +300,23 @@ fn zero_and_random_images_are_not_linux() {
 
 #[test]
 fn banner_decoys_everywhere() {
-    // 4096 "Linux version " strings and no kernel: the banner search is capped.
-    let r = run("4096 banner decoys", || {
-        let mut img = vec![0u8; 8 << 20];
-        for i in 0..4096 {
+    // Twice as many "Linux version " strings as the search examines, and no kernel: the
+    // search stops at its cap, and says so.
+    let decoys = 2 * xenvmi::os::linux::MAX_BANNER_HITS;
+    let r = run("8192 banner decoys", move || {
+        let mut img = vec![0u8; decoys * 2048];
+        for i in 0..decoys {
             img[i * 2048..i * 2048 + 14].copy_from_slice(b"Linux version ");
         }
         let mem = GuestMemory::new(Snapshot::from_bytes(img, None).unwrap());
         Linux::discover(&mem, &[], ProfileSource::Loaded(profile())).map(|_| ())
     });
-    assert!(r.is_err());
+    let e = r.expect_err("no kernel");
+    let want = format!(
+        "none of the {0} `Linux version` strings examined in physical memory (at most {0})",
+        xenvmi::os::linux::MAX_BANNER_HITS
+    );
+    assert!(e.to_string().contains(&want), "{e}");
 }
 
 #[test]
@@ -311,7 +343,14 @@ fn kallsyms_look_alikes() {
         }
         kallsyms::find_in_image(&img).map(|_| ())
     });
-    assert!(r.is_err());
+    // It ends because its verification budget ran out, not because a look-alike was taken
+    // for the tables or the image ended first.
+    let e = r.expect_err("no tables");
+    let want = format!(
+        "gave up after {} verification steps",
+        kallsyms::MAX_SEARCH_WORK
+    );
+    assert!(e.to_string().contains(&want), "{e}");
 }
 
 fn btf_blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
@@ -369,6 +408,9 @@ fn btf_with_type_loops_and_self_containing_structs() {
             )
         },
     );
+    // Typedef 1 -> 2 -> 1: resolution stops after its hop limit on one of the loop's own ids,
+    // never on a type outside it.
+    assert!(r.0 == 1 || r.0 == 2, "{}", r.0);
     assert_eq!(r.1, None);
     assert_eq!(r.2, None);
 }

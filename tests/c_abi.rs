@@ -7,7 +7,9 @@
 //!
 //! The sanitizers instrument the C side only; the Rust library is linked uninstrumented, and
 //! ASan still sees every allocation (Rust uses the C allocator), so a handle that `_free` does
-//! not release shows up as a leak. Without a C compiler (`$CC`, else `cc`) the tests are
+//! not release shows up as a leak. Each test program is also built without sanitizers and run
+//! under valgrind's memcheck, which checks the Rust side's memory accesses too, and must print
+//! the same. Without a C compiler (`$CC`, else `cc`) the tests are
 //! skipped with a message; CI has gcc (`scripts/setup.sh`).
 
 mod support;
@@ -65,8 +67,21 @@ fn static_lib() -> PathBuf {
         })
 }
 
-/// Compile and link one C program against the static library.
+/// Compile and link one C program against the static library, under ASan and UBSan.
 fn build(cc: &str, source: &str, name: &str) -> PathBuf {
+    compile(
+        cc,
+        source,
+        name,
+        &[
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined",
+        ],
+    )
+}
+
+/// Compile and link one C program against the static library with `extra` flags.
+fn compile(cc: &str, source: &str, name: &str, extra: &[&str]) -> PathBuf {
     let root = support::fixture::repo_root();
     let lib = static_lib();
     let out_dir = profile_dir().join("c-tests");
@@ -83,9 +98,8 @@ fn build(cc: &str, source: &str, name: &str) -> PathBuf {
             "-g",
             "-O1",
             "-fno-omit-frame-pointer",
-            "-fsanitize=address,undefined",
-            "-fno-sanitize-recover=undefined",
         ])
+        .args(extra)
         .arg("-I")
         .arg(root.join("include"))
         .arg("-I")
@@ -153,6 +167,48 @@ fn run(exe: &Path, args: &[&Path]) -> String {
     stdout
 }
 
+/// Build `source` without sanitizers and run it under valgrind's memcheck (invalid reads and
+/// writes, uses of uninitialised values, and definite or indirect leaks are errors), which sees
+/// the Rust library's side as well (the sanitizers instrument only the C side). Its stdout
+/// must equal the sanitizer run's. Without valgrind the run is skipped with a message; CI
+/// installs it (`scripts/setup.sh`).
+fn run_valgrind(cc: &str, source: &str, name: &str, args: &[&Path], asan_stdout: &str) {
+    let have = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have {
+        eprintln!("SKIPPED: valgrind is not installed: {source} ran under the sanitizers only");
+        return;
+    }
+    let exe = compile(cc, source, &format!("{name}-valgrind"), &[]);
+    let o = Command::new("valgrind")
+        .args([
+            "--quiet",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--show-leak-kinds=definite,indirect",
+        ])
+        .arg(&exe)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("valgrind {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "{} under valgrind failed ({}):\n{stderr}",
+        exe.display(),
+        o.status
+    );
+    assert_eq!(
+        stdout, asan_stdout,
+        "{source}: valgrind and sanitizer runs differ"
+    );
+}
+
 fn vmcore() -> PathBuf {
     fixture_file("linux-6.1", "vmcore.elf").expect("unpack fixtures/linux-6.1/vmcore.elf.zst")
 }
@@ -192,6 +248,13 @@ fn c_snapshot_introspection_matches_ground_truth() {
     let exe = build(&cc, "tests/c/test_snapshot.c", "test_snapshot");
     let isf = support::fixture::fixture_dir("linux-6.1").join("debian-6.1.0-56-amd64.json.xz");
     let out = run(&exe, &[&vmcore(), &isf]);
+    run_valgrind(
+        &cc,
+        "tests/c/test_snapshot.c",
+        "test_snapshot",
+        &[&vmcore(), &isf],
+        &out,
+    );
     let gt = ground_truth("linux-6.1");
 
     assert_eq!(
@@ -301,6 +364,13 @@ fn c_event_session_on_the_simulated_domain() {
     let Some(cc) = compiler() else { return };
     let exe = build(&cc, "tests/c/test_events.c", "test_events");
     let out = run(&exe, &[&vmcore()]);
+    run_valgrind(
+        &cc,
+        "tests/c/test_events.c",
+        "test_events",
+        &[&vmcore()],
+        &out,
+    );
     let gt = ground_truth("linux-6.1");
     let tasks = truth_tasks(&gt);
 
@@ -363,6 +433,7 @@ fn c_windows_guest_matches_its_spec() {
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let out = run(&exe, &refs);
+    run_valgrind(&cc, "tests/c/test_windows.c", "test_windows", &refs, &out);
     check_windows(
         &out,
         &WinTruth {
@@ -408,6 +479,13 @@ fn c_windows_crash_dump_is_discovered_from_its_header() {
     std::fs::create_dir_all(image.parent().unwrap()).unwrap();
     std::fs::write(&image, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
     let out = run(&exe, &[&image, &isf_dir()]);
+    run_valgrind(
+        &cc,
+        "tests/c/test_windows.c",
+        "test_windows",
+        &[&image, &isf_dir()],
+        &out,
+    );
     check_windows(
         &out,
         &WinTruth {

@@ -180,3 +180,27 @@ fn windows_walk_inputs() {
         windows_walk_harness::run(&data);
     }
 }
+
+#[test]
+fn journal_inputs() {
+    // As fuzz/fuzz_targets/journal.rs: every accepted journal's header and lines parse back
+    // to themselves. Both seeds (format 1 and the bound format 2) are journals.
+    let all = inputs("journal");
+    assert!(all.len() >= 2, "seeds missing");
+    for (name, data) in all {
+        let r = xenvmi::event::journal::inspect(&data);
+        if name.contains("/seeds/") {
+            assert!(r.is_ok(), "{name}: {:?}", r.err());
+        }
+        let Ok((owner, lines)) = r else { continue };
+        let mut again = owner.header();
+        again.push('\n');
+        for l in &lines {
+            again.push_str(l);
+            again.push('\n');
+        }
+        let (o2, l2) = xenvmi::event::journal::inspect(again.as_bytes()).expect(&name);
+        assert_eq!(o2, owner, "{name}");
+        assert_eq!(l2, lines, "{name}");
+    }
+}

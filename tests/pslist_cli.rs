@@ -183,3 +183,88 @@ fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--windows"));
 }
+
+#[test]
+fn guest_names_cannot_drive_the_terminal() {
+    use xenvmi::backend::snapshot::Snapshot;
+    use xenvmi::mem::GuestMemory;
+    use xenvmi::os::linux::{Linux, ProfileSource};
+    use xenvmi::Gva;
+
+    // A copy of the real snapshot whose pid 1 is renamed, in guest memory, to an escape
+    // sequence that sets the window title and clears the screen.
+    let image = fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let snap = Snapshot::open(&image).unwrap();
+    let regs = snap.all_registers().to_vec();
+    let mem = GuestMemory::new(snap);
+    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+    let init = linux
+        .processes(&mem)
+        .filter_map(Result::ok)
+        .find(|p| p.pid == 1)
+        .expect("pid 1");
+    let comm = Gva(init.object.0 + linux.offsets().task_comm);
+    let gpa = mem
+        .translate_mapped(linux.info().kernel_space, comm)
+        .unwrap()
+        .0;
+    let r = mem
+        .backend()
+        .regions()
+        .iter()
+        .find(|r| gpa >= r.gpa && gpa < r.gpa + r.len)
+        .expect("backed");
+    let at = r.file_offset + (gpa - r.gpa);
+    drop(mem);
+    let dir = std::env::temp_dir().join(format!("xenvmi-pslist-esc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("vmcore.elf");
+    std::fs::copy(&image, &copy).unwrap();
+    let evil = b"\x1b]0;pwned\x07\x1b[2J\0";
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(evil).unwrap();
+    }
+    let out = Command::new(pslist()).arg(&copy).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "raw control bytes reached the terminal"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("1 ")
+                && l.ends_with("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_corrupt_zst_leaves_no_partial_file() {
+    let dir = std::env::temp_dir().join(format!("xenvmi-zst-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A valid zstd frame header, then garbage.
+    let src = dir.join("bad.elf.zst");
+    let mut bytes = vec![0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58];
+    bytes.extend(std::iter::repeat_n(0xa5u8, 4096));
+    std::fs::write(&src, &bytes).unwrap();
+    let dst = dir.join("out").join("bad.elf");
+    assert!(support::fixture::unpack_zstd(&src, &dst).is_err());
+    let left: Vec<_> = std::fs::read_dir(dst.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

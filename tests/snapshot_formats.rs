@@ -41,10 +41,7 @@ fn write_raw(elf: &Snapshot, path: &Path) {
     let mut end = 0;
     for r in elf.regions() {
         out.seek(SeekFrom::Start(r.gpa)).unwrap();
-        copy_sparse(
-            elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap(),
-            &mut out,
-        );
+        copy_sparse(&region_bytes(elf, r), &mut out);
         end = end.max(r.gpa + r.len);
     }
     out.set_len(end).unwrap();
@@ -60,10 +57,7 @@ fn write_lime(elf: &Snapshot, path: &Path) {
         h.extend_from_slice(&(r.gpa + r.len - 1).to_le_bytes());
         h.extend_from_slice(&[0u8; 8]);
         out.write_all(&h).unwrap();
-        copy_sparse(
-            elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap(),
-            &mut out,
-        );
+        copy_sparse(&region_bytes(elf, r), &mut out);
     }
     let pos = out.stream_position().unwrap();
     out.set_len(pos).unwrap();
@@ -189,10 +183,7 @@ fn write_full_dump(elf: &Snapshot, h: &Header, path: &Path) {
     out.write_all(&dmp::full_header(h, &runs)).unwrap();
     for r in elf.regions() {
         assert_eq!((r.gpa % 4096, r.len % 4096), (0, 0), "page-aligned regions");
-        dmp::write_sparse(
-            elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap(),
-            &mut out,
-        );
+        dmp::write_sparse(&region_bytes(elf, r), &mut out);
     }
     let pos = out.stream_position().unwrap();
     out.set_len(pos).unwrap();
@@ -204,7 +195,7 @@ fn write_full_dump(elf: &Snapshot, h: &Header, path: &Path) {
 fn write_bitmap_dump(elf: &Snapshot, h: &Header, path: &Path) -> u64 {
     let mut present = Vec::new();
     for r in elf.regions() {
-        let data = elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap();
+        let data = &region_bytes(elf, r);
         for (i, page) in data.chunks(4096).enumerate() {
             if page.iter().any(|&b| b != 0) {
                 present.push(r.gpa / 4096 + i as u64);
@@ -216,8 +207,9 @@ fn write_bitmap_dump(elf: &Snapshot, h: &Header, path: &Path) -> u64 {
     out.write_all(&dmp::bitmap_header(h, 5, b"FDMP", total, &present))
         .unwrap();
     for pfn in &present {
-        out.write_all(elf.physical_slice(Gpa(pfn * 4096), 4096).unwrap())
-            .unwrap();
+        let mut page = [0u8; 4096];
+        elf.read_physical(Gpa(pfn * 4096), &mut page).unwrap();
+        out.write_all(&page).unwrap();
     }
     present.len() as u64
 }
@@ -316,7 +308,7 @@ fn windows_crash_dumps_of_real_memory() {
     let mut buf = vec![0u8; 4096];
     let (mut compared, mut holes) = (0u64, 0u64);
     for r in elf.regions() {
-        let data = elf.physical_slice(Gpa(r.gpa), r.len as usize).unwrap();
+        let data = &region_bytes(&elf, r);
         for (i, want) in data.chunks(4096).enumerate() {
             let gpa = r.gpa + i as u64 * 4096;
             full.read_physical(Gpa(gpa), &mut buf).unwrap();
@@ -344,7 +336,7 @@ fn windows_crash_dumps_of_real_memory() {
     let top = elf.regions().last().unwrap();
     let mut big = vec![0u8; top.len as usize];
     full.read_physical(Gpa(top.gpa), &mut big).unwrap();
-    assert!(big == elf.physical_slice(Gpa(top.gpa), top.len as usize).unwrap());
+    assert!(big == region_bytes(&elf, top));
 
     // Page tables: translate kernel addresses through the dump's own vCPU 0 (CR3 =
     // DirectoryTableBase, synthetic 4-level paging state) and compare with the ELF core
@@ -541,4 +533,11 @@ fn windows_crash_dump_corruptions_are_errors() {
 
 fn over_write(b: &mut [u8], off: usize, v: &[u8]) {
     b[off..off + v.len()].copy_from_slice(v);
+}
+
+/// The bytes of one region of `s` (a file-backed snapshot lends none: it reads them).
+fn region_bytes(s: &Snapshot, r: &xenvmi::backend::snapshot::Region) -> Vec<u8> {
+    let mut v = vec![0u8; r.len as usize];
+    s.read_physical(Gpa(r.gpa), &mut v).unwrap();
+    v
 }

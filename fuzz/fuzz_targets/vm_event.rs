@@ -14,6 +14,9 @@ struct Input {
     tails: Vec<u8>,
     start: u32,
     answer: u8,
+    /// Words the producer writes into the ring header (req_prod, req_event, rsp_prod,
+    /// rsp_event, private bytes) before a drain: hostile indices.
+    hostile: Vec<(u8, u32)>,
 }
 
 fuzz_target!(|inp: Input| {
@@ -28,9 +31,17 @@ fuzz_target!(|inp: Input| {
             req[64 + j] = b.wrapping_add(i as u8);
         }
         if !front.put_request(&page, &req) {
-            // Ring full: the consumer drains, as it would on the next notification.
+            // Ring full: the consumer drains, as it would on the next notification. A hostile
+            // producer may first rewrite the header's indices.
+            if let Some(&(off, v)) = inp.hostile.get(i) {
+                page.store_word((off as usize % 16) * 4, v);
+            }
             let mut r = [0u8; ENTRY_SIZE];
+            let mut taken = 0u32;
             while back.get_request(&page, &mut r) {
+                // However the indices lie, one drain takes at most the ring's slots.
+                taken += 1;
+                assert!(taken <= 8, "a drain took more requests than the ring has slots");
                 match decode_request(&r) {
                     Ok(e) => {
                         let rsp = match inp.answer % 5 {

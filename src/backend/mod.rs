@@ -45,6 +45,12 @@ pub trait PhysicalMemory {
     /// The guest-physical ranges that are backed (sorted, non-overlapping). Used to bound scans.
     fn physical_ranges(&self) -> Vec<Range<u64>>;
 
+    /// Forget mappings of guest frames the backend keeps between reads (the Xen backend's
+    /// foreign-map cache): after the guest ran, a frame may be backed by another page.
+    /// [`GuestMemory::flush_translations`](crate::mem::GuestMemory::flush_translations) calls
+    /// it. The default does nothing (a snapshot cannot change).
+    fn drop_cached_mappings(&self) {}
+
     /// How many ranges [`PhysicalMemory::physical_ranges`] has, without building the list
     /// (a snapshot answers in O(1): a hostile dump can have hundreds of thousands).
     fn physical_range_count(&self) -> usize {
@@ -420,6 +426,7 @@ macro_rules! forward_physical {
             }
             fn physical_ranges(&self) -> Vec<Range<u64>> { (**self).physical_ranges() }
             fn physical_range_count(&self) -> usize { (**self).physical_range_count() }
+            fn drop_cached_mappings(&self) { (**self).drop_cached_mappings() }
             fn physical_range(&self, index: usize) -> Option<Range<u64>> {
                 (**self).physical_range(index)
             }

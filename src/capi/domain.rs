@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::*;
+use super::handles::{arg_handle, register, unregister, Handle};
 use super::types::xvmi_registers;
 use crate::addr::{Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
 use crate::backend::sim::{GuestAction, Outcome, SimDomain};
@@ -54,6 +55,9 @@ impl PhysicalMemory for Domain {
     }
     fn physical_range_count(&self) -> usize {
         each!(self, b => b.physical_range_count())
+    }
+    fn drop_cached_mappings(&self) {
+        each!(self, b => b.drop_cached_mappings())
     }
     fn physical_range(&self, index: usize) -> Option<Range<u64>> {
         each!(self, b => b.physical_range(index))
@@ -208,6 +212,9 @@ impl PhysicalMemory for DomainMemory {
     fn physical_range_count(&self) -> usize {
         self.0.backend.physical_range_count()
     }
+    fn drop_cached_mappings(&self) {
+        self.0.backend.drop_cached_mappings()
+    }
     fn physical_range(&self, index: usize) -> Option<Range<u64>> {
         self.0.backend.physical_range(index)
     }
@@ -241,7 +248,7 @@ fn new_domain(backend: Domain, out: *mut *mut xvmi_domain) {
         shared: DomainShared::new(backend),
     });
     // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
-    unsafe { put(out, Box::into_raw(h)) };
+    unsafe { put(out, register(h)) };
 }
 
 /// Open a live Xen domain by id (`"3"`) or name (`"guest1"`), after checking the hypervisor's
@@ -351,18 +358,18 @@ pub unsafe extern "C" fn xvmi_sim_open_buffer(
 /// domain keep it alive until they are freed too; the Xen handles are closed when the last
 /// one goes.
 ///
+/// Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
+/// not live (a double free) or that a call still running uses (freed from a callback).
+///
 /// # Safety
-/// `domain` is NULL or a handle from `xvmi_domain_open_xen` / `xvmi_sim_open_*` not yet
-/// freed, and no other call is using it.
+/// `domain` is NULL or a pointer this library returned (freed or not: a freed one is
+/// refused); no call on another thread uses it meanwhile.
 #[no_mangle]
-pub unsafe extern "C" fn xvmi_domain_free(domain: *mut xvmi_domain) {
-    let _ = boundary(|| {
-        if !domain.is_null() {
-            // SAFETY: a handle from Box::into_raw (contract), freed once.
-            drop(unsafe { Box::from_raw(domain) });
-        }
+pub unsafe extern "C" fn xvmi_domain_free(domain: *mut xvmi_domain) -> xvmi_result {
+    boundary(|| {
+        drop(unregister(domain, "domain")?);
         Ok(())
-    });
+    })
 }
 
 /// The control registers of [`xvmi_sim_script_write_cr`] and `xvmi_monitor`
@@ -408,8 +415,7 @@ unsafe fn script(
     action: impl FnOnce(VcpuId) -> Result<GuestAction, Fail>,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let d = unsafe { arg_ref(domain, "domain") }?;
+        let d = arg_handle(domain, "domain")?;
         let sim = d.shared.sim()?;
         let count = sim.vcpu_count();
         if vcpu >= count {
@@ -602,8 +608,7 @@ pub unsafe extern "C" fn xvmi_sim_get_state(
     out: *mut xvmi_sim_state,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let d = unsafe { arg_ref(domain, "domain") }?;
+        let d = arg_handle(domain, "domain")?;
         let out = arg_out(out, "out")?;
         let st = d.shared.sim()?.state();
         let mut s = xvmi_sim_state {
@@ -647,8 +652,7 @@ pub unsafe extern "C" fn xvmi_sim_msr(
     out_value: *mut u64,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let d = unsafe { arg_ref(domain, "domain") }?;
+        let d = arg_handle(domain, "domain")?;
         let out = arg_out(out_value, "out_value")?;
         let v = d
             .shared
@@ -732,8 +736,7 @@ pub unsafe extern "C" fn xvmi_domain_recover_with(
     out: *mut xvmi_recovery,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let d = unsafe { arg_ref(domain, "domain") }?;
+        let d = arg_handle(domain, "domain")?;
         // SAFETY: forwarded contract.
         let path = unsafe { arg_str(path, "path") }?;
         let out = arg_out(out, "out")?;
@@ -770,4 +773,8 @@ pub unsafe extern "C" fn xvmi_domain_recover_with(
         unsafe { put(out, r) };
         Ok(())
     })
+}
+
+impl Handle for xvmi_domain {
+    const KIND: &'static str = "xvmi_domain";
 }

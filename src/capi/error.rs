@@ -63,6 +63,14 @@ pub const XVMI_ERR_PANIC: xvmi_result = 19;
 /// 0700 directory, or written for another domain or host boot (the message says which).
 /// `XVMI_RECOVER_IGNORE_BINDING` overrides the domain and boot check only.
 pub const XVMI_ERR_JOURNAL_REFUSED: xvmi_result = 20;
+/// A handle argument is not a live handle of its type: freed already (a use after free or a
+/// double free), never returned by this library, a handle of another type, or, for a free, a
+/// handle that a call still running is using (freed from a walk's or an event's callback; it
+/// was not freed).
+pub const XVMI_ERR_INVALID_HANDLE: xvmi_result = 21;
+/// Memory for the result could not be allocated (a copy of a caller's buffer, a read's
+/// scratch buffer); nothing was changed.
+pub const XVMI_ERR_NO_MEMORY: xvmi_result = 22;
 
 /// Why a call failed: its code and its message.
 #[derive(Debug)]
@@ -164,7 +172,7 @@ fn null(name: &str) -> Fail {
     Fail::new(XVMI_ERR_NULL_POINTER, format!("`{name}` is NULL"))
 }
 
-fn check_ptr<T>(p: *const T, name: &str) -> Result<(), Fail> {
+pub(crate) fn check_ptr<T>(p: *const T, name: &str) -> Result<(), Fail> {
     if p.is_null() {
         return Err(null(name));
     }
@@ -247,29 +255,58 @@ fn check_len(len: usize, name: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A caller buffer to fill, zeroed. NULL is accepted when `len` is 0.
-///
-/// # Safety
-/// `p` is NULL or valid for `len` bytes of writes, not aliased for `'a`.
-pub(crate) unsafe fn arg_buf_mut<'a>(
+/// A caller's output buffer, checked (non-NULL unless empty, a length that fits `isize`) but
+/// not touched: it is written with [`OutBuf::write`] only once the result is known, so a
+/// failing call leaves the caller's bytes as they were (`docs/ffi.md`: outputs are written
+/// only on success).
+pub(crate) struct OutBuf {
     p: *mut u8,
     len: usize,
-    name: &str,
-) -> Result<&'a mut [u8], Fail> {
-    check_len(len, name)?;
-    if len == 0 {
-        return Ok(&mut []);
+}
+
+impl OutBuf {
+    /// Its length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
-    if p.is_null() {
+
+    /// Copy `src` (exactly [`OutBuf::len`] bytes) into the caller's buffer.
+    pub(crate) fn write(&self, src: &[u8]) {
+        let n = src.len().min(self.len);
+        if n == 0 {
+            return;
+        }
+        // SAFETY: `p` is non-NULL and valid for `len` bytes of writes (checked by
+        // `arg_buf_out`, promised by the caller); `src` is a Rust slice, so the two cannot
+        // overlap with a live Rust borrow of the caller's memory (none is ever made).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.p, n) };
+    }
+}
+
+/// A caller's buffer for `len` bytes of output (NULL is accepted when `len` is 0).
+///
+/// # Safety
+/// `p` is NULL or valid for `len` bytes of writes until the call returns.
+pub(crate) unsafe fn arg_buf_out(p: *mut u8, len: usize, name: &str) -> Result<OutBuf, Fail> {
+    check_len(len, name)?;
+    if len != 0 && p.is_null() {
         return Err(null(name));
     }
-    // SAFETY: non-NULL, `len` <= isize::MAX; valid for `len` writable bytes and not aliased
-    // by contract; u8 has no alignment requirement. The caller's bytes may be uninitialised,
-    // which a `&mut [u8]` must not see: they are zeroed first (a raw write), then borrowed.
-    Ok(unsafe {
-        p.write_bytes(0, len);
-        std::slice::from_raw_parts_mut(p, len)
-    })
+    Ok(OutBuf { p, len })
+}
+
+/// A zeroed scratch buffer of `len` bytes, or an error if it cannot be allocated (a C caller
+/// may ask for any length).
+pub(crate) fn scratch(len: usize, name: &str) -> Result<Vec<u8>, Fail> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Fail::new(
+            XVMI_ERR_NO_MEMORY,
+            format!("`{name}`: {len} bytes cannot be allocated for the result"),
+        )
+    })?;
+    v.resize(len, 0);
+    Ok(v)
 }
 
 /// Bytes given by the caller. NULL is accepted when `len` is 0.
@@ -480,6 +517,8 @@ names!(
     XVMI_ERR_BUFFER_TOO_SMALL,
     XVMI_ERR_PANIC,
     XVMI_ERR_JOURNAL_REFUSED,
+    XVMI_ERR_INVALID_HANDLE,
+    XVMI_ERR_NO_MEMORY,
 );
 
 /// The name of a result code (`"XVMI_ERR_IO"`), `"XVMI_ERR_UNKNOWN"` for a number this library

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::domain::{xvmi_domain, DomainMemory, DomainShared};
 use super::error::*;
+use super::handles::{arg_handle, register, unregister, Handle};
 use super::types::{xvmi_region, xvmi_registers};
 use crate::addr::{Gpa, Gva, VcpuId};
 use crate::backend::snapshot::Snapshot;
@@ -85,13 +86,14 @@ impl xvmi_memory {
 
 fn new_memory(m: xvmi_memory, out: *mut *mut xvmi_memory) {
     // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
-    unsafe { put(out, Box::into_raw(Box::new(m))) };
+    unsafe { put(out, register(Box::new(m))) };
 }
 
 /// Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core,
 /// a LiME capture or a 64-bit Windows kernel crash dump (full or bitmap), detected from
-/// content. The file is memory-mapped (it must not change
-/// while open). [`XVMI_ERR_IO`] names the file and the errno; [`XVMI_ERR_MALFORMED`] says
+/// content. The file is read as needed, not mapped: if it shrinks while open, reads of what is
+/// gone return [`XVMI_ERR_NOT_MAPPED`]. [`XVMI_ERR_IO`] names the file and the errno (also a
+/// FIFO, device or directory: only regular files are opened); [`XVMI_ERR_MALFORMED`] says
 /// what is wrong with a truncated or corrupt image.
 ///
 /// # Safety
@@ -113,7 +115,8 @@ pub unsafe extern "C" fn xvmi_memory_open_snapshot(
 }
 
 /// Open an image held in memory (copied): any format [`xvmi_memory_open_snapshot`] reads,
-/// detected from content (anything that is not ELF or LiME is raw).
+/// detected from content (anything that is not ELF or LiME is raw). [`XVMI_ERR_NO_MEMORY`] if
+/// the copy cannot be allocated.
 ///
 /// # Safety
 /// `data` is valid for `len` bytes of reads; `out` is valid for a write. On success `*out` is
@@ -128,7 +131,19 @@ pub unsafe extern "C" fn xvmi_memory_open_buffer(
         // SAFETY: forwarded contract.
         let data = unsafe { arg_bytes(data, len, "data") }?;
         let out = arg_out(out, "out")?;
-        let snap = Snapshot::from_bytes(data.to_vec(), None)?;
+        // A caller may hand over more than this process can copy: an error, not an abort.
+        let mut copy = Vec::new();
+        copy.try_reserve_exact(data.len()).map_err(|_| {
+            Fail::new(
+                XVMI_ERR_NO_MEMORY,
+                format!(
+                    "a copy of the {}-byte buffer cannot be allocated",
+                    data.len()
+                ),
+            )
+        })?;
+        copy.extend_from_slice(data);
+        let snap = Snapshot::from_bytes(copy, None)?;
         new_memory(xvmi_memory::from_snapshot(snap), out);
         Ok(())
     })
@@ -148,8 +163,7 @@ pub unsafe extern "C" fn xvmi_memory_open_domain(
     out: *mut *mut xvmi_memory,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let d = unsafe { arg_ref(domain, "domain") }?;
+        let d = arg_handle(domain, "domain")?;
         let out = arg_out(out, "out")?;
         let source = Box::new(DomainMemory(Arc::clone(&d.shared)));
         new_memory(xvmi_memory::new(source, Some(Arc::clone(&d.shared))), out);
@@ -160,22 +174,22 @@ pub unsafe extern "C" fn xvmi_memory_open_domain(
 /// Release a memory handle. `NULL` is a no-op. OS handles discovered on it stay valid (they
 /// hold no reference to it).
 ///
+/// Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
+/// not live (a double free) or that a call still running uses (freed from a callback).
+///
 /// # Safety
-/// `mem` is NULL or a handle from `xvmi_memory_open_*` not yet freed, and no other call is
-/// using it.
+/// `mem` is NULL or a pointer this library returned (freed or not: a freed one is refused);
+/// no call on another thread uses it meanwhile.
 #[no_mangle]
-pub unsafe extern "C" fn xvmi_memory_free(mem: *mut xvmi_memory) {
-    let _ = boundary(|| {
-        if !mem.is_null() {
-            // SAFETY: a handle from Box::into_raw (contract), freed once.
-            drop(unsafe { Box::from_raw(mem) });
-        }
+pub unsafe extern "C" fn xvmi_memory_free(mem: *mut xvmi_memory) -> xvmi_result {
+    boundary(|| {
+        drop(unregister(mem, "mem")?);
         Ok(())
-    });
+    })
 }
 
 /// Read `len` bytes of guest-physical memory at `gpa` into `buf`.
-/// [`XVMI_ERR_NOT_MAPPED`] if any byte is not backed (`buf` may then be partly written).
+/// [`XVMI_ERR_NOT_MAPPED`] if any byte is not backed; `buf` is then left as it was.
 ///
 /// # Safety
 /// `mem` is NULL or a live handle; `buf` is valid for `len` bytes of writes.
@@ -187,11 +201,13 @@ pub unsafe extern "C" fn xvmi_memory_read_physical(
     len: usize,
 ) -> xvmi_result {
     boundary(|| {
+        let m = arg_handle(mem, "mem")?;
         // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
-        // SAFETY: forwarded contract.
-        let buf = unsafe { arg_buf_mut(buf, len, "buf") }?;
-        m.get().read_physical(Gpa(gpa), buf)?;
+        let buf = unsafe { arg_buf_out(buf, len, "buf") }?;
+        // Read into a buffer of our own: the caller's is written only on success.
+        let mut tmp = scratch(buf.len(), "len")?;
+        m.get().read_physical(Gpa(gpa), &mut tmp)?;
+        buf.write(&tmp);
         Ok(())
     })
 }
@@ -218,17 +234,19 @@ pub unsafe extern "C" fn xvmi_memory_read_virtual(
     out_read: *mut usize,
 ) -> xvmi_result {
     boundary(|| {
+        let m = arg_handle(mem, "mem")?;
         // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
-        // SAFETY: forwarded contract.
-        let buf = unsafe { arg_buf_mut(buf, len, "buf") }?;
+        let buf = unsafe { arg_buf_out(buf, len, "buf") }?;
         let out_read = if out_read.is_null() {
             None
         } else {
             Some(arg_out(out_read, "out_read")?)
         };
         let space = m.space(cr3);
-        let r = m.get().read_partial(space, Gva(va), buf);
+        let mut tmp = scratch(buf.len(), "len")?;
+        let r = m.get().read_partial(space, Gva(va), &mut tmp);
+        // Written on success and on a partial read (holes zero-filled), as documented.
+        buf.write(&tmp);
         if let Some(o) = out_read {
             // SAFETY: checked by arg_out; written on success and on a partial read, as
             // documented.
@@ -266,8 +284,7 @@ pub unsafe extern "C" fn xvmi_memory_translate(
     out_gpa: *mut u64,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         let out = arg_out(out_gpa, "out_gpa")?;
         let gpa = m.get().translate_mapped(m.space(cr3), Gva(va))?;
         // SAFETY: checked by arg_out.
@@ -287,8 +304,7 @@ pub unsafe extern "C" fn xvmi_memory_set_paging_levels(
     levels: u32,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         let mode = match levels {
             4 => PagingMode::Level4,
             5 => PagingMode::Level5,
@@ -311,8 +327,7 @@ pub unsafe extern "C" fn xvmi_memory_set_paging_levels(
 #[no_mangle]
 pub unsafe extern "C" fn xvmi_memory_flush(mem: *const xvmi_memory) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         m.get().flush_translations();
         Ok(())
     })
@@ -328,8 +343,7 @@ pub unsafe extern "C" fn xvmi_memory_vcpu_count(
     out_count: *mut u32,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         let out = arg_out(out_count, "out_count")?;
         let n = m.get().backend().vcpu_count();
         // SAFETY: checked by arg_out.
@@ -349,8 +363,7 @@ pub unsafe extern "C" fn xvmi_memory_registers(
     out: *mut xvmi_registers,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         let out = arg_out(out, "out")?;
         let r = m.get().backend().registers(VcpuId(vcpu))?;
         // SAFETY: checked by arg_out.
@@ -369,8 +382,7 @@ pub unsafe extern "C" fn xvmi_memory_region_count(
     out_count: *mut usize,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         let out = arg_out(out_count, "out_count")?;
         let n = m.get().backend().physical_range_count();
         // SAFETY: checked by arg_out.
@@ -391,8 +403,7 @@ pub unsafe extern "C" fn xvmi_memory_region(
     out: *mut xvmi_region,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         let out = arg_out(out, "out")?;
         let b = m.get().backend();
         let r = b.physical_range(index).ok_or_else(|| {
@@ -416,4 +427,8 @@ pub unsafe extern "C" fn xvmi_memory_region(
         };
         Ok(())
     })
+}
+
+impl Handle for xvmi_memory {
+    const KIND: &'static str = "xvmi_memory";
 }

@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::error::*;
+use super::handles::{arg_handle, register, unregister, Handle};
 use super::memory::xvmi_memory;
 use super::types::{xvmi_module, xvmi_process};
 use crate::addr::{Gpa, Gva};
@@ -100,7 +101,7 @@ fn levels(m: PagingMode) -> u32 {
 
 fn new_os(os: Os, out: *mut *mut xvmi_os) {
     // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
-    unsafe { put(out, Box::into_raw(Box::new(xvmi_os { os }))) };
+    unsafe { put(out, register(Box::new(xvmi_os { os }))) };
 }
 
 fn discover_linux(
@@ -134,8 +135,7 @@ pub unsafe extern "C" fn xvmi_os_linux_discover(
     out: *mut *mut xvmi_os,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         // SAFETY: forwarded contract.
         let isf = unsafe { arg_opt_str(isf_path, "isf_path") }?;
         let out = arg_out(out, "out")?;
@@ -143,7 +143,7 @@ pub unsafe extern "C" fn xvmi_os_linux_discover(
             None => ProfileSource::InGuest,
             Some(p) => ProfileSource::Isf(p.into()),
         };
-        discover_linux(m, source, out)
+        discover_linux(&m, source, out)
     })
 }
 
@@ -162,8 +162,7 @@ pub unsafe extern "C" fn xvmi_os_linux_discover_btf(
     out: *mut *mut xvmi_os,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         // SAFETY: forwarded contract.
         let btf = unsafe { arg_str(btf_path, "btf_path") }?;
         // SAFETY: forwarded contract.
@@ -173,7 +172,7 @@ pub unsafe extern "C" fn xvmi_os_linux_discover_btf(
             btf: btf.into(),
             symbols: symbols.into(),
         };
-        discover_linux(m, source, out)
+        discover_linux(&m, source, out)
     })
 }
 
@@ -215,8 +214,7 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
     out: *mut *mut xvmi_os,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let m = arg_handle(mem, "mem")?;
         // SAFETY: forwarded contract.
         let path = unsafe { arg_str(profile_path, "profile_path") }?;
         let h = if hints.is_null() {
@@ -258,18 +256,18 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
 
 /// Release an OS handle. `NULL` is a no-op.
 ///
+/// Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
+/// not live (a double free) or that a call still running uses (freed from a callback).
+///
 /// # Safety
-/// `os` is NULL or a handle from `xvmi_os_*_discover` not yet freed, and no other call is
-/// using it.
+/// `os` is NULL or a pointer this library returned (freed or not: a freed one is refused);
+/// no call on another thread uses it meanwhile.
 #[no_mangle]
-pub unsafe extern "C" fn xvmi_os_free(os: *mut xvmi_os) {
-    let _ = boundary(|| {
-        if !os.is_null() {
-            // SAFETY: a handle from Box::into_raw (contract), freed once.
-            drop(unsafe { Box::from_raw(os) });
-        }
+pub unsafe extern "C" fn xvmi_os_free(os: *mut xvmi_os) -> xvmi_result {
+    boundary(|| {
+        drop(unregister(os, "os")?);
         Ok(())
-    });
+    })
 }
 
 /// What was found about the kernel.
@@ -282,8 +280,7 @@ pub unsafe extern "C" fn xvmi_os_get_info(
     out: *mut xvmi_os_info,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
+        let os = arg_handle(os, "os")?;
         let out = arg_out(out, "out")?;
         let info = match &os.os {
             Os::Windows { windows, base_pa } => {
@@ -338,8 +335,7 @@ pub unsafe extern "C" fn xvmi_os_release(
     out_len: *mut usize,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
+        let os = arg_handle(os, "os")?;
         let s = match &os.os {
             Os::Linux(l) => l.info().release.clone(),
             Os::Windows { windows, .. } => match windows.info().build {
@@ -371,8 +367,7 @@ pub unsafe extern "C" fn xvmi_os_banner(
     out_len: *mut usize,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
+        let os = arg_handle(os, "os")?;
         let s = match &os.os {
             Os::Linux(l) => l.info().banner.clone(),
             Os::Windows { windows, .. } => {
@@ -407,8 +402,7 @@ pub unsafe extern "C" fn xvmi_os_symbol(
     out_va: *mut u64,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
+        let os = arg_handle(os, "os")?;
         // SAFETY: forwarded contract.
         let name = unsafe { arg_str(name, "name") }?;
         let out = arg_out(out_va, "out_va")?;
@@ -485,10 +479,8 @@ pub unsafe extern "C" fn xvmi_os_processes(
     userdata: *mut c_void,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let os = arg_handle(os, "os")?;
+        let m = arg_handle(mem, "mem")?;
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
         let mem = m.get();
         let call = |p: *const xvmi_process, status| {
@@ -519,10 +511,8 @@ pub unsafe extern "C" fn xvmi_os_modules(
     userdata: *mut c_void,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let os = arg_handle(os, "os")?;
+        let m = arg_handle(mem, "mem")?;
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
         let mem = m.get();
         let call = |m: *const xvmi_module, status| {
@@ -553,10 +543,8 @@ pub unsafe extern "C" fn xvmi_os_process_for_cr3(
     out: *mut xvmi_process,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let os = arg_handle(os, "os")?;
+        let m = arg_handle(mem, "mem")?;
         let out = arg_out(out, "out")?;
         let mem = m.get();
         let found: Option<Process> = match &os.os {
@@ -635,10 +623,8 @@ pub unsafe extern "C" fn xvmi_os_process_modules(
     userdata: *mut c_void,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let os = unsafe { arg_ref(os, "os") }?;
-        // SAFETY: forwarded contract.
-        let m = unsafe { arg_ref(mem, "mem") }?;
+        let os = arg_handle(os, "os")?;
+        let m = arg_handle(mem, "mem")?;
         if process.is_null() {
             return Err(Fail::new(XVMI_ERR_NULL_POINTER, "`process` is NULL"));
         }
@@ -665,4 +651,8 @@ pub unsafe extern "C" fn xvmi_os_process_modules(
             ),
         }
     })
+}
+
+impl Handle for xvmi_os {
+    const KIND: &'static str = "xvmi_os";
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::domain::{control_register, register_id, xvmi_domain, Domain, DomainShared};
 use super::error::*;
+use super::handles::{arg_handle, register, unregister, Handle};
 use super::types::xvmi_registers;
 use crate::addr::{Gfn, VcpuId, ViewId};
 use crate::backend::{MemAccess, Monitor};
@@ -83,8 +84,7 @@ pub unsafe extern "C" fn xvmi_session_open(
     out: *mut *mut xvmi_session,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let d = unsafe { arg_ref(domain, "domain") }?;
+        let d = arg_handle(domain, "domain")?;
         let out = arg_out(out, "out")?;
         let shared = Arc::clone(&d.shared);
         if shared
@@ -118,37 +118,28 @@ pub unsafe extern "C" fn xvmi_session_open(
             }),
         });
         // SAFETY: checked by arg_out.
-        unsafe { put(out, Box::into_raw(h)) };
+        unsafe { put(out, register(h)) };
         Ok(())
     })
 }
 
 /// Release a session: tear it down first if that has not been done (a teardown error is then
 /// printed to stderr; call [`xvmi_session_teardown`] first to get it as a result). `NULL` is
-/// a no-op. Called on a session that is in use (from its own event callback), it does
-/// nothing and sets the last error.
+/// a no-op. Called on a session that is in use (from its own event callback), or on one
+/// already freed, it frees nothing and returns [`XVMI_ERR_INVALID_HANDLE`].
 ///
 /// # Safety
-/// `session` is NULL or a handle from [`xvmi_session_open`] not yet freed, and no other call
-/// (on any thread, `xvmi_session_stop` included) is using it or will.
+/// `session` is NULL or a pointer this library returned (freed or not: a freed one is
+/// refused); no call on another thread (`xvmi_session_stop` included) uses it meanwhile or
+/// will.
 #[no_mangle]
-pub unsafe extern "C" fn xvmi_session_free(session: *mut xvmi_session) {
-    let _ = boundary(|| {
-        if session.is_null() {
+pub unsafe extern "C" fn xvmi_session_free(session: *mut xvmi_session) -> xvmi_result {
+    boundary(|| {
+        // Refused while a call uses it (its own event callback: freeing would pull the session
+        // from under the running loop).
+        let Some(h) = unregister(session, "session")? else {
             return Ok(());
-        }
-        // SAFETY: a live handle (contract); only the atomic `busy` flag is read.
-        let busy = unsafe { &*std::ptr::addr_of!((*session).busy) };
-        if busy.load(Ordering::SeqCst) {
-            // Freed from its own event callback (or during another call): freeing now would
-            // pull the session from under the running loop. Keep it; say why.
-            return Err(Fail::invalid(
-                "xvmi_session_free: the session is in use (called from its own event callback?); \
-                 it was not freed",
-            ));
-        }
-        // SAFETY: a handle from Box::into_raw (contract), freed once, used by no other call.
-        let h = unsafe { Box::from_raw(session) };
+        };
         let Inner {
             session, domain, ..
         } = h.inner.into_inner();
@@ -157,7 +148,7 @@ pub unsafe extern "C" fn xvmi_session_free(session: *mut xvmi_session) {
         domain.session_open.store(false, Ordering::SeqCst);
         drop(domain);
         Ok(())
-    });
+    })
 }
 
 /// Keep the session's journal in a file too (`path`; `target` names the domain in it, e.g.
@@ -175,13 +166,12 @@ pub unsafe extern "C" fn xvmi_session_persist_journal(
     target: *const c_char,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         // SAFETY: forwarded contract.
         let path = unsafe { arg_str(path, "path") }?;
         // SAFETY: forwarded contract.
         let target = unsafe { arg_str(target, "target") }?;
-        with_inner(s, |i| Ok(changes(i)?.persist_journal(path, target)?))
+        with_inner(&s, |i| Ok(changes(i)?.persist_journal(path, target)?))
     })
 }
 
@@ -271,11 +261,10 @@ pub unsafe extern "C" fn xvmi_session_monitor(
     monitor: *const xvmi_monitor,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         // SAFETY: forwarded contract.
         let m = monitor_from_c(unsafe { arg_ref(monitor, "monitor") }?)?;
-        with_inner(s, |i| Ok(changes(i)?.monitor(m)?))
+        with_inner(&s, |i| Ok(changes(i)?.monitor(m)?))
     })
 }
 
@@ -311,11 +300,10 @@ pub unsafe extern "C" fn xvmi_session_create_view(
     out_view: *mut u16,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         let a = parse_access(default_access, "default_access")?;
         let out = arg_out(out_view, "out_view")?;
-        let v = with_inner(s, |i| Ok(changes(i)?.create_view(a)?))?;
+        let v = with_inner(&s, |i| Ok(changes(i)?.create_view(a)?))?;
         // SAFETY: checked by arg_out.
         unsafe { put(out, v.0) };
         Ok(())
@@ -335,10 +323,9 @@ pub unsafe extern "C" fn xvmi_session_set_mem_access(
     access: u32,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         let a = parse_access(access, "access")?;
-        with_inner(s, |i| {
+        with_inner(&s, |i| {
             Ok(changes(i)?.set_mem_access(ViewId(view), Gfn(gfn), a)?)
         })
     })
@@ -354,9 +341,8 @@ pub unsafe extern "C" fn xvmi_session_switch_view(
     view: u16,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
-        with_inner(s, |i| Ok(changes(i)?.switch_view(ViewId(view))?))
+        let s = arg_handle(session, "session")?;
+        with_inner(&s, |i| Ok(changes(i)?.switch_view(ViewId(view))?))
     })
 }
 
@@ -373,9 +359,8 @@ pub unsafe extern "C" fn xvmi_session_change_gfn(
     target_gfn: u64,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
-        with_inner(s, |i| {
+        let s = arg_handle(session, "session")?;
+        with_inner(&s, |i| {
             Ok(changes(i)?.change_gfn(ViewId(view), Gfn(gfn), Gfn(target_gfn))?)
         })
     })
@@ -392,10 +377,9 @@ pub unsafe extern "C" fn xvmi_session_alloc_frame(
     out_gfn: *mut u64,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         let out = arg_out(out_gfn, "out_gfn")?;
-        let g = with_inner(s, |i| Ok(changes(i)?.alloc_frame()?))?;
+        let g = with_inner(&s, |i| Ok(changes(i)?.alloc_frame()?))?;
         // SAFETY: checked by arg_out.
         unsafe { put(out, g.0) };
         Ok(())
@@ -413,10 +397,9 @@ pub unsafe extern "C" fn xvmi_session_singlestep(
     enable: u8,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         let on = arg_bool(enable, "enable")?;
-        with_inner(s, |i| Ok(changes(i)?.singlestep(VcpuId(vcpu), on)?))
+        with_inner(&s, |i| Ok(changes(i)?.singlestep(VcpuId(vcpu), on)?))
     })
 }
 
@@ -927,8 +910,7 @@ pub unsafe extern "C" fn xvmi_session_run(
     out_stats: *mut xvmi_run_stats,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
         let o = if options.is_null() {
             xvmi_run_options::default()
@@ -951,7 +933,7 @@ pub unsafe extern "C" fn xvmi_session_run(
             max_idle_polls: (o.max_idle_polls != 0).then_some(o.max_idle_polls),
         };
         let stop = s.stop.clone();
-        let stats = with_inner(s, |inner| {
+        let stats = with_inner(&s, |inner| {
             if inner.torn_down {
                 return Err(Fail::invalid(
                     "the session was torn down: free it and open a new one",
@@ -1049,15 +1031,15 @@ pub unsafe extern "C" fn xvmi_session_stop(session: *const xvmi_session) -> xvmi
 }
 
 /// Make SIGINT and SIGTERM stop the event loop (as [`xvmi_session_stop`]) instead of killing
-/// the process, so the session is torn down. The handlers stay installed.
+/// the process, so the session is torn down. The handlers are removed when the session is
+/// freed (SIGINT and SIGTERM then terminate the process again).
 ///
 /// # Safety
 /// `session` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn xvmi_session_stop_on_signals(session: *const xvmi_session) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
+        let s = arg_handle(session, "session")?;
         s.stop.stop_on_signals()?;
         Ok(())
     })
@@ -1073,15 +1055,18 @@ pub unsafe extern "C" fn xvmi_session_stop_on_signals(session: *const xvmi_sessi
 #[no_mangle]
 pub unsafe extern "C" fn xvmi_session_teardown(session: *const xvmi_session) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(session, "session") }?;
-        with_inner(s, |i| {
+        let s = arg_handle(session, "session")?;
+        with_inner(&s, |i| {
             i.torn_down = true;
             let r = i.session.teardown();
             i.domain.guest_ran();
             Ok(r?)
         })
     })
+}
+
+impl Handle for xvmi_session {
+    const KIND: &'static str = "xvmi_session";
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ impl RingPage {
         self.words[byte_off / 4].store(v, o)
     }
 
+    /// Overwrite the 32-bit word at `byte_offset` (ignored past the page), as the producer (or
+    /// a hostile one) may write any index in the shared header: for fault injection.
+    pub fn store_word(&self, byte_offset: usize, value: u32) {
+        if let Some(w) = self.words.get(byte_offset / 4) {
+            w.store(value, Ordering::Release);
+        }
+    }
+
     /// `SHARED_RING_INIT`: indices to 0, event thresholds to 1, private and padding bytes to 0.
     pub fn init(&self) {
         for w in &self.words[..RING_HEADER / 4] {
@@ -108,6 +116,9 @@ impl RingPage {
 pub struct BackRing {
     req_cons: u32,
     rsp_prod_pvt: u32,
+    /// The last `rsp_prod` published: the producer cannot have more than [`RING_SLOTS`]
+    /// requests beyond it.
+    rsp_pushed: u32,
 }
 
 impl BackRing {
@@ -119,17 +130,23 @@ impl BackRing {
         BackRing {
             req_cons: rsp,
             rsp_prod_pvt: rsp,
+            rsp_pushed: rsp,
         }
     }
 
-    /// `RING_HAS_UNCONSUMED_REQUESTS`: requests waiting, never more than the free response
-    /// slots allow (a producer that claims more is not believed).
+    /// `RING_HAS_UNCONSUMED_REQUESTS`: requests waiting, never more than an honest producer
+    /// can have queued. The producer sees only published responses, so it has at most
+    /// [`RING_SLOTS`] requests beyond the last published `rsp_prod`: a `req_prod` that claims
+    /// more is not believed, and one drain between two [`BackRing::push_responses`] takes at
+    /// most [`RING_SLOTS`] requests whatever the header says (found by the `vm_event` fuzz
+    /// target: counting from the private response index let a drain that answers as it goes
+    /// take up to 2^32).
     #[inline]
     pub fn unconsumed(&self, page: &RingPage) -> u32 {
         let req_prod = page.load(sring::REQ_PROD, Ordering::Acquire);
         let waiting = req_prod.wrapping_sub(self.req_cons);
-        let room = RING_SLOTS.wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
-        waiting.min(room)
+        let taken = self.req_cons.wrapping_sub(self.rsp_pushed);
+        waiting.min(RING_SLOTS.saturating_sub(taken))
     }
 
     /// Take the next request (copied out of the page), if any. Sets `req_event` so the
@@ -169,6 +186,7 @@ impl BackRing {
         let old = page.load(sring::RSP_PROD, Ordering::Relaxed);
         let new = self.rsp_prod_pvt;
         page.store(sring::RSP_PROD, new, Ordering::Release);
+        self.rsp_pushed = new;
         let event = page.load(sring::RSP_EVENT, Ordering::Acquire);
         new.wrapping_sub(event) < new.wrapping_sub(old)
     }
@@ -268,6 +286,27 @@ mod tests {
         e[12] = tag;
         e[399] = tag;
         e
+    }
+
+    #[test]
+    fn a_lying_req_prod_gives_at_most_one_ring_per_drain() {
+        // The producer claims 2^31 requests. A drain that answers each one as it goes (as
+        // the event loop does) must still stop after the ring's slots, until it publishes.
+        let p = RingPage::boxed();
+        p.init();
+        let mut back = BackRing::attach(&p);
+        p.store_word(sring::REQ_PROD, 1 << 31);
+        let mut r = [0u8; ENTRY_SIZE];
+        for _ in 0..3 {
+            let mut taken = 0;
+            while back.get_request(&p, &mut r) {
+                assert!(back.put_response(&p, &r));
+                taken += 1;
+                assert!(taken <= RING_SLOTS, "the drain does not end");
+            }
+            assert_eq!(taken, RING_SLOTS);
+            back.push_responses(&p);
+        }
     }
 
     #[test]

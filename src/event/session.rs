@@ -26,7 +26,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::abi::ENTRY_SIZE;
@@ -63,30 +63,108 @@ impl<T> SessionBackend for T where
 /// A flag that stops [`Session::run`] at the next poll (set it from a signal handler or
 /// another thread).
 #[derive(Clone, Debug, Default)]
-pub struct StopHandle(Arc<AtomicBool>);
+pub struct StopHandle(Arc<StopInner>);
+
+#[derive(Debug, Default)]
+struct StopInner {
+    flag: Arc<AtomicBool>,
+    /// The signal actions [`StopHandle::stop_on_signals`] registered, removed when the session
+    /// ends (or the last handle is dropped).
+    signals: Mutex<Vec<signal_hook::SigId>>,
+}
+
+impl Drop for StopInner {
+    fn drop(&mut self) {
+        release_signals(&self.signals);
+    }
+}
+
+/// Handles whose signal actions are registered, and the flag that, once none is, lets SIGINT
+/// and SIGTERM take their default action (terminate) again: signal-hook keeps its handler
+/// installed after the last action is removed, and would otherwise ignore both signals for the
+/// rest of the process.
+struct SignalUsers {
+    active: usize,
+    default_action: Option<Arc<AtomicBool>>,
+}
+
+static SIGNAL_USERS: Mutex<SignalUsers> = Mutex::new(SignalUsers {
+    active: 0,
+    default_action: None,
+});
+
+const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+fn release_signals(signals: &Mutex<Vec<signal_hook::SigId>>) {
+    let ids: Vec<signal_hook::SigId> = match signals.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    if ids.is_empty() {
+        return;
+    }
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    let mut users = SIGNAL_USERS.lock().unwrap_or_else(|p| p.into_inner());
+    users.active = users.active.saturating_sub(1);
+    if users.active == 0 {
+        if let Some(d) = &users.default_action {
+            d.store(true, Ordering::SeqCst);
+        }
+    }
+}
 
 impl StopHandle {
     /// Ask the loop to stop.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.flag.store(true, Ordering::SeqCst);
     }
 
     /// Whether a stop was asked for.
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.flag.load(Ordering::SeqCst)
     }
 
     /// Make SIGINT and SIGTERM set this flag (instead of killing the process), so the loop
-    /// returns and the session is torn down.
+    /// returns and the session is torn down. Only while the session lives: when it is dropped
+    /// (or the last clone of this handle is), the actions are removed, and once no session
+    /// asks for signals any more, SIGINT and SIGTERM terminate the process again (their
+    /// default action; a handler the application installed itself still runs first).
     ///
     /// # Errors
     /// [`Error::Io`] if the handlers cannot be installed.
     pub fn stop_on_signals(&self) -> Result<()> {
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&self.0))
-                .map_err(|e| Error::io("signal handler", e))?;
+        let mut users = SIGNAL_USERS.lock().unwrap_or_else(|p| p.into_inner());
+        if users.default_action.is_none() {
+            let d = Arc::new(AtomicBool::new(false));
+            for sig in STOP_SIGNALS {
+                signal_hook::flag::register_conditional_default(sig, Arc::clone(&d))
+                    .map_err(|e| Error::io("signal handler", e))?;
+            }
+            users.default_action = Some(d);
+        }
+        let mut ids = self.0.signals.lock().unwrap_or_else(|p| p.into_inner());
+        let first = ids.is_empty();
+        for sig in STOP_SIGNALS {
+            ids.push(
+                signal_hook::flag::register(sig, Arc::clone(&self.0.flag))
+                    .map_err(|e| Error::io("signal handler", e))?,
+            );
+        }
+        if first {
+            users.active += 1;
+        }
+        if let Some(d) = &users.default_action {
+            d.store(false, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Remove the signal actions [`StopHandle::stop_on_signals`] registered (the session
+    /// ended).
+    fn release_signals(&self) {
+        release_signals(&self.0.signals);
     }
 }
 
@@ -871,5 +949,7 @@ impl<B: SessionBackend> Drop for Session<'_, B> {
         if let Err(e) = self.teardown() {
             eprintln!("xenvmi: teardown after drop failed: {e}");
         }
+        // The session is over: SIGINT and SIGTERM must not keep setting its flag.
+        self.stop.release_signals();
     }
 }

@@ -78,10 +78,12 @@ impl<B: PhysicalMemory> GuestMemory<B> {
         self.backend
     }
 
-    /// Forget all cached translations. Call after the guest ran, after a view switch, or after
-    /// writing to guest page tables (see [`cache`]).
+    /// Forget all cached translations, and the backend's cached mappings of guest frames
+    /// ([`PhysicalMemory::drop_cached_mappings`]). Call after the guest ran, after a view
+    /// switch, or after writing to guest page tables (see [`cache`]).
     pub fn flush_translations(&self) {
         self.cache.flush();
+        self.backend.drop_cached_mappings();
     }
 
     /// Forget cached translations of one address space.
@@ -289,6 +291,35 @@ impl<B: PhysicalMemory> GuestMemory<B> {
 mod tests {
     use super::*;
     use crate::backend::snapshot::Snapshot;
+
+    /// A backend that counts how often its cached frame mappings are dropped.
+    struct Counting(Snapshot, std::cell::Cell<u32>);
+
+    impl PhysicalMemory for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
+            self.0.read_physical(gpa, buf)
+        }
+        fn physical_ranges(&self) -> Vec<std::ops::Range<u64>> {
+            self.0.physical_ranges()
+        }
+        fn drop_cached_mappings(&self) {
+            self.1.set(self.1.get() + 1);
+        }
+    }
+
+    #[test]
+    fn a_flush_also_drops_the_backends_frame_mappings() {
+        // The Xen backend caches foreign mappings by frame; after the guest ran they may show
+        // a page the frame no longer has, so the flush that follows must reach the backend.
+        let snap = Snapshot::from_bytes(vec![0u8; 0x2000], None).expect("image");
+        let m = GuestMemory::new(Counting(snap, std::cell::Cell::new(0)));
+        m.flush_translations();
+        m.flush_translations();
+        assert_eq!(m.backend().1.get(), 2);
+    }
 
     fn image() -> GuestMemory<Snapshot> {
         let mut m = vec![0u8; 0x10000];

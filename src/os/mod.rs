@@ -49,3 +49,50 @@ pub struct Module {
     /// Address of the kernel object (`struct module` / `LDR_DATA_TABLE_ENTRY`).
     pub object: Gva,
 }
+
+/// `s`, a string read from the guest, made safe to show on a terminal: control characters
+/// (C0, DEL, C1: escape sequences that clear the screen or set the window title), a backslash
+/// (so the escapes cannot be forged) and the Unicode direction overrides (which reorder what
+/// is shown) are written as `\u{..}` / `\\`. Everything else is kept. JSON output needs no
+/// such step (its encoder escapes control characters).
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escape_sequences_cannot_reach_the_terminal() {
+        assert_eq!(terminal_safe("systemd"), "systemd");
+        assert_eq!(
+            terminal_safe("\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"
+        );
+        assert_eq!(terminal_safe("a\\u{1b}"), "a\\\\u{1b}");
+        assert_eq!(
+            terminal_safe("\u{9b}\u{7f}\u{202e}x"),
+            "\\u{9b}\\u{7f}\\u{202e}x"
+        );
+        assert_eq!(terminal_safe("tab\there"), "tab\\u{9}here");
+    }
+}

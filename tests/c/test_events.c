@@ -56,7 +56,7 @@ static int on_event(void *userdata, const xvmi_event *e, xvmi_response *r) {
             m.kind = XVMI_MONITOR_CPUID;
             CHECK_RC(xvmi_session_monitor(c->session, &m), XVMI_ERR_INVALID_ARGUMENT);
             /* Freeing it from here would pull it from under the loop: refused. */
-            xvmi_session_free((xvmi_session *)c->session);
+            CHECK_RC(xvmi_session_free((xvmi_session *)c->session), XVMI_ERR_INVALID_HANDLE);
             CHECK(strstr(last_error(), "in use") != NULL);
         } else if (e->data.control_register.register_id == XVMI_REGISTER_CR4) {
             c->cr4_events++;
@@ -273,11 +273,15 @@ int main(int argc, char **argv) {
     OK(xvmi_session_run(s, on_event, &c, NULL, &stats));
     CHECK(pthread_join(t, NULL) == 0);
     CHECK(stats.interrupted);
-    xvmi_session_free(s); /* tears down */
+    OK(xvmi_session_free(s)); /* tears down */
     check_clean(dom);
+    /* Freed: using it again, or freeing it twice, is refused. */
+    CHECK_RC(xvmi_session_teardown(s), XVMI_ERR_INVALID_HANDLE);
+    CHECK_RC(xvmi_session_free(s), XVMI_ERR_INVALID_HANDLE);
 
     /* The domain handle may go first: the memory handle keeps the domain alive. */
-    xvmi_domain_free(dom);
+    OK(xvmi_domain_free(dom));
+    CHECK_RC(xvmi_domain_free(dom), XVMI_ERR_INVALID_HANDLE);
     OK(xvmi_memory_read_physical(mem, gpa, after, sizeof after));
     xvmi_os_free(os);
     xvmi_memory_free(mem);

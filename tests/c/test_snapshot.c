@@ -44,6 +44,25 @@ static int stop_after_three(void *userdata, const xvmi_process *p, xvmi_result s
     return ++*count == 3 ? XVMI_WALK_STOP : XVMI_WALK_CONTINUE;
 }
 
+/* Tries to free the handles it walks over from inside the walk: refused, the walk goes on. */
+struct free_inside {
+    xvmi_os *os;
+    xvmi_memory *mem;
+    size_t seen;
+};
+
+static int free_inside_walk(void *userdata, const xvmi_process *p, xvmi_result status) {
+    struct free_inside *f = userdata;
+    (void)p;
+    (void)status;
+    if (f->seen++ == 0) {
+        CHECK_RC(xvmi_os_free(f->os), XVMI_ERR_INVALID_HANDLE);
+        CHECK(strstr(last_error(), "in use") != NULL);
+        CHECK_RC(xvmi_memory_free(f->mem), XVMI_ERR_INVALID_HANDLE);
+    }
+    return XVMI_WALK_CONTINUE;
+}
+
 struct first_user {
     uint64_t dtb;
     uint64_t pid;
@@ -265,15 +284,38 @@ int main(int argc, char **argv) {
     CHECK_RC(xvmi_os_linux_discover(mem, "/nonexistent/profile.json.xz", &os_isf),
              XVMI_ERR_IO);
 
+    /* A handle cannot be freed by the walk that uses it: the walk sees every process. */
+    struct free_inside fi = {os_isf, mem, 0};
+    OK(xvmi_os_processes(os_isf, mem, free_inside_walk, &fi));
+    CHECK(fi.seen == nproc);
+
+    /* A failed physical read leaves the caller's buffer as it was. */
+    uint8_t keep[64];
+    memset(keep, 0xaa, sizeof keep);
+    CHECK_RC(xvmi_memory_read_physical(mem, UINT64_C(1) << 60, keep, sizeof keep),
+             XVMI_ERR_NOT_MAPPED);
+    for (size_t i = 0; i < sizeof keep; i++)
+        CHECK(keep[i] == 0xaa);
+
     /* Handles in any order: the OS handle outlives its memory and works on a fresh one. */
-    xvmi_memory_free(mem);
+    OK(xvmi_memory_free(mem));
+    /* Use after free and double free are refused, not dereferenced. */
+    size_t stale = 0;
+    CHECK_RC(xvmi_memory_region_count(mem, &stale), XVMI_ERR_INVALID_HANDLE);
+    CHECK(strstr(last_error(), "not a live xvmi_memory handle") != NULL);
+    CHECK_RC(xvmi_memory_free(mem), XVMI_ERR_INVALID_HANDLE);
+    /* A handle of another type is refused too. */
+    CHECK_RC(xvmi_os_free((xvmi_os *)(void *)mem), XVMI_ERR_INVALID_HANDLE);
     OK(xvmi_memory_open_snapshot(vmcore, &mem));
     size_t again = 0;
     OK(xvmi_os_processes(os_isf, mem, stop_after_three, &again));
     CHECK(again == 3);
-    xvmi_os_free(os_isf);
-    xvmi_os_free(os);
-    xvmi_memory_free(mem);
+    OK(xvmi_os_free(os_isf));
+    CHECK_RC(xvmi_os_free(os_isf), XVMI_ERR_INVALID_HANDLE);
+    xvmi_os_info gone;
+    CHECK_RC(xvmi_os_get_info(os_isf, &gone), XVMI_ERR_INVALID_HANDLE);
+    OK(xvmi_os_free(os));
+    OK(xvmi_memory_free(mem));
     printf("done\n");
     return 0;
 }

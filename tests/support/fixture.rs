@@ -53,6 +53,17 @@ pub fn unpack_zstd(src: &Path, dst: &Path) -> io::Result<()> {
         fs::create_dir_all(parent)?;
     }
     let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
+    // A corrupt or truncated source must not leave its partial output behind.
+    let r = decompress(src, &tmp);
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r?;
+    fs::rename(&tmp, dst)
+}
+
+/// Decompress `src` (zstd) into a new file `tmp`, sparse.
+fn decompress(src: &Path, tmp: &Path) -> io::Result<()> {
     {
         let input = io::BufReader::with_capacity(1 << 20, File::open(src)?);
         let mut dec = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| {
@@ -61,7 +72,7 @@ pub fn unpack_zstd(src: &Path, dst: &Path) -> io::Result<()> {
                 format!("{}: {e}", src.display()),
             )
         })?;
-        let mut out = File::create(&tmp)?;
+        let mut out = File::create(tmp)?;
         let mut buf = vec![0u8; 1 << 20];
         let mut len = 0u64;
         loop {
@@ -89,7 +100,7 @@ pub fn unpack_zstd(src: &Path, dst: &Path) -> io::Result<()> {
         out.set_len(len)?;
         out.sync_all()?;
     }
-    fs::rename(&tmp, dst)
+    Ok(())
 }
 
 /// `ground-truth.json` of a fixture.

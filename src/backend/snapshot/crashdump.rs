@@ -47,8 +47,9 @@
 
 use std::fmt;
 
+use super::storage::Source;
 use super::{Layout, Region};
-use crate::bytes::{slice_at, u16_at, u32_at, u64_at};
+use crate::bytes::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::regs::{Cr0, Cr4, Registers, EFER_LMA};
 
@@ -181,22 +182,23 @@ fn dump_type_name(t: u32) -> &'static str {
     }
 }
 
-pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
+pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
     let bad = |reason: String| Error::malformed(FMT, what, reason);
-    if b.starts_with(SIGNATURE_32) {
+    if b.begins_with(SIGNATURE_32) {
         return Err(bad(
             "this is a 32-bit dump (PAGEDUMP); only 64-bit dumps (PAGEDU64) are supported".into(),
         ));
     }
-    if !b.starts_with(SIGNATURE_64) {
+    if !b.begins_with(SIGNATURE_64) {
         return Err(bad(
             "the signature is not PAGEDU64 (a 64-bit Windows kernel dump)".into(),
         ));
     }
-    let header = slice_at(b, 0, HEADER_SIZE).ok_or_else(|| {
+    let header = b.bytes_at(0, HEADER_SIZE);
+    let header: &[u8] = header.as_deref().ok_or_else(|| {
         bad(format!(
             "the header needs {HEADER_SIZE:#x} bytes but the file has {:#x} (truncated)",
-            b.len()
+            b.size()
         ))
     })?;
     // Every read below is inside the 0x2000-byte header, so they cannot fail.
@@ -270,7 +272,11 @@ fn push_region(regions: &mut Vec<Region>, pfn: u64, pages: u64, file_offset: u64
 }
 
 /// DumpType 1: the runs of `PhysicalMemoryBlockBuffer`, their pages stored from 0x2000 on.
-fn run_regions(b: &[u8], header: &[u8], bad: &dyn Fn(String) -> Error) -> Result<Vec<Region>> {
+fn run_regions<S: Source + ?Sized>(
+    b: &S,
+    header: &[u8],
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<Region>> {
     let runs = u32_at(header, OFF_NUMBER_OF_RUNS).unwrap_or(0) as usize;
     if runs > MAX_RUNS {
         return Err(bad(format!(
@@ -283,7 +289,7 @@ fn run_regions(b: &[u8], header: &[u8], bad: &dyn Fn(String) -> Error) -> Result
     // `NumberOfPages` (0x90) should be the sum of the runs' page counts; like kdmp-parser and
     // Volatility, the parser relies on the runs alone and does not read it.
     // Pages the file can hold after the header; no run may claim more, in total.
-    let file_pages = (b.len() - HEADER_SIZE) as u64 / PAGE;
+    let file_pages = (b.size() - HEADER_SIZE) as u64 / PAGE;
     let mut regions = Vec::with_capacity(runs);
     let mut total: u64 = 0;
     for i in 0..runs {
@@ -316,41 +322,41 @@ fn run_regions(b: &[u8], header: &[u8], bad: &dyn Fn(String) -> Error) -> Result
 
 /// DumpType 5/6: the bitmap header at 0x2000, the bitmap, and the present pages from
 /// `FirstPage` on.
-fn bitmap_regions(
-    b: &[u8],
+fn bitmap_regions<S: Source + ?Sized>(
+    b: &S,
     bad: &dyn Fn(String) -> Error,
 ) -> Result<(WindowsDumpKind, Vec<Region>)> {
     let truncated = || {
         bad(format!(
             "the bitmap header needs {OFF_BMP_BITMAP:#x} bytes but the file has {:#x} (truncated)",
-            b.len()
+            b.size()
         ))
     };
-    let sig = slice_at(b, OFF_BMP_SIGNATURE, 4).ok_or_else(truncated)?;
-    let valid = slice_at(b, OFF_BMP_VALID, 4).ok_or_else(truncated)?;
-    let kind = match sig {
+    let sig: [u8; 4] = b.array_at(OFF_BMP_SIGNATURE).ok_or_else(truncated)?;
+    let valid: [u8; 4] = b.array_at(OFF_BMP_VALID).ok_or_else(truncated)?;
+    let kind = match &sig {
         b"FDMP" => WindowsDumpKind::BitmapFull,
         b"SDMP" => WindowsDumpKind::BitmapKernel,
         _ => {
             return Err(bad(format!(
                 "the bitmap header's signature {:?} is neither SDMP nor FDMP",
-                String::from_utf8_lossy(sig)
+                String::from_utf8_lossy(&sig)
             )))
         }
     };
-    if valid != b"DUMP" {
+    if &valid != b"DUMP" {
         return Err(bad(format!(
             "the bitmap header's ValidDump {:?} is not DUMP",
-            String::from_utf8_lossy(valid)
+            String::from_utf8_lossy(&valid)
         )));
     }
-    let first_page = u64_at(b, OFF_BMP_FIRST_PAGE).ok_or_else(truncated)?;
-    let _present = u64_at(b, OFF_BMP_PRESENT_PAGES).ok_or_else(truncated)?;
-    let pages = u64_at(b, OFF_BMP_PAGES).ok_or_else(truncated)?;
-    if b.len() < OFF_BMP_BITMAP {
+    let first_page = b.u64_at(OFF_BMP_FIRST_PAGE).ok_or_else(truncated)?;
+    let _present = b.u64_at(OFF_BMP_PRESENT_PAGES).ok_or_else(truncated)?;
+    let pages = b.u64_at(OFF_BMP_PAGES).ok_or_else(truncated)?;
+    if b.size() < OFF_BMP_BITMAP {
         return Err(truncated());
     }
-    let room = (b.len() - OFF_BMP_BITMAP) as u64;
+    let room = (b.size() - OFF_BMP_BITMAP) as u64;
     // ceil(pages / 8) without overflow.
     let bitmap_len = pages / 8 + u64::from(pages % 8 != 0);
     if bitmap_len > room {
@@ -365,8 +371,10 @@ fn bitmap_regions(
             "FirstPage {first_page:#x} lies inside the headers or the bitmap (which end at {bitmap_end:#x})"
         )));
     }
-    let file_pages = (b.len() as u64).saturating_sub(first_page) / PAGE;
-    let bitmap = b.get(OFF_BMP_BITMAP..bitmap_end).ok_or_else(truncated)?;
+    let file_pages = (b.size() as u64).saturating_sub(first_page) / PAGE;
+    let bitmap = b
+        .bytes_at(OFF_BMP_BITMAP, bitmap_end - OFF_BMP_BITMAP)
+        .ok_or_else(truncated)?;
 
     let mut regions = Vec::new();
     let mut stored: u64 = 0; // present pages seen so far

@@ -5,8 +5,9 @@
 //! `NT_PRSTATUS` (general-purpose registers, segment selectors, FS/GS base) and `QEMU` notes
 //! (`QEMUCPUState`: control registers, segment bases, GDT/IDT, `kernel_gs_base`).
 
+use super::storage::Source;
 use super::{Layout, Region};
-use crate::bytes::{align_up, slice_at, u16_at, u32_at, u64_at};
+use crate::bytes::{align_up, slice_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::regs::{Cr0, Cr4, Registers, EFER_LMA};
 
@@ -27,34 +28,34 @@ const PRSTATUS_REG_LEN: usize = 27 * 8;
 /// Largest VMCOREINFO note kept.
 const MAX_VMCOREINFO: usize = 64 * 1024;
 
-pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
+pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
     let bad = |reason: String| Error::malformed(FMT, what, reason);
-    if b.len() < 64 || !b.starts_with(b"\x7fELF") {
+    if b.size() < 64 || !b.begins_with(b"\x7fELF") {
         return Err(bad("the ELF header is missing or truncated".into()));
     }
-    if b[4] != 2 || b[5] != 1 {
+    let [class, data] = b.array_at::<2>(4).unwrap_or_default();
+    if class != 2 || data != 1 {
         return Err(bad(format!(
-            "only little-endian ELF64 is supported (class {}, data {})",
-            b[4], b[5]
+            "only little-endian ELF64 is supported (class {class}, data {data})"
         )));
     }
-    let e_type = u16_at(b, 16).unwrap_or(0);
-    let machine = u16_at(b, 18).unwrap_or(0);
+    let e_type = b.u16_at(16).unwrap_or(0);
+    let machine = b.u16_at(18).unwrap_or(0);
     if e_type != 4 {
         return Err(bad(format!("ELF type {e_type} is not a core file (4)")));
     }
     if machine != 62 {
         return Err(bad(format!("ELF machine {machine} is not x86-64 (62)")));
     }
-    let phoff = u64_at(b, 32).unwrap_or(0);
-    let phentsize = u16_at(b, 54).unwrap_or(0) as usize;
-    let mut phnum = u16_at(b, 56).unwrap_or(0) as usize;
+    let phoff = b.u64_at(32).unwrap_or(0);
+    let phentsize = b.u16_at(54).unwrap_or(0) as usize;
+    let mut phnum = b.u16_at(56).unwrap_or(0) as usize;
     if phnum == 0xffff {
         // PN_XNUM: the real count is in sh_info of section header 0.
-        let shoff = u64_at(b, 40).unwrap_or(0) as usize;
+        let shoff = b.u64_at(40).unwrap_or(0) as usize;
         phnum = shoff
             .checked_add(44)
-            .and_then(|o| u32_at(b, o))
+            .and_then(|o| b.u32_at(o))
             .ok_or_else(|| bad("PN_XNUM is set but section header 0 is missing".into()))?
             as usize;
     }
@@ -68,21 +69,21 @@ pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
     }
     let mut layout = Layout::default();
     let mut prstatus: Vec<Registers> = Vec::new();
-    let mut qemu: Vec<&[u8]> = Vec::new();
+    let mut qemu: Vec<Vec<u8>> = Vec::new();
     let mut notes_seen = 0usize;
     for i in 0..phnum {
         let off = (phoff as usize)
             .checked_add(i * phentsize)
-            .filter(|o| o.checked_add(56).is_some_and(|e| e <= b.len()))
+            .filter(|o| o.checked_add(56).is_some_and(|e| e <= b.size()))
             .ok_or_else(|| {
                 bad(format!(
                     "program header {i} lies outside the file (truncated?)"
                 ))
             })?;
-        let p_type = u32_at(b, off).unwrap_or(0);
-        let p_offset = u64_at(b, off + 8).unwrap_or(0);
-        let p_paddr = u64_at(b, off + 24).unwrap_or(0);
-        let p_filesz = u64_at(b, off + 32).unwrap_or(0);
+        let p_type = b.u32_at(off).unwrap_or(0);
+        let p_offset = b.u64_at(off + 8).unwrap_or(0);
+        let p_paddr = b.u64_at(off + 24).unwrap_or(0);
+        let p_filesz = b.u64_at(off + 32).unwrap_or(0);
         match p_type {
             PT_LOAD => layout.regions.push(Region {
                 gpa: p_paddr,
@@ -93,14 +94,14 @@ pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
                 let seg = usize::try_from(p_offset)
                     .ok()
                     .zip(usize::try_from(p_filesz).ok())
-                    .and_then(|(o, l)| slice_at(b, o, l))
+                    .and_then(|(o, l)| b.bytes_at(o, l))
                     .ok_or_else(|| {
                         bad(format!(
                             "note segment (program header {i}) lies outside the file (truncated?)"
                         ))
                     })?;
                 walk_notes(
-                    seg,
+                    &seg,
                     &mut notes_seen,
                     &mut |name, ntype, desc| match (name, ntype) {
                         (b"CORE", NT_PRSTATUS) if prstatus.len() < MAX_VCPUS => {
@@ -108,7 +109,7 @@ pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
                                 prstatus.push(r);
                             }
                         }
-                        (b"QEMU", 0) if qemu.len() < MAX_VCPUS => qemu.push(desc),
+                        (b"QEMU", 0) if qemu.len() < MAX_VCPUS => qemu.push(desc.to_vec()),
                         (b"VMCOREINFO", 0) => {
                             let d = &desc[..desc.len().min(MAX_VMCOREINFO)];
                             layout.vmcoreinfo = Some(crate::bytes::c_string(d));

@@ -1,8 +1,8 @@
 //! LiME captures: a sequence of `{magic, version, s_addr, e_addr (inclusive), reserved}` headers
 //! (32 bytes), each followed by `e_addr - s_addr + 1` bytes of memory.
 
+use super::storage::Source;
 use super::{Layout, Region};
-use crate::bytes::{u32_at, u64_at};
 use crate::error::{Error, Result};
 
 /// `"EMiL"` read as a little-endian u32.
@@ -11,10 +11,10 @@ const HEADER: usize = 32;
 /// Bound on ranges (real captures have a handful).
 const MAX_RANGES: usize = 1 << 16;
 
-pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
+pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
     let mut layout = Layout::default();
     let mut off = 0usize;
-    while off < b.len() {
+    while off < b.size() {
         let bad = |reason: String| {
             Error::malformed(
                 "LiME image",
@@ -25,19 +25,19 @@ pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
         if layout.regions.len() >= MAX_RANGES {
             return Err(bad(format!("more than {MAX_RANGES} ranges")));
         }
-        let magic = u32_at(b, off).ok_or_else(|| bad("truncated".into()))?;
+        let magic = b.u32_at(off).ok_or_else(|| bad("truncated".into()))?;
         if magic != LIME_MAGIC {
             return Err(bad(format!(
                 "magic {magic:#x} is not LiME's {LIME_MAGIC:#x}"
             )));
         }
-        let version = u32_at(b, off + 4).ok_or_else(|| bad("truncated".into()))?;
+        let version = b.u32_at(off + 4).ok_or_else(|| bad("truncated".into()))?;
         if version != 1 {
             return Err(bad(format!("version {version} is not 1")));
         }
-        let s = u64_at(b, off + 8).ok_or_else(|| bad("truncated".into()))?;
-        let e = u64_at(b, off + 16).ok_or_else(|| bad("truncated".into()))?;
-        if off + HEADER > b.len() {
+        let s = b.u64_at(off + 8).ok_or_else(|| bad("truncated".into()))?;
+        let e = b.u64_at(off + 16).ok_or_else(|| bad("truncated".into()))?;
+        if off + HEADER > b.size() {
             return Err(bad("truncated".into()));
         }
         if e < s {
@@ -47,10 +47,10 @@ pub(super) fn parse(b: &[u8], what: &str) -> Result<Layout> {
             .checked_add(1)
             .ok_or_else(|| bad("range covers all of memory".into()))?;
         let data = off + HEADER;
-        if (b.len() - data) as u64 <= len.saturating_sub(1) {
+        if (b.size() - data) as u64 <= len.saturating_sub(1) {
             return Err(bad(format!(
                 "range {s:#x}..={e:#x} needs {len:#x} bytes but only {:#x} remain (truncated?)",
-                b.len() - data
+                b.size() - data
             )));
         }
         layout.regions.push(Region {

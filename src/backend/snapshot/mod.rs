@@ -1,6 +1,7 @@
 //! Read-only snapshot backends: raw physical memory, QEMU `dump-guest-memory` ELF cores, LiME
-//! captures and 64-bit Windows kernel crash dumps (`MEMORY.DMP`). The image is memory-mapped,
-//! never copied; the format is detected from content.
+//! captures and 64-bit Windows kernel crash dumps (`MEMORY.DMP`). The image is read with
+//! `pread` as needed, never copied whole (and not mapped: a file truncated under a mapping
+//! kills the process with SIGBUS); the format is detected from content.
 //!
 //! | format | detected by | memory | registers | extra |
 //! |---|---|---|---|---|
@@ -37,7 +38,7 @@ mod lime;
 mod storage;
 
 pub use crashdump::{WindowsDumpInfo, WindowsDumpKind};
-use storage::Storage;
+use storage::{Source, Storage};
 
 /// The on-disk format of a snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,15 +145,18 @@ pub fn detect_format(head: &[u8]) -> Format {
 }
 
 impl Snapshot {
-    /// Map an image file and detect its format from content.
+    /// Open an image file and detect its format from content. The file is read with `pread`
+    /// as needed, not mapped: if it shrinks while open, reads of what is gone fail with
+    /// [`Error::PhysicalUnmapped`] (a mapping would kill the process with SIGBUS).
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be opened or mapped (the message names the file and
-    /// the errno); [`Error::Malformed`] if it is truncated or corrupt.
+    /// [`Error::Io`] if the file cannot be opened or is not a regular file (the message names
+    /// the file and the errno); [`Error::Malformed`] if it is truncated or corrupt.
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
         let path = path.as_ref();
-        let storage = Storage::map(path)?;
-        let format = detect_format(storage.bytes());
+        let storage = Storage::open(path)?;
+        let head = storage.bytes_at(0, storage.size().min(8));
+        let format = detect_format(head.as_deref().unwrap_or_default());
         Self::build(storage, format, path.to_path_buf())
     }
 
@@ -162,7 +166,7 @@ impl Snapshot {
     /// As [`Snapshot::open`].
     pub fn open_as(path: impl AsRef<Path>, format: Format) -> Result<Snapshot> {
         let path = path.as_ref();
-        Self::build(Storage::map(path)?, format, path.to_path_buf())
+        Self::build(Storage::open(path)?, format, path.to_path_buf())
     }
 
     /// Parse an image held in memory (tests, fuzzing, images built on the fly).
@@ -175,27 +179,26 @@ impl Snapshot {
     }
 
     fn build(storage: Storage, format: Format, source: PathBuf) -> Result<Snapshot> {
-        let bytes = storage.bytes();
         let what = source.display().to_string();
         let layout = match format {
             Format::Raw => {
-                if bytes.is_empty() {
+                if storage.len() == 0 {
                     return Err(Error::malformed("raw image", what, "the image is empty"));
                 }
                 Layout {
                     regions: vec![Region {
                         gpa: 0,
-                        len: bytes.len() as u64,
+                        len: storage.len(),
                         file_offset: 0,
                     }],
                     ..Layout::default()
                 }
             }
-            Format::QemuElf => elf::parse(bytes, &what)?,
-            Format::Lime => lime::parse(bytes, &what)?,
-            Format::WindowsCrashDump => crashdump::parse(bytes, &what)?,
+            Format::QemuElf => elf::parse(&storage, &what)?,
+            Format::Lime => lime::parse(&storage, &what)?,
+            Format::WindowsCrashDump => crashdump::parse(&storage, &what)?,
         };
-        let regions = normalize_regions(layout.regions, bytes.len() as u64, format, &what)?;
+        let regions = normalize_regions(layout.regions, storage.len(), format, &what)?;
         Ok(Snapshot {
             storage,
             format,
@@ -358,7 +361,6 @@ impl PhysicalMemory for Snapshot {
 
     #[inline]
     fn read_physical(&self, gpa: Gpa, buf: &mut [u8]) -> Result<()> {
-        let bytes = self.storage.bytes();
         let mut done = 0usize;
         while done < buf.len() {
             let cur = gpa
@@ -369,12 +371,12 @@ impl PhysicalMemory for Snapshot {
                 .region_for(cur)
                 .ok_or_else(|| self.unmapped(gpa, buf.len()))?;
             let avail = (r.end() - cur).min((buf.len() - done) as u64) as usize;
-            let off = (r.file_offset + (cur - r.gpa)) as usize;
-            // Regions were checked against the file length when the snapshot was built.
-            let src = bytes
-                .get(off..off + avail)
-                .ok_or_else(|| self.unmapped(gpa, buf.len()))?;
-            buf[done..done + avail].copy_from_slice(src);
+            let off = r.file_offset + (cur - r.gpa);
+            // Regions were checked against the file length when the snapshot was built; a
+            // file that shrank since fails here instead.
+            if !self.storage.read_at(off, &mut buf[done..done + avail]) {
+                return Err(self.unmapped(gpa, buf.len()));
+            }
             done += avail;
         }
         Ok(())
@@ -384,9 +386,10 @@ impl PhysicalMemory for Snapshot {
     fn read_physical_u64(&self, gpa: Gpa) -> Result<u64> {
         if let Some(r) = self.region_for(gpa.0) {
             if gpa.0 + 8 <= r.end() {
-                let off = (r.file_offset + (gpa.0 - r.gpa)) as usize;
-                if let Some(v) = crate::bytes::u64_at(self.storage.bytes(), off) {
-                    return Ok(v);
+                let off = r.file_offset + (gpa.0 - r.gpa);
+                let mut b = [0u8; 8];
+                if self.storage.read_at(off, &mut b) {
+                    return Ok(u64::from_le_bytes(b));
                 }
             }
         }
@@ -421,8 +424,7 @@ impl PhysicalMemory for Snapshot {
         if gpa.0.checked_add(len as u64)? > r.end() {
             return None;
         }
-        let off = (r.file_offset + (gpa.0 - r.gpa)) as usize;
-        crate::bytes::slice_at(self.storage.bytes(), off, len)
+        self.storage.slice(r.file_offset + (gpa.0 - r.gpa), len)
     }
 }
 

@@ -124,6 +124,15 @@ fn fail(operation: impl Into<String>, reason: String) -> Error {
     }
 }
 
+/// The HVM save-record instance of `vcpu` (16 bits): checked before it is narrowed, so vCPU
+/// 65536 is an error and not vCPU 0.
+fn save_instance(vcpu: VcpuId, count: u32) -> Result<u16> {
+    u16::try_from(vcpu.0)
+        .ok()
+        .filter(|_| vcpu.0 < count)
+        .ok_or(Error::NoSuchVcpu { vcpu, count })
+}
+
 /// Map `MemAccess` bits to `xenmem_access_t` (n=0, r=1, w=2, rw=3, x=4, rx=5, wx=6, rwx=7 — the
 /// same bit values).
 fn to_xenmem(a: MemAccess) -> u32 {
@@ -362,30 +371,36 @@ impl XenDomain {
         }
     }
 
-    /// A mapping of one guest frame (cached).
+    /// Unmap every cached mapping.
+    fn unmap_all(&self) {
+        for (_, m) in self.maps.borrow_mut().drain() {
+            // SAFETY: each pointer was returned by xenforeignmemory_map for one page, and no
+            // reference into it outlives the read or write that used it.
+            unsafe { (self.libs.xenforeignmemory_unmap)(self.fmem, m.0 as *mut c_void, 1) };
+        }
+    }
+
+    /// A read-only mapping of one guest frame (cached until the cache is full or
+    /// `drop_cached_mappings`).
     fn map(&self, gfn: u64) -> Result<*mut u8> {
-        let mut maps = self.maps.borrow_mut();
-        if let Some(m) = maps.get(&gfn) {
+        if let Some(m) = self.maps.borrow().get(&gfn) {
             return Ok(m.0);
         }
-        if maps.len() >= MAP_CACHE {
-            for (_, m) in maps.drain() {
-                // SAFETY: each pointer was returned by xenforeignmemory_map for one page.
-                unsafe { (self.libs.xenforeignmemory_unmap)(self.fmem, m.0 as *mut c_void, 1) };
-            }
+        if self.maps.borrow().len() >= MAP_CACHE {
+            self.unmap_all();
         }
+        let p = self.map_uncached(gfn, libc::PROT_READ)?;
+        self.maps.borrow_mut().insert(gfn, Mapped(p));
+        Ok(p)
+    }
+
+    /// A new mapping of one guest frame with `prot`; the caller unmaps it (or caches it).
+    fn map_uncached(&self, gfn: u64, prot: i32) -> Result<*mut u8> {
         let pfn: sys::xen_pfn_t = gfn as sys::xen_pfn_t;
         let mut err: i32 = 0;
-        // SAFETY: valid handle; one frame number in, one error slot out; PROT_READ|PROT_WRITE.
+        // SAFETY: valid handle; one frame number in, one error slot out.
         let p = unsafe {
-            (self.libs.xenforeignmemory_map)(
-                self.fmem,
-                self.domid,
-                libc::PROT_READ | libc::PROT_WRITE,
-                1,
-                &pfn,
-                &mut err,
-            )
+            (self.libs.xenforeignmemory_map)(self.fmem, self.domid, prot, 1, &pfn, &mut err)
         };
         if p.is_null() || err != 0 {
             return Err(Error::PhysicalUnmapped {
@@ -395,7 +410,6 @@ impl XenDomain {
                 max: Gpa(self.max_gfn().0 << 12),
             });
         }
-        maps.insert(gfn, Mapped(p as *mut u8));
         Ok(p as *mut u8)
     }
 }
@@ -403,10 +417,7 @@ impl XenDomain {
 impl Drop for XenDomain {
     fn drop(&mut self) {
         let _ = self.close_ring();
-        for (_, m) in self.maps.borrow_mut().drain() {
-            // SAFETY: each pointer was returned by xenforeignmemory_map for one page.
-            unsafe { (self.libs.xenforeignmemory_unmap)(self.fmem, m.0 as *mut c_void, 1) };
-        }
+        self.unmap_all();
         let mut rings: Vec<*mut c_void> = self.retired_rings.borrow_mut().drain(..).collect();
         rings.extend(self.events.borrow_mut().take().map(|e| e.ring));
         for ring in rings {
@@ -454,6 +465,11 @@ impl PhysicalMemory for XenDomain {
         Ok(())
     }
 
+    /// The guest ran: a cached mapping may show a page the frame no longer has.
+    fn drop_cached_mappings(&self) {
+        self.unmap_all();
+    }
+
     fn physical_ranges(&self) -> Vec<Range<u64>> {
         let end = (self.max_gfn().0 + 1) << 12;
         std::iter::once(0..end).collect()
@@ -475,14 +491,17 @@ impl PhysicalMemoryWrite for XenDomain {
                 .checked_add(done as u64)
                 .ok_or(Error::Overflow("Xen physical write"))?;
             let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(buf.len() - done);
-            let p = self.map(cur.gfn().0)?;
-            // SAFETY: as in read_physical; the mapping is writable.
+            // Reads map frames read-only; a write maps its frame writable for the copy only.
+            let p = self.map_uncached(cur.gfn().0, libc::PROT_READ | libc::PROT_WRITE)?;
+            // SAFETY: `p` maps one whole page writable; offset + n stays inside it; unmapped
+            // right after, no reference kept.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     buf[done..].as_ptr(),
                     p.add(cur.page_offset() as usize),
                     n,
-                )
+                );
+                (self.libs.xenforeignmemory_unmap)(self.fmem, p as *mut c_void, 1);
             };
             done += n;
         }
@@ -496,15 +515,7 @@ impl VcpuState for XenDomain {
     }
 
     fn registers(&self, vcpu: VcpuId) -> Result<Registers> {
-        // The save-record instance is 16 bits: check the index before it is narrowed, so
-        // vCPU 65536 is an error and not vCPU 0.
-        let instance = u16::try_from(vcpu.0)
-            .ok()
-            .filter(|_| vcpu.0 < self.caps.vcpus)
-            .ok_or(Error::NoSuchVcpu {
-                vcpu,
-                count: self.caps.vcpus,
-            })?;
+        let instance = save_instance(vcpu, self.caps.vcpus)?;
         let mut c = sys::hvm_hw_cpu::default();
         // SAFETY: valid handle; the CPU record of one vCPU is written into `c` (its exact size).
         let rc = unsafe {
@@ -1275,6 +1286,14 @@ impl ViewControl for XenDomain {
 #[cfg(test)]
 mod xenmem_tests {
     use super::*;
+
+    #[test]
+    fn a_vcpu_index_is_checked_before_it_is_narrowed() {
+        assert_eq!(save_instance(VcpuId(3), 4).ok(), Some(3));
+        assert!(save_instance(VcpuId(4), 4).is_err());
+        // 65536 would truncate to instance 0 (vCPU 0's registers).
+        assert!(save_instance(VcpuId(65536), u32::MAX).is_err());
+    }
 
     #[test]
     fn access_values_follow_the_hypervisor_version() {

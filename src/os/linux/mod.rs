@@ -54,6 +54,11 @@ pub const MAX_MODULES: usize = 1 << 14;
 pub const MAX_BTF: u64 = 64 << 20;
 /// How far past `_text` the kernel image (and so kallsyms) is searched.
 pub const KERNEL_IMAGE_SCAN: u64 = 128 << 20;
+/// Longest `linux_banner` read (bytes; a real one is about 150).
+pub const MAX_BANNER: usize = 1024;
+/// Most `Linux version ` strings the banner search examines when placing the kernel without
+/// registers (each costs a page-table check).
+pub const MAX_BANNER_HITS: usize = 4096;
 
 /// Where types and symbols come from.
 #[derive(Debug)]
@@ -210,7 +215,8 @@ fn placement_from_banner<B: PhysicalMemory>(
     let banner_rel = rel(symbols, "linux_banner")?;
     let pgd_rel = rel(symbols, "init_top_pgt").or_else(|_| rel(symbols, "init_level4_pgt"))?;
     let l5_rel = rel(symbols, "__pgtable_l5_enabled").ok();
-    let hits = scan::find_physical(mem.backend(), b"Linux version ", 4096);
+    let hits = scan::find_physical(mem.backend(), b"Linux version ", MAX_BANNER_HITS);
+    let examined = hits.len();
     for hit in hits {
         let Some(text_pa) = hit.0.checked_sub(banner_rel) else {
             continue;
@@ -247,19 +253,26 @@ fn placement_from_banner<B: PhysicalMemory>(
     Err(Error::OsNotFound {
         os: "Linux",
         image: mem.backend().name().into(),
-        reason: "no `Linux version` banner in physical memory lines up with a kernel page table (init_top_pgt)".into(),
+        reason: format!(
+            "none of the {examined} `Linux version` strings examined in physical memory (at most \
+             {MAX_BANNER_HITS}) lines up with a kernel page table (init_top_pgt)"
+        ),
     })
 }
 
 /// Read a physical window for scanning, without copying when the backend can lend it.
 /// `ranges` are the backend's `physical_ranges()` (sorted), built once by the caller.
-fn with_image<B: PhysicalMemory, R>(
+///
+/// A backend that cannot lend its memory (a snapshot read from its file, a live domain) is
+/// read in growing windows, 8 MiB then doubling, for as long as `f` fails: the kallsyms tables
+/// usually lie in the first megabytes of `.rodata`, and only that much is then read and held.
+fn with_image<B: PhysicalMemory, R, E>(
     mem: &GuestMemory<B>,
     ranges: &[std::ops::Range<u64>],
     start: Gpa,
     len: u64,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Option<R> {
+    mut f: impl FnMut(&[u8]) -> std::result::Result<R, E>,
+) -> Option<std::result::Result<R, E>> {
     // Clip to the backed range that contains `start`: the last one starting at or below it.
     let i = ranges.partition_point(|r| r.start <= start.0);
     let r = ranges.get(i.checked_sub(1)?)?;
@@ -270,9 +283,20 @@ fn with_image<B: PhysicalMemory, R>(
     if let Some(s) = mem.backend().physical_slice(start, len) {
         return Some(f(s));
     }
-    let mut v = vec![0u8; len];
-    mem.read_physical(start, &mut v).ok()?;
-    Some(f(&v))
+    const FIRST_WINDOW: usize = 8 << 20;
+    let mut v: Vec<u8> = Vec::new();
+    let mut want = FIRST_WINDOW.min(len);
+    loop {
+        let have = v.len();
+        v.resize(want, 0);
+        let at = start.checked_add(have as u64)?;
+        mem.read_physical(at, &mut v[have..]).ok()?;
+        let r = f(&v);
+        if r.is_ok() || want == len {
+            return Some(r);
+        }
+        want = want.saturating_mul(2).min(len);
+    }
 }
 
 /// Offset from `_text` of the first no-execute mapping of the kernel image (the start of
@@ -493,7 +517,7 @@ impl Linux {
             }),
         };
         let banner = match sym("linux_banner") {
-            Some(a) => mem.read_cstring(kernel_space, a, 1024)?,
+            Some(a) => mem.read_cstring(kernel_space, a, MAX_BANNER)?,
             None => String::new(),
         };
         if !banner.starts_with("Linux version ") {

@@ -15,6 +15,9 @@ pub(crate) fn find_physical<M: PhysicalMemory + ?Sized>(
     let mut hits = Vec::new();
     let finder = memchr::memmem::Finder::new(needle);
     let overlap = needle.len().saturating_sub(1);
+    // One window buffer for every range (a hostile image can have hundreds of thousands of
+    // small ones: a buffer per range made the cost grow with their number).
+    let mut buf: Vec<u8> = Vec::new();
     for r in mem.physical_ranges() {
         let len = r.end - r.start;
         if let Some(s) = usize::try_from(len)
@@ -30,13 +33,19 @@ pub(crate) fn find_physical<M: PhysicalMemory + ?Sized>(
             continue;
         }
         // Windowed reads with overlap so matches across window edges are found once.
-        let mut buf = vec![0u8; WINDOW + overlap];
+        let cap = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(WINDOW + overlap);
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
+        let win = &mut buf[..cap];
         let mut pos = r.start;
         while pos < r.end {
-            let n = ((r.end - pos) as usize).min(buf.len());
-            if mem.read_physical(Gpa(pos), &mut buf[..n]).is_ok() {
-                for off in finder.find_iter(&buf[..n]) {
-                    if off < WINDOW || n < buf.len() {
+            let n = ((r.end - pos) as usize).min(win.len());
+            if mem.read_physical(Gpa(pos), &mut win[..n]).is_ok() {
+                for off in finder.find_iter(&win[..n]) {
+                    if off < WINDOW || n < win.len() {
                         hits.push(Gpa(pos + off as u64));
                         if hits.len() >= max {
                             return hits;

@@ -88,11 +88,13 @@ impl Isf {
     /// Load an ISF file (`.json` or `.json.xz`; compression is detected from content).
     ///
     /// # Errors
-    /// [`Error::Io`], or [`Error::Malformed`] for bad xz data, bad JSON or a file over
-    /// [`MAX_ISF_BYTES`].
+    /// [`Error::Io`] (also for a FIFO, device or directory: only regular files are read), or
+    /// [`Error::Malformed`] for bad xz data, bad JSON or a file (or its decompressed text)
+    /// over [`MAX_ISF_BYTES`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Isf> {
         let path = path.as_ref();
-        let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // Compressed or not, the file is no larger than what it may decompress to.
+        let raw = crate::file::read_capped(path, MAX_ISF_BYTES, "Volatility3 ISF")?;
         Self::from_bytes(&raw, path.display().to_string())
     }
 

@@ -50,16 +50,18 @@ impl Profile {
         })
     }
 
-    /// Load a BTF file and a kallsyms/System.map file.
+    /// Load a BTF file (at most [`MAX_BTF`](crate::os::linux::MAX_BTF) bytes) and a
+    /// kallsyms/System.map file (at most [`MAX_SYMBOL_FILE_BYTES`]).
     ///
     /// # Errors
-    /// [`Error::Io`], [`Error::Malformed`].
+    /// [`Error::Io`] (also for a FIFO, device or directory), [`Error::Malformed`] (also for a
+    /// file over its cap).
     pub fn from_btf_and_symbols(
         btf: impl AsRef<Path>,
         symbols: impl AsRef<Path>,
     ) -> Result<Profile> {
         let btf = btf.as_ref();
-        let data = std::fs::read(btf).map_err(|e| Error::io(btf, e))?;
+        let data = crate::file::read_capped(btf, crate::os::linux::MAX_BTF, "BTF")?;
         Ok(Profile {
             types: Box::new(btf::Btf::parse(data, btf.display().to_string())?),
             symbols: SymbolTable::from_file(symbols)?,
@@ -167,6 +169,9 @@ impl std::fmt::Display for SymbolOffset<'_> {
 
 /// Bound on symbols in one table.
 pub const MAX_SYMBOLS: usize = 1 << 22;
+/// Largest kallsyms / System.map file read: [`MAX_SYMBOLS`] lines of 64 bytes on average
+/// (a real `/proc/kallsyms` has about 200,000 lines of 50 bytes).
+pub const MAX_SYMBOL_FILE_BYTES: u64 = (MAX_SYMBOLS as u64) * 64;
 
 /// Builds a [`SymbolTable`].
 #[derive(Debug, Default)]
@@ -296,13 +301,14 @@ impl SymbolTable {
         Ok(t)
     }
 
-    /// Read and parse a kallsyms / System.map file.
+    /// Read and parse a kallsyms / System.map file (at most [`MAX_SYMBOL_FILE_BYTES`]).
     ///
     /// # Errors
-    /// [`Error::Io`], or as [`SymbolTable::parse_text`].
+    /// [`Error::Io`] (also for a FIFO, device or directory), [`Error::Malformed`] for a file
+    /// over the cap, or as [`SymbolTable::parse_text`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<SymbolTable> {
         let path = path.as_ref();
-        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::file::read_capped(path, MAX_SYMBOL_FILE_BYTES, "symbol file")?;
         Self::parse_text(&String::from_utf8_lossy(&text), path.display().to_string())
     }
 
