@@ -18,7 +18,7 @@ const CHILD: &str = "XENVMI_SIGNAL_CHILD";
 fn child() -> ! {
     let mem = Snapshot::from_bytes(vec![0u8; 1 << 16], None).expect("image");
     let d = SimDomain::new(mem, &[Registers::default()]);
-    let s = Session::new(&d);
+    let s = Session::new(&d).unwrap();
     let stop = s.stop_handle();
     stop.stop_on_signals().expect("signals");
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM).expect("raise");
