@@ -14,15 +14,15 @@ bash scripts/setup.sh
 [ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
 apt-get update -qq -o DPkg::Lock::Timeout=600
 apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends make cpio "linux-headers-$KVER" >/dev/null
-cargo build --release --features xen --example cr3-trace --example kernel-guard
+cargo build --release --features xen --example cr3-trace --example kernel-guard --example hook-trace
 P=$WORK/payload-linux; B=$WORK/linux-guest-build; G=$WORK/linux-guest-root
 rm -rf "$P" "$B" "$G"; mkdir -p "$P" "$B" "$G"/{bin,proc,sys,dev} "$WORK/lg-debs"
 # Stripped: dom0's initramfs lives in its RAM (384 MiB), unpacked into a tmpfs half that size.
-for e in cr3-trace kernel-guard; do strip -o "$P/$e" "target/release/examples/$e"; done
+for e in cr3-trace kernel-guard hook-trace; do strip -o "$P/$e" "target/release/examples/$e"; done
 cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-tests/xen-e2e/linux-guest/payload.sh}" "$P/run.sh"
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
 # The test rootkit, built against Debian's headers for the guest's kernel.
-cp tests/xen-e2e/linux-guest/attack.c tests/xen-e2e/linux-guest/Makefile "$B/"
+cp tests/xen-e2e/linux-guest/attack.c tests/xen-e2e/linux-guest/xvkprobe.c tests/xen-e2e/linux-guest/Makefile "$B/"
 make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
 # Guest kernel (the uncompressed ELF: PVH boots it directly) and busybox.
 (cd "$WORK/lg-debs" && { ls linux-image-*.deb busybox-static*.deb >/dev/null 2>&1 || \
@@ -32,10 +32,11 @@ for d in "$WORK"/lg-debs/*.deb; do dpkg -x "$d" "$WORK/lg-x"; done
 gzip -1 -c "$WORK/lg-vmlinux" > "$P/vmlinux.gz"   # libxenguest gunzips kernels itself
 # Guest initramfs: busybox, init, the workers (static), the module.
 cp "$WORK/lg-x/bin/busybox" "$G/bin/"
-for a in sh mount sleep echo insmod uname cat; do ln -s busybox "$G/bin/$a"; done
+for a in sh mount sleep echo insmod rmmod uname cat; do ln -s busybox "$G/bin/$a"; done
 gcc -O2 -static -o "$G/bin/xv-alpha" tests/xen-e2e/linux-guest/worker.c
 cp "$G/bin/xv-alpha" "$G/bin/xv-beta"
-install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$G/"
+gcc -O2 -static -Wall -o "$G/bin/xv-trap" tests/xen-e2e/linux-guest/xv-trap.c
+install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$B/xvkprobe.ko" "$G/"
 (cd "$G" && find . | cpio -o -H newc --quiet) > "$P/guest-initrd.cpio"
 LOG="$WORK/serial-linux.txt"
 # Xen's APIC virtualization off: Bochs 3.0 loses a virtual interrupt whose delivery causes an
@@ -44,7 +45,7 @@ XEN_CMDLINE=${XEN_CMDLINE:-"console=com1 com1=115200,8n1 loglvl=all guest_loglvl
 if ! XEN_CMDLINE=$XEN_CMDLINE KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-2400} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
   tail -n 20 "$LOG"; echo "real-xen (Linux guest): the recipe failed before Bochs ran (log: $LOG)"; exit 1
 fi
-grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|kernel-guard|cr3-trace|\"what\"" "$LOG" | head -n 200 || true
+grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|kernel-guard|cr3-trace|hook-trace|\"what\"" "$LOG" | head -n 300 || true
 
 fail=0
 check() { # description, extended regex that must match the log
@@ -57,7 +58,7 @@ check "kernel-guard finds the kernel and write-protects its text (host view)" "g
 check "alert: CR4.SMEP/SMAP clear denied" '"what":"cr4_smep_smap_clear"'
 check "alert: MSR_LSTAR write denied" '"what":"msr_lstar_write"'
 check "alert: kernel text write refused" '"what":"kernel_text_write"'
-cpu_advanced() { grep -a -oE "after kernel-guard $1: guest vCPU time [0-9.]+ -> [0-9.]+" "$LOG" | awk '{ if ($NF > $(NF-2)) ok=1 } END { exit !ok }'; }
+cpu_advanced() { grep -a -oE "after ${2:-kernel-guard} $1: guest vCPU time [0-9.]+ -> [0-9.]+" "$LOG" | awk '{ if ($NF > $(NF-2)) ok=1 } END { exit !ok }'; }
 for m in --no-text --host-view default; do
   if cpu_advanced "$m"; then echo "ok   - the guest runs on after kernel-guard $m"; else echo "FAIL - the guest stopped after kernel-guard $m"; fail=$((fail+1)); fi
 done
@@ -66,6 +67,18 @@ check "--host-view: the rootkit saw every move refused" "GUEST --host-view: .*xe
 check "default (altp2m view): kernel-guard switched its view in" "guarding: [0-9]+ kernel text pages write-protected in view [1-9]"
 check "default (altp2m view): the rootkit saw every move refused" "GUEST default: .*xenvmi-attack: .*smep_smap_kept=1; .*lstar_kept=1; .*text_kept=1"
 check "default (altp2m view): the guest's init kept running (alive ticks)" "GUEST default: .*xvguest: alive [0-9]+"
-if grep -a -qE "^GUEST [^:]+: .*(BUG:|Oops|Kernel panic)" "$LOG"; then echo "FAIL - the guest kernel reported a BUG/Oops/panic"; fail=$((fail+1)); fi
+if grep -a -qE "^GUEST [^:]+: .*(BUG:|Oops|Kernel panic|WARNING:)" "$LOG"; then echo "FAIL - the guest kernel reported a BUG/Oops/panic"; fail=$((fail+1)); fi
+for m in stealth in-place; do
+  p=stealth; [ "$m" = in-place ] && p="in place"
+  check "hook-trace $m: breakpoints on 5 hot kernel functions each hit, for 60 s" \
+    "hook-trace: $p, 6 breakpoints, [6-9][0-9]\.[0-9] s: [0-9]+ hits \(do_syscall_64 [1-9][0-9]*, schedule [1-9][0-9]*, pick_next_task_fair [1-9][0-9]*, load_module [1-9][0-9]*, vfs_read [1-9][0-9]*, "
+  check "hook-trace $m: the guest patched a hooked page (its kprobe) and the hook was re-armed" \
+    "hook-trace: $p, .*pages refreshed after guest writes [1-9]"
+  check "hook-trace $m: the guest's own int3s reach it (xv-trap: every int3 gave a SIGTRAP)" \
+    "GUEST hooks-$m: .*xv-trap: int3 40 sigtrap 40 getppid 40"
+  check "hook-trace $m: the kprobe module loads on the hooked page and its probe fires" \
+    "GUEST hooks-$m: .*xvkprobe: ([4-9][0-9]|[1-9][0-9]{2,}) hits"
+  if cpu_advanced "$m" hook-trace; then echo "ok   - the guest runs on after hook-trace $m"; else echo "FAIL - the guest stopped after hook-trace $m"; fail=$((fail+1)); fi
+done
 check "without xenvmi: the guest runs in an empty altp2m view (altp2m-repro)" "REPRO empty result: guest ran in the view"
 if [ "$fail" -eq 0 ]; then echo "real-xen (Linux guest): all checks passed"; else echo "real-xen (Linux guest): $fail check(s) failed (log: $LOG)"; exit 1; fi

@@ -11,7 +11,7 @@ D=$(xl domid xvguest)
 cputime() { xl list xvguest 2>/dev/null | awk 'NR == 2 {print $6}'; }
 # What the guest itself printed (its kernel log reaches Xen's console): read and clear Xen's
 # console ring after each step, so that each step's lines are tagged with that step.
-guest_lines() { xl dmesg -c 2>/dev/null | grep -a -E "^\(d$D\)" | grep -a -E "xvguest|xenvmi-attack|BUG|Oops|RIP|panic" | sed "s/^/GUEST $1: /"; }
+guest_lines() { xl dmesg -c 2>/dev/null | grep -a -E "^\(d$D\)" | grep -a -E "xvguest|xenvmi-attack|xv-trap|xvkprobe|BUG|Oops|RIP|panic|WARNING" | sed "s/^/GUEST $1: /"; }
 guest_lines boot
 echo "PAYLOAD: cr3-trace"
 /payload/cr3-trace --domain xvguest > /tmp/cr3.out 2>&1 &
@@ -34,6 +34,21 @@ for MODE in --no-text --host-view default; do
   T1=$(cputime); sleep 10; T2=$(cputime)
   echo "PAYLOAD: after kernel-guard $MODE: guest vCPU time $T1 -> $T2"
   guest_lines "$MODE"
+done
+# The hook manager, both placements, 60 s each: breakpoints on hot kernel functions (a syscall
+# entry, the scheduler, the module loader, a read path) and on a neighbour of
+# __x64_sys_getppid, whose page the guest's kprobe module patches every 8 s; the guest's own
+# int3s (xv-trap) must reach it.
+for MODE in stealth in-place; do
+  ARGS=; [ "$MODE" = in-place ] && ARGS=--in-place
+  echo "PAYLOAD: hook-trace $MODE"
+  /payload/hook-trace --domain xvguest $ARGS --seconds "${HOOK_SECONDS:-60}" --near __x64_sys_getppid \
+    do_syscall_64 schedule pick_next_task_fair load_module vfs_read > /tmp/hooks.out 2> /tmp/hooks.err
+  echo "PAYLOAD: hook-trace $MODE exit $?"
+  cat /tmp/hooks.err /tmp/hooks.out
+  T1=$(cputime); sleep 10; T2=$(cputime)
+  echo "PAYLOAD: after hook-trace $MODE: guest vCPU time $T1 -> $T2"
+  guest_lines "hooks-$MODE"
 done
 # Without xenvmi: altp2m on, one empty view switched in for 30 s (docs/real-xen.md: under Bochs
 # this needs Xen's apicv=0, which the suite boots with).
