@@ -37,7 +37,8 @@
 //! Everything goes through the [`Session`], so teardown (also after a handler error, a panic
 //! or a signal) removes the view, the remaps, the frames and every in-place `int3`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::session::{EventContext, RunOptions, RunStats, Session, SessionBackend};
 use super::{Event, EventKind, Response};
@@ -57,6 +58,33 @@ const INT3: u8 = 0xcc;
 /// Bits of CR3 that are not the page-table root (PCID, flags), ignored when a return is
 /// matched to its call.
 const CR3_FLAGS: u64 = 0xfff | (1 << 63);
+
+/// A hasher for the manager's integer keys (frames, addresses, vCPUs, ids): one multiply.
+/// Every key is inserted by the manager itself, never chosen by the guest, which only makes
+/// lookups, so a keyed hash buys nothing here and would be most of a hit's cost.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type IntMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
 /// How breakpoints are placed (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,8 +167,28 @@ enum Step {
 /// The manager's answer to an event, or the user's turn.
 enum Decision {
     Answer(Response),
-    Hits(Vec<Hit>, Response),
+    Hits(HitList, Response),
     User,
+}
+
+/// The hits of one event: a return and the breakpoints at one address (usually one), without
+/// an allocation for the usual case.
+#[derive(Default)]
+struct HitList {
+    head: [Option<Hit>; 2],
+    rest: Vec<Hit>,
+}
+
+impl HitList {
+    fn push(&mut self, h: Hit) {
+        match self.head.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(h),
+            None => self.rest.push(h),
+        }
+    }
+    fn into_iter(self) -> impl Iterator<Item = Hit> {
+        self.head.into_iter().flatten().chain(self.rest)
+    }
 }
 
 /// Breakpoints and return hooks (see the module docs).
@@ -149,12 +197,12 @@ pub struct Hooks {
     placement: Placement,
     /// Stealth: the execute view; in place: view 0.
     view: ViewId,
-    pages: HashMap<u64, Page>,
-    entries: HashMap<u64, Vec<HookId>>,
-    ids: HashMap<HookId, u64>,
-    returns: HashMap<u64, Vec<PendingReturn>>,
+    pages: IntMap<u64, Page>,
+    entries: IntMap<u64, Vec<HookId>>,
+    ids: IntMap<HookId, u64>,
+    returns: IntMap<u64, Vec<PendingReturn>>,
     pending_returns: usize,
-    steps: HashMap<u32, Step>,
+    steps: IntMap<u32, Step>,
     next: u64,
     stats: HookStats,
 }
@@ -181,12 +229,12 @@ impl Hooks {
         Ok(Hooks {
             placement,
             view,
-            pages: HashMap::new(),
-            entries: HashMap::new(),
-            ids: HashMap::new(),
-            returns: HashMap::new(),
+            pages: IntMap::default(),
+            entries: IntMap::default(),
+            ids: IntMap::default(),
+            returns: IntMap::default(),
             pending_returns: 0,
-            steps: HashMap::new(),
+            steps: IntMap::default(),
             next: 1,
             stats: HookStats::default(),
         })
@@ -307,8 +355,8 @@ impl Hooks {
     ///
     /// The handler's answer to a hit is not used: the manager steps over the breakpoint. What
     /// the handler changes through the [`HookContext`] (breakpoints added or removed, return
-    /// hooks) applies before the vCPU resumes. `mem`'s translations are flushed at each event,
-    /// since the guest ran in between.
+    /// hooks) applies before the vCPU resumes. `mem`'s translations are flushed at each event
+    /// ([`GuestMemory::guest_ran`]), since the guest ran in between.
     ///
     /// # Errors
     /// As [`Session::run_with`]; a handler error ends the loop with [`Error::Handler`].
@@ -325,12 +373,12 @@ impl Hooks {
         E: std::error::Error + Send + Sync + 'static,
     {
         session.run_with(opts, |ctx| {
-            mem.flush_translations();
+            mem.guest_ran();
             let event = ctx.event();
             match self.decide(ctx, event) {
                 Ok(Decision::Answer(rsp)) => Ok(rsp),
                 Ok(Decision::Hits(hits, rsp)) => {
-                    for hit in hits {
+                    for hit in hits.into_iter() {
                         let mut hc = HookContext {
                             hooks: self,
                             ctx,
@@ -377,14 +425,14 @@ impl Hooks {
                         Response::proceed().inject(Injection::breakpoint(len)),
                     ));
                 }
-                let mut list: Vec<Hit> = hits.take().into_iter().collect();
+                let mut list = HitList::default();
+                if let Some(r) = hits.take() {
+                    list.push(r);
+                }
                 for &id in self.entries.get(&gpa).map(Vec::as_slice).unwrap_or(&[]) {
                     list.push(Hit::Breakpoint { id, gpa: Gpa(gpa) });
+                    self.stats.hits += 1;
                 }
-                self.stats.hits += list
-                    .iter()
-                    .filter(|h| matches!(h, Hit::Breakpoint { .. }))
-                    .count() as u64;
                 let rsp = self.step_over(ctx, e.vcpu, Gpa(gpa))?;
                 Ok(Decision::Hits(list, rsp))
             }

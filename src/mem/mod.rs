@@ -86,6 +86,14 @@ impl<B: PhysicalMemory> GuestMemory<B> {
         self.backend.drop_cached_mappings();
     }
 
+    /// The guest ran (an event loop's next event): forget cached translations, since its page
+    /// tables may have changed, but keep the backend's mappings of guest frames, which change
+    /// only with the p2m (a frame freed, ballooning: use [`GuestMemory::flush_translations`]
+    /// then). O(1).
+    pub fn guest_ran(&self) {
+        self.cache.flush();
+    }
+
     /// Forget cached translations of one address space.
     pub fn flush_root(&self, root: Gpa) {
         self.cache.flush_root(root);
