@@ -32,7 +32,7 @@ for d in "$WORK"/lg-debs/*.deb; do dpkg -x "$d" "$WORK/lg-x"; done
 gzip -1 -c "$WORK/lg-vmlinux" > "$P/vmlinux.gz"   # libxenguest gunzips kernels itself
 # Guest initramfs: busybox, init, the workers (static), the module.
 cp "$WORK/lg-x/bin/busybox" "$G/bin/"
-for a in sh mount sleep echo insmod rmmod uname cat; do ln -s busybox "$G/bin/$a"; done
+for a in sh mount sleep echo insmod rmmod uname cat dmesg grep; do ln -s busybox "$G/bin/$a"; done
 gcc -O2 -static -o "$G/bin/xv-alpha" tests/xen-e2e/linux-guest/worker.c
 cp "$G/bin/xv-alpha" "$G/bin/xv-beta"
 gcc -O2 -static -Wall -o "$G/bin/xv-trap" tests/xen-e2e/linux-guest/xv-trap.c

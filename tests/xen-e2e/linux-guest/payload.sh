@@ -39,6 +39,8 @@ done
 # entry, the scheduler, the module loader, a read path) and on a neighbour of
 # __x64_sys_getppid, whose page the guest's kprobe module patches every 8 s; the guest's own
 # int3s (xv-trap) must reach it.
+xl sysrq xvguest 6 2>&1   # the guest's init starts its kprobe and int3 steps (see its comments)
+sleep 2
 for MODE in stealth in-place; do
   ARGS=; [ "$MODE" = in-place ] && ARGS=--in-place
   echo "PAYLOAD: hook-trace $MODE"
