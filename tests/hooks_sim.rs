@@ -498,3 +498,53 @@ fn symbols_with_offsets_and_bad_specs() {
     s.teardown().unwrap();
     g.assert_clean();
 }
+
+#[test]
+fn a_guest_int3_under_a_stealth_breakpoint_met_in_view_0_is_the_guests() {
+    let g = guest();
+    let f = g.text_gpa("__x64_sys_getpid");
+    let mem = GuestMemory::new(&g.sim);
+    let mut hits = 0;
+    {
+        let mut s = Session::new(&g.sim).unwrap();
+        let mut hooks = Hooks::new(&mut s, Placement::Stealth).unwrap();
+        hooks.add(&mut s, f).unwrap();
+        // The guest puts an int3 of its own exactly there (a kprobe), then vCPU 0 reads the
+        // page (stepped in view 0) and, still in view 0, runs into the guest's int3; then it
+        // runs the function in the execute view, where the breakpoint is ours.
+        g.sim.script([
+            GuestAction::Write {
+                vcpu: VcpuId(1),
+                gpa: f,
+                bytes: vec![0xcc],
+            },
+            GuestAction::Cpuid {
+                vcpu: VcpuId(1),
+                leaf: 0,
+            },
+            GuestAction::Read {
+                vcpu: VcpuId(0),
+                gpa: f,
+            },
+            g.exec(0, f),
+            g.exec(0, f),
+        ]);
+        hooks
+            .run(&mut s, &mem, &RUN, |ctx| {
+                if ctx.hit().is_some() {
+                    hits += 1;
+                }
+                Ok::<_, Error>(Response::proceed())
+            })
+            .unwrap();
+        assert_eq!(hooks.stats().reinjected, 1);
+        s.teardown().unwrap();
+    }
+    assert_eq!(hits, 1, "only the execution in the execute view is our hit");
+    assert_eq!(
+        g.sim.state().delivered(),
+        [(VcpuId(0), Injection::breakpoint(1))]
+    );
+    assert_eq!(g.byte(f), 0xcc, "the guest's int3 stays");
+    g.assert_clean();
+}

@@ -51,8 +51,8 @@ use crate::os::linux::Linux;
 /// Return hooks pending at once, over all breakpoints (calls that never return, e.g. a task
 /// that exits inside the function, would otherwise accumulate without bound).
 pub const MAX_PENDING_RETURNS: usize = 4096;
-/// Breakpoints at once.
-pub const MAX_BREAKPOINTS: usize = 65_536;
+/// Breakpoints at once (each hooked page keeps a 4 KiB copy: at most 64 MiB).
+pub const MAX_BREAKPOINTS: usize = 16_384;
 
 const INT3: u8 = 0xcc;
 /// Bits of CR3 that are not the page-table root (PCID, flags), ignored when a return is
@@ -415,8 +415,17 @@ impl Hooks {
                 gfn, insn_length, ..
             } => {
                 let gpa = (gfn.0 << 12) | (e.regs.rip & (PAGE_SIZE - 1));
-                let mut hits = self.match_return(ctx.session(), gpa, e)?;
-                let ours = hits.is_some() || self.is_armed(gpa);
+                // Stealth int3s exist only in the execute view: one raised in another view (a
+                // vCPU stepping in view 0 ran into an int3 the guest wrote at the same address)
+                // is the guest's own.
+                let foreign_view =
+                    self.placement == Placement::Stealth && e.view.is_some_and(|v| v != self.view);
+                let mut hits = if foreign_view {
+                    None
+                } else {
+                    self.match_return(ctx.session(), gpa, e)?
+                };
+                let ours = !foreign_view && (hits.is_some() || self.is_armed(gpa));
                 if !ours {
                     // Not ours: the guest's own int3, handed back to it.
                     self.stats.reinjected += 1;
