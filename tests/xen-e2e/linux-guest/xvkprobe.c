@@ -21,18 +21,19 @@ static struct kprobe kp = {
 	.pre_handler = pre,
 };
 
+/* pr_notice: the guest boots with loglevel=6, and only levels below it reach the console. */
 static int __init xvkprobe_init(void)
 {
 	int ret = register_kprobe(&kp);
 
-	pr_info("xvkprobe: armed at %pS: %d\n", kp.addr, ret);
+	pr_notice("xvkprobe: armed at %pS: %d\n", kp.addr, ret);
 	return ret;
 }
 
 static void __exit xvkprobe_exit(void)
 {
 	unregister_kprobe(&kp);
-	pr_info("xvkprobe: %d hits\n", atomic_read(&hits));
+	pr_notice("xvkprobe: %d hits\n", atomic_read(&hits));
 }
 
 module_init(xvkprobe_init);
