@@ -194,6 +194,14 @@ impl std::fmt::Debug for dyn PhysicalMemory + Send {
 }
 
 impl SimState {
+    /// One vCPU, or [`Error::NoSuchVcpu`].
+    fn vcpu_mut(&mut self, vcpu: VcpuId) -> Result<&mut Vcpu> {
+        let count = self.vcpus.len() as u32;
+        self.vcpus
+            .get_mut(vcpu.0 as usize)
+            .ok_or(Error::NoSuchVcpu { vcpu, count })
+    }
+
     /// vCPUs paused by an unanswered event.
     pub fn paused_vcpus(&self) -> Vec<VcpuId> {
         (0..self.vcpus.len())
@@ -984,12 +992,8 @@ impl VcpuState for SimDomain {
 
 impl VcpuStateWrite for SimDomain {
     fn set_registers(&self, vcpu: VcpuId, regs: &Registers) -> Result<()> {
-        let mut st = self.state.borrow_mut();
-        let count = st.vcpus.len() as u32;
-        st.vcpus
-            .get_mut(vcpu.0 as usize)
-            .map(|v| v.regs = *regs)
-            .ok_or(Error::NoSuchVcpu { vcpu, count })
+        self.state.borrow_mut().vcpu_mut(vcpu)?.regs = *regs;
+        Ok(())
     }
 }
 
@@ -1031,11 +1035,7 @@ impl EventControl for SimDomain {
 
     fn set_vcpu_singlestep(&self, vcpu: VcpuId, enable: bool) -> Result<()> {
         let mut st = self.state.borrow_mut();
-        let count = st.vcpus.len() as u32;
-        let v = st
-            .vcpus
-            .get_mut(vcpu.0 as usize)
-            .ok_or(Error::NoSuchVcpu { vcpu, count })?;
+        let v = st.vcpu_mut(vcpu)?;
         v.singlestep = enable;
         if !enable {
             v.fast_singlestep_view = None;
@@ -1127,11 +1127,7 @@ impl EventChannel for SimDomain {
 impl EventInjection for SimDomain {
     fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()> {
         let mut st = self.state.borrow_mut();
-        let count = st.vcpus.len() as u32;
-        let v = st
-            .vcpus
-            .get_mut(vcpu.0 as usize)
-            .ok_or(Error::NoSuchVcpu { vcpu, count })?;
+        let v = st.vcpu_mut(vcpu)?;
         if v.injected.is_some() {
             // As Xen's XEN_DMOP_inject_event: one pending event per vCPU.
             return Err(Error::Backend {
