@@ -19,6 +19,22 @@
 #include <stdint.h>
 
 /*
+ [`xvmi_hit::kind`]: the event is not a hit of the session's hooks.
+ */
+#define XVMI_HIT_NONE 0
+
+/*
+ A breakpoint was executed (`id`, `gpa`).
+ */
+#define XVMI_HIT_BREAKPOINT 1
+
+/*
+ A call whose entry armed a return hook returned (`id` is the entry's breakpoint, `tag`
+ the value given to [`xvmi_context_return_hook`], `gpa` the return address's).
+ */
+#define XVMI_HIT_RETURN 2
+
+/*
  The control registers of [`xvmi_sim_script_write_cr`] and `xvmi_monitor`
  (Xen's `VM_EVENT_X86_*` indices).
  */
@@ -40,6 +56,36 @@
 #define XVMI_REGISTER_XCR0 3
 
 /*
+ [`xvmi_injection::type_`]: an external interrupt.
+ */
+#define XVMI_INJECT_EXTERNAL_INTERRUPT 0
+
+/*
+ A non-maskable interrupt.
+ */
+#define XVMI_INJECT_NMI 2
+
+/*
+ A fault or abort raised by the processor (`#PF`, `#GP`, `#UD`, ...).
+ */
+#define XVMI_INJECT_HARDWARE_EXCEPTION 3
+
+/*
+ `int N`.
+ */
+#define XVMI_INJECT_SOFTWARE_INTERRUPT 4
+
+/*
+ `int1` (`icebp`).
+ */
+#define XVMI_INJECT_PRIVILEGED_SOFTWARE_EXCEPTION 5
+
+/*
+ `int3` or `into`: the return address is past the instruction (`insn_length`).
+ */
+#define XVMI_INJECT_SOFTWARE_EXCEPTION 6
+
+/*
  `xvmi_domain_recover_with` flag: recover although the journal's owner looks alive (a
  journal from another PID namespace). No monitor may be attached.
  */
@@ -51,6 +97,18 @@
  releases the frames, destroys the views and disables the ring it names.
  */
 #define XVMI_RECOVER_IGNORE_BINDING 2
+
+/*
+ [`xvmi_session_hooks_enable`]: shadow pages in an altp2m execute view (needs altp2m); hits
+ are stepped over per vCPU in view 0, so no other vCPU runs unhooked code.
+ */
+#define XVMI_PLACEMENT_STEALTH 1
+
+/*
+ `int3` written into the page in the host view; hits are answered by having Xen emulate
+ the original instruction (no altp2m needed; the guest can see the `int3`s).
+ */
+#define XVMI_PLACEMENT_IN_PLACE 2
 
 /*
  [`xvmi_os_info::kind`]: a Linux kernel.
@@ -250,6 +308,12 @@
 #define XVMI_RESPONSE_FAST_SINGLESTEP 8
 
 /*
+ Deliver `inject` (an exception or interrupt) to this vCPU as it resumes: queued before the
+ answer unpauses it (`xendevicemodel_inject_event` on Xen).
+ */
+#define XVMI_RESPONSE_INJECT 16
+
+/*
  [`xvmi_event_callback`] return value: keep running.
  */
 #define XVMI_RUN_CONTINUE 0
@@ -266,6 +330,11 @@
  at most 55; Windows names are cut if needed).
  */
 #define XVMI_NAME_LEN 256
+
+/*
+ The context of one event callback (opaque). Valid only during that callback.
+ */
+typedef struct xvmi_context xvmi_context;
 
 /*
  A live domain: a Xen domain or a simulated one. Memory handles
@@ -303,6 +372,32 @@ typedef struct xvmi_session xvmi_session;
  message (file names, addresses, errno) is available from [`xvmi_last_error`].
  */
 typedef int32_t xvmi_result;
+
+/*
+ What a hit was (`xenvmi::event::hooks::Hit`).
+ */
+typedef struct xvmi_hit {
+  /*
+   `XVMI_HIT_*`.
+   */
+  uint32_t kind;
+  /*
+   Always zero.
+   */
+  uint32_t reserved;
+  /*
+   The breakpoint (for a return: the breakpoint whose hit armed it).
+   */
+  uint64_t id;
+  /*
+   Guest-physical address of the instruction hit.
+   */
+  uint64_t gpa;
+  /*
+   For a return: the tag given when it was armed.
+   */
+  uint64_t tag;
+} xvmi_hit;
 
 /*
  Register state of one x86-64 vCPU (`xenvmi::Registers`). Fields a source does not provide
@@ -359,6 +454,40 @@ typedef struct xvmi_registers {
    */
   uint32_t reserved;
 } xvmi_registers;
+
+/*
+ An exception or interrupt for a vCPU to take on its next entry into the guest
+ (`xenvmi::backend::Injection`). A guest's own `int3` handed back: vector 3,
+ `XVMI_INJECT_SOFTWARE_EXCEPTION`, `insn_length` 1. A page fault that makes the guest bring
+ a page in: vector 14, `XVMI_INJECT_HARDWARE_EXCEPTION`, `has_error_code` 1, `cr2` the
+ address.
+ */
+typedef struct xvmi_injection {
+  /*
+   The vector (3 `#BP`, 14 `#PF`, ...).
+   */
+  uint8_t vector;
+  /*
+   `XVMI_INJECT_*` (the VMX interruption type).
+   */
+  uint8_t type_;
+  /*
+   Length of the instruction that raised it (software interrupts and exceptions).
+   */
+  uint8_t insn_length;
+  /*
+   1 if `error_code` is pushed with it, else 0.
+   */
+  uint8_t has_error_code;
+  /*
+   The error code (`#PF`: bit 1 write, bit 2 user, bit 4 instruction fetch).
+   */
+  uint32_t error_code;
+  /*
+   For `#PF`, the address the guest reads from CR2.
+   */
+  uint64_t cr2;
+} xvmi_injection;
 
 /*
  What a simulated domain holds now: what a test checks after a session to see that nothing
@@ -425,6 +554,14 @@ typedef struct xvmi_sim_state {
    Whether the vm_event ring is enabled.
    */
   bool ring_enabled;
+  /*
+   Injected events the simulated vCPUs have taken.
+   */
+  uint64_t injections_delivered;
+  /*
+   vCPUs with an injected event not yet taken.
+   */
+  uint32_t injections_pending;
 } xvmi_sim_state;
 
 /*
@@ -456,6 +593,40 @@ typedef struct xvmi_recovery {
    */
   uint32_t warnings;
 } xvmi_recovery;
+
+/*
+ The hook manager's counters (`xenvmi::event::hooks::HookStats`).
+ */
+typedef struct xvmi_hook_stats {
+  /*
+   Breakpoints placed now.
+   */
+  uint64_t breakpoints;
+  /*
+   Breakpoint hits reported.
+   */
+  uint64_t hits;
+  /*
+   Returns reported.
+   */
+  uint64_t returns;
+  /*
+   Hits at a return address that matched no pending call (stack pointer or CR3).
+   */
+  uint64_t unmatched_returns;
+  /*
+   Guest `int3`s handed back to the guest.
+   */
+  uint64_t reinjected;
+  /*
+   Guest reads and writes of hooked pages performed for it.
+   */
+  uint64_t accesses;
+  /*
+   Hooked pages copied again after the guest wrote them.
+   */
+  uint64_t refreshes;
+} xvmi_hook_stats;
 
 /*
  One backed range of guest-physical memory.
@@ -969,6 +1140,10 @@ typedef struct xvmi_response {
    The registers for `XVMI_RESPONSE_SET_REGISTERS`.
    */
   struct xvmi_registers regs;
+  /*
+   The event for `XVMI_RESPONSE_INJECT`.
+   */
+  struct xvmi_injection inject;
 } xvmi_response;
 
 /*
@@ -1027,6 +1202,17 @@ typedef struct xvmi_run_stats {
    */
   bool interrupted;
 } xvmi_run_stats;
+
+/*
+ Called for each event by [`xvmi_session_run_context`]: as [`xvmi_event_callback`], with
+ `ctx`, the event's context: what the hit was ([`xvmi_context_hit`](super::xvmi_context_hit)),
+ and changes to make before the vCPU resumes (`xvmi_context_*`). `ctx` is valid only during
+ the call.
+ */
+typedef int32_t (*xvmi_context_callback)(void *userdata,
+                                         struct xvmi_context *ctx,
+                                         const struct xvmi_event *event,
+                                         struct xvmi_response *response);
 
 /*
  Success.
@@ -1160,6 +1346,93 @@ extern "C" {
 #endif // __cplusplus
 
 /*
+ What the current event was for the session's hooks: `out->kind` is [`XVMI_HIT_NONE`] for an
+ event that is not a hit.
+
+ # Safety
+ `ctx` is the context of the running callback; `out` is valid for a write.
+ */
+xvmi_result xvmi_context_hit(struct xvmi_context *ctx, struct xvmi_hit *out);
+
+/*
+ Place a breakpoint at guest-physical `gpa` (live before the vCPU resumes); its id goes to
+ `*out_id`.
+
+ # Safety
+ `ctx` is the context of the running callback; `out_id` is valid for a write.
+ */
+xvmi_result xvmi_context_hook_add(struct xvmi_context *ctx, uint64_t gpa, uint64_t *out_id);
+
+/*
+ Place a breakpoint at guest-virtual `va`, translated in the event's address space (its
+ CR3).
+
+ # Safety
+ `ctx` is the context of the running callback; `out_id` is valid for a write.
+ */
+xvmi_result xvmi_context_hook_add_va(struct xvmi_context *ctx, uint64_t va, uint64_t *out_id);
+
+/*
+ Place a breakpoint at a kernel symbol of `os` (a Linux kernel handle of this guest):
+ `"name"` or `"name+offset"` (`"do_sys_openat2+0x4"`).
+
+ # Safety
+ `ctx` is the context of the running callback; `os` is NULL or a live handle; `spec` is a
+ NUL-terminated string; `out_id` is valid for a write.
+ */
+xvmi_result xvmi_context_hook_add_symbol(struct xvmi_context *ctx,
+                                         const struct xvmi_os *os,
+                                         const char *spec,
+                                         uint64_t *out_id);
+
+/*
+ Remove breakpoint `id` (before the vCPU resumes). An unknown id is not an error.
+
+ # Safety
+ `ctx` is the context of the running callback.
+ */
+xvmi_result xvmi_context_hook_remove(struct xvmi_context *ctx, uint64_t id);
+
+/*
+ On a breakpoint hit at a function's first instruction: report this call's return as an
+ [`XVMI_HIT_RETURN`] hit with `tag`, matched to this call by stack pointer and CR3. The
+ return address's guest-physical address goes to `*out_gpa` (may be NULL).
+
+ # Safety
+ `ctx` is the context of the running callback; `out_gpa` is NULL or valid for a write.
+ */
+xvmi_result xvmi_context_return_hook(struct xvmi_context *ctx, uint64_t tag, uint64_t *out_gpa);
+
+/*
+ Set the access rights (`XVMI_ACCESS_*`) of frame `gfn` in `view`, before the vCPU resumes
+ (restored at teardown).
+
+ # Safety
+ `ctx` is the context of the running callback.
+ */
+xvmi_result xvmi_context_set_mem_access(struct xvmi_context *ctx,
+                                        uint16_t view,
+                                        uint64_t gfn,
+                                        uint32_t access);
+
+/*
+ Turn single-stepping of vCPU `vcpu` on (`enable` 1) or off (0), before the event's vCPU
+ resumes (off at teardown).
+
+ # Safety
+ `ctx` is the context of the running callback.
+ */
+xvmi_result xvmi_context_singlestep(struct xvmi_context *ctx, uint32_t vcpu, uint8_t enable);
+
+/*
+ End the loop after the events taken are answered (as returning [`XVMI_RUN_STOP`](super::XVMI_RUN_STOP)).
+
+ # Safety
+ `ctx` is the context of the running callback.
+ */
+xvmi_result xvmi_context_stop(struct xvmi_context *ctx);
+
+/*
  Open a live Xen domain by id (`"3"`) or name (`"guest1"`), after checking the hypervisor's
  vm_event interface version and the domain's capabilities (needs dom0 and root).
 
@@ -1213,6 +1486,18 @@ xvmi_result xvmi_sim_open_buffer(const uint8_t *data,
  refused); no call on another thread uses it meanwhile.
  */
 xvmi_result xvmi_domain_free(struct xvmi_domain *domain);
+
+/*
+ Queue `*injection` for vCPU `vcpu`: it takes it on its next entry into the guest. Inside an
+ event callback, answer with `XVMI_RESPONSE_INJECT` instead. [`XVMI_ERR_BACKEND`] with EBUSY
+ if an event is already pending for that vCPU.
+
+ # Safety
+ `domain` is NULL or a live handle; `injection` points at an initialised [`xvmi_injection`].
+ */
+xvmi_result xvmi_domain_inject(const struct xvmi_domain *domain,
+                               uint32_t vcpu,
+                               const struct xvmi_injection *injection);
 
 /*
  Script a simulated guest action: vCPU `vcpu` writes `value` to a control register
@@ -1359,6 +1644,70 @@ const char *xvmi_result_name(xvmi_result result);
  The library version (`"0.1.0"`), a static string: never free it.
  */
 const char *xvmi_version(void);
+
+/*
+ Turn the hook manager on: `placement` is [`XVMI_PLACEMENT_STEALTH`] (creates the execute
+ view and switches every vCPU into it) or [`XVMI_PLACEMENT_IN_PLACE`]. It turns on the
+ breakpoint and single-step monitors. Everything it changes is undone at teardown.
+
+ # Safety
+ `session` is NULL or a live handle.
+ */
+xvmi_result xvmi_session_hooks_enable(const struct xvmi_session *session, uint32_t placement);
+
+/*
+ Place a breakpoint at guest-physical `gpa` (the first byte of an instruction); its id goes
+ to `*out_id`.
+
+ # Safety
+ `session` is NULL or a live handle; `out_id` is valid for a write.
+ */
+xvmi_result xvmi_session_hook_add(const struct xvmi_session *session,
+                                  uint64_t gpa,
+                                  uint64_t *out_id);
+
+/*
+ Place a breakpoint at guest-virtual `va` in the address space whose page-table root is
+ `cr3` (the paging mode is vCPU 0's), translated now.
+
+ # Safety
+ `session` is NULL or a live handle; `out_id` is valid for a write.
+ */
+xvmi_result xvmi_session_hook_add_va(const struct xvmi_session *session,
+                                     uint64_t cr3,
+                                     uint64_t va,
+                                     uint64_t *out_id);
+
+/*
+ Place a breakpoint at a kernel symbol of `os` (a Linux kernel handle of this guest):
+ `"name"` or `"name+offset"`. [`XVMI_ERR_MISSING_SYMBOL`] names a symbol the kernel does
+ not have.
+
+ # Safety
+ `session` and `os` are NULL or live handles; `spec` is a NUL-terminated string; `out_id`
+ is valid for a write.
+ */
+xvmi_result xvmi_session_hook_add_symbol(const struct xvmi_session *session,
+                                         const struct xvmi_os *os,
+                                         const char *spec,
+                                         uint64_t *out_id);
+
+/*
+ Remove breakpoint `id`. An unknown id is not an error (it may have been removed already).
+
+ # Safety
+ `session` is NULL or a live handle.
+ */
+xvmi_result xvmi_session_hook_remove(const struct xvmi_session *session, uint64_t id);
+
+/*
+ The hook manager's counters.
+
+ # Safety
+ `session` is NULL or a live handle; `out` is valid for a write.
+ */
+xvmi_result xvmi_session_hook_stats(const struct xvmi_session *session,
+                                    struct xvmi_hook_stats *out);
 
 /*
  Open a memory snapshot: a raw physical-memory dump, a QEMU `dump-guest-memory` ELF core,
@@ -1808,6 +2157,12 @@ xvmi_result xvmi_session_singlestep(const struct xvmi_session *session,
    event still waiting) and the call returns [`XVMI_ERR_HANDLER`] naming the bad value;
  - if xenvmi itself fails around the callback (a panic), the same, with [`XVMI_ERR_HANDLER`].
 
+ With hooks ([`xvmi_session_hooks_enable`](super::xvmi_session_hooks_enable)), the hook
+ manager answers what is its business (breakpoint hits are stepped over, the guest's own
+ `int3`s are handed back to it); the callback sees each hit as its
+ `XVMI_EVENT_SOFTWARE_BREAKPOINT` event (its response is not used) and every other event
+ as usual. [`xvmi_session_run_context`] also tells which breakpoint was hit.
+
  Other errors (the event channel failing: [`XVMI_ERR_BACKEND`]) leave the session as it
  is: tear it down or free it. A stopped session stays stopped: later runs return at once
  with `interrupted` set. `*out_stats` (if not NULL) is written on success.
@@ -1822,6 +2177,20 @@ xvmi_result xvmi_session_run(const struct xvmi_session *session,
                              void *userdata,
                              const struct xvmi_run_options *options,
                              struct xvmi_run_stats *out_stats);
+
+/*
+ As [`xvmi_session_run`], with a callback that gets the event's context: the hit (with
+ hooks), and breakpoints, return hooks, access rights and single-step to change before the
+ vCPU resumes (`xvmi_context_*`).
+
+ # Safety
+ As [`xvmi_session_run`].
+ */
+xvmi_result xvmi_session_run_context(const struct xvmi_session *session,
+                                     xvmi_context_callback callback,
+                                     void *userdata,
+                                     const struct xvmi_run_options *options,
+                                     struct xvmi_run_stats *out_stats);
 
 /*
  Ask the event loop to stop: [`xvmi_session_run`] returns after answering the events it

@@ -402,6 +402,37 @@ fn c_event_session_on_the_simulated_domain() {
 }
 
 #[test]
+fn c_hooks_and_injection_on_the_simulated_domain() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_hooks.c", "test_hooks");
+    let out = run(&exe, &[&vmcore()]);
+    run_valgrind(
+        &cc,
+        "tests/c/test_hooks.c",
+        "test_hooks",
+        &[&vmcore()],
+        &out,
+    );
+    // Each placement: getpid (placed before the run, by symbol), getppid (placed from the
+    // callback at getpid's hit, removed at its own first hit: once although executed three
+    // times), schedule (placed by virtual address), in the guest's order.
+    let hits: Vec<&str> = out.lines().filter(|l| l.starts_with("hit ")).collect();
+    assert_eq!(
+        hits,
+        [
+            "hit stealth __x64_sys_getpid",
+            "hit stealth __x64_sys_getppid",
+            "hit stealth schedule",
+            "hit in-place __x64_sys_getpid",
+            "hit in-place __x64_sys_getppid",
+            "hit in-place schedule",
+        ],
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "done"), "{out}");
+}
+
+#[test]
 fn c_windows_guest_matches_its_spec() {
     let Some(cc) = compiler() else { return };
     let exe = build(&cc, "tests/c/test_windows.c", "test_windows");

@@ -14,8 +14,8 @@ use crate::addr::{Gfn, Gpa, VcpuId, ViewId, PAGE_SIZE};
 use crate::backend::sim::{GuestAction, Outcome, SimDomain};
 use crate::backend::snapshot::{Format, Snapshot};
 use crate::backend::{
-    ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
-    PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
+    ControlRegister, EventChannel, EventControl, EventInjection, Injection, InjectionKind,
+    MemAccess, Monitor, PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
 };
 use crate::error::Result;
 use crate::event::ring::RingPage;
@@ -430,6 +430,89 @@ unsafe fn script(
     })
 }
 
+/// [`xvmi_injection::type_`]: an external interrupt.
+pub const XVMI_INJECT_EXTERNAL_INTERRUPT: u8 = 0;
+/// A non-maskable interrupt.
+pub const XVMI_INJECT_NMI: u8 = 2;
+/// A fault or abort raised by the processor (`#PF`, `#GP`, `#UD`, ...).
+pub const XVMI_INJECT_HARDWARE_EXCEPTION: u8 = 3;
+/// `int N`.
+pub const XVMI_INJECT_SOFTWARE_INTERRUPT: u8 = 4;
+/// `int1` (`icebp`).
+pub const XVMI_INJECT_PRIVILEGED_SOFTWARE_EXCEPTION: u8 = 5;
+/// `int3` or `into`: the return address is past the instruction (`insn_length`).
+pub const XVMI_INJECT_SOFTWARE_EXCEPTION: u8 = 6;
+
+/// An exception or interrupt for a vCPU to take on its next entry into the guest
+/// (`xenvmi::backend::Injection`). A guest's own `int3` handed back: vector 3,
+/// `XVMI_INJECT_SOFTWARE_EXCEPTION`, `insn_length` 1. A page fault that makes the guest bring
+/// a page in: vector 14, `XVMI_INJECT_HARDWARE_EXCEPTION`, `has_error_code` 1, `cr2` the
+/// address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct xvmi_injection {
+    /// The vector (3 `#BP`, 14 `#PF`, ...).
+    pub vector: u8,
+    /// `XVMI_INJECT_*` (the VMX interruption type).
+    pub type_: u8,
+    /// Length of the instruction that raised it (software interrupts and exceptions).
+    pub insn_length: u8,
+    /// 1 if `error_code` is pushed with it, else 0.
+    pub has_error_code: u8,
+    /// The error code (`#PF`: bit 1 write, bit 2 user, bit 4 instruction fetch).
+    pub error_code: u32,
+    /// For `#PF`, the address the guest reads from CR2.
+    pub cr2: u64,
+}
+
+impl xvmi_injection {
+    /// Validated.
+    pub(crate) fn to_rust(self) -> std::result::Result<Injection, Fail> {
+        let kind = match self.type_ {
+            XVMI_INJECT_EXTERNAL_INTERRUPT => InjectionKind::ExternalInterrupt,
+            XVMI_INJECT_NMI => InjectionKind::Nmi,
+            XVMI_INJECT_HARDWARE_EXCEPTION => InjectionKind::HardwareException,
+            XVMI_INJECT_SOFTWARE_INTERRUPT => InjectionKind::SoftwareInterrupt,
+            XVMI_INJECT_PRIVILEGED_SOFTWARE_EXCEPTION => InjectionKind::PrivilegedSoftwareException,
+            XVMI_INJECT_SOFTWARE_EXCEPTION => InjectionKind::SoftwareException,
+            t => {
+                return Err(Fail::invalid(format!(
+                    "injection type {t} is not an XVMI_INJECT_* value (0, 2..=6)"
+                )))
+            }
+        };
+        let has = arg_bool(self.has_error_code, "has_error_code")?;
+        Ok(Injection {
+            vector: self.vector,
+            kind,
+            error_code: has.then_some(self.error_code),
+            insn_len: self.insn_length,
+            cr2: self.cr2,
+        })
+    }
+}
+
+/// Queue `*injection` for vCPU `vcpu`: it takes it on its next entry into the guest. Inside an
+/// event callback, answer with `XVMI_RESPONSE_INJECT` instead. [`XVMI_ERR_BACKEND`] with EBUSY
+/// if an event is already pending for that vCPU.
+///
+/// # Safety
+/// `domain` is NULL or a live handle; `injection` points at an initialised [`xvmi_injection`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_inject(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    injection: *const xvmi_injection,
+) -> xvmi_result {
+    boundary(|| {
+        let d = arg_handle(domain, "domain")?;
+        // SAFETY: `injection` points at an initialised value (this function's contract).
+        let inj = unsafe { arg_ref(injection, "injection") }?.to_rust()?;
+        d.shared.backend.inject(VcpuId(vcpu), &inj)?;
+        Ok(())
+    })
+}
+
 /// Script a simulated guest action: vCPU `vcpu` writes `value` to a control register
 /// (`XVMI_REGISTER_*`). Actions run, in order, when a session waits for events.
 ///
@@ -596,6 +679,10 @@ pub struct xvmi_sim_state {
     pub dropped: u64,
     /// Whether the vm_event ring is enabled.
     pub ring_enabled: bool,
+    /// Injected events the simulated vCPUs have taken.
+    pub injections_delivered: u64,
+    /// vCPUs with an injected event not yet taken.
+    pub injections_pending: u32,
 }
 
 /// Read the state of a simulated domain.
@@ -622,6 +709,8 @@ pub unsafe extern "C" fn xvmi_sim_get_state(
             responses_skipped: st.responses_skipped(),
             script_left: st.script_left() as u64,
             ring_enabled: st.ring_enabled(),
+            injections_delivered: st.delivered().len() as u64,
+            injections_pending: st.injections_pending().len() as u32,
             ..Default::default()
         };
         for o in st.outcomes() {

@@ -19,20 +19,24 @@
 //!
 //! The handles: [`xvmi_memory`] (a snapshot, an in-memory image or a live domain's memory),
 //! [`xvmi_os`] (a kernel found in it), [`xvmi_domain`] (a Xen domain or the simulated one),
-//! [`xvmi_session`] (monitors, views and the event loop on a domain).
+//! [`xvmi_session`] (monitors, views, hooks and the event loop on a domain); an event
+//! callback may get an [`xvmi_context`], valid during that callback.
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod context;
 mod domain;
 mod error;
 mod handles;
+mod hooks;
 mod memory;
 mod os;
 mod session;
 mod types;
 
+pub use context::*;
 pub use domain::*;
 pub use error::{
     xvmi_last_error, xvmi_result, xvmi_result_name, xvmi_version, XVMI_ERR_BACKEND,
@@ -43,6 +47,7 @@ pub use error::{
     XVMI_ERR_OS_NOT_FOUND, XVMI_ERR_OVERFLOW, XVMI_ERR_PANIC, XVMI_ERR_UNSUPPORTED,
     XVMI_ERR_WALK_ABORTED, XVMI_OK,
 };
+pub use hooks::*;
 pub use memory::*;
 pub use os::*;
 pub use session::*;

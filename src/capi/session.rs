@@ -7,15 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::domain::{control_register, register_id, xvmi_domain, Domain, DomainShared};
+use super::context::{with_context, xvmi_context};
+use super::domain::{
+    control_register, register_id, xvmi_domain, xvmi_injection, Domain, DomainMemory, DomainShared,
+};
 use super::error::*;
 use super::handles::{arg_handle, register, unregister, Handle};
 use super::types::xvmi_registers;
 use crate::addr::{Gfn, VcpuId, ViewId};
 use crate::backend::{MemAccess, Monitor};
 use crate::error::Error;
-use crate::event::session::{RunOptions, Session, StopHandle};
+use crate::event::hooks::Hooks;
+use crate::event::session::{RunOptions, RunStats, Session, StopHandle};
 use crate::event::{Event, EventKind, Response};
+use crate::mem::GuestMemory;
 use crate::regs::Registers;
 
 /// An event session on a domain: the monitors, views and access changes made through it, and
@@ -31,15 +36,20 @@ pub struct xvmi_session {
     inner: UnsafeCell<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// Borrows `domain`'s backend. Declared first so that it is dropped (torn down) first.
-    session: Session<'static, Domain>,
-    domain: Arc<DomainShared>,
-    torn_down: bool,
+    pub(super) session: Session<'static, Domain>,
+    /// The hook manager, once `xvmi_session_hooks_enable` made one (its changes are the
+    /// session's, undone at teardown).
+    pub(super) hooks: Option<Hooks>,
+    /// The domain's memory as the hook manager reads it (translations flushed at each event).
+    pub(super) mem: GuestMemory<DomainMemory>,
+    pub(super) domain: Arc<DomainShared>,
+    pub(super) torn_down: bool,
 }
 
 /// Exclusive use of a session's inside for one call.
-fn with_inner<R>(
+pub(super) fn with_inner<R>(
     s: &xvmi_session,
     f: impl FnOnce(&mut Inner) -> Result<R, Fail>,
 ) -> Result<R, Fail> {
@@ -62,7 +72,7 @@ fn with_inner<R>(
     f(inner)
 }
 
-fn changes(inner: &mut Inner) -> Result<&mut Session<'static, Domain>, Fail> {
+pub(super) fn changes(inner: &mut Inner) -> Result<&mut Session<'static, Domain>, Fail> {
     if inner.torn_down {
         return Err(Fail::invalid(
             "the session was torn down: free it and open a new one",
@@ -113,6 +123,8 @@ pub unsafe extern "C" fn xvmi_session_open(
             busy: AtomicBool::new(false),
             inner: UnsafeCell::new(Inner {
                 session,
+                hooks: None,
+                mem: GuestMemory::new(DomainMemory(Arc::clone(&shared))),
                 domain: shared,
                 torn_down: false,
             }),
@@ -275,7 +287,7 @@ pub const XVMI_ACCESS_W: u32 = 2;
 /// Memory access bit: instruction fetches allowed.
 pub const XVMI_ACCESS_X: u32 = 4;
 
-fn parse_access(v: u32, name: &str) -> Result<MemAccess, Fail> {
+pub(crate) fn parse_access(v: u32, name: &str) -> Result<MemAccess, Fail> {
     if v > 7 {
         return Err(Fail::invalid(format!(
             "`{name}` is {v:#x}: only XVMI_ACCESS_R|W|X (bits 0..2) exist"
@@ -781,10 +793,14 @@ pub const XVMI_RESPONSE_TOGGLE_SINGLESTEP: u32 = 2;
 pub const XVMI_RESPONSE_SWITCH_VIEW: u32 = 4;
 /// Step one instruction, then switch this vCPU to `fast_singlestep_view` (inside Xen).
 pub const XVMI_RESPONSE_FAST_SINGLESTEP: u32 = 8;
+/// Deliver `inject` (an exception or interrupt) to this vCPU as it resumes: queued before the
+/// answer unpauses it (`xendevicemodel_inject_event` on Xen).
+pub const XVMI_RESPONSE_INJECT: u32 = 16;
 const RESPONSE_FLAGS: u32 = XVMI_RESPONSE_SET_REGISTERS
     | XVMI_RESPONSE_TOGGLE_SINGLESTEP
     | XVMI_RESPONSE_SWITCH_VIEW
-    | XVMI_RESPONSE_FAST_SINGLESTEP;
+    | XVMI_RESPONSE_FAST_SINGLESTEP
+    | XVMI_RESPONSE_INJECT;
 
 /// How to answer an event (`xenvmi::event::Response`). Before the callback runs it holds
 /// `XVMI_ACTION_CONTINUE`, no flags and the event's registers in `regs`.
@@ -803,6 +819,8 @@ pub struct xvmi_response {
     pub reserved: u32,
     /// The registers for `XVMI_RESPONSE_SET_REGISTERS`.
     pub regs: xvmi_registers,
+    /// The event for `XVMI_RESPONSE_INJECT`.
+    pub inject: xvmi_injection,
 }
 
 fn response_from_c(r: &xvmi_response) -> Result<Response, String> {
@@ -831,6 +849,9 @@ fn response_from_c(r: &xvmi_response) -> Result<Response, String> {
     }
     if r.flags & XVMI_RESPONSE_FAST_SINGLESTEP != 0 {
         rsp = rsp.fast_singlestep(ViewId(r.fast_singlestep_view));
+    }
+    if r.flags & XVMI_RESPONSE_INJECT != 0 {
+        rsp = rsp.inject(r.inject.to_rust().map_err(|f| f.message)?);
     }
     Ok(rsp)
 }
@@ -884,6 +905,19 @@ pub struct xvmi_run_stats {
     pub interrupted: bool,
 }
 
+/// Called for each event by [`xvmi_session_run_context`]: as [`xvmi_event_callback`], with
+/// `ctx`, the event's context: what the hit was ([`xvmi_context_hit`](super::xvmi_context_hit)),
+/// and changes to make before the vCPU resumes (`xvmi_context_*`). `ctx` is valid only during
+/// the call.
+pub type xvmi_context_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        ctx: *mut xvmi_context,
+        event: *const xvmi_event,
+        response: *mut xvmi_response,
+    ) -> i32,
+>;
+
 /// Answer events with `callback` until `options` say to return (NULL: until stopped), the
 /// session is stopped, or an error. Every event taken from the ring is answered:
 ///
@@ -892,6 +926,12 @@ pub struct xvmi_run_stats {
 ///   event is answered with a plain continue, the session is torn down (which answers every
 ///   event still waiting) and the call returns [`XVMI_ERR_HANDLER`] naming the bad value;
 /// - if xenvmi itself fails around the callback (a panic), the same, with [`XVMI_ERR_HANDLER`].
+///
+/// With hooks ([`xvmi_session_hooks_enable`](super::xvmi_session_hooks_enable)), the hook
+/// manager answers what is its business (breakpoint hits are stepped over, the guest's own
+/// `int3`s are handed back to it); the callback sees each hit as its
+/// `XVMI_EVENT_SOFTWARE_BREAKPOINT` event (its response is not used) and every other event
+/// as usual. [`xvmi_session_run_context`] also tells which breakpoint was hit.
 ///
 /// Other errors (the event channel failing: [`XVMI_ERR_BACKEND`]) leave the session as it
 /// is: tear it down or free it. A stopped session stays stopped: later runs return at once
@@ -910,99 +950,177 @@ pub unsafe extern "C" fn xvmi_session_run(
     out_stats: *mut xvmi_run_stats,
 ) -> xvmi_result {
     boundary(|| {
-        let s = arg_handle(session, "session")?;
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
-        let o = if options.is_null() {
-            xvmi_run_options::default()
-        } else {
-            // SAFETY: forwarded contract.
-            *unsafe { arg_ref(options, "options") }?
-        };
-        let out_stats = if out_stats.is_null() {
-            None
-        } else {
-            Some(arg_out(out_stats, "out_stats")?)
-        };
-        let opts = RunOptions {
-            poll: Duration::from_millis(if o.poll_ms == 0 {
-                100
-            } else {
-                o.poll_ms as u64
-            }),
-            max_events: (o.max_events != 0).then_some(o.max_events),
-            max_idle_polls: (o.max_idle_polls != 0).then_some(o.max_idle_polls),
-        };
-        let stop = s.stop.clone();
-        let stats = with_inner(&s, |inner| {
-            if inner.torn_down {
-                return Err(Fail::invalid(
-                    "the session was torn down: free it and open a new one",
-                ));
-            }
-            let shared = Arc::clone(&inner.domain);
-            let mut invalid: Option<String> = None;
-            let r = inner.session.run(&opts, |ev| {
-                shared.guest_ran();
-                let cev = event_to_c(ev);
-                let mut rsp = xvmi_response {
-                    regs: cev.regs,
-                    ..Default::default()
-                };
-                // SAFETY: a C function pointer from the caller; both pointers are to locals
-                // that live until it returns.
-                let verdict = unsafe { cb(userdata, &cev, &mut rsp) };
-                if verdict != XVMI_RUN_CONTINUE {
-                    stop.stop();
-                }
-                match response_from_c(&rsp) {
-                    Ok(r) => r,
-                    Err(why) => {
-                        let msg = format!("event on vCPU {}: {why}", ev.vcpu);
-                        invalid = Some(msg.clone());
-                        // Unwinds to the session's own panic boundary around the handler
-                        // (without the panic hook): it answers this event safely, stops,
-                        // tears down and returns HandlerPanicked.
-                        std::panic::resume_unwind(Box::new(msg))
-                    }
-                }
-            });
-            shared.guest_ran();
-            if let Some(why) = invalid {
-                inner.torn_down = true;
-                let mut m = format!(
-                    "the event callback returned an invalid response ({why}); the event was answered \
-                     with a plain continue and the session torn down"
-                );
-                if let Err(e) = &r {
-                    if !matches!(e, Error::HandlerPanicked { .. }) {
-                        m.push_str(&format!("; the teardown failed: {e}"));
-                    }
-                }
-                return Err(Fail::new(XVMI_ERR_HANDLER, m));
-            }
-            match r {
-                Ok(st) => Ok(st),
-                Err(e) => {
-                    if matches!(e, Error::HandlerPanicked { .. }) {
-                        inner.torn_down = true;
-                    }
-                    Err(e.into())
-                }
-            }
-        })?;
-        if let Some(o) = out_stats {
-            let st = xvmi_run_stats {
-                events: stats.events,
-                bad_requests: stats.bad_requests,
-                processing_ns: stats.processing.as_nanos().min(u64::MAX as u128) as u64,
-                slowest_ns: stats.slowest.as_nanos().min(u64::MAX as u128) as u64,
-                interrupted: stats.interrupted,
-            };
-            // SAFETY: checked by arg_out.
-            unsafe { put(o, st) };
-        }
-        Ok(())
+        // SAFETY: forwarded contract (the caller's pointers, checked inside).
+        unsafe { run(session, Callback::Plain(cb), userdata, options, out_stats) }
     })
+}
+
+/// As [`xvmi_session_run`], with a callback that gets the event's context: the hit (with
+/// hooks), and breakpoints, return hooks, access rights and single-step to change before the
+/// vCPU resumes (`xvmi_context_*`).
+///
+/// # Safety
+/// As [`xvmi_session_run`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_session_run_context(
+    session: *const xvmi_session,
+    callback: xvmi_context_callback,
+    userdata: *mut c_void,
+    options: *const xvmi_run_options,
+    out_stats: *mut xvmi_run_stats,
+) -> xvmi_result {
+    boundary(|| {
+        let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
+        // SAFETY: forwarded contract (the caller's pointers, checked inside).
+        unsafe { run(session, Callback::Context(cb), userdata, options, out_stats) }
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Callback {
+    Plain(unsafe extern "C" fn(*mut c_void, *const xvmi_event, *mut xvmi_response) -> i32),
+    Context(
+        unsafe extern "C" fn(
+            *mut c_void,
+            *mut xvmi_context,
+            *const xvmi_event,
+            *mut xvmi_response,
+        ) -> i32,
+    ),
+}
+
+/// A response the callback filled in that is not valid (its message names the bad value).
+#[derive(Debug)]
+struct InvalidResponse(String);
+
+impl std::fmt::Display for InvalidResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidResponse {}
+
+/// One event through the C callback.
+fn call(
+    cb: Callback,
+    userdata: *mut c_void,
+    ops: &mut dyn super::context::ContextOps,
+    ev: &Event,
+    stop: &StopHandle,
+    shared: &DomainShared,
+    invalid: &mut Option<String>,
+) -> Result<Response, InvalidResponse> {
+    shared.guest_ran();
+    let cev = event_to_c(ev);
+    let mut rsp = xvmi_response {
+        regs: cev.regs,
+        ..Default::default()
+    };
+    let verdict = match cb {
+        // SAFETY: a C function pointer from the caller (contract: it does not unwind); both
+        // pointers are to locals that live until it returns.
+        Callback::Plain(f) => unsafe { f(userdata, &cev, &mut rsp) },
+        Callback::Context(f) => with_context(ops, |ctx| {
+            // SAFETY: as above; `ctx` is accepted by the xvmi_context_* calls only until
+            // `with_context` returns.
+            unsafe { f(userdata, ctx, &cev, &mut rsp) }
+        }),
+    };
+    if verdict != XVMI_RUN_CONTINUE {
+        stop.stop();
+    }
+    response_from_c(&rsp).map_err(|why| {
+        let msg = format!("event on vCPU {}: {why}", ev.vcpu);
+        *invalid = Some(msg.clone());
+        InvalidResponse(msg)
+    })
+}
+
+/// # Safety
+/// As [`xvmi_session_run`].
+unsafe fn run(
+    session: *const xvmi_session,
+    cb: Callback,
+    userdata: *mut c_void,
+    options: *const xvmi_run_options,
+    out_stats: *mut xvmi_run_stats,
+) -> Result<(), Fail> {
+    let s = arg_handle(session, "session")?;
+    let o = if options.is_null() {
+        xvmi_run_options::default()
+    } else {
+        // SAFETY: forwarded contract.
+        *unsafe { arg_ref(options, "options") }?
+    };
+    let out_stats = if out_stats.is_null() {
+        None
+    } else {
+        Some(arg_out(out_stats, "out_stats")?)
+    };
+    let opts = RunOptions {
+        poll: Duration::from_millis(if o.poll_ms == 0 {
+            100
+        } else {
+            o.poll_ms as u64
+        }),
+        max_events: (o.max_events != 0).then_some(o.max_events),
+        max_idle_polls: (o.max_idle_polls != 0).then_some(o.max_idle_polls),
+    };
+    let stop = s.stop.clone();
+    let stats = with_inner(&s, |inner| {
+        if inner.torn_down {
+            return Err(Fail::invalid(
+                "the session was torn down: free it and open a new one",
+            ));
+        }
+        let shared = Arc::clone(&inner.domain);
+        let mut invalid: Option<String> = None;
+        let r: Result<RunStats, Error> = match &mut inner.hooks {
+            Some(hooks) => hooks.run(&mut inner.session, &inner.mem, &opts, |hc| {
+                let ev = hc.event();
+                call(cb, userdata, hc, ev, &stop, &shared, &mut invalid)
+            }),
+            None => inner.session.run_with(&opts, |ctx| {
+                let ev = ctx.event();
+                call(cb, userdata, ctx, ev, &stop, &shared, &mut invalid)
+            }),
+        };
+        shared.guest_ran();
+        match r {
+            Ok(st) => Ok(st),
+            Err(e) => {
+                if matches!(e, Error::HandlerPanicked { .. } | Error::Handler(_)) {
+                    // The loop answered the event safely and tore the session down.
+                    inner.torn_down = true;
+                    inner.hooks = None;
+                }
+                if let Some(why) = invalid {
+                    return Err(Fail::new(
+                        XVMI_ERR_HANDLER,
+                        format!(
+                            "the event callback returned an invalid response ({why}); the event \
+                             was answered with a plain continue and the session torn down"
+                        ),
+                    ));
+                }
+                Err(e.into())
+            }
+        }
+    })?;
+    if let Some(o) = out_stats {
+        let st = xvmi_run_stats {
+            events: stats.events,
+            bad_requests: stats.bad_requests,
+            processing_ns: stats.processing.as_nanos().min(u64::MAX as u128) as u64,
+            slowest_ns: stats.slowest.as_nanos().min(u64::MAX as u128) as u64,
+            interrupted: stats.interrupted,
+        };
+        // SAFETY: checked by arg_out.
+        unsafe { put(o, st) };
+    }
+    Ok(())
 }
 
 /// Ask the event loop to stop: [`xvmi_session_run`] returns after answering the events it
@@ -1058,6 +1176,7 @@ pub unsafe extern "C" fn xvmi_session_teardown(session: *const xvmi_session) -> 
         let s = arg_handle(session, "session")?;
         with_inner(&s, |i| {
             i.torn_down = true;
+            i.hooks = None;
             let r = i.session.teardown();
             i.domain.guest_ran();
             Ok(r?)
@@ -1082,7 +1201,7 @@ mod tests {
         r.action = 4;
         assert!(response_from_c(&r).unwrap_err().contains("action 4"));
         r.action = XVMI_ACTION_CONTINUE;
-        r.flags = 16;
+        r.flags = 32;
         assert!(response_from_c(&r).is_err());
         r.flags = XVMI_RESPONSE_SWITCH_VIEW | XVMI_RESPONSE_TOGGLE_SINGLESTEP;
         r.view = 3;
@@ -1092,6 +1211,34 @@ mod tests {
                 .toggle_singlestep()
                 .switch_view(ViewId(3))
         );
+    }
+
+    #[test]
+    fn injections_in_responses_are_validated() {
+        let mut r = xvmi_response {
+            flags: XVMI_RESPONSE_INJECT,
+            ..Default::default()
+        };
+        r.inject.vector = 14;
+        r.inject.type_ = crate::capi::XVMI_INJECT_HARDWARE_EXCEPTION;
+        r.inject.has_error_code = 1;
+        r.inject.error_code = 6;
+        r.inject.cr2 = 0x7000;
+        let rsp = response_from_c(&r).unwrap();
+        assert_eq!(
+            rsp.injection(),
+            Some(&crate::backend::Injection::page_fault(0x7000, 6))
+        );
+        r.inject.type_ = 1; // reserved in VMX
+        assert!(response_from_c(&r)
+            .unwrap_err()
+            .contains("injection type 1"));
+        r.inject.type_ = crate::capi::XVMI_INJECT_SOFTWARE_EXCEPTION;
+        r.inject.has_error_code = 2;
+        assert!(response_from_c(&r).unwrap_err().contains("has_error_code"));
+        // Without the flag the field is ignored.
+        r.flags = 0;
+        assert_eq!(response_from_c(&r).unwrap(), Response::proceed());
     }
 
     #[test]

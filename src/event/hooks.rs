@@ -833,6 +833,15 @@ impl<'c, 'b, B: SessionBackend, M: PhysicalMemory> HookContext<'_, 'c, 'b, B, M>
         self.hooks.add_va(self.ctx.session(), self.mem, space, va)
     }
 
+    /// Place a breakpoint at a kernel symbol, `name` or `name+offset`.
+    ///
+    /// # Errors
+    /// As [`Hooks::add_symbol`].
+    pub fn add_symbol(&mut self, linux: &Linux, spec: &str) -> Result<HookId> {
+        self.hooks
+            .add_symbol(self.ctx.session(), self.mem, linux, spec)
+    }
+
     /// Remove a breakpoint.
     ///
     /// # Errors
