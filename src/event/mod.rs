@@ -18,6 +18,7 @@ use crate::regs::Registers;
 pub mod abi;
 pub mod hooks;
 pub mod journal;
+pub mod pagein;
 pub mod ring;
 pub mod session;
 pub mod view;
