@@ -45,7 +45,7 @@ pub const MAX_JOURNAL_BYTES: u64 = 16 << 20;
 pub const MAX_ENTRIES: usize = 1 << 20;
 
 /// One change to undo.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Change {
     Monitor(Monitor),
     Access {

@@ -24,6 +24,7 @@
 //! [`Session::recover`], which also releases the vCPUs the dead one left paused (see
 //! [`journal`] and `docs/events.md`).
 
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -281,6 +282,10 @@ pub struct Session<'b, B: SessionBackend> {
     backend: &'b B,
     ring: BackRing,
     journal: Vec<Change>,
+    /// The changes in `journal` that are recorded once however often they are made (see
+    /// [`once_key`]): a hook manager or a page-in that sets the same access or single-step
+    /// again and again does not grow the journal.
+    recorded_once: HashSet<Change>,
     /// A request taken from the ring and not yet answered.
     in_flight: Option<[u8; ENTRY_SIZE]>,
     /// A `run_with` handler is running (it may not tear down or re-enter the loop).
@@ -325,6 +330,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             backend,
             ring: BackRing::attach(backend.ring()),
             journal: Vec::new(),
+            recorded_once: HashSet::new(),
             in_flight: None,
             in_handler: false,
             stop: StopHandle::default(),
@@ -366,6 +372,9 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// Append a change to the file before it is made (undoing a change that did not happen
     /// is harmless: it restores what is already there).
     fn write_ahead(&mut self, c: Change) -> Result<()> {
+        if once_key(c).is_some_and(|k| self.recorded_once.contains(&k)) {
+            return Ok(());
+        }
         match &mut self.file {
             Some(w) => w.append(c),
             None => Ok(()),
@@ -375,8 +384,18 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     /// Record a change whose value the backend chose (a view id, a frame number): in memory
     /// first, so teardown undoes it even if the file write fails.
     fn record(&mut self, c: Change) -> Result<()> {
-        self.journal.push(c);
+        self.push(c);
         self.write_ahead(c)
+    }
+
+    /// Add a change to the in-memory journal (once, for the kinds [`once_key`] names).
+    fn push(&mut self, c: Change) {
+        if let Some(k) = once_key(c) {
+            if !self.recorded_once.insert(k) {
+                return;
+            }
+        }
+        self.journal.push(c);
     }
 
     /// Enable a monitor (disabled again at teardown).
@@ -386,7 +405,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn monitor(&mut self, m: Monitor) -> Result<()> {
         self.write_ahead(Change::Monitor(m))?;
         self.backend.set_monitor(m, true)?;
-        self.journal.push(Change::Monitor(m));
+        self.push(Change::Monitor(m));
         Ok(())
     }
 
@@ -408,7 +427,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         let old = self.backend.mem_access(view, gfn)?;
         self.write_ahead(Change::Access { view, gfn, old })?;
         self.backend.set_mem_access(view, gfn, access)?;
-        self.journal.push(Change::Access { view, gfn, old });
+        self.push(Change::Access { view, gfn, old });
         Ok(())
     }
 
@@ -419,7 +438,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn switch_view(&mut self, view: ViewId) -> Result<()> {
         self.write_ahead(Change::Switched)?;
         self.backend.switch_view(view)?;
-        self.journal.push(Change::Switched);
+        self.push(Change::Switched);
         Ok(())
     }
 
@@ -430,7 +449,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn change_gfn(&mut self, view: ViewId, gfn: Gfn, target: Gfn) -> Result<()> {
         self.write_ahead(Change::Remap { view, gfn })?;
         self.backend.change_gfn(view, gfn, Some(target))?;
-        self.journal.push(Change::Remap { view, gfn });
+        self.push(Change::Remap { view, gfn });
         Ok(())
     }
 
@@ -442,7 +461,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn set_suppress_ve(&mut self, view: ViewId, gfn: Gfn, suppress: bool) -> Result<()> {
         self.write_ahead(Change::SuppressVe { view, gfn })?;
         self.backend.set_suppress_ve(view, gfn, suppress)?;
-        self.journal.push(Change::SuppressVe { view, gfn });
+        self.push(Change::SuppressVe { view, gfn });
         Ok(())
     }
 
@@ -453,7 +472,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn set_view_visibility(&mut self, view: ViewId, visible: bool) -> Result<()> {
         self.write_ahead(Change::Visibility(view))?;
         self.backend.set_view_visibility(view, visible)?;
-        self.journal.push(Change::Visibility(view));
+        self.push(Change::Visibility(view));
         Ok(())
     }
 
@@ -484,7 +503,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         };
         self.write_ahead(change)?;
         self.backend.write_physical(gpa, &[byte])?;
-        self.journal.push(change);
+        self.push(change);
         Ok(old[0])
     }
 
@@ -495,7 +514,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
     pub fn singlestep(&mut self, vcpu: VcpuId, enable: bool) -> Result<()> {
         self.write_ahead(Change::Singlestep(vcpu))?;
         self.backend.set_vcpu_singlestep(vcpu, enable)?;
-        self.journal.push(Change::Singlestep(vcpu));
+        self.push(Change::Singlestep(vcpu));
         Ok(())
     }
 
@@ -678,6 +697,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             }
         };
         let journal = std::mem::take(&mut self.journal);
+        self.recorded_once.clear();
         // 1. monitors
         for c in journal.iter().rev() {
             if let Change::Monitor(m) = c {
@@ -930,6 +950,28 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             }
         }
         Ok(())
+    }
+}
+
+/// The key under which a change is recorded only once, for changes whose undo does not depend
+/// on how many times they were made: a monitor or single-step turned off, a remap or #VE
+/// setting reset, the views switched back; and access rights, whose first recorded old value
+/// is the one teardown restores (later ones only record what xenvmi itself set). `None` for
+/// changes that must each be undone (views, frames, pokes).
+fn once_key(c: Change) -> Option<Change> {
+    match c {
+        Change::Access { view, gfn, .. } => Some(Change::Access {
+            view,
+            gfn,
+            old: MemAccess::all(),
+        }),
+        Change::Monitor(_)
+        | Change::Remap { .. }
+        | Change::SuppressVe { .. }
+        | Change::Visibility(_)
+        | Change::Switched
+        | Change::Singlestep(_) => Some(c),
+        Change::View(_) | Change::Frame(_) | Change::Poke { .. } => None,
     }
 }
 

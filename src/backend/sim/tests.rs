@@ -517,3 +517,34 @@ fn an_injection_the_backend_refuses_still_answers_the_vcpu_and_ends_the_loop() {
         (14, Some(6), 0x7fff_0000_1000)
     );
 }
+
+#[test]
+fn changes_made_again_and_again_are_journaled_once() {
+    // A hook manager re-protecting a page after each guest write, a page-in stepping a vCPU
+    // at each context switch: the journal must not grow with the guest's activity.
+    let d = domain(2);
+    let path = journal_path("repeated");
+    let mut s = Session::new(&d).unwrap();
+    s.persist_journal(&path, "sim").unwrap();
+    let view = s.create_view(MemAccess::all()).unwrap();
+    for i in 0..5_000 {
+        let a = if i % 2 == 0 {
+            MemAccess::R | MemAccess::X
+        } else {
+            MemAccess::X
+        };
+        s.set_mem_access(view, Gfn(0x10), a).unwrap();
+        s.set_mem_access(ViewId::HOST, Gfn(0x11), a).unwrap();
+        s.singlestep(VcpuId(1), i % 2 == 0).unwrap();
+        s.monitor(SYNC_CR4).unwrap();
+    }
+    let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+    // The owner line, the view, two accesses, single-step, the monitor.
+    assert!(lines <= 6, "{lines} journal lines");
+    s.teardown().unwrap();
+    // The first recorded old access (the view's default, rwx) is what came back.
+    let st = d.state();
+    assert_eq!(st.restrictions(), 0);
+    assert!(st.monitors().is_empty() && st.vcpus_not_clean().is_empty());
+    assert!(!path.exists());
+}
