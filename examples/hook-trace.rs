@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example hook-trace -- --simulate [IMAGE] [SYMBOL ...]
 //! cargo run --release --features xen --example hook-trace -- --domain NAME [--in-place] \
-//!     [--seconds N] [--near SYMBOL] SYMBOL ...
+//!     [--seconds N] [--near SYMBOL] [--returns SYMBOL]... SYMBOL ...
 //! ```
 //!
 //! - stealth placement by default (shadow pages in an altp2m view); `--in-place` writes the
@@ -36,7 +36,7 @@ use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::{Gpa, VcpuId};
 
-const USAGE: &str = "usage: hook-trace (--domain NAME | --simulate [IMAGE]) [--in-place] [--seconds N] [--near SYMBOL] [SYMBOL ...]";
+const USAGE: &str = "usage: hook-trace (--domain NAME | --simulate [IMAGE]) [--in-place] [--seconds N] [--near SYMBOL] [--returns SYMBOL]... [SYMBOL ...]";
 /// Hooked when no symbol is named: a syscall entry, the scheduler, the module loader.
 const DEFAULT_SYMBOLS: &[&str] = &[
     "do_syscall_64",
@@ -50,6 +50,8 @@ struct Options {
     placement: Placement,
     seconds: Option<u64>,
     near: Option<String>,
+    /// Functions whose returns are reported too (each also hooked at its entry).
+    returns: Vec<String>,
     symbols: Vec<String>,
 }
 
@@ -71,15 +73,16 @@ fn run() -> Result<(), String> {
         placement: Placement::Stealth,
         seconds: None,
         near: None,
+        returns: Vec::new(),
         symbols: Vec::new(),
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--simulate" => {
                 simulate = Some(None);
-                // An image path may follow.
+                // An image path may follow (a symbol name is not a file: `foo.isra.0`).
                 if let Some(p) = args.next() {
-                    if p.contains('/') || p.contains('.') {
+                    if std::path::Path::new(&p).is_file() {
                         simulate = Some(Some(PathBuf::from(p)));
                     } else {
                         o.symbols.push(p);
@@ -90,6 +93,7 @@ fn run() -> Result<(), String> {
             "--in-place" => o.placement = Placement::InPlace,
             "--seconds" => o.seconds = Some(args.next().and_then(|n| n.parse().ok()).ok_or(USAGE)?),
             "--near" => o.near = Some(args.next().ok_or(USAGE)?),
+            "--returns" => o.returns.push(args.next().ok_or(USAGE)?),
             _ if !a.starts_with('-') => o.symbols.push(a),
             _ => return Err(USAGE.into()),
         }
@@ -138,6 +142,7 @@ fn trace<B: SessionBackend>(
     let mut hooks = Hooks::new(&mut session, o.placement).map_err(|e| e.to_string())?;
     let mut names: BTreeMap<HookId, String> = BTreeMap::new();
     let mut wanted = o.symbols.clone();
+    wanted.extend(o.returns.iter().filter(|r| !o.symbols.contains(r)).cloned());
     if let Some(n) = &o.near {
         match neighbour(linux, n) {
             Ok(other) => {
@@ -169,6 +174,14 @@ fn trace<B: SessionBackend>(
         names.values().cloned().collect::<Vec<_>>().join(" ")
     );
     let mut hits: BTreeMap<HookId, u64> = BTreeMap::new();
+    // Return hooks: armed at each entry hit of a `--returns` function, counted per function.
+    let with_return: Vec<HookId> = names
+        .iter()
+        .filter(|(_, n)| o.returns.contains(n))
+        .map(|(&id, _)| id)
+        .collect();
+    let mut returns: BTreeMap<HookId, u64> = BTreeMap::new();
+    let mut return_hook_errors = 0u64;
     let stop = session.stop_handle();
     let t0 = Instant::now();
     let stats = hooks
@@ -176,8 +189,16 @@ fn trace<B: SessionBackend>(
             if until.is_some_and(|t| Instant::now() >= t) {
                 stop.stop();
             }
-            if let Some(Hit::Breakpoint { id, .. }) = ctx.hit() {
-                *hits.entry(id).or_default() += 1;
+            match ctx.hit() {
+                Some(Hit::Breakpoint { id, .. }) => {
+                    *hits.entry(id).or_default() += 1;
+                    if with_return.contains(&id) && ctx.return_hook(id.0).is_err() {
+                        // The stack or the return address not mapped, or too many pending.
+                        return_hook_errors += 1;
+                    }
+                }
+                Some(Hit::Return { entry, .. }) => *returns.entry(entry).or_default() += 1,
+                None => {}
             }
             Ok::<_, std::convert::Infallible>(Response::proceed())
         })
@@ -188,7 +209,7 @@ fn trace<B: SessionBackend>(
         .iter()
         .map(|(id, n)| format!("{n} {}", hits.get(id).copied().unwrap_or(0)))
         .collect();
-    Ok(format!(
+    let mut summary = format!(
         "{placement}, {} breakpoints, {:.1} s: {} hits ({}); guest int3s handed back {}; pages \
          refreshed after guest writes {}; guest reads/writes of hooked pages {}; events {} mean {:?}",
         names.len(),
@@ -200,7 +221,21 @@ fn trace<B: SessionBackend>(
         hs.accesses,
         stats.events,
         stats.mean()
-    ))
+    );
+    if !with_return.is_empty() {
+        let per: Vec<String> = with_return
+            .iter()
+            .map(|id| format!("{} {}", names[id], returns.get(id).copied().unwrap_or(0)))
+            .collect();
+        summary.push_str(&format!(
+            "; returns {} ({}); unmatched returns {}; return hooks not armed {}",
+            hs.returns,
+            per.join(", "),
+            hs.unmatched_returns,
+            return_hook_errors
+        ));
+    }
+    Ok(summary)
 }
 
 fn on_sim(image: Option<PathBuf>, o: &Options) -> Result<(), String> {

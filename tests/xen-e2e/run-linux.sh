@@ -30,6 +30,10 @@ make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
 for d in "$WORK"/lg-debs/*.deb; do dpkg -x "$d" "$WORK/lg-x"; done
 [ -f "$WORK/lg-vmlinux" ] || python3 tests/xen-e2e/recipe/extract-vmlinux.py "$WORK/lg-x/boot/vmlinuz-$KVER" "$WORK/lg-vmlinux"
 gzip -1 -c "$WORK/lg-vmlinux" > "$P/vmlinux.gz"   # libxenguest gunzips kernels itself
+# Diagnostics for a stuck guest: Xen's xenctx and xen-hvmctx, and the guest kernel's System.map.
+XBIN=$WORK/work/x/usr/lib/xen-4.17/bin; [ "${XEN:-4.17}" = 4.17 ] || XBIN=$WORK/work/debian13-root/opt/xen-$XEN/usr/lib/xen-$XEN/bin
+[ -x "$XBIN/xenctx" ] && cp "$XBIN/xenctx" "$XBIN/xen-hvmctx" "$P/"
+gzip -1 -c "$WORK/lg-x/boot/System.map-$KVER" > "$P/System.map.gz"
 # Guest initramfs: busybox, init, the workers (static), the module.
 cp "$WORK/lg-x/bin/busybox" "$G/bin/"
 for a in sh mount sleep echo insmod rmmod uname cat dmesg grep; do ln -s busybox "$G/bin/$a"; done
@@ -74,6 +78,8 @@ for m in stealth in-place; do
     "hook-trace: $p, 6 breakpoints, [6-9][0-9]\.[0-9] s: [0-9]+ hits \(do_syscall_64 [1-9][0-9]*, schedule [1-9][0-9]*, pick_next_task_fair [1-9][0-9]*, load_module [1-9][0-9]*, vfs_read [1-9][0-9]*, "
   check "hook-trace $m: the guest patched a hooked page (its kprobe) and the hook was re-armed" \
     "hook-trace: $p, .*pages refreshed after guest writes [1-9]"
+  check "hook-trace $m: return hooks report vfs_read's returns, each matched to its call" \
+    "hook-trace: $p, .*; returns [1-9][0-9]* \(vfs_read [1-9][0-9]*\)"
   check "hook-trace $m: the guest's own int3s reach it (xv-trap: every int3 gave a SIGTRAP)" \
     "GUEST hooks-$m: .*xv-trap: int3 40 sigtrap 40 getppid 40"
   check "hook-trace $m: the kprobe module loads on the hooked page and its probe fires" \

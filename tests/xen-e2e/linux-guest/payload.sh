@@ -38,13 +38,13 @@ done
 # The hook manager, both placements, 60 s each: breakpoints on hot kernel functions (a syscall
 # entry, the scheduler, the module loader, a read path) and on a neighbour of
 # __x64_sys_getppid, whose page the guest's kprobe module patches every 8 s; the guest's own
-# int3s (xv-trap) must reach it.
+# int3s (xv-trap) must reach it; vfs_read's returns are reported too (return hooks).
 xl sysrq xvguest 6 2>&1   # the guest's init starts its kprobe and int3 steps (see its comments)
 sleep 2
 for MODE in stealth in-place; do
   ARGS=; [ "$MODE" = in-place ] && ARGS=--in-place
   echo "PAYLOAD: hook-trace $MODE"
-  /payload/hook-trace --domain xvguest $ARGS --seconds "${HOOK_SECONDS:-60}" --near __x64_sys_getppid \
+  /payload/hook-trace --domain xvguest $ARGS --seconds "${HOOK_SECONDS:-60}" --near __x64_sys_getppid --returns vfs_read \
     do_syscall_64 schedule pick_next_task_fair load_module vfs_read > /tmp/hooks.out 2> /tmp/hooks.err
   echo "PAYLOAD: hook-trace $MODE exit $?"
   cat /tmp/hooks.err /tmp/hooks.out
