@@ -21,12 +21,14 @@ use std::process::ExitCode;
 
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::{GuestMemory, PagingMode};
+use xenvmi::os::linux::detail::{Part, ProcessDetail};
 use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
 
 struct Args {
     json: bool,
+    detail: bool,
     profile: Option<PathBuf>,
     btf: Option<PathBuf>,
     symbols: Option<PathBuf>,
@@ -35,11 +37,12 @@ struct Args {
     image: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: pslist [--json] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
+const USAGE: &str = "usage: pslist [--json [--detail]] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         json: false,
+        detail: false,
         profile: None,
         btf: None,
         symbols: None,
@@ -57,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match s.as_str() {
             "--json" => a.json = true,
+            "--detail" => a.detail = true,
             "--profile" => a.profile = Some(value("--profile")?),
             "--btf" => a.btf = Some(value("--btf")?),
             "--symbols" => a.symbols = Some(value("--symbols")?),
@@ -146,8 +150,17 @@ fn run() -> Result<(), String> {
         })
         .collect();
 
+    if args.detail && !args.json {
+        return Err(format!("--detail goes with --json\n{USAGE}"));
+    }
     if args.json {
-        print_json(&linux, &processes, &modules, &vcpus);
+        let detail = args.detail.then(|| {
+            processes
+                .iter()
+                .map(|p| linux.process_detail(&mem, p))
+                .collect::<Vec<_>>()
+        });
+        print_json(&linux, &processes, detail.as_deref(), &modules, &vcpus);
     } else {
         print_table(&image, format, &linux, &processes, &modules, &vcpus);
     }
@@ -161,9 +174,78 @@ fn hex(v: u64) -> String {
     format!("{v:#x}")
 }
 
+/// A detail part as JSON: the value, or `null` with its reason in `unreadable`.
+fn part<T>(
+    name: &str,
+    p: &Part<T>,
+    f: impl Fn(&T) -> serde_json::Value,
+    unreadable: &mut serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    match p {
+        Ok(v) => f(v),
+        Err(why) => {
+            unreadable.insert(name.to_owned(), why.clone().into());
+            serde_json::Value::Null
+        }
+    }
+}
+
+/// The `--detail` fields of one process (docs/pslist-json.md).
+fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> {
+    let mut bad = serde_json::Map::new();
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "cmdline".into(),
+        part("cmdline", &d.cmdline, |v| serde_json::json!(v), &mut bad),
+    );
+    m.insert(
+        "environ".into(),
+        part("environ", &d.environ, |v| serde_json::json!(v), &mut bad),
+    );
+    m.insert(
+        "exe".into(),
+        part("exe", &d.exe, |v| serde_json::json!(v), &mut bad),
+    );
+    m.insert(
+        "uid".into(),
+        part(
+            "uid",
+            &d.credentials,
+            |c| {
+                serde_json::json!({
+                    "uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid,
+                })
+            },
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "threads".into(),
+        part(
+            "threads",
+            &d.threads,
+            |ts| {
+                ts.iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "tid": t.tid, "name": t.name, "state": t.state.to_string(),
+                        })
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    if !bad.is_empty() {
+        m.insert("unreadable".into(), bad.into());
+    }
+    m
+}
+
 fn print_json(
     linux: &Linux,
     processes: &[Process],
+    detail: Option<&[ProcessDetail]>,
     modules: &[Module],
     vcpus: &[(usize, u64, Option<&Process>, bool)],
 ) {
@@ -182,10 +264,16 @@ fn print_json(
             "page_offset_base": hex(k.page_offset_base.0),
             "paging_levels": levels,
         },
-        "processes": processes.iter().map(|p| serde_json::json!({
-            "pid": p.pid, "tgid": p.tgid, "ppid": p.ppid, "comm": p.name,
-            "kernel_thread": p.kernel_thread, "dtb": p.dtb.map(|d| hex(d.0)),
-        })).collect::<Vec<_>>(),
+        "processes": processes.iter().enumerate().map(|(i, p)| {
+            let mut j = serde_json::json!({
+                "pid": p.pid, "tgid": p.tgid, "ppid": p.ppid, "comm": p.name,
+                "kernel_thread": p.kernel_thread, "dtb": p.dtb.map(|d| hex(d.0)),
+            });
+            if let (Some(d), Some(o)) = (detail.and_then(|d| d.get(i)), j.as_object_mut()) {
+                o.extend(detail_json(d));
+            }
+            j
+        }).collect::<Vec<_>>(),
         "modules": modules.iter().map(|m| serde_json::json!({
             "name": m.name, "base": hex(m.base.0), "size": m.size,
         })).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! Linux discovery and the task/module walks over an arbitrary guest image, with arbitrary
 //! vCPU registers and an arbitrary (but well-formed) profile: every iterator is driven to its
-//! end, which must come (walks are bounded and detect cycles).
+//! end, which must come (walks are bounded and detect cycles); each process's detail
+//! (arguments, environment, executable path, credentials, threads) is read too.
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
@@ -16,13 +17,42 @@ struct Input {
     cr4_la57: bool,
     /// Offsets for the fields the walkers use, in a fixed order.
     offsets: [u16; 16],
+    /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
+    detail: [u16; 24],
     /// Addresses of the symbols discovery uses.
     symbols: [u32; 8],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16]);
+struct Types([u16; 16], [u16; 24]);
+
+const DETAIL_FIELDS: [(&str, &str); 24] = [
+    ("mm_struct", "arg_start"),
+    ("mm_struct", "arg_end"),
+    ("mm_struct", "env_start"),
+    ("mm_struct", "env_end"),
+    ("mm_struct", "exe_file"),
+    ("file", "f_path"),
+    ("path", "mnt"),
+    ("path", "dentry"),
+    ("dentry", "d_parent"),
+    ("dentry", "d_name"),
+    ("qstr", "len"),
+    ("qstr", "name"),
+    ("vfsmount", "mnt_root"),
+    ("mount", "mnt"),
+    ("mount", "mnt_parent"),
+    ("mount", "mnt_mountpoint"),
+    ("task_struct", "cred"),
+    ("cred", "uid"),
+    ("cred", "gid"),
+    ("cred", "euid"),
+    ("cred", "egid"),
+    ("task_struct", "__state"),
+    ("task_struct", "exit_state"),
+    ("task_struct", "thread_group"),
+];
 
 const FIELDS: [(&str, &str); 14] = [
     ("task_struct", "tasks"),
@@ -49,6 +79,12 @@ impl TypeSource for Types {
         Some(self.0[15] as u64)
     }
     fn field(&self, t: &str, f: &str) -> Option<Field> {
+        if let Some(i) = DETAIL_FIELDS.iter().position(|&(a, b)| a == t && b == f) {
+            return Some(Field {
+                offset: self.1[i] as u64,
+                size: Some(8),
+            });
+        }
         let i = FIELDS.iter().position(|&(a, b)| a == t && b == f)?;
         Some(Field {
             offset: self.0[i] as u64,
@@ -90,7 +126,7 @@ fuzz_target!(|inp: Input| {
             b.push(n, if *n == "_text" { base } else { base + a as u64 }, b'D');
         }
         ProfileSource::Loaded(Profile {
-            types: Box::new(Types(inp.offsets)),
+            types: Box::new(Types(inp.offsets, inp.detail)),
             symbols: b.build(),
         })
     };
@@ -99,6 +135,15 @@ fuzz_target!(|inp: Input| {
     };
     let procs: Vec<_> = linux.processes(&mem).filter_map(Result::ok).collect();
     assert!(procs.len() <= xenvmi::os::linux::MAX_TASKS);
+    for p in procs.iter().take(64) {
+        let d = linux.process_detail(&mem, p);
+        if let Ok(args) = &d.cmdline {
+            assert!(args.len() as u64 <= xenvmi::os::linux::detail::MAX_ARGS_BYTES + 1);
+        }
+        if let Ok(t) = &d.threads {
+            assert!(t.len() <= xenvmi::os::linux::detail::MAX_THREADS + 1);
+        }
+    }
     for m in linux.modules(&mem) {
         let _ = m;
     }

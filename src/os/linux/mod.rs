@@ -30,6 +30,7 @@ use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, Registers};
 
 mod cr3;
+pub mod detail;
 mod offsets;
 mod scan;
 
