@@ -18,16 +18,16 @@ struct Input {
     /// Offsets for the fields the walkers use, in a fixed order.
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
-    detail: [u16; 24],
+    detail: [u16; 29],
     /// Addresses of the symbols discovery uses.
-    symbols: [u32; 8],
+    symbols: [u32; 10],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 24]);
+struct Types([u16; 16], [u16; 29]);
 
-const DETAIL_FIELDS: [(&str, &str); 24] = [
+const DETAIL_FIELDS: [(&str, &str); 29] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -52,6 +52,11 @@ const DETAIL_FIELDS: [(&str, &str); 24] = [
     ("task_struct", "__state"),
     ("task_struct", "exit_state"),
     ("task_struct", "thread_group"),
+    ("syscall_metadata", "name"),
+    ("syscall_metadata", "syscall_nr"),
+    ("syscall_metadata", "nb_args"),
+    ("syscall_metadata", "types"),
+    ("syscall_metadata", "args"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -120,6 +125,8 @@ fuzz_target!(|inp: Input| {
             "page_offset_base",
             "__start_BTF",
             "__stop_BTF",
+            "sys_call_table",
+            "syscalls_metadata",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
@@ -146,6 +153,18 @@ fuzz_target!(|inp: Input| {
     }
     for m in linux.modules(&mem) {
         let _ = m;
+    }
+    if let Ok(t) = xenvmi::os::linux::syscalls::SyscallTable::read(&linux, &mem) {
+        assert!(t.len() <= xenvmi::os::linux::syscalls::MAX_SYSCALLS);
+        if let Some(p) = procs.iter().find(|p| p.dtb.is_some()) {
+            let space = xenvmi::mem::AddressSpace {
+                root: p.dtb.unwrap_or_default(),
+                mode: linux.info().kernel_space.mode,
+            };
+            for nr in 0..t.len().min(64) as u64 {
+                let _ = t.decode(&mem, space, nr, [inp.cr3 as u64; 6]);
+            }
+        }
     }
     let _ = linux.owner_of_cr3(&procs, regs[0].cr3);
     let _ = linux.process_for_cr3(&mem, regs[0].cr3);

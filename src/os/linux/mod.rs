@@ -33,6 +33,7 @@ mod cr3;
 pub mod detail;
 mod offsets;
 mod scan;
+pub mod syscalls;
 
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
 pub use crate::os::profile::Profile;

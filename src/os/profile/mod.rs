@@ -377,13 +377,7 @@ impl SymbolTable {
     /// The address index is built on the first call (a sort of the table, a few ms for a
     /// kernel's ~150,000 symbols) and kept.
     pub fn symbolize(&self, addr: u64) -> Option<SymbolOffset<'_>> {
-        let order = self.by_addr.get_or_init(|| {
-            let mut v: Vec<u32> = (0..self.entries.len() as u32)
-                .filter(|&i| !matches!(self.entries[i as usize].kind, b'A' | b'a'))
-                .collect();
-            v.sort_by_key(|&i| self.entries[i as usize].addr);
-            v
-        });
+        let order = self.by_addr();
         // Entries with an address <= addr form a prefix of `order`.
         let n = order.partition_point(|&i| self.entries[i as usize].addr <= addr);
         let last = self.entries.get(*order.get(n.checked_sub(1)?)? as usize)?;
@@ -398,6 +392,26 @@ impl SymbolTable {
             name: name_of(&self.names, e),
             addr: e.addr,
             offset,
+        })
+    }
+
+    /// The lowest symbol address above `addr` (absolute symbols excepted): where the object
+    /// at `addr` ends at the latest, e.g. the extent of a table that kallsyms lists without a
+    /// size.
+    pub fn next_above(&self, addr: u64) -> Option<u64> {
+        let order = self.by_addr();
+        let n = order.partition_point(|&i| self.entries[i as usize].addr <= addr);
+        order.get(n).map(|&i| self.entries[i as usize].addr)
+    }
+
+    /// Indices of the non-absolute entries sorted by address (built on first use).
+    fn by_addr(&self) -> &[u32] {
+        self.by_addr.get_or_init(|| {
+            let mut v: Vec<u32> = (0..self.entries.len() as u32)
+                .filter(|&i| !matches!(self.entries[i as usize].kind, b'A' | b'a'))
+                .collect();
+            v.sort_by_key(|&i| self.entries[i as usize].addr);
+            v
         })
     }
 
