@@ -25,9 +25,9 @@ use crate::backend::{
     PhysicalMemory, PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
 };
 use crate::error::{Error, Result};
-use crate::event::abi::INTERFACE_VERSION;
-use crate::event::ring::RingPage;
 use crate::regs::Registers;
+use crate::vmevent::abi::INTERFACE_VERSION;
+use crate::vmevent::ring::RingPage;
 use lib::XenLibs;
 
 const NAME: &str = "Xen domain";
