@@ -7,9 +7,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xenvmi::event::abi::{ENTRY_SIZE, RING_SLOTS};
-use xenvmi::event::ring::{BackRing, FrontRing, RingPage};
-use xenvmi::event::{decode_request, encode_response, encode_safe_response, EventKind, Response};
+use xenvmi::vmevent::abi::{ENTRY_SIZE, RING_SLOTS};
+use xenvmi::vmevent::codec::{
+    decode_request, encode_response, encode_safe_response, EventKind, Response,
+};
+use xenvmi::vmevent::ring::{BackRing, FrontRing, RingPage};
 
 fn request(i: u32) -> [u8; ENTRY_SIZE] {
     let mut e = [0u8; ENTRY_SIZE];

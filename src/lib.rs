@@ -6,10 +6,11 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
+//! | events | [`event`] | the event loop and its teardown, journal, owned views, hooks |
 //! | OS | [`os`] | Linux and Windows kernels: KASLR, processes, modules (drivers, DLLs), CR3 → process; PE images |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
-//! | events | [`event`] | vm_event v7 ring, typed events and responses, the event loop and its teardown |
 //! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME, Windows crash dump); the simulated domain; Xen (feature `xen`) |
+//! | wire format | [`vmevent`] | vm_event v7: offsets, the shared ring, the request/response codec (`Event`, `Response`) |
 //! | basics | [`addr`], [`error`], [`regs`] | typed addresses, the error type, vCPU registers |
 //! | C ABI | [`capi`] | `include/xenvmi.h`: handles, result codes, callbacks for C and C++ (`docs/ffi.md`) |
 //!
@@ -45,6 +46,7 @@ pub(crate) mod file;
 pub mod mem;
 pub mod os;
 pub mod regs;
+pub mod vmevent;
 
 pub use addr::{DomId, Gfn, Gpa, Gva, VcpuId, ViewId};
 pub use error::{Error, Result};

@@ -1,9 +1,11 @@
 //! x86-64 vCPU register state, as snapshots record it and as Xen's `vm_event_regs_x86` carries it.
+//!
+//! Also the [`PagingMode`] the control registers select, which the page walker (`mem`) takes:
+//! it is defined here, at the bottom layer, so that `regs` and `mem` do not import each other.
 
 use bitflags::bitflags;
 
 use crate::addr::Gpa;
-use crate::mem::PagingMode;
 
 bitflags! {
     /// CR0 bits that introspection cares about.
@@ -43,6 +45,33 @@ bitflags! {
 
 /// EFER.LMA: long mode active.
 pub const EFER_LMA: u64 = 1 << 10;
+
+/// Which paging structure hierarchy CR4 selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PagingMode {
+    /// 4-level paging (48-bit virtual addresses).
+    Level4,
+    /// 5-level paging (57-bit virtual addresses, CR4.LA57).
+    Level5,
+}
+
+impl PagingMode {
+    /// Number of table levels.
+    pub const fn levels(self) -> u8 {
+        match self {
+            PagingMode::Level4 => 4,
+            PagingMode::Level5 => 5,
+        }
+    }
+
+    /// Width of a canonical virtual address.
+    pub const fn va_bits(self) -> u32 {
+        match self {
+            PagingMode::Level4 => 48,
+            PagingMode::Level5 => 57,
+        }
+    }
+}
 
 /// Register state of one x86-64 vCPU.
 ///

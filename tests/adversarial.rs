@@ -848,9 +848,9 @@ fn pe_with_overlapping_sections_and_lying_tables() {
 fn ring_requests_with_wrong_versions_and_unknown_reasons_are_all_answered() {
     use xenvmi::backend::sim::{GuestAction, Outcome as SimOutcome, SimDomain};
     use xenvmi::backend::{ControlRegister, Monitor};
-    use xenvmi::event::abi::entry;
     use xenvmi::event::session::{RunOptions, Session};
     use xenvmi::event::Response;
+    use xenvmi::vmevent::abi::entry;
     use xenvmi::{Registers, VcpuId};
 
     let r = run("ring: wrong versions, unknown reasons", || {

@@ -20,10 +20,10 @@ use xenvmi::backend::{
     PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
 };
 use xenvmi::event::hooks::{HookId, Hooks, Placement};
-use xenvmi::event::ring::RingPage;
 use xenvmi::event::session::{RecoverOptions, RunOptions, Session};
 use xenvmi::event::{EventKind, Response};
 use xenvmi::mem::GuestMemory;
+use xenvmi::vmevent::ring::RingPage;
 use xenvmi::{Error, Gfn, Gpa, Registers, Result, VcpuId, ViewId};
 
 struct Rng(u64);

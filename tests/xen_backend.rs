@@ -4,7 +4,7 @@
 #![cfg(feature = "xen")]
 
 use xenvmi::backend::xen::{sys, XenDomain};
-use xenvmi::event::abi;
+use xenvmi::vmevent::abi;
 use xenvmi::Error;
 
 #[test]

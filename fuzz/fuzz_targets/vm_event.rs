@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
-use xenvmi::event::abi::ENTRY_SIZE;
-use xenvmi::event::ring::{BackRing, FrontRing, RingPage};
-use xenvmi::event::{decode_request, encode_response, encode_safe_response, Response};
+use xenvmi::vmevent::abi::ENTRY_SIZE;
+use xenvmi::vmevent::codec::{decode_request, encode_response, encode_safe_response, Response};
+use xenvmi::vmevent::ring::{BackRing, FrontRing, RingPage};
 use xenvmi::ViewId;
 
 #[derive(arbitrary::Arbitrary, Debug)]

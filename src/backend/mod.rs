@@ -19,11 +19,13 @@
 
 use std::ops::Range;
 
-use bitflags::bitflags;
-
 use crate::addr::{Gfn, Gpa, VcpuId, ViewId};
 use crate::error::Result;
 use crate::regs::Registers;
+
+/// Defined in [`crate::vmevent`], the wire format's module, because vm_event requests and
+/// responses carry them too.
+pub use crate::vmevent::{ControlRegister, Injection, InjectionKind, MemAccess};
 
 pub mod sim;
 pub mod snapshot;
@@ -134,19 +136,6 @@ pub trait VmControl {
     fn resume(&self) -> Result<()>;
 }
 
-/// The control registers a monitor can watch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ControlRegister {
-    /// CR0.
-    Cr0,
-    /// CR3 (address-space switches).
-    Cr3,
-    /// CR4.
-    Cr4,
-    /// XCR0 (`xsetbv`).
-    Xcr0,
-}
-
 /// A guest action that can be trapped. Mirrors Xen's `XEN_DOMCTL_MONITOR_EVENT_*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Monitor {
@@ -210,7 +199,7 @@ pub trait EventControl {
 /// The vm_event ring of a domain and its notification channel.
 pub trait EventChannel {
     /// The shared ring page.
-    fn ring(&self) -> &crate::event::ring::RingPage;
+    fn ring(&self) -> &crate::vmevent::ring::RingPage;
 
     /// Wait until the producer signals new requests, at most `timeout`. `Ok(true)` if it did.
     /// (The simulated domain runs its guest here.)
@@ -258,81 +247,6 @@ pub trait EventChannel {
     fn domain_uuid(&self) -> Result<String>;
 }
 
-/// How an injected event is delivered (Xen's `XEN_DMOP_EVENT_*`, the VMX interruption types).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum InjectionKind {
-    /// An external interrupt.
-    ExternalInterrupt,
-    /// A non-maskable interrupt.
-    Nmi,
-    /// A fault or abort raised by the processor (`#PF`, `#GP`, `#UD`, ...).
-    HardwareException,
-    /// `int N`.
-    SoftwareInterrupt,
-    /// `int1` (`icebp`).
-    PrivilegedSoftwareException,
-    /// `int3` or `into`: the return address is past the instruction.
-    SoftwareException,
-}
-
-impl InjectionKind {
-    /// The VMX interruption type (`XEN_DMOP_EVENT_ext_int` = 0 ... `sw_exc` = 6).
-    pub fn vmx_type(self) -> u8 {
-        match self {
-            InjectionKind::ExternalInterrupt => 0,
-            InjectionKind::Nmi => 2,
-            InjectionKind::HardwareException => 3,
-            InjectionKind::SoftwareInterrupt => 4,
-            InjectionKind::PrivilegedSoftwareException => 5,
-            InjectionKind::SoftwareException => 6,
-        }
-    }
-}
-
-/// An exception or interrupt for a vCPU to take on its next entry into the guest, as if the
-/// processor had raised it there. The guest's own handler then runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Injection {
-    /// The vector (3 for `#BP`, 14 for `#PF`, ...).
-    pub vector: u8,
-    /// How it is delivered.
-    pub kind: InjectionKind,
-    /// The error code pushed with it, for the exceptions that have one.
-    pub error_code: Option<u32>,
-    /// The length of the instruction that raised it (software interrupts and exceptions: the
-    /// return address is `rip + insn_len`).
-    pub insn_len: u8,
-    /// For `#PF`, the faulting address the guest reads from CR2.
-    pub cr2: u64,
-}
-
-impl Injection {
-    /// The guest's own `int3` (`insn_len` 1 for `0xcc`, 2 for `int 3` as `cd 03`), handed back
-    /// to it: its `#BP` handler runs with the return address past the instruction.
-    pub fn breakpoint(insn_len: u8) -> Self {
-        Injection {
-            vector: 3,
-            kind: InjectionKind::SoftwareException,
-            error_code: None,
-            insn_len,
-            cr2: 0,
-        }
-    }
-
-    /// A page fault at `va` with `error_code` (bit 1 write, bit 2 user, bit 4 instruction
-    /// fetch): how a monitor makes the guest bring a paged-out page in (LibVMI's
-    /// `vmi_request_page_fault`).
-    pub fn page_fault(va: u64, error_code: u32) -> Self {
-        Injection {
-            vector: 14,
-            kind: InjectionKind::HardwareException,
-            error_code: Some(error_code),
-            insn_len: 0,
-            cr2: va,
-        }
-    }
-}
-
 /// Make a vCPU take an exception or interrupt (Xen: `xendevicemodel_inject_event`). One event
 /// can be pending per vCPU; it is delivered when the vCPU next enters the guest, so a vCPU
 /// paused on an event takes it when the event is answered.
@@ -342,19 +256,6 @@ pub trait EventInjection {
     /// # Errors
     /// Backend error; on Xen EBUSY while an earlier injection is still pending.
     fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()>;
-}
-
-bitflags! {
-    /// Permissions of a guest frame in one p2m view (Xen's `xenmem_access_t`, as bits).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub struct MemAccess: u8 {
-        /// Reads allowed.
-        const R = 1;
-        /// Writes allowed.
-        const W = 2;
-        /// Instruction fetches allowed.
-        const X = 4;
-    }
 }
 
 /// altp2m views: alternative guest-physical-to-machine maps with their own permissions.

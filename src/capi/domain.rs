@@ -18,9 +18,9 @@ use crate::backend::{
     MemAccess, Monitor, PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
 };
 use crate::error::Result;
-use crate::event::ring::RingPage;
 use crate::event::session::{RecoverOptions, Session};
 use crate::regs::Registers;
+use crate::vmevent::ring::RingPage;
 
 /// The backends a C domain handle can hold.
 // One per handle, inside an Arc: the size difference of the variants does not matter.

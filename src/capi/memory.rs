@@ -13,8 +13,9 @@ use super::types::{xvmi_region, xvmi_registers};
 use crate::addr::{Gpa, Gva, VcpuId};
 use crate::backend::snapshot::Snapshot;
 use crate::backend::{PhysicalMemory, VcpuState};
-use crate::mem::{AddressSpace, GuestMemory, PagingMode};
+use crate::mem::{AddressSpace, GuestMemory};
 use crate::os::windows::Hints;
+use crate::regs::PagingMode;
 
 /// What a memory handle reads from: physical memory and vCPU registers.
 pub(crate) trait Source: PhysicalMemory + VcpuState {}

@@ -8,10 +8,10 @@ use super::memory::xvmi_memory;
 use super::types::{xvmi_module, xvmi_process};
 use crate::addr::{Gpa, Gva};
 use crate::error::Error;
-use crate::mem::PagingMode;
 use crate::os::linux::{Linux, ProfileSource};
 use crate::os::windows::{Hints, Windows, WindowsProfile};
 use crate::os::{Module, Process};
+use crate::regs::PagingMode;
 
 /// The kernels an [`xvmi_os`] can hold.
 pub(crate) enum Os {

@@ -30,18 +30,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::abi::ENTRY_SIZE;
 use super::journal::{self, Change, Owner};
-use super::ring::BackRing;
-use super::{
-    decode_request, encode_release, encode_response, encode_safe_response, Event, Response,
-};
 use crate::addr::{Gfn, Gpa, VcpuId, ViewId};
 use crate::backend::{
     EventChannel, EventControl, EventInjection, MemAccess, Monitor, PhysicalMemoryWrite, VcpuState,
     ViewControl,
 };
 use crate::error::{Error, Result};
+use crate::vmevent::abi::{ENTRY_SIZE, RING_SLOTS};
+use crate::vmevent::codec::{
+    decode_request, encode_release, encode_response, encode_safe_response, Event, Response,
+};
+use crate::vmevent::ring::BackRing;
 
 /// How long teardown waits, after answering everything, for a vCPU that the answers let go of
 /// to raise its next event (it waited for a ring slot).
@@ -871,7 +871,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 ring.put_unsolicited(page, &out);
                 released += 1;
                 in_batch += 1;
-                if in_batch == super::abi::RING_SLOTS || v + 1 == b.vcpu_count() {
+                if in_batch == RING_SLOTS || v + 1 == b.vcpu_count() {
                     b.notify()?;
                     in_batch = 0;
                 }

@@ -21,7 +21,8 @@
 use std::cell::Cell;
 
 use crate::addr::Gpa;
-use crate::mem::paging::{PageFlags, PageSize, PagingMode};
+use crate::mem::paging::{PageFlags, PageSize};
+use crate::regs::PagingMode;
 
 const SETS: usize = 4096;
 

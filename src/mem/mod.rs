@@ -16,10 +16,11 @@ use crate::regs::cr3_to_root;
 pub mod cache;
 pub mod paging;
 
+/// Defined with the registers that select it ([`Registers::paging_mode`](crate::Registers::paging_mode)),
+/// at the bottom layer; part of an [`AddressSpace`].
+pub use crate::regs::PagingMode;
 pub use cache::{CachedPage, TranslationCache};
-pub use paging::{
-    mapped_ranges, walk, MappedRange, Mapping, PageFlags, PageSize, PagingMode, Walk,
-};
+pub use paging::{mapped_ranges, walk, MappedRange, Mapping, PageFlags, PageSize, Walk};
 
 /// Largest single buffer read from the guest on behalf of guest-supplied lengths.
 pub const MAX_READ: usize = 64 << 20;

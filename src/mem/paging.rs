@@ -9,6 +9,7 @@ use bitflags::bitflags;
 use crate::addr::{Gpa, Gva};
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
+use crate::regs::PagingMode;
 
 /// Physical-address bits of a paging-structure entry (bits 12..51).
 pub const PTE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -17,33 +18,6 @@ const RW: u64 = 1 << 1;
 const US: u64 = 1 << 2;
 const PS: u64 = 1 << 7;
 const NX: u64 = 1 << 63;
-
-/// Which paging structure hierarchy CR4 selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PagingMode {
-    /// 4-level paging (48-bit virtual addresses).
-    Level4,
-    /// 5-level paging (57-bit virtual addresses, CR4.LA57).
-    Level5,
-}
-
-impl PagingMode {
-    /// Number of table levels.
-    pub const fn levels(self) -> u8 {
-        match self {
-            PagingMode::Level4 => 4,
-            PagingMode::Level5 => 5,
-        }
-    }
-
-    /// Width of a canonical virtual address.
-    pub const fn va_bits(self) -> u32 {
-        match self {
-            PagingMode::Level4 => 48,
-            PagingMode::Level5 => 57,
-        }
-    }
-}
 
 bitflags! {
     /// Effective access rights of a mapping, combined over all levels of the walk.

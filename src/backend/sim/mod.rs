@@ -4,8 +4,9 @@
 //! It holds guest memory (any [`PhysicalMemory`], e.g. a real snapshot, with a copy-on-write
 //! overlay), vCPUs with registers, and a script of guest actions (control-register and MSR
 //! writes, memory reads/writes/executes, `cpuid`). Running the script produces real
-//! `vm_event_request_t` bytes on a real ring page through [`FrontRing`], and responses are
-//! applied the way Xen's `vm_event_resume` documents:
+//! `vm_event_request_t` bytes on a real ring page through [`FrontRing`], with the codec the
+//! event layer uses ([`crate::vmevent::codec`]: requests encoded, responses decoded), and
+//! responses are applied the way Xen's `vm_event_resume` documents:
 //!
 //! - a sync event pauses its vCPU until a response with `VCPU_PAUSED` arrives; a response with
 //!   a wrong version or vCPU is skipped, and the vCPU stays paused (as on Xen);
@@ -35,9 +36,10 @@ use crate::backend::{
     PhysicalMemory, PhysicalMemoryWrite, VcpuState, VcpuStateWrite, ViewControl, VmControl,
 };
 use crate::error::{Error, Result};
-use crate::event::abi::{ctrlreg, entry, flag, mem_access, reason, ENTRY_SIZE, INTERFACE_VERSION};
-use crate::event::ring::{FrontRing, RingPage};
 use crate::regs::Registers;
+use crate::vmevent::abi::{flag, reason, ENTRY_SIZE, RING_SLOTS};
+use crate::vmevent::codec::{decode_response, encode_request, Event, EventKind};
+use crate::vmevent::ring::{FrontRing, RingPage};
 
 const NAME: &str = "simulated domain";
 /// Views a domain may have (Xen 4.17: `MAX_ALTP2M`).
@@ -445,7 +447,7 @@ impl SimDomain {
             };
             self.execute(&mut st, action);
         }
-        st.ring_enabled && st.front.free_requests() < crate::event::abi::RING_SLOTS
+        st.ring_enabled && st.front.free_requests() < RING_SLOTS
     }
 
     /// Execute one action; true if it raised an event.
@@ -475,16 +477,11 @@ impl SimDomain {
                 });
                 match mon {
                     Some((sync, occ, mask)) if !(occ && (old ^ value) & !mask == 0) => {
-                        let index = match register {
-                            ControlRegister::Cr0 => ctrlreg::CR0,
-                            ControlRegister::Cr3 => ctrlreg::CR3,
-                            ControlRegister::Cr4 => ctrlreg::CR4,
-                            ControlRegister::Xcr0 => ctrlreg::XCR0,
+                        let kind = EventKind::ControlRegister {
+                            register: *register,
+                            old,
+                            new: *value,
                         };
-                        let mut u = [0u8; 32];
-                        u[0..4].copy_from_slice(&index.to_le_bytes());
-                        u[8..16].copy_from_slice(&value.to_le_bytes());
-                        u[16..24].copy_from_slice(&old.to_le_bytes());
                         if !sync {
                             set_cr(&mut st.vcpus[vi].regs, *register, *value);
                             st.outcomes.push(Outcome::Done(action.clone()));
@@ -492,8 +489,7 @@ impl SimDomain {
                         self.raise(
                             st,
                             vi,
-                            reason::WRITE_CTRLREG,
-                            u,
+                            kind,
                             sync,
                             if sync { Some(action.clone()) } else { None },
                         )
@@ -516,11 +512,12 @@ impl SimDomain {
                 });
                 match mon {
                     Some(occ) if !(occ && old == *value) => {
-                        let mut u = [0u8; 32];
-                        u[0..8].copy_from_slice(&(*index as u64).to_le_bytes());
-                        u[8..16].copy_from_slice(&value.to_le_bytes());
-                        u[16..24].copy_from_slice(&old.to_le_bytes());
-                        self.raise(st, vi, reason::MOV_TO_MSR, u, true, Some(action.clone()))
+                        let kind = EventKind::Msr {
+                            index: *index as u64,
+                            old,
+                            new: *value,
+                        };
+                        self.raise(st, vi, kind, true, Some(action.clone()))
                     }
                     _ => {
                         st.vcpus[vi].msrs.insert(*index, *value);
@@ -544,33 +541,25 @@ impl SimDomain {
                     .map(|v| v.access.get(&gfn).copied().unwrap_or(v.default))
                     .unwrap_or(MemAccess::all());
                 if !access_allows(allowed, need) && st.ring_enabled {
-                    let mut u = [0u8; 32];
-                    u[0..8].copy_from_slice(&gfn.to_le_bytes());
-                    u[8..16].copy_from_slice(&gpa.page_offset().to_le_bytes());
-                    let bits = match need {
-                        MemAccess::W => mem_access::W,
-                        MemAccess::R => mem_access::R,
-                        _ => mem_access::X,
+                    let kind = EventKind::MemoryAccess {
+                        gfn: Gfn(gfn),
+                        offset: gpa.page_offset(),
+                        gla: None,
+                        access: need,
+                        in_page_table_walk: false,
                     };
-                    u[24..28].copy_from_slice(&bits.to_le_bytes());
-                    self.raise(st, vi, reason::MEM_ACCESS, u, true, Some(action.clone()))
+                    self.raise(st, vi, kind, true, Some(action.clone()))
                 } else if let GuestAction::Execute { .. } = &action {
                     let byte = read_byte(st, vi, *gpa);
                     let bp =
                         byte == Some(0xcc) && st.monitors.contains(&Monitor::SoftwareBreakpoint);
                     if bp {
-                        let mut u = [0u8; 32];
-                        u[0..8].copy_from_slice(&gfn.to_le_bytes());
-                        u[16..20].copy_from_slice(&1u32.to_le_bytes());
-                        u[20] = 6; // XEN_DMOP_EVENT_sw_exc
-                        self.raise(
-                            st,
-                            vi,
-                            reason::SOFTWARE_BREAKPOINT,
-                            u,
-                            true,
-                            Some(action.clone()),
-                        )
+                        let kind = EventKind::SoftwareBreakpoint {
+                            gfn: Gfn(gfn),
+                            insn_length: 1,
+                            trap_type: 6, // XEN_DMOP_EVENT_sw_exc
+                        };
+                        self.raise(st, vi, kind, true, Some(action.clone()))
                     } else {
                         self.complete(st, vi, action.clone(), false);
                         false
@@ -582,10 +571,12 @@ impl SimDomain {
             }
             GuestAction::Cpuid { leaf, .. } => {
                 if st.monitors.contains(&Monitor::Cpuid) {
-                    let mut u = [0u8; 32];
-                    u[0..4].copy_from_slice(&2u32.to_le_bytes());
-                    u[4..8].copy_from_slice(&leaf.to_le_bytes());
-                    self.raise(st, vi, reason::CPUID, u, true, Some(action.clone()))
+                    let kind = EventKind::Cpuid {
+                        leaf: *leaf,
+                        subleaf: 0,
+                        insn_length: 2,
+                    };
+                    self.raise(st, vi, kind, true, Some(action.clone()))
                 } else {
                     st.outcomes.push(Outcome::Done(action.clone()));
                     false
@@ -629,10 +620,8 @@ impl SimDomain {
             return false;
         }
         if st.vcpus[vi].singlestep && st.monitors.contains(&Monitor::SingleStep) {
-            let gfn = st.vcpus[vi].regs.rip >> 12;
-            let mut u = [0u8; 32];
-            u[0..8].copy_from_slice(&gfn.to_le_bytes());
-            return self.raise(st, vi, reason::SINGLESTEP, u, true, None);
+            let gfn = Gfn(st.vcpus[vi].regs.rip >> 12);
+            return self.raise(st, vi, EventKind::SingleStep { gfn }, true, None);
         }
         false
     }
@@ -650,8 +639,7 @@ impl SimDomain {
         &self,
         st: &mut SimState,
         vi: usize,
-        rsn: u32,
-        u: [u8; 32],
+        kind: EventKind,
         sync: bool,
         pending: Option<GuestAction>,
     ) -> bool {
@@ -661,19 +649,11 @@ impl SimDomain {
             }
             return false;
         }
+        // Xen flags the view only while altp2m is in use.
+        let view = (st.views.len() > 1).then_some(ViewId(st.vcpus[vi].view));
+        let event = Event::new(VcpuId(vi as u32), view, sync, kind, st.vcpus[vi].regs);
         let mut req = [0u8; ENTRY_SIZE];
-        let mut flags = if sync { flag::VCPU_PAUSED } else { 0 };
-        if st.views.len() > 1 {
-            flags |= flag::ALTERNATE_P2M;
-            req[entry::ALTP2M_IDX..entry::ALTP2M_IDX + 2]
-                .copy_from_slice(&st.vcpus[vi].view.to_le_bytes());
-        }
-        req[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
-        req[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
-        req[entry::REASON..entry::REASON + 4].copy_from_slice(&rsn.to_le_bytes());
-        req[entry::VCPU_ID..entry::VCPU_ID + 4].copy_from_slice(&(vi as u32).to_le_bytes());
-        req[entry::U..entry::U + 32].copy_from_slice(&u);
-        encode_full_regs(&mut req[entry::DATA..], &st.vcpus[vi].regs);
+        encode_request(&event, &mut req);
         if let Some(patches) = st.corruptions.pop_front() {
             for (off, bytes) in patches {
                 let end = off.saturating_add(bytes.len()).min(ENTRY_SIZE);
@@ -711,16 +691,12 @@ impl SimDomain {
             if !got {
                 break;
             }
-            let word = |o: usize| u32::from_le_bytes([rsp[o], rsp[o + 1], rsp[o + 2], rsp[o + 3]]);
-            let (version, flags, vcpu) = (
-                word(entry::VERSION),
-                word(entry::FLAGS),
-                word(entry::VCPU_ID) as usize,
-            );
-            if version != INTERFACE_VERSION || vcpu >= st.vcpus.len() {
+            let decoded = decode_response(&rsp).ok();
+            let Some(d) = decoded.filter(|d| (d.vcpu.0 as usize) < st.vcpus.len()) else {
                 st.responses_skipped += 1; // Xen skips it; the vCPU stays paused
                 continue;
-            }
+            };
+            let (vcpu, flags, answer) = (d.vcpu.0 as usize, d.response.flags(), &d.response);
             if !st.vcpus[vcpu].paused {
                 continue;
             }
@@ -728,14 +704,12 @@ impl SimDomain {
             // Order as in vm_event_resume: emulate, deny, single-step, view, registers, unpause.
             let mut finished = false;
             if let Some(a) = &pending {
-                if word(entry::REASON) == reason::SOFTWARE_BREAKPOINT {
+                if d.reason == reason::SOFTWARE_BREAKPOINT {
                     // vm_event_emulate_check: for a breakpoint, EMULATE counts only with the
                     // instruction bytes to run; without them it is ignored.
-                    if flags & flag::EMULATE != 0 && flags & flag::SET_EMUL_INSN_DATA != 0 {
-                        let mut insn = [0u8; 16];
-                        insn.copy_from_slice(&rsp[entry::DATA..entry::DATA + 16]);
+                    if let (true, Some(insn)) = (flags & flag::EMULATE != 0, answer.instruction()) {
                         st.outcomes
-                            .push(Outcome::EmulatedInstruction(a.clone(), insn));
+                            .push(Outcome::EmulatedInstruction(a.clone(), *insn));
                         finished = true;
                     }
                 } else if flags & flag::EMULATE != 0 {
@@ -750,10 +724,7 @@ impl SimDomain {
                 } else if flags & flag::DENY != 0
                     // vm_event_register_write_resume acts only on the two write reasons the
                     // response carries; DENY on any other reason is ignored.
-                    && matches!(
-                        word(entry::REASON),
-                        reason::WRITE_CTRLREG | reason::MOV_TO_MSR
-                    )
+                    && matches!(d.reason, reason::WRITE_CTRLREG | reason::MOV_TO_MSR)
                     && matches!(
                         a,
                         GuestAction::WriteCr { .. } | GuestAction::WriteMsr { .. }
@@ -766,30 +737,26 @@ impl SimDomain {
             if flags & flag::TOGGLE_SINGLESTEP != 0 {
                 st.vcpus[vcpu].singlestep = !st.vcpus[vcpu].singlestep;
             }
-            if flags & flag::FAST_SINGLESTEP != 0 {
-                let idx = u16::from_le_bytes([rsp[entry::U], rsp[entry::U + 1]]);
+            if let Some(ViewId(idx)) = answer.fast_singlestep_view() {
                 if st.views.contains_key(&idx) {
                     st.vcpus[vcpu].fast_singlestep_view = Some(idx);
                 }
             }
-            if flags & flag::ALTERNATE_P2M != 0 {
-                let idx = u16::from_le_bytes([rsp[entry::ALTP2M_IDX], rsp[entry::ALTP2M_IDX + 1]]);
+            if let Some(ViewId(idx)) = answer.view() {
                 if st.views.contains_key(&idx) {
                     st.vcpus[vcpu].view = idx;
                 }
             }
-            if flags & flag::SET_REGISTERS != 0 {
-                let ev = crate::event::decode_request(&rsp).map(|e| e.regs);
-                if let Ok(r) = ev {
-                    let v = &mut st.vcpus[vcpu].regs;
-                    (v.rax, v.rbx, v.rcx, v.rdx, v.rsp, v.rbp, v.rsi, v.rdi) =
-                        (r.rax, r.rbx, r.rcx, r.rdx, r.rsp, r.rbp, r.rsi, r.rdi);
-                    (v.r8, v.r9, v.r10, v.r11, v.r12, v.r13, v.r14, v.r15) =
-                        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
-                    (v.rflags, v.rip) = (r.rflags, r.rip);
-                }
+            if let Some(r) = answer.registers() {
+                // vm_event_set_registers: general-purpose registers, rflags and rip.
+                let v = &mut st.vcpus[vcpu].regs;
+                (v.rax, v.rbx, v.rcx, v.rdx, v.rsp, v.rbp, v.rsi, v.rdi) =
+                    (r.rax, r.rbx, r.rcx, r.rdx, r.rsp, r.rbp, r.rsi, r.rdi);
+                (v.r8, v.r9, v.r10, v.r11, v.r12, v.r13, v.r14, v.r15) =
+                    (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
+                (v.rflags, v.rip) = (r.rflags, r.rip);
             }
-            if flags & flag::VCPU_PAUSED != 0 {
+            if d.unpause {
                 st.vcpus[vcpu].paused = false;
                 Self::enter_guest(&mut st, vcpu);
                 if let (Some(a), false) = (pending, finished) {
@@ -839,31 +806,6 @@ fn set_cr(r: &mut Registers, reg: ControlRegister, v: u64) {
         ControlRegister::Cr4 => r.cr4 = v,
         ControlRegister::Xcr0 => {}
     }
-}
-
-fn encode_full_regs(d: &mut [u8], r: &Registers) {
-    use crate::event::abi::regs as o;
-    let mut put = |off: usize, v: u64| d[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    put(o::RAX, r.rax);
-    put(o::RCX, r.rcx);
-    put(o::RDX, r.rdx);
-    put(o::RBX, r.rbx);
-    put(o::RSP, r.rsp);
-    put(o::RBP, r.rbp);
-    put(o::RSI, r.rsi);
-    put(o::RDI, r.rdi);
-    put(o::RIP, r.rip);
-    put(o::RFLAGS, r.rflags);
-    put(o::CR0, r.cr0);
-    put(o::CR2, r.cr2);
-    put(o::CR3, r.cr3);
-    put(o::CR4, r.cr4);
-    put(o::MSR_EFER, r.efer);
-    put(o::MSR_LSTAR, r.msr_lstar);
-    put(o::FS_BASE, r.fs_base);
-    put(o::GS_BASE, r.gs_base);
-    put(o::SHADOW_GS, r.kernel_gs_base);
-    d[o::CS_SEL..o::CS_SEL + 2].copy_from_slice(&r.cs_sel.to_le_bytes());
 }
 
 /// The frame that backs `gfn` for vCPU `vi` (its view's remap, if any).

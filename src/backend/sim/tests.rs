@@ -115,7 +115,7 @@ fn a_response_with_the_wrong_version_leaves_the_vcpu_paused_as_on_xen() {
         "stranded, exactly the trap xenvmi avoids"
     );
 }
-use crate::event::ring::BackRing;
+use crate::vmevent::ring::BackRing;
 
 #[test]
 fn emulate_performs_a_write_the_view_forbids() {

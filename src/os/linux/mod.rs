@@ -22,12 +22,12 @@ use std::path::PathBuf;
 use crate::addr::{Gpa, Gva};
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
-use crate::mem::{AddressSpace, GuestMemory, PagingMode, Walk};
+use crate::mem::{AddressSpace, GuestMemory, Walk};
 use crate::os::list::ListWalk;
 use crate::os::profile::btf::Btf;
 use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
-use crate::regs::{cr3_to_root, Registers};
+use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 mod cr3;
 pub mod detail;

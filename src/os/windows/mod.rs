@@ -33,13 +33,13 @@ use crate::addr::{Gpa, Gva};
 use crate::backend::snapshot::WindowsDumpInfo;
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
-use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, PagingMode, Walk};
+use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, Walk};
 use crate::os::list::ListWalk;
 use crate::os::pe::{CodeView, MappedImage, Pe};
 use crate::os::profile::isf::Isf;
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
-use crate::regs::{cr3_to_root, Registers};
+use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 /// Bound on processes walked in one list.
 pub const MAX_PROCESSES: usize = 1 << 20;

@@ -198,7 +198,7 @@ impl BackRing {
 
     /// Write a response that no request on this ring asked for, and publish it. Used only on a
     /// fresh ring that is disabled right after, to release vCPUs that a dead consumer left
-    /// paused ([`Session::recover`](super::session::Session::recover)): the producer consumes
+    /// paused ([`Session::recover`](crate::event::session::Session::recover)): the producer consumes
     /// every response on notify, but its free-slot count is off afterwards, so nothing else may
     /// use the ring. At most [`RING_SLOTS`] between notifies.
     pub fn put_unsolicited(&mut self, page: &RingPage, rsp: &[u8; ENTRY_SIZE]) {

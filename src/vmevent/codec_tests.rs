@@ -1,8 +1,9 @@
 //! Requests written byte by byte at the offsets of Xen 4.17's `vm_event.h` (as Xen's
-//! `vm_event_put_request` does), decoded and answered by the real consumer code.
+//! `vm_event_put_request` does), decoded and answered by the real consumer code; and the
+//! producer's directions (requests encoded, responses decoded) checked against them.
 
-use super::ring::{BackRing, FrontRing, RingPage};
 use super::*;
+use crate::vmevent::ring::{BackRing, FrontRing, RingPage};
 
 /// A request as Xen fills it: version stamped, vCPU paused for sync events.
 pub(crate) fn request(
@@ -351,4 +352,211 @@ fn more_vcpus_than_slots_with_wraparound_all_get_answers() {
         assert!(rounds >= 3, "20 events through 8 slots need several rounds");
         assert_eq!(back.outstanding(), 0);
     }
+}
+
+/// Registers with every field the format carries set to a distinct value (no `msr_cstar`, no
+/// IDTR; 32-bit bases for CS, SS, DS, ES).
+fn full_regs() -> Registers {
+    let mut n = 0x1000u64;
+    let mut next = || {
+        n += 0x1111;
+        n
+    };
+    Registers {
+        rax: next(),
+        rbx: next(),
+        rcx: next(),
+        rdx: next(),
+        rsi: next(),
+        rdi: next(),
+        rsp: next(),
+        rbp: next(),
+        r8: next(),
+        r9: next(),
+        r10: next(),
+        r11: next(),
+        r12: next(),
+        r13: next(),
+        r14: next(),
+        r15: next(),
+        rip: next(),
+        rflags: next(),
+        cr0: next(),
+        cr2: next(),
+        cr3: next(),
+        cr4: next(),
+        efer: next(),
+        cs_sel: 0x10,
+        ss_sel: 0x18,
+        cs_base: next(),
+        ds_base: next(),
+        es_base: next(),
+        fs_base: 0xffff_8880_0000_0000 | next(),
+        gs_base: 0xffff_8880_1000_0000 | next(),
+        ss_base: next(),
+        kernel_gs_base: 0x7fff_0000_0000 | next(),
+        gdtr_base: 0xffff_fe00_0000_0000 | next(),
+        gdtr_limit: 0x7f,
+        idtr_base: 0,
+        idtr_limit: 0,
+        sysenter_cs: next(),
+        sysenter_esp: next(),
+        sysenter_eip: next(),
+        msr_star: next(),
+        msr_lstar: next(),
+        msr_cstar: 0,
+    }
+}
+
+#[test]
+fn every_kind_encodes_to_a_request_that_decodes_back() {
+    let kinds = [
+        EventKind::ControlRegister {
+            register: ControlRegister::Xcr0,
+            old: 3,
+            new: 7,
+        },
+        EventKind::Msr {
+            index: 0xc000_0082,
+            old: 1,
+            new: 2,
+        },
+        EventKind::MemoryAccess {
+            gfn: Gfn(0x110),
+            offset: 0x18,
+            gla: Some(Gva(0xffff_8880_0011_0018)),
+            access: MemAccess::W | MemAccess::X,
+            in_page_table_walk: true,
+        },
+        EventKind::MemoryAccess {
+            gfn: Gfn(0x111),
+            offset: 0,
+            gla: None,
+            access: MemAccess::R,
+            in_page_table_walk: false,
+        },
+        EventKind::SoftwareBreakpoint {
+            gfn: Gfn(0x1000),
+            insn_length: 1,
+            trap_type: 6,
+        },
+        EventKind::SingleStep { gfn: Gfn(0x2000) },
+        EventKind::DebugException {
+            gfn: Gfn(0x3000),
+            pending_dbg: 0x4000,
+            insn_length: 2,
+            trap_type: 5,
+        },
+        EventKind::Cpuid {
+            leaf: 0x4000_0000,
+            subleaf: 1,
+            insn_length: 2,
+        },
+        EventKind::DescriptorAccess {
+            descriptor: 2,
+            is_write: true,
+            instr_info: 7,
+            exit_qualification: 9,
+        },
+        EventKind::GuestRequest,
+        EventKind::EmulUnimplemented,
+        EventKind::Interrupt {
+            vector: 14,
+            kind: 3,
+            error_code: 2,
+            cr2: 0xdead_b000,
+        },
+        EventKind::VmExit {
+            reason: 48,
+            qualification: 0x181,
+        },
+        EventKind::IoInstruction {
+            bytes: 4,
+            port: 0x3f8,
+            is_in: false,
+            is_string: true,
+        },
+        EventKind::Unknown { reason: 99 },
+    ];
+    let mut raw = [0u8; ENTRY_SIZE];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        for (view, paused) in [(None, true), (Some(ViewId(3)), false)] {
+            let e = Event::new(VcpuId(i as u32), view, paused, kind, full_regs());
+            encode_request(&e, &mut raw);
+            assert_eq!(word(&raw, 0), INTERFACE_VERSION);
+            assert_eq!(decode_request(&raw).unwrap(), e, "{kind:?}");
+        }
+    }
+    // A decoded request encodes to the same bytes, payload bytes its kind does not cover
+    // included (here the padding after the CR index).
+    let req = request(
+        4,
+        2,
+        flag::VCPU_PAUSED,
+        &[
+            (0, &1u32.to_le_bytes()),
+            (4, &[0xaa; 4]),
+            (8, &le64(0x1000)),
+        ],
+    );
+    encode_request(&decode_request(&req).unwrap(), &mut raw);
+    assert_eq!(raw, req);
+}
+
+#[test]
+fn responses_decode_as_xen_reads_them() {
+    let req = request(
+        6,
+        4,
+        flag::VCPU_PAUSED | flag::ALTERNATE_P2M,
+        &[(0, &le64(0x1000)), (16, &1u32.to_le_bytes()), (20, &[6])],
+    );
+    let e = decode_request(&req).unwrap();
+    let mut regs = e.regs;
+    regs.rax = 0x1234;
+    let insn = [0x0fu8; 16];
+    let answers = [
+        Response::proceed(),
+        Response::deny(),
+        Response::emulate_nowrite(),
+        Response::proceed()
+            .switch_view(ViewId(2))
+            .toggle_singlestep(),
+        Response::proceed().fast_singlestep(ViewId(1)),
+        Response::proceed().set_registers(regs),
+        Response::proceed().emulate_instruction(insn),
+    ];
+    let mut out = [0u8; ENTRY_SIZE];
+    for rsp in answers {
+        encode_response(&req, &e, &rsp, &mut out);
+        let d = decode_response(&out).unwrap();
+        assert_eq!((d.vcpu, d.reason, d.unpause), (VcpuId(4), 6, true));
+        assert_eq!(d.response.flags(), rsp.flags(), "{rsp:?}");
+        assert_eq!(d.response.view(), rsp.view(), "{rsp:?}");
+        assert_eq!(
+            d.response.fast_singlestep_view(),
+            rsp.fast_singlestep_view(),
+            "{rsp:?}"
+        );
+        assert_eq!(d.response.instruction(), rsp.instruction(), "{rsp:?}");
+        // SET_REGISTERS carries the general-purpose registers, rflags and rip; the rest of the
+        // area is the request's.
+        assert_eq!(
+            d.response.registers().map(|r| (r.rax, r.rip, r.cr3)),
+            rsp.registers().map(|r| (r.rax, r.rip, r.cr3)),
+            "{rsp:?}"
+        );
+    }
+    // An async event's answer does not unpause; a safe answer does nothing else.
+    let req = request(4, 1, 0, &[(0, &1u32.to_le_bytes())]);
+    encode_safe_response(&req, &mut out);
+    let d = decode_response(&out).unwrap();
+    assert_eq!((d.unpause, d.response), (false, Response::proceed()));
+    encode_release(VcpuId(7), &mut out);
+    let d = decode_response(&out).unwrap();
+    assert_eq!((d.vcpu, d.unpause), (VcpuId(7), true));
+    // Xen skips a response of another version.
+    out[0..4].copy_from_slice(&6u32.to_le_bytes());
+    let err = decode_response(&out).unwrap_err().to_string();
+    assert!(err.contains("version 6"), "{err}");
 }
