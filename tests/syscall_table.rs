@@ -33,7 +33,9 @@ fn decl(t: &SyscallTable, nr: u64) -> (String, Vec<(String, String)>) {
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 #[test]
@@ -45,8 +47,16 @@ fn declarations_come_from_the_kernels_own_metadata() {
         let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
         let t = SyscallTable::read(&linux, &mem).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(t.len() > 330 && t.len() <= 1024, "{f}: {} numbers", t.len());
-        assert!(t.iter().count() > 300, "{f}: {} described", t.iter().count());
-        let read = pairs(&[("unsigned int", "fd"), ("char *", "buf"), ("size_t", "count")]);
+        assert!(
+            t.iter().count() > 300,
+            "{f}: {} described",
+            t.iter().count()
+        );
+        let read = pairs(&[
+            ("unsigned int", "fd"),
+            ("char *", "buf"),
+            ("size_t", "count"),
+        ]);
         assert_eq!(decl(&t, 0), ("read".into(), read), "{f}");
         assert_eq!(decl(&t, 1).0, "write", "{f}");
         assert_eq!(
@@ -74,7 +84,11 @@ fn declarations_come_from_the_kernels_own_metadata() {
             ),
             "{f}"
         );
-        assert_eq!(decl(&t, 60), ("exit".into(), pairs(&[("int", "error_code")])), "{f}");
+        assert_eq!(
+            decl(&t, 60),
+            ("exit".into(), pairs(&[("int", "error_code")])),
+            "{f}"
+        );
         assert_eq!(t.by_name("getppid").map(|s| s.nr), Some(110), "{f}");
         // Decoding: openat(AT_FDCWD, <init's argv[0]>, O_RDONLY|O_CLOEXEC, 0) in init's space.
         let init = linux
