@@ -52,6 +52,53 @@ struct Answers {
     /// Calls into the library from the callback (allowed: read memory of the domain).
     mem: *const xvmi_memory,
     session: *const xvmi_session,
+    /// The last context a callback got (used after the run: must be refused).
+    kept: *mut xvmi_context,
+}
+
+/// The context callback: the hook operations, chosen by the answer script, then the answer.
+unsafe extern "C" fn on_context(
+    userdata: *mut c_void,
+    ctx: *mut xvmi_context,
+    event: *const xvmi_event,
+    response: *mut xvmi_response,
+) -> i32 {
+    let a = &mut *(userdata as *mut Answers);
+    a.kept = ctx;
+    let mut hit = xvmi_hit::default();
+    assert_eq!(xvmi_context_hit(ctx, &mut hit), XVMI_OK);
+    assert!(hit.kind <= XVMI_HIT_RETURN);
+    let s = a
+        .script
+        .get(a.next % a.script.len().max(1))
+        .copied()
+        .unwrap_or([0; 16]);
+    let gpa = u64::from(u32::from_le_bytes([s[8], s[9], s[10], 0])) % 0x10_0000;
+    let mut id = 0u64;
+    match s[7] % 8 {
+        0 => ok_or_expected(xvmi_context_hook_add(ctx, gpa, &mut id)),
+        1 => ok_or_expected(xvmi_context_hook_add_va(
+            ctx,
+            (*event).regs.rip ^ u64::from(s[11]),
+            &mut id,
+        )),
+        2 => ok_or_expected(xvmi_context_hook_remove(ctx, hit.id ^ u64::from(s[11] & 1))),
+        3 => ok_or_expected(xvmi_context_return_hook(ctx, u64::from(s[11]), &mut id)),
+        4 => ok_or_expected(xvmi_context_set_mem_access(
+            ctx,
+            u16::from(s[11] % 3),
+            gpa >> 12,
+            u32::from(s[12] % 9),
+        )),
+        5 => ok_or_expected(xvmi_context_singlestep(
+            ctx,
+            u32::from(s[11] % 4),
+            s[12] % 3,
+        )),
+        6 => ok_or_expected(xvmi_context_stop(ctx)),
+        _ => {}
+    }
+    on_event(userdata, event, response)
 }
 
 unsafe extern "C" fn on_event(
@@ -195,6 +242,8 @@ unsafe fn run_unsafe(data: &[u8]) {
     // A planted journal was applied with XVMI_RECOVER_IGNORE_BINDING: it may restrict what it
     // likes, so the domain is not expected to be clean.
     let mut overridden = false;
+    // Whether the open session has hooks: their manager answers some events itself.
+    let mut hooked = false;
     // Journals go in a private directory of this process (the library creates it 0700).
     let jdir = std::env::temp_dir().join(format!("xenvmi-capi-fuzz-{}", std::process::id()));
     let jpath =
@@ -391,6 +440,7 @@ unsafe fn run_unsafe(data: &[u8]) {
                     let rc = xvmi_session_open(dom, &mut session);
                     ok_or_expected(rc);
                     had_session |= rc == XVMI_OK;
+                    hooked = false;
                 } else {
                     let mut other = null_mut();
                     assert_ne!(xvmi_session_open(dom, &mut other), XVMI_OK);
@@ -456,22 +506,53 @@ unsafe fn run_unsafe(data: &[u8]) {
                     events: 0,
                     mem: dmem,
                     session,
+                    kept: null_mut(),
                 };
+                // Sometimes with hooks, placed before the run and from the callback.
+                let with_context = a[8] & 1 != 0;
+                if a[8] & 2 != 0 {
+                    let rc = xvmi_session_hooks_enable(session, u32::from(a[8] >> 2) % 4);
+                    ok_or_expected(rc);
+                    hooked |= rc == XVMI_OK;
+                    let mut id = 0u64;
+                    ok_or_expected(xvmi_session_hook_add(
+                        session,
+                        u64::from(a4(9) % 0x10_0000),
+                        &mut id,
+                    ));
+                    ok_or_expected(xvmi_session_hook_remove(session, id ^ u64::from(a[13] & 1)));
+                    let mut hs = xvmi_hook_stats::default();
+                    ok_or_expected(xvmi_session_hook_stats(session, &mut hs));
+                }
                 let opts = xvmi_run_options {
                     poll_ms: 1,
                     max_idle_polls: 1,
                     max_events: u64::from(a[7] % 64) + 1,
                 };
                 let mut stats = xvmi_run_stats::default();
-                let rc = xvmi_session_run(
-                    session,
-                    Some(on_event),
-                    &mut ans as *mut Answers as *mut c_void,
-                    &opts,
-                    &mut stats,
-                );
+                let rc = if with_context {
+                    xvmi_session_run_context(
+                        session,
+                        Some(on_context),
+                        &mut ans as *mut Answers as *mut c_void,
+                        &opts,
+                        &mut stats,
+                    )
+                } else {
+                    xvmi_session_run(
+                        session,
+                        Some(on_event),
+                        &mut ans as *mut Answers as *mut c_void,
+                        &opts,
+                        &mut stats,
+                    )
+                };
                 ok_or_expected(rc);
-                if rc == XVMI_OK {
+                if !ans.kept.is_null() {
+                    // A context kept past its callback is refused, never dereferenced.
+                    assert_eq!(xvmi_context_stop(ans.kept), XVMI_ERR_INVALID_HANDLE);
+                }
+                if rc == XVMI_OK && !hooked {
                     assert_eq!(stats.events, ans.events + stats.bad_requests);
                 }
                 if rc == XVMI_ERR_HANDLER {
