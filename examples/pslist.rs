@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::{GuestMemory, PagingMode};
 use xenvmi::os::linux::detail::{Part, ProcessDetail};
+use xenvmi::os::linux::maps::Backing;
 use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
@@ -230,6 +231,35 @@ fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> 
                         serde_json::json!({
                             "tid": t.tid, "name": t.name, "state": t.state.to_string(),
                         })
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "maps".into(),
+        part(
+            "maps",
+            &d.maps,
+            |vs| {
+                vs.iter()
+                    .map(|v| {
+                        let (path, why) = match &v.backing {
+                            Backing::File(p) => (Some(p.clone()), None),
+                            Backing::Heap => (Some("[heap]".to_owned()), None),
+                            Backing::Stack => (Some("[stack]".to_owned()), None),
+                            Backing::Anonymous => (None, None),
+                            Backing::Unreadable(why) => (None, Some(why.clone())),
+                        };
+                        let mut j = serde_json::json!({
+                            "start": hex(v.start), "end": hex(v.end), "perms": v.perms(),
+                            "offset": hex(v.offset), "path": path,
+                        });
+                        if let (Some(w), Some(o)) = (why, j.as_object_mut()) {
+                            o.insert("path_unreadable".into(), w.into());
+                        }
+                        j
                     })
                     .collect()
             },

@@ -1,13 +1,14 @@
 //! Forensic process detail (`Linux::process_detail`) on the five real Linux dumps (6.1 in four
 //! configurations, and 6.12 whose threads hang off `signal_struct`), checked against what each
 //! guest reported about itself from `/proc` when the dump was taken (`ground-truth.json`:
-//! `cmdline` is `/proc/PID/cmdline`). Nothing here compares with output recorded from xenvmi.
+//! `cmdline` is `/proc/PID/cmdline`; `start_stack` and `arg_start` are `/proc/PID/stat`'s). Nothing here compares with output recorded from xenvmi.
 
 mod support;
 
 use support::fixture::{fixture_file, ground_truth};
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::GuestMemory;
+use xenvmi::os::linux::maps::Backing;
 use xenvmi::os::linux::{Linux, ProfileSource};
 
 const FIXTURES: &[&str] = &[
@@ -79,6 +80,40 @@ fn arguments_executables_credentials_and_threads_match_the_guests_own_proc() {
                 }
                 other => panic!("{f}: pid {} exe {other:?}", p.pid),
             }
+            // The memory map: in order, not overlapping; the stack holds the guest's own
+            // `start_stack`; the executable is mapped, one part of it executable.
+            let maps = d
+                .maps
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{f}: pid {}: {e}", p.pid));
+            assert!(maps.len() >= 3, "{f}: pid {}: {maps:?}", p.pid);
+            for w in maps.windows(2) {
+                assert!(
+                    w[0].start < w[0].end && w[0].end <= w[1].start,
+                    "{f}: {w:?}"
+                );
+            }
+            let start_stack = support::fixture::hex(&t["start_stack"]);
+            let stack: Vec<_> = maps
+                .iter()
+                .filter(|v| v.backing == Backing::Stack)
+                .collect();
+            assert_eq!(stack.len(), 1, "{f}: pid {}: {maps:?}", p.pid);
+            assert!(stack[0].start <= start_stack && start_stack < stack[0].end);
+            assert_eq!(stack[0].perms(), "rw-p", "{f}");
+            // The argument area (arg_start) is inside the stack mapping, as the kernel puts it.
+            let arg_start = support::fixture::hex(&t["arg_start"]);
+            assert!(
+                stack[0].start <= arg_start && arg_start < stack[0].end,
+                "{f}"
+            );
+            let exe = d.exe.clone().unwrap().unwrap();
+            assert!(
+                maps.iter()
+                    .any(|v| v.backing == Backing::File(exe.clone()) && v.perms() == "r-xp"),
+                "{f}: pid {}: no executable mapping of {exe}: {maps:?}",
+                p.pid
+            );
             if let Ok(env) = &d.environ {
                 assert!(env.iter().all(|v| v.contains('=')), "{f}: {env:?}");
             }

@@ -18,16 +18,16 @@ struct Input {
     /// Offsets for the fields the walkers use, in a fixed order.
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
-    detail: [u16; 29],
+    detail: [u16; 42],
     /// Addresses of the symbols discovery uses.
     symbols: [u32; 10],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 29]);
+struct Types([u16; 16], [u16; 42]);
 
-const DETAIL_FIELDS: [(&str, &str); 29] = [
+const DETAIL_FIELDS: [(&str, &str); 42] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -57,6 +57,19 @@ const DETAIL_FIELDS: [(&str, &str); 29] = [
     ("syscall_metadata", "nb_args"),
     ("syscall_metadata", "types"),
     ("syscall_metadata", "args"),
+    ("mm_struct", "mm_mt"),
+    ("maple_tree", "ma_root"),
+    ("maple_range_64", "slot"),
+    ("maple_arange_64", "slot"),
+    ("maple_arange_64", "gap"),
+    ("vm_area_struct", "vm_start"),
+    ("vm_area_struct", "vm_end"),
+    ("vm_area_struct", "vm_flags"),
+    ("vm_area_struct", "vm_pgoff"),
+    ("vm_area_struct", "vm_file"),
+    ("mm_struct", "start_brk"),
+    ("mm_struct", "brk"),
+    ("mm_struct", "start_stack"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -146,6 +159,9 @@ fuzz_target!(|inp: Input| {
         let d = linux.process_detail(&mem, p);
         if let Ok(args) = &d.cmdline {
             assert!(args.len() as u64 <= xenvmi::os::linux::detail::MAX_ARGS_BYTES + 1);
+        }
+        if let Ok(m) = &d.maps {
+            assert!(m.len() <= xenvmi::os::linux::maps::MAX_VMAS + 1);
         }
         if let Ok(t) = &d.threads {
             assert!(t.len() <= xenvmi::os::linux::detail::MAX_THREADS + 1);

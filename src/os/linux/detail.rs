@@ -7,6 +7,8 @@
 //! Every walk is bounded: argument and environment areas at [`MAX_ARGS_BYTES`], paths at
 //! [`MAX_PATH_COMPONENTS`] components of at most 255 bytes, threads at [`MAX_THREADS`].
 
+use super::maps::Vma;
+use super::path::PathOffsets;
 use super::Linux;
 use crate::addr::Gva;
 use crate::backend::PhysicalMemory;
@@ -17,8 +19,7 @@ use crate::os::Process;
 
 /// Most bytes of arguments (or environment) read for one process.
 pub const MAX_ARGS_BYTES: u64 = 128 << 10;
-/// Most path components followed from a dentry up to the root.
-pub const MAX_PATH_COMPONENTS: usize = 256;
+pub use super::path::MAX_PATH_COMPONENTS;
 /// Most threads listed for one process.
 pub const MAX_THREADS: usize = 1 << 16;
 
@@ -63,6 +64,8 @@ pub struct ProcessDetail {
     pub credentials: Part<Credentials>,
     /// Threads, the leader first.
     pub threads: Part<Vec<Thread>>,
+    /// The memory map, in address order ([`Linux::memory_map`]); empty for kernel threads.
+    pub maps: Part<Vec<Vma>>,
 }
 
 /// Field offsets the detail needs, resolved when asked (they are not needed by the process
@@ -73,17 +76,7 @@ struct DetailOffsets {
     mm_env_start: u64,
     mm_env_end: u64,
     mm_exe_file: u64,
-    file_path: u64,
-    path_mnt: u64,
-    path_dentry: u64,
-    dentry_parent: u64,
-    dentry_name: u64,
-    qstr_len: u64,
-    qstr_name: u64,
-    vfsmount_root: u64,
-    mount_mnt: u64,
-    mount_parent: u64,
-    mount_mountpoint: u64,
+    path: PathOffsets,
     task_cred: u64,
     cred_uid: u64,
     cred_gid: u64,
@@ -131,17 +124,7 @@ impl DetailOffsets {
             mm_env_start: t.require("mm_struct", "env_start")?,
             mm_env_end: t.require("mm_struct", "env_end")?,
             mm_exe_file: t.require("mm_struct", "exe_file")?,
-            file_path: t.require("file", "f_path")?,
-            path_mnt: t.require("path", "mnt")?,
-            path_dentry: t.require("path", "dentry")?,
-            dentry_parent: t.require("dentry", "d_parent")?,
-            dentry_name: t.require("dentry", "d_name")?,
-            qstr_len: t.require("qstr", "len")?,
-            qstr_name: t.require("qstr", "name")?,
-            vfsmount_root: t.require("vfsmount", "mnt_root")?,
-            mount_mnt: t.require("mount", "mnt")?,
-            mount_parent: t.require("mount", "mnt_parent")?,
-            mount_mountpoint: t.require("mount", "mnt_mountpoint")?,
+            path: PathOffsets::resolve(l)?,
             task_cred: t.require("task_struct", "cred")?,
             cred_uid: t.require("cred", "uid")?,
             cred_gid: t.require("cred", "gid")?,
@@ -209,7 +192,8 @@ impl Linux {
                     environ: Err(m.clone()),
                     exe: Err(m.clone()),
                     credentials: Err(m.clone()),
-                    threads: Err(m),
+                    threads: Err(m.clone()),
+                    maps: Err(m),
                 };
             }
         };
@@ -245,6 +229,13 @@ impl Linux {
             }
             self.exe_path(mem, &o, mm)
         };
+        let maps = || -> Result<Vec<Vma>> {
+            let mm = mm()?;
+            if p.kernel_thread || mm.0 == 0 {
+                return Ok(Vec::new());
+            }
+            self.memory_map(mem, mm)
+        };
         let msg = |e: Error| e.to_string();
         ProcessDetail {
             cmdline: area(o.mm_arg_start, o.mm_arg_end).map_err(msg),
@@ -252,6 +243,7 @@ impl Linux {
             exe: exe().map_err(msg),
             credentials: self.credentials(mem, &o, p.object).map_err(msg),
             threads: self.threads(mem, &o, p.object).map_err(msg),
+            maps: maps().map_err(msg),
         }
     }
 
@@ -266,69 +258,7 @@ impl Linux {
         if file.0 == 0 {
             return Ok(None);
         }
-        let path = add(file, o.file_path, "file->f_path")?;
-        let mnt = mem.read_va(ks, add(path, o.path_mnt, "path.mnt")?)?;
-        let dentry = mem.read_va(ks, add(path, o.path_dentry, "path.dentry")?)?;
-        self.d_path(mem, o, mnt, dentry).map(Some)
-    }
-
-    /// The path of `dentry` on mount `mnt` up to the root of the mount tree (`d_path`),
-    /// bounded.
-    fn d_path<B: PhysicalMemory>(
-        &self,
-        mem: &GuestMemory<B>,
-        o: &DetailOffsets,
-        mut vfsmnt: Gva,
-        mut dentry: Gva,
-    ) -> Result<String> {
-        let ks = self.info().kernel_space;
-        let mut parts: Vec<String> = Vec::new();
-        let mut at_root = false;
-        for _ in 0..MAX_PATH_COMPONENTS * 2 {
-            let mnt_root = mem.read_va(ks, add(vfsmnt, o.vfsmount_root, "vfsmount.mnt_root")?)?;
-            if dentry == mnt_root {
-                // At the root of this mount: continue at its mountpoint in the parent mount.
-                let mount = Gva(vfsmnt.0.wrapping_sub(o.mount_mnt));
-                let parent = mem.read_va(ks, add(mount, o.mount_parent, "mount.mnt_parent")?)?;
-                if parent == mount || parent.0 == 0 {
-                    at_root = true;
-                    break;
-                }
-                dentry =
-                    mem.read_va(ks, add(mount, o.mount_mountpoint, "mount.mnt_mountpoint")?)?;
-                vfsmnt = add(parent, o.mount_mnt, "mount.mnt")?;
-                continue;
-            }
-            let parent = mem.read_va(ks, add(dentry, o.dentry_parent, "dentry.d_parent")?)?;
-            if parent == dentry {
-                at_root = true; // the root of a filesystem that is not mounted here
-                break;
-            }
-            if parts.len() >= MAX_PATH_COMPONENTS {
-                return Err(Error::malformed(
-                    "dentry",
-                    "path",
-                    format!("deeper than {MAX_PATH_COMPONENTS} components (a dentry cycle?)"),
-                ));
-            }
-            let qstr = add(dentry, o.dentry_name, "dentry.d_name")?;
-            let len = mem
-                .read_u32(ks, add(qstr, o.qstr_len, "qstr.len")?)?
-                .min(255) as usize;
-            let name = mem.read_va(ks, add(qstr, o.qstr_name, "qstr.name")?)?;
-            let bytes = mem.read_bytes(ks, name, len)?;
-            parts.push(String::from_utf8_lossy(&bytes).into_owned());
-            dentry = parent;
-        }
-        if !at_root {
-            return Err(Error::malformed(
-                "mount",
-                "path",
-                "the walk to the root did not end (a mount cycle?)",
-            ));
-        }
-        parts.reverse();
-        Ok(format!("/{}", parts.join("/")))
+        self.file_path(mem, &o.path, file).map(Some)
     }
 
     fn credentials<B: PhysicalMemory>(

@@ -31,7 +31,9 @@ use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 mod cr3;
 pub mod detail;
+pub mod maps;
 mod offsets;
+mod path;
 mod scan;
 pub mod syscalls;
 

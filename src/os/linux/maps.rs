@@ -1,0 +1,319 @@
+//! A process's memory map (`/proc/PID/maps`): its VMAs, in address order, each with its range,
+//! rights, file offset and backing file (or `[heap]`, `[stack]`, anonymous).
+//!
+//! Two layouts: from 6.1 the VMAs are the entries of a maple tree (`mm->mm_mt`); before, a
+//! list (`mm->mmap`, `vm_area_struct.vm_next`). The maple tree is walked depth first with its
+//! node encoding from `lib/maple_tree.c` (a node pointer has bits 0..1 = 2 and its type in bits
+//! 3..6; nodes are 256-byte aligned) and the slot and pivot arrays' offsets from the kernel's
+//! types. Bounded: at most [`MAX_VMAS`] areas, [`MAX_NODES`] nodes, depth [`MAX_DEPTH`], and a
+//! node seen twice ends the walk with an error.
+
+use std::collections::HashSet;
+
+use super::path::PathOffsets;
+use super::Linux;
+use crate::addr::Gva;
+use crate::backend::PhysicalMemory;
+use crate::error::{Error, Result};
+use crate::mem::GuestMemory;
+
+/// Most areas listed (the kernel's default `vm.max_map_count` is 65,530).
+pub const MAX_VMAS: usize = 65_536;
+/// Most maple-tree nodes visited.
+pub const MAX_NODES: usize = 1 << 16;
+/// Deepest maple tree walked (`MAPLE_HEIGHT_MAX` is 31).
+pub const MAX_DEPTH: usize = 31;
+
+/// What an area is backed by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A file, by path.
+    File(String),
+    /// The heap (`mm->start_brk..brk`).
+    Heap,
+    /// The main thread's stack (contains `mm->start_stack`).
+    Stack,
+    /// Anonymous memory (or a special mapping such as the vDSO).
+    Anonymous,
+    /// A file whose path could not be read, and why.
+    Unreadable(String),
+}
+
+/// One virtual memory area.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vma {
+    /// First address.
+    pub start: u64,
+    /// Address after the last.
+    pub end: u64,
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+    /// Shared (not private copy-on-write).
+    pub shared: bool,
+    /// Offset in the file, in bytes (`vm_pgoff` << 12); 0 for memory without a file.
+    pub offset: u64,
+    /// What backs it.
+    pub backing: Backing,
+}
+
+impl Vma {
+    /// The rights as `/proc/PID/maps` shows them (`r-xp`).
+    pub fn perms(&self) -> String {
+        let f = |b: bool, c: char| if b { c } else { '-' };
+        [
+            f(self.read, 'r'),
+            f(self.write, 'w'),
+            f(self.exec, 'x'),
+            if self.shared { 's' } else { 'p' },
+        ]
+        .iter()
+        .collect()
+    }
+}
+
+const VM_READ: u64 = 0x1;
+const VM_WRITE: u64 = 0x2;
+const VM_EXEC: u64 = 0x4;
+const VM_SHARED: u64 = 0x8;
+
+/// Maple node types (`enum maple_type`).
+const MAPLE_LEAF_64: u64 = 1;
+const MAPLE_RANGE_64: u64 = 2;
+const MAPLE_ARANGE_64: u64 = 3;
+const MAPLE_NODE_MASK: u64 = 0xff;
+
+struct Offsets {
+    vm_start: u64,
+    vm_end: u64,
+    vm_flags: u64,
+    vm_pgoff: u64,
+    vm_file: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    layout: Layout,
+}
+
+enum Layout {
+    Maple {
+        mm_mt: u64,
+        ma_root: u64,
+        /// `maple_range_64.slot` offset and count (leaves and range nodes).
+        range_slots: (u64, u64),
+        /// `maple_arange_64.slot` offset and count.
+        arange_slots: (u64, u64),
+    },
+    List {
+        mm_mmap: u64,
+        vm_next: u64,
+    },
+}
+
+impl Offsets {
+    fn resolve(l: &Linux) -> Result<Offsets> {
+        let t = l.types();
+        let layout = if let Some(mt) = t.field("mm_struct", "mm_mt") {
+            // The slot arrays' lengths from the layout (array fields carry no size here):
+            // `maple_range_64.slot[16]` runs to the end of the 256-byte node;
+            // `maple_arange_64.slot[10]` runs to `gap[]`.
+            let count = |off: u64, end: Option<u64>| -> u64 {
+                end.and_then(|e| e.checked_sub(off))
+                    .map(|b| b / 8)
+                    .filter(|&n| (1..=32).contains(&n))
+                    .unwrap_or(16)
+            };
+            let range_slot = t.require("maple_range_64", "slot")?;
+            let arange_slot = t.require("maple_arange_64", "slot")?;
+            let range_slots = (
+                range_slot,
+                count(range_slot, t.struct_size("maple_range_64")),
+            );
+            let arange_slots = (
+                arange_slot,
+                count(
+                    arange_slot,
+                    t.field("maple_arange_64", "gap").map(|f| f.offset),
+                ),
+            );
+            Layout::Maple {
+                mm_mt: mt.offset,
+                ma_root: t.require("maple_tree", "ma_root")?,
+                range_slots,
+                arange_slots,
+            }
+        } else {
+            Layout::List {
+                mm_mmap: t.require("mm_struct", "mmap")?,
+                vm_next: t.require("vm_area_struct", "vm_next")?,
+            }
+        };
+        Ok(Offsets {
+            vm_start: t.require("vm_area_struct", "vm_start")?,
+            vm_end: t.require("vm_area_struct", "vm_end")?,
+            vm_flags: t.require("vm_area_struct", "vm_flags")?,
+            vm_pgoff: t.require("vm_area_struct", "vm_pgoff")?,
+            vm_file: t.require("vm_area_struct", "vm_file")?,
+            start_brk: t.require("mm_struct", "start_brk")?,
+            brk: t.require("mm_struct", "brk")?,
+            start_stack: t.require("mm_struct", "start_stack")?,
+            layout,
+        })
+    }
+}
+
+fn add(base: Gva, off: u64) -> Result<Gva> {
+    base.checked_add(off)
+        .ok_or(Error::Overflow("vm_area_struct field address"))
+}
+
+impl Linux {
+    /// The memory map of the address space `mm` (a `struct mm_struct *`), in address order.
+    ///
+    /// # Errors
+    /// A field the kernel's types lack; memory errors for the tree or list; a node or area
+    /// seen twice, or more than the limits (see the module docs).
+    pub fn memory_map<B: PhysicalMemory>(&self, mem: &GuestMemory<B>, mm: Gva) -> Result<Vec<Vma>> {
+        let o = Offsets::resolve(self)?;
+        let paths = PathOffsets::resolve(self)?;
+        let ks = self.info().kernel_space;
+        let rd = |a: Gva| mem.read_u64(ks, a);
+        let mut areas = Vec::new();
+        match o.layout {
+            Layout::Maple {
+                mm_mt,
+                ma_root,
+                range_slots,
+                arange_slots,
+            } => {
+                let root = rd(add(add(mm, mm_mt)?, ma_root)?)?;
+                let mut seen = HashSet::new();
+                // (encoded entry, depth)
+                let mut stack = vec![(root, 0usize)];
+                while let Some((entry, depth)) = stack.pop() {
+                    if entry == 0 {
+                        continue;
+                    }
+                    let is_node = entry & 3 == 2 && entry > 4096;
+                    if !is_node {
+                        // A leaf entry: a VMA (the tree's only one when it is the root).
+                        areas.push(Gva(entry));
+                        if areas.len() > MAX_VMAS {
+                            return Err(Error::malformed(
+                                "maple tree",
+                                "mm_mt",
+                                "more areas than MAX_VMAS",
+                            ));
+                        }
+                        continue;
+                    }
+                    let node = entry & !MAPLE_NODE_MASK;
+                    if depth > MAX_DEPTH || !seen.insert(node) || seen.len() > MAX_NODES {
+                        return Err(Error::malformed(
+                            "maple tree",
+                            "mm_mt",
+                            format!("node {node:#x} seen twice, or the tree is deeper or larger than its limits"),
+                        ));
+                    }
+                    let ty = (entry >> 3) & 0xf;
+                    let (off, n) = match ty {
+                        MAPLE_LEAF_64 | MAPLE_RANGE_64 => range_slots,
+                        MAPLE_ARANGE_64 => arange_slots,
+                        _ => {
+                            return Err(Error::malformed(
+                                "maple tree",
+                                "mm_mt",
+                                format!("node {node:#x} has type {ty}, not a range node"),
+                            ))
+                        }
+                    };
+                    let mut slots = vec![0u8; (n * 8) as usize];
+                    mem.read(ks, add(Gva(node), off)?, &mut slots)?;
+                    let vals: Vec<u64> = slots
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                        .collect();
+                    if ty == MAPLE_LEAF_64 {
+                        for &v in vals.iter().filter(|&&v| v != 0) {
+                            // Leaves hold VMAs; a reserved or zero entry marks a gap.
+                            if v & 3 == 0 {
+                                areas.push(Gva(v));
+                            }
+                        }
+                        if areas.len() > MAX_VMAS {
+                            return Err(Error::malformed(
+                                "maple tree",
+                                "mm_mt",
+                                "more areas than MAX_VMAS",
+                            ));
+                        }
+                    } else {
+                        // Children right to left, so that the stack gives them left to right.
+                        for &v in vals.iter().rev().filter(|&&v| v != 0) {
+                            stack.push((v, depth + 1));
+                        }
+                    }
+                }
+            }
+            Layout::List { mm_mmap, vm_next } => {
+                let mut seen = HashSet::new();
+                let mut v = Gva(rd(add(mm, mm_mmap)?)?);
+                while v.0 != 0 {
+                    if !seen.insert(v.0) || seen.len() > MAX_VMAS {
+                        return Err(Error::malformed(
+                            "vm_area_struct list",
+                            "mm->mmap",
+                            "a cycle, or more areas than MAX_VMAS",
+                        ));
+                    }
+                    areas.push(v);
+                    v = Gva(rd(add(v, vm_next)?)?);
+                }
+            }
+        }
+        let start_brk = rd(add(mm, o.start_brk)?)?;
+        let brk = rd(add(mm, o.brk)?)?;
+        let start_stack = rd(add(mm, o.start_stack)?)?;
+        let mut out = Vec::with_capacity(areas.len());
+        for v in areas {
+            let start = rd(add(v, o.vm_start)?)?;
+            let end = rd(add(v, o.vm_end)?)?;
+            let flags = rd(add(v, o.vm_flags)?)?;
+            let pgoff = rd(add(v, o.vm_pgoff)?)?;
+            let file = Gva(rd(add(v, o.vm_file)?)?);
+            let backing = if file.0 != 0 {
+                match self.file_path(mem, &paths, file) {
+                    Ok(p) => Backing::File(p),
+                    Err(e) => Backing::Unreadable(e.to_string()),
+                }
+            } else if start <= brk && end >= start_brk && brk != 0 {
+                // As `/proc/PID/maps` names them (`fs/proc/task_mmu.c`).
+                Backing::Heap
+            } else if start <= start_stack && start_stack <= end {
+                Backing::Stack
+            } else {
+                Backing::Anonymous
+            };
+            out.push(Vma {
+                start,
+                end,
+                read: flags & VM_READ != 0,
+                write: flags & VM_WRITE != 0,
+                exec: flags & VM_EXEC != 0,
+                shared: flags & VM_SHARED != 0,
+                // `/proc/PID/maps` shows the file offset only for file mappings.
+                offset: if file.0 != 0 {
+                    pgoff.wrapping_mul(4096)
+                } else {
+                    0
+                },
+                backing,
+            });
+        }
+        out.sort_by_key(|a| a.start);
+        Ok(out)
+    }
+}

@@ -1,0 +1,126 @@
+//! Paths of open files (`d_path`): a `struct file`'s dentry chain up to its mount's root,
+//! then the mountpoint in the parent mount, up to the root mount. Bounded: at most
+//! [`MAX_PATH_COMPONENTS`] components of at most 255 bytes; a mount cycle is an error.
+
+use super::Linux;
+use crate::addr::Gva;
+use crate::backend::PhysicalMemory;
+use crate::error::{Error, Result};
+use crate::mem::GuestMemory;
+
+/// Most path components followed from a dentry up to the root.
+pub const MAX_PATH_COMPONENTS: usize = 256;
+
+/// The field offsets a path walk needs, resolved once per walk of many files.
+#[derive(Clone, Debug)]
+pub(crate) struct PathOffsets {
+    file_path: u64,
+    path_mnt: u64,
+    path_dentry: u64,
+    dentry_parent: u64,
+    dentry_name: u64,
+    qstr_len: u64,
+    qstr_name: u64,
+    vfsmount_root: u64,
+    mount_mnt: u64,
+    mount_parent: u64,
+    mount_mountpoint: u64,
+}
+
+impl PathOffsets {
+    pub(crate) fn resolve(l: &Linux) -> Result<Self> {
+        let t = l.types();
+        Ok(PathOffsets {
+            file_path: t.require("file", "f_path")?,
+            path_mnt: t.require("path", "mnt")?,
+            path_dentry: t.require("path", "dentry")?,
+            dentry_parent: t.require("dentry", "d_parent")?,
+            dentry_name: t.require("dentry", "d_name")?,
+            qstr_len: t.require("qstr", "len")?,
+            qstr_name: t.require("qstr", "name")?,
+            vfsmount_root: t.require("vfsmount", "mnt_root")?,
+            mount_mnt: t.require("mount", "mnt")?,
+            mount_parent: t.require("mount", "mnt_parent")?,
+            mount_mountpoint: t.require("mount", "mnt_mountpoint")?,
+        })
+    }
+}
+
+fn add(base: Gva, off: u64, what: &'static str) -> Result<Gva> {
+    base.checked_add(off).ok_or(Error::Overflow(what))
+}
+
+impl Linux {
+    /// The path of an open file (a `struct file *`).
+    pub(crate) fn file_path<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        o: &PathOffsets,
+        file: Gva,
+    ) -> Result<String> {
+        let ks = self.info().kernel_space;
+        let path = add(file, o.file_path, "file->f_path")?;
+        let mnt = mem.read_va(ks, add(path, o.path_mnt, "path.mnt")?)?;
+        let dentry = mem.read_va(ks, add(path, o.path_dentry, "path.dentry")?)?;
+        self.d_path(mem, o, mnt, dentry)
+    }
+
+    /// The path of `dentry` on mount `mnt` up to the root of the mount tree (`d_path`),
+    /// bounded.
+    fn d_path<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        o: &PathOffsets,
+        mut vfsmnt: Gva,
+        mut dentry: Gva,
+    ) -> Result<String> {
+        let ks = self.info().kernel_space;
+        let mut parts: Vec<String> = Vec::new();
+        let mut at_root = false;
+        for _ in 0..MAX_PATH_COMPONENTS * 2 {
+            let mnt_root = mem.read_va(ks, add(vfsmnt, o.vfsmount_root, "vfsmount.mnt_root")?)?;
+            if dentry == mnt_root {
+                // At the root of this mount: continue at its mountpoint in the parent mount.
+                let mount = Gva(vfsmnt.0.wrapping_sub(o.mount_mnt));
+                let parent = mem.read_va(ks, add(mount, o.mount_parent, "mount.mnt_parent")?)?;
+                if parent == mount || parent.0 == 0 {
+                    at_root = true;
+                    break;
+                }
+                dentry =
+                    mem.read_va(ks, add(mount, o.mount_mountpoint, "mount.mnt_mountpoint")?)?;
+                vfsmnt = add(parent, o.mount_mnt, "mount.mnt")?;
+                continue;
+            }
+            let parent = mem.read_va(ks, add(dentry, o.dentry_parent, "dentry.d_parent")?)?;
+            if parent == dentry {
+                at_root = true; // the root of a filesystem that is not mounted here
+                break;
+            }
+            if parts.len() >= MAX_PATH_COMPONENTS {
+                return Err(Error::malformed(
+                    "dentry",
+                    "path",
+                    format!("deeper than {MAX_PATH_COMPONENTS} components (a dentry cycle?)"),
+                ));
+            }
+            let qstr = add(dentry, o.dentry_name, "dentry.d_name")?;
+            let len = mem
+                .read_u32(ks, add(qstr, o.qstr_len, "qstr.len")?)?
+                .min(255) as usize;
+            let name = mem.read_va(ks, add(qstr, o.qstr_name, "qstr.name")?)?;
+            let bytes = mem.read_bytes(ks, name, len)?;
+            parts.push(String::from_utf8_lossy(&bytes).into_owned());
+            dentry = parent;
+        }
+        if !at_root {
+            return Err(Error::malformed(
+                "mount",
+                "path",
+                "the walk to the root did not end (a mount cycle?)",
+            ));
+        }
+        parts.reverse();
+        Ok(format!("/{}", parts.join("/")))
+    }
+}
