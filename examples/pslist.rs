@@ -266,6 +266,24 @@ fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> 
             &mut bad,
         ),
     );
+    m.insert(
+        "files".into(),
+        part(
+            "files",
+            &d.files,
+            |fs| {
+                fs.iter()
+                    .map(|f| match &f.path {
+                        Ok(p) => serde_json::json!({"fd": f.fd, "path": p}),
+                        Err(why) => {
+                            serde_json::json!({"fd": f.fd, "path": null, "path_unreadable": why})
+                        }
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
     if !bad.is_empty() {
         m.insert("unreadable".into(), bad.into());
     }

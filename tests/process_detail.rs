@@ -114,6 +114,16 @@ fn arguments_executables_credentials_and_threads_match_the_guests_own_proc() {
                 "{f}: pid {}: no executable mapping of {exe}: {maps:?}",
                 p.pid
             );
+            // Open files: by descriptor, each path absolute (no pseudo files in these guests).
+            let files = d.files.as_ref().unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(
+                files.windows(2).all(|w| w[0].fd < w[1].fd),
+                "{f}: {files:?}"
+            );
+            for of in files {
+                let path = of.path.as_ref().unwrap_or_else(|e| panic!("{f}: {e}"));
+                assert!(path.starts_with('/'), "{f}: {path}");
+            }
             if let Ok(env) = &d.environ {
                 assert!(env.iter().all(|v| v.contains('=')), "{f}: {env:?}");
             }
@@ -141,4 +151,22 @@ fn init_is_the_shell_running_the_init_script() {
     assert_eq!(d.cmdline.unwrap(), ["/bin/sh", "/init"]);
     let exe = d.exe.unwrap().unwrap();
     assert!(exe.ends_with("/busybox") || exe.ends_with("/sh"), "{exe}");
+    // The kernel gives init /dev/console as descriptors 0, 1 and 2 (`console_on_rootfs`), and
+    // the shell keeps its script, its argv[1], open to read it.
+    let files = d.files.unwrap();
+    let path = |fd: u64| {
+        files
+            .iter()
+            .find(|f| f.fd == fd)
+            .map(|f| f.path.clone().unwrap())
+    };
+    for fd in 0..3 {
+        assert_eq!(path(fd).as_deref(), Some("/dev/console"), "{files:?}");
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.fd > 2 && f.path.as_deref() == Ok("/init")),
+        "{files:?}"
+    );
 }

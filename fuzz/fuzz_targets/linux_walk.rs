@@ -18,16 +18,16 @@ struct Input {
     /// Offsets for the fields the walkers use, in a fixed order.
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
-    detail: [u16; 42],
+    detail: [u16; 50],
     /// Addresses of the symbols discovery uses.
     symbols: [u32; 10],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 42]);
+struct Types([u16; 16], [u16; 50]);
 
-const DETAIL_FIELDS: [(&str, &str); 42] = [
+const DETAIL_FIELDS: [(&str, &str); 50] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -70,6 +70,14 @@ const DETAIL_FIELDS: [(&str, &str); 42] = [
     ("mm_struct", "start_brk"),
     ("mm_struct", "brk"),
     ("mm_struct", "start_stack"),
+    ("task_struct", "files"),
+    ("files_struct", "fdt"),
+    ("fdtable", "max_fds"),
+    ("fdtable", "fd"),
+    ("dentry", "d_sb"),
+    ("super_block", "s_magic"),
+    ("dentry", "d_inode"),
+    ("inode", "i_ino"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -159,6 +167,9 @@ fuzz_target!(|inp: Input| {
         let d = linux.process_detail(&mem, p);
         if let Ok(args) = &d.cmdline {
             assert!(args.len() as u64 <= xenvmi::os::linux::detail::MAX_ARGS_BYTES + 1);
+        }
+        if let Ok(fs) = &d.files {
+            assert!(fs.len() as u64 <= xenvmi::os::linux::files::MAX_FDS);
         }
         if let Ok(m) = &d.maps {
             assert!(m.len() <= xenvmi::os::linux::maps::MAX_VMAS + 1);

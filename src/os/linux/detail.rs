@@ -7,6 +7,7 @@
 //! Every walk is bounded: argument and environment areas at [`MAX_ARGS_BYTES`], paths at
 //! [`MAX_PATH_COMPONENTS`] components of at most 255 bytes, threads at [`MAX_THREADS`].
 
+use super::files::OpenFile;
 use super::maps::Vma;
 use super::path::PathOffsets;
 use super::Linux;
@@ -66,6 +67,8 @@ pub struct ProcessDetail {
     pub threads: Part<Vec<Thread>>,
     /// The memory map, in address order ([`Linux::memory_map`]); empty for kernel threads.
     pub maps: Part<Vec<Vma>>,
+    /// Open files by descriptor ([`Linux::open_files`]).
+    pub files: Part<Vec<OpenFile>>,
 }
 
 /// Field offsets the detail needs, resolved when asked (they are not needed by the process
@@ -193,7 +196,8 @@ impl Linux {
                     exe: Err(m.clone()),
                     credentials: Err(m.clone()),
                     threads: Err(m.clone()),
-                    maps: Err(m),
+                    maps: Err(m.clone()),
+                    files: Err(m),
                 };
             }
         };
@@ -244,6 +248,7 @@ impl Linux {
             credentials: self.credentials(mem, &o, p.object).map_err(msg),
             threads: self.threads(mem, &o, p.object).map_err(msg),
             maps: maps().map_err(msg),
+            files: self.open_files(mem, p.object).map_err(msg),
         }
     }
 

@@ -31,6 +31,7 @@ use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 mod cr3;
 pub mod detail;
+pub mod files;
 pub mod maps;
 mod offsets;
 mod path;

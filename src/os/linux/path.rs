@@ -25,6 +25,9 @@ pub(crate) struct PathOffsets {
     mount_mnt: u64,
     mount_parent: u64,
     mount_mountpoint: u64,
+    /// `dentry.d_sb`, `super_block.s_magic`, `dentry.d_inode`, `inode.i_ino`: to name files of
+    /// pseudo filesystems as the kernel does (`socket:[ino]`).
+    pseudo: Option<(u64, u64, u64, u64)>,
 }
 
 impl PathOffsets {
@@ -42,6 +45,14 @@ impl PathOffsets {
             mount_mnt: t.require("mount", "mnt")?,
             mount_parent: t.require("mount", "mnt_parent")?,
             mount_mountpoint: t.require("mount", "mnt_mountpoint")?,
+            pseudo: (|| {
+                Some((
+                    t.field("dentry", "d_sb")?.offset,
+                    t.field("super_block", "s_magic")?.offset,
+                    t.field("dentry", "d_inode")?.offset,
+                    t.field("inode", "i_ino")?.offset,
+                ))
+            })(),
         })
     }
 }
@@ -62,7 +73,57 @@ impl Linux {
         let path = add(file, o.file_path, "file->f_path")?;
         let mnt = mem.read_va(ks, add(path, o.path_mnt, "path.mnt")?)?;
         let dentry = mem.read_va(ks, add(path, o.path_dentry, "path.dentry")?)?;
+        if let Some(name) = self.pseudo_name(mem, o, dentry)? {
+            return Ok(name);
+        }
         self.d_path(mem, o, mnt, dentry)
+    }
+
+    /// Files of the kernel's pseudo filesystems have no path; `/proc` names them from their
+    /// inode (`d_dname`): `socket:[ino]`, `pipe:[ino]`, `anon_inode:[name]`.
+    fn pseudo_name<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        o: &PathOffsets,
+        dentry: Gva,
+    ) -> Result<Option<String>> {
+        const SOCKFS_MAGIC: u64 = 0x534f_434b;
+        const PIPEFS_MAGIC: u64 = 0x5049_5045;
+        const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
+        let Some((d_sb, s_magic, d_inode, i_ino)) = o.pseudo else {
+            return Ok(None);
+        };
+        let ks = self.info().kernel_space;
+        let sb = mem.read_va(ks, add(dentry, d_sb, "dentry.d_sb")?)?;
+        let magic = mem.read_u64(ks, add(sb, s_magic, "super_block.s_magic")?)?;
+        let ino = || -> Result<u64> {
+            let inode = mem.read_va(ks, add(dentry, d_inode, "dentry.d_inode")?)?;
+            mem.read_u64(ks, add(inode, i_ino, "inode.i_ino")?)
+        };
+        Ok(match magic {
+            SOCKFS_MAGIC => Some(format!("socket:[{}]", ino()?)),
+            PIPEFS_MAGIC => Some(format!("pipe:[{}]", ino()?)),
+            ANON_INODE_FS_MAGIC => {
+                Some(format!("anon_inode:{}", self.dentry_name(mem, o, dentry)?))
+            }
+            _ => None,
+        })
+    }
+
+    /// The name of one dentry (at most 255 bytes).
+    fn dentry_name<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        o: &PathOffsets,
+        dentry: Gva,
+    ) -> Result<String> {
+        let ks = self.info().kernel_space;
+        let qstr = add(dentry, o.dentry_name, "dentry.d_name")?;
+        let len = mem
+            .read_u32(ks, add(qstr, o.qstr_len, "qstr.len")?)?
+            .min(255) as usize;
+        let name = mem.read_va(ks, add(qstr, o.qstr_name, "qstr.name")?)?;
+        Ok(String::from_utf8_lossy(&mem.read_bytes(ks, name, len)?).into_owned())
     }
 
     /// The path of `dentry` on mount `mnt` up to the root of the mount tree (`d_path`),
@@ -104,13 +165,7 @@ impl Linux {
                     format!("deeper than {MAX_PATH_COMPONENTS} components (a dentry cycle?)"),
                 ));
             }
-            let qstr = add(dentry, o.dentry_name, "dentry.d_name")?;
-            let len = mem
-                .read_u32(ks, add(qstr, o.qstr_len, "qstr.len")?)?
-                .min(255) as usize;
-            let name = mem.read_va(ks, add(qstr, o.qstr_name, "qstr.name")?)?;
-            let bytes = mem.read_bytes(ks, name, len)?;
-            parts.push(String::from_utf8_lossy(&bytes).into_owned());
+            parts.push(self.dentry_name(mem, o, dentry)?);
             dentry = parent;
         }
         if !at_root {
