@@ -170,3 +170,86 @@ fn init_is_the_shell_running_the_init_script() {
         "{files:?}"
     );
 }
+
+#[test]
+fn a_page_the_capture_left_out_costs_one_part_of_one_process() {
+    // A LiME capture of the 6.1 guest (LiME takes ranges, and has no registers) that leaves out
+    // the page holding init's arguments: init's `cmdline` is unreadable with a reason naming
+    // the page; its other parts, and every other process, are read as before.
+    let f = "linux-6.1";
+    let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
+    let regs = snap.all_registers().to_vec();
+    let full = GuestMemory::new(snap);
+    let linux = Linux::discover(&full, &regs, ProfileSource::InGuest).unwrap();
+    let init = linux
+        .processes(&full)
+        .map(Result::unwrap)
+        .find(|p| p.pid == 1)
+        .unwrap();
+    let gt = ground_truth(f);
+    let p1 = gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == 1)
+        .unwrap();
+    let space = xenvmi::mem::AddressSpace {
+        root: init.dtb.unwrap(),
+        mode: linux.info().kernel_space.mode,
+    };
+    let hole = full
+        .translate_mapped(space, xenvmi::Gva(support::fixture::hex(&p1["arg_start"])))
+        .unwrap()
+        .0
+        & !0xfff;
+    // Write the capture: every range of the dump, split around the hole.
+    let path = std::env::temp_dir().join(format!("xenvmi-hole-{}.lime", std::process::id()));
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let src = full.backend();
+        for r in xenvmi::backend::PhysicalMemory::physical_ranges(src) {
+            let pieces = if r.start <= hole && hole < r.end {
+                vec![r.start..hole, hole + 0x1000..r.end]
+            } else {
+                vec![r]
+            };
+            for p in pieces.into_iter().filter(|p| p.start < p.end) {
+                let mut h = Vec::new();
+                h.extend_from_slice(&0x4C69_4D45u32.to_le_bytes());
+                h.extend_from_slice(&1u32.to_le_bytes());
+                h.extend_from_slice(&p.start.to_le_bytes());
+                h.extend_from_slice(&(p.end - 1).to_le_bytes());
+                h.extend_from_slice(&[0u8; 8]);
+                out.write_all(&h).unwrap();
+                let mut at = p.start;
+                let mut buf = vec![0u8; 1 << 20];
+                while at < p.end {
+                    let n = ((p.end - at) as usize).min(buf.len());
+                    full.read_physical(xenvmi::Gpa(at), &mut buf[..n]).unwrap();
+                    out.write_all(&buf[..n]).unwrap();
+                    at += n as u64;
+                }
+            }
+        }
+    }
+    let lime = GuestMemory::new(Snapshot::open(&path).unwrap());
+    // No registers in a LiME capture: discovery finds the kernel from memory alone.
+    let linux2 = Linux::discover(&lime, &[], ProfileSource::InGuest).unwrap();
+    let procs: Vec<_> = linux2.processes(&lime).map(Result::unwrap).collect();
+    assert_eq!(procs.len(), linux.processes(&full).count());
+    for p in &procs {
+        let d = linux2.process_detail(&lime, p);
+        if p.pid == 1 {
+            let why = d.cmdline.unwrap_err();
+            // "guest-physical range 0x...+0x.. is not backed by LiME snapshot": in the hole.
+            assert!(why.contains("not backed"), "{why}");
+            assert!(why.contains(&format!("{:#x}", hole >> 12)), "{why}");
+            assert!(d.exe.unwrap().is_some() && d.threads.is_ok() && d.credentials.is_ok());
+            assert!(d.files.is_ok() && d.maps.is_ok());
+        } else if !p.kernel_thread {
+            assert!(d.cmdline.is_ok(), "pid {}: {:?}", p.pid, d.cmdline);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
