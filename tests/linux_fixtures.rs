@@ -48,46 +48,6 @@ fn files_source(fixture: &str) -> ProfileSource {
     }
 }
 
-/// Expected vCPU owners: (vCPU index, cr3, pid).
-fn expected_owners(fixture: &str, gt: &Value) -> Vec<(usize, u64, u64)> {
-    if let Some(owners) = gt.get("vcpu_owners").and_then(Value::as_array) {
-        return owners
-            .iter()
-            .map(|o| {
-                (
-                    o["index"].as_u64().unwrap() as usize,
-                    hex(&o["cr3"]),
-                    o["pid"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-    }
-    let v: Value = serde_json::from_slice(
-        &std::fs::read(fixture_dir(fixture).join("verify-elf.json")).unwrap(),
-    )
-    .unwrap();
-    let map = v["vcpu_cr3_owner"].as_object().unwrap();
-    map.iter()
-        .map(|(i, o)| {
-            let owners = o[2].as_array().unwrap();
-            assert_eq!(
-                owners.len(),
-                1,
-                "{fixture}: reference walker found {owners:?}"
-            );
-            let pid: u64 = owners[0]
-                .as_str()
-                .unwrap()
-                .split(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            (i.parse().unwrap(), hex(&o[0]), pid)
-        })
-        .collect()
-}
-
 /// Check everything the issue asks for against ground truth.
 fn check(fixture: &str, linux: &Linux, mem: &GuestMemory<Snapshot>, regs: &[Registers], how: &str) {
     let gt = ground_truth(fixture);
@@ -225,7 +185,7 @@ fn check(fixture: &str, linux: &Linux, mem: &GuestMemory<Snapshot>, regs: &[Regi
     );
 
     // vCPU CR3 owners.
-    for (i, cr3, pid) in expected_owners(fixture, &gt) {
+    for (i, cr3, pid) in support::fixture::vcpu_cr3_owners(fixture, &gt) {
         assert_eq!(regs[i].cr3, cr3, "{ctx}: vCPU {i} CR3 from the ELF notes");
         let owner = linux
             .owner_of_cr3(&procs, cr3)

@@ -253,3 +253,39 @@ fn a_page_the_capture_left_out_costs_one_part_of_one_process() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn the_task_on_each_vcpu_is_read_from_its_per_cpu_area() {
+    // A vCPU in user mode runs the process whose page tables its CR3 holds (the guest's own
+    // report, or the reference walker's); an idle vCPU runs its idle task, pid 0, which the
+    // kernel names `swapper/N`, whatever CR3 it kept (lazy TLB).
+    let mut user = 0;
+    for f in FIXTURES {
+        let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
+        let regs = snap.all_registers().to_vec();
+        let mem = GuestMemory::new(snap);
+        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        let gt = ground_truth(f);
+        for (i, _cr3, pid) in support::fixture::vcpu_cr3_owners(f, &gt) {
+            let cur = linux
+                .current_task(&mem, &regs[i])
+                .unwrap_or_else(|e| panic!("{f}: vCPU {i}: {e}"));
+            if regs[i].cpl() == 3 {
+                assert_eq!(cur.tgid, pid, "{f}: vCPU {i}: {cur:?}");
+                user += 1;
+            } else if cur.pid == 0 {
+                assert_eq!(cur.name, format!("swapper/{i}"), "{f}: vCPU {i}");
+            } else {
+                // In the kernel on behalf of a task: a real one of this guest.
+                assert!(
+                    linux
+                        .processes(&mem)
+                        .map(Result::unwrap)
+                        .any(|p| p.tgid == cur.tgid),
+                    "{f}: vCPU {i}: {cur:?}"
+                );
+            }
+        }
+    }
+    assert!(user >= 1, "no vCPU in user mode to compare");
+}

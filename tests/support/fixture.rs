@@ -133,3 +133,44 @@ pub fn example_binary(name: &str) -> PathBuf {
     );
     p
 }
+
+/// Expected vCPU owners by CR3: (vCPU index, cr3, pid), from the guest's own report
+/// (`vcpu_owners`) or the make-linux-guest reference walker (`verify-elf.json`).
+pub fn vcpu_cr3_owners(fixture: &str, gt: &serde_json::Value) -> Vec<(usize, u64, u64)> {
+    if let Some(owners) = gt.get("vcpu_owners").and_then(serde_json::Value::as_array) {
+        return owners
+            .iter()
+            .map(|o| {
+                (
+                    o["index"].as_u64().unwrap() as usize,
+                    hex(&o["cr3"]),
+                    o["pid"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+    }
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture_dir(fixture).join("verify-elf.json")).unwrap(),
+    )
+    .unwrap();
+    let map = v["vcpu_cr3_owner"].as_object().unwrap();
+    map.iter()
+        .map(|(i, o)| {
+            let owners = o[2].as_array().unwrap();
+            assert_eq!(
+                owners.len(),
+                1,
+                "{fixture}: reference walker found {owners:?}"
+            );
+            let pid: u64 = owners[0]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (i.parse().unwrap(), hex(&o[0]), pid)
+        })
+        .collect()
+}

@@ -30,6 +30,7 @@ use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 mod cr3;
+mod current;
 pub mod detail;
 pub mod files;
 pub mod maps;
