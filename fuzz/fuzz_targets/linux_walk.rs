@@ -20,7 +20,7 @@ struct Input {
     /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
     detail: [u16; 50],
     /// Addresses of the symbols discovery uses.
-    symbols: [u32; 10],
+    symbols: [u32; 11],
     in_guest: bool,
     image: Vec<u8>,
 }
@@ -131,6 +131,7 @@ fuzz_target!(|inp: Input| {
         cr0: 0x8000_0001,
         cr3: (inp.cr3 as u64) << 12,
         cr4: if inp.cr4_la57 { 0x1020 } else { 0x20 },
+        gs_base: 0xffff_8880_0000_0000 | ((inp.cr3 as u64) << 12),
         ..Registers::default()
     }];
     let source = if inp.in_guest {
@@ -148,6 +149,7 @@ fuzz_target!(|inp: Input| {
             "__stop_BTF",
             "sys_call_table",
             "syscalls_metadata",
+            "current_task",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
@@ -193,6 +195,7 @@ fuzz_target!(|inp: Input| {
             }
         }
     }
+    let _ = linux.current_task(&mem, &regs[0]);
     let _ = linux.owner_of_cr3(&procs, regs[0].cr3);
     let _ = linux.process_for_cr3(&mem, regs[0].cr3);
 });
