@@ -6,6 +6,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
+//! | tracing | [`trace`] | semantic events from hooks: module load/unload, thread exit |
 //! | events | [`event`] | the event loop and its teardown, journal, owned views, hooks |
 //! | OS | [`os`] | Linux and Windows kernels: KASLR, processes, modules (drivers, DLLs), CR3 → process; PE images |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
@@ -46,6 +47,7 @@ pub(crate) mod file;
 pub mod mem;
 pub mod os;
 pub mod regs;
+pub mod trace;
 pub mod vmevent;
 
 pub use addr::{DomId, Gfn, Gpa, Gva, VcpuId, ViewId};
