@@ -6,7 +6,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
-//! | tracing | [`trace`] | semantic events from hooks: module load/unload, thread exit |
+//! | tracing | [`trace`] | semantic events from hooks: process start, module load/unload, thread exit |
 //! | events | [`event`] | the event loop and its teardown, journal, owned views, hooks |
 //! | OS | [`os`] | Linux and Windows kernels: KASLR, processes, modules (drivers, DLLs), CR3 → process; PE images |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |

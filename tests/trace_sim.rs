@@ -2,7 +2,8 @@
 //! 6.1 snapshot, both placements: the guest runs `do_init_module` and `free_module` with one of
 //! its real modules as the argument, and `do_exit` in the task its vCPU runs; each hit becomes
 //! the event naming that module (as the kernel's own module list has it) and that task (as
-//! the guest's own report names the process on that vCPU).
+//! the guest's own report names the process on that vCPU); `finalize_exec` there gives the
+//! process's start event with the argv its `/proc/PID/cmdline` showed.
 
 mod support;
 
@@ -44,6 +45,24 @@ fn module_and_exit_events_name_what_the_kernel_names() {
         let mut r = regs[0];
         r.cs_sel = 0x10;
         r.gs_base = regs[0].kernel_gs_base;
+        // What the guest itself reported about that process (its /proc).
+        let gt61 = ground_truth("linux-6.1");
+        let truth = gt61["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == owner["pid"])
+            .unwrap()
+            .clone();
+        let argv: Vec<String> = truth["cmdline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        // A script (`/bin/sh /bin/vmi_busy_loop`): the program is the shell, which in these
+        // busybox-static guests is /bin/busybox (fixtures/README.md).
+        let exe = "/bin/busybox".to_owned();
         let mut events = Vec::new();
         {
             let mut s = Session::new(&sim).unwrap();
@@ -53,13 +72,19 @@ fn module_and_exit_events_name_what_the_kernel_names() {
                 &mut s,
                 &mem,
                 &linux,
-                &[Probe::ModuleLoad, Probe::ModuleUnload, Probe::ThreadExit],
+                &[
+                    Probe::ModuleLoad,
+                    Probe::ModuleUnload,
+                    Probe::ThreadExit,
+                    Probe::ProcessStart,
+                ],
             )
             .unwrap();
-            assert_eq!(tracer.probes().len(), 3);
+            assert_eq!(tracer.probes().len(), 4);
             for (func, arg) in [
                 ("do_init_module", module.object.0),
                 ("free_module", module.object.0),
+                ("finalize_exec", 0),
                 ("do_exit", 0x100),
             ] {
                 r.rdi = arg;
@@ -93,6 +118,14 @@ fn module_and_exit_events_name_what_the_kernel_names() {
                 TraceEvent::ModuleUnload {
                     vcpu: VcpuId(0),
                     module: module.clone()
+                },
+                TraceEvent::ProcessStart {
+                    vcpu: VcpuId(0),
+                    pid: owner["pid"].as_u64().unwrap(),
+                    ppid: truth["ppid"].as_u64().unwrap(),
+                    name: owner["comm"].as_str().unwrap().to_owned(),
+                    exe: Ok(exe.clone()),
+                    argv: Ok(argv.clone()),
                 },
                 TraceEvent::ThreadExit {
                     vcpu: VcpuId(0),

@@ -11,8 +11,11 @@
 //! | module load | `do_init_module(struct module *)` | the module (name, base, size), its init about to run |
 //! | module unload | `free_module(struct module *)` | the module, about to be freed |
 //! | thread exit | `do_exit(long code)` | the exiting task (tid, process, name) and the code |
+//! | process start | `finalize_exec(struct linux_binprm *)` | the task that just executed a program, with its new memory: pid, parent, name, executable, argv |
 //!
-//! Process start, system calls and file opens (the tracing issue) are still to come.
+//! `finalize_exec` is where `load_elf_binary` (and the other loaders) end: the new address
+//! space is in place, `mm->arg_start..arg_end` and `exe_file` are set, the name is the new
+//! program's. System calls and file opens (the tracing issue) are still to come.
 
 use crate::addr::VcpuId;
 use crate::backend::PhysicalMemory;
@@ -33,6 +36,8 @@ pub enum Probe {
     ModuleUnload,
     /// A thread exits (the last one's exit ends its process).
     ThreadExit,
+    /// A process starts a program (`execve` succeeded).
+    ProcessStart,
 }
 
 impl Probe {
@@ -42,6 +47,7 @@ impl Probe {
             Probe::ModuleLoad => "do_init_module",
             Probe::ModuleUnload => "free_module",
             Probe::ThreadExit => "do_exit",
+            Probe::ProcessStart => "finalize_exec",
         }
     }
 }
@@ -75,6 +81,21 @@ pub enum TraceEvent {
         name: String,
         /// The exit code as `do_exit` got it (`status << 8`, or a signal number).
         code: i64,
+    },
+    /// A process starts a program.
+    ProcessStart {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// Its process id.
+        pid: u64,
+        /// Its parent's.
+        ppid: u64,
+        /// Its new name (`comm`).
+        name: String,
+        /// The program's path, or why it could not be read.
+        exe: std::result::Result<String, String>,
+        /// Its arguments, or why they could not be read.
+        argv: std::result::Result<Vec<String>, String>,
     },
 }
 
@@ -138,6 +159,19 @@ impl LinuxTracer {
                 pid: t.tgid,
                 name: t.name,
                 code: r.rdi as i64,
+            }),
+            Probe::ProcessStart => linux.current_task(mem, r).map(|t| {
+                let d = linux.process_detail(mem, &t);
+                TraceEvent::ProcessStart {
+                    vcpu,
+                    pid: t.tgid,
+                    ppid: t.ppid,
+                    name: t.name,
+                    exe: d.exe.and_then(|e| {
+                        e.ok_or_else(|| "no executable (a kernel thread)".to_owned())
+                    }),
+                    argv: d.cmdline,
+                }
             }),
         })
     }
