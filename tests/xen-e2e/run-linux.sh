@@ -80,6 +80,14 @@ for m in stealth in-place; do
     "hook-trace: $p, .*pages refreshed after guest writes [1-9]"
   check "hook-trace $m: return hooks report vfs_read's returns, each matched to its call" \
     "hook-trace: $p, .*; returns [1-9][0-9]* \(vfs_read [1-9][0-9]*\)"
+  check "hook-trace $m --trace: the guest's insmod starts, with its argv" \
+    "TRACE $m: \{\"argv\":\[\"insmod\",\"/attack.ko\"\],\"event\":\"process_start\""
+  check "hook-trace $m --trace: the test rootkit module loads and is freed (its init refuses)" \
+    "TRACE $m: \{.*\"event\":\"module_unload\",\"name\":\"attack\""
+  check "hook-trace $m --trace: module load events name the module" \
+    "TRACE $m: \{.*\"event\":\"module_load\",\"name\":\"(attack|xvkprobe)\""
+  check "hook-trace $m --trace: insmod's exit" \
+    "TRACE $m: \{\"code\":-?[0-9]+,\"event\":\"thread_exit\",\"name\":\"insmod\""
   check "hook-trace $m: the guest's own int3s reach it (xv-trap: every int3 gave a SIGTRAP)" \
     "GUEST hooks-$m: .*xv-trap: int3 40 sigtrap 40 getppid 40"
   check "hook-trace $m: the kprobe module loads on the hooked page and its probe fires" \

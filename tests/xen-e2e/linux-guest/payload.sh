@@ -38,16 +38,17 @@ done
 # The hook manager, both placements, 60 s each: breakpoints on hot kernel functions (a syscall
 # entry, the scheduler, the module loader, a read path) and on a neighbour of
 # __x64_sys_getppid, whose page the guest's kprobe module patches every 8 s; the guest's own
-# int3s (xv-trap) must reach it; vfs_read's returns are reported too (return hooks).
+# int3s (xv-trap) must reach it; vfs_read's returns are reported too (return hooks), and the
+# guest's program starts, exits and module loads as semantic events (--trace).
 xl sysrq xvguest 6 2>&1   # the guest's init starts its kprobe and int3 steps (see its comments)
 sleep 2
 for MODE in stealth in-place; do
   ARGS=; [ "$MODE" = in-place ] && ARGS=--in-place
   echo "PAYLOAD: hook-trace $MODE"
-  /payload/hook-trace --domain xvguest $ARGS --seconds "${HOOK_SECONDS:-60}" --near __x64_sys_getppid --returns vfs_read \
+  /payload/hook-trace --domain xvguest $ARGS --seconds "${HOOK_SECONDS:-60}" --near __x64_sys_getppid --returns vfs_read --trace \
     do_syscall_64 schedule pick_next_task_fair load_module vfs_read > /tmp/hooks.out 2> /tmp/hooks.err
   echo "PAYLOAD: hook-trace $MODE exit $?"
-  cat /tmp/hooks.err /tmp/hooks.out
+  cat /tmp/hooks.err; sed "s/^{/TRACE $MODE: {/" /tmp/hooks.out   # semantic events, tagged
   T1=$(cputime); sleep 10; T2=$(cputime)
   echo "PAYLOAD: after hook-trace $MODE: guest vCPU time $T1 -> $T2"
   guest_lines "hooks-$MODE"
