@@ -189,7 +189,8 @@ fn current<'a>(ctx: *mut xvmi_context) -> Result<&'a mut dyn ContextOps, Fail> {
     Ok(&mut *slot.ops)
 }
 
-fn put_id(out: *mut u64, id: HookId) {
+/// Write a breakpoint id to an out-parameter.
+pub(super) fn put_id(out: *mut u64, id: HookId) {
     // SAFETY: every caller checked `out` with arg_out.
     unsafe { put(out, id.0) };
 }

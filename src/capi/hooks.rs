@@ -5,7 +5,7 @@
 
 use std::ffi::c_char;
 
-use super::context::linux_of;
+use super::context::{linux_of, put_id};
 use super::domain::{Domain, DomainMemory};
 use super::error::*;
 use super::handles::arg_handle;
@@ -96,11 +96,6 @@ pub unsafe extern "C" fn xvmi_session_hooks_enable(
             Ok(())
         })
     })
-}
-
-fn put_id(out: *mut u64, id: HookId) {
-    // SAFETY: every caller checked `out` with arg_out.
-    unsafe { put(out, id.0) };
 }
 
 /// Place a breakpoint at guest-physical `gpa` (the first byte of an instruction); its id goes

@@ -951,7 +951,10 @@ pub unsafe extern "C" fn xvmi_session_run(
 ) -> xvmi_result {
     boundary(|| {
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
-        // SAFETY: forwarded contract (the caller's pointers, checked inside).
+        // SAFETY: `run` dereferences `options` and `out_stats` only after checking them for
+        // NULL and alignment, and calls `cb` with `userdata` as the caller asked; this
+        // function's contract (initialised `options`, writable `out_stats`, a callback that
+        // does not unwind) is exactly `run`'s.
         unsafe { run(session, Callback::Plain(cb), userdata, options, out_stats) }
     })
 }
@@ -972,7 +975,8 @@ pub unsafe extern "C" fn xvmi_session_run_context(
 ) -> xvmi_result {
     boundary(|| {
         let cb = callback.ok_or_else(|| Fail::new(XVMI_ERR_NULL_POINTER, "`callback` is NULL"))?;
-        // SAFETY: forwarded contract (the caller's pointers, checked inside).
+        // SAFETY: as in `xvmi_session_run`: this function's contract is `run`'s, which checks
+        // `options` and `out_stats` before dereferencing them.
         unsafe { run(session, Callback::Context(cb), userdata, options, out_stats) }
     })
 }
