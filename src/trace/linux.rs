@@ -11,7 +11,7 @@ use crate::event::hooks::{Hit, HookContext, HookId, Hooks};
 use crate::event::session::{Session, SessionBackend};
 use crate::mem::{AddressSpace, GuestMemory};
 use crate::os::linux::syscalls::{decode_values, SyscallTable, MAX_STRING_ARG};
-use crate::os::linux::{Cr3Owner, Cr3Resolver, Linux};
+use crate::os::linux::{Cr3Owner, Cr3Resolver, Linux, RunningThread};
 use crate::os::Process;
 use crate::regs::Registers;
 
@@ -394,19 +394,34 @@ impl LinuxTracer {
     ) -> Result<Option<TraceEvent>> {
         let ks = linux.info().kernel_space;
         let user = AddressSpace::from_cr3(r.cr3, ks.mode);
-        let task = match site.layout {
-            Layout::TaskstatsExit { tsk, .. } => linux.read_task(mem, Gva(arg(r, tsk)))?,
-            _ => linux.current_task(mem, r)?,
+        // The hot probes read the running thread alone; the rare ones the whole task.
+        let (task, thread) = match site.layout {
+            Layout::Syscall { .. } | Layout::OpenAt2 { .. } | Layout::Open { .. } => {
+                (None, linux.current_thread(mem, r)?)
+            }
+            Layout::TaskstatsExit { tsk, .. } => {
+                task_and_thread(linux.read_task(mem, Gva(arg(r, tsk)))?)
+            }
+            _ => task_and_thread(linux.current_task(mem, r)?),
         };
         let what = match site.layout {
-            Layout::Start => What::ProcessStart {
-                ppid: task.ppid,
-                exe: linux
-                    .executable(mem, &task)
-                    .map_err(|e| e.to_string())
-                    .and_then(|e| e.ok_or_else(|| "no executable (a kernel thread)".to_owned())),
-                argv: linux.command_line(mem, &task).map_err(|e| e.to_string()),
-            },
+            Layout::Start => {
+                // The whole task is read for this probe (the match above).
+                let t = match task.as_ref() {
+                    Some(t) => t,
+                    None => &linux.read_task(mem, thread.task)?,
+                };
+                What::ProcessStart {
+                    ppid: t.ppid,
+                    exe: linux
+                        .executable(mem, t)
+                        .map_err(|e| e.to_string())
+                        .and_then(|e| {
+                            e.ok_or_else(|| "no executable (a kernel thread)".to_owned())
+                        }),
+                    argv: linux.command_line(mem, t).map_err(|e| e.to_string()),
+                }
+            }
             Layout::Module { module } => {
                 let m = linux.read_module(mem, Gva(arg(r, module)))?;
                 if site.probe == Probe::ModuleLoad {
@@ -424,12 +439,13 @@ impl LinuxTracer {
                     .checked_add(exit_code)
                     .ok_or(Error::Overflow("task->exit_code"))?;
                 let code = ExitCode(i64::from(mem.read_u32(ks, at)? as i32));
-                self.exit(&task, r, arg(r, group_dead) as u32 != 0, code)
+                self.exit(task.as_ref(), r, arg(r, group_dead) as u32 != 0, code)
             }
             Layout::DoExit { code, signal, live } => {
                 let sig = mem.read_va(
                     ks,
-                    task.object
+                    thread
+                        .task
                         .checked_add(signal)
                         .ok_or(Error::Overflow("task->signal"))?,
                 )?;
@@ -437,7 +453,7 @@ impl LinuxTracer {
                     .checked_add(live)
                     .ok_or(Error::Overflow("signal->live"))?;
                 let live = mem.read_u32(ks, at)? as i32;
-                self.exit(&task, r, live <= 1, ExitCode(arg(r, code) as i64))
+                self.exit(task.as_ref(), r, live <= 1, ExitCode(arg(r, code) as i64))
             }
             Layout::Syscall {
                 regs,
@@ -504,17 +520,23 @@ impl LinuxTracer {
         Ok(Some(TraceEvent {
             time: SystemTime::now(),
             vcpu,
-            pid: task.tgid,
-            tid: task.pid,
-            comm: task.name,
+            pid: thread.pid,
+            tid: thread.tid,
+            comm: thread.name,
             what,
         }))
     }
 
     /// A thread's exit; the last one's also forgets its process's page-table root.
-    fn exit(&mut self, task: &Process, r: &Registers, group_dead: bool, code: ExitCode) -> What {
+    fn exit(
+        &mut self,
+        task: Option<&Process>,
+        r: &Registers,
+        group_dead: bool,
+        code: ExitCode,
+    ) -> What {
         if group_dead {
-            if !task.kernel_thread {
+            if task.is_some_and(|t| !t.kernel_thread) {
                 self.resolver.forget(r.cr3);
             }
             What::ProcessExit { code }
@@ -522,6 +544,17 @@ impl LinuxTracer {
             What::ThreadExit { code }
         }
     }
+}
+
+/// The whole task, and the running-thread view of it events report.
+fn task_and_thread(t: Process) -> (Option<Process>, RunningThread) {
+    let thread = RunningThread {
+        task: t.object,
+        tid: t.pid,
+        pid: t.tgid,
+        name: t.name.clone(),
+    };
+    (Some(t), thread)
 }
 
 /// A path argument from the caller's memory.
