@@ -19,6 +19,9 @@ use crate::regs::Registers;
 /// call never returned through its hook: the task was killed, or the hook was removed).
 pub const MAX_PENDING_OPENS: usize = 4096;
 
+/// Most bytes of `pt_regs` read per system call (the six argument registers).
+const MAX_FRAME_SPAN: usize = 256;
+
 /// A probe that could not be placed, and why (its functions are not in the kernel, its
 /// prototype is not the one expected, ...). The other probes are placed.
 #[derive(Debug)]
@@ -50,9 +53,11 @@ enum Layout {
     Syscall {
         regs: usize,
         nr: usize,
-        /// `pt_regs` offsets of `di, si, dx, r10, r8, r9` (the argument registers).
+        /// Offsets of `di, si, dx, r10, r8, r9` (the argument registers) from `lo`.
         args: [u64; 6],
-        size: usize,
+        /// The span of `pt_regs` that holds them: its offset and length (one read).
+        lo: u64,
+        len: usize,
     },
     OpenAt2 {
         dfd: usize,
@@ -151,11 +156,22 @@ fn layout(linux: &Linux, func: &str) -> Result<Layout> {
         },
         "do_syscall_64" => {
             let f = |n: &str| t.require("pt_regs", n);
+            let abs = [f("di")?, f("si")?, f("dx")?, f("r10")?, f("r8")?, f("r9")?];
+            let lo = abs.iter().copied().min().unwrap_or(0);
+            let len = abs.iter().map(|o| o - lo + 8).max().unwrap_or(8);
+            if len > MAX_FRAME_SPAN as u64 {
+                return Err(Error::malformed(
+                    "kernel types",
+                    "struct pt_regs",
+                    format!("its argument registers span {len} bytes, not one frame"),
+                ));
+            }
             Layout::Syscall {
                 regs: param(linux, func, "regs", 0)?,
                 nr: param(linux, func, "nr", 1)?,
-                args: [f("di")?, f("si")?, f("dx")?, f("r10")?, f("r8")?, f("r9")?],
-                size: t.struct_size("pt_regs").unwrap_or(168).min(4096) as usize,
+                args: abs.map(|o| o - lo),
+                lo,
+                len: len as usize,
             }
         }
         "do_sys_openat2" => Layout::OpenAt2 {
@@ -459,12 +475,16 @@ impl LinuxTracer {
                 regs,
                 nr,
                 args,
-                size,
+                lo,
+                len,
             } => {
                 let nr = arg(r, nr) as u32 as u64;
-                let mut frame = [0u8; 4096];
-                let frame = &mut frame[..size];
-                mem.read(ks, Gva(arg(r, regs)), frame)?;
+                let mut frame = [0u8; MAX_FRAME_SPAN];
+                let frame = &mut frame[..len];
+                let at = Gva(arg(r, regs))
+                    .checked_add(lo)
+                    .ok_or(Error::Overflow("pt_regs argument registers"))?;
+                mem.read(ks, at, frame)?;
                 let raw = args.map(|o| {
                     let o = o as usize;
                     frame
