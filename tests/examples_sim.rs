@@ -1,4 +1,4 @@
-//! `cr3-trace` and `kernel-guard` as users run them, on the simulated domain over the real
+//! `cr3-trace`, `kernel-guard` and `trace` as users run them, on the simulated domain over the real
 //! Linux 6.1 snapshot; output checked against the guest's ground truth.
 
 mod support;
@@ -105,9 +105,58 @@ fn kernel_guard_denies_the_scripted_rootkit_and_keeps_the_guest_intact() {
 }
 
 #[test]
+fn trace_reports_the_process_on_vcpu_0_as_the_guest_does() {
+    let image = fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let out = Command::new(example("trace"))
+        .args(["--simulate"])
+        .arg(&image)
+        .args(["--procs", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // vCPU 0 runs finalize_exec: the start of the process it runs, by the guest's report.
+    let gt = ground_truth("linux-6.1");
+    let owner = &gt["vcpu_owners"][0];
+    let p = gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == owner["pid"])
+        .unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let start = events
+        .iter()
+        .find(|e| e["type"] == "process_start")
+        .unwrap_or_else(|| panic!("{events:?}\n{err}"));
+    assert_eq!(start["pid"], p["pid"]);
+    assert_eq!(start["ppid"], p["ppid"]);
+    assert_eq!(start["comm"], owner["comm"]);
+    assert_eq!(start["argv"], p["cmdline"]);
+    assert!(err.contains("trace: tracing process_start exit"), "{err}");
+    assert!(
+        err.contains("left behind: 0 vCPU(s) paused, 0 monitor(s), 0 view(s), 0 frame(s)"),
+        "{err}"
+    );
+    // A system call the guest's table lacks: refused by name, non-zero exit.
+    let out = Command::new(example("trace"))
+        .args(["--simulate"])
+        .arg(&image)
+        .args(["--syscalls=openat,no_such_call"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sys_no_such_call"), "{err}");
+}
+
+#[test]
 fn asking_for_xen_here_is_a_clear_error() {
     let have_xen = std::path::Path::new("/dev/xen/privcmd").exists();
-    for ex in ["cr3-trace", "kernel-guard"] {
+    for ex in ["cr3-trace", "kernel-guard", "trace"] {
         let out = Command::new(example(ex))
             .args(["--domain", "guest1"])
             .output()
