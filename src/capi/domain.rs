@@ -266,7 +266,8 @@ pub unsafe extern "C" fn xvmi_domain_open_xen(
     out: *mut *mut xvmi_domain,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
+        // SAFETY: `name_or_id` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let name = unsafe { arg_str(name_or_id, "name_or_id") }?;
         let out = arg_out(out, "out")?;
         #[cfg(feature = "xen")]
@@ -304,7 +305,8 @@ pub unsafe extern "C" fn xvmi_sim_open_snapshot(
     out: *mut *mut xvmi_domain,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
+        // SAFETY: `path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let path = unsafe { arg_str(path, "path") }?;
         let out = arg_out(out, "out")?;
         let snap = Snapshot::open(path)?;
@@ -336,9 +338,11 @@ pub unsafe extern "C" fn xvmi_sim_open_buffer(
     out: *mut *mut xvmi_domain,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
+        // SAFETY: `data` is NULL (refused) or valid for `len` bytes of reads, as this function's `#
+        // Safety` requires.
         let data = unsafe { arg_bytes(data, len, "data") }?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `vcpus` is NULL (refused unless `vcpu_count` is 0) or valid for `vcpu_count`
+        // elements, as this function's `# Safety` requires.
         let vcpus = unsafe { arg_slice(vcpus, vcpu_count, "vcpus") }?;
         let out = arg_out(out, "out")?;
         if vcpus.len() > 4096 {
@@ -525,7 +529,8 @@ pub unsafe extern "C" fn xvmi_sim_script_write_cr(
     register: u32,
     value: u64,
 ) -> xvmi_result {
-    // SAFETY: forwarded contract.
+    // SAFETY: `script` needs `domain` to be NULL or a live handle, which is this function's own `#
+    // Safety` contract.
     unsafe {
         script(domain, vcpu, |vcpu| {
             Ok(GuestAction::WriteCr {
@@ -548,7 +553,8 @@ pub unsafe extern "C" fn xvmi_sim_script_write_msr(
     index: u32,
     value: u64,
 ) -> xvmi_result {
-    // SAFETY: forwarded contract.
+    // SAFETY: `script` needs `domain` to be NULL or a live handle, which is this function's own `#
+    // Safety` contract.
     unsafe {
         script(domain, vcpu, |vcpu| {
             Ok(GuestAction::WriteMsr { vcpu, index, value })
@@ -569,7 +575,8 @@ pub unsafe extern "C" fn xvmi_sim_script_write(
     bytes: *const u8,
     len: usize,
 ) -> xvmi_result {
-    // SAFETY: forwarded contract.
+    // SAFETY: `script` needs `domain` to be NULL or a live handle, which is this function's own `#
+    // Safety` contract.
     unsafe {
         script(domain, vcpu, |vcpu| {
             let b = arg_bytes(bytes, len, "bytes")?;
@@ -597,7 +604,8 @@ pub unsafe extern "C" fn xvmi_sim_script_read(
     vcpu: u32,
     gpa: u64,
 ) -> xvmi_result {
-    // SAFETY: forwarded contract.
+    // SAFETY: `script` needs `domain` to be NULL or a live handle, which is this function's own `#
+    // Safety` contract.
     unsafe {
         script(domain, vcpu, |vcpu| {
             Ok(GuestAction::Read {
@@ -619,7 +627,8 @@ pub unsafe extern "C" fn xvmi_sim_script_execute(
     vcpu: u32,
     gpa: u64,
 ) -> xvmi_result {
-    // SAFETY: forwarded contract.
+    // SAFETY: `script` needs `domain` to be NULL or a live handle, which is this function's own `#
+    // Safety` contract.
     unsafe {
         script(domain, vcpu, |vcpu| {
             Ok(GuestAction::Execute {
@@ -640,7 +649,8 @@ pub unsafe extern "C" fn xvmi_sim_script_cpuid(
     vcpu: u32,
     leaf: u32,
 ) -> xvmi_result {
-    // SAFETY: forwarded contract.
+    // SAFETY: `script` needs `domain` to be NULL or a live handle, which is this function's own `#
+    // Safety` contract.
     unsafe { script(domain, vcpu, |vcpu| Ok(GuestAction::Cpuid { vcpu, leaf })) }
 }
 
@@ -826,7 +836,8 @@ pub unsafe extern "C" fn xvmi_domain_recover_with(
 ) -> xvmi_result {
     boundary(|| {
         let d = arg_handle(domain, "domain")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let path = unsafe { arg_str(path, "path") }?;
         let out = arg_out(out, "out")?;
         let known = XVMI_RECOVER_FORCE | XVMI_RECOVER_IGNORE_BINDING;

@@ -241,7 +241,8 @@ pub(crate) unsafe fn arg_opt_str<'a>(
     if p.is_null() {
         Ok(None)
     } else {
-        // SAFETY: forwarded contract.
+        // SAFETY: `p` is NULL (refused by arg_str) or a NUL-terminated string, as this function's
+        // `# Safety` requires.
         unsafe { arg_str(p, name) }.map(Some)
     }
 }

@@ -106,7 +106,8 @@ pub unsafe extern "C" fn xvmi_memory_open_snapshot(
     out: *mut *mut xvmi_memory,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
+        // SAFETY: `path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let path = unsafe { arg_str(path, "path") }?;
         let out = arg_out(out, "out")?;
         let snap = Snapshot::open(path)?;
@@ -129,7 +130,8 @@ pub unsafe extern "C" fn xvmi_memory_open_buffer(
     out: *mut *mut xvmi_memory,
 ) -> xvmi_result {
     boundary(|| {
-        // SAFETY: forwarded contract.
+        // SAFETY: `data` is NULL (refused) or valid for `len` bytes of reads, as this function's `#
+        // Safety` requires.
         let data = unsafe { arg_bytes(data, len, "data") }?;
         let out = arg_out(out, "out")?;
         // A caller may hand over more than this process can copy: an error, not an abort.
@@ -203,7 +205,8 @@ pub unsafe extern "C" fn xvmi_memory_read_physical(
 ) -> xvmi_result {
     boundary(|| {
         let m = arg_handle(mem, "mem")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `buf` is NULL (refused unless `len` is 0) or valid for `len` bytes of writes, as
+        // this function's `# Safety` requires.
         let buf = unsafe { arg_buf_out(buf, len, "buf") }?;
         // Read into a buffer of our own: the caller's is written only on success.
         let mut tmp = scratch(buf.len(), "len")?;
@@ -236,7 +239,8 @@ pub unsafe extern "C" fn xvmi_memory_read_virtual(
 ) -> xvmi_result {
     boundary(|| {
         let m = arg_handle(mem, "mem")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `buf` is NULL (refused unless `len` is 0) or valid for `len` bytes of writes, as
+        // this function's `# Safety` requires.
         let buf = unsafe { arg_buf_out(buf, len, "buf") }?;
         let out_read = if out_read.is_null() {
             None

@@ -143,7 +143,8 @@ pub unsafe extern "C" fn xvmi_os_linux_discover(
 ) -> xvmi_result {
     boundary(|| {
         let m = arg_handle(mem, "mem")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `isf_path` is NULL or a NUL-terminated string, as this function's `# Safety`
+        // requires.
         let isf = unsafe { arg_opt_str(isf_path, "isf_path") }?;
         let out = arg_out(out, "out")?;
         let source = match isf {
@@ -170,9 +171,11 @@ pub unsafe extern "C" fn xvmi_os_linux_discover_btf(
 ) -> xvmi_result {
     boundary(|| {
         let m = arg_handle(mem, "mem")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `btf_path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let btf = unsafe { arg_str(btf_path, "btf_path") }?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `symbols_path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let symbols = unsafe { arg_str(symbols_path, "symbols_path") }?;
         let out = arg_out(out, "out")?;
         let source = ProfileSource::Files {
@@ -222,12 +225,14 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
 ) -> xvmi_result {
     boundary(|| {
         let m = arg_handle(mem, "mem")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `profile_path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let path = unsafe { arg_str(profile_path, "profile_path") }?;
         let h = if hints.is_null() {
             xvmi_windows_hints::default()
         } else {
-            // SAFETY: forwarded contract.
+            // SAFETY: `hints` is non-NULL here and points at an initialised value, as this
+            // function's `# Safety` requires.
             *unsafe { arg_ref(hints, "hints") }?
         };
         let out = arg_out(out, "out")?;
@@ -355,7 +360,8 @@ pub unsafe extern "C" fn xvmi_os_release(
                 }
             },
         };
-        // SAFETY: forwarded contract.
+        // SAFETY: `buf` is NULL or valid for `len` bytes of writes and `out_len` NULL or valid for
+        // a write, as this function's `# Safety` requires.
         unsafe { string_out(&s, buf, len, out_len, "the release") }
     })
 }
@@ -391,7 +397,8 @@ pub unsafe extern "C" fn xvmi_os_banner(
                 }
             }
         };
-        // SAFETY: forwarded contract.
+        // SAFETY: `buf` is NULL or valid for `len` bytes of writes and `out_len` NULL or valid for
+        // a write, as this function's `# Safety` requires.
         unsafe { string_out(&s, buf, len, out_len, "the banner") }
     })
 }
@@ -410,7 +417,8 @@ pub unsafe extern "C" fn xvmi_os_symbol(
 ) -> xvmi_result {
     boundary(|| {
         let os = arg_handle(os, "os")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `name` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let name = unsafe { arg_str(name, "name") }?;
         let out = arg_out(out_va, "out_va")?;
         let (va, source) = match &*os.os {

@@ -184,9 +184,11 @@ pub unsafe extern "C" fn xvmi_session_persist_journal(
 ) -> xvmi_result {
     boundary(|| {
         let s = arg_handle(session, "session")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `path` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let path = unsafe { arg_str(path, "path") }?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `target` is NULL (refused by arg_str) or a NUL-terminated string, as this
+        // function's `# Safety` requires.
         let target = unsafe { arg_str(target, "target") }?;
         with_inner(&s, |i| Ok(changes(i)?.persist_journal(path, target)?))
     })
@@ -279,7 +281,8 @@ pub unsafe extern "C" fn xvmi_session_monitor(
 ) -> xvmi_result {
     boundary(|| {
         let s = arg_handle(session, "session")?;
-        // SAFETY: forwarded contract.
+        // SAFETY: `monitor` is non-NULL here and points at an initialised value, as this function's
+        // `# Safety` requires.
         let m = monitor_from_c(unsafe { arg_ref(monitor, "monitor") }?)?;
         with_inner(&s, |i| Ok(changes(i)?.monitor(m)?))
     })
