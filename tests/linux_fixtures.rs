@@ -20,6 +20,7 @@ const FIXTURES: &[&str] = &[
     "linux-6.1-cloud-pti",
     "linux-6.1-mem4g",
     "linux-6.12",
+    "linux-6.1-net",
 ];
 
 /// The guest's `comm` for a ground-truth task. make-truth.py strips `-<workqueue>` from kworker

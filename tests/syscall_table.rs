@@ -19,6 +19,7 @@ const FIXTURES: &[&str] = &[
     "linux-6.1-cloud-pti",
     "linux-6.1-mem4g",
     "linux-6.12",
+    "linux-6.1-net",
 ];
 
 fn decl(t: &SyscallTable, nr: u64) -> (String, Vec<(String, String)>) {
