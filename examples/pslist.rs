@@ -247,6 +247,7 @@ fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> 
                     .map(|v| {
                         let (path, why) = match &v.backing {
                             Backing::File(p) => (Some(p.clone()), None),
+                            Backing::Special(name) => (Some(name.clone()), None),
                             Backing::Heap => (Some("[heap]".to_owned()), None),
                             Backing::Stack => (Some("[stack]".to_owned()), None),
                             Backing::Anonymous => (None, None),

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use support::guest::*;
@@ -1078,4 +1078,239 @@ fn memory_at_the_top_of_the_physical_address_space() {
             .map_err(|e| e.to_string())
     });
     assert!(r.unwrap_err().contains("could not find a Linux kernel"));
+}
+
+/// The real 6.1 guest with sockets and known files, discovered once, for cases that change
+/// one kernel field of a real guest through an overlay (`support::patched`).
+fn net_guest() -> (GuestMemory<Arc<Snapshot>>, Linux) {
+    let path = support::fixture::fixture_file("linux-6.1-net", "vmcore.elf").unwrap();
+    let snap = Arc::new(Snapshot::open(path).unwrap());
+    let mem = GuestMemory::new(snap);
+    let linux = net_linux(&mem);
+    (mem, linux)
+}
+
+/// Discovery on the (unpatched) dump: each case moves its own `Linux` to the watchdog thread.
+fn net_linux(mem: &GuestMemory<Arc<Snapshot>>) -> Linux {
+    let regs = mem.backend().all_registers().to_vec();
+    Linux::discover(mem, &regs, ProfileSource::InGuest).unwrap()
+}
+
+/// Each user process's areas named as `pslist --json` names them: the name, or the reason it
+/// could not be read (`!why`), and `""` for anonymous memory.
+fn area_names<B: xenvmi::backend::PhysicalMemory>(
+    linux: &Linux,
+    mem: &GuestMemory<B>,
+) -> Vec<(u64, Vec<String>)> {
+    use xenvmi::os::linux::maps::Backing;
+    linux
+        .processes(mem)
+        .map(Result::unwrap)
+        .filter(|p| !p.kernel_thread)
+        .map(|p| {
+            let maps = linux.process_detail(mem, &p).maps.unwrap();
+            let names = maps
+                .iter()
+                .map(|v| match &v.backing {
+                    Backing::File(s) | Backing::Special(s) => s.clone(),
+                    Backing::Heap => "[heap]".into(),
+                    Backing::Stack => "[stack]".into(),
+                    Backing::Anonymous => String::new(),
+                    Backing::Unreadable(why) => format!("!{why}"),
+                })
+                .collect();
+            (p.pid, names)
+        })
+        .collect()
+}
+
+#[test]
+fn special_mapping_names_that_lie() {
+    // `[vdso]` is `vdso_mapping.name`, reached through each vDSO area's `vm_private_data`.
+    // That pointer and the name are changed in a real guest: a non-canonical pointer, a NULL
+    // name (the kernel then names the area as any other: anonymous), 80 bytes without a NUL,
+    // a NULL `vm_private_data` and one pointing at unmapped memory in one process. Each costs
+    // the vDSO area of the processes it touches its name, with a reason; `[vvar]`, the other
+    // areas and the other processes are read as before.
+    use support::patched::Patched;
+    let (mem, linux) = net_guest();
+    let ks = linux.info().kernel_space;
+    let before = area_names(&linux, &mem);
+    let off = |t: &str, f: &str| linux.types().field(t, f).unwrap().offset;
+    let name_ptr = Gva(linux.symbol("vdso_mapping").unwrap().0 + off("vm_special_mapping", "name"));
+    let name = mem.read_va(ks, name_ptr).unwrap();
+    assert_eq!(mem.read_cstring(ks, name, 16).unwrap(), "[vdso]");
+    // pid 133's vDSO area: its `vm_area_struct` found in physical memory by its range
+    // (`vm_start`, `vm_end`) and `vm_ops`.
+    let (vdso_start, vdso_end) = {
+        let p = linux
+            .processes(&mem)
+            .map(Result::unwrap)
+            .find(|p| p.pid == 133)
+            .unwrap();
+        let maps = linux.process_detail(&mem, &p).maps.unwrap();
+        let v = maps
+            .iter()
+            .find(|v| v.perms() == "r-xp" && v.offset == 0 && v.start > 1 << 40);
+        let v = v.unwrap();
+        (v.start, v.end)
+    };
+    let (vm_start, vm_end, vm_ops) = (
+        off("vm_area_struct", "vm_start"),
+        off("vm_area_struct", "vm_end"),
+        off("vm_area_struct", "vm_ops"),
+    );
+    assert_eq!((vm_start, vm_end), (0, 8));
+    let vmops = linux.symbol("special_mapping_vmops").unwrap().0;
+    let mut vmas = Vec::new();
+    for r in mem.backend().physical_ranges() {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = r.start;
+        while at < r.end {
+            let n = ((r.end - at) as usize).min(buf.len());
+            mem.backend().read_physical(Gpa(at), &mut buf[..n]).unwrap();
+            let ops = vm_ops as usize;
+            for i in (0..n.saturating_sub(ops + 8)).step_by(8) {
+                if buf[i..i + 8] == vdso_start.to_le_bytes()
+                    && buf[i + 8..i + 16] == vdso_end.to_le_bytes()
+                    && buf[i + ops..i + ops + 8] == vmops.to_le_bytes()
+                {
+                    vmas.push(at + i as u64);
+                }
+            }
+            at += n as u64;
+        }
+    }
+    assert!(!vmas.is_empty(), "pid 133's vDSO area not found");
+    let private = off("vm_area_struct", "vm_private_data");
+
+    // (case, memory, the one process it touches (else every one), what its `[vdso]` becomes:
+    // "" = anonymous, else words of the reason)
+    type Case = (
+        &'static str,
+        Patched<Arc<Snapshot>>,
+        Option<u64>,
+        &'static str,
+    );
+    let cases: Vec<Case> = {
+        let mut v = Vec::new();
+        let mut p = Patched::new(mem.backend().clone());
+        p.set_u64(&mem, ks, name_ptr, 0xdead_beef_dead_beef);
+        v.push(("name pointer not canonical", p, None, "not canonical"));
+        let mut p = Patched::new(mem.backend().clone());
+        p.set_u64(&mem, ks, name_ptr, 0);
+        v.push(("NULL name", p, None, ""));
+        // 80 bytes of 'A' across two pages that were zero, in the direct map.
+        let mut p = Patched::new(mem.backend().clone());
+        let zero = (0x10_0000..0x800_0000u64)
+            .step_by(4096)
+            .find(|&pa| {
+                let mut b = vec![1u8; 8192];
+                mem.read_physical(Gpa(pa), &mut b).is_ok() && b.iter().all(|&x| x == 0)
+            })
+            .unwrap();
+        p.set(zero + 4096 - 40, &[b'A'; 80]);
+        p.set_u64(
+            &mem,
+            ks,
+            name_ptr,
+            linux.info().page_offset_base.0 + zero + 4096 - 40,
+        );
+        v.push((
+            "name without a NUL in 80 bytes, across a page",
+            p,
+            None,
+            "no NUL in its first 64 bytes",
+        ));
+        for (what, value, why) in [
+            ("NULL vm_private_data", 0u64, "vm_private_data is NULL"),
+            (
+                "vm_private_data unmapped",
+                0xffff_8000_dead_0000,
+                "is not mapped",
+            ),
+        ] {
+            let mut p = Patched::new(mem.backend().clone());
+            for &a in &vmas {
+                p.set(a + private, &value.to_le_bytes());
+            }
+            v.push((what, p, Some(133), why));
+        }
+        v
+    };
+    for (what, patched, only, want) in cases {
+        let before = before.clone();
+        let linux = net_linux(&mem);
+        let r = run(&format!("special mapping: {what}"), move || {
+            let pmem = GuestMemory::new(patched);
+            area_names(&linux, &pmem)
+        });
+        let mut touched = 0;
+        for ((pid, b), (pid2, a)) in before.iter().zip(&r) {
+            assert_eq!(pid, pid2);
+            assert_eq!(a.len(), b.len(), "{what}: pid {pid}");
+            for (x, y) in b.iter().zip(a) {
+                if x != "[vdso]" {
+                    assert_eq!(x, y, "{what}: pid {pid}");
+                    continue;
+                }
+                if only.is_some_and(|o| o != *pid) {
+                    assert_eq!(y, "[vdso]", "{what}: pid {pid}");
+                } else if want.is_empty() {
+                    assert_eq!(y, "", "{what}: pid {pid}");
+                } else {
+                    assert!(
+                        y.starts_with('!') && y.contains(want),
+                        "{what}: pid {pid}: {y}"
+                    );
+                    touched += 1;
+                }
+            }
+        }
+        eprintln!("  {what}: {touched} areas unreadable, with a reason");
+    }
+}
+
+#[test]
+fn dentry_hash_links_that_loop() {
+    // Only `d_hash.pprev` is read (NULL means unhashed, so " (deleted)"), never the hash
+    // chain: a dentry whose hash links point at themselves, or at garbage, is "hashed", and
+    // its path is read as before.
+    use support::patched::Patched;
+    let (mem, linux) = net_guest();
+    let ks = linux.info().kernel_space;
+    let off = |t: &str, f: &str| linux.types().field(t, f).unwrap().offset;
+    let p133 = linux
+        .processes(&mem)
+        .map(Result::unwrap)
+        .find(|p| p.pid == 133)
+        .unwrap();
+    let rd = |a: u64| mem.read_u64(ks, Gva(a)).unwrap();
+    let mm = rd(p133.object.0 + off("task_struct", "mm"));
+    let file = rd(mm + off("mm_struct", "exe_file"));
+    let dentry = rd(file + off("file", "f_path") + off("path", "dentry"));
+    let node = dentry + off("dentry", "d_hash");
+    let (next, pprev) = (
+        node + off("hlist_bl_node", "next"),
+        node + off("hlist_bl_node", "pprev"),
+    );
+    for (what, n, pp) in [
+        ("hash links pointing at themselves", next, pprev),
+        (
+            "hash links to garbage",
+            0xdead_beef_dead_beef,
+            0xffff_8000_dead_0000,
+        ),
+    ] {
+        let mut patched = Patched::new(mem.backend().clone());
+        patched.set_u64(&mem, ks, Gva(next), n);
+        patched.set_u64(&mem, ks, Gva(pprev), pp);
+        let linux = net_linux(&mem);
+        let p = p133.clone();
+        let exe = run(&format!("dentry: {what}"), move || {
+            let pmem = GuestMemory::new(patched);
+            linux.process_detail(&pmem, &p).exe
+        });
+        assert_eq!(exe, Ok(Some("/bin/busybox".to_owned())), "{what}");
+    }
 }

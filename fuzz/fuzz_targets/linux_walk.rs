@@ -1,7 +1,8 @@
 //! Linux discovery and the task/module walks over an arbitrary guest image, with arbitrary
 //! vCPU registers and an arbitrary (but well-formed) profile: every iterator is driven to its
 //! end, which must come (walks are bounded and detect cycles); each process's detail
-//! (arguments, environment, executable path, credentials, threads) is read too.
+//! (arguments, environment, executable path, credentials, threads, memory map with special
+//! mapping names, open files with the ` (deleted)` mark) is read too.
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
@@ -18,16 +19,16 @@ struct Input {
     /// Offsets for the fields the walkers use, in a fixed order.
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
-    detail: [u16; 50],
+    detail: [u16; 55],
     /// Addresses of the symbols discovery uses.
-    symbols: [u32; 11],
+    symbols: [u32; 12],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 50]);
+struct Types([u16; 16], [u16; 55]);
 
-const DETAIL_FIELDS: [(&str, &str); 50] = [
+const DETAIL_FIELDS: [(&str, &str); 55] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -78,6 +79,11 @@ const DETAIL_FIELDS: [(&str, &str); 50] = [
     ("super_block", "s_magic"),
     ("dentry", "d_inode"),
     ("inode", "i_ino"),
+    ("dentry", "d_hash"),
+    ("hlist_bl_node", "pprev"),
+    ("vm_area_struct", "vm_ops"),
+    ("vm_area_struct", "vm_private_data"),
+    ("vm_special_mapping", "name"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -150,6 +156,7 @@ fuzz_target!(|inp: Input| {
             "sys_call_table",
             "syscalls_metadata",
             "current_task",
+            "special_mapping_vmops",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {

@@ -1,5 +1,19 @@
 //! A process's memory map (`/proc/PID/maps`): its VMAs, in address order, each with its range,
-//! rights, file offset and backing file (or `[heap]`, `[stack]`, anonymous).
+//! rights, file offset and backing file (or `[vdso]`, `[vvar]`, `[heap]`, `[stack]`,
+//! anonymous).
+//!
+//! Each area is named as `show_map_vma` (`fs/proc/task_mmu.c`) names it, in its order: the
+//! file's path (`d_path`, with ` (deleted)` for an unlinked file); else the name a special
+//! mapping gives itself (`vm_ops->name`); else `[heap]` or `[stack]`; else nothing. The only
+//! `vm_ops` with a `name` a process gets from the core kernel is `special_mapping_vmops`
+//! (`mm/mmap.c`), whose `special_mapping_name` returns
+//! `((struct vm_special_mapping *)vma->vm_private_data)->name`: the vDSO's `[vdso]` and
+//! `[vvar]` (`arch/x86/entry/vdso/vma.c`), uprobes' `[uprobes]`. An area is one when its
+//! `vm_ops` is the address of the kallsyms symbol `special_mapping_vmops`; the name is read
+//! through `vm_private_data` (at most [`MAX_SPECIAL_NAME`] bytes, NUL-terminated). Areas of
+//! `legacy_special_mapping_vmops` (`install_special_mapping`: 6.1 has it, 6.12 no longer) are
+//! not named: that table has no `name`, and their `vm_private_data` is a page array, not a
+//! `vm_special_mapping`.
 //!
 //! Two layouts: from 6.1 the VMAs are the entries of a maple tree (`mm->mm_mt`); before, a
 //! list (`mm->mmap`, `vm_area_struct.vm_next`). The maple tree is walked depth first with its
@@ -12,7 +26,7 @@ use std::collections::HashSet;
 
 use super::path::PathOffsets;
 use super::Linux;
-use crate::addr::Gva;
+use crate::addr::{Gva, PAGE_SIZE};
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
 use crate::mem::GuestMemory;
@@ -23,19 +37,27 @@ pub const MAX_VMAS: usize = 65_536;
 pub const MAX_NODES: usize = 1 << 16;
 /// Deepest maple tree walked (`MAPLE_HEIGHT_MAX` is 31).
 pub const MAX_DEPTH: usize = 31;
+/// Longest special-mapping name read, in bytes before its NUL (the kernel's are short:
+/// `[vdso]`, `[vvar]`, `[uprobes]`); a longer one is unreadable.
+pub const MAX_SPECIAL_NAME: usize = 64;
 
 /// What an area is backed by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backing {
-    /// A file, by path.
+    /// A file, by path (ending in ` (deleted)` when it was unlinked, as `/proc` shows it).
     File(String),
+    /// A special mapping, by the name the kernel gives it (`vm_ops->name`): `[vdso]`,
+    /// `[vvar]`, `[uprobes]`. Read only when the kernel's symbols have
+    /// `special_mapping_vmops` and its types `vm_area_struct.vm_ops`/`vm_private_data` and
+    /// `vm_special_mapping.name`; without them such areas are [`Backing::Anonymous`].
+    Special(String),
     /// The heap (`mm->start_brk..brk`).
     Heap,
     /// The main thread's stack (contains `mm->start_stack`).
     Stack,
-    /// Anonymous memory (or a special mapping such as the vDSO).
+    /// Anonymous memory.
     Anonymous,
-    /// A file whose path could not be read, and why.
+    /// A file whose path, or a special mapping whose name, could not be read, and why.
     Unreadable(String),
 }
 
@@ -96,6 +118,19 @@ struct Offsets {
     brk: u64,
     start_stack: u64,
     layout: Layout,
+    special: Option<Special>,
+}
+
+/// What naming a special mapping needs.
+struct Special {
+    /// `vm_area_struct.vm_ops`.
+    vm_ops: u64,
+    /// `vm_area_struct.vm_private_data`.
+    vm_private_data: u64,
+    /// `vm_special_mapping.name`.
+    name: u64,
+    /// Run-time address of `special_mapping_vmops`.
+    vmops: Gva,
 }
 
 enum Layout {
@@ -161,6 +196,14 @@ impl Offsets {
             brk: t.require("mm_struct", "brk")?,
             start_stack: t.require("mm_struct", "start_stack")?,
             layout,
+            special: (|| {
+                Some(Special {
+                    vm_ops: t.field("vm_area_struct", "vm_ops")?.offset,
+                    vm_private_data: t.field("vm_area_struct", "vm_private_data")?.offset,
+                    name: t.field("vm_special_mapping", "name")?.offset,
+                    vmops: l.symbol("special_mapping_vmops")?,
+                })
+            })(),
         })
     }
 }
@@ -284,9 +327,18 @@ impl Linux {
             let flags = rd(add(v, o.vm_flags)?)?;
             let pgoff = rd(add(v, o.vm_pgoff)?)?;
             let file = Gva(rd(add(v, o.vm_file)?)?);
+            let special = match (&o.special, file.0) {
+                (Some(s), 0) => self.special_name(mem, s, v).transpose(),
+                _ => None,
+            };
             let backing = if file.0 != 0 {
                 match self.file_path(mem, &paths, file) {
                     Ok(p) => Backing::File(p),
+                    Err(e) => Backing::Unreadable(e.to_string()),
+                }
+            } else if let Some(name) = special {
+                match name {
+                    Ok(n) => Backing::Special(n),
                     Err(e) => Backing::Unreadable(e.to_string()),
                 }
             } else if start <= brk && end >= start_brk && brk != 0 {
@@ -315,5 +367,51 @@ impl Linux {
         }
         out.sort_by_key(|a| a.start);
         Ok(out)
+    }
+
+    /// The name of the area at `vma` if it is a special mapping (`vm_ops` is
+    /// `special_mapping_vmops`): `special_mapping_name`'s
+    /// `((struct vm_special_mapping *)vm_private_data)->name`. `None` for any other area, and
+    /// for a NULL name (the kernel then names the area as any other).
+    fn special_name<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        s: &Special,
+        vma: Gva,
+    ) -> Result<Option<String>> {
+        let ks = self.info().kernel_space;
+        if mem.read_va(ks, add(vma, s.vm_ops)?)? != s.vmops {
+            return Ok(None);
+        }
+        let spec = mem.read_va(ks, add(vma, s.vm_private_data)?)?;
+        if spec.0 == 0 {
+            return Err(Error::malformed(
+                "vm_area_struct",
+                format!("special mapping at {vma}"),
+                "vm_private_data is NULL",
+            ));
+        }
+        let name = mem.read_va(ks, add(spec, s.name)?)?;
+        if name.0 == 0 {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        let mut at = name;
+        // Page by page: a name that ends before a page the image lacks is still read.
+        while bytes.len() < MAX_SPECIAL_NAME {
+            let n = ((PAGE_SIZE - at.page_offset()) as usize).min(MAX_SPECIAL_NAME - bytes.len());
+            let chunk = mem.read_bytes(ks, at, n)?;
+            if let Some(end) = chunk.iter().position(|&b| b == 0) {
+                bytes.extend_from_slice(&chunk[..end]);
+                return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            bytes.extend_from_slice(&chunk);
+            at = add(at, n as u64)?;
+        }
+        Err(Error::malformed(
+            "vm_special_mapping",
+            format!("name at {name}"),
+            format!("no NUL in its first {MAX_SPECIAL_NAME} bytes"),
+        ))
     }
 }

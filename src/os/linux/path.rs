@@ -1,6 +1,13 @@
 //! Paths of open files (`d_path`): a `struct file`'s dentry chain up to its mount's root,
 //! then the mountpoint in the parent mount, up to the root mount. Bounded: at most
 //! [`MAX_PATH_COMPONENTS`] components of at most 255 bytes; a mount cycle is an error.
+//!
+//! As the kernel's `d_path` (`fs/d_path.c`) does, a file whose dentry was unlinked gets the
+//! suffix [`DELETED_SUFFIX`]: `d_unlinked(dentry)`, i.e. the dentry is unhashed
+//! (`dentry->d_hash.pprev == NULL`) and is not a root (`dentry->d_parent != dentry`). This is
+//! what `/proc/PID/fd/N`, `/proc/PID/exe` and `/proc/PID/maps` show for an open file, a running
+//! executable or a mapping whose name was removed (`/tmp/x (deleted)`). Only the one pointer
+//! is read: the hash chain is never followed.
 
 use super::Linux;
 use crate::addr::Gva;
@@ -10,6 +17,9 @@ use crate::mem::GuestMemory;
 
 /// Most path components followed from a dentry up to the root.
 pub const MAX_PATH_COMPONENTS: usize = 256;
+
+/// What `d_path` appends to the path of an unlinked dentry (`/tmp/x (deleted)`).
+pub const DELETED_SUFFIX: &str = " (deleted)";
 
 /// The field offsets a path walk needs, resolved once per walk of many files.
 #[derive(Clone, Debug)]
@@ -28,6 +38,10 @@ pub(crate) struct PathOffsets {
     /// `dentry.d_sb`, `super_block.s_magic`, `dentry.d_inode`, `inode.i_ino`: to name files of
     /// pseudo filesystems as the kernel does (`socket:[ino]`).
     pseudo: Option<(u64, u64, u64, u64)>,
+    /// `dentry.d_hash` and `hlist_bl_node.pprev`: to tell an unlinked dentry
+    /// ([`DELETED_SUFFIX`]). Without them (a profile that lacks the types) paths carry no
+    /// mark.
+    unlinked: Option<(u64, u64)>,
 }
 
 impl PathOffsets {
@@ -53,6 +67,12 @@ impl PathOffsets {
                     t.field("inode", "i_ino")?.offset,
                 ))
             })(),
+            unlinked: (|| {
+                Some((
+                    t.field("dentry", "d_hash")?.offset,
+                    t.field("hlist_bl_node", "pprev")?.offset,
+                ))
+            })(),
         })
     }
 }
@@ -76,7 +96,32 @@ impl Linux {
         if let Some(name) = self.pseudo_name(mem, o, dentry)? {
             return Ok(name);
         }
-        self.d_path(mem, o, mnt, dentry)
+        let mut p = self.d_path(mem, o, mnt, dentry)?;
+        if self.d_unlinked(mem, o, dentry)? {
+            p.push_str(DELETED_SUFFIX);
+        }
+        Ok(p)
+    }
+
+    /// The kernel's `d_unlinked`: `dentry` is unhashed (`d_hash.pprev` is NULL) and not the
+    /// root of its filesystem (`d_parent` is not itself). `false` when the types lack the
+    /// fields. One pointer of the hash node is read; the chain is not followed.
+    fn d_unlinked<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        o: &PathOffsets,
+        dentry: Gva,
+    ) -> Result<bool> {
+        let Some((d_hash, pprev)) = o.unlinked else {
+            return Ok(false);
+        };
+        let ks = self.info().kernel_space;
+        let node = add(dentry, d_hash, "dentry.d_hash")?;
+        if mem.read_u64(ks, add(node, pprev, "hlist_bl_node.pprev")?)? != 0 {
+            return Ok(false);
+        }
+        let parent = mem.read_va(ks, add(dentry, o.dentry_parent, "dentry.d_parent")?)?;
+        Ok(parent != dentry)
     }
 
     /// Files of the kernel's pseudo filesystems have no path; `/proc` names them from their
