@@ -509,3 +509,102 @@ fn file_opens_report_their_path_flags_and_result_at_return() {
         g.assert_clean();
     }
 }
+
+/// A kernel without `finalize_exec` and `taskstats_exit`: its kallsyms, from the guest's own
+/// `/proc/kallsyms`, with those two lines taken out.
+fn guest_lacking(missing: &[&str]) -> (SimDomain, Linux, Registers) {
+    let kallsyms = fixture_file("linux-6.1", "kallsyms").unwrap();
+    let text = std::fs::read_to_string(&kallsyms).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            !missing
+                .iter()
+                .any(|m| l.split_whitespace().nth(2) == Some(m))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("xenvmi-trace-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let symbols = dir.join("kallsyms");
+    std::fs::write(&symbols, kept).unwrap();
+    let snap = Snapshot::open(fixture_file("linux-6.1", "vmcore.elf").unwrap()).unwrap();
+    let regs = snap.all_registers().to_vec();
+    let sim = SimDomain::new(snap, &regs);
+    let linux = Linux::discover(
+        &GuestMemory::new(&sim),
+        &regs,
+        ProfileSource::Files {
+            btf: fixture_file("linux-6.1", "btf-vmlinux").unwrap(),
+            symbols,
+        },
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut r = regs[0];
+    r.cs_sel = 0x10;
+    r.gs_base = regs[0].kernel_gs_base;
+    (sim, linux, r)
+}
+
+#[test]
+fn a_kernel_without_a_function_loses_that_event_kind_alone() {
+    let (sim, linux, r) = guest_lacking(&["finalize_exec", "taskstats_exit"]);
+    assert!(linux.symbol("finalize_exec").is_none());
+    let mem = GuestMemory::new(&sim);
+    let mut s = Session::new(&sim).unwrap();
+    let mut hooks = Hooks::new(&mut s, Placement::Stealth).unwrap();
+    let mut t = LinuxTracer::place(
+        &mut hooks,
+        &mut s,
+        &mem,
+        &linux,
+        &[Probe::ProcessStart, Probe::Exit, Probe::ModuleLoad],
+        TraceFilter::new(),
+    )
+    .unwrap();
+    // The start probe is refused by the function's name; the others are placed, the exit
+    // on do_exit, its fallback.
+    let np = t.not_placed();
+    assert_eq!(np.len(), 1);
+    assert_eq!(np[0].probe, Probe::ProcessStart);
+    let msg = np[0].reason.to_string();
+    assert!(
+        msg.contains("finalize_exec") && msg.contains("process_start events are not traced"),
+        "{msg}"
+    );
+    let placed: Vec<Probe> = t.probes().map(|p| p.1).collect();
+    assert_eq!(placed, [Probe::Exit, Probe::ModuleLoad]);
+    // do_exit(code) on the vCPU running pid 106, a process with one thread (its
+    // signal->live is 1): its process ends, with the code in rdi.
+    let k = linux.info();
+    let gpa = Gpa(k.text_pa.0 + (linux.symbol("do_exit").unwrap().0 - k.text_va.0));
+    let mut regs = r;
+    regs.rdi = 0x700;
+    sim.set_registers(VcpuId(0), &regs).unwrap();
+    sim.script([GuestAction::Execute {
+        vcpu: VcpuId(0),
+        gpa,
+    }]);
+    let mut events = Vec::new();
+    hooks
+        .run(&mut s, &mem, &RUN, |ctx| {
+            if let Some(e) = t.handle(&linux, ctx) {
+                events.push(e.unwrap());
+            }
+            Ok::<_, Error>(Response::proceed())
+        })
+        .unwrap();
+    s.teardown().unwrap();
+    let gt = ground_truth("linux-6.1");
+    let owner = &gt["vcpu_owners"][0];
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].pid, owner["pid"].as_u64().unwrap());
+    assert_eq!(
+        events[0].what,
+        What::ProcessExit {
+            code: ExitCode(0x700)
+        }
+    );
+    assert_eq!(ExitCode(0x700).status(), Some(7));
+}
