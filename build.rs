@@ -3,8 +3,26 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    soname();
     #[cfg(feature = "xen")]
     xen::generate();
+}
+
+/// The shared library's SONAME, `libxenvmi.so.<ABI>`: the major version, or for 0.x releases
+/// `0.<minor>` (a 0.x minor release may change the ABI), as cargo-c names them. `scripts/install.sh`
+/// installs the file under that name.
+fn soname() {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_default();
+    let minor = std::env::var("CARGO_PKG_VERSION_MINOR").unwrap_or_default();
+    let abi = if major == "0" {
+        format!("0.{minor}")
+    } else {
+        major
+    };
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxenvmi.so.{abi}");
 }
 
 #[cfg(feature = "xen")]

@@ -6,7 +6,8 @@
  * the message of the last failure on the calling thread in xvmi_last_error(); outputs come
  * last and are written on success; each handle from an _open/_discover call is released with
  * its _free call, and _free(NULL) does nothing; callbacks take userdata first.
- * Link: libxenvmi.a -lpthread -ldl -lm -lrt -lutil (or libxenvmi.so).
+ * Build with pkg-config: cc prog.c $(pkg-config --cflags --libs xenvmi)
+ * (add --static for libxenvmi.a); scripts/install.sh installs the library, docs/ffi.md.
  */
 
 #ifndef XENVMI_H
@@ -97,6 +98,22 @@
  releases the frames, destroys the views and disables the ring it names.
  */
 #define XVMI_RECOVER_IGNORE_BINDING 2
+
+/*
+ The major version of the C ABI this header describes (compile time; see
+ [`xvmi_version_number`] for the library's at run time).
+ */
+#define XVMI_VERSION_MAJOR 0
+
+/*
+ The minor version.
+ */
+#define XVMI_VERSION_MINOR 1
+
+/*
+ The patch version.
+ */
+#define XVMI_VERSION_PATCH 0
 
 /*
  [`xvmi_session_hooks_enable`]: shadow pages in an altp2m execute view (needs altp2m); hits
@@ -1848,6 +1865,12 @@ xvmi_result xvmi_last_error(char *buf, size_t len, size_t *out_len);
 const char *xvmi_result_name(xvmi_result result);
 
 /*
+ The loaded library's version as one number, `MAJOR * 10000 + MINOR * 100 + PATCH`, to
+ compare with the header's `XVMI_VERSION_*` (`xvmi_version_compatible()` in the header does).
+ */
+uint32_t xvmi_version_number(void);
+
+/*
  The library version (`"0.1.0"`), a static string: never free it.
  */
 const char *xvmi_version(void);
@@ -2488,3 +2511,15 @@ xvmi_result xvmi_context_trace_string(struct xvmi_context *ctx,
 #endif  // __cplusplus
 
 #endif  /* XENVMI_H */
+
+#ifndef XENVMI_VERSION_COMPATIBLE
+#define XENVMI_VERSION_COMPATIBLE
+/* Whether the library loaded at run time has the ABI this program was compiled against
+ * (the same major version; for 0.x, the same minor). Check it once at start-up. */
+static inline bool xvmi_version_compatible(void) {
+    uint32_t v = xvmi_version_number();
+    if (XVMI_VERSION_MAJOR == 0)
+        return v / 10000 == 0 && v / 100 == XVMI_VERSION_MINOR;
+    return v / 10000 == XVMI_VERSION_MAJOR;
+}
+#endif

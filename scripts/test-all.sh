@@ -13,6 +13,7 @@ step "cargo fmt --check";            cargo fmt --all -- --check
 step "cargo clippy -D warnings";     cargo clippy --all-targets --all-features -- -D warnings
 step "cargo test, all features (xen)"; cargo test --all-features
 step "cargo test, default features";  cargo test
+step "install + pkg-config (scripts/check-install.sh)"; bash scripts/check-install.sh
 step "cargo bench --no-run";         cargo bench --no-run --all-features
 step "cargo doc (deny warnings)";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "fuzz every target ${FUZZ_SECONDS:-30}s"; bash fuzz/run.sh "${FUZZ_SECONDS:-30}"

@@ -529,6 +529,21 @@ pub extern "C" fn xvmi_result_name(result: xvmi_result) -> *const c_char {
     name_of(result).as_ptr()
 }
 
+/// The major version of the C ABI this header describes (compile time; see
+/// [`xvmi_version_number`] for the library's at run time).
+pub const XVMI_VERSION_MAJOR: u32 = 0;
+/// The minor version.
+pub const XVMI_VERSION_MINOR: u32 = 1;
+/// The patch version.
+pub const XVMI_VERSION_PATCH: u32 = 0;
+
+/// The loaded library's version as one number, `MAJOR * 10000 + MINOR * 100 + PATCH`, to
+/// compare with the header's `XVMI_VERSION_*` (`xvmi_version_compatible()` in the header does).
+#[no_mangle]
+pub extern "C" fn xvmi_version_number() -> u32 {
+    XVMI_VERSION_MAJOR * 10000 + XVMI_VERSION_MINOR * 100 + XVMI_VERSION_PATCH
+}
+
 /// The library version (`"0.1.0"`), a static string: never free it.
 #[no_mangle]
 pub extern "C" fn xvmi_version() -> *const c_char {
@@ -543,6 +558,14 @@ pub extern "C" fn xvmi_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_headers_version_is_the_crates() {
+        let v = |s: &str| s.parse::<u32>().unwrap();
+        assert_eq!(XVMI_VERSION_MAJOR, v(env!("CARGO_PKG_VERSION_MAJOR")));
+        assert_eq!(XVMI_VERSION_MINOR, v(env!("CARGO_PKG_VERSION_MINOR")));
+        assert_eq!(XVMI_VERSION_PATCH, v(env!("CARGO_PKG_VERSION_PATCH")));
+    }
 
     fn last() -> String {
         LAST_ERROR.with(|m| m.borrow().clone())
