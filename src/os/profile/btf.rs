@@ -355,7 +355,7 @@ impl Btf {
     }
 
     /// The C spelling of type `id` (`const char *`, `struct pt_regs *`), at most
-    /// [`MAX_HOPS`] links deep (a longer or looping chain ends in `...`).
+    /// 32 links deep (a longer or looping chain ends in `...`).
     pub fn type_name(&self, id: u32) -> String {
         let mut prefix = String::new();
         let mut stars = String::new();
