@@ -37,6 +37,7 @@ pub mod maps;
 mod offsets;
 mod path;
 mod scan;
+pub mod sockets;
 pub mod syscalls;
 
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
