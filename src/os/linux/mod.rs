@@ -38,6 +38,7 @@ mod offsets;
 mod path;
 mod scan;
 pub mod sockets;
+pub mod symbolize;
 pub mod syscalls;
 
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
