@@ -33,6 +33,7 @@ mod cr3;
 mod current;
 pub mod detail;
 pub mod files;
+pub mod kmsg;
 pub mod maps;
 mod offsets;
 mod path;
