@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example hook-trace -- --simulate [IMAGE] [SYMBOL ...]
 //! cargo run --release --features xen --example hook-trace -- --domain NAME [--in-place] \
-//!     [--seconds N] [--near SYMBOL] [--returns SYMBOL]... [--trace] SYMBOL ...
+//!     [--seconds N] [--near SYMBOL] [--returns SYMBOL]... SYMBOL ...
 //! ```
 //!
 //! - stealth placement by default (shadow pages in an altp2m view); `--in-place` writes the
@@ -34,10 +34,9 @@ use xenvmi::event::session::{RunOptions, Session, SessionBackend};
 use xenvmi::event::Response;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Linux, ProfileSource};
-use xenvmi::trace::{LinuxTracer, Probe, TraceEvent};
 use xenvmi::{Gpa, VcpuId};
 
-const USAGE: &str = "usage: hook-trace (--domain NAME | --simulate [IMAGE]) [--in-place] [--seconds N] [--near SYMBOL] [--returns SYMBOL]... [--trace] [SYMBOL ...]";
+const USAGE: &str = "usage: hook-trace (--domain NAME | --simulate [IMAGE]) [--in-place] [--seconds N] [--near SYMBOL] [--returns SYMBOL]... [SYMBOL ...]";
 /// Hooked when no symbol is named: a syscall entry, the scheduler, the module loader.
 const DEFAULT_SYMBOLS: &[&str] = &[
     "do_syscall_64",
@@ -53,9 +52,6 @@ struct Options {
     near: Option<String>,
     /// Functions whose returns are reported too (each also hooked at its entry).
     returns: Vec<String>,
-    /// Also print semantic events (process start, module load/unload, thread exit) as JSON
-    /// lines (`xenvmi::trace`).
-    trace: bool,
     symbols: Vec<String>,
 }
 
@@ -78,7 +74,6 @@ fn run() -> Result<(), String> {
         seconds: None,
         near: None,
         returns: Vec::new(),
-        trace: false,
         symbols: Vec::new(),
     };
     while let Some(a) = args.next() {
@@ -99,7 +94,6 @@ fn run() -> Result<(), String> {
             "--seconds" => o.seconds = Some(args.next().and_then(|n| n.parse().ok()).ok_or(USAGE)?),
             "--near" => o.near = Some(args.next().ok_or(USAGE)?),
             "--returns" => o.returns.push(args.next().ok_or(USAGE)?),
-            "--trace" => o.trace = true,
             _ if !a.starts_with('-') => o.symbols.push(a),
             _ => return Err(USAGE.into()),
         }
@@ -111,45 +105,6 @@ fn run() -> Result<(), String> {
         (Some(d), None) => on_xen(&d, &o),
         (None, Some(image)) => on_sim(image, &o),
         _ => Err(USAGE.into()),
-    }
-}
-
-/// One semantic event as a JSON line.
-fn trace_json(e: &TraceEvent) -> serde_json::Value {
-    let or_null = |r: &Result<String, String>| r.clone().ok();
-    match e {
-        TraceEvent::ProcessStart {
-            vcpu,
-            pid,
-            ppid,
-            name,
-            exe,
-            argv,
-        } => serde_json::json!({
-            "event": "process_start", "vcpu": vcpu.0, "pid": pid, "ppid": ppid, "name": name,
-            "exe": or_null(exe), "argv": argv.as_ref().ok(),
-        }),
-        TraceEvent::ThreadExit {
-            vcpu,
-            tid,
-            pid,
-            name,
-            code,
-        } => serde_json::json!({
-            "event": "thread_exit", "vcpu": vcpu.0, "tid": tid, "pid": pid, "name": name,
-            "code": code,
-        }),
-        TraceEvent::ModuleLoad { vcpu, module } | TraceEvent::ModuleUnload { vcpu, module } => {
-            let what = if matches!(e, TraceEvent::ModuleLoad { .. }) {
-                "module_load"
-            } else {
-                "module_unload"
-            };
-            serde_json::json!({
-                "event": what, "vcpu": vcpu.0, "name": module.name,
-                "base": format!("{:#x}", module.base.0), "size": module.size,
-            })
-        }
     }
 }
 
@@ -218,29 +173,6 @@ fn trace<B: SessionBackend>(
         names.len(),
         names.values().cloned().collect::<Vec<_>>().join(" ")
     );
-    let tracer = if o.trace {
-        match LinuxTracer::place(
-            &mut hooks,
-            &mut session,
-            &mem,
-            linux,
-            &[
-                Probe::ProcessStart,
-                Probe::ThreadExit,
-                Probe::ModuleLoad,
-                Probe::ModuleUnload,
-            ],
-        ) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("hook-trace: --trace: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut traced = 0u64;
     let mut hits: BTreeMap<HookId, u64> = BTreeMap::new();
     // Return hooks: armed at each entry hit of a `--returns` function, counted per function.
     let with_return: Vec<HookId> = names
@@ -256,17 +188,6 @@ fn trace<B: SessionBackend>(
         .run(&mut session, &mem, opts, |ctx| {
             if until.is_some_and(|t| Instant::now() >= t) {
                 stop.stop();
-            }
-            if let (Some(t), Some(hit)) = (&tracer, ctx.hit()) {
-                let ev = ctx.event().clone();
-                match t.decode(linux, ctx.memory(), hit, &ev) {
-                    Some(Ok(e)) => {
-                        traced += 1;
-                        println!("{}", trace_json(&e));
-                    }
-                    Some(Err(e)) => eprintln!("hook-trace: trace event on vCPU {}: {e}", ev.vcpu),
-                    None => {}
-                }
             }
             match ctx.hit() {
                 Some(Hit::Breakpoint { id, .. }) => {
@@ -301,9 +222,6 @@ fn trace<B: SessionBackend>(
         stats.events,
         stats.mean()
     );
-    if tracer.is_some() {
-        summary.push_str(&format!("; trace events {traced}"));
-    }
     if !with_return.is_empty() {
         let per: Vec<String> = with_return
             .iter()

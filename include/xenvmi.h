@@ -325,6 +325,92 @@
 #define XVMI_RUN_STOP 1
 
 /*
+ Probe: process starts ([`XVMI_TRACE_PROCESS_START`]).
+ */
+#define XVMI_PROBE_PROCESS_START (1 << 0)
+
+/*
+ Probe: process and thread exits ([`XVMI_TRACE_PROCESS_EXIT`], [`XVMI_TRACE_THREAD_EXIT`]).
+ */
+#define XVMI_PROBE_EXIT (1 << 1)
+
+/*
+ Probe: module loads.
+ */
+#define XVMI_PROBE_MODULE_LOAD (1 << 2)
+
+/*
+ Probe: module unloads.
+ */
+#define XVMI_PROBE_MODULE_UNLOAD (1 << 3)
+
+/*
+ Probe: system calls (64-bit entry).
+ */
+#define XVMI_PROBE_SYSCALL (1 << 4)
+
+/*
+ Probe: file opens, with their result.
+ */
+#define XVMI_PROBE_FILE_OPEN (1 << 5)
+
+/*
+ [`xvmi_trace_event::type_`]: a process started a program (`ppid`, `argc`; strings: the
+ executable and argv).
+ */
+#define XVMI_TRACE_PROCESS_START 1
+
+/*
+ A process ended (`code`).
+ */
+#define XVMI_TRACE_PROCESS_EXIT 2
+
+/*
+ A thread exited, its process goes on (`code`).
+ */
+#define XVMI_TRACE_THREAD_EXIT 3
+
+/*
+ A module is loaded (`name`, `base`, `size`).
+ */
+#define XVMI_TRACE_MODULE_LOAD 4
+
+/*
+ A module is unloaded (`name`, `base`, `size`).
+ */
+#define XVMI_TRACE_MODULE_UNLOAD 5
+
+/*
+ A system call (`nr`, `name`, `args`, `argc`; strings: its string arguments).
+ */
+#define XVMI_TRACE_SYSCALL 6
+
+/*
+ A file open (`dfd`, `flags`, `mode`, `has_result`, `result`; strings: the path).
+ */
+#define XVMI_TRACE_FILE_OPEN 7
+
+/*
+ [`xvmi_context_trace_string`]: the executable (process start) or the path (file open).
+ */
+#define XVMI_TRACE_STRING_PATH 1
+
+/*
+ Argument `index` of a process start's argv.
+ */
+#define XVMI_TRACE_STRING_ARGV 2
+
+/*
+ Argument `index` of a system call, when it is a string read from the caller's memory.
+ */
+#define XVMI_TRACE_STRING_SYSCALL_ARG 3
+
+/*
+ The whole event as one JSON object (what `trace --json` prints).
+ */
+#define XVMI_TRACE_STRING_JSON 4
+
+/*
  Size of the name arrays in [`xvmi_process`] and [`xvmi_module`], NUL included. Longer names
  are cut at a UTF-8 character boundary (Linux `comm` has at most 15 bytes and module names
  at most 55; Windows names are cut if needed).
@@ -1213,6 +1299,127 @@ typedef int32_t (*xvmi_context_callback)(void *userdata,
                                          struct xvmi_context *ctx,
                                          const struct xvmi_event *event,
                                          struct xvmi_response *response);
+
+/*
+ A filter for [`xvmi_session_trace_enable`] (`xenvmi::trace::TraceFilter`): each list with
+ a count of 0 lets everything through.
+ */
+typedef struct xvmi_trace_filter {
+  /*
+   Process ids to keep.
+   */
+  const uint64_t *pids;
+  /*
+   Their count.
+   */
+  size_t pid_count;
+  /*
+   Process names (`comm`) to keep, NUL-terminated strings.
+   */
+  const char *const *comms;
+  /*
+   Their count.
+   */
+  size_t comm_count;
+  /*
+   System call names to keep (`"openat"`), NUL-terminated strings.
+   */
+  const char *const *syscalls;
+  /*
+   Their count.
+   */
+  size_t syscall_count;
+} xvmi_trace_filter;
+
+/*
+ One semantic event (`xenvmi::trace::TraceEvent`); the fields that do not apply to its
+ type are zero.
+ */
+typedef struct xvmi_trace_event {
+  /*
+   `XVMI_TRACE_*`.
+   */
+  uint32_t type_;
+  /*
+   The vCPU.
+   */
+  uint32_t vcpu;
+  /*
+   The process (`tgid`).
+   */
+  uint64_t pid;
+  /*
+   The thread.
+   */
+  uint64_t tid;
+  /*
+   The thread's name (`comm`), NUL-terminated.
+   */
+  char comm[16];
+  /*
+   Process start: the parent's process id.
+   */
+  uint64_t ppid;
+  /*
+   Exits: the exit code as the kernel keeps it (`status << 8`, or a signal number).
+   */
+  int64_t code;
+  /*
+   Module events: the module's name; system calls: the call's name (empty when the
+   kernel's metadata does not describe the number). NUL-terminated.
+   */
+  char name[64];
+  /*
+   Module events: base and size.
+   */
+  uint64_t base;
+  /*
+   Module events: size in bytes.
+   */
+  uint64_t size;
+  /*
+   System calls: the number.
+   */
+  uint64_t nr;
+  /*
+   System calls: the six argument registers.
+   */
+  uint64_t args[6];
+  /*
+   Process start: the number of argv strings; system calls: the number of declared
+   arguments.
+   */
+  uint32_t argc;
+  /*
+   File open: 1 when `result` holds the call's result.
+   */
+  uint32_t has_result;
+  /*
+   File open: the new descriptor, or the negated errno.
+   */
+  int64_t result;
+  /*
+   File open: the directory descriptor (`-100` is `AT_FDCWD`).
+   */
+  int64_t dfd;
+  /*
+   File open: the `O_*` flags.
+   */
+  uint64_t flags;
+  /*
+   File open: the creation mode.
+   */
+  uint64_t mode;
+  /*
+   1 when a string of the event could not be read from the guest (the JSON form says
+   why, under `unreadable`).
+   */
+  uint32_t unreadable;
+  /*
+   Always zero.
+   */
+  uint32_t reserved;
+} xvmi_trace_event;
 
 /*
  Success.
@@ -2223,6 +2430,58 @@ xvmi_result xvmi_session_stop_on_signals(const struct xvmi_session *session);
  `session` is NULL or a live handle.
  */
 xvmi_result xvmi_session_teardown(const struct xvmi_session *session);
+
+/*
+ Place the probes in `probes` (`XVMI_PROBE_*` bits) on a session whose hooks are enabled,
+ decoding with `os` (a Linux kernel handle of this guest), with `filter` (NULL: none). A
+ probe the kernel has no function for is not placed: its bit is set in `*out_not_placed`
+ (NULL: not reported), the others are placed. Events reach a callback of
+ `xvmi_session_run_context` through [`xvmi_context_trace_event`].
+
+ # Errors
+ `XVMI_ERR_MISSING_SYMBOL` for a filter naming a system call the guest has not;
+ `XVMI_ERR_INVALID_ARGUMENT` for unknown bits, no hooks, or tracing enabled already.
+
+ # Safety
+ `session` and `os` are NULL or live handles; `filter` is NULL or points at an initialised
+ [`xvmi_trace_filter`] whose arrays are valid for their counts; `out_not_placed` is NULL or
+ valid for a write.
+ */
+xvmi_result xvmi_session_trace_enable(const struct xvmi_session *session,
+                                      const struct xvmi_os *os,
+                                      uint32_t probes,
+                                      const struct xvmi_trace_filter *filter,
+                                      uint32_t *out_not_placed);
+
+/*
+ Whether the current hit is a traced event: `XVMI_OK` with `*out` filled, or
+ `XVMI_ERR_NOT_FOUND` (not an event: another breakpoint, a filtered hit, a file open's
+ entry), or the error that kept the event from being read (its message says which field).
+
+ # Safety
+ `ctx` is the context of the running callback; `out` is valid for a write.
+ */
+xvmi_result xvmi_context_trace_event(struct xvmi_context *ctx, struct xvmi_trace_event *out);
+
+/*
+ Copy one string of the current event into `buf` (`len` bytes, NUL-terminated):
+ `which` is `XVMI_TRACE_STRING_*`, `index` the argument's position for `_ARGV` and
+ `_SYSCALL_ARG` (0 otherwise). `*out_len` (if not NULL) receives the string's length.
+
+ # Errors
+ `XVMI_ERR_NOT_FOUND` when the event has no such string; `XVMI_ERR_NOT_MAPPED` when it
+ could not be read from the guest (the message says why); `XVMI_ERR_BUFFER_TOO_SMALL`.
+
+ # Safety
+ `ctx` is the context of the running callback; `buf` is NULL or valid for `len` bytes of
+ writes; `out_len` is NULL or valid for a write.
+ */
+xvmi_result xvmi_context_trace_string(struct xvmi_context *ctx,
+                                      uint32_t which,
+                                      uint32_t index,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -44,6 +44,7 @@ pub mod capi;
 pub mod error;
 pub mod event;
 pub(crate) mod file;
+pub(crate) mod inthash;
 pub mod mem;
 pub mod os;
 pub mod regs;

@@ -433,6 +433,56 @@ fn c_hooks_and_injection_on_the_simulated_domain() {
 }
 
 #[test]
+fn c_trace_events_name_what_the_guest_reported() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_trace.c", "test_trace");
+    let out = run(&exe, &[&vmcore()]);
+    run_valgrind(
+        &cc,
+        "tests/c/test_trace.c",
+        "test_trace",
+        &[&vmcore()],
+        &out,
+    );
+    // The process on vCPU 0, as the guest itself reported it.
+    let gt = ground_truth("linux-6.1");
+    let owner = &gt["vcpu_owners"][0];
+    let p = gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == owner["pid"])
+        .unwrap();
+    let argv: Vec<&str> = p["cmdline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for placement in ["stealth", "in-place"] {
+        let want = format!(
+            "start {placement} pid={} ppid={} comm={} argc={}",
+            p["pid"],
+            p["ppid"],
+            owner["comm"].as_str().unwrap(),
+            argv.len()
+        );
+        assert!(out.lines().any(|l| l == want), "{want}\n{out}");
+        assert!(
+            out.lines().any(|l| l == format!("filtered {placement}")),
+            "{out}"
+        );
+    }
+    let got: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("argv "))
+        .map(|l| l.split_once(' ').map_or("", |x| x.1))
+        .collect();
+    assert_eq!(got, [argv.clone(), argv.clone()].concat(), "{out}");
+    assert!(out.lines().any(|l| l == "done"), "{out}");
+}
+
+#[test]
 fn c_windows_guest_matches_its_spec() {
     let Some(cc) = compiler() else { return };
     let exe = build(&cc, "tests/c/test_windows.c", "test_windows");

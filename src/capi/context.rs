@@ -19,6 +19,7 @@ use crate::addr::{Gfn, Gpa, Gva, VcpuId, ViewId};
 use crate::event::hooks::{Hit, HookContext, HookId};
 use crate::event::session::{EventContext, Session};
 use crate::os::linux::Linux;
+use crate::trace::TraceEvent;
 
 /// The context of one event callback (opaque). Valid only during that callback.
 pub struct xvmi_context {
@@ -146,6 +147,8 @@ impl ContextOps for HookContext<'_, '_, 'static, Domain, DomainMemory> {
 /// The callback's context, behind the opaque pointer C gets.
 struct Slot<'a> {
     ops: &'a mut dyn ContextOps,
+    /// The traced event this hit is (`xvmi_context_trace_event`), if it is one.
+    trace: Option<&'a Result<TraceEvent, String>>,
 }
 
 thread_local! {
@@ -157,9 +160,10 @@ thread_local! {
 /// calls) only until `f` returns.
 pub(crate) fn with_context<R>(
     ops: &mut dyn ContextOps,
+    trace: Option<&Result<TraceEvent, String>>,
     f: impl FnOnce(*mut xvmi_context) -> R,
 ) -> R {
-    let mut slot = Slot { ops };
+    let mut slot = Slot { ops, trace };
     let p = std::ptr::addr_of_mut!(slot).cast::<xvmi_context>();
     struct Restore(usize);
     impl Drop for Restore {
@@ -173,6 +177,18 @@ pub(crate) fn with_context<R>(
 
 /// The context behind `ctx`, if it is the current callback's.
 fn current<'a>(ctx: *mut xvmi_context) -> Result<&'a mut dyn ContextOps, Fail> {
+    Ok(&mut *slot(ctx)?.ops)
+}
+
+/// The traced event of the current callback's hit, if it is one.
+pub(crate) fn current_trace<'a>(
+    ctx: *mut xvmi_context,
+) -> Result<Option<&'a Result<TraceEvent, String>>, Fail> {
+    Ok(slot(ctx)?.trace)
+}
+
+/// The slot behind `ctx`, if it is the current callback's.
+fn slot<'a>(ctx: *mut xvmi_context) -> Result<&'a mut Slot<'a>, Fail> {
     check_ptr(ctx, "ctx")?;
     if CURRENT.with(|c| c.get()) != ctx as usize {
         return Err(Fail::new(
@@ -185,8 +201,7 @@ fn current<'a>(ctx: *mut xvmi_context) -> Result<&'a mut dyn ContextOps, Fail> {
     // lives on its stack until `f` returns, when CURRENT is restored; so it is alive now. The
     // callback is running inside `f` on this thread, and `with_context`'s caller does not
     // touch `ops` until `f` returns, so this is the only reference in use.
-    let slot = unsafe { &mut *ctx.cast::<Slot<'a>>() };
-    Ok(&mut *slot.ops)
+    Ok(unsafe { &mut *ctx.cast::<Slot<'a>>() })
 }
 
 /// Write a breakpoint id to an out-parameter.
@@ -254,7 +269,7 @@ pub unsafe extern "C" fn xvmi_context_hook_add_va(
 
 /// The Linux kernel of an OS handle, for symbol breakpoints.
 pub(crate) fn linux_of(os: &xvmi_os) -> Result<&Linux, Fail> {
-    match &os.os {
+    match &*os.os {
         Os::Linux(l) => Ok(l),
         Os::Windows { .. } => Err(Fail::new(
             XVMI_ERR_UNSUPPORTED,

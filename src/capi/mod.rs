@@ -34,6 +34,7 @@ mod hooks;
 mod memory;
 mod os;
 mod session;
+mod trace;
 mod types;
 
 pub use context::*;
@@ -51,4 +52,5 @@ pub use hooks::*;
 pub use memory::*;
 pub use os::*;
 pub use session::*;
+pub use trace::*;
 pub use types::*;

@@ -27,7 +27,7 @@ pub(crate) enum Os {
 /// holds no reference to the memory handle it was discovered on: pass a memory handle of the
 /// same guest to each call (the same one, or another on the same domain or image).
 pub struct xvmi_os {
-    pub(crate) os: Os,
+    pub(crate) os: std::sync::Arc<Os>,
 }
 
 /// [`xvmi_os_info::kind`]: a Linux kernel.
@@ -101,7 +101,14 @@ fn levels(m: PagingMode) -> u32 {
 
 fn new_os(os: Os, out: *mut *mut xvmi_os) {
     // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
-    unsafe { put(out, register(Box::new(xvmi_os { os }))) };
+    unsafe {
+        put(
+            out,
+            register(Box::new(xvmi_os {
+                os: std::sync::Arc::new(os),
+            })),
+        )
+    };
 }
 
 fn discover_linux(
@@ -282,7 +289,7 @@ pub unsafe extern "C" fn xvmi_os_get_info(
     boundary(|| {
         let os = arg_handle(os, "os")?;
         let out = arg_out(out, "out")?;
-        let info = match &os.os {
+        let info = match &*os.os {
             Os::Windows { windows, base_pa } => {
                 let w = windows.info();
                 xvmi_os_info {
@@ -336,7 +343,7 @@ pub unsafe extern "C" fn xvmi_os_release(
 ) -> xvmi_result {
     boundary(|| {
         let os = arg_handle(os, "os")?;
-        let s = match &os.os {
+        let s = match &*os.os {
             Os::Linux(l) => l.info().release.clone(),
             Os::Windows { windows, .. } => match windows.info().build {
                 Some(b) => b.to_string(),
@@ -368,7 +375,7 @@ pub unsafe extern "C" fn xvmi_os_banner(
 ) -> xvmi_result {
     boundary(|| {
         let os = arg_handle(os, "os")?;
-        let s = match &os.os {
+        let s = match &*os.os {
             Os::Linux(l) => l.info().banner.clone(),
             Os::Windows { windows, .. } => {
                 let w = windows.info();
@@ -406,7 +413,7 @@ pub unsafe extern "C" fn xvmi_os_symbol(
         // SAFETY: forwarded contract.
         let name = unsafe { arg_str(name, "name") }?;
         let out = arg_out(out_va, "out_va")?;
-        let (va, source) = match &os.os {
+        let (va, source) = match &*os.os {
             Os::Linux(l) => (l.symbol(name), l.info().symbol_source.clone()),
             Os::Windows { windows, .. } => (
                 windows.symbol(name),
@@ -489,7 +496,7 @@ pub unsafe extern "C" fn xvmi_os_processes(
             unsafe { cb(userdata, p, status) }
         };
         let convert = |p: &Process| xvmi_process::from(p);
-        match &os.os {
+        match &*os.os {
             Os::Linux(l) => walk(l.processes(mem), convert, call),
             Os::Windows { windows, .. } => walk(windows.processes(mem), convert, call),
         }
@@ -520,7 +527,7 @@ pub unsafe extern "C" fn xvmi_os_modules(
             unsafe { cb(userdata, m, status) }
         };
         let convert = |m: &Module| xvmi_module::from(m);
-        match &os.os {
+        match &*os.os {
             Os::Linux(l) => walk(l.modules(mem), convert, call),
             Os::Windows { windows, .. } => walk(windows.modules(mem), convert, call),
         }
@@ -547,7 +554,7 @@ pub unsafe extern "C" fn xvmi_os_process_for_cr3(
         let m = arg_handle(mem, "mem")?;
         let out = arg_out(out, "out")?;
         let mem = m.get();
-        let found: Option<Process> = match &os.os {
+        let found: Option<Process> = match &*os.os {
             Os::Linux(l) => match l.process_for_cr3(mem, cr3) {
                 Some(p) => Some(p),
                 None if l.is_kernel_cr3(cr3) => {
@@ -639,7 +646,7 @@ pub unsafe extern "C" fn xvmi_os_process_modules(
             // SAFETY: as in xvmi_os_processes.
             unsafe { cb(userdata, m, status) }
         };
-        match &os.os {
+        match &*os.os {
             Os::Linux(_) => Err(Fail::new(
                 XVMI_ERR_UNSUPPORTED,
                 "walking the user-space modules of a Linux process is not supported yet",

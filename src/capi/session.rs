@@ -13,6 +13,7 @@ use super::domain::{
 };
 use super::error::*;
 use super::handles::{arg_handle, register, unregister, Handle};
+use super::os::Os;
 use super::types::xvmi_registers;
 use crate::addr::{Gfn, VcpuId, ViewId};
 use crate::backend::{MemAccess, Monitor};
@@ -44,6 +45,9 @@ pub(super) struct Inner {
     pub(super) hooks: Option<Hooks>,
     /// The domain's memory as the hook manager reads it (translations flushed at each event).
     pub(super) mem: GuestMemory<DomainMemory>,
+    /// The tracer, once `xvmi_session_trace_enable` placed one (its breakpoints are the
+    /// hook manager's).
+    pub(super) tracing: Option<super::trace::Tracing>,
     pub(super) domain: Arc<DomainShared>,
     pub(super) torn_down: bool,
 }
@@ -124,6 +128,7 @@ pub unsafe extern "C" fn xvmi_session_open(
             inner: UnsafeCell::new(Inner {
                 session,
                 hooks: None,
+                tracing: None,
                 mem: GuestMemory::new(DomainMemory(Arc::clone(&shared))),
                 domain: shared,
                 torn_down: false,
@@ -1008,10 +1013,10 @@ impl std::error::Error for InvalidResponse {}
 
 /// One event through the C callback.
 fn call(
-    cb: Callback,
-    userdata: *mut c_void,
+    (cb, userdata): (Callback, *mut c_void),
     ops: &mut dyn super::context::ContextOps,
     ev: &Event,
+    traced: Option<&Result<crate::trace::TraceEvent, String>>,
     stop: &StopHandle,
     shared: &DomainShared,
     invalid: &mut Option<String>,
@@ -1026,7 +1031,7 @@ fn call(
         // SAFETY: a C function pointer from the caller (contract: it does not unwind); both
         // pointers are to locals that live until it returns.
         Callback::Plain(f) => unsafe { f(userdata, &cev, &mut rsp) },
-        Callback::Context(f) => with_context(ops, |ctx| {
+        Callback::Context(f) => with_context(ops, traced, |ctx| {
             // SAFETY: as above; `ctx` is accepted by the xvmi_context_* calls only until
             // `with_context` returns.
             unsafe { f(userdata, ctx, &cev, &mut rsp) }
@@ -1055,7 +1060,8 @@ unsafe fn run(
     let o = if options.is_null() {
         xvmi_run_options::default()
     } else {
-        // SAFETY: forwarded contract.
+        // SAFETY: `options` is non-NULL here and, by the contract of the xvmi_session_run*
+        // entry points that call this, points at an initialised xvmi_run_options.
         *unsafe { arg_ref(options, "options") }?
     };
     let out_stats = if out_stats.is_null() {
@@ -1081,14 +1087,36 @@ unsafe fn run(
         }
         let shared = Arc::clone(&inner.domain);
         let mut invalid: Option<String> = None;
-        let r: Result<RunStats, Error> = match &mut inner.hooks {
-            Some(hooks) => hooks.run(&mut inner.session, &inner.mem, &opts, |hc| {
+        let Inner {
+            hooks,
+            session,
+            mem,
+            tracing,
+            ..
+        } = &mut *inner;
+        let r: Result<RunStats, Error> = match hooks {
+            Some(hooks) => hooks.run(session, mem, &opts, |hc| {
+                // The tracer sees every hit (a file open's entry arms its return), whatever
+                // the callback then asks for.
+                let traced = tracing.as_mut().and_then(|t| match &*t.os {
+                    Os::Linux(l) => t.tracer.handle(l, hc),
+                    Os::Windows { .. } => None,
+                });
+                let traced = traced.map(|r| r.map_err(|e| e.to_string()));
                 let ev = hc.event();
-                call(cb, userdata, hc, ev, &stop, &shared, &mut invalid)
+                call(
+                    (cb, userdata),
+                    hc,
+                    ev,
+                    traced.as_ref(),
+                    &stop,
+                    &shared,
+                    &mut invalid,
+                )
             }),
-            None => inner.session.run_with(&opts, |ctx| {
+            None => session.run_with(&opts, |ctx| {
                 let ev = ctx.event();
-                call(cb, userdata, ctx, ev, &stop, &shared, &mut invalid)
+                call((cb, userdata), ctx, ev, None, &stop, &shared, &mut invalid)
             }),
         };
         shared.guest_ran();
@@ -1099,6 +1127,7 @@ unsafe fn run(
                     // The loop answered the event safely and tore the session down.
                     inner.torn_down = true;
                     inner.hooks = None;
+                    inner.tracing = None;
                 }
                 if let Some(why) = invalid {
                     return Err(Fail::new(
@@ -1181,6 +1210,7 @@ pub unsafe extern "C" fn xvmi_session_teardown(session: *const xvmi_session) -> 
         with_inner(&s, |i| {
             i.torn_down = true;
             i.hooks = None;
+            i.tracing = None;
             let r = i.session.teardown();
             i.domain.guest_ran();
             Ok(r?)

@@ -38,7 +38,6 @@
 //! or a signal) removes the view, the remaps, the frames and every in-place `int3`.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::session::{EventContext, RunOptions, RunStats, Session, SessionBackend};
 use super::{Event, EventKind, Response};
@@ -59,32 +58,10 @@ const INT3: u8 = 0xcc;
 /// matched to its call.
 const CR3_FLAGS: u64 = 0xfff | (1 << 63);
 
-/// A hasher for the manager's integer keys (frames, addresses, vCPUs, ids): one multiply.
-/// Every key is inserted by the manager itself, never chosen by the guest, which only makes
-/// lookups, so a keyed hash buys nothing here and would be most of a hit's cost.
-#[derive(Default)]
-struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-}
-
-type IntMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IntHasher>>;
+// Every key of the manager's maps (frames, addresses, vCPUs, ids) is inserted by the
+// manager itself, never chosen by the guest, which only makes lookups: a keyed hash would buy
+// nothing and be most of a hit's cost.
+use crate::inthash::IntMap;
 
 /// How breakpoints are placed (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -267,32 +267,42 @@ impl<B: PhysicalMemory> GuestMemory<B> {
     /// required: a string that fills `max_len` is returned as is). Invalid UTF-8 is replaced.
     ///
     /// # Errors
-    /// As [`GuestMemory::read`], for the first page only; later unreadable pages end the string.
+    /// As [`GuestMemory::read`], for the first bytes only; a later unreadable page ends the
+    /// string.
     pub fn read_cstring(&self, space: AddressSpace, va: Gva, max_len: usize) -> Result<String> {
         let max_len = max_len.min(MAX_READ);
-        let mut out = Vec::new();
+        let mut out: Vec<u8> = Vec::new();
         let mut cur = va;
+        // Short strings are the rule: read a small piece first, then larger ones (each within
+        // one page), so a path costs a path's bytes, not a page's.
+        let mut step = 128usize;
         while out.len() < max_len {
-            let chunk = ((PAGE_SIZE - cur.page_offset()) as usize).min(max_len - out.len());
-            let mut buf = [0u8; PAGE_SIZE as usize];
-            let r = self.read(space, cur, &mut buf[..chunk]);
-            if let Err(e) = r {
-                if out.is_empty() {
+            let chunk = ((PAGE_SIZE - cur.page_offset()) as usize)
+                .min(max_len - out.len())
+                .min(step);
+            let start = out.len();
+            out.resize(start + chunk, 0);
+            if let Err(e) = self.read(space, cur, &mut out[start..]) {
+                out.truncate(start);
+                if start == 0 {
                     return Err(e);
                 }
                 break;
             }
-            if let Some(n) = memchr::memchr(0, &buf[..chunk]) {
-                out.extend_from_slice(&buf[..n]);
+            if let Some(n) = memchr::memchr(0, &out[start..]) {
+                out.truncate(start + n);
                 break;
             }
-            out.extend_from_slice(&buf[..chunk]);
+            step = step.saturating_mul(4);
             cur = match cur.checked_add(chunk as u64) {
                 Some(c) => c,
                 None => break,
             };
         }
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        Ok(match String::from_utf8(out) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
     }
 }
 

@@ -159,7 +159,9 @@ struct View {
 #[derive(Debug)]
 pub struct SimState {
     base: Box<dyn PhysicalMemory + Send>,
-    dirty: HashMap<u64, Box<[u8]>>,
+    /// Pages written (by the script or by xenvmi), looked up on every read: an integer hash
+    /// (the keys are the script's and xenvmi's own writes).
+    dirty: crate::inthash::IntMap<u64, Box<[u8]>>,
     vcpus: Vec<Vcpu>,
     monitors: Vec<Monitor>,
     ring_enabled: bool,
@@ -361,7 +363,7 @@ impl SimDomain {
         SimDomain {
             state: RefCell::new(SimState {
                 base: Box::new(memory),
-                dirty: HashMap::new(),
+                dirty: Default::default(),
                 vcpus: vcpus
                     .iter()
                     .map(|r| Vcpu {

@@ -89,6 +89,16 @@ impl Cr3Resolver {
         }
     }
 
+    /// Drop what is known about `cr3`'s root (its process exited: the page may become another
+    /// process's root, which must then be looked up afresh, not taken for this one).
+    pub fn forget(&mut self, cr3: u64) {
+        let root = cr3_to_root(cr3).0 & !0x1000;
+        for r in [root, root | 0x1000] {
+            self.by_root.remove(&r);
+            self.misses.remove(&r);
+        }
+    }
+
     /// The cached owner of a root, without walking.
     pub fn cached(&self, root: Gpa) -> Option<&Process> {
         self.by_root.get(&root.0)

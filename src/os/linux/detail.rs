@@ -205,55 +205,104 @@ impl Linux {
                 };
             }
         };
-        let ks = self.info().kernel_space;
-        let mm = || -> Result<Gva> {
-            mem.read_va(ks, add(p.object, self.offsets().task_mm, "task->mm")?)
-        };
-        let user = p.dtb.map(|root| AddressSpace {
-            root,
-            mode: ks.mode,
-        });
-        let area = |start: u64, end: u64| -> Result<Vec<String>> {
-            let mm = mm()?;
-            let Some(space) = user.filter(|_| mm.0 != 0 && !p.kernel_thread) else {
-                return Ok(Vec::new()); // a kernel thread
-            };
-            let a = mem.read_u64(ks, add(mm, start, "mm field")?)?;
-            let b = mem.read_u64(ks, add(mm, end, "mm field")?)?;
-            if b < a {
-                return Err(Error::malformed(
-                    "mm_struct",
-                    format!("process {}", p.pid),
-                    format!("area end {b:#x} below its start {a:#x}"),
-                ));
-            }
-            let len = (b - a).min(MAX_ARGS_BYTES) as usize;
-            Ok(split_nul(&mem.read_bytes(space, Gva(a), len)?))
-        };
-        let exe = || -> Result<Option<String>> {
-            let mm = mm()?;
-            if p.kernel_thread || mm.0 == 0 {
-                return Ok(None);
-            }
-            self.exe_path(mem, &o, mm)
-        };
         let maps = || -> Result<Vec<Vma>> {
-            let mm = mm()?;
-            if p.kernel_thread || mm.0 == 0 {
-                return Ok(Vec::new());
+            match self.user_mm(mem, p)? {
+                Some(mm) => self.memory_map(mem, mm),
+                None => Ok(Vec::new()),
             }
-            self.memory_map(mem, mm)
         };
         let msg = |e: Error| e.to_string();
         ProcessDetail {
-            cmdline: area(o.mm_arg_start, o.mm_arg_end).map_err(msg),
-            environ: area(o.mm_env_start, o.mm_env_end).map_err(msg),
-            exe: exe().map_err(msg),
+            cmdline: self
+                .user_area(mem, p, o.mm_arg_start, o.mm_arg_end)
+                .map_err(msg),
+            environ: self
+                .user_area(mem, p, o.mm_env_start, o.mm_env_end)
+                .map_err(msg),
+            exe: self.exe_of(mem, &o, p).map_err(msg),
             credentials: self.credentials(mem, &o, p.object).map_err(msg),
             threads: self.threads(mem, &o, p.object).map_err(msg),
             maps: maps().map_err(msg),
             files: self.open_files(mem, p.object).map_err(msg),
             sockets: self.sockets(mem, p.object).map_err(msg),
+        }
+    }
+
+    /// `p`'s arguments alone (the `cmdline` part of [`Linux::process_detail`]), for callers
+    /// that need only them (a process-start event).
+    ///
+    /// # Errors
+    /// A missing field offset; memory errors (a page the image lacks).
+    pub fn command_line<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        p: &Process,
+    ) -> Result<Vec<String>> {
+        let t = self.types();
+        let start = t.require("mm_struct", "arg_start")?;
+        let end = t.require("mm_struct", "arg_end")?;
+        self.user_area(mem, p, start, end)
+    }
+
+    /// `p`'s executable path alone (the `exe` part of [`Linux::process_detail`]); `None`
+    /// for a kernel thread.
+    ///
+    /// # Errors
+    /// As [`Linux::command_line`].
+    pub fn executable<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        p: &Process,
+    ) -> Result<Option<String>> {
+        self.exe_of(mem, &DetailOffsets::resolve(self)?, p)
+    }
+
+    /// `p`'s `mm`, `None` for a kernel thread (or a task whose `mm` is gone).
+    fn user_mm<B: PhysicalMemory>(&self, mem: &GuestMemory<B>, p: &Process) -> Result<Option<Gva>> {
+        let ks = self.info().kernel_space;
+        let mm = mem.read_va(ks, add(p.object, self.offsets().task_mm, "task->mm")?)?;
+        Ok((mm.0 != 0 && !p.kernel_thread).then_some(mm))
+    }
+
+    /// The NUL-separated strings between two `mm_struct` fields (arguments or environment),
+    /// read from `p`'s own address space; empty for a kernel thread.
+    fn user_area<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        p: &Process,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<String>> {
+        let ks = self.info().kernel_space;
+        let (Some(mm), Some(root)) = (self.user_mm(mem, p)?, p.dtb) else {
+            return Ok(Vec::new());
+        };
+        let space = AddressSpace {
+            root,
+            mode: ks.mode,
+        };
+        let a = mem.read_u64(ks, add(mm, start, "mm field")?)?;
+        let b = mem.read_u64(ks, add(mm, end, "mm field")?)?;
+        if b < a {
+            return Err(Error::malformed(
+                "mm_struct",
+                format!("process {}", p.pid),
+                format!("area end {b:#x} below its start {a:#x}"),
+            ));
+        }
+        let len = (b - a).min(MAX_ARGS_BYTES) as usize;
+        Ok(split_nul(&mem.read_bytes(space, Gva(a), len)?))
+    }
+
+    fn exe_of<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        o: &DetailOffsets,
+        p: &Process,
+    ) -> Result<Option<String>> {
+        match self.user_mm(mem, p)? {
+            Some(mm) => self.exe_path(mem, o, mm),
+            None => Ok(None),
         }
     }
 

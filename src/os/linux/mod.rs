@@ -45,6 +45,7 @@ pub mod syscalls;
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
 pub use crate::os::profile::Profile;
 pub use cr3::{Cr3Owner, Cr3Resolver};
+pub use current::RunningThread;
 pub use offsets::Offsets;
 
 /// `__START_KERNEL_map`: the kernel image map starts here on x86-64.
@@ -124,6 +125,9 @@ pub struct Linux {
     /// run-time address = table address + slide.
     slide: u64,
     types: Box<dyn TypeSource + Send + Sync>,
+    /// The per-CPU offset of the running task's pointer, worked out on first use
+    /// ([`Linux::current_task`]: on the hot path of every traced event).
+    current_offset: std::sync::OnceLock<Option<u64>>,
 }
 
 impl std::fmt::Debug for Linux {
@@ -573,6 +577,7 @@ impl Linux {
             symbols,
             slide,
             types,
+            current_offset: std::sync::OnceLock::new(),
         })
     }
 

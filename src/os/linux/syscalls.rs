@@ -39,6 +39,8 @@ pub struct SyscallInfo {
     pub name: String,
     /// Its arguments, in register order (at most 6).
     pub args: Vec<SyscallArg>,
+    /// How each argument is decoded, worked out once from its type when the table is read.
+    kinds: Vec<Kind>,
 }
 
 /// A decoded argument value.
@@ -65,7 +67,7 @@ pub enum ArgValue {
 /// The system calls of one kernel (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct SyscallTable {
-    by_nr: Vec<Option<SyscallInfo>>,
+    by_nr: Vec<Option<std::sync::Arc<SyscallInfo>>>,
 }
 
 /// How a declared C type is decoded.
@@ -195,20 +197,30 @@ impl SyscallTable {
                     });
                 }
                 let name = name.strip_prefix("sys_").unwrap_or(&name).to_owned();
+                let kinds = args
+                    .iter()
+                    .map(|a| classify(&a.type_name, &a.name))
+                    .collect();
                 Ok(Some(SyscallInfo {
                     nr: nr as u32,
                     name,
                     args,
+                    kinds,
                 }))
             })();
-            by_nr.push(entry.unwrap_or(None));
+            by_nr.push(entry.unwrap_or(None).map(std::sync::Arc::new));
         }
         Ok(SyscallTable { by_nr })
     }
 
     /// The declaration of number `nr`.
     pub fn get(&self, nr: u64) -> Option<&SyscallInfo> {
-        self.by_nr.get(usize::try_from(nr).ok()?)?.as_ref()
+        self.by_nr.get(usize::try_from(nr).ok()?)?.as_deref()
+    }
+
+    /// The declaration of number `nr`, shared (events carry it without copying its strings).
+    pub fn shared(&self, nr: u64) -> Option<std::sync::Arc<SyscallInfo>> {
+        self.by_nr.get(usize::try_from(nr).ok()?)?.clone()
     }
 
     /// The declaration named `name` (`openat`).
@@ -218,7 +230,7 @@ impl SyscallTable {
 
     /// Every described system call, by number.
     pub fn iter(&self) -> impl Iterator<Item = &SyscallInfo> {
-        self.by_nr.iter().flatten()
+        self.by_nr.iter().flatten().map(|a| &**a)
     }
 
     /// Numbers the table covers (described or not).
@@ -246,28 +258,36 @@ impl SyscallTable {
         Some(
             info.args
                 .iter()
-                .zip(regs)
-                .map(|(a, v)| {
-                    let value = match classify(&a.type_name, &a.name) {
-                        Kind::Int(w) => ArgValue::Int(sign_extend(v, w)),
-                        Kind::Uint(w) => {
-                            ArgValue::Uint(if w >= 64 { v } else { v & ((1u64 << w) - 1) })
-                        }
-                        Kind::Ptr => ArgValue::Pointer(v),
-                        Kind::Str if v == 0 => ArgValue::Pointer(0),
-                        Kind::Str => match mem.read_cstring(space, Gva(v), MAX_STRING_ARG) {
-                            Ok(s) => ArgValue::Str(s),
-                            Err(e) => ArgValue::Unreadable {
-                                addr: v,
-                                reason: e.to_string(),
-                            },
-                        },
-                    };
-                    (a, value)
-                })
+                .zip(decode_values(mem, space, info, regs))
                 .collect(),
         )
     }
+}
+
+/// The values of `info`'s arguments in one call (see [`SyscallTable::decode`]), in order.
+pub fn decode_values<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    space: AddressSpace,
+    info: &SyscallInfo,
+    regs: [u64; 6],
+) -> Vec<ArgValue> {
+    info.kinds
+        .iter()
+        .zip(regs)
+        .map(|(&k, v)| match k {
+            Kind::Int(w) => ArgValue::Int(sign_extend(v, w)),
+            Kind::Uint(w) => ArgValue::Uint(if w >= 64 { v } else { v & ((1u64 << w) - 1) }),
+            Kind::Ptr => ArgValue::Pointer(v),
+            Kind::Str if v == 0 => ArgValue::Pointer(0),
+            Kind::Str => match mem.read_cstring(space, Gva(v), MAX_STRING_ARG) {
+                Ok(s) => ArgValue::Str(s),
+                Err(e) => ArgValue::Unreadable {
+                    addr: v,
+                    reason: e.to_string(),
+                },
+            },
+        })
+        .collect()
 }
 
 fn sign_extend(v: u64, width: u32) -> i64 {

@@ -5,7 +5,7 @@
 //! and members are decoded on demand. Type-reference chains (typedef → const → ...) are followed
 //! with a hop limit, so a BTF blob with reference loops cannot hang a lookup.
 
-use super::{Field, SymbolTable, SymbolTableBuilder, TypeSource};
+use super::{Field, Param, SymbolTable, SymbolTableBuilder, TypeSource};
 use crate::bytes::{u16_at, u32_at};
 use crate::error::{Error, Result};
 
@@ -345,6 +345,76 @@ impl Btf {
         None
     }
 
+    /// The id of the function (`BTF_KIND_FUNC`) called `name`: a scan over the types, done
+    /// once per probe placed, not per event.
+    pub fn find_function(&self, name: &str) -> Option<u32> {
+        (1..self.offsets.len() as u32).find(|&id| {
+            self.header(id)
+                .is_some_and(|h| h.kind == Kind::Func && self.string(h.name_off) == name)
+        })
+    }
+
+    /// The C spelling of type `id` (`const char *`, `struct pt_regs *`), at most
+    /// [`MAX_HOPS`] links deep (a longer or looping chain ends in `...`).
+    pub fn type_name(&self, id: u32) -> String {
+        let mut prefix = String::new();
+        let mut stars = String::new();
+        let mut id = id;
+        for _ in 0..MAX_HOPS {
+            let Some(h) = self.header(id) else {
+                return format!("{prefix}void{stars}");
+            };
+            let name = self.string(h.name_off);
+            let base = match h.kind {
+                Kind::Ptr => {
+                    stars.insert_str(0, " *");
+                    id = h.size_or_type;
+                    continue;
+                }
+                Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
+                    if h.kind == Kind::Const {
+                        if stars.is_empty() {
+                            prefix.push_str("const ");
+                        } else {
+                            stars.insert_str(0, " const");
+                        }
+                    }
+                    id = h.size_or_type;
+                    continue;
+                }
+                Kind::Struct => format!("struct {name}"),
+                Kind::Union => format!("union {name}"),
+                Kind::Enum | Kind::Enum64 => format!("enum {name}"),
+                Kind::Fwd if h.kind_flag => format!("union {name}"),
+                Kind::Fwd => format!("struct {name}"),
+                Kind::FuncProto => "fn".to_owned(),
+                Kind::Void => "void".to_owned(),
+                _ => name.to_owned(),
+            };
+            return format!("{prefix}{base}{stars}");
+        }
+        format!("{prefix}...{stars}")
+    }
+
+    /// The parameters of the function with type id `func` (a `BTF_KIND_FUNC`).
+    fn params_of(&self, func: u32) -> Option<Vec<Param>> {
+        let proto = self.header(func)?.size_or_type;
+        let h = self.header(proto)?;
+        if h.kind != Kind::FuncProto {
+            return None;
+        }
+        let off = *self.offsets.get(proto as usize)? as usize + 12;
+        (0..h.vlen as usize)
+            .map(|i| {
+                let at = off.checked_add(i.checked_mul(8)?)?;
+                Some(Param {
+                    name: self.string(u32_at(&self.data, at)?).to_owned(),
+                    type_name: self.type_name(u32_at(&self.data, at + 4)?),
+                })
+            })
+            .collect()
+    }
+
     /// The raw blob.
     pub fn raw(&self) -> &[u8] {
         &self.data
@@ -388,6 +458,10 @@ impl TypeSource for Btf {
             _ => None,
         });
         Some(Field { offset, size })
+    }
+
+    fn function_params(&self, name: &str) -> Option<Vec<Param>> {
+        self.params_of(self.find_function(name)?)
     }
 }
 

@@ -78,7 +78,16 @@ pub struct Field {
     pub size: Option<u64>,
 }
 
-/// Structure layouts.
+/// One parameter of a kernel function, as its prototype declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Its name (empty if the prototype has none).
+    pub name: String,
+    /// Its C type, as written (`struct pt_regs *`, `const char *`, `long`).
+    pub type_name: String,
+}
+
+/// Structure layouts (and, where the source has them, function prototypes).
 pub trait TypeSource {
     /// Where the types came from (for messages).
     fn source_name(&self) -> &str;
@@ -102,6 +111,13 @@ pub trait TypeSource {
                 hint: String::new(),
             })
     }
+
+    /// The parameters of kernel function `name`, in order, when the source has its prototype
+    /// (BTF does; an ISF does not). Tracing uses them to find an argument's register by name.
+    fn function_params(&self, name: &str) -> Option<Vec<Param>> {
+        let _ = name;
+        None
+    }
 }
 
 /// A shared profile: many guests of one build (a fleet of identical VMs) can use one loaded
@@ -115,6 +131,9 @@ impl<T: TypeSource + ?Sized> TypeSource for std::sync::Arc<T> {
     }
     fn field(&self, type_name: &str, path: &str) -> Option<Field> {
         (**self).field(type_name, path)
+    }
+    fn function_params(&self, name: &str) -> Option<Vec<Param>> {
+        (**self).function_params(name)
     }
 }
 
