@@ -74,18 +74,10 @@ fn json_output_matches_ground_truth() {
 }
 
 /// `--json --detail` on `linux-6.1-net`: each socket the guest's `/proc/net` lists with an
-/// owner is in that process's `sockets`, with its inode, protocol and ends. Skipped while the
-/// fixture is absent.
+/// owner is in that process's `sockets`, with its inode, protocol and ends.
 #[test]
 fn detail_json_sockets_match_the_guests_proc_net() {
     let f = "linux-6.1-net";
-    if !support::fixture::fixture_dir(f)
-        .join("ground-truth.json")
-        .exists()
-    {
-        eprintln!("{f}: not in fixtures/ yet; skipped");
-        return;
-    }
     let image = fixture_file(f, "vmcore.elf").unwrap();
     let out = Command::new(pslist())
         .args(["--json", "--detail"])

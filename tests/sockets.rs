@@ -8,8 +8,7 @@
 //! namespace (`rtnetlink_net_init`, `genl_pernet_init`, `igmp_net_init`, `ndisc_net_init`,
 //! `igmp6_net_init`). `linux-6.1-net` (a guest with real TCP, UDP and UNIX sockets) is compared
 //! with what that guest reported: every `/proc/PID/fd` link `socket:[ino]`, and each socket of
-//! its `/proc/net/{tcp,tcp6,udp,udp6,unix}`; the test says it is skipped while the fixture is
-//! absent.
+//! its `/proc/net/{tcp,tcp6,udp,udp6,unix}`.
 //! Nothing here compares with output recorded from xenvmi.
 
 mod support;
@@ -17,7 +16,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use support::fixture::{fixture_dir, fixture_file, ground_truth};
+use support::fixture::{fixture_file, ground_truth};
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::sockets::Sock;
@@ -102,7 +101,7 @@ fn the_kernels_own_sockets_are_what_each_namespace_creates() {
     // - ndisc_net_init / igmp6_net_init: inet_ctl_sock_create(PF_INET6, SOCK_RAW,
     //   IPPROTO_ICMPV6 = 58): a raw socket's local port is its protocol (inet6_create:
     //   inet_num = protocol).
-    for f in FIXTURES {
+    for f in FIXTURES.iter().chain([&NET]) {
         let (mem, linux) = open(f);
         let s = net_sock(&linux, &mem, "rtnl");
         assert_eq!(
@@ -183,10 +182,6 @@ fn state(s: &str) -> String {
 
 #[test]
 fn linux_6_1_net_sockets_match_the_guests_own_list() {
-    if !fixture_dir(NET).join("ground-truth.json").exists() {
-        eprintln!("{NET}: not in fixtures/ yet; skipped");
-        return;
-    }
     let gt = ground_truth(NET);
     let (mem, linux) = open(NET);
     let procs: Vec<_> = linux.processes(&mem).map(Result::unwrap).collect();

@@ -1,4 +1,4 @@
-//! Kernel addresses as `symbol+offset` (`Linux::symbolizer`, `Linux::symbolize`) on the five
+//! Kernel addresses as `symbol+offset` (`Linux::symbolizer`, `Linux::symbolize`) on the six
 //! real Linux dumps, checked against each guest's own `/proc/kallsyms` at dump time
 //! (`kallsyms.zst`): its kernel symbols, and its module symbols (`addr type name [module]`),
 //! which come from each module's own symbol table, less the local labels the kernel's own
@@ -20,19 +20,8 @@ const FIXTURES: &[&str] = &[
     "linux-6.1-cloud-pti",
     "linux-6.1-mem4g",
     "linux-6.12",
+    "linux-6.1-net",
 ];
-
-/// The five, and `linux-6.1-net` (a guest with sockets open) once it is in `fixtures/`.
-fn fixtures() -> Vec<&'static str> {
-    let mut v = FIXTURES.to_vec();
-    if support::fixture::fixture_dir("linux-6.1-net")
-        .join("ground-truth.json")
-        .exists()
-    {
-        v.push("linux-6.1-net");
-    }
-    v
-}
 
 /// The guest's `/proc/kallsyms`: names by address, for the kernel (`None`) and each module.
 type Names = BTreeMap<Option<String>, BTreeMap<u64, BTreeSet<String>>>;
@@ -68,7 +57,7 @@ fn guest_kallsyms(f: &str) -> Names {
 
 #[test]
 fn kernel_and_module_addresses_resolve_as_the_guests_kallsyms_says() {
-    for f in fixtures() {
+    for f in FIXTURES {
         let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
         let regs = snap.all_registers().to_vec();
         let mem = GuestMemory::new(snap);
