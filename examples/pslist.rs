@@ -191,7 +191,7 @@ fn part<T>(
     }
 }
 
-/// The `--detail` fields of one process (docs/pslist-json.md).
+/// The `--detail` fields of one process (docs/processes.md).
 fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> {
     let mut bad = serde_json::Map::new();
     let mut m = serde_json::Map::new();
@@ -279,6 +279,28 @@ fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> 
                         Err(why) => {
                             serde_json::json!({"fd": f.fd, "path": null, "path_unreadable": why})
                         }
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "sockets".into(),
+        part(
+            "sockets",
+            &d.sockets,
+            |ss| {
+                ss.iter()
+                    .map(|s| match &s.sock {
+                        Ok(k) => serde_json::json!({
+                            "fd": s.fd, "inode": s.inode, "proto": k.proto,
+                            "family": k.family, "type": k.sock_type, "protocol": k.protocol,
+                            "local": k.local, "remote": k.remote, "state": k.state,
+                        }),
+                        Err(why) => serde_json::json!({
+                            "fd": s.fd, "inode": s.inode, "proto": null, "sock_unreadable": why,
+                        }),
                     })
                     .collect()
             },

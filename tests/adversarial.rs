@@ -1314,3 +1314,443 @@ fn dentry_hash_links_that_loop() {
         assert_eq!(exe, Ok(Some("/bin/busybox".to_owned())), "{what}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sockets, module symbol tables and the printk ring (tests/support/guest.rs lays them out in
+// the synthetic image), then corrupted.
+
+use xenvmi::os::linux::kmsg::{Caller, LogRecord};
+use xenvmi::os::linux::sockets::{Sock, Socket};
+
+/// Where the socket structures of task 0 live (image offsets).
+const FILES: u64 = 0x6_1000;
+const FDT: u64 = 0x6_1100;
+const FD_ARRAY: u64 = 0x10_0000;
+const FILE: u64 = 0x6_2000;
+const INODE: u64 = 0x6_4000;
+const SOCKET: u64 = 0x6_6000;
+const SK: u64 = 0x6_8000;
+const UADDR: u64 = 0x6_a000;
+const S_IFSOCK: u32 = 0o140_000;
+
+/// One open file of task 0: descriptor `fd`, slot `i` of the structures above; a socket when
+/// `sk` is given (its `struct sock` at slot `i` too).
+fn open_file(g: &mut Guest, fd: u64, i: u64, ino: u64, socket: bool) {
+    let (file, inode, sock) = (
+        kva(FILE + i * 0x100),
+        kva(INODE + i * 0x100),
+        kva(SOCKET + i * 0x100),
+    );
+    g.set_va_u64(kva(FD_ARRAY) + fd * 8, file);
+    g.set_va_u64(file + F_INODE, inode);
+    g.set_va_u64(inode + I_INO, ino);
+    if socket {
+        g.set_va_u64(file + F_OP, kva(SOCKET_FILE_OPS));
+        g.set_va_u64(file + F_PRIVATE, sock);
+        g.set_va_u32(inode + I_MODE, S_IFSOCK);
+        g.set_va_u64(sock + SOCK_FILE, file);
+        g.set_va_u64(sock + SOCK_SK, kva(SK + i * 0x100));
+    } else {
+        g.set_va_u64(file + F_OP, kva(SOCKET_FILE_OPS + 0x100));
+        g.set_va_u32(inode + I_MODE, 0o100_644);
+    }
+}
+
+/// The `struct sock` of slot `i`.
+#[allow(clippy::too_many_arguments)]
+fn sock(g: &mut Guest, i: u64, family: u16, ty: u16, proto: u16, state: u8, l: &[u8], r: &[u8]) {
+    let sk = kva(SK + i * 0x100);
+    g.write_va(sk + SKC_FAMILY, &family.to_le_bytes());
+    g.write_va(sk + SKC_STATE, &[state]);
+    g.write_va(sk + SK_TYPE, &ty.to_le_bytes());
+    g.write_va(sk + SK_PROTOCOL, &proto.to_le_bytes());
+    match (l.len(), r.len()) {
+        (6, 6) => {
+            // IPv4 address then port, both in network order.
+            g.write_va(sk + SKC_RCV_SADDR, &l[..4]);
+            g.write_va(sk + SKC_DADDR, &r[..4]);
+            g.write_va(
+                sk + SKC_NUM,
+                &u16::from_be_bytes([l[4], l[5]]).to_le_bytes(),
+            );
+            g.write_va(sk + SKC_DPORT, &r[4..]);
+        }
+        (18, 18) => {
+            g.write_va(sk + SKC_V6_RCV_SADDR, &l[..16]);
+            g.write_va(sk + SKC_V6_DADDR, &r[..16]);
+            g.write_va(
+                sk + SKC_NUM,
+                &u16::from_be_bytes([l[16], l[17]]).to_le_bytes(),
+            );
+            g.write_va(sk + SKC_DPORT, &r[16..]);
+        }
+        _ => {}
+    }
+}
+
+/// Bind the UNIX socket of slot `i` to `path` (`unix_address` at slot `i`).
+fn unix_bind(g: &mut Guest, i: u64, path: &[u8]) {
+    let a = kva(UADDR + i * 0x100);
+    g.set_va_u64(kva(SK + i * 0x100) + UNIX_ADDR, a);
+    g.set_va_u32(a + UADDR_LEN, (SUN_PATH as usize + path.len()) as u32);
+    g.write_va(a + UADDR_NAME + SUN_PATH, path);
+}
+
+/// A guest whose task 0 holds: fd 0 a regular file, fd 3 a TCP connection, fd 4 a listening
+/// UNIX socket connected to an abstract-named peer (slot 3, no descriptor), fd 6 a UDP6 socket.
+fn socket_guest() -> Guest {
+    let mut g = Guest::new(2, 1);
+    let task = kva(TASKS);
+    g.set_va_u64(task + T_FILES, kva(FILES));
+    g.set_va_u64(kva(FILES) + FILES_FDT, kva(FDT));
+    g.set_va_u32(kva(FDT) + FDT_MAX, 64);
+    g.set_va_u64(kva(FDT) + FDT_FD, kva(FD_ARRAY));
+    open_file(&mut g, 0, 0, 11, false);
+    open_file(&mut g, 3, 1, 4242, true);
+    sock(
+        &mut g,
+        1,
+        2,
+        1,
+        6,
+        1,
+        &[10, 0, 0, 1, 0, 22],
+        &[10, 0, 0, 2, 0x15, 0xb3],
+    );
+    open_file(&mut g, 4, 2, 4243, true);
+    sock(&mut g, 2, 1, 1, 0, 10, &[], &[]);
+    unix_bind(&mut g, 2, b"/run/a.sock\0");
+    unix_bind(&mut g, 3, b"\0xyz");
+    g.set_va_u64(kva(SK + 2 * 0x100) + UNIX_PEER, kva(SK + 3 * 0x100));
+    open_file(&mut g, 6, 4, 4244, true);
+    let mut l = [0u8; 18];
+    l[15] = 1;
+    l[17] = 53;
+    sock(&mut g, 4, 10, 2, 17, 7, &l, &[0; 18]);
+    g
+}
+
+fn sockets_of(g: Guest) -> Result<Vec<Socket>, Error> {
+    let regs = g.registers();
+    let mem = GuestMemory::new(g.snapshot());
+    let linux = Linux::discover(&mem, &regs, ProfileSource::Loaded(profile()))?;
+    linux.sockets(&mem, Gva(kva(TASKS)))
+}
+
+#[test]
+fn sockets_are_read_exactly() {
+    let got = run("sockets: TCP, UNIX with a peer, UDP6", || {
+        sockets_of(socket_guest())
+    })
+    .unwrap();
+    let s = |fd,
+             inode,
+             family,
+             sock_type,
+             protocol,
+             proto: &str,
+             l: &str,
+             r: Option<&str>,
+             st: &str| Socket {
+        fd,
+        inode,
+        sock: Ok(Sock {
+            family,
+            sock_type,
+            protocol,
+            proto: proto.into(),
+            local: Some(l.into()),
+            remote: r.map(Into::into),
+            state: st.into(),
+        }),
+    };
+    assert_eq!(
+        got,
+        [
+            s(
+                3,
+                4242,
+                2,
+                1,
+                6,
+                "tcp",
+                "10.0.0.1:22",
+                Some("10.0.0.2:5555"),
+                "ESTABLISHED"
+            ),
+            s(
+                4,
+                4243,
+                1,
+                1,
+                0,
+                "unix",
+                "/run/a.sock",
+                Some("@xyz"),
+                "LISTEN"
+            ),
+            s(
+                6,
+                4244,
+                10,
+                2,
+                17,
+                "udp6",
+                "[::1]:53",
+                Some("[::]:0"),
+                "CLOSE"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn hostile_sockets_give_bounded_errors() {
+    // The TCP socket's sk pointing back at its own struct socket: read as a sock, garbage
+    // but bounded.
+    let mut g = socket_guest();
+    g.set_va_u64(kva(SOCKET + 0x100) + SOCK_SK, kva(SOCKET + 0x100));
+    let r = run("socket whose sk points at itself", || sockets_of(g)).unwrap();
+    assert_eq!(r.len(), 3);
+    // A UNIX name claiming 4 GiB, and a peer that is the socket itself.
+    let mut g = socket_guest();
+    g.set_va_u32(kva(UADDR + 2 * 0x100) + UADDR_LEN, u32::MAX);
+    let r = run("UNIX address length u32::MAX", || sockets_of(g)).unwrap();
+    let e = r[1].sock.as_ref().unwrap_err();
+    assert!(e.contains("unix_address.len"), "{e}");
+    let mut g = socket_guest();
+    g.set_va_u64(kva(SK + 2 * 0x100) + UNIX_PEER, kva(SK + 2 * 0x100));
+    let r = run("UNIX socket whose peer is itself", || sockets_of(g)).unwrap();
+    assert_eq!(
+        r[1].sock.as_ref().unwrap().remote.as_deref(),
+        Some("/run/a.sock")
+    );
+    // A struct socket that does not point back at its file; a NULL sk.
+    let mut g = socket_guest();
+    g.set_va_u64(kva(SOCKET + 0x100) + SOCK_FILE, kva(FILE));
+    let e = run("socket.file not its file", || sockets_of(g)).unwrap_err();
+    assert!(e.to_string().contains("socket.file"), "{e}");
+    let mut g = socket_guest();
+    g.set_va_u64(kva(SOCKET + 0x100) + SOCK_SK, 0);
+    let r = run("socket with a NULL sk", || sockets_of(g)).unwrap();
+    assert!(r[0].sock.as_ref().unwrap_err().contains("NULL"), "{r:?}");
+    // 2^32 - 1 descriptors claimed: the walk stops at MAX_FDS and finds the same three.
+    let mut g = socket_guest();
+    g.set_va_u32(kva(FDT) + FDT_MAX, u32::MAX);
+    let r = run("fdtable.max_fds u32::MAX", || sockets_of(g)).unwrap();
+    assert_eq!(r.len(), 3);
+    // The descriptor array outside memory.
+    let mut g = socket_guest();
+    g.set_va_u64(kva(FDT) + FDT_FD, 0xffff_ffff_a000_0000);
+    let e = run("fdtable.fd unmapped", || sockets_of(g)).unwrap_err();
+    assert!(e.to_string().contains("not mapped"), "{e}");
+}
+
+/// Module 0's symbol table: `names` at `values`, `num_symtab` claimed.
+const SYMTAB: u64 = 0x7_0000;
+const STRTAB: u64 = 0x7_2000;
+const MOD_KALLSYMS: u64 = 0x7_3000;
+/// Module 0's core base (tests/support/guest.rs).
+const MOD0: u64 = 0xffff_ffff_c000_0000;
+
+fn module_symbols(g: &mut Guest, syms: &[(&str, u64)], num_symtab: u32) {
+    let ks = kva(MOD_KALLSYMS);
+    g.set_va_u64(kva(MODS) + M_KALLSYMS, ks);
+    g.set_va_u64(ks + KS_SYMTAB, kva(SYMTAB));
+    g.set_va_u32(ks + KS_NUM, num_symtab);
+    g.set_va_u64(ks + KS_STRTAB, kva(STRTAB));
+    let mut str_off = 1u32; // strtab[0] is the empty name
+    for (i, (name, value)) in syms.iter().enumerate() {
+        let e = kva(SYMTAB) + (i as u64 + 1) * 24; // entry 0 is the null symbol
+        g.set_va_u32(e, str_off);
+        g.write_va(e + 6, &1u16.to_le_bytes()); // st_shndx: defined
+        g.set_va_u64(e + 8, *value);
+        g.write_va(kva(STRTAB) + str_off as u64, name.as_bytes());
+        str_off += name.len() as u32 + 1;
+    }
+}
+
+fn symbolize_in(g: Guest, addrs: Vec<u64>) -> Vec<Option<String>> {
+    let regs = g.registers();
+    let mem = GuestMemory::new(g.snapshot());
+    let linux = Linux::discover(&mem, &regs, ProfileSource::Loaded(profile())).unwrap();
+    let s = linux.symbolizer(&mem);
+    addrs
+        .into_iter()
+        .map(|a| s.symbolize(Gva(a)).map(|k| k.to_string()))
+        .collect()
+}
+
+#[test]
+fn module_symbol_tables_that_lie_are_bounded() {
+    let syms = [
+        ("mod0_init", MOD0),
+        ("mod0_work", MOD0 + 0x100),
+        ("$x", MOD0 + 0x180),
+    ];
+    let mut g = Guest::new(1, 2);
+    module_symbols(&mut g, &syms, 4);
+    let r = run("module symbols", move || {
+        symbolize_in(
+            g,
+            vec![MOD0 + 0x10, MOD0 + 0x1f0, MOD0 + 0x4000 + 8, MOD0 - 1],
+        )
+    });
+    assert_eq!(
+        r,
+        [
+            Some("mod0_init+0x10 [mod0]".into()),
+            Some("mod0_work+0xf0 [mod0]".into()), // the mapping symbol $x passed over
+            Some("mod1+0x8".into()),              // mod1 has no symbol table
+            None,
+        ]
+    );
+    // num_symtab u32::MAX: more than is read, the module and offset only.
+    let mut g = Guest::new(1, 1);
+    module_symbols(&mut g, &syms, u32::MAX);
+    let r = run("module num_symtab u32::MAX", move || {
+        symbolize_in(g, vec![MOD0 + 0x10])
+    });
+    assert_eq!(r, [Some("mod0+0x10".into())]);
+    // Every entry at one value with an empty name: the name reads stop at their bound.
+    let mut g = Guest::new(1, 1);
+    let empty: Vec<(&str, u64)> = (0..1000).map(|_| ("", MOD0)).collect();
+    module_symbols(&mut g, &empty, 1001);
+    let r = run("1000 unnamed module symbols", move || {
+        symbolize_in(g, vec![MOD0 + 0x10])
+    });
+    assert_eq!(r, [Some("mod0+0x10".into())]);
+    // A name without a terminator: cut at KSYM_NAME_LEN.
+    let mut g = Guest::new(1, 1);
+    let long = "n".repeat(4000);
+    module_symbols(&mut g, &[(&long, MOD0)], 2);
+    let r = run("unterminated module symbol name", move || {
+        symbolize_in(g, vec![MOD0])
+    });
+    let name = r[0].clone().unwrap();
+    assert_eq!(
+        name,
+        format!(
+            "{}+0x0 [mod0]",
+            "n".repeat(xenvmi::os::linux::symbolize::KSYM_NAME_LEN)
+        )
+    );
+}
+
+/// The printk ring: `prb` -> ring at RING; descriptors, infos and text data.
+const RING: u64 = 0x8_0100;
+const DESCS: u64 = 0x8_1000;
+const INFOS: u64 = 0x8_2000;
+const TEXT: u64 = 0x8_4000;
+
+/// A ring of 4 descriptors and 4 KiB of text holding `texts` as records 0.., all finalized.
+fn printk_guest(texts: &[&str]) -> Guest {
+    let mut g = Guest::new(1, 0);
+    g.set_va_u64(kva(PRB), kva(RING));
+    g.set_va_u32(kva(RING) + DR_COUNT_BITS, 2);
+    g.set_va_u64(kva(RING) + DR_DESCS, kva(DESCS));
+    g.set_va_u64(kva(RING) + DR_INFOS, kva(INFOS));
+    g.set_va_u64(kva(RING) + DR_TAIL, 0);
+    g.set_va_u64(kva(RING) + DR_HEAD, texts.len() as u64 - 1);
+    g.set_va_u32(kva(RING + RB_DATA_RING) + TR_SIZE_BITS, 12);
+    g.set_va_u64(kva(RING + RB_DATA_RING) + TR_DATA, kva(TEXT));
+    let mut lpos = 0u64;
+    for (id, t) in texts.iter().enumerate() {
+        let (d, i) = (
+            kva(DESCS) + id as u64 * 0x100,
+            kva(INFOS) + id as u64 * 0x100,
+        );
+        g.set_va_u64(d + DESC_SV, 2 << 62 | id as u64);
+        let next = lpos + (8 + t.len() as u64).next_multiple_of(8);
+        g.set_va_u64(d + DESC_LPOS, lpos);
+        g.set_va_u64(d + DESC_LPOS + 8, next);
+        g.set_va_u64(kva(TEXT) + lpos, id as u64);
+        g.write_va(kva(TEXT) + lpos + 8, t.as_bytes());
+        g.set_va_u64(i + INFO_SEQ, 100 + id as u64);
+        g.set_va_u64(i + INFO_TS, 1_000 * id as u64);
+        g.write_va(i + INFO_LEN, &(t.len() as u16).to_le_bytes());
+        g.write_va(i + INFO_LEVEL, &[(id as u8 % 8) << 5 | 0x1f]); // flags bits set too
+        g.set_va_u32(i + INFO_CALLER, if id == 1 { 0x8000_0001 } else { 7 });
+        lpos = next;
+    }
+    g
+}
+
+fn log_of(g: Guest) -> Result<Vec<LogRecord>, Error> {
+    let regs = g.registers();
+    let mem = GuestMemory::new(g.snapshot());
+    let linux = Linux::discover(&mem, &regs, ProfileSource::Loaded(profile()))?;
+    linux.kernel_log(&mem)
+}
+
+#[test]
+fn printk_records_are_read_exactly() {
+    let r = run("printk ring: 3 records", || {
+        log_of(printk_guest(&["first", "second line", "third"]))
+    })
+    .unwrap();
+    let rec = |seq, ts_nsec, level, caller, text: &str| LogRecord {
+        seq,
+        ts_nsec,
+        level,
+        facility: 0,
+        caller,
+        text: text.into(),
+    };
+    assert_eq!(
+        r,
+        [
+            rec(100, 0, 0, Caller::Task(7), "first"),
+            rec(101, 1000, 1, Caller::Cpu(1), "second line"),
+            rec(102, 2000, 2, Caller::Task(7), "third"),
+        ]
+    );
+}
+
+#[test]
+fn printk_rings_that_lie_are_bounded() {
+    let texts = ["first", "second line", "third"];
+    // count_bits 63: refused, naming the field.
+    let mut g = printk_guest(&texts);
+    g.set_va_u32(kva(RING) + DR_COUNT_BITS, 63);
+    let e = run("printk count_bits 63", || log_of(g)).unwrap_err();
+    assert!(e.to_string().contains("count_bits"), "{e}");
+    let mut g = printk_guest(&texts);
+    g.set_va_u32(kva(RING + RB_DATA_RING) + TR_SIZE_BITS, 0);
+    let e = run("printk size_bits 0", || log_of(g)).unwrap_err();
+    assert!(e.to_string().contains("size_bits"), "{e}");
+    // tail one past head: 2^62 - 1 ids claimed in use; one lap of the 4 descriptors is read.
+    let mut g = printk_guest(&texts);
+    g.set_va_u64(kva(RING) + DR_TAIL, 3);
+    let r = run("printk tail past head", || log_of(g)).unwrap();
+    assert_eq!(r.len(), 3);
+    // Every record claims 65535 bytes, in one block as large as the ring allows (a lap less
+    // 8 bytes): each text stops at its block. A block of a whole lap (it would wrap onto
+    // itself) is no block.
+    let mut g = printk_guest(&texts);
+    for id in 0..3u64 {
+        let d = kva(DESCS) + id * 0x100;
+        g.set_va_u64(d + DESC_LPOS, 0x1000);
+        g.set_va_u64(d + DESC_LPOS + 8, 0x1ff8);
+        g.write_va(kva(INFOS) + id * 0x100 + INFO_LEN, &u16::MAX.to_le_bytes());
+    }
+    g.set_va_u64(kva(DESCS) + 2 * 0x100 + DESC_LPOS + 8, 0x2000);
+    let r = run("printk blocks of a whole lap, text_len 65535", || log_of(g)).unwrap();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r.iter().all(|x| x.text.len() == 0x1000 - 16), "{r:?}");
+    // The largest ring accepted (2^26 descriptors) with 2^20 + 5 ids in use and its arrays
+    // outside memory: at most MAX_LOG_RECORDS are tried, none read.
+    let mut g = printk_guest(&texts);
+    g.set_va_u32(kva(RING) + DR_COUNT_BITS, 26);
+    g.set_va_u64(kva(RING) + DR_HEAD, (1 << 20) + 5);
+    g.set_va_u64(kva(RING) + DR_DESCS, 0xffff_ffff_a000_0000);
+    let r = run("printk 2^26 descriptors, unmapped", || log_of(g)).unwrap();
+    assert!(r.is_empty());
+    // Descriptors whose ids are another lap's: not records.
+    let mut g = printk_guest(&texts);
+    for id in 0..3u64 {
+        g.set_va_u64(kva(DESCS) + id * 0x100 + DESC_SV, 2 << 62 | (id + 4));
+    }
+    let r = run("printk descriptors of another lap", || log_of(g)).unwrap();
+    assert!(r.is_empty());
+}

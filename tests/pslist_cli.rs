@@ -73,6 +73,50 @@ fn json_output_matches_ground_truth() {
     }
 }
 
+/// `--json --detail` on `linux-6.1-net`: each socket the guest's `/proc/net` lists with an
+/// owner is in that process's `sockets`, with its inode, protocol and ends.
+#[test]
+fn detail_json_sockets_match_the_guests_proc_net() {
+    let f = "linux-6.1-net";
+    let image = fixture_file(f, "vmcore.elf").unwrap();
+    let out = Command::new(pslist())
+        .args(["--json", "--detail"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gt = ground_truth(f);
+    let mut compared = 0;
+    for t in gt["sockets"].as_array().unwrap() {
+        let (pid, fd) = (&t["pid"], &t["fd"]);
+        if t["inode"] == 0 {
+            continue;
+        }
+        let p = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| &p["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid} not listed"));
+        let s = p["sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| &s["fd"] == fd)
+            .unwrap_or_else(|| panic!("pid {pid} fd {fd}: {}", p["sockets"]));
+        for k in ["inode", "proto", "local", "remote"] {
+            assert_eq!(s[k], t[k], "{k}: {s} vs {t}");
+        }
+        compared += 1;
+    }
+    assert!(compared >= 8, "{compared}");
+}
+
 #[test]
 fn not_linux_and_unreadable_images_fail_clearly() {
     let dir = std::env::temp_dir().join(format!("xenvmi-cli-{}", std::process::id()));

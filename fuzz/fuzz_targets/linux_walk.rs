@@ -2,7 +2,8 @@
 //! vCPU registers and an arbitrary (but well-formed) profile: every iterator is driven to its
 //! end, which must come (walks are bounded and detect cycles); each process's detail
 //! (arguments, environment, executable path, credentials, threads, memory map with special
-//! mapping names, open files with the ` (deleted)` mark) is read too.
+//! mapping names, open files with the ` (deleted)` mark, sockets) is read too, and so are
+//! kernel addresses as `symbol+offset` (modules' own symbol tables included) and the kernel log.
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
@@ -18,17 +19,20 @@ struct Input {
     cr4_la57: bool,
     /// Offsets for the fields the walkers use, in a fixed order.
     offsets: [u16; 16],
-    /// Offsets for the fields `process_detail` uses, in `DETAIL_FIELDS` order.
-    detail: [u16; 55],
-    /// Addresses of the symbols discovery uses.
-    symbols: [u32; 12],
+    /// Offsets for the fields `process_detail`, the symbolizer and the log use, in
+    /// `DETAIL_FIELDS` order.
+    detail: [u16; 101],
+    /// Addresses of the symbols discovery and the walks use.
+    symbols: [u32; 15],
+    /// Kernel addresses to symbolize, as offsets from `_text` or from a module's base.
+    lookups: [u32; 4],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 55]);
+struct Types([u16; 16], [u16; 101]);
 
-const DETAIL_FIELDS: [(&str, &str); 55] = [
+const DETAIL_FIELDS: [(&str, &str); 101] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -84,6 +88,55 @@ const DETAIL_FIELDS: [(&str, &str); 55] = [
     ("vm_area_struct", "vm_ops"),
     ("vm_area_struct", "vm_private_data"),
     ("vm_special_mapping", "name"),
+    // Sockets.
+    ("file", "f_op"),
+    ("file", "private_data"),
+    ("file", "f_inode"),
+    ("inode", "i_mode"),
+    ("socket", "file"),
+    ("socket", "sk"),
+    ("sock", "__sk_common"),
+    ("sock_common", "skc_daddr"),
+    ("sock_common", "skc_rcv_saddr"),
+    ("sock_common", "skc_dport"),
+    ("sock_common", "skc_num"),
+    ("sock_common", "skc_family"),
+    ("sock_common", "skc_state"),
+    ("sock_common", "skc_v6_daddr"),
+    ("sock_common", "skc_v6_rcv_saddr"),
+    ("sock", "sk_type"),
+    ("sock", "sk_protocol"),
+    ("unix_sock", "sk"),
+    ("unix_sock", "addr"),
+    ("unix_sock", "peer"),
+    ("unix_address", "len"),
+    ("unix_address", "name"),
+    ("sockaddr_un", "sun_path"),
+    // Module symbol tables.
+    ("module", "kallsyms"),
+    ("mod_kallsyms", "symtab"),
+    ("mod_kallsyms", "num_symtab"),
+    ("mod_kallsyms", "strtab"),
+    // The printk ring.
+    ("printk_ringbuffer", "desc_ring"),
+    ("printk_ringbuffer", "text_data_ring"),
+    ("prb_desc_ring", "count_bits"),
+    ("prb_desc_ring", "descs"),
+    ("prb_desc_ring", "infos"),
+    ("prb_desc_ring", "head_id"),
+    ("prb_desc_ring", "tail_id"),
+    ("prb_data_ring", "size_bits"),
+    ("prb_data_ring", "data"),
+    ("prb_desc", "state_var"),
+    ("prb_desc", "text_blk_lpos"),
+    ("prb_data_blk_lpos", "begin"),
+    ("prb_data_blk_lpos", "next"),
+    ("printk_info", "seq"),
+    ("printk_info", "ts_nsec"),
+    ("printk_info", "text_len"),
+    ("printk_info", "facility"),
+    ("printk_info", "level"),
+    ("printk_info", "caller_id"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -157,6 +210,9 @@ fuzz_target!(|inp: Input| {
             "syscalls_metadata",
             "current_task",
             "special_mapping_vmops",
+            "socket_file_ops",
+            "prb",
+            "_end",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
@@ -186,9 +242,27 @@ fuzz_target!(|inp: Input| {
         if let Ok(t) = &d.threads {
             assert!(t.len() <= xenvmi::os::linux::detail::MAX_THREADS + 1);
         }
+        if let Ok(s) = &d.sockets {
+            assert!(s.len() as u64 <= xenvmi::os::linux::files::MAX_FDS);
+        }
     }
-    for m in linux.modules(&mem) {
-        let _ = m;
+    let mut module_bases = Vec::new();
+    for m in linux.modules(&mem).flatten().take(64) {
+        module_bases.push(m.base.0);
+    }
+    let sym = linux.symbolizer(&mem);
+    let text = linux.info().text_va.0;
+    for (i, &off) in inp.lookups.iter().enumerate() {
+        let base = module_bases.get(i).copied().unwrap_or(text);
+        if let Some(k) = sym.symbolize(xenvmi::Gva(base.wrapping_add(off as u64))) {
+            let limit = xenvmi::os::linux::symbolize::KSYM_NAME_LEN;
+            assert!(k.symbol.map_or(0, |s| s.len()) <= limit * 3);
+        }
+    }
+    if let Ok(log) = linux.kernel_log(&mem) {
+        assert!(log.len() <= xenvmi::os::linux::kmsg::MAX_LOG_RECORDS);
+        let bytes: usize = log.iter().map(|r| r.text.len()).sum();
+        assert!(bytes <= xenvmi::os::linux::kmsg::MAX_LOG_BYTES);
     }
     if let Ok(t) = xenvmi::os::linux::syscalls::SyscallTable::read(&linux, &mem) {
         assert!(t.len() <= xenvmi::os::linux::syscalls::MAX_SYSCALLS);

@@ -36,6 +36,66 @@ pub const M_LIST: u64 = 0x08;
 pub const M_NAME: u64 = 0x18;
 pub const M_CORE: u64 = 0x50;
 pub const M_INIT: u64 = 0x60;
+pub const M_KALLSYMS: u64 = 0x70;
+
+/// More of the image: socket structures, module symbol tables, the printk ring. Each
+/// synthetic structure is at most 0x100 bytes (the profile's size of every struct).
+pub const SOCKET_FILE_OPS: u64 = 0x6_0000;
+pub const PRB: u64 = 0x8_0000;
+/// `task_struct.files`; `files_struct.fdt`; `fdtable.max_fds`, `fdtable.fd`.
+pub const T_FILES: u64 = 0x50;
+pub const FILES_FDT: u64 = 0x08;
+pub const FDT_MAX: u64 = 0x00;
+pub const FDT_FD: u64 = 0x08;
+/// `file.f_op`, `file.private_data`, `file.f_inode`; `inode.i_mode`, `inode.i_ino`.
+pub const F_OP: u64 = 0x10;
+pub const F_PRIVATE: u64 = 0x18;
+pub const F_INODE: u64 = 0x20;
+pub const I_MODE: u64 = 0x00;
+pub const I_INO: u64 = 0x08;
+/// `socket.file`, `socket.sk`.
+pub const SOCK_FILE: u64 = 0x10;
+pub const SOCK_SK: u64 = 0x18;
+/// `struct sock` (its `__sk_common` at 0) and `struct unix_sock` (its `sk` at 0).
+pub const SKC_DADDR: u64 = 0x00;
+pub const SKC_RCV_SADDR: u64 = 0x04;
+pub const SKC_DPORT: u64 = 0x0c;
+pub const SKC_NUM: u64 = 0x0e;
+pub const SKC_FAMILY: u64 = 0x10;
+pub const SKC_STATE: u64 = 0x12;
+pub const SKC_V6_DADDR: u64 = 0x38;
+pub const SKC_V6_RCV_SADDR: u64 = 0x48;
+pub const SK_TYPE: u64 = 0x80;
+pub const SK_PROTOCOL: u64 = 0x82;
+pub const UNIX_ADDR: u64 = 0xa0;
+pub const UNIX_PEER: u64 = 0xa8;
+/// `unix_address.len`, `unix_address.name`; `sockaddr_un.sun_path`.
+pub const UADDR_LEN: u64 = 0x04;
+pub const UADDR_NAME: u64 = 0x08;
+pub const SUN_PATH: u64 = 0x02;
+/// `mod_kallsyms.symtab`, `.num_symtab`, `.strtab`.
+pub const KS_SYMTAB: u64 = 0x00;
+pub const KS_NUM: u64 = 0x08;
+pub const KS_STRTAB: u64 = 0x10;
+/// `printk_ringbuffer.desc_ring` (0) and `.text_data_ring`; `prb_desc_ring`'s and
+/// `prb_data_ring`'s fields; `prb_desc` and `printk_info` (each 0x100 bytes apart in their
+/// arrays, the profile's struct size).
+pub const RB_DATA_RING: u64 = 0x30;
+pub const DR_COUNT_BITS: u64 = 0x00;
+pub const DR_DESCS: u64 = 0x08;
+pub const DR_INFOS: u64 = 0x10;
+pub const DR_HEAD: u64 = 0x18;
+pub const DR_TAIL: u64 = 0x20;
+pub const TR_SIZE_BITS: u64 = 0x00;
+pub const TR_DATA: u64 = 0x08;
+pub const DESC_SV: u64 = 0x00;
+pub const DESC_LPOS: u64 = 0x08;
+pub const INFO_SEQ: u64 = 0x00;
+pub const INFO_TS: u64 = 0x08;
+pub const INFO_LEN: u64 = 0x10;
+pub const INFO_FACILITY: u64 = 0x12;
+pub const INFO_LEVEL: u64 = 0x13;
+pub const INFO_CALLER: u64 = 0x14;
 
 pub struct Guest {
     pub mem: Vec<u8>,
@@ -182,6 +242,57 @@ impl TypeSource for Types {
             ("module", "init_layout") => (M_INIT, 16),
             ("module_layout", "base") => (0, 8),
             ("module_layout", "size") => (8, 4),
+            ("module", "kallsyms") => (M_KALLSYMS, 8),
+            ("mod_kallsyms", "symtab") => (KS_SYMTAB, 8),
+            ("mod_kallsyms", "num_symtab") => (KS_NUM, 4),
+            ("mod_kallsyms", "strtab") => (KS_STRTAB, 8),
+            ("task_struct", "files") => (T_FILES, 8),
+            ("files_struct", "fdt") => (FILES_FDT, 8),
+            ("fdtable", "max_fds") => (FDT_MAX, 4),
+            ("fdtable", "fd") => (FDT_FD, 8),
+            ("file", "f_op") => (F_OP, 8),
+            ("file", "private_data") => (F_PRIVATE, 8),
+            ("file", "f_inode") => (F_INODE, 8),
+            ("inode", "i_mode") => (I_MODE, 2),
+            ("inode", "i_ino") => (I_INO, 8),
+            ("socket", "file") => (SOCK_FILE, 8),
+            ("socket", "sk") => (SOCK_SK, 8),
+            ("sock", "__sk_common") => (0, 0x78),
+            ("sock_common", "skc_daddr") => (SKC_DADDR, 4),
+            ("sock_common", "skc_rcv_saddr") => (SKC_RCV_SADDR, 4),
+            ("sock_common", "skc_dport") => (SKC_DPORT, 2),
+            ("sock_common", "skc_num") => (SKC_NUM, 2),
+            ("sock_common", "skc_family") => (SKC_FAMILY, 2),
+            ("sock_common", "skc_state") => (SKC_STATE, 1),
+            ("sock_common", "skc_v6_daddr") => (SKC_V6_DADDR, 16),
+            ("sock_common", "skc_v6_rcv_saddr") => (SKC_V6_RCV_SADDR, 16),
+            ("sock", "sk_type") => (SK_TYPE, 2),
+            ("sock", "sk_protocol") => (SK_PROTOCOL, 2),
+            ("unix_sock", "sk") => (0, 0xa0),
+            ("unix_sock", "addr") => (UNIX_ADDR, 8),
+            ("unix_sock", "peer") => (UNIX_PEER, 8),
+            ("unix_address", "len") => (UADDR_LEN, 4),
+            ("unix_address", "name") => (UADDR_NAME, 110),
+            ("sockaddr_un", "sun_path") => (SUN_PATH, 108),
+            ("printk_ringbuffer", "desc_ring") => (0, 0x30),
+            ("printk_ringbuffer", "text_data_ring") => (RB_DATA_RING, 0x20),
+            ("prb_desc_ring", "count_bits") => (DR_COUNT_BITS, 4),
+            ("prb_desc_ring", "descs") => (DR_DESCS, 8),
+            ("prb_desc_ring", "infos") => (DR_INFOS, 8),
+            ("prb_desc_ring", "head_id") => (DR_HEAD, 8),
+            ("prb_desc_ring", "tail_id") => (DR_TAIL, 8),
+            ("prb_data_ring", "size_bits") => (TR_SIZE_BITS, 4),
+            ("prb_data_ring", "data") => (TR_DATA, 8),
+            ("prb_desc", "state_var") => (DESC_SV, 8),
+            ("prb_desc", "text_blk_lpos") => (DESC_LPOS, 16),
+            ("prb_data_blk_lpos", "begin") => (0, 8),
+            ("prb_data_blk_lpos", "next") => (8, 8),
+            ("printk_info", "seq") => (INFO_SEQ, 8),
+            ("printk_info", "ts_nsec") => (INFO_TS, 8),
+            ("printk_info", "text_len") => (INFO_LEN, 2),
+            ("printk_info", "facility") => (INFO_FACILITY, 1),
+            ("printk_info", "level") => (INFO_LEVEL, 1),
+            ("printk_info", "caller_id") => (INFO_CALLER, 4),
             _ => return None,
         };
         Some(Field {
@@ -201,6 +312,8 @@ pub fn profile() -> Profile {
         ("init_task", INIT_TASK),
         ("modules", MODULES),
         ("page_offset_base", PAGE_OFFSET_BASE),
+        ("socket_file_ops", SOCKET_FILE_OPS),
+        ("prb", PRB),
     ] {
         b.push(n, kva(off), b'D');
     }

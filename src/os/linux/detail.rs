@@ -10,6 +10,7 @@
 use super::files::OpenFile;
 use super::maps::Vma;
 use super::path::PathOffsets;
+use super::sockets::Socket;
 use super::Linux;
 use crate::addr::Gva;
 use crate::backend::PhysicalMemory;
@@ -69,6 +70,8 @@ pub struct ProcessDetail {
     pub maps: Part<Vec<Vma>>,
     /// Open files by descriptor ([`Linux::open_files`]).
     pub files: Part<Vec<OpenFile>>,
+    /// The sockets among them ([`Linux::sockets`]).
+    pub sockets: Part<Vec<Socket>>,
 }
 
 /// Field offsets the detail needs, resolved when asked (they are not needed by the process
@@ -197,7 +200,8 @@ impl Linux {
                     credentials: Err(m.clone()),
                     threads: Err(m.clone()),
                     maps: Err(m.clone()),
-                    files: Err(m),
+                    files: Err(m.clone()),
+                    sockets: Err(m),
                 };
             }
         };
@@ -220,6 +224,7 @@ impl Linux {
             threads: self.threads(mem, &o, p.object).map_err(msg),
             maps: maps().map_err(msg),
             files: self.open_files(mem, p.object).map_err(msg),
+            sockets: self.sockets(mem, p.object).map_err(msg),
         }
     }
 

@@ -38,12 +38,30 @@ impl Linux {
         mem: &GuestMemory<B>,
         task: Gva,
     ) -> Result<Vec<OpenFile>> {
+        let paths = PathOffsets::resolve(self)?;
+        Ok(self
+            .descriptors(mem, task)?
+            .into_iter()
+            .map(|(fd, file)| OpenFile {
+                fd,
+                path: self.file_path(mem, &paths, file).map_err(|e| e.to_string()),
+            })
+            .collect())
+    }
+
+    /// Every open descriptor of the task at `task` with its `struct file *`, in descriptor
+    /// order: the non-NULL slots of `task->files->fdt->fd[0..max_fds]`, at most [`MAX_FDS`].
+    /// A kernel thread (no `files`) has none.
+    pub(crate) fn descriptors<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        task: Gva,
+    ) -> Result<Vec<(u64, Gva)>> {
         let t = self.types();
         let task_files = t.require("task_struct", "files")?;
         let files_fdt = t.require("files_struct", "fdt")?;
         let fdt_max = t.require("fdtable", "max_fds")?;
         let fdt_fd = t.require("fdtable", "fd")?;
-        let paths = PathOffsets::resolve(self)?;
         let ks = self.info().kernel_space;
         let files = mem.read_va(ks, add(task, task_files, "task->files")?)?;
         if files.0 == 0 {
@@ -62,12 +80,7 @@ impl Linux {
             for (i, c) in buf.chunks_exact(8).enumerate() {
                 let file = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
                 if file != 0 {
-                    out.push(OpenFile {
-                        fd: fd + i as u64,
-                        path: self
-                            .file_path(mem, &paths, Gva(file))
-                            .map_err(|e| e.to_string()),
-                    });
+                    out.push((fd + i as u64, Gva(file)));
                 }
             }
             fd += n;

@@ -33,10 +33,13 @@ mod cr3;
 mod current;
 pub mod detail;
 pub mod files;
+pub mod kmsg;
 pub mod maps;
 mod offsets;
 mod path;
 mod scan;
+pub mod sockets;
+pub mod symbolize;
 pub mod syscalls;
 
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.

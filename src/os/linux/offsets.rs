@@ -30,8 +30,11 @@ pub struct Offsets {
     pub module_name_len: u64,
     /// Base of the module's core text: `core_layout.base` (≤ 6.3) or `mem[MOD_TEXT].base`.
     pub module_base: u64,
-    /// The `u32` sizes whose sum `/proc/modules` reports.
+    /// The `u32` sizes whose sum `/proc/modules` reports: one per memory region of the
+    /// module (`core_layout`, `init_layout`, `data_layout`; or each `mem[]`).
     pub module_sizes: Vec<u64>,
+    /// The base pointer of each region, in the order of [`Offsets::module_sizes`].
+    pub module_bases: Vec<u64>,
     /// `uts_namespace.name.release`, if known.
     pub uts_release: Option<u64>,
 }
@@ -44,34 +47,38 @@ impl Offsets {
     pub fn resolve(t: &dyn TypeSource) -> Result<Offsets> {
         let module_name = t.require("module", "name")?;
         let module_name_len = t.field("module", "name").and_then(|f| f.size).unwrap_or(56);
-        let (module_base, module_sizes) = if let Some(core) = t.field("module", "core_layout") {
-            // ≤ 6.3: struct module_layout core_layout, init_layout (+ data_layout with
-            // CONFIG_ARCH_WANTS_MODULES_DATA_SECTIONS).
-            let base = core.offset + t.require("module_layout", "base")?;
-            let size = t.require("module_layout", "size")?;
-            let mut sizes = vec![core.offset + size];
-            for l in ["init_layout", "data_layout"] {
-                if let Some(f) = t.field("module", l) {
-                    sizes.push(f.offset + size);
+        let (module_base, module_sizes, module_bases) =
+            if let Some(core) = t.field("module", "core_layout") {
+                // ≤ 6.3: struct module_layout core_layout, init_layout (+ data_layout with
+                // CONFIG_ARCH_WANTS_MODULES_DATA_SECTIONS).
+                let base = t.require("module_layout", "base")?;
+                let size = t.require("module_layout", "size")?;
+                let mut sizes = vec![core.offset + size];
+                let mut bases = vec![core.offset + base];
+                for l in ["init_layout", "data_layout"] {
+                    if let Some(f) = t.field("module", l) {
+                        sizes.push(f.offset + size);
+                        bases.push(f.offset + base);
+                    }
                 }
-            }
-            (base, sizes)
-        } else if let Some(mem) = t.field("module", "mem") {
-            // ≥ 6.4: struct module_memory mem[MOD_MEM_NUM_TYPES]; MOD_TEXT is 0.
-            let elem = t
-                .struct_size("module_memory")
-                .filter(|&s| s > 0)
-                .ok_or_else(|| missing(t, "module_memory", ""))?;
-            let count = mem.size.map(|s| s / elem).unwrap_or(7).min(16);
-            let base = mem.offset + t.require("module_memory", "base")?;
-            let size = t.require("module_memory", "size")?;
-            (
-                base,
-                (0..count).map(|i| mem.offset + i * elem + size).collect(),
-            )
-        } else {
-            return Err(missing(t, "module", "core_layout` or `mem"));
-        };
+                (core.offset + base, sizes, bases)
+            } else if let Some(mem) = t.field("module", "mem") {
+                // ≥ 6.4: struct module_memory mem[MOD_MEM_NUM_TYPES]; MOD_TEXT is 0.
+                let elem = t
+                    .struct_size("module_memory")
+                    .filter(|&s| s > 0)
+                    .ok_or_else(|| missing(t, "module_memory", ""))?;
+                let count = mem.size.map(|s| s / elem).unwrap_or(7).min(16);
+                let base = t.require("module_memory", "base")?;
+                let size = t.require("module_memory", "size")?;
+                (
+                    mem.offset + base,
+                    (0..count).map(|i| mem.offset + i * elem + size).collect(),
+                    (0..count).map(|i| mem.offset + i * elem + base).collect(),
+                )
+            } else {
+                return Err(missing(t, "module", "core_layout` or `mem"));
+            };
         Ok(Offsets {
             task_tasks: t.require("task_struct", "tasks")?,
             task_pid: t.require("task_struct", "pid")?,
@@ -86,6 +93,7 @@ impl Offsets {
             module_name_len,
             module_base,
             module_sizes,
+            module_bases,
             uts_release: t.field("uts_namespace", "name.release").map(|f| f.offset),
         })
     }
