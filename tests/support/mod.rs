@@ -1,4 +1,5 @@
 pub mod crashdump;
 pub mod fixture;
 pub mod guest;
+pub mod hostile;
 pub mod windows_guest;
