@@ -97,6 +97,66 @@ pub const INFO_FACILITY: u64 = 0x12;
 pub const INFO_LEVEL: u64 = 0x13;
 pub const INFO_CALLER: u64 = 0x14;
 
+/// Field offsets of the forensic process-detail structures (`process_detail`, `memory_map`,
+/// `open_files`, paths, the system call table). The synthetic profile lays them out like a 6.1
+/// kernel (a maple tree and `thread_group`); `tests/support/hostile.rs` hides fields to give
+/// the older list layout and the 6.7+ thread list. Structures are at most 0x100 bytes.
+pub const T_STATE: u64 = 0x58;
+pub const T_EXIT_STATE: u64 = 0x5c;
+pub const T_CRED: u64 = 0x60;
+pub const T_THREAD_GROUP: u64 = 0x68;
+pub const T_SIGNAL: u64 = 0x78;
+pub const T_THREAD_NODE: u64 = 0x80;
+/// `mm_struct.mm_mt` (6.1+) and `mm_struct.mmap` (before) share an offset: a profile has one.
+pub const MM_MT: u64 = 0x10;
+pub const MM_MMAP: u64 = 0x10;
+pub const MM_START_BRK: u64 = 0x20;
+pub const MM_BRK: u64 = 0x28;
+pub const MM_START_STACK: u64 = 0x30;
+pub const MM_ARG_START: u64 = 0x38;
+pub const MM_ARG_END: u64 = 0x40;
+pub const MM_ENV_START: u64 = 0x48;
+pub const MM_ENV_END: u64 = 0x50;
+pub const MM_EXE_FILE: u64 = 0x58;
+pub const MT_ROOT: u64 = 0x08;
+/// `maple_range_64`: 15 pivots, 16 slots (to the end of the 256-byte node).
+pub const MR_PIVOT: u64 = 0x08;
+pub const MR_SLOT: u64 = 0x80;
+/// `maple_arange_64`: 9 pivots, 10 slots, then `gap[]`.
+pub const MA_PIVOT: u64 = 0x08;
+pub const MA_SLOT: u64 = 0x50;
+pub const MA_GAP: u64 = 0xa0;
+pub const VMA_START: u64 = 0x00;
+pub const VMA_END: u64 = 0x08;
+pub const VMA_NEXT: u64 = 0x10;
+pub const VMA_FLAGS: u64 = 0x20;
+pub const VMA_PGOFF: u64 = 0x28;
+pub const VMA_FILE: u64 = 0x30;
+pub const F_PATH: u64 = 0x30;
+pub const PATH_MNT: u64 = 0x00;
+pub const PATH_DENTRY: u64 = 0x08;
+pub const D_PARENT: u64 = 0x18;
+pub const D_NAME: u64 = 0x20;
+pub const D_INODE: u64 = 0x30;
+pub const D_SB: u64 = 0x68;
+pub const QSTR_LEN: u64 = 0x04;
+pub const QSTR_NAME: u64 = 0x08;
+pub const SB_MAGIC: u64 = 0x60;
+pub const VFSMNT_ROOT: u64 = 0x00;
+pub const MNT_PARENT: u64 = 0x10;
+pub const MNT_MOUNTPOINT: u64 = 0x18;
+pub const MNT_MNT: u64 = 0x20;
+pub const CRED_UID: u64 = 0x04;
+pub const CRED_GID: u64 = 0x08;
+pub const CRED_EUID: u64 = 0x14;
+pub const CRED_EGID: u64 = 0x18;
+pub const SIG_THREAD_HEAD: u64 = 0x10;
+pub const SM_NAME: u64 = 0x00;
+pub const SM_NR: u64 = 0x08;
+pub const SM_NB_ARGS: u64 = 0x0c;
+pub const SM_TYPES: u64 = 0x10;
+pub const SM_ARGS: u64 = 0x18;
+
 pub struct Guest {
     pub mem: Vec<u8>,
 }
@@ -293,6 +353,59 @@ impl TypeSource for Types {
             ("printk_info", "facility") => (INFO_FACILITY, 1),
             ("printk_info", "level") => (INFO_LEVEL, 1),
             ("printk_info", "caller_id") => (INFO_CALLER, 4),
+            // Forensic detail (see the `T_STATE` ... `SM_ARGS` constants).
+            ("task_struct", "__state") => (T_STATE, 4),
+            ("task_struct", "exit_state") => (T_EXIT_STATE, 4),
+            ("task_struct", "cred") => (T_CRED, 8),
+            ("task_struct", "thread_group") => (T_THREAD_GROUP, 16),
+            ("task_struct", "signal") => (T_SIGNAL, 8),
+            ("task_struct", "thread_node") => (T_THREAD_NODE, 16),
+            ("mm_struct", "mm_mt") => (MM_MT, 16),
+            ("mm_struct", "mmap") => (MM_MMAP, 8),
+            ("mm_struct", "start_brk") => (MM_START_BRK, 8),
+            ("mm_struct", "brk") => (MM_BRK, 8),
+            ("mm_struct", "start_stack") => (MM_START_STACK, 8),
+            ("mm_struct", "arg_start") => (MM_ARG_START, 8),
+            ("mm_struct", "arg_end") => (MM_ARG_END, 8),
+            ("mm_struct", "env_start") => (MM_ENV_START, 8),
+            ("mm_struct", "env_end") => (MM_ENV_END, 8),
+            ("mm_struct", "exe_file") => (MM_EXE_FILE, 8),
+            ("maple_tree", "ma_root") => (MT_ROOT, 8),
+            ("maple_range_64", "pivot") => (MR_PIVOT, 120),
+            ("maple_range_64", "slot") => (MR_SLOT, 128),
+            ("maple_arange_64", "pivot") => (MA_PIVOT, 72),
+            ("maple_arange_64", "slot") => (MA_SLOT, 80),
+            ("maple_arange_64", "gap") => (MA_GAP, 80),
+            ("vm_area_struct", "vm_start") => (VMA_START, 8),
+            ("vm_area_struct", "vm_end") => (VMA_END, 8),
+            ("vm_area_struct", "vm_next") => (VMA_NEXT, 8),
+            ("vm_area_struct", "vm_flags") => (VMA_FLAGS, 8),
+            ("vm_area_struct", "vm_pgoff") => (VMA_PGOFF, 8),
+            ("vm_area_struct", "vm_file") => (VMA_FILE, 8),
+            ("file", "f_path") => (F_PATH, 16),
+            ("path", "mnt") => (PATH_MNT, 8),
+            ("path", "dentry") => (PATH_DENTRY, 8),
+            ("dentry", "d_parent") => (D_PARENT, 8),
+            ("dentry", "d_name") => (D_NAME, 16),
+            ("dentry", "d_inode") => (D_INODE, 8),
+            ("dentry", "d_sb") => (D_SB, 8),
+            ("qstr", "len") => (QSTR_LEN, 4),
+            ("qstr", "name") => (QSTR_NAME, 8),
+            ("super_block", "s_magic") => (SB_MAGIC, 8),
+            ("vfsmount", "mnt_root") => (VFSMNT_ROOT, 8),
+            ("mount", "mnt_parent") => (MNT_PARENT, 8),
+            ("mount", "mnt_mountpoint") => (MNT_MOUNTPOINT, 8),
+            ("mount", "mnt") => (MNT_MNT, 32),
+            ("cred", "uid") => (CRED_UID, 4),
+            ("cred", "gid") => (CRED_GID, 4),
+            ("cred", "euid") => (CRED_EUID, 4),
+            ("cred", "egid") => (CRED_EGID, 4),
+            ("signal_struct", "thread_head") => (SIG_THREAD_HEAD, 16),
+            ("syscall_metadata", "name") => (SM_NAME, 8),
+            ("syscall_metadata", "syscall_nr") => (SM_NR, 4),
+            ("syscall_metadata", "nb_args") => (SM_NB_ARGS, 4),
+            ("syscall_metadata", "types") => (SM_TYPES, 8),
+            ("syscall_metadata", "args") => (SM_ARGS, 8),
             _ => return None,
         };
         Some(Field {
@@ -304,7 +417,19 @@ impl TypeSource for Types {
 
 /// The synthetic profile (types + symbols).
 pub fn profile() -> Profile {
+    profile_with(Box::new(Types), &[])
+}
+
+/// The synthetic profile with other types and extra symbols (name, address, kind: `b'A'`
+/// for an absolute value such as a per-CPU offset).
+pub fn profile_with(
+    types: Box<dyn TypeSource + Send + Sync>,
+    extra: &[(&str, u64, u8)],
+) -> Profile {
     let mut b = SymbolTableBuilder::new("adversarial test symbols");
+    for &(n, a, k) in extra {
+        b.push(n, a, k);
+    }
     for (n, off) in [
         ("_text", 0),
         ("linux_banner", BANNER),
@@ -318,7 +443,7 @@ pub fn profile() -> Profile {
         b.push(n, kva(off), b'D');
     }
     Profile {
-        types: Box::new(Types),
+        types,
         symbols: b.build(),
     }
 }

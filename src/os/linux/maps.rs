@@ -19,8 +19,11 @@
 //! list (`mm->mmap`, `vm_area_struct.vm_next`). The maple tree is walked depth first with its
 //! node encoding from `lib/maple_tree.c` (a node pointer has bits 0..1 = 2 and its type in bits
 //! 3..6; nodes are 256-byte aligned) and the slot and pivot arrays' offsets from the kernel's
-//! types. Bounded: at most [`MAX_VMAS`] areas, [`MAX_NODES`] nodes, depth [`MAX_DEPTH`], and a
-//! node seen twice ends the walk with an error.
+//! types. Each node is read up to its data end as the kernel finds it (`ma_data_end`: a node
+//! that is not full keeps its metadata, the index of its last slot, in its last slot or, in an
+//! allocation-range node, after `gap[]`), never past its slot count. Bounded: at most
+//! [`MAX_VMAS`] areas, [`MAX_NODES`] nodes, [`MAX_DEPTH`] levels, and a node or area seen
+//! twice ends the walk with an error.
 
 use std::collections::HashSet;
 
@@ -29,13 +32,13 @@ use super::Linux;
 use crate::addr::{Gva, PAGE_SIZE};
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
-use crate::mem::GuestMemory;
+use crate::mem::{AddressSpace, GuestMemory};
 
 /// Most areas listed (the kernel's default `vm.max_map_count` is 65,530).
 pub const MAX_VMAS: usize = 65_536;
 /// Most maple-tree nodes visited.
 pub const MAX_NODES: usize = 1 << 16;
-/// Deepest maple tree walked (`MAPLE_HEIGHT_MAX` is 31).
+/// Most levels of a maple tree walked: the kernel's `MAPLE_HEIGHT_MAX`.
 pub const MAX_DEPTH: usize = 31;
 /// Longest special-mapping name read, in bytes before its NUL (the kernel's are short:
 /// `[vdso]`, `[vvar]`, `[uprobes]`); a longer one is unreadable.
@@ -133,14 +136,28 @@ struct Special {
     vmops: Gva,
 }
 
+/// Where a maple node keeps its arrays.
+#[derive(Clone, Copy)]
+struct NodeLayout {
+    /// `pivot[]` offset (`slots - 1` of them).
+    pivot: u64,
+    /// `slot[]` offset.
+    slot: u64,
+    /// Number of slots.
+    slots: u64,
+    /// Offset of `struct maple_metadata` (its first byte is `end`) when it is not the last
+    /// slot (allocation-range nodes); `None` for range nodes and leaves.
+    meta: Option<u64>,
+}
+
 enum Layout {
     Maple {
         mm_mt: u64,
         ma_root: u64,
-        /// `maple_range_64.slot` offset and count (leaves and range nodes).
-        range_slots: (u64, u64),
-        /// `maple_arange_64.slot` offset and count.
-        arange_slots: (u64, u64),
+        /// `maple_range_64` (leaves and range nodes).
+        range: NodeLayout,
+        /// `maple_arange_64`.
+        arange: NodeLayout,
     },
     List {
         mm_mmap: u64,
@@ -163,22 +180,31 @@ impl Offsets {
             };
             let range_slot = t.require("maple_range_64", "slot")?;
             let arange_slot = t.require("maple_arange_64", "slot")?;
-            let range_slots = (
-                range_slot,
-                count(range_slot, t.struct_size("maple_range_64")),
-            );
-            let arange_slots = (
-                arange_slot,
-                count(
-                    arange_slot,
-                    t.field("maple_arange_64", "gap").map(|f| f.offset),
-                ),
-            );
+            let gap = t.field("maple_arange_64", "gap").map(|f| f.offset);
+            // `pivot[]` follows the parent pointer in both node types.
+            let pivot = |ty: &str| t.field(ty, "pivot").map_or(8, |f| f.offset);
+            let range = NodeLayout {
+                pivot: pivot("maple_range_64"),
+                slot: range_slot,
+                slots: count(range_slot, t.struct_size("maple_range_64")),
+                meta: None,
+            };
+            let arange_count = count(arange_slot, gap);
+            let arange = NodeLayout {
+                pivot: pivot("maple_arange_64"),
+                slot: arange_slot,
+                slots: arange_count,
+                // `gap[]` has one entry per slot; `meta` follows it.
+                meta: t
+                    .field("maple_arange_64", "meta")
+                    .map(|f| f.offset)
+                    .or_else(|| gap.and_then(|g| g.checked_add(arange_count * 8))),
+            };
             Layout::Maple {
                 mm_mt: mt.offset,
                 ma_root: t.require("maple_tree", "ma_root")?,
-                range_slots,
-                arange_slots,
+                range,
+                arange,
             }
         } else {
             Layout::List {
@@ -208,6 +234,28 @@ impl Offsets {
     }
 }
 
+fn too_many_areas(format: &'static str, what: &'static str) -> Error {
+    Error::malformed(
+        format,
+        what,
+        format!("more than MAX_VMAS ({MAX_VMAS}) areas"),
+    )
+}
+
+/// `n` little-endian words at `at`.
+fn read_words<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    space: AddressSpace,
+    at: Gva,
+    n: u64,
+) -> Result<Vec<u64>> {
+    let mut b = vec![0u8; (n * 8) as usize];
+    mem.read(space, at, &mut b)?;
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
 fn add(base: Gva, off: u64) -> Result<Gva> {
     base.checked_add(off)
         .ok_or(Error::Overflow("vm_area_struct field address"))
@@ -229,14 +277,14 @@ impl Linux {
             Layout::Maple {
                 mm_mt,
                 ma_root,
-                range_slots,
-                arange_slots,
+                range,
+                arange,
             } => {
                 let root = rd(add(add(mm, mm_mt)?, ma_root)?)?;
                 let mut seen = HashSet::new();
-                // (encoded entry, depth)
-                let mut stack = vec![(root, 0usize)];
-                while let Some((entry, depth)) = stack.pop() {
+                // (encoded entry, depth, the node's last index: `mas->max`)
+                let mut stack = vec![(root, 0usize, u64::MAX)];
+                while let Some((entry, depth, max)) = stack.pop() {
                     if entry == 0 {
                         continue;
                     }
@@ -245,58 +293,83 @@ impl Linux {
                         // A leaf entry: a VMA (the tree's only one when it is the root).
                         areas.push(Gva(entry));
                         if areas.len() > MAX_VMAS {
-                            return Err(Error::malformed(
-                                "maple tree",
-                                "mm_mt",
-                                "more areas than MAX_VMAS",
-                            ));
+                            return Err(too_many_areas("maple tree", "mm_mt"));
                         }
                         continue;
                     }
                     let node = entry & !MAPLE_NODE_MASK;
-                    if depth > MAX_DEPTH || !seen.insert(node) || seen.len() > MAX_NODES {
-                        return Err(Error::malformed(
-                            "maple tree",
-                            "mm_mt",
-                            format!("node {node:#x} seen twice, or the tree is deeper or larger than its limits"),
-                        ));
+                    let malformed =
+                        |reason: String| Error::malformed("maple tree", "mm_mt", reason);
+                    if depth >= MAX_DEPTH {
+                        return Err(malformed(format!(
+                            "node {node:#x} is deeper than {MAX_DEPTH} levels (MAPLE_HEIGHT_MAX)"
+                        )));
+                    }
+                    if !seen.insert(node) {
+                        return Err(malformed(format!(
+                            "node {node:#x} seen twice (a cycle, or a node under two parents)"
+                        )));
+                    }
+                    if seen.len() > MAX_NODES {
+                        return Err(malformed(format!(
+                            "more than MAX_NODES ({MAX_NODES}) nodes"
+                        )));
                     }
                     let ty = (entry >> 3) & 0xf;
-                    let (off, n) = match ty {
-                        MAPLE_LEAF_64 | MAPLE_RANGE_64 => range_slots,
-                        MAPLE_ARANGE_64 => arange_slots,
+                    let l = match ty {
+                        MAPLE_LEAF_64 | MAPLE_RANGE_64 => range,
+                        MAPLE_ARANGE_64 => arange,
                         _ => {
-                            return Err(Error::malformed(
-                                "maple tree",
-                                "mm_mt",
-                                format!("node {node:#x} has type {ty}, not a range node"),
-                            ))
+                            return Err(malformed(format!(
+                                "node {node:#x} has type {ty}, not a range node"
+                            )))
                         }
                     };
-                    let mut slots = vec![0u8; (n * 8) as usize];
-                    mem.read(ks, add(Gva(node), off)?, &mut slots)?;
-                    let vals: Vec<u64> = slots
-                        .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                        .collect();
+                    let slots = read_words(mem, ks, add(Gva(node), l.slot)?, l.slots)?;
+                    let pivots = read_words(mem, ks, add(Gva(node), l.pivot)?, l.slots - 1)?;
+                    // The data end (`ma_data_end`): an allocation-range node keeps it in its
+                    // metadata; a range node or leaf in the metadata in its last slot when its
+                    // last pivot is 0, else at the pivot equal to its maximum, else it is full.
+                    let last = (l.slots - 1) as usize;
+                    let meta_end = || -> Result<usize> {
+                        Ok(match l.meta {
+                            Some(off) => {
+                                let mut b = [0u8; 1];
+                                mem.read(ks, add(Gva(node), off)?, &mut b)?;
+                                usize::from(b[0])
+                            }
+                            None => (slots[last] & 0xff) as usize,
+                        })
+                    };
+                    let last_pivot = last.checked_sub(1).and_then(|i| pivots.get(i));
+                    let end = if l.meta.is_some() || last_pivot == Some(&0) {
+                        meta_end()?
+                    } else if last_pivot == Some(&max) {
+                        last - 1
+                    } else {
+                        last
+                    }
+                    .min(last);
+                    let used = &slots[..=end];
                     if ty == MAPLE_LEAF_64 {
-                        for &v in vals.iter().filter(|&&v| v != 0) {
+                        for &v in used.iter().filter(|&&v| v != 0) {
                             // Leaves hold VMAs; a reserved or zero entry marks a gap.
                             if v & 3 == 0 {
                                 areas.push(Gva(v));
                             }
                         }
                         if areas.len() > MAX_VMAS {
-                            return Err(Error::malformed(
-                                "maple tree",
-                                "mm_mt",
-                                "more areas than MAX_VMAS",
-                            ));
+                            return Err(too_many_areas("maple tree", "mm_mt"));
                         }
                     } else {
-                        // Children right to left, so that the stack gives them left to right.
-                        for &v in vals.iter().rev().filter(|&&v| v != 0) {
-                            stack.push((v, depth + 1));
+                        // Children right to left, so that the stack gives them left to right;
+                        // each child ends at its pivot (`mas_logical_pivot`).
+                        for (i, &v) in used.iter().enumerate().rev().filter(|(_, &v)| v != 0) {
+                            let child_max = match pivots.get(i) {
+                                Some(&p) if i < end && (p != 0 || i == 0) => p,
+                                _ => max,
+                            };
+                            stack.push((v, depth + 1, child_max));
                         }
                     }
                 }
@@ -305,12 +378,15 @@ impl Linux {
                 let mut seen = HashSet::new();
                 let mut v = Gva(rd(add(mm, mm_mmap)?)?);
                 while v.0 != 0 {
-                    if !seen.insert(v.0) || seen.len() > MAX_VMAS {
+                    if !seen.insert(v.0) {
                         return Err(Error::malformed(
                             "vm_area_struct list",
                             "mm->mmap",
-                            "a cycle, or more areas than MAX_VMAS",
+                            format!("area {:#x} seen twice (the list loops)", v.0),
                         ));
+                    }
+                    if seen.len() > MAX_VMAS {
+                        return Err(too_many_areas("vm_area_struct list", "mm->mmap"));
                     }
                     areas.push(v);
                     v = Gva(rd(add(v, vm_next)?)?);

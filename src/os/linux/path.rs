@@ -1,6 +1,10 @@
 //! Paths of open files (`d_path`): a `struct file`'s dentry chain up to its mount's root,
 //! then the mountpoint in the parent mount, up to the root mount. Bounded: at most
-//! [`MAX_PATH_COMPONENTS`] components of at most 255 bytes; a mount cycle is an error.
+//! [`MAX_PATH_COMPONENTS`] components of at most 255 bytes and [`MAX_PATH_BYTES`] in all; a
+//! mount cycle is an error. The paths read for one call (every descriptor of a process, every
+//! area of its memory map) share a budget of [`MAX_PATH_STEPS`] steps and [`MAX_PATH_TEXT`]
+//! bytes: a guest giving each of 65,536 descriptors the deepest path costs that much, and the
+//! paths past the budget are errors.
 //!
 //! As the kernel's `d_path` (`fs/d_path.c`) does, a file whose dentry was unlinked gets the
 //! suffix [`DELETED_SUFFIX`]: `d_unlinked(dentry)`, i.e. the dentry is unhashed
@@ -8,6 +12,8 @@
 //! what `/proc/PID/fd/N`, `/proc/PID/exe` and `/proc/PID/maps` show for an open file, a running
 //! executable or a mapping whose name was removed (`/tmp/x (deleted)`). Only the one pointer
 //! is read: the hash chain is never followed.
+
+use std::cell::Cell;
 
 use super::Linux;
 use crate::addr::Gva;
@@ -17,11 +23,19 @@ use crate::mem::GuestMemory;
 
 /// Most path components followed from a dentry up to the root.
 pub const MAX_PATH_COMPONENTS: usize = 256;
+/// Longest path built, in bytes: the kernel's `PATH_MAX` (its `d_path` fails with
+/// `ENAMETOOLONG` past a buffer of that size).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most steps (a dentry or a mount crossed) taken by all the paths of one call.
+pub const MAX_PATH_STEPS: u64 = 1 << 20;
+/// Most bytes of paths built by one call.
+pub const MAX_PATH_TEXT: u64 = 16 << 20;
 
 /// What `d_path` appends to the path of an unlinked dentry (`/tmp/x (deleted)`).
 pub const DELETED_SUFFIX: &str = " (deleted)";
 
-/// The field offsets a path walk needs, resolved once per walk of many files.
+/// The field offsets a path walk needs, resolved once per walk of many files, with that walk's
+/// budget: resolve them per call, never cache them across calls.
 #[derive(Clone, Debug)]
 pub(crate) struct PathOffsets {
     file_path: u64,
@@ -42,6 +56,8 @@ pub(crate) struct PathOffsets {
     /// ([`DELETED_SUFFIX`]). Without them (a profile that lacks the types) paths carry no
     /// mark.
     unlinked: Option<(u64, u64)>,
+    /// What the paths read with these offsets have used: steps, bytes (see the module docs).
+    used: Cell<(u64, u64)>,
 }
 
 impl PathOffsets {
@@ -73,7 +89,41 @@ impl PathOffsets {
                     t.field("hlist_bl_node", "pprev")?.offset,
                 ))
             })(),
+            used: Cell::new((0, 0)),
         })
+    }
+
+    /// Take one step of the budget.
+    fn step(&self, at: Gva) -> Result<()> {
+        let (steps, text) = self.used.get();
+        if steps >= MAX_PATH_STEPS {
+            return Err(Error::WalkAborted {
+                what: "file paths",
+                addr: at,
+                reason: format!(
+                    "the paths of this call took MAX_PATH_STEPS ({MAX_PATH_STEPS}) steps"
+                ),
+            });
+        }
+        self.used.set((steps + 1, text));
+        Ok(())
+    }
+
+    /// Account for a path of `len` bytes.
+    fn text(&self, at: Gva, len: usize) -> Result<()> {
+        let (steps, text) = self.used.get();
+        let text = text.saturating_add(len as u64);
+        if text > MAX_PATH_TEXT {
+            return Err(Error::WalkAborted {
+                what: "file paths",
+                addr: at,
+                reason: format!(
+                    "the paths of this call exceed MAX_PATH_TEXT ({MAX_PATH_TEXT}) bytes"
+                ),
+            });
+        }
+        self.used.set((steps, text));
+        Ok(())
     }
 }
 
@@ -93,14 +143,18 @@ impl Linux {
         let path = add(file, o.file_path, "file->f_path")?;
         let mnt = mem.read_va(ks, add(path, o.path_mnt, "path.mnt")?)?;
         let dentry = mem.read_va(ks, add(path, o.path_dentry, "path.dentry")?)?;
-        if let Some(name) = self.pseudo_name(mem, o, dentry)? {
-            return Ok(name);
-        }
-        let mut p = self.d_path(mem, o, mnt, dentry)?;
-        if self.d_unlinked(mem, o, dentry)? {
-            p.push_str(DELETED_SUFFIX);
-        }
-        Ok(p)
+        let name = match self.pseudo_name(mem, o, dentry)? {
+            Some(name) => name,
+            None => {
+                let mut p = self.d_path(mem, o, mnt, dentry)?;
+                if self.d_unlinked(mem, o, dentry)? {
+                    p.push_str(DELETED_SUFFIX);
+                }
+                p
+            }
+        };
+        o.text(file, name.len())?;
+        Ok(name)
     }
 
     /// The kernel's `d_unlinked`: `dentry` is unhashed (`d_hash.pprev` is NULL) and not the
@@ -138,6 +192,7 @@ impl Linux {
         let Some((d_sb, s_magic, d_inode, i_ino)) = o.pseudo else {
             return Ok(None);
         };
+        o.step(dentry)?;
         let ks = self.info().kernel_space;
         let sb = mem.read_va(ks, add(dentry, d_sb, "dentry.d_sb")?)?;
         let magic = mem.read_u64(ks, add(sb, s_magic, "super_block.s_magic")?)?;
@@ -182,8 +237,11 @@ impl Linux {
     ) -> Result<String> {
         let ks = self.info().kernel_space;
         let mut parts: Vec<String> = Vec::new();
+        // The length of "/" + parts joined by '/'.
+        let mut len = 1usize;
         let mut at_root = false;
         for _ in 0..MAX_PATH_COMPONENTS * 2 {
+            o.step(dentry)?;
             let mnt_root = mem.read_va(ks, add(vfsmnt, o.vfsmount_root, "vfsmount.mnt_root")?)?;
             if dentry == mnt_root {
                 // At the root of this mount: continue at its mountpoint in the parent mount.
@@ -210,7 +268,16 @@ impl Linux {
                     format!("deeper than {MAX_PATH_COMPONENTS} components (a dentry cycle?)"),
                 ));
             }
-            parts.push(self.dentry_name(mem, o, dentry)?);
+            let name = self.dentry_name(mem, o, dentry)?;
+            len += name.len() + usize::from(!parts.is_empty());
+            if len > MAX_PATH_BYTES {
+                return Err(Error::malformed(
+                    "dentry",
+                    "path",
+                    format!("longer than PATH_MAX ({MAX_PATH_BYTES} bytes)"),
+                ));
+            }
+            parts.push(name);
             dentry = parent;
         }
         if !at_root {

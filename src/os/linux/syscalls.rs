@@ -137,8 +137,8 @@ impl SyscallTable {
     /// # Errors
     /// [`Error::MissingSymbol`] when the kernel has no `syscalls_metadata` (built without
     /// `CONFIG_FTRACE_SYSCALLS`) or no `sys_call_table`; [`Error::MissingField`] when its types
-    /// lack `struct syscall_metadata`; memory errors for the array itself (one unreadable
-    /// entry only leaves its number undescribed).
+    /// lack `struct syscall_metadata`; memory errors for the array itself (its first entry
+    /// unreadable; a later unreadable entry only leaves its number undescribed).
     pub fn read<B: PhysicalMemory>(linux: &Linux, mem: &GuestMemory<B>) -> Result<Self> {
         let ks = linux.info().kernel_space;
         let t = linux.types();
@@ -172,6 +172,9 @@ impl SyscallTable {
                 .ok_or(Error::Overflow("syscall metadata"))
         };
         let string = |p: Gva| -> Result<String> { mem.read_cstring(ks, p, MAX_NAME) };
+        // The array itself must be there: its first entry unreadable is an error, not a
+        // table describing nothing (a later entry unreadable leaves only its number out).
+        mem.read_va(ks, array)?;
         let mut by_nr = Vec::with_capacity(count);
         for nr in 0..count {
             let entry = (|| -> Result<Option<SyscallInfo>> {
