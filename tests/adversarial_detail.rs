@@ -11,7 +11,8 @@ mod support;
 use support::guest::*;
 use support::hostile::*;
 use xenvmi::os::linux::detail::{
-    Credentials, ProcessDetail, Thread, MAX_ARGS_BYTES, MAX_PATH_COMPONENTS, MAX_THREADS,
+    Credentials, ProcessDetail, Thread, MAX_ARGS_BYTES, MAX_PATH_COMPONENTS, MAX_PATH_STEPS,
+    MAX_THREADS,
 };
 use xenvmi::os::linux::files::{OpenFile, MAX_FDS};
 use xenvmi::os::linux::maps::{Backing, Vma, MAX_DEPTH, MAX_NODES, MAX_VMAS};
@@ -578,6 +579,17 @@ fn the_same_deep_file_on_every_descriptor() {
     let r = files("files: 2^16 fds of a 256-deep file", h, p.task);
     let v = r.expect("read");
     assert_eq!(v.len() as u64, MAX_FDS);
+    // The first paths are read whole; the call's path budget ends the rest, each with an
+    // error that names it.
+    let first = v[0].path.as_ref().expect("the first path reads");
+    assert_eq!(first.matches('/').count(), MAX_PATH_COMPONENTS);
+    let last = v[v.len() - 1].path.as_ref().expect_err("past the budget");
+    assert!(last.to_string().contains("MAX_PATH_STEPS"), "{last}");
+    let read = v.iter().filter(|f| f.path.is_ok()).count() as u64;
+    assert!(
+        read * (MAX_PATH_COMPONENTS as u64) <= MAX_PATH_STEPS,
+        "{read} paths read"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ use crate::os::Process;
 
 /// Most bytes of arguments (or environment) read for one process.
 pub const MAX_ARGS_BYTES: u64 = 128 << 10;
-pub use super::path::{DELETED_SUFFIX, MAX_PATH_COMPONENTS};
+pub use super::path::{
+    DELETED_SUFFIX, MAX_PATH_BYTES, MAX_PATH_COMPONENTS, MAX_PATH_STEPS, MAX_PATH_TEXT,
+};
 /// Most threads listed for one process.
 pub const MAX_THREADS: usize = 1 << 16;
 
