@@ -14,6 +14,7 @@ step "cargo clippy -D warnings";     cargo clippy --all-targets --all-features -
 step "cargo test, all features (xen)"; cargo test --all-features
 step "cargo test, default features";  cargo test
 step "install + pkg-config (scripts/check-install.sh)"; bash scripts/check-install.sh
+step "capture read by Volatility3 (scripts/check-capture-vol.sh)"; bash scripts/check-capture-vol.sh
 step "cargo bench --no-run";         cargo bench --no-run --all-features
 step "cargo doc (deny warnings)";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "fuzz every target ${FUZZ_SECONDS:-30}s"; bash fuzz/run.sh "${FUZZ_SECONDS:-30}"

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | tracing | [`trace`] | semantic events from hooks: process start, module load/unload, thread exit |
 //! | events | [`event`] | the event loop and its teardown, journal, owned views, hooks |
+//! | capture | [`capture`] | the whole guest (memory and every vCPU's registers) as an ELF core, paused or live |
 //! | OS | [`os`] | Linux and Windows kernels: KASLR, processes, modules (drivers, DLLs), CR3 → process; PE images |
 //! | memory | [`mem`] | x86-64 page walks (4/5-level, large pages), translation cache, virtual reads |
 //! | backend | [`backend`] | capability traits; snapshots (raw, QEMU ELF, LiME, Windows crash dump); the simulated domain; Xen (feature `xen`) |
@@ -41,6 +42,7 @@ pub mod addr;
 pub mod backend;
 pub(crate) mod bytes;
 pub mod capi;
+pub mod capture;
 pub mod error;
 pub mod event;
 pub(crate) mod file;

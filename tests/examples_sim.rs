@@ -185,3 +185,84 @@ fn asking_for_xen_here_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn dump_writes_a_paused_core_of_the_guest_and_refuses_bad_paths() {
+    use xenvmi::backend::snapshot::Snapshot;
+    use xenvmi::backend::PhysicalMemory;
+    let image = fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let dir = std::env::temp_dir().join(format!("xenvmi-dump-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let core = dir.join("guest.elf");
+    let run =
+        |args: &[&std::ffi::OsStr]| Command::new(example("dump")).args(args).output().unwrap();
+    let out = run(&[
+        "--simulate".as_ref(),
+        image.as_os_str(),
+        "--pause".as_ref(),
+        core.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["consistency"], "paused");
+    assert!(v["paused_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["missing_bytes"], 0);
+    assert!(!dir.join("guest.elf.partial").exists());
+    // The core holds the guest's memory and registers exactly.
+    let (src, copy) = (
+        Snapshot::open(&image).unwrap(),
+        Snapshot::open(&core).unwrap(),
+    );
+    assert_eq!(copy.all_registers(), src.all_registers());
+    assert_eq!(copy.physical_ranges(), src.physical_ranges());
+    assert_eq!(
+        v["bytes_written"],
+        src.physical_ranges()
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum::<u64>()
+    );
+    assert_eq!(v["vcpus"], src.all_registers().len());
+
+    // Errors: one line on stderr naming the path, exit 1, nothing written.
+    let fails = |args: &[&std::ffi::OsStr], needle: &str| {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("dump: ") && err.contains(needle), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    };
+    fails(
+        &[image.as_os_str(), core.as_os_str()],
+        &format!("{}: exists; give --force", core.display()),
+    );
+    let missing = dir.join("no-such-image");
+    fails(
+        &[missing.as_os_str(), dir.join("x.elf").as_os_str()],
+        &missing.display().to_string(),
+    );
+    fails(&[image.as_os_str(), dir.as_os_str()], "is a directory");
+    let truncated = dir.join("truncated.elf");
+    std::fs::write(&truncated, &std::fs::read(&core).unwrap()[..4096]).unwrap();
+    fails(
+        &[truncated.as_os_str(), dir.join("y.elf").as_os_str()],
+        &truncated.display().to_string(),
+    );
+    fails(
+        &[
+            image.as_os_str(),
+            "--pause".as_ref(),
+            dir.join("z.elf").as_os_str(),
+        ],
+        "nothing runs in it",
+    );
+    for f in ["x.elf", "y.elf", "z.elf", "x.elf.partial", "y.elf.partial"] {
+        assert!(!dir.join(f).exists(), "{f} left behind");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

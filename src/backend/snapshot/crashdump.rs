@@ -244,8 +244,8 @@ pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
     Ok(Layout {
         regions,
         vcpus: vec![vcpu0],
-        vmcoreinfo: None,
         windows: Some(info),
+        ..Layout::default()
     })
 }
 

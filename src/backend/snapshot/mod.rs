@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::regs::Registers;
 
 mod crashdump;
-mod elf;
+pub(crate) mod elf;
 mod lime;
 mod storage;
 
@@ -102,6 +102,8 @@ pub(crate) struct Layout {
     pub(crate) regions: Vec<Region>,
     pub(crate) vcpus: Vec<Registers>,
     pub(crate) vmcoreinfo: Option<String>,
+    /// xenvmi's capture note (JSON), in a core `crate::capture` wrote.
+    pub(crate) capture: Option<String>,
     pub(crate) windows: Option<WindowsDumpInfo>,
 }
 
@@ -112,6 +114,7 @@ pub struct Snapshot {
     regions: Vec<Region>,
     vcpus: Vec<Registers>,
     vmcoreinfo: Option<String>,
+    capture: Option<String>,
     windows: Option<WindowsDumpInfo>,
     source: PathBuf,
 }
@@ -205,6 +208,7 @@ impl Snapshot {
             regions,
             vcpus: layout.vcpus,
             vmcoreinfo: layout.vmcoreinfo,
+            capture: layout.capture,
             windows: layout.windows,
             source,
         })
@@ -228,6 +232,13 @@ impl Snapshot {
     /// The `VMCOREINFO` note text, if the image has one (kdump cores, QEMU with `vmcoreinfo`).
     pub fn vmcoreinfo(&self) -> Option<&str> {
         self.vmcoreinfo.as_deref()
+    }
+
+    /// How xenvmi captured this core, when it did (`crate::capture`): the JSON text of its
+    /// `XENVMI` note, with the consistency (`paused` or `live`) and the guest-physical ranges
+    /// that could not be read and are absent from the file.
+    pub fn capture_info(&self) -> Option<&str> {
+        self.capture.as_deref()
     }
 
     /// All vCPU register sets recorded in the image (empty for raw and LiME; one, vCPU 0, for a
@@ -490,6 +501,7 @@ mod tests {
             regions,
             vcpus: Vec::new(),
             vmcoreinfo: None,
+            capture: None,
             windows: None,
             source: PathBuf::from("t"),
         };
