@@ -12,8 +12,9 @@
 //! | program headers | `PT_NOTE` first, then the `PT_LOAD`s in address order; past 65,534 of them, `PN_XNUM` and a section header 0 with the count, as Linux's own core dumps do |
 //!
 //! **Memory that cannot be read is missing, not zero.** The backend's ranges are read in
-//! 1 MiB chunks; a chunk that fails is read again page by page, and each page that still fails
-//! ends the current `PT_LOAD` and is listed in the capture note. A reader of the file sees no
+//! 1 MiB chunks of whole pages ([`PhysicalMemory::read_pages`]: on Xen one foreign mapping of
+//! 256 frames with an error per frame), and each page that cannot be read ends the current
+//! `PT_LOAD` and is listed in the capture note. A reader of the file sees no
 //! memory there ([`Error::PhysicalUnmapped`]), never invented zeros.
 //!
 //! **Consistency.** With [`CaptureOptions::pause`] the domain is paused before its registers
@@ -36,7 +37,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::addr::{Gpa, VcpuId, PAGE_SIZE};
+use crate::addr::{Gfn, Gpa, VcpuId, PAGE_SIZE};
 use crate::backend::snapshot::elf;
 use crate::backend::{PhysicalMemory, VcpuState, VmControl};
 use crate::error::{Error, Result};
@@ -263,6 +264,7 @@ fn write_core<B: PhysicalMemory + VcpuState + ?Sized, W: Write + Seek>(
         offset: DATA_START,
     };
     let mut buf = vec![0u8; CHUNK as usize];
+    let mut present = vec![false; (CHUNK / PAGE_SIZE) as usize];
     let mut done = 0u64;
     for r in &ranges {
         let mut at = r.start;
@@ -270,10 +272,23 @@ fn write_core<B: PhysicalMemory + VcpuState + ?Sized, W: Write + Seek>(
             // Chunks end on CHUNK boundaries, so that a failing chunk splits into whole pages.
             let end = (at - at % CHUNK).saturating_add(CHUNK).min(r.end);
             let len = (end - at) as usize;
-            if backend.read_physical(Gpa(at), &mut buf[..len]).is_ok() {
-                w.write_all(&buf[..len]).map_err(write_err)?;
-                layout.readable(at, len as u64)?;
+            if at % PAGE_SIZE == 0 && end % PAGE_SIZE == 0 {
+                // Whole pages: one bulk read, each page kept or recorded missing.
+                let pages = len / PAGE_SIZE as usize;
+                let present = &mut present[..pages];
+                backend.read_pages(Gfn(at / PAGE_SIZE), &mut buf[..len], present)?;
+                for (i, &ok) in present.iter().enumerate() {
+                    let (p, page) = (at + i as u64 * PAGE_SIZE, i * PAGE_SIZE as usize);
+                    if ok {
+                        w.write_all(&buf[page..page + PAGE_SIZE as usize])
+                            .map_err(write_err)?;
+                        layout.readable(p, PAGE_SIZE)?;
+                    } else {
+                        layout.missing(p, PAGE_SIZE);
+                    }
+                }
             } else {
+                // A range that starts or ends inside a page: its pieces page by page.
                 let mut p = at;
                 while p < end {
                     let pe = (p - p % PAGE_SIZE).saturating_add(PAGE_SIZE).min(end);

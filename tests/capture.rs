@@ -378,6 +378,7 @@ fn past_pn_xnum_program_headers_and_past_what_the_format_holds() {
 /// pages with one unreadable between them, with its notes (written again with
 /// `XENVMI_WRITE_SEED=1`). It must stay a core that reads back as written.
 #[test]
+#[allow(clippy::single_range_in_vec_init)] // one range of pages, not a vector of its numbers
 fn the_fuzz_seed_is_a_readable_capture() {
     let seed = support::fixture::repo_root().join("fuzz/seeds/snapshot/xenvmi-capture");
     if std::env::var_os("XENVMI_WRITE_SEED").is_some() {

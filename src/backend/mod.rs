@@ -82,6 +82,37 @@ pub trait PhysicalMemory {
 
     /// Read a little-endian `u64` (page-table entries, pointers).
     ///
+    /// Read the whole pages from `first` into `buf` (`present.len()` pages of
+    /// [`PAGE_SIZE`](crate::addr::PAGE_SIZE) bytes), setting `present[i]` for each page that
+    /// could be read; a page that could not is left in `buf` as it was. For bulk copies
+    /// (`crate::capture`): the default reads all the pages at once and, when that fails, page
+    /// by page; a backend that can map many frames in one call (Xen: one foreign mapping of up
+    /// to 1,024 frames with an error per frame) overrides it.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`](crate::Error::Overflow) when `buf` is not `present.len()` pages or
+    /// the range wraps; a page that cannot be read is not an error.
+    fn read_pages(&self, first: Gfn, buf: &mut [u8], present: &mut [bool]) -> Result<()> {
+        let page = crate::addr::PAGE_SIZE as usize;
+        check_pages(first, buf, present)?;
+        if self
+            .read_physical(Gpa(first.0 << crate::addr::PAGE_SHIFT), buf)
+            .is_ok()
+        {
+            present.fill(true);
+            return Ok(());
+        }
+        for (i, (b, p)) in buf
+            .chunks_exact_mut(page)
+            .zip(present.iter_mut())
+            .enumerate()
+        {
+            let gpa = Gpa((first.0 + i as u64) << crate::addr::PAGE_SHIFT);
+            *p = self.read_physical(gpa, b).is_ok();
+        }
+        Ok(())
+    }
+
     /// # Errors
     /// As [`PhysicalMemory::read_physical`].
     #[inline]
@@ -317,6 +348,23 @@ pub trait ViewControl {
     fn free_frame(&self, gfn: Gfn) -> Result<()>;
 }
 
+/// The arguments of [`PhysicalMemory::read_pages`] agree: `buf` holds `present.len()` pages
+/// and the frames do not wrap.
+pub(crate) fn check_pages(first: Gfn, buf: &[u8], present: &[bool]) -> Result<()> {
+    let n = present.len() as u64;
+    if buf.len() as u64 != n.saturating_mul(crate::addr::PAGE_SIZE)
+        || first
+            .0
+            .checked_add(n)
+            .map_or(true, |e| e > (u64::MAX >> crate::addr::PAGE_SHIFT))
+    {
+        return Err(crate::Error::Overflow(
+            "read_pages: buffer size or frame range",
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! forward_physical {
     ($($ty:ty),*) => {$(
         impl<T: PhysicalMemory + ?Sized> PhysicalMemory for $ty {
@@ -337,6 +385,9 @@ macro_rules! forward_physical {
             }
             #[inline]
             fn read_physical_u64(&self, gpa: Gpa) -> Result<u64> { (**self).read_physical_u64(gpa) }
+            fn read_pages(&self, first: Gfn, buf: &mut [u8], present: &mut [bool]) -> Result<()> {
+                (**self).read_pages(first, buf, present)
+            }
         }
         impl<T: VcpuState + ?Sized> VcpuState for $ty {
             fn vcpu_count(&self) -> u32 { (**self).vcpu_count() }

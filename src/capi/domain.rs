@@ -68,6 +68,9 @@ impl PhysicalMemory for Domain {
     fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
         each!(self, b => b.physical_slice(gpa, len))
     }
+    fn read_pages(&self, first: Gfn, buf: &mut [u8], present: &mut [bool]) -> Result<()> {
+        each!(self, b => b.read_pages(first, buf, present))
+    }
 }
 
 impl VcpuState for Domain {
@@ -223,6 +226,9 @@ impl PhysicalMemory for DomainMemory {
     }
     fn physical_slice(&self, gpa: Gpa, len: usize) -> Option<&[u8]> {
         self.0.backend.physical_slice(gpa, len)
+    }
+    fn read_pages(&self, first: Gfn, buf: &mut [u8], present: &mut [bool]) -> Result<()> {
+        self.0.backend.read_pages(first, buf, present)
     }
 }
 

@@ -14,11 +14,11 @@ bash scripts/setup.sh
 [ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
 apt-get update -qq -o DPkg::Lock::Timeout=600
 apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends make cpio "linux-headers-$KVER" >/dev/null
-cargo build --release --features xen --example cr3-trace --example kernel-guard --example hook-trace --example trace
+cargo build --release --features xen --example cr3-trace --example kernel-guard --example hook-trace --example trace --example dump --example pslist
 P=$WORK/payload-linux; B=$WORK/linux-guest-build; G=$WORK/linux-guest-root
 rm -rf "$P" "$B" "$G"; mkdir -p "$P" "$B" "$G"/{bin,proc,sys,dev} "$WORK/lg-debs"
-# Stripped: dom0's initramfs lives in its RAM (384 MiB), unpacked into a tmpfs half that size.
-for e in cr3-trace kernel-guard hook-trace trace; do strip -o "$P/$e" "target/release/examples/$e"; done
+# Stripped: dom0's initramfs lives in its RAM (512 MiB), unpacked into a tmpfs half that size.
+for e in cr3-trace kernel-guard hook-trace trace dump pslist; do strip -o "$P/$e" "target/release/examples/$e"; done
 cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-tests/xen-e2e/linux-guest/payload.sh}" "$P/run.sh"
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
 # The test rootkit, built against Debian's headers for the guest's kernel.
@@ -47,11 +47,12 @@ install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$B/
 LOG="$WORK/serial-linux.txt"
 # Xen's APIC virtualization off: Bochs 3.0 loses a virtual interrupt whose delivery causes an
 # EPT violation, which an altp2m view's lazily copied entries do (docs/real-xen.md).
-XEN_CMDLINE=${XEN_CMDLINE:-"console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=384M,max:384M dom0_max_vcpus=1 altp2m=1 noreboot ucode=no watchdog=0 apicv=0"}
+# dom0 has 512 MiB: its /tmp (a tmpfs of half that) holds the guest's 192 MiB memory capture.
+XEN_CMDLINE=${XEN_CMDLINE:-"console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=512M,max:512M dom0_max_vcpus=1 altp2m=1 noreboot ucode=no watchdog=0 apicv=0"}
 if ! XEN_CMDLINE=$XEN_CMDLINE KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-2400} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
   tail -n 20 "$LOG"; echo "real-xen (Linux guest): the recipe failed before Bochs ran (log: $LOG)"; exit 1
 fi
-grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 400 || true
+grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 400 || true
 
 fail=0
 check() { # description, extended regex that must match the log
@@ -96,5 +97,23 @@ done
 # Its exit status is the number of its FAIL lines (a crash counts as one).
 python3 tests/xen-e2e/check-trace.py "$LOG" && rc=0 || rc=$?
 fail=$((fail + rc))
+# Memory capture of the running guest (dump), paused and live: the capture holds the guest's
+# RAM with nothing of it missing, the Linux walk finds in it the worker processes that
+# cr3-trace saw live (same pids), and the guest runs on (its vCPU time and its alive ticks).
+for MODE in paused live; do
+  check "dump $MODE: the running guest captured with its vCPU registers (exit 0)" "PAYLOAD: dump $MODE exit 0"
+  check "dump $MODE: its summary says $MODE, 1 vCPU, at least 150 MiB written" \
+    "DUMP $MODE: \{\"bytes_written\":(1[5-9][0-9]|[2-9][0-9][0-9])[0-9]{6},\"consistency\":\"$MODE\".*\"vcpus\":1\}"
+  for w in xv-alpha xv-beta; do
+    pid=$(grep -a -oE "CR3 .* pid +[0-9]+  $w" "$LOG" | head -n 1 | grep -oE "pid +[0-9]+" | grep -oE "[0-9]+" || true)
+    if [ -n "$pid" ] && grep -a -qE "^DUMPPS $MODE: +$pid +[0-9]+ .*$w" "$LOG"; then
+      echo "ok   - dump $MODE: pslist on the capture finds $w with the pid cr3-trace saw live ($pid)"
+    else
+      echo "FAIL - dump $MODE: pslist on the capture does not find $w with the pid cr3-trace saw live (${pid:-none})"; fail=$((fail+1))
+    fi
+  done
+  if cpu_advanced "$MODE" dump; then echo "ok   - the guest runs on after dump $MODE"; else echo "FAIL - the guest stopped after dump $MODE"; fail=$((fail+1)); fi
+  check "dump $MODE: the guest's init kept running (alive ticks after the capture)" "GUEST dump-$MODE: .*xvguest: alive [0-9]+"
+done
 check "without xenvmi: the guest runs in an empty altp2m view (altp2m-repro)" "REPRO empty result: guest ran in the view"
 if [ "$fail" -eq 0 ]; then echo "real-xen (Linux guest): all checks passed"; else echo "real-xen (Linux guest): $fail check(s) failed (log: $LOG)"; exit 1; fi

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 
 /// Foreign mappings kept at most (one page each).
 const MAP_CACHE: usize = 1024;
+/// Frames mapped by one call in a bulk read (`read_pages`).
+const MAP_BATCH: usize = 1024;
 
 /// A mapped foreign page.
 struct Mapped(*mut u8);
@@ -80,6 +82,59 @@ impl ForeignMemory {
         let p = self.map_uncached(domid, gfn, libc::PROT_READ)?;
         self.maps.borrow_mut().insert(gfn, Mapped(p));
         Some(p)
+    }
+
+    /// Copy the frames `first..first + present.len()` of domain `domid` into `buf`, mapped
+    /// read-only [`MAP_BATCH`] at a time with one error slot per frame; `present[i]` tells
+    /// whether frame `i` could be mapped.
+    fn copy_frames(&self, domid: u32, first: u64, buf: &mut [u8], present: &mut [bool]) {
+        let page = PAGE_SIZE as usize;
+        for (k, (bufs, pres)) in buf
+            .chunks_mut(MAP_BATCH * page)
+            .zip(present.chunks_mut(MAP_BATCH))
+            .enumerate()
+        {
+            let n = pres.len();
+            let base = first + (k * MAP_BATCH) as u64;
+            let pfns: Vec<sys::xen_pfn_t> = (0..n as u64)
+                .map(|i| (base + i) as sys::xen_pfn_t)
+                .collect();
+            let mut errs = vec![0i32; n];
+            // SAFETY: valid handle (this value's, open until Drop); `pfns` and `errs` both hold
+            // exactly `n` elements, as the call's count says. With an error array the call maps
+            // what it can and reports each frame's failure there instead of failing whole.
+            let p = unsafe {
+                (self.libs.xenforeignmemory_map)(
+                    self.as_ptr(),
+                    domid,
+                    libc::PROT_READ,
+                    n,
+                    pfns.as_ptr(),
+                    errs.as_mut_ptr(),
+                )
+            };
+            if p.is_null() {
+                pres.fill(false);
+                continue;
+            }
+            let p = p as *const u8;
+            for (i, (dst, ok)) in bufs.chunks_exact_mut(page).zip(pres.iter_mut()).enumerate() {
+                *ok = errs[i] == 0;
+                if *ok {
+                    // SAFETY: the mapping spans `n` pages from `p` and frame `i < n` mapped
+                    // (its error slot is 0; a failed frame's page is never touched: privcmd
+                    // leaves it unpopulated and a read there would raise SIGBUS). The guest
+                    // may write the page meanwhile, like DMA: bytes are copied out, no
+                    // reference is kept.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(p.add(i * page), dst.as_mut_ptr(), page)
+                    };
+                }
+            }
+            // SAFETY: `p` is the start of this call's mapping of `n` pages, unmapped once, here;
+            // nothing refers into it any more.
+            unsafe { (self.libs.xenforeignmemory_unmap)(self.as_ptr(), p as *mut c_void, n) };
+        }
     }
 
     /// A new mapping of one frame of domain `domid` with `prot`; the caller unmaps it (or
@@ -153,6 +208,12 @@ impl PhysicalMemory for XenDomain {
     /// The guest ran: a cached mapping may show a page the frame no longer has.
     fn drop_cached_mappings(&self) {
         self.fmem.unmap_all();
+    }
+
+    fn read_pages(&self, first: Gfn, buf: &mut [u8], present: &mut [bool]) -> Result<()> {
+        crate::backend::check_pages(first, buf, present)?;
+        self.fmem.copy_frames(self.domid, first.0, buf, present);
+        Ok(())
     }
 
     fn physical_ranges(&self) -> Vec<Range<u64>> {

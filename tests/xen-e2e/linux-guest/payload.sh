@@ -70,6 +70,22 @@ for MODE in stealth in-place; do
   echo "PAYLOAD: after trace $MODE: guest vCPU time $T1 -> $T2"
   guest_lines "trace-$MODE"
 done
+# The running guest's memory captured (dump), paused and then live; the Linux walk (pslist)
+# reads the capture; the process lines are tagged for the checks (pid, ppid, name).
+for MODE in paused live; do
+  ARGS=; [ "$MODE" = paused ] && ARGS=--pause
+  echo "PAYLOAD: dump $MODE"
+  /payload/dump --domain xvguest $ARGS /tmp/xv.elf --json > /tmp/dump.out 2> /tmp/dump.err
+  echo "PAYLOAD: dump $MODE exit $?"
+  cat /tmp/dump.err; sed "s/^/DUMP $MODE: /" /tmp/dump.out
+  /payload/pslist /tmp/xv.elf > /tmp/ps.out 2> /tmp/ps.err
+  echo "PAYLOAD: pslist on the $MODE capture exit $?"
+  cat /tmp/ps.err; grep -E "xv-|init" /tmp/ps.out | sed "s/^/DUMPPS $MODE: /"
+  rm -f /tmp/xv.elf
+  T1=$(cputime); sleep 10; T2=$(cputime)
+  echo "PAYLOAD: after dump $MODE: guest vCPU time $T1 -> $T2"
+  sleep 8; guest_lines "dump-$MODE"
+done
 # Without xenvmi: altp2m on, one empty view switched in for 30 s (docs/real-xen.md: under Bochs
 # this needs Xen's apicv=0, which the suite boots with).
 /payload/altp2m-repro "$D" empty 30 2>&1
