@@ -43,6 +43,7 @@ fn snapshot_inputs() {
             Some(Format::Lime),
             Some(Format::Raw),
             Some(Format::WindowsCrashDump),
+            Some(Format::XenCore),
         ] {
             if let Ok(s) = Snapshot::from_bytes(data.clone(), f) {
                 for r in s.regions() {

@@ -1,4 +1,5 @@
-//! Every snapshot format (raw, QEMU ELF core, LiME, Windows crash dump) on arbitrary bytes:
+//! Every snapshot format (raw, QEMU ELF core, LiME, Windows crash dump, Xen dump-core) on
+//! arbitrary bytes:
 //! parse with detection and with each format forced, then read every region and every vCPU.
 #![no_main]
 
@@ -14,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         Some(Format::Lime),
         Some(Format::Raw),
         Some(Format::WindowsCrashDump),
+        Some(Format::XenCore),
     ] {
         let Ok(s) = Snapshot::from_bytes(data.to_vec(), format) else {
             continue;
@@ -31,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = (r.paging_mode(), r.page_table_root(), r.cpl());
         }
         let _ = s.vmcoreinfo();
+        let _ = s.capture_info();
         let _ = s.windows_dump_info();
     }
 });

@@ -36,6 +36,7 @@ mod crashdump;
 pub(crate) mod elf;
 mod lime;
 mod storage;
+mod xen_core;
 
 pub use crashdump::{WindowsDumpInfo, WindowsDumpKind};
 use storage::{Source, Storage};
@@ -66,6 +67,11 @@ pub enum Format {
     /// paging cannot be told from the header and is not assumed. Header values are in
     /// [`Snapshot::windows_dump_info`].
     WindowsCrashDump,
+    /// Xen's own core file, as `xl dump-core` writes it for an HVM or PVH domain: an ELF64
+    /// core without program headers whose pages and their frame numbers are in sections
+    /// (`.xen_pages`, `.xen_pfn`), with each vCPU's `vcpu_guest_context` (`.xen_prstatus`).
+    /// PV domains' dumps are refused (their page tables hold machine frames).
+    XenCore,
 }
 
 impl fmt::Display for Format {
@@ -75,6 +81,7 @@ impl fmt::Display for Format {
             Format::QemuElf => "QEMU ELF core",
             Format::Lime => "LiME",
             Format::WindowsCrashDump => "Windows crash dump",
+            Format::XenCore => "Xen dump-core",
         })
     }
 }
@@ -130,13 +137,18 @@ impl fmt::Debug for Snapshot {
     }
 }
 
-/// Detect the format of an image from its first bytes.
+/// Detect the format of an image from its first bytes (64 tell an ELF core of QEMU's layout
+/// from Xen's).
 ///
 /// 32-bit Windows dumps (`PAGEDUMP`) are detected as [`Format::WindowsCrashDump`] too, so that
 /// opening one fails with a clear error instead of reading the file as raw memory.
 pub fn detect_format(head: &[u8]) -> Format {
     if head.starts_with(b"\x7fELF") {
-        Format::QemuElf
+        if xen_core::looks_like(head) {
+            Format::XenCore
+        } else {
+            Format::QemuElf
+        }
     } else if head.starts_with(crashdump::SIGNATURE_64) || head.starts_with(crashdump::SIGNATURE_32)
     {
         Format::WindowsCrashDump
@@ -158,7 +170,7 @@ impl Snapshot {
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
         let path = path.as_ref();
         let storage = Storage::open(path)?;
-        let head = storage.bytes_at(0, storage.size().min(8));
+        let head = storage.bytes_at(0, storage.size().min(64));
         let format = detect_format(head.as_deref().unwrap_or_default());
         Self::build(storage, format, path.to_path_buf())
     }
@@ -200,6 +212,7 @@ impl Snapshot {
             Format::QemuElf => elf::parse(&storage, &what)?,
             Format::Lime => lime::parse(&storage, &what)?,
             Format::WindowsCrashDump => crashdump::parse(&storage, &what)?,
+            Format::XenCore => xen_core::parse(&storage, &what)?,
         };
         let regions = normalize_regions(layout.regions, storage.len(), format, &what)?;
         Ok(Snapshot {
@@ -312,6 +325,7 @@ fn normalize_regions(
         Format::QemuElf => "QEMU ELF core",
         Format::Lime => "LiME image",
         Format::WindowsCrashDump => "Windows crash dump",
+        Format::XenCore => "Xen dump-core",
     };
     regions.retain(|r| r.len > 0);
     for r in &regions {
@@ -367,6 +381,7 @@ impl PhysicalMemory for Snapshot {
             Format::QemuElf => "QEMU ELF snapshot",
             Format::Lime => "LiME snapshot",
             Format::WindowsCrashDump => "Windows crash dump snapshot",
+            Format::XenCore => "Xen dump-core snapshot",
         }
     }
 

@@ -286,13 +286,24 @@ fn with_image<B: PhysicalMemory, R, E>(
     len: u64,
     mut f: impl FnMut(&[u8]) -> std::result::Result<R, E>,
 ) -> Option<std::result::Result<R, E>> {
-    // Clip to the backed range that contains `start`: the last one starting at or below it.
+    // Clip to the backed memory that contains `start`: the last range starting at or below it,
+    // and the ranges right after it that continue it without a gap (a backend may list
+    // contiguous memory as many ranges, e.g. a dump whose pages are stored out of order).
     let i = ranges.partition_point(|r| r.start <= start.0);
-    let r = ranges.get(i.checked_sub(1)?)?;
+    let first = i.checked_sub(1)?;
+    let r = ranges.get(first)?;
     if !r.contains(&start.0) {
         return None;
     }
-    let len = len.min(r.end - start.0).min(KERNEL_IMAGE_SCAN) as usize;
+    let want_end = start.0.saturating_add(len.min(KERNEL_IMAGE_SCAN));
+    let mut end = r.end;
+    for next in &ranges[first + 1..] {
+        if end >= want_end || next.start != end {
+            break;
+        }
+        end = next.end;
+    }
+    let len = len.min(end - start.0).min(KERNEL_IMAGE_SCAN) as usize;
     if let Some(s) = mem.backend().physical_slice(start, len) {
         return Some(f(s));
     }
