@@ -377,8 +377,9 @@ fn write_pieces(
 /// first). If writing fails part-way ([`XVMI_ERR_BACKEND`]: Xen refused to map a frame
 /// writable), the pages already written get their old bytes back from that copy; only if that
 /// fails as well does the message list the ranges that now hold the new bytes. A `len` of 0
-/// writes nothing and succeeds. Pause the domain ([`xvmi_domain_pause`](super::xvmi_domain_pause)) for a write the guest
-/// must not see half-done: it runs on meanwhile otherwise.
+/// writes nothing and succeeds. Pause the domain
+/// ([`xvmi_domain_pause`](super::xvmi_domain_pause)) for a write the guest must not see
+/// half-done: it runs on meanwhile otherwise.
 ///
 /// Every memory handle on the domain drops its cached translations before its next use (the
 /// bytes may be page tables). The write goes to the domain's memory, not to the shadow copies
@@ -436,7 +437,8 @@ pub unsafe extern "C" fn xvmi_memory_write_physical(
 /// [`xvmi_memory_write_physical`] writes them: a failure part-way restores what was written,
 /// [`XVMI_ERR_UNSUPPORTED`] for a snapshot or in-memory image, every memory handle on the
 /// domain drops its cached translations, and a running guest may see the write half-done
-/// (pause it with [`xvmi_domain_pause`](super::xvmi_domain_pause) for a consistent translation and write).
+/// (pause it with [`xvmi_domain_pause`](super::xvmi_domain_pause) for a consistent
+/// translation and write).
 ///
 /// # Safety
 /// `mem` is NULL or a live handle; `buf` is valid for `len` bytes of reads.

@@ -343,8 +343,8 @@ pub unsafe extern "C" fn xvmi_session_create_view(
 ///   [`XVMI_ERR_INVALID_ARGUMENT`]; switch them to view 0 first;
 /// - a view this session did not create, or destroyed already: [`XVMI_ERR_NOT_FOUND`];
 /// - a view a vCPU still uses because a response switched it there
-///   (`XVMI_RESPONSE_SWITCH_VIEW`): the backend's refusal (Xen: [`XVMI_ERR_BACKEND`] with
-///   EBUSY);
+///   (`XVMI_RESPONSE_SWITCH_VIEW`): the backend's refusal, [`XVMI_ERR_BACKEND`] with EBUSY
+///   (Xen's, and the simulated domain's);
 /// - a session torn down, or busy (called from its own event callback):
 ///   [`XVMI_ERR_INVALID_ARGUMENT`].
 ///

@@ -1146,10 +1146,18 @@ impl ViewControl for SimDomain {
 
     fn destroy_view(&self, view: ViewId) -> Result<()> {
         let mut st = self.state.borrow_mut();
-        if view.0 == 0 || st.vcpus.iter().any(|v| v.view == view.0) {
+        if view.0 == 0 {
             return Err(Error::Unsupported {
                 backend: NAME,
-                capability: "destroying view 0 or a view in use",
+                capability: "destroying view 0",
+            });
+        }
+        if st.vcpus.iter().any(|v| v.view == view.0) {
+            // As Xen's p2m_destroy_altp2m_by_id while the view has active vCPUs.
+            return Err(Error::Backend {
+                backend: NAME,
+                operation: format!("destroying view {view}"),
+                reason: "Device or resource busy (EBUSY): a vCPU uses the view".into(),
             });
         }
         st.views
