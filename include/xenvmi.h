@@ -1723,7 +1723,8 @@ xvmi_result xvmi_domain_free(struct xvmi_domain *domain);
  events does not resume the domain, and this handle never resumes another's pause.
 
  While paused, a session's `xvmi_session_run` gets no new events (the guest does not run)
- and its teardown works as usual. [`xvmi_domain_set_registers`] needs the domain paused.
+ and events raised before are answered as usual; a session's teardown does not resume the
+ domain either. [`xvmi_domain_set_registers`] needs the domain paused.
  [`XVMI_ERR_INVALID_ARGUMENT`] once the handle holds 2^32 - 1 pauses.
 
  # Safety
