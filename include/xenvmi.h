@@ -449,7 +449,9 @@ typedef struct xvmi_domain xvmi_domain;
 
 /*
  Guest memory: a snapshot, an in-memory image, or a live domain's memory, with a
- translation cache. Read-only calls take `const xvmi_memory *`.
+ translation cache. Every call but `xvmi_memory_free` takes `const xvmi_memory *`, the
+ writes too: they change the guest's memory, not the handle (and only a domain's memory
+ can be written).
  */
 typedef struct xvmi_memory xvmi_memory;
 

@@ -22,7 +22,9 @@ pub(crate) trait Source: PhysicalMemory + VcpuState {}
 impl<T: PhysicalMemory + VcpuState + ?Sized> Source for T {}
 
 /// Guest memory: a snapshot, an in-memory image, or a live domain's memory, with a
-/// translation cache. Read-only calls take `const xvmi_memory *`.
+/// translation cache. Every call but `xvmi_memory_free` takes `const xvmi_memory *`, the
+/// writes too: they change the guest's memory, not the handle (and only a domain's memory
+/// can be written).
 pub struct xvmi_memory {
     pub(crate) mem: GuestMemory<Box<dyn Source>>,
     /// Paging mode used for `cr3` arguments.
