@@ -10,7 +10,11 @@
 //!
 //! Checked: no call panics (XVMI_ERR_PANIC would be a bug), every string the library writes
 //! is NUL-terminated inside its buffer, and after every session is freed the simulated domain
-//! has no paused vCPU, monitor, view, restriction or ring left: every event was answered.
+//! has no paused vCPU, monitor, view, restriction or ring left: every event was answered (also
+//! when views were destroyed before teardown). Writes read back (physical, and virtual through
+//! the translations from before the write), a failed virtual write changed nothing, a snapshot
+//! is never written, registers are set only while the domain handle holds a pause, and the
+//! simulated domain's pause count is always the one the handle holds.
 //!
 //! Input format (hand-decoded, so seeds are easy to write; fuzz/make-capi-seeds.py writes some):
 //! byte 0: vCPU count (0..=3); per vCPU 8 bytes CR3 and 1 byte flags (bit 0: LA57, bit 1:
@@ -244,6 +248,8 @@ unsafe fn run_unsafe(data: &[u8]) {
     let mut overridden = false;
     // Whether the open session has hooks: their manager answers some events itself.
     let mut hooked = false;
+    // Pauses `dom` holds (xvmi_domain_pause minus xvmi_domain_resume).
+    let mut pauses = 0u32;
     // Journals go in a private directory of this process (the library creates it 0700).
     let jdir = std::env::temp_dir().join(format!("xenvmi-capi-fuzz-{}", std::process::id()));
     let jpath =
@@ -275,10 +281,66 @@ unsafe fn run_unsafe(data: &[u8]) {
                 xvmi_memory_free(mem);
                 mem = null_mut();
             }
+            2 if a[12] & 1 != 0 => {
+                // A physical write of byte 13, read back; a snapshot or image refuses it.
+                let n = (a4(8) % 9000) as usize;
+                let data = vec![a[13]; n];
+                let rc = xvmi_memory_write_physical(m, a8(0), data.as_ptr(), n);
+                ok_or_expected(rc);
+                if !m.is_null() && m == mem.cast_const() {
+                    assert_eq!(rc, XVMI_ERR_UNSUPPORTED, "a snapshot was written");
+                }
+                if rc == XVMI_OK {
+                    let mut back = vec![!a[13]; n];
+                    let r = xvmi_memory_read_physical(m, a8(0), back.as_mut_ptr(), n);
+                    if n > 0 {
+                        assert_eq!(r, XVMI_OK, "{}", last_error());
+                        assert!(back == data, "a physical write did not read back");
+                    }
+                }
+            }
             2 => {
                 let n = (a4(8) % 9000) as usize;
                 let mut buf = vec![0u8; n];
                 ok_or_expected(xvmi_memory_read_physical(m, a8(0), buf.as_mut_ptr(), n));
+            }
+            3 if a[13] & 1 != 0 => {
+                // A virtual write of byte 14 (cr3, va and length as below): read back when it
+                // succeeds, and nothing changed when it does not (all or nothing).
+                let (cr3, va, n) = (u64::from(a4(0)), a8(4), (a[12] as usize) << 6);
+                let data = vec![a[14]; n];
+                let mut before = vec![0u8; n];
+                let mut got = 0usize;
+                let _ = xvmi_memory_read_virtual(m, cr3, va, before.as_mut_ptr(), n, &mut got);
+                // Where each page goes now: the write may rewrite the page tables themselves,
+                // so it is read back physically.
+                let mut frames = Vec::new();
+                let mut off = 0usize;
+                while off < n {
+                    let cur = va.wrapping_add(off as u64);
+                    let k = (0x1000 - (cur & 0xfff) as usize).min(n - off);
+                    let mut gpa = u64::MAX;
+                    let _ = xvmi_memory_translate(m, cr3, cur, &mut gpa);
+                    frames.push((gpa, off, k));
+                    off += k;
+                }
+                let rc = xvmi_memory_write_virtual(m, cr3, va, data.as_ptr(), n);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    for (gpa, off, k) in frames {
+                        let mut back = vec![!a[14]; k];
+                        let r = xvmi_memory_read_physical(m, gpa, back.as_mut_ptr(), k);
+                        assert_eq!(r, XVMI_OK, "{}", last_error());
+                        assert!(
+                            back == data[off..off + k],
+                            "a virtual write did not read back"
+                        );
+                    }
+                } else if rc == XVMI_ERR_NOT_MAPPED {
+                    let mut after = vec![0u8; n];
+                    let _ = xvmi_memory_read_virtual(m, cr3, va, after.as_mut_ptr(), n, &mut got);
+                    assert!(after == before, "a failed virtual write changed memory");
+                }
             }
             3 => {
                 // cr3: bytes 0..4, va: bytes 4..12, length: byte 12 * 64.
@@ -399,6 +461,7 @@ unsafe fn run_unsafe(data: &[u8]) {
                 xvmi_domain_free(dom);
                 dom = null_mut();
                 had_session = false;
+                pauses = 0;
                 ok_or_expected(xvmi_sim_open_buffer(
                     image.as_ptr(),
                     image.len(),
@@ -479,6 +542,15 @@ unsafe fn run_unsafe(data: &[u8]) {
                 u64::from(a4(4) % 0x200),
                 u32::from(a[1] % 9),
             )),
+            21 if a[1] & 1 != 0 => {
+                // Destroy a view before teardown (the sessions' check_clean sees teardown
+                // still leave nothing behind).
+                let rc = xvmi_session_destroy_view(session, u16::from(a[0] % 4));
+                ok_or_expected(rc);
+                if a[0] % 4 == 0 {
+                    assert_ne!(rc, XVMI_OK, "view 0 was destroyed");
+                }
+            }
             21 => ok_or_expected(xvmi_session_switch_view(session, u16::from(a[0] % 4))),
             22 => ok_or_expected(xvmi_session_singlestep(
                 session,
@@ -576,12 +648,56 @@ unsafe fn run_unsafe(data: &[u8]) {
                     0xc000_0080 + u32::from(a[1] % 4),
                     &mut v,
                 ));
+                // Pauses, resumes and registers; the domain's pause count is always the
+                // handle's.
+                match a[2] % 4 {
+                    1 => {
+                        let rc = xvmi_domain_pause(dom);
+                        ok_or_expected(rc);
+                        pauses += u32::from(rc == XVMI_OK);
+                    }
+                    2 => {
+                        let rc = xvmi_domain_resume(dom);
+                        ok_or_expected(rc);
+                        if rc == XVMI_OK {
+                            pauses -= 1;
+                        } else if !dom.is_null() {
+                            assert_eq!(pauses, 0, "a held pause was not resumed");
+                        }
+                    }
+                    3 => {
+                        let vcpu = u32::from(a[0] % 5);
+                        let mut r = std::mem::zeroed::<xvmi_registers>();
+                        let _ = xvmi_memory_registers(dmem, vcpu, &mut r);
+                        r.rip = a8(8);
+                        r.rax = u64::from(a4(3));
+                        if a[3] & 0x10 != 0 {
+                            r.fs_base ^= 1; // not settable: refused
+                        }
+                        let rc = xvmi_domain_set_registers(dom, vcpu, &r);
+                        ok_or_expected(rc);
+                        if rc == XVMI_OK {
+                            assert!(pauses > 0, "registers set on a running domain");
+                            let mut back = std::mem::zeroed::<xvmi_registers>();
+                            assert_eq!(xvmi_memory_registers(dmem, vcpu, &mut back), XVMI_OK);
+                            assert_eq!(back, r);
+                        }
+                    }
+                    _ => {}
+                }
+                if !dom.is_null() {
+                    let mut n = u32::MAX;
+                    assert_eq!(xvmi_sim_pause_count(dom, &mut n), XVMI_OK);
+                    assert_eq!(n, pauses);
+                }
             }
             28 => {
-                // The domain handle may go before its memory handle and session.
+                // The domain handle may go before its memory handle and session (its pauses
+                // are resumed).
                 xvmi_domain_free(dom);
                 dom = null_mut();
                 had_session = false;
+                pauses = 0;
             }
             29 => {
                 // Windows discovery on whatever this is, with hints and no usable profile.

@@ -104,3 +104,35 @@ put("garbage-response",
     + run(0)
     + op(28)
     + op(30))
+
+# The control calls on a simulated domain over the tiny guest: physical and virtual writes
+# (one across the mapped page boundary, one into the unmapped page after it: refused whole),
+# a write to the image refused, two pauses, registers set, a resume, a view switched to,
+# refused while active, destroyed after the switch back, another created, teardown, and the
+# domain freed with a pause held.
+put("control-calls",
+    vcpus((0x1000, 2), (0x1000, 2))
+    + image(tiny_guest())
+    + op(0)
+    + op(14)
+    + op(2, struct.pack("<QIBB", 0x8FF8, 16, 1, 0x77), mem=1)
+    + op(2, struct.pack("<QIBB", 0x8FF8, 16, 1, 0x77), mem=0)
+    + op(3, struct.pack("<IQBBB", 0x1000, 0x400FF8, 1, 1, 0x5A), mem=1)
+    + op(3, struct.pack("<IQBBB", 0x1000, 0x401FF8, 1, 1, 0xA5), mem=1)
+    + op(27, bytes([0, 0, 1]))
+    + op(27, bytes([0, 0, 1]))
+    + op(27, bytes([1, 0, 3, 0]) + b"\0" * 4 + struct.pack("<Q", 0xFFFFFFFF81000010))
+    + op(27, bytes([1, 0, 3, 0x10]) + b"\0" * 4 + struct.pack("<Q", 0xFFFFFFFF81000020))
+    + op(27, bytes([0, 0, 2]))
+    + op(16)
+    + op(19, bytes([7]))
+    + op(19, bytes([7]))
+    + op(21, bytes([1, 0]))
+    + op(21, bytes([1, 1]))
+    + op(21, bytes([0, 0]))
+    + op(21, bytes([1, 1]))
+    + op(21, bytes([0, 1]))
+    + op(19, bytes([5]))
+    + op(20, bytes([2, 5, 0, 0, 8, 0, 0, 0]))
+    + op(17)
+    + op(28))

@@ -449,7 +449,9 @@ typedef struct xvmi_domain xvmi_domain;
 
 /*
  Guest memory: a snapshot, an in-memory image, or a live domain's memory, with a
- translation cache. Read-only calls take `const xvmi_memory *`.
+ translation cache. Every call but `xvmi_memory_free` takes `const xvmi_memory *`, the
+ writes too: they change the guest's memory, not the handle (and only a domain's memory
+ can be written).
  */
 typedef struct xvmi_memory xvmi_memory;
 
@@ -1698,18 +1700,78 @@ xvmi_result xvmi_sim_open_buffer(const uint8_t *data,
                                  struct xvmi_domain **out);
 
 /*
- Release a domain handle. `NULL` is a no-op. Memory handles and a session opened on the
- domain keep it alive until they are freed too; the Xen handles are closed when the last
- one goes.
+ Release a domain handle. `NULL` is a no-op. Every pause the handle still holds
+ ([`xvmi_domain_pause`] not undone by [`xvmi_domain_resume`]) is resumed first, also when
+ memory handles or a session keep the domain alive: no vCPU stays paused because of this
+ handle. Memory handles and a session opened on the domain keep it alive until they are
+ freed too; the Xen handles are closed when the last one goes.
 
  Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
- not live (a double free) or that a call still running uses (freed from a callback).
+ not live (a double free) or that a call still running uses (freed from a callback). If a
+ resume fails ([`XVMI_ERR_BACKEND`]), the handle is freed all the same and the message says
+ how many pauses remain on the domain.
 
  # Safety
  `domain` is NULL or a pointer this library returned (freed or not: a freed one is
  refused); no call on another thread uses it meanwhile.
  */
 xvmi_result xvmi_domain_free(struct xvmi_domain *domain);
+
+/*
+ Pause every vCPU of the domain (Xen: `xc_domain_pause`, which returns once they have
+ stopped). Pauses nest and are counted per handle: each needs one [`xvmi_domain_resume`],
+ and [`xvmi_domain_free`] resumes those the handle still holds. They are independent of an
+ event's pause of its vCPU and of pauses made by others (`xl pause`): a session answering
+ events does not resume the domain, and this handle never resumes another's pause.
+
+ While paused, a session's `xvmi_session_run` gets no new events (the guest does not run)
+ and events raised before are answered as usual; a session's teardown does not resume the
+ domain either. [`xvmi_domain_set_registers`] needs the domain paused.
+ [`XVMI_ERR_INVALID_ARGUMENT`] once the handle holds 2^32 - 1 pauses.
+
+ # Safety
+ `domain` is NULL or a live handle.
+ */
+xvmi_result xvmi_domain_pause(const struct xvmi_domain *domain);
+
+/*
+ Undo one [`xvmi_domain_pause`] of this handle; the domain runs again when no pause is left
+ (this handle's, another tool's, or an event's on a vCPU). Memory handles on the domain
+ drop their cached translations before their next use.
+
+ [`XVMI_ERR_INVALID_ARGUMENT`] if this handle holds no pause (nothing is resumed: a pause
+ made by another tool is never undone here).
+
+ # Safety
+ `domain` is NULL or a live handle.
+ */
+xvmi_result xvmi_domain_resume(const struct xvmi_domain *domain);
+
+/*
+ Set the registers of vCPU `vcpu` to `*regs`. The domain must be paused by this handle
+ ([`xvmi_domain_pause`]); inside an event callback, answer with
+ `XVMI_RESPONSE_SET_REGISTERS` instead.
+
+ Why paused: on Xen the registers are written by reading the whole domain's saved context,
+ changing this vCPU's record and loading it back (`xc_domain_hvm_setcontext`), which would
+ roll back whatever a running vCPU did in between, on every vCPU. So the call is refused,
+ with [`XVMI_ERR_INVALID_ARGUMENT`], while this handle holds no pause; the simulated domain
+ is held to the same rule so that code tested on it works on Xen.
+
+ What is written: `rax`..`r15`, `rip`, `rflags`, `cr0`, `cr2`, `cr3` and `cr4` (what the Xen
+ backend sets). Every other field must equal the vCPU's current value (read them with
+ `xvmi_memory_registers` on a memory handle of the domain and change what you need), else
+ [`XVMI_ERR_UNSUPPORTED`] names the field and nothing is changed; `reserved` must be 0
+ ([`XVMI_ERR_INVALID_ARGUMENT`]). [`XVMI_ERR_NO_SUCH_VCPU`] names a `vcpu` out of range; a
+ value Xen refuses (a CR0 or CR4 it considers invalid) is [`XVMI_ERR_BACKEND`].
+
+ # Safety
+ `domain` is NULL or a live handle; `regs` is NULL or points at an initialised
+ [`xvmi_registers`].
+ */
+xvmi_result xvmi_domain_set_registers(const struct xvmi_domain *domain,
+                                      uint32_t vcpu,
+                                      const struct xvmi_registers *regs);
 
 /*
  Queue `*injection` for vCPU `vcpu`: it takes it on its next entry into the guest. Inside an
@@ -1791,6 +1853,16 @@ xvmi_result xvmi_sim_script_cpuid(const struct xvmi_domain *domain, uint32_t vcp
  `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out` is valid for a write.
  */
 xvmi_result xvmi_sim_get_state(const struct xvmi_domain *domain, struct xvmi_sim_state *out);
+
+/*
+ The domain-wide pauses a simulated domain holds now ([`xvmi_domain_pause`] not yet
+ resumed; not the pauses of vCPUs waiting for an event's answer, which are
+ [`xvmi_sim_state::paused_vcpus`]). The simulated guest runs only at 0.
+
+ # Safety
+ `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out_count` is valid for a write.
+ */
+xvmi_result xvmi_sim_pause_count(const struct xvmi_domain *domain, uint32_t *out_count);
 
 /*
  The value of MSR `index` of a simulated vCPU, as the simulated guest last wrote it.
@@ -2021,6 +2093,58 @@ xvmi_result xvmi_memory_read_virtual(const struct xvmi_memory *mem,
                                      uint8_t *buf,
                                      size_t len,
                                      size_t *out_read);
+
+/*
+ Write `len` bytes from `buf` to guest-physical memory at `gpa`, all or nothing.
+
+ Only a memory handle over a live domain ([`xvmi_memory_open_domain`]) can be written; a
+ snapshot or an in-memory image is read-only: [`XVMI_ERR_UNSUPPORTED`], nothing written.
+
+ Every byte of the range must be backed: otherwise [`XVMI_ERR_NOT_MAPPED`] names the first
+ address that is not, and nothing was written (the bytes to overwrite are read into a copy
+ first). If writing fails part-way ([`XVMI_ERR_BACKEND`]: Xen refused to map a frame
+ writable), the pages already written get their old bytes back from that copy; only if that
+ fails as well does the message list the ranges that now hold the new bytes. A `len` of 0
+ writes nothing and succeeds. Pause the domain
+ ([`xvmi_domain_pause`](super::xvmi_domain_pause)) for a write the guest must not see
+ half-done: it runs on meanwhile otherwise.
+
+ Every memory handle on the domain drops its cached translations before its next use (the
+ bytes may be page tables). The write goes to the domain's memory, not to the shadow copies
+ of stealth hooks ([`xvmi_session_hooks_enable`](super::xvmi_session_hooks_enable)).
+
+ # Safety
+ `mem` is NULL or a live handle; `buf` is valid for `len` bytes of reads.
+ */
+xvmi_result xvmi_memory_write_physical(const struct xvmi_memory *mem,
+                                       uint64_t gpa,
+                                       const uint8_t *buf,
+                                       size_t len);
+
+/*
+ Write `len` bytes from `buf` to guest-virtual memory at `va` through the page tables `cr3`
+ selects (as [`xvmi_memory_read_virtual`] reads: PCID and flag bits ignored, 4- or 5-level
+ paging as [`xvmi_memory_set_paging_levels`] says), crossing pages, all or nothing.
+
+ Unlike the virtual read there is no partial result: every page of the range is translated
+ first, afresh (never from the translation cache: a stale translation would write into
+ another page), and must be mapped and backed; otherwise [`XVMI_ERR_NOT_MAPPED`] names the
+ first page that is not, and nothing was written. The page tables' own permissions do not
+ matter (a read-only code page is written like any other). Then the bytes are written as
+ [`xvmi_memory_write_physical`] writes them: a failure part-way restores what was written,
+ [`XVMI_ERR_UNSUPPORTED`] for a snapshot or in-memory image, every memory handle on the
+ domain drops its cached translations, and a running guest may see the write half-done
+ (pause it with [`xvmi_domain_pause`](super::xvmi_domain_pause) for a consistent
+ translation and write).
+
+ # Safety
+ `mem` is NULL or a live handle; `buf` is valid for `len` bytes of reads.
+ */
+xvmi_result xvmi_memory_write_virtual(const struct xvmi_memory *mem,
+                                      uint64_t cr3,
+                                      uint64_t va,
+                                      const uint8_t *buf,
+                                      size_t len);
 
 /*
  Translate guest-virtual `va` through the page tables `cr3` selects into a guest-physical
@@ -2317,7 +2441,7 @@ xvmi_result xvmi_session_monitor(const struct xvmi_session *session,
 
 /*
  Create an altp2m view whose frames have `default_access` (`XVMI_ACCESS_*` bits); its id
- goes to `*out_view`. Destroyed at teardown.
+ goes to `*out_view`. Destroyed at teardown, or before with [`xvmi_session_destroy_view`].
 
  # Safety
  `session` is NULL or a live handle; `out_view` is valid for a write.
@@ -2325,6 +2449,33 @@ xvmi_result xvmi_session_monitor(const struct xvmi_session *session,
 xvmi_result xvmi_session_create_view(const struct xvmi_session *session,
                                      uint32_t default_access,
                                      uint16_t *out_view);
+
+/*
+ Destroy `view`, an altp2m view this session created ([`xvmi_session_create_view`]),
+ before teardown. Its access rights, remapped frames, #VE and visibility settings go with
+ it: teardown does not restore them or destroy the view again, and a view created later
+ with the same id is the new view's. Frames from [`xvmi_session_alloc_frame`] it showed
+ stay the session's until teardown.
+
+ Refused, with nothing changed:
+ - view 0 (the host view, which always exists) and the hook manager's execute view:
+   [`XVMI_ERR_INVALID_ARGUMENT`];
+ - the view [`xvmi_session_switch_view`] last switched the vCPUs to:
+   [`XVMI_ERR_INVALID_ARGUMENT`]; switch them to view 0 first;
+ - a view this session did not create, or destroyed already: [`XVMI_ERR_NOT_FOUND`];
+ - a view a vCPU still uses because a response switched it there
+   (`XVMI_RESPONSE_SWITCH_VIEW`): the backend's refusal, [`XVMI_ERR_BACKEND`] with EBUSY
+   (Xen's, and the simulated domain's);
+ - a session torn down, or busy (called from its own event callback):
+   [`XVMI_ERR_INVALID_ARGUMENT`].
+
+ With a journal on disk (`xvmi_session_persist_journal`, append-only), the destroyed view's
+ lines stay in it: a recovery after a crash counts them in `xvmi_recovery::warnings`.
+
+ # Safety
+ `session` is NULL or a live handle.
+ */
+xvmi_result xvmi_session_destroy_view(const struct xvmi_session *session, uint16_t view);
 
 /*
  Set the access rights (`XVMI_ACCESS_*` bits) of frame `gfn` in `view` (0 is the host

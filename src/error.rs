@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::addr::{Gpa, Gva, VcpuId};
+use crate::addr::{Gpa, Gva, VcpuId, ViewId};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -108,6 +108,24 @@ pub enum Error {
         vcpu: VcpuId,
         /// How many there are.
         count: u32,
+    },
+
+    /// An altp2m view a session was asked to act on that it did not create, or has destroyed
+    /// already ([`Session::destroy_view`](crate::event::session::Session::destroy_view)).
+    #[error("altp2m view {view} was not created by this session, or was destroyed already")]
+    UnknownView {
+        /// The view asked for.
+        view: ViewId,
+    },
+
+    /// A session refused to destroy an altp2m view: view 0 (the host view, which always
+    /// exists), or the view its vCPUs were last switched to. Nothing was changed.
+    #[error("altp2m view {view} cannot be destroyed: {reason}")]
+    ViewRefused {
+        /// The view asked for.
+        view: ViewId,
+        /// Why, and what to do instead.
+        reason: &'static str,
     },
 
     /// A profile (ISF, BTF, symbol file) lacks a symbol the walk needs.

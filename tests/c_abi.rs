@@ -402,6 +402,28 @@ fn c_event_session_on_the_simulated_domain() {
 }
 
 #[test]
+fn c_control_writes_registers_pauses_and_views_on_the_simulated_domain() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_control.c", "test_control");
+    let out = run(&exe, &[]);
+    run_valgrind(&cc, "tests/c/test_control.c", "test_control", &[], &out);
+    // Every part ran to its end (each checks its values itself and exits 1 otherwise).
+    let parts: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        parts,
+        [
+            "memory writes ok",
+            "snapshot read-only ok",
+            "registers ok",
+            "views ok",
+            "pauses ok",
+            "done"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
 fn c_hooks_and_injection_on_the_simulated_domain() {
     let Some(cc) = compiler() else { return };
     let exe = build(&cc, "tests/c/test_hooks.c", "test_hooks");

@@ -3,7 +3,7 @@
 
 use std::ffi::c_char;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use crate::backend::sim::{GuestAction, Outcome, SimDomain};
 use crate::backend::snapshot::{Format, Snapshot};
 use crate::backend::{
     ControlRegister, EventChannel, EventControl, EventInjection, Injection, InjectionKind,
-    MemAccess, Monitor, PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
+    MemAccess, Monitor, PhysicalMemory, PhysicalMemoryWrite, VcpuState, VcpuStateWrite,
+    ViewControl, VmControl,
 };
 use crate::error::Result;
 use crate::event::session::{RecoverOptions, Session};
@@ -121,6 +122,21 @@ impl PhysicalMemoryWrite for Domain {
     }
 }
 
+impl VcpuStateWrite for Domain {
+    fn set_registers(&self, vcpu: VcpuId, regs: &Registers) -> Result<()> {
+        each!(self, b => b.set_registers(vcpu, regs))
+    }
+}
+
+impl VmControl for Domain {
+    fn pause(&self) -> Result<()> {
+        each!(self, b => b.pause())
+    }
+    fn resume(&self) -> Result<()> {
+        each!(self, b => b.resume())
+    }
+}
+
 impl EventInjection for Domain {
     fn inject(&self, vcpu: VcpuId, event: &Injection) -> Result<()> {
         each!(self, b => b.inject(vcpu, event))
@@ -187,7 +203,7 @@ impl DomainShared {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn sim(&self) -> Result<&SimDomain, Fail> {
+    pub(crate) fn sim(&self) -> Result<&SimDomain, Fail> {
         match &self.backend {
             Domain::Sim(s) => Ok(s),
             #[cfg(feature = "xen")]
@@ -247,11 +263,53 @@ impl VcpuState for DomainMemory {
 /// they may be freed before or after it.
 pub struct xvmi_domain {
     pub(crate) shared: Arc<DomainShared>,
+    /// Pauses [`xvmi_domain_pause`] made through this handle and [`xvmi_domain_resume`] has
+    /// not undone: resumed when the handle is freed.
+    pauses: AtomicU32,
+}
+
+impl xvmi_domain {
+    /// Resume every pause this handle still holds (it is being freed). Each is tried; the
+    /// count is cleared either way, since no handle is left to retry with.
+    fn release_pauses(&self) -> Result<(), Fail> {
+        let n = self.pauses.swap(0, Ordering::SeqCst);
+        if n == 0 {
+            return Ok(());
+        }
+        let mut failed = 0u32;
+        let mut first = None;
+        for _ in 0..n {
+            if let Err(e) = self.shared.backend.resume() {
+                failed += 1;
+                first.get_or_insert(e);
+            }
+        }
+        self.shared.guest_ran();
+        match first {
+            None => Ok(()),
+            Some(e) => Err(Fail::new(
+                result_code(&e),
+                format!(
+                    "the domain handle was freed, but {failed} of the {n} pauses it held could not \
+                     be resumed, so the domain stays paused (on Xen, `xl unpause` resumes it): {e}"
+                ),
+            )),
+        }
+    }
+}
+
+impl Drop for xvmi_domain {
+    /// A handle dropped without [`xvmi_domain_free`] reporting (a panic on the way) still
+    /// leaves no pause behind.
+    fn drop(&mut self) {
+        let _ = self.release_pauses();
+    }
 }
 
 fn new_domain(backend: Domain, out: *mut *mut xvmi_domain) {
     let h = Box::new(xvmi_domain {
         shared: DomainShared::new(backend),
+        pauses: AtomicU32::new(0),
     });
     // SAFETY: `out` was checked by arg_out and is writable by the caller's contract.
     unsafe { put(out, register(h)) };
@@ -364,12 +422,16 @@ pub unsafe extern "C" fn xvmi_sim_open_buffer(
     })
 }
 
-/// Release a domain handle. `NULL` is a no-op. Memory handles and a session opened on the
-/// domain keep it alive until they are freed too; the Xen handles are closed when the last
-/// one goes.
+/// Release a domain handle. `NULL` is a no-op. Every pause the handle still holds
+/// ([`xvmi_domain_pause`] not undone by [`xvmi_domain_resume`]) is resumed first, also when
+/// memory handles or a session keep the domain alive: no vCPU stays paused because of this
+/// handle. Memory handles and a session opened on the domain keep it alive until they are
+/// freed too; the Xen handles are closed when the last one goes.
 ///
 /// Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
-/// not live (a double free) or that a call still running uses (freed from a callback).
+/// not live (a double free) or that a call still running uses (freed from a callback). If a
+/// resume fails ([`XVMI_ERR_BACKEND`]), the handle is freed all the same and the message says
+/// how many pauses remain on the domain.
 ///
 /// # Safety
 /// `domain` is NULL or a pointer this library returned (freed or not: a freed one is
@@ -377,7 +439,164 @@ pub unsafe extern "C" fn xvmi_sim_open_buffer(
 #[no_mangle]
 pub unsafe extern "C" fn xvmi_domain_free(domain: *mut xvmi_domain) -> xvmi_result {
     boundary(|| {
-        drop(unregister(domain, "domain")?);
+        let Some(h) = unregister(domain, "domain")? else {
+            return Ok(());
+        };
+        let r = h.release_pauses();
+        drop(h);
+        r
+    })
+}
+
+/// Pause every vCPU of the domain (Xen: `xc_domain_pause`, which returns once they have
+/// stopped). Pauses nest and are counted per handle: each needs one [`xvmi_domain_resume`],
+/// and [`xvmi_domain_free`] resumes those the handle still holds. They are independent of an
+/// event's pause of its vCPU and of pauses made by others (`xl pause`): a session answering
+/// events does not resume the domain, and this handle never resumes another's pause.
+///
+/// While paused, a session's `xvmi_session_run` gets no new events (the guest does not run)
+/// and events raised before are answered as usual; a session's teardown does not resume the
+/// domain either. [`xvmi_domain_set_registers`] needs the domain paused.
+/// [`XVMI_ERR_INVALID_ARGUMENT`] once the handle holds 2^32 - 1 pauses.
+///
+/// # Safety
+/// `domain` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_pause(domain: *const xvmi_domain) -> xvmi_result {
+    boundary(|| {
+        let d = arg_handle(domain, "domain")?;
+        if d.pauses.load(Ordering::SeqCst) == u32::MAX {
+            return Err(Fail::invalid(
+                "`domain` already holds 2^32 - 1 pauses: resume some first",
+            ));
+        }
+        d.shared.backend.pause()?;
+        d.pauses.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
+}
+
+/// Undo one [`xvmi_domain_pause`] of this handle; the domain runs again when no pause is left
+/// (this handle's, another tool's, or an event's on a vCPU). Memory handles on the domain
+/// drop their cached translations before their next use.
+///
+/// [`XVMI_ERR_INVALID_ARGUMENT`] if this handle holds no pause (nothing is resumed: a pause
+/// made by another tool is never undone here).
+///
+/// # Safety
+/// `domain` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_resume(domain: *const xvmi_domain) -> xvmi_result {
+    boundary(|| {
+        let d = arg_handle(domain, "domain")?;
+        if d.pauses.load(Ordering::SeqCst) == 0 {
+            return Err(Fail::invalid(
+                "`domain` holds no pause to resume (xvmi_domain_resume undoes this handle's own \
+                 xvmi_domain_pause calls only): nothing was resumed",
+            ));
+        }
+        d.shared.backend.resume()?;
+        d.pauses.fetch_sub(1, Ordering::SeqCst);
+        d.shared.guest_ran();
+        Ok(())
+    })
+}
+
+/// The registers [`xvmi_domain_set_registers`] writes; the others must stay as they are.
+fn check_settable(vcpu: u32, now: &Registers, new: &Registers) -> Result<(), Fail> {
+    let fixed: [(&str, u64, u64); 20] = [
+        ("efer", now.efer, new.efer),
+        ("cs_base", now.cs_base, new.cs_base),
+        ("ds_base", now.ds_base, new.ds_base),
+        ("es_base", now.es_base, new.es_base),
+        ("fs_base", now.fs_base, new.fs_base),
+        ("gs_base", now.gs_base, new.gs_base),
+        ("ss_base", now.ss_base, new.ss_base),
+        ("kernel_gs_base", now.kernel_gs_base, new.kernel_gs_base),
+        ("gdtr_base", now.gdtr_base, new.gdtr_base),
+        ("idtr_base", now.idtr_base, new.idtr_base),
+        ("sysenter_cs", now.sysenter_cs, new.sysenter_cs),
+        ("sysenter_esp", now.sysenter_esp, new.sysenter_esp),
+        ("sysenter_eip", now.sysenter_eip, new.sysenter_eip),
+        ("msr_star", now.msr_star, new.msr_star),
+        ("msr_lstar", now.msr_lstar, new.msr_lstar),
+        ("msr_cstar", now.msr_cstar, new.msr_cstar),
+        ("gdtr_limit", now.gdtr_limit.into(), new.gdtr_limit.into()),
+        ("idtr_limit", now.idtr_limit.into(), new.idtr_limit.into()),
+        ("cs_sel", now.cs_sel.into(), new.cs_sel.into()),
+        ("ss_sel", now.ss_sel.into(), new.ss_sel.into()),
+    ];
+    match fixed.iter().find(|(_, a, b)| a != b) {
+        None => Ok(()),
+        Some((name, a, b)) => Err(Fail::new(
+            XVMI_ERR_UNSUPPORTED,
+            format!(
+                "vCPU {vcpu}: `regs.{name}` is {b:#x} but the vCPU has {a:#x}, and only rax..r15, \
+                 rip, rflags, cr0, cr2, cr3 and cr4 can be set (start from xvmi_memory_registers): \
+                 nothing was changed"
+            ),
+        )),
+    }
+}
+
+/// Set the registers of vCPU `vcpu` to `*regs`. The domain must be paused by this handle
+/// ([`xvmi_domain_pause`]); inside an event callback, answer with
+/// `XVMI_RESPONSE_SET_REGISTERS` instead.
+///
+/// Why paused: on Xen the registers are written by reading the whole domain's saved context,
+/// changing this vCPU's record and loading it back (`xc_domain_hvm_setcontext`), which would
+/// roll back whatever a running vCPU did in between, on every vCPU. So the call is refused,
+/// with [`XVMI_ERR_INVALID_ARGUMENT`], while this handle holds no pause; the simulated domain
+/// is held to the same rule so that code tested on it works on Xen.
+///
+/// What is written: `rax`..`r15`, `rip`, `rflags`, `cr0`, `cr2`, `cr3` and `cr4` (what the Xen
+/// backend sets). Every other field must equal the vCPU's current value (read them with
+/// `xvmi_memory_registers` on a memory handle of the domain and change what you need), else
+/// [`XVMI_ERR_UNSUPPORTED`] names the field and nothing is changed; `reserved` must be 0
+/// ([`XVMI_ERR_INVALID_ARGUMENT`]). [`XVMI_ERR_NO_SUCH_VCPU`] names a `vcpu` out of range; a
+/// value Xen refuses (a CR0 or CR4 it considers invalid) is [`XVMI_ERR_BACKEND`].
+///
+/// # Safety
+/// `domain` is NULL or a live handle; `regs` is NULL or points at an initialised
+/// [`xvmi_registers`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_domain_set_registers(
+    domain: *const xvmi_domain,
+    vcpu: u32,
+    regs: *const xvmi_registers,
+) -> xvmi_result {
+    boundary(|| {
+        let d = arg_handle(domain, "domain")?;
+        // SAFETY: `regs` is NULL (refused by arg_ref) or points at an initialised
+        // xvmi_registers, as this function's `# Safety` requires.
+        let r = unsafe { arg_ref(regs, "regs") }?;
+        if r.reserved != 0 {
+            return Err(Fail::invalid(format!(
+                "`regs.reserved` is {:#x}: it must be 0",
+                r.reserved
+            )));
+        }
+        let b = &d.shared.backend;
+        let count = b.vcpu_count();
+        if vcpu >= count {
+            return Err(crate::Error::NoSuchVcpu {
+                vcpu: VcpuId(vcpu),
+                count,
+            }
+            .into());
+        }
+        if d.pauses.load(Ordering::SeqCst) == 0 {
+            return Err(Fail::invalid(format!(
+                "vCPU {vcpu}: the domain is not paused by this handle: call xvmi_domain_pause \
+                 first (setting registers rewrites the domain's saved context, which must not run \
+                 meanwhile; in an event callback, use XVMI_RESPONSE_SET_REGISTERS): nothing was \
+                 changed"
+            )));
+        }
+        let new = Registers::from(r);
+        let now = b.registers(VcpuId(vcpu))?;
+        check_settable(vcpu, &now, &new)?;
+        b.set_registers(VcpuId(vcpu), &new)?;
         Ok(())
     })
 }
@@ -744,6 +963,27 @@ pub unsafe extern "C" fn xvmi_sim_get_state(
     })
 }
 
+/// The domain-wide pauses a simulated domain holds now ([`xvmi_domain_pause`] not yet
+/// resumed; not the pauses of vCPUs waiting for an event's answer, which are
+/// [`xvmi_sim_state::paused_vcpus`]). The simulated guest runs only at 0.
+///
+/// # Safety
+/// `domain` is NULL or a live handle from `xvmi_sim_open_*`; `out_count` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_sim_pause_count(
+    domain: *const xvmi_domain,
+    out_count: *mut u32,
+) -> xvmi_result {
+    boundary(|| {
+        let d = arg_handle(domain, "domain")?;
+        let out = arg_out(out_count, "out_count")?;
+        let n = d.shared.sim()?.state().pause_count();
+        // SAFETY: checked by arg_out.
+        unsafe { put(out, n) };
+        Ok(())
+    })
+}
+
 /// The value of MSR `index` of a simulated vCPU, as the simulated guest last wrote it.
 /// [`XVMI_ERR_NOT_FOUND`] if it never wrote it.
 ///
@@ -883,4 +1123,124 @@ pub unsafe extern "C" fn xvmi_domain_recover_with(
 
 impl Handle for xvmi_domain {
     const KIND: &'static str = "xvmi_domain";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capi::{xvmi_session, xvmi_session_free, xvmi_session_open};
+    use std::ptr::null_mut;
+
+    fn sim_domain(vcpus: usize) -> *mut xvmi_domain {
+        let img = vec![0u8; 0x10000];
+        let regs = vec![
+            xvmi_registers {
+                cr0: 0x8005_0033,
+                cr3: 0x1000,
+                cr4: 0x20,
+                efer: 0xd01,
+                fs_base: 0x7f00_0000,
+                cs_sel: 0x10,
+                ..Default::default()
+            };
+            vcpus
+        ];
+        let mut d = null_mut();
+        // SAFETY: a live image and register array, output on the stack.
+        let rc =
+            unsafe { xvmi_sim_open_buffer(img.as_ptr(), img.len(), regs.as_ptr(), vcpus, &mut d) };
+        assert_eq!(rc, XVMI_OK);
+        d
+    }
+
+    fn shared(d: *const xvmi_domain) -> Arc<DomainShared> {
+        // SAFETY: a live handle.
+        Arc::clone(&unsafe { &*d }.shared)
+    }
+
+    #[test]
+    fn freeing_a_domain_resumes_its_pauses_while_a_session_keeps_it_alive() {
+        let d = sim_domain(1);
+        let sh = shared(d);
+        let mut s: *mut xvmi_session = null_mut();
+        // SAFETY: live handles; each freed once.
+        unsafe {
+            assert_eq!(xvmi_domain_pause(d), XVMI_OK);
+            assert_eq!(xvmi_domain_pause(d), XVMI_OK);
+            assert_eq!(sh.sim().unwrap().state().pause_count(), 2);
+            assert_eq!(xvmi_session_open(d, &mut s), XVMI_OK);
+            assert_eq!(xvmi_domain_free(d), XVMI_OK);
+            assert_eq!(sh.sim().unwrap().state().pause_count(), 0);
+            assert_eq!(xvmi_session_free(s), XVMI_OK);
+        }
+        assert_eq!(sh.sim().unwrap().state().pause_count(), 0);
+    }
+
+    #[test]
+    fn a_handle_resumes_only_its_own_pauses() {
+        let d = sim_domain(1);
+        let sh = shared(d);
+        // Another tool's pause (xl pause): not this handle's to undo.
+        sh.backend.pause().unwrap();
+        // SAFETY: a live handle, freed once.
+        unsafe {
+            assert_eq!(xvmi_domain_resume(d), XVMI_ERR_INVALID_ARGUMENT);
+            assert_eq!(sh.sim().unwrap().state().pause_count(), 1);
+            assert_eq!(xvmi_domain_pause(d), XVMI_OK);
+            assert_eq!(xvmi_domain_resume(d), XVMI_OK);
+            assert_eq!(xvmi_domain_resume(d), XVMI_ERR_INVALID_ARGUMENT);
+            assert_eq!(xvmi_domain_free(d), XVMI_OK);
+        }
+        assert_eq!(
+            sh.sim().unwrap().state().pause_count(),
+            1,
+            "the other pause stays"
+        );
+    }
+
+    #[test]
+    fn registers_are_set_only_while_paused_and_only_where_xen_sets_them() {
+        let d = sim_domain(2);
+        let sh = shared(d);
+        let now = xvmi_registers::from(&sh.backend.registers(VcpuId(1)).unwrap());
+        let mut r = now;
+        r.rip = 0xffff_ffff_8100_0000;
+        r.rax = 42;
+        r.cr3 = 0x2000;
+        // SAFETY: a live handle, a register set on the stack; freed once.
+        unsafe {
+            assert_eq!(
+                xvmi_domain_set_registers(d, 1, &r),
+                XVMI_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(xvmi_domain_pause(d), XVMI_OK);
+            assert_eq!(xvmi_domain_set_registers(d, 2, &r), XVMI_ERR_NO_SUCH_VCPU);
+            let mut bad = r;
+            bad.fs_base = 0;
+            assert_eq!(xvmi_domain_set_registers(d, 1, &bad), XVMI_ERR_UNSUPPORTED);
+            bad = r;
+            bad.reserved = 1;
+            assert_eq!(
+                xvmi_domain_set_registers(d, 1, &bad),
+                XVMI_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(sh.backend.registers(VcpuId(1)).unwrap().rip, now.rip);
+            assert_eq!(xvmi_domain_set_registers(d, 1, &r), XVMI_OK);
+            assert_eq!(
+                xvmi_domain_set_registers(d, 0, std::ptr::null()),
+                XVMI_ERR_NULL_POINTER
+            );
+            assert_eq!(xvmi_domain_free(d), XVMI_OK);
+        }
+        let got = sh.backend.registers(VcpuId(1)).unwrap();
+        assert_eq!(
+            (got.rip, got.rax, got.cr3, got.fs_base),
+            (r.rip, 42, 0x2000, now.fs_base)
+        );
+        assert_eq!(
+            sh.backend.registers(VcpuId(0)).unwrap().rip,
+            0,
+            "vCPU 0 untouched"
+        );
+    }
 }

@@ -114,6 +114,8 @@ pub(crate) fn result_code(e: &Error) -> xvmi_result {
         Error::Unsupported { .. } => XVMI_ERR_UNSUPPORTED,
         Error::Backend { .. } => XVMI_ERR_BACKEND,
         Error::NoSuchVcpu { .. } => XVMI_ERR_NO_SUCH_VCPU,
+        Error::UnknownView { .. } => XVMI_ERR_NOT_FOUND,
+        Error::ViewRefused { .. } => XVMI_ERR_INVALID_ARGUMENT,
         Error::MissingSymbol { .. } => XVMI_ERR_MISSING_SYMBOL,
         Error::MissingField { .. } => XVMI_ERR_MISSING_FIELD,
         Error::OsNotFound { .. } => XVMI_ERR_OS_NOT_FOUND,

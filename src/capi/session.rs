@@ -309,7 +309,7 @@ fn access_bits(a: MemAccess) -> u32 {
 }
 
 /// Create an altp2m view whose frames have `default_access` (`XVMI_ACCESS_*` bits); its id
-/// goes to `*out_view`. Destroyed at teardown.
+/// goes to `*out_view`. Destroyed at teardown, or before with [`xvmi_session_destroy_view`].
 ///
 /// # Safety
 /// `session` is NULL or a live handle; `out_view` is valid for a write.
@@ -327,6 +327,55 @@ pub unsafe extern "C" fn xvmi_session_create_view(
         // SAFETY: checked by arg_out.
         unsafe { put(out, v.0) };
         Ok(())
+    })
+}
+
+/// Destroy `view`, an altp2m view this session created ([`xvmi_session_create_view`]),
+/// before teardown. Its access rights, remapped frames, #VE and visibility settings go with
+/// it: teardown does not restore them or destroy the view again, and a view created later
+/// with the same id is the new view's. Frames from [`xvmi_session_alloc_frame`] it showed
+/// stay the session's until teardown.
+///
+/// Refused, with nothing changed:
+/// - view 0 (the host view, which always exists) and the hook manager's execute view:
+///   [`XVMI_ERR_INVALID_ARGUMENT`];
+/// - the view [`xvmi_session_switch_view`] last switched the vCPUs to:
+///   [`XVMI_ERR_INVALID_ARGUMENT`]; switch them to view 0 first;
+/// - a view this session did not create, or destroyed already: [`XVMI_ERR_NOT_FOUND`];
+/// - a view a vCPU still uses because a response switched it there
+///   (`XVMI_RESPONSE_SWITCH_VIEW`): the backend's refusal, [`XVMI_ERR_BACKEND`] with EBUSY
+///   (Xen's, and the simulated domain's);
+/// - a session torn down, or busy (called from its own event callback):
+///   [`XVMI_ERR_INVALID_ARGUMENT`].
+///
+/// With a journal on disk (`xvmi_session_persist_journal`, append-only), the destroyed view's
+/// lines stay in it: a recovery after a crash counts them in `xvmi_recovery::warnings`.
+///
+/// # Safety
+/// `session` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_session_destroy_view(
+    session: *const xvmi_session,
+    view: u16,
+) -> xvmi_result {
+    boundary(|| {
+        let s = arg_handle(session, "session")?;
+        with_inner(&s, |i| {
+            let hook_view = i.hooks.as_ref().map(|h| h.view());
+            let session = changes(i)?;
+            if view == 0 {
+                return Err(Fail::invalid(
+                    "`view` is 0, the host view, which always exists and cannot be destroyed",
+                ));
+            }
+            if hook_view == Some(ViewId(view)) {
+                return Err(Fail::invalid(format!(
+                    "`view` {view} is the hook manager's execute view (xvmi_session_hooks_enable): \
+                     it is destroyed at teardown"
+                )));
+            }
+            Ok(session.destroy_view(ViewId(view))?)
+        })
     })
 }
 

@@ -291,6 +291,9 @@ pub struct Session<'b, B: SessionBackend> {
     /// A `run_with` handler is running (it may not tear down or re-enter the loop).
     in_handler: bool,
     stop: StopHandle,
+    /// The view [`Session::switch_view`] last switched every vCPU to (view 0 until then and
+    /// after teardown). Responses that switch a single vCPU do not change it.
+    active_view: ViewId,
     torn_down: bool,
     /// The journal on disk, if [`Session::persist_journal`] was called.
     file: Option<journal::Writer>,
@@ -334,6 +337,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
             in_flight: None,
             in_handler: false,
             stop: StopHandle::default(),
+            active_view: ViewId::HOST,
             torn_down: false,
             file: None,
         }
@@ -419,6 +423,65 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         Ok(v)
     }
 
+    /// The views this session created and has not destroyed, oldest first.
+    pub fn views(&self) -> Vec<ViewId> {
+        self.journal
+            .iter()
+            .filter_map(|c| match c {
+                Change::View(v) => Some(*v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The view [`Session::switch_view`] last switched every vCPU to (view 0 before any
+    /// switch and after teardown). A response that switches one vCPU does not change it.
+    pub fn active_view(&self) -> ViewId {
+        self.active_view
+    }
+
+    /// Destroy a view this session created ([`Session::create_view`]) before teardown. The
+    /// view takes its access rights, remapped frames, #VE and visibility settings with it, so
+    /// they leave the journal too: teardown neither undoes them nor destroys the view again
+    /// (a later view that the backend gives the same id is journaled afresh). Frames from
+    /// [`Session::alloc_frame`] that the view showed stay the session's, released at
+    /// teardown.
+    ///
+    /// The view the vCPUs were switched to with [`Session::switch_view`] is refused: switch
+    /// to view 0 (or another view) first. A vCPU that a response moved into the view alone
+    /// makes the backend refuse (Xen: EBUSY), and nothing changes.
+    ///
+    /// A journal kept on disk ([`Session::persist_journal`]) is append-only and keeps the
+    /// destroyed view's lines: a recovery after a crash tries to undo them again and lists
+    /// what no longer exists in [`Recovery::warnings`].
+    ///
+    /// # Errors
+    /// [`Error::ViewRefused`] for view 0 and the active view, [`Error::UnknownView`] for a
+    /// view this session did not create or destroyed already, a backend error (nothing
+    /// changed then).
+    pub fn destroy_view(&mut self, view: ViewId) -> Result<()> {
+        if view == ViewId::HOST {
+            return Err(Error::ViewRefused {
+                view,
+                reason: "it is the host view (view 0), which always exists",
+            });
+        }
+        if !self.journal.contains(&Change::View(view)) {
+            return Err(Error::UnknownView { view });
+        }
+        if self.active_view == view {
+            return Err(Error::ViewRefused {
+                view,
+                reason: "the vCPUs were switched to it (Session::switch_view): switch them to \
+                         view 0 first",
+            });
+        }
+        self.backend.destroy_view(view)?;
+        self.journal.retain(|&c| !names_view(c, view));
+        self.recorded_once.retain(|&c| !names_view(c, view));
+        Ok(())
+    }
+
     /// Set the access of a frame in a view (restored at teardown).
     ///
     /// # Errors
@@ -439,6 +502,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         self.write_ahead(Change::Switched)?;
         self.backend.switch_view(view)?;
         self.push(Change::Switched);
+        self.active_view = view;
         Ok(())
     }
 
@@ -746,6 +810,7 @@ impl<'b, B: SessionBackend> Session<'b, B> {
                 note(b.free_frame(*g));
             }
         }
+        self.active_view = ViewId::HOST;
         // 6. the ring
         note(self.close_ring());
         errors
@@ -972,6 +1037,22 @@ fn once_key(c: Change) -> Option<Change> {
         | Change::Switched
         | Change::Singlestep(_) => Some(c),
         Change::View(_) | Change::Frame(_) | Change::Poke { .. } => None,
+    }
+}
+
+/// Whether a change is to one view's state (its existence, access rights, remaps, #VE,
+/// visibility), which goes when the view is destroyed.
+fn names_view(c: Change, view: ViewId) -> bool {
+    match c {
+        Change::View(v) | Change::Visibility(v) => v == view,
+        Change::Access { view: v, .. }
+        | Change::Remap { view: v, .. }
+        | Change::SuppressVe { view: v, .. } => v == view,
+        Change::Monitor(_)
+        | Change::Frame(_)
+        | Change::Switched
+        | Change::Singlestep(_)
+        | Change::Poke { .. } => false,
     }
 }
 

@@ -189,6 +189,9 @@ pub struct SimState {
     corruptions: VecDeque<Vec<(usize, Vec<u8>)>>,
     /// Injected events the guest took, in order.
     delivered: Vec<(VcpuId, Injection)>,
+    /// Fault injection: frames `write_physical` refuses (reads and the guest's own stores
+    /// work).
+    unwritable: std::collections::BTreeSet<u64>,
 }
 
 impl std::fmt::Debug for dyn PhysicalMemory + Send {
@@ -388,6 +391,7 @@ impl SimDomain {
                 uuid: new_uuid(),
                 corruptions: VecDeque::new(),
                 delivered: Vec::new(),
+                unwritable: Default::default(),
             }),
             ring,
         }
@@ -412,6 +416,17 @@ impl SimDomain {
     /// that stays busy).
     pub fn busy_close_rings(&self, n: u32) {
         self.state.borrow_mut().busy_closes = n;
+    }
+
+    /// Fault injection: [`PhysicalMemoryWrite::write_physical`] fails on these frames, as Xen
+    /// fails to map a frame writable that it maps readable (a read-only p2m type, a grant);
+    /// reads, and the simulated guest's own stores, still work. Writes to other frames of the
+    /// same call before it have happened, as on Xen.
+    pub fn refuse_writes_to(&self, frames: impl IntoIterator<Item = Gfn>) {
+        self.state
+            .borrow_mut()
+            .unwritable
+            .extend(frames.into_iter().map(|g| g.0));
     }
 
     /// Inspect the state.
@@ -914,7 +929,25 @@ impl PhysicalMemory for SimDomain {
 
 impl PhysicalMemoryWrite for SimDomain {
     fn write_physical(&self, gpa: Gpa, buf: &[u8]) -> Result<()> {
-        write_phys(&mut self.state.borrow_mut(), gpa, buf)
+        let mut st = self.state.borrow_mut();
+        // Page by page, as the Xen backend maps and writes them.
+        let mut done = 0;
+        while done < buf.len() {
+            let cur = gpa
+                .checked_add(done as u64)
+                .ok_or(Error::Overflow("simulated write"))?;
+            let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(buf.len() - done);
+            if st.unwritable.contains(&cur.gfn().0) {
+                return Err(Error::Backend {
+                    backend: NAME,
+                    operation: format!("mapping frame {} writable", cur.gfn()),
+                    reason: "Permission denied (EACCES): fault injection".into(),
+                });
+            }
+            write_phys(&mut st, cur, &buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
     }
 }
 
@@ -1113,10 +1146,18 @@ impl ViewControl for SimDomain {
 
     fn destroy_view(&self, view: ViewId) -> Result<()> {
         let mut st = self.state.borrow_mut();
-        if view.0 == 0 || st.vcpus.iter().any(|v| v.view == view.0) {
+        if view.0 == 0 {
             return Err(Error::Unsupported {
                 backend: NAME,
-                capability: "destroying view 0 or a view in use",
+                capability: "destroying view 0",
+            });
+        }
+        if st.vcpus.iter().any(|v| v.view == view.0) {
+            // As Xen's p2m_destroy_altp2m_by_id while the view has active vCPUs.
+            return Err(Error::Backend {
+                backend: NAME,
+                operation: format!("destroying view {view}"),
+                reason: "Device or resource busy (EBUSY): a vCPU uses the view".into(),
             });
         }
         st.views

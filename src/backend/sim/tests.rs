@@ -548,3 +548,108 @@ fn changes_made_again_and_again_are_journaled_once() {
     assert!(st.monitors().is_empty() && st.vcpus_not_clean().is_empty());
     assert!(!path.exists());
 }
+
+#[test]
+fn a_view_destroyed_through_the_session_leaves_the_journal_with_its_changes() {
+    let d = domain(2);
+    let mut s = Session::new(&d).unwrap();
+    let v1 = s.create_view(MemAccess::all()).unwrap();
+    let v2 = s.create_view(MemAccess::all()).unwrap();
+    s.set_mem_access(v1, Gfn(0x10), MemAccess::R).unwrap();
+    let frame = s.alloc_frame().unwrap();
+    s.change_gfn(v1, Gfn(0x11), frame).unwrap();
+    s.set_suppress_ve(v1, Gfn(0x12), false).unwrap();
+    s.set_view_visibility(v1, false).unwrap();
+    s.set_mem_access(v2, Gfn(0x10), MemAccess::X).unwrap();
+    assert_eq!(s.views(), vec![v1, v2]);
+
+    // The view the vCPUs run in, view 0 and views the session never made are refused.
+    s.switch_view(v1).unwrap();
+    assert_eq!(s.active_view(), v1);
+    match s.destroy_view(v1) {
+        Err(Error::ViewRefused { view, reason }) => {
+            assert_eq!(view, v1);
+            assert!(reason.contains("switch"), "{reason}");
+        }
+        other => panic!("expected ViewRefused, got {other:?}"),
+    }
+    assert!(matches!(
+        s.destroy_view(ViewId::HOST),
+        Err(Error::ViewRefused { .. })
+    ));
+    assert!(matches!(
+        s.destroy_view(ViewId(7)),
+        Err(Error::UnknownView { view: ViewId(7) })
+    ));
+    assert_eq!(d.state().extra_views(), vec![v1, v2], "nothing changed");
+
+    s.switch_view(ViewId::HOST).unwrap();
+    s.destroy_view(v1).unwrap();
+    assert_eq!(s.views(), vec![v2]);
+    {
+        let st = d.state();
+        assert_eq!(st.extra_views(), vec![v2]);
+        // v2's one restricted frame is all that is left; the frame stays the session's.
+        assert_eq!(st.restrictions(), 1);
+        assert_eq!(st.extra_frames(), &[frame.0]);
+    }
+    assert!(matches!(s.destroy_view(v1), Err(Error::UnknownView { .. })));
+
+    // The backend hands the id out again: the new view is journaled afresh, and teardown
+    // undoes it once, without touching what the old one had.
+    let v3 = s.create_view(MemAccess::all()).unwrap();
+    assert_eq!(v3, v1, "the simulated domain reuses the lowest free id");
+    s.set_mem_access(v3, Gfn(0x20), MemAccess::R | MemAccess::X)
+        .unwrap();
+    assert_eq!(
+        d.mem_access(v3, Gfn(0x10)).unwrap(),
+        MemAccess::all(),
+        "a new view starts from its default access"
+    );
+    s.teardown().unwrap();
+    let st = d.state();
+    assert!(st.extra_views().is_empty());
+    assert_eq!(st.restrictions(), 0);
+    assert!(st.extra_frames().is_empty());
+    assert!(st.vcpus_not_clean().is_empty());
+    assert_eq!(s.active_view(), ViewId::HOST);
+}
+
+#[test]
+fn a_view_a_vcpu_still_uses_is_kept_when_the_backend_refuses() {
+    let d = domain(1);
+    let mut s = Session::new(&d).unwrap();
+    let v = s.create_view(MemAccess::all()).unwrap();
+    // As an ALTERNATE_P2M response would: the vCPU is in the view, the session did not switch.
+    d.switch_view(v).unwrap();
+    assert_eq!(s.active_view(), ViewId::HOST);
+    assert!(s.destroy_view(v).is_err());
+    assert_eq!(s.views(), vec![v], "still journaled");
+    d.switch_view(ViewId::HOST).unwrap();
+    s.destroy_view(v).unwrap();
+    s.teardown().unwrap();
+    assert!(d.state().extra_views().is_empty());
+}
+
+#[test]
+fn recovery_after_a_destroyed_view_warns_about_its_lines_only() {
+    // The journal on disk is append-only: the destroyed view's lines stay, and recovery
+    // reports them as already undone.
+    let d = domain(1);
+    let path = journal_path("destroyed-view");
+    let mut s = Session::new(&d).unwrap();
+    s.persist_journal(&path, "sim").unwrap();
+    let gone = s.create_view(MemAccess::all()).unwrap();
+    let kept = s.create_view(MemAccess::all()).unwrap();
+    s.set_mem_access(kept, Gfn(0x10), MemAccess::R).unwrap();
+    s.destroy_view(gone).unwrap();
+    std::mem::forget(s);
+    orphan(&path);
+    let r = Session::recover(&d, &path).unwrap().expect("journal");
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    let st = d.state();
+    assert!(st.extra_views().is_empty());
+    assert_eq!(st.restrictions(), 0);
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
