@@ -5,6 +5,7 @@
 #[path = "../../tests/support/fixture.rs"]
 pub mod fixture;
 
+#[allow(unused_imports)] // not every example opens an image
 pub use fixture::image_path;
 
 /// The message for `--domain` in a build without the Xen backend.

@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 #[path = "../../../tests/support/fixture.rs"]
-#[allow(dead_code)]
 mod fixture;
 
 /// `println!` into the command's output, which `main` writes at the end (so a closed pipe is

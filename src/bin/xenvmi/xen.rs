@@ -14,6 +14,16 @@ pub fn unavailable(domain: &str) -> String {
 #[cfg(feature = "xen")]
 pub fn open(domain: &str) -> Result<xenvmi::backend::xen::XenDomain, String> {
     require_root(domain)?;
+    // Checked here because libxencall prints its own line to stderr when the device is absent.
+    if !["/dev/xen/privcmd", "/proc/xen/privcmd"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+    {
+        return Err(format!(
+            "domain {domain}: this host is not running Xen, or this is not dom0 (no \
+             /dev/xen/privcmd or /proc/xen/privcmd)"
+        ));
+    }
     xenvmi::backend::xen::XenDomain::open(domain).map_err(|e| format!("domain {domain}: {e}"))
 }
 
