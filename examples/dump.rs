@@ -23,14 +23,14 @@
 
 mod common;
 
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::backend::{PhysicalMemory, VcpuState, VmControl};
-use xenvmi::capture::{capture_to_file, CaptureOptions, CaptureReport, Progress};
+use xenvmi::capture::{capture_to_new_file, CaptureOptions, Progress, ProgressMeter};
+use xenvmi::report;
 
 const USAGE: &str = "usage: dump (--domain NAME [--pause] | --simulate [IMAGE] [--pause] | IMAGE) OUT [--json] [--force]";
 
@@ -139,41 +139,17 @@ fn dump<B: PhysicalMemory + VcpuState + ?Sized>(
     pause: Option<&dyn VmControl>,
     o: &Options,
 ) -> Result<(), String> {
-    if o.out.is_dir() {
-        return Err(format!(
-            "{}: is a directory, not an output file",
-            o.out.display()
-        ));
-    }
-    if o.out.exists() && !o.force {
-        return Err(format!(
-            "{}: exists; give --force to replace it",
-            o.out.display()
-        ));
-    }
-    let mut partial = o.out.clone().into_os_string();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
     let terminal = std::io::stderr().is_terminal();
-    let t0 = Instant::now();
-    let mut last = 0.0f64;
+    let mut meter = ProgressMeter::new();
     let mut progress = |p: Progress| {
-        let s = t0.elapsed().as_secs_f64();
-        if terminal && (s - last >= 0.2 || p.done == p.total) {
-            last = s;
-            eprint!(
-                "\r{:>8.1} / {:.1} MiB examined ({:>3.0}%), {:.1} MiB written, {:.0} MiB/s   ",
-                mib(p.done),
-                mib(p.total),
-                100.0 * p.done as f64 / p.total.max(1) as f64,
-                mib(p.written),
-                mib(p.written) / s.max(1e-6)
-            );
+        if let Some(line) = meter.line(p).filter(|_| terminal) {
+            eprint!("\r{line}");
         }
     };
-    let r = capture_to_file(
+    let r = capture_to_new_file(
         b,
-        &partial,
+        &o.out,
+        o.force,
         CaptureOptions {
             pause,
             progress: Some(&mut progress),
@@ -182,67 +158,16 @@ fn dump<B: PhysicalMemory + VcpuState + ?Sized>(
     if terminal {
         eprintln!();
     }
-    let r = match r {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.to_string());
+    let r = r.map_err(|e| match e {
+        xenvmi::Error::Io { path, source } if source.kind() == ErrorKind::AlreadyExists => {
+            format!("{}: exists; give --force to replace it", path.display())
         }
-    };
-    std::fs::rename(&partial, &o.out).map_err(|e| {
-        let _ = std::fs::remove_file(&partial);
-        format!("{}: {e}", o.out.display())
+        e => e.to_string(),
     })?;
-    summary(&r, o);
-    Ok(())
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1u64 << 20) as f64
-}
-
-fn summary(r: &CaptureReport, o: &Options) {
     if o.json {
-        let v = serde_json::json!({
-            "out": o.out.display().to_string(),
-            "consistency": r.consistency.as_str(),
-            "vcpus": r.vcpus,
-            "bytes_written": r.bytes_written,
-            "segments": r.segments,
-            "missing_bytes": r.missing_bytes,
-            "missing_ranges": r.missing_ranges,
-            "missing": r.missing.iter().map(|m| [m.start, m.end]).collect::<Vec<_>>(),
-            "file_bytes": r.file_bytes,
-            "paused_ms": r.paused_for.map(|d| d.as_secs_f64() * 1e3),
-            "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
-            "throughput_mib_s": mib(r.bytes_written) / r.elapsed.as_secs_f64().max(1e-9),
-        });
-        println!("{v}");
-        return;
+        println!("{}", report::capture(&r, &o.out));
+    } else {
+        println!("{}", report::capture_text(&r, &o.out));
     }
-    println!(
-        "{}: {:.1} MiB of guest memory in {} ranges, {} vCPUs, {} ({:.2} s, {:.0} MiB/s)",
-        o.out.display(),
-        mib(r.bytes_written),
-        r.segments,
-        r.vcpus,
-        match r.paused_for {
-            Some(d) => format!("paused for {:.3} s", d.as_secs_f64()),
-            None => "live: the guest was not paused".into(),
-        },
-        r.elapsed.as_secs_f64(),
-        mib(r.bytes_written) / r.elapsed.as_secs_f64().max(1e-9),
-    );
-    if r.missing_ranges > 0 {
-        println!(
-            "missing (unreadable, not in the file): {:.1} MiB in {} ranges{}",
-            mib(r.missing_bytes),
-            r.missing_ranges,
-            r.missing
-                .iter()
-                .take(8)
-                .map(|m| format!(" {:#x}-{:#x}", m.start, m.end))
-                .collect::<String>()
-        );
-    }
+    Ok(())
 }

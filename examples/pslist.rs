@@ -20,12 +20,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::mem::{GuestMemory, PagingMode};
-use xenvmi::os::linux::detail::{Part, ProcessDetail};
-use xenvmi::os::linux::maps::Backing;
+use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
+use xenvmi::report::{self, VcpuOwner};
 
 struct Args {
     json: bool,
@@ -138,18 +137,7 @@ fn run() -> Result<(), String> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    let vcpus: Vec<(usize, u64, Option<&Process>, bool)> = regs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            (
-                i,
-                r.cr3,
-                linux.owner_of_cr3(&processes, r.cr3),
-                linux.is_kernel_cr3(r.cr3),
-            )
-        })
-        .collect();
+    let vcpus = report::vcpu_owners(&linux, &processes, &regs);
 
     if args.detail && !args.json {
         return Err(format!("--detail goes with --json\n{USAGE}"));
@@ -161,7 +149,14 @@ fn run() -> Result<(), String> {
                 .map(|p| linux.process_detail(&mem, p))
                 .collect::<Vec<_>>()
         });
-        print_json(&linux, &processes, detail.as_deref(), &modules, &vcpus);
+        let out = report::linux(
+            linux.info(),
+            &processes,
+            detail.as_deref(),
+            &modules,
+            &vcpus,
+        );
+        println!("{out}");
     } else {
         print_table(&image, format, &linux, &processes, &modules, &vcpus);
     }
@@ -171,198 +166,13 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
-}
-
-/// A detail part as JSON: the value, or `null` with its reason in `unreadable`.
-fn part<T>(
-    name: &str,
-    p: &Part<T>,
-    f: impl Fn(&T) -> serde_json::Value,
-    unreadable: &mut serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Value {
-    match p {
-        Ok(v) => f(v),
-        Err(why) => {
-            unreadable.insert(name.to_owned(), why.clone().into());
-            serde_json::Value::Null
-        }
-    }
-}
-
-/// The `--detail` fields of one process (docs/processes.md).
-fn detail_json(d: &ProcessDetail) -> serde_json::Map<String, serde_json::Value> {
-    let mut bad = serde_json::Map::new();
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "cmdline".into(),
-        part("cmdline", &d.cmdline, |v| serde_json::json!(v), &mut bad),
-    );
-    m.insert(
-        "environ".into(),
-        part("environ", &d.environ, |v| serde_json::json!(v), &mut bad),
-    );
-    m.insert(
-        "exe".into(),
-        part("exe", &d.exe, |v| serde_json::json!(v), &mut bad),
-    );
-    m.insert(
-        "uid".into(),
-        part(
-            "uid",
-            &d.credentials,
-            |c| {
-                serde_json::json!({
-                    "uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid,
-                })
-            },
-            &mut bad,
-        ),
-    );
-    m.insert(
-        "threads".into(),
-        part(
-            "threads",
-            &d.threads,
-            |ts| {
-                ts.iter()
-                    .map(|t| {
-                        serde_json::json!({
-                            "tid": t.tid, "name": t.name, "state": t.state.to_string(),
-                        })
-                    })
-                    .collect()
-            },
-            &mut bad,
-        ),
-    );
-    m.insert(
-        "maps".into(),
-        part(
-            "maps",
-            &d.maps,
-            |vs| {
-                vs.iter()
-                    .map(|v| {
-                        let (path, why) = match &v.backing {
-                            Backing::File(p) => (Some(p.clone()), None),
-                            Backing::Special(name) => (Some(name.clone()), None),
-                            Backing::Heap => (Some("[heap]".to_owned()), None),
-                            Backing::Stack => (Some("[stack]".to_owned()), None),
-                            Backing::Anonymous => (None, None),
-                            Backing::Unreadable(why) => (None, Some(why.clone())),
-                        };
-                        let mut j = serde_json::json!({
-                            "start": hex(v.start), "end": hex(v.end), "perms": v.perms(),
-                            "offset": hex(v.offset), "path": path,
-                        });
-                        if let (Some(w), Some(o)) = (why, j.as_object_mut()) {
-                            o.insert("path_unreadable".into(), w.into());
-                        }
-                        j
-                    })
-                    .collect()
-            },
-            &mut bad,
-        ),
-    );
-    m.insert(
-        "files".into(),
-        part(
-            "files",
-            &d.files,
-            |fs| {
-                fs.iter()
-                    .map(|f| match &f.path {
-                        Ok(p) => serde_json::json!({"fd": f.fd, "path": p}),
-                        Err(why) => {
-                            serde_json::json!({"fd": f.fd, "path": null, "path_unreadable": why})
-                        }
-                    })
-                    .collect()
-            },
-            &mut bad,
-        ),
-    );
-    m.insert(
-        "sockets".into(),
-        part(
-            "sockets",
-            &d.sockets,
-            |ss| {
-                ss.iter()
-                    .map(|s| match &s.sock {
-                        Ok(k) => serde_json::json!({
-                            "fd": s.fd, "inode": s.inode, "proto": k.proto,
-                            "family": k.family, "type": k.sock_type, "protocol": k.protocol,
-                            "local": k.local, "remote": k.remote, "state": k.state,
-                        }),
-                        Err(why) => serde_json::json!({
-                            "fd": s.fd, "inode": s.inode, "proto": null, "sock_unreadable": why,
-                        }),
-                    })
-                    .collect()
-            },
-            &mut bad,
-        ),
-    );
-    if !bad.is_empty() {
-        m.insert("unreadable".into(), bad.into());
-    }
-    m
-}
-
-fn print_json(
-    linux: &Linux,
-    processes: &[Process],
-    detail: Option<&[ProcessDetail]>,
-    modules: &[Module],
-    vcpus: &[(usize, u64, Option<&Process>, bool)],
-) {
-    let k = linux.info();
-    let levels = match k.paging {
-        PagingMode::Level4 => 4,
-        PagingMode::Level5 => 5,
-    };
-    let out = serde_json::json!({
-        "kernel": {
-            "release": k.release,
-            "banner": k.banner.trim_end(),
-            "kaslr_offset": hex(k.kaslr_offset),
-            "text_va": hex(k.text_va.0),
-            "text_pa": hex(k.text_pa.0),
-            "page_offset_base": hex(k.page_offset_base.0),
-            "paging_levels": levels,
-        },
-        "processes": processes.iter().enumerate().map(|(i, p)| {
-            let mut j = serde_json::json!({
-                "pid": p.pid, "tgid": p.tgid, "ppid": p.ppid, "comm": p.name,
-                "kernel_thread": p.kernel_thread, "dtb": p.dtb.map(|d| hex(d.0)),
-            });
-            if let (Some(d), Some(o)) = (detail.and_then(|d| d.get(i)), j.as_object_mut()) {
-                o.extend(detail_json(d));
-            }
-            j
-        }).collect::<Vec<_>>(),
-        "modules": modules.iter().map(|m| serde_json::json!({
-            "name": m.name, "base": hex(m.base.0), "size": m.size,
-        })).collect::<Vec<_>>(),
-        "vcpus": vcpus.iter().map(|(i, cr3, owner, kernel)| serde_json::json!({
-            "index": i, "cr3": hex(*cr3),
-            "pid": owner.map(|p| p.pid).or(if *kernel { Some(0) } else { None }),
-        })).collect::<Vec<_>>(),
-    });
-    println!("{out}");
-}
-
 fn print_table(
     image: &std::path::Path,
     format: xenvmi::backend::snapshot::Format,
     linux: &Linux,
     processes: &[Process],
     modules: &[Module],
-    vcpus: &[(usize, u64, Option<&Process>, bool)],
+    vcpus: &[VcpuOwner<'_>],
 ) {
     let k = linux.info();
     println!("image      {} ({format})", image.display());
@@ -434,7 +244,13 @@ fn print_table(
     }
     println!();
     println!("vCPUs:");
-    for (i, cr3, owner, kernel) in vcpus {
+    for VcpuOwner {
+        index: i,
+        cr3,
+        owner,
+        kernel,
+    } in vcpus
+    {
         let who = match (owner, kernel) {
             (Some(p), _) => format!("pid {} ({})", p.pid, safe(&p.name)),
             (None, true) => "kernel page tables (idle/swapper)".into(),
@@ -517,7 +333,7 @@ mod windows {
             .as_ref()
             .map(|cv| format!("{} {}", cv.pdb_name(), cv.symbol_key()));
         if json {
-            let hex = |v: u64| format!("{v:#x}");
+            use xenvmi::report::{hex, modules};
             let out = serde_json::json!({
                 "kernel": {
                     "base": hex(info.kernel_base.0),
@@ -533,14 +349,10 @@ mod windows {
                     "dtb": p.dtb.map(|d| hex(d.0)), "user_dtb": p.user_dtb.map(|d| hex(d.0)),
                     "eprocess": hex(p.object.0),
                 })).collect::<Vec<_>>(),
-                "drivers": drivers.iter().map(|m| serde_json::json!({
-                    "name": m.name, "base": hex(m.base.0), "size": m.size,
-                })).collect::<Vec<_>>(),
+                "drivers": modules(&drivers),
                 "dlls": process_dlls.iter().map(|(pid, list)| serde_json::json!({
                     "pid": pid,
-                    "modules": list.iter().map(|m| serde_json::json!({
-                        "name": m.name, "base": hex(m.base.0), "size": m.size,
-                    })).collect::<Vec<_>>(),
+                    "modules": modules(list),
                 })).collect::<Vec<_>>(),
                 "vcpus": owners.iter().map(|(i, cr3, o)| serde_json::json!({
                     "index": i, "cr3": hex(*cr3), "pid": o.map(|p| p.pid),

@@ -146,6 +146,90 @@ pub fn capture_to_file<B: PhysicalMemory + VcpuState + ?Sized>(
     Ok(report)
 }
 
+/// Capture `backend` into a new file `out`, all or nothing: the core is written to
+/// `OUT.partial` and renamed to `out` when complete, so `out` never holds a half-written core;
+/// on any error the partial file is removed. An existing `out` is replaced only with
+/// `replace`.
+///
+/// # Errors
+/// [`Error::Io`] naming `out` when it is a directory, when it exists and `replace` is false
+/// (kind [`std::io::ErrorKind::AlreadyExists`]), or when the rename fails; otherwise as
+/// [`capture_to_file`] (naming the partial file).
+pub fn capture_to_new_file<B: PhysicalMemory + VcpuState + ?Sized>(
+    backend: &B,
+    out: &Path,
+    replace: bool,
+    opts: CaptureOptions<'_>,
+) -> Result<CaptureReport> {
+    if out.is_dir() {
+        return Err(Error::io(
+            out,
+            std::io::Error::other("is a directory, not an output file"),
+        ));
+    }
+    if out.exists() && !replace {
+        return Err(Error::io(
+            out,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists"),
+        ));
+    }
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let r = capture_to_file(backend, &partial, opts).and_then(|r| {
+        std::fs::rename(&partial, out)
+            .map(|()| r)
+            .map_err(|e| Error::io(out, e))
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    r
+}
+
+/// A progress line for a terminal, at most five a second: [`ProgressMeter::line`] answers
+/// `Some` when it is time to show one (always for the last chunk).
+#[derive(Debug)]
+pub struct ProgressMeter {
+    start: Instant,
+    last: Option<f64>,
+}
+
+impl Default for ProgressMeter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProgressMeter {
+    /// Start timing now.
+    pub fn new() -> Self {
+        ProgressMeter {
+            start: Instant::now(),
+            last: None,
+        }
+    }
+
+    /// The line to show for `p` (no newline; prefix `\r` to overwrite the previous one), or
+    /// `None` when one was shown less than 0.2 s ago.
+    pub fn line(&mut self, p: Progress) -> Option<String> {
+        let s = self.start.elapsed().as_secs_f64();
+        if self.last.is_some_and(|l| s - l < 0.2) && p.done != p.total {
+            return None;
+        }
+        self.last = Some(s);
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        Some(format!(
+            "{:>8.1} / {:.1} MiB examined ({:>3.0}%), {:.1} MiB written, {:.0} MiB/s   ",
+            mib(p.done),
+            mib(p.total),
+            100.0 * p.done as f64 / p.total.max(1) as f64,
+            mib(p.written),
+            mib(p.written) / s.max(1e-6)
+        ))
+    }
+}
+
 /// Capture every readable byte of `backend`'s memory and every vCPU's registers into `out`,
 /// which is written from its current start (offset 0 of the file).
 ///

@@ -6,6 +6,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
+//! | reports | [`report`] | JSON of what the OS and capture layers found, one schema for every front end (`docs/cli.md`) |
 //! | tracing | [`trace`] | semantic events from hooks: process start, module load/unload, thread exit |
 //! | events | [`event`] | the event loop and its teardown, journal, owned views, hooks |
 //! | capture | [`capture`] | the whole guest (memory and every vCPU's registers) as an ELF core, paused or live |
@@ -50,6 +51,7 @@ pub(crate) mod inthash;
 pub mod mem;
 pub mod os;
 pub mod regs;
+pub mod report;
 pub mod trace;
 pub mod vmevent;
 

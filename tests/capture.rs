@@ -382,6 +382,8 @@ fn past_pn_xnum_program_headers_and_past_what_the_format_holds() {
 fn the_fuzz_seed_is_a_readable_capture() {
     let seed = support::fixture::repo_root().join("fuzz/seeds/snapshot/xenvmi-capture");
     if std::env::var_os("XENVMI_WRITE_SEED").is_some() {
+        // One range of guest memory and one unreadable range in it, not lists of addresses.
+        #[allow(clippy::single_range_in_vec_init)]
         let m = Synthetic {
             ranges: vec![0..0x3000],
             bad: vec![0x1000..0x2000],

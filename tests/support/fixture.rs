@@ -1,4 +1,4 @@
-//! Test and example support: locate the bundled fixtures and unpack compressed ones once.
+//! Test, example and `xenvmi` command support: locate the bundled fixtures and unpack compressed ones once.
 //!
 //! Unpacked files go to `target/xenvmi-fixtures/<fixture>/<name>` (or `$XENVMI_FIXTURE_CACHE`),
 //! written sparsely (runs of zero pages become holes) and published with an atomic rename, so
@@ -101,6 +101,29 @@ fn decompress(src: &Path, tmp: &Path) -> io::Result<()> {
         out.sync_all()?;
     }
     Ok(())
+}
+
+/// The image a program opens (the examples, the `xenvmi` command): `arg`, unpacked once into
+/// `target/xenvmi-fixtures/user/` if it ends in `.zst`, or the bundled Linux 6.1 snapshot.
+pub fn image_path(arg: Option<&Path>) -> Result<PathBuf, String> {
+    match arg {
+        Some(p) if p.extension().is_some_and(|e| e == "zst") => {
+            // One cache file per source path: "/a/b/vmcore.elf.zst" -> "_a_b_vmcore.elf".
+            let abs = std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name: String = abs
+                .with_extension("")
+                .to_string_lossy()
+                .replace(['/', '\\'], "_");
+            let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/xenvmi-fixtures/user")
+                .join(name);
+            unpack_zstd(p, &out).map_err(|e| format!("cannot unpack {}: {e}", p.display()))?;
+            Ok(out)
+        }
+        Some(p) => Ok(p.to_path_buf()),
+        None => fixture_file("linux-6.1", "vmcore.elf")
+            .map_err(|e| format!("cannot unpack the bundled snapshot: {e}")),
+    }
 }
 
 /// `ground-truth.json` of a fixture.

@@ -1,0 +1,89 @@
+//! `dump`: the whole guest as an ELF core, over `xenvmi::capture` (`docs/capture.md`).
+
+use std::io::{ErrorKind, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::backend::{PhysicalMemory, VcpuState, VmControl};
+use xenvmi::capture::{capture_to_new_file, CaptureOptions, Progress, ProgressMeter};
+use xenvmi::report;
+
+pub struct Options {
+    /// A Xen domain to capture, or
+    pub domain: Option<String>,
+    /// an image to rewrite (one of the two is set).
+    pub image: Option<PathBuf>,
+    pub out: PathBuf,
+    #[cfg_attr(not(feature = "xen"), allow(dead_code))]
+    pub pause: bool,
+    pub force: bool,
+    pub json: bool,
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    match (&o.domain, &o.image) {
+        (Some(d), _) => on_xen(d, o),
+        (None, Some(image)) => {
+            let image = crate::fixture::image_path(Some(image))?;
+            // The library's error names the file.
+            let snap = Snapshot::open(&image).map_err(|e| e.to_string())?;
+            write(&snap, None, o)
+        }
+        (None, None) => Err("give IMAGE OUT, or --domain NAME OUT".into()),
+    }
+}
+
+#[cfg(feature = "xen")]
+fn on_xen(domain: &str, o: &Options) -> Result<(), String> {
+    let dom = crate::xen::open(domain)?;
+    write(&dom, o.pause.then_some(&dom as &dyn VmControl), o)
+        .map_err(|e| format!("domain {domain}: {e}"))
+}
+
+#[cfg(not(feature = "xen"))]
+fn on_xen(domain: &str, _o: &Options) -> Result<(), String> {
+    Err(crate::xen::unavailable(domain))
+}
+
+/// Capture to `OUT.partial`, rename to `OUT`, print the summary; progress on a terminal.
+fn write<B: PhysicalMemory + VcpuState + ?Sized>(
+    b: &B,
+    pause: Option<&dyn VmControl>,
+    o: &Options,
+) -> Result<(), String> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut meter = ProgressMeter::new();
+    let mut progress = |p: Progress| {
+        if let Some(line) = meter.line(p).filter(|_| terminal) {
+            eprint!("\r{line}");
+        }
+    };
+    let r = capture_to_new_file(
+        b,
+        &o.out,
+        o.force,
+        CaptureOptions {
+            pause,
+            progress: Some(&mut progress),
+        },
+    );
+    if terminal {
+        eprintln!();
+    }
+    let r = r.map_err(|e| match e {
+        xenvmi::Error::Io { path, source } if source.kind() == ErrorKind::AlreadyExists => {
+            exists(&path)
+        }
+        e => e.to_string(),
+    })?;
+    if o.json {
+        outln!("{}", report::capture(&r, &o.out));
+    } else {
+        outln!("{}", report::capture_text(&r, &o.out));
+    }
+    Ok(())
+}
+
+fn exists(path: &Path) -> String {
+    format!("{}: exists; give --force to replace it", path.display())
+}

@@ -1,0 +1,311 @@
+//! What the OS and capture layers found, as JSON: one builder per object, so every front end
+//! (the `xenvmi` command, the `pslist` and `dump` examples) prints the same schema
+//! (`docs/cli.md`; a process's detail fields in `docs/processes.md`).
+//!
+//! Addresses are strings of lower-case hex with `0x` ([`hex`]), because JSON numbers lose
+//! precision above 2^53 in most readers. Strings read from the guest are kept as they are:
+//! the JSON encoder escapes control characters, so no terminal sees them raw.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::capture::CaptureReport;
+use crate::mem::PagingMode;
+use crate::os::linux::detail::{Part, ProcessDetail};
+use crate::os::linux::maps::Backing;
+use crate::os::linux::{KernelInfo, Linux};
+use crate::os::{Module, Process};
+use crate::regs::Registers;
+
+/// `v` as `"0x…"`.
+pub fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+/// Who runs on one vCPU: the process whose page tables its CR3 holds, or the kernel's own.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuOwner<'a> {
+    /// vCPU index.
+    pub index: usize,
+    /// Its CR3.
+    pub cr3: u64,
+    /// The process owning that address space, if one does.
+    pub owner: Option<&'a Process>,
+    /// The CR3 is the kernel's own page tables (an idle vCPU).
+    pub kernel: bool,
+}
+
+/// The owner of each vCPU's CR3 among `processes`.
+pub fn vcpu_owners<'a>(
+    linux: &Linux,
+    processes: &'a [Process],
+    regs: &[Registers],
+) -> Vec<VcpuOwner<'a>> {
+    regs.iter()
+        .enumerate()
+        .map(|(index, r)| VcpuOwner {
+            index,
+            cr3: r.cr3,
+            owner: linux.owner_of_cr3(processes, r.cr3),
+            kernel: linux.is_kernel_cr3(r.cr3),
+        })
+        .collect()
+}
+
+/// The `kernel` object: release, banner, KASLR placement, paging.
+pub fn linux_kernel(k: &KernelInfo) -> Value {
+    let levels = match k.paging {
+        PagingMode::Level4 => 4,
+        PagingMode::Level5 => 5,
+    };
+    json!({
+        "release": k.release,
+        "banner": k.banner.trim_end(),
+        "kaslr_offset": hex(k.kaslr_offset),
+        "text_va": hex(k.text_va.0),
+        "text_pa": hex(k.text_pa.0),
+        "page_offset_base": hex(k.page_offset_base.0),
+        "paging_levels": levels,
+    })
+}
+
+/// One Linux process; with `detail`, its forensic fields too.
+pub fn linux_process(p: &Process, detail: Option<&ProcessDetail>) -> Value {
+    let mut j = json!({
+        "pid": p.pid, "tgid": p.tgid, "ppid": p.ppid, "comm": p.name,
+        "kernel_thread": p.kernel_thread, "dtb": p.dtb.map(|d| hex(d.0)),
+    });
+    if let (Some(d), Some(o)) = (detail, j.as_object_mut()) {
+        o.extend(process_detail(d));
+    }
+    j
+}
+
+/// Processes, each with its detail when `detail` is given (index for index).
+pub fn linux_processes(processes: &[Process], detail: Option<&[ProcessDetail]>) -> Value {
+    processes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| linux_process(p, detail.and_then(|d| d.get(i))))
+        .collect()
+}
+
+/// One kernel module.
+pub fn module(m: &Module) -> Value {
+    json!({"name": m.name, "base": hex(m.base.0), "size": m.size})
+}
+
+/// Kernel modules, in list order.
+pub fn modules(modules: &[Module]) -> Value {
+    modules.iter().map(module).collect()
+}
+
+/// vCPUs and who runs on each (`pid` 0 for the kernel's own page tables, `null` for no one).
+pub fn linux_vcpus(vcpus: &[VcpuOwner<'_>]) -> Value {
+    vcpus
+        .iter()
+        .map(|v| {
+            json!({
+                "index": v.index, "cr3": hex(v.cr3),
+                "pid": v.owner.map(|p| p.pid).or(if v.kernel { Some(0) } else { None }),
+            })
+        })
+        .collect()
+}
+
+/// The whole Linux report: `kernel`, `processes`, `modules`, `vcpus`.
+pub fn linux(
+    k: &KernelInfo,
+    processes: &[Process],
+    detail: Option<&[ProcessDetail]>,
+    mods: &[Module],
+    vcpus: &[VcpuOwner<'_>],
+) -> Value {
+    json!({
+        "kernel": linux_kernel(k),
+        "processes": linux_processes(processes, detail),
+        "modules": modules(mods),
+        "vcpus": linux_vcpus(vcpus),
+    })
+}
+
+/// A detail part as JSON: the value, or `null` with its reason in `unreadable`.
+fn part<T>(
+    name: &str,
+    p: &Part<T>,
+    f: impl Fn(&T) -> Value,
+    unreadable: &mut Map<String, Value>,
+) -> Value {
+    match p {
+        Ok(v) => f(v),
+        Err(why) => {
+            unreadable.insert(name.to_owned(), why.clone().into());
+            Value::Null
+        }
+    }
+}
+
+/// The detail fields of one process (`docs/processes.md`): `cmdline`, `environ`, `exe`,
+/// `uid`, `threads`, `maps`, `files`, `sockets`, and `unreadable` naming each part that
+/// could not be read and why.
+pub fn process_detail(d: &ProcessDetail) -> Map<String, Value> {
+    let mut bad = Map::new();
+    let mut m = Map::new();
+    m.insert(
+        "cmdline".into(),
+        part("cmdline", &d.cmdline, |v| json!(v), &mut bad),
+    );
+    m.insert(
+        "environ".into(),
+        part("environ", &d.environ, |v| json!(v), &mut bad),
+    );
+    m.insert("exe".into(), part("exe", &d.exe, |v| json!(v), &mut bad));
+    m.insert(
+        "uid".into(),
+        part(
+            "uid",
+            &d.credentials,
+            |c| json!({"uid": c.uid, "gid": c.gid, "euid": c.euid, "egid": c.egid}),
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "threads".into(),
+        part(
+            "threads",
+            &d.threads,
+            |ts| {
+                ts.iter()
+                    .map(|t| json!({"tid": t.tid, "name": t.name, "state": t.state.to_string()}))
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "maps".into(),
+        part(
+            "maps",
+            &d.maps,
+            |vs| {
+                vs.iter()
+                    .map(|v| {
+                        let (path, why) = match &v.backing {
+                            Backing::File(p) => (Some(p.clone()), None),
+                            Backing::Special(name) => (Some(name.clone()), None),
+                            Backing::Heap => (Some("[heap]".to_owned()), None),
+                            Backing::Stack => (Some("[stack]".to_owned()), None),
+                            Backing::Anonymous => (None, None),
+                            Backing::Unreadable(why) => (None, Some(why.clone())),
+                        };
+                        let mut j = json!({
+                            "start": hex(v.start), "end": hex(v.end), "perms": v.perms(),
+                            "offset": hex(v.offset), "path": path,
+                        });
+                        if let (Some(w), Some(o)) = (why, j.as_object_mut()) {
+                            o.insert("path_unreadable".into(), w.into());
+                        }
+                        j
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "files".into(),
+        part(
+            "files",
+            &d.files,
+            |fs| {
+                fs.iter()
+                    .map(|f| match &f.path {
+                        Ok(p) => json!({"fd": f.fd, "path": p}),
+                        Err(why) => json!({"fd": f.fd, "path": null, "path_unreadable": why}),
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    m.insert(
+        "sockets".into(),
+        part(
+            "sockets",
+            &d.sockets,
+            |ss| {
+                ss.iter()
+                    .map(|s| match &s.sock {
+                        Ok(k) => json!({
+                            "fd": s.fd, "inode": s.inode, "proto": k.proto,
+                            "family": k.family, "type": k.sock_type, "protocol": k.protocol,
+                            "local": k.local, "remote": k.remote, "state": k.state,
+                        }),
+                        Err(why) => json!({
+                            "fd": s.fd, "inode": s.inode, "proto": null, "sock_unreadable": why,
+                        }),
+                    })
+                    .collect()
+            },
+            &mut bad,
+        ),
+    );
+    if !bad.is_empty() {
+        m.insert("unreadable".into(), bad.into());
+    }
+    m
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// What a capture to `out` wrote (`docs/capture.md`).
+pub fn capture(r: &CaptureReport, out: &Path) -> Value {
+    json!({
+        "out": out.display().to_string(),
+        "consistency": r.consistency.as_str(),
+        "vcpus": r.vcpus,
+        "bytes_written": r.bytes_written,
+        "segments": r.segments,
+        "missing_bytes": r.missing_bytes,
+        "missing_ranges": r.missing_ranges,
+        "missing": r.missing.iter().map(|m| [m.start, m.end]).collect::<Vec<_>>(),
+        "file_bytes": r.file_bytes,
+        "paused_ms": r.paused_for.map(|d| d.as_secs_f64() * 1e3),
+        "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
+        "throughput_mib_s": mib(r.bytes_written) / r.elapsed.as_secs_f64().max(1e-9),
+    })
+}
+
+/// What a capture to `out` wrote, for people: one line, and one more listing the first
+/// missing ranges when there are any.
+pub fn capture_text(r: &CaptureReport, out: &Path) -> String {
+    let mut s = format!(
+        "{}: {:.1} MiB of guest memory in {} ranges, {} vCPUs, {} ({:.2} s, {:.0} MiB/s)",
+        out.display(),
+        mib(r.bytes_written),
+        r.segments,
+        r.vcpus,
+        match r.paused_for {
+            Some(d) => format!("paused for {:.3} s", d.as_secs_f64()),
+            None => "live: the guest was not paused".into(),
+        },
+        r.elapsed.as_secs_f64(),
+        mib(r.bytes_written) / r.elapsed.as_secs_f64().max(1e-9),
+    );
+    if r.missing_ranges > 0 {
+        s.push_str(&format!(
+            "\nmissing (unreadable, not in the file): {:.1} MiB in {} ranges{}",
+            mib(r.missing_bytes),
+            r.missing_ranges,
+            r.missing
+                .iter()
+                .take(8)
+                .map(|m| format!(" {:#x}-{:#x}", m.start, m.end))
+                .collect::<String>()
+        ));
+    }
+    s
+}

@@ -1,0 +1,438 @@
+//! The `xenvmi` command as a user runs it (`docs/cli.md`): each subcommand on the bundled
+//! fixtures, checked against what the guest reported about itself (`ground-truth.json`), and
+//! every error path: exit status as documented, one line on stderr naming the file or domain.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::fixture::{fixture_file, ground_truth, hex};
+
+fn xenvmi(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xenvmi"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Run, expect success, parse stdout as one JSON object.
+fn json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = xenvmi(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn image() -> PathBuf {
+    fixture_file("linux-6.1", "vmcore.elf").unwrap()
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xenvmi-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `ps --json` of `image` has exactly the guest's processes: pid, ppid, comm, kernel thread.
+fn assert_processes_are_the_guests(v: &serde_json::Value, fixture: &str) {
+    let gt = ground_truth(fixture);
+    let got = v["processes"].as_array().unwrap();
+    assert_eq!(got.len() as u64, gt["process_count"].as_u64().unwrap());
+    let want = gt["processes"].as_array().unwrap();
+    for p in got {
+        let t = want
+            .iter()
+            .find(|t| t["pid"] == p["pid"])
+            .unwrap_or_else(|| panic!("pid {} is not the guest's", p["pid"]));
+        assert_eq!(p["ppid"], t["ppid"]);
+        assert_eq!(p["comm"], t["comm"]);
+        assert_eq!(p["kernel_thread"], t["kthread"]);
+    }
+}
+
+#[test]
+fn info_json_is_the_guests_kernel_placement_and_vcpus() {
+    let i = image();
+    let v = json(&["info".as_ref(), "--json".as_ref(), i.as_os_str()]);
+    let gt = ground_truth("linux-6.1");
+    assert_eq!(v["os"], "linux");
+    assert_eq!(v["format"], "QEMU ELF core");
+    assert_eq!(v["image"], i.display().to_string());
+    assert_eq!(v["kernel"]["release"], gt["kernel_release"]);
+    assert_eq!(
+        v["kernel"]["banner"].as_str().unwrap(),
+        gt["linux_banner_expected"].as_str().unwrap().trim_end()
+    );
+    assert_eq!(
+        hex(&v["kernel"]["kaslr_offset"]),
+        hex(&gt["kaslr"]["virt_offset"])
+    );
+    assert_eq!(hex(&v["kernel"]["text_va"]), hex(&gt["kaslr"]["text_va"]));
+    assert_eq!(hex(&v["kernel"]["text_pa"]), hex(&gt["kaslr"]["text_pa"]));
+    assert!(v["profile"]["symbols"]
+        .as_str()
+        .unwrap()
+        .contains("in-guest"));
+    assert!(v["profile"]["types"].as_str().unwrap().contains("BTF"));
+    let vcpus = v["vcpus"].as_array().unwrap();
+    assert_eq!(vcpus.len(), gt["vcpus"].as_array().unwrap().len());
+    for o in gt["vcpu_owners"].as_array().unwrap() {
+        let c = &vcpus[o["index"].as_u64().unwrap() as usize];
+        assert_eq!(hex(&c["cr3"]), hex(&o["cr3"]));
+        assert_eq!(c["pid"], o["pid"]);
+    }
+}
+
+#[test]
+fn info_reads_a_newer_kernel_and_an_isf_profile() {
+    let i = fixture_file("linux-6.12", "vmcore.elf").unwrap();
+    let v = json(&["info".as_ref(), "--json".as_ref(), i.as_os_str()]);
+    let gt = ground_truth("linux-6.12");
+    assert_eq!(v["kernel"]["release"], gt["kernel_release"]);
+    assert_eq!(
+        hex(&v["kernel"]["kaslr_offset"]),
+        hex(&gt["kaslr"]["virt_offset"])
+    );
+    // The same guest through its Volatility3 ISF: the same placement, the profile named.
+    let isf = support::fixture::fixture_dir("linux-6.1").join("debian-6.1.0-56-amd64.json.xz");
+    let v = json(&[
+        "info".as_ref(),
+        "--json".as_ref(),
+        "--profile".as_ref(),
+        isf.as_os_str(),
+        image().as_os_str(),
+    ]);
+    let gt = ground_truth("linux-6.1");
+    assert_eq!(v["kernel"]["release"], gt["kernel_release"]);
+    assert_eq!(
+        hex(&v["kernel"]["kaslr_offset"]),
+        hex(&gt["kaslr"]["virt_offset"])
+    );
+    assert!(!v["profile"]["types"].as_str().unwrap().contains("in-guest"));
+}
+
+#[test]
+fn ps_json_is_the_guests_process_list() {
+    let v = json(&["ps".as_ref(), "--json".as_ref(), image().as_os_str()]);
+    assert_processes_are_the_guests(&v, "linux-6.1");
+    // With no image: the bundled snapshot, the same guest.
+    let v = json(&["ps".as_ref(), "--json".as_ref()]);
+    assert_processes_are_the_guests(&v, "linux-6.1");
+}
+
+#[test]
+fn ps_detail_has_each_processes_argv_as_the_guest_reported_it() {
+    let v = json(&[
+        "ps".as_ref(),
+        "--json".as_ref(),
+        "--detail".as_ref(),
+        image().as_os_str(),
+    ]);
+    assert_processes_are_the_guests(&v, "linux-6.1");
+    let gt = ground_truth("linux-6.1");
+    let mut checked = 0;
+    for t in gt["processes"].as_array().unwrap() {
+        let Some(want) = t["cmdline"].as_array() else {
+            continue;
+        };
+        let p = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == t["pid"])
+            .unwrap();
+        for key in [
+            "environ", "exe", "uid", "threads", "maps", "files", "sockets",
+        ] {
+            assert!(p.get(key).is_some(), "pid {}: no {key}", p["pid"]);
+        }
+        if want.is_empty() {
+            continue;
+        }
+        let got = p["cmdline"]
+            .as_array()
+            .unwrap_or_else(|| panic!("pid {}: {}", p["pid"], p["unreadable"]));
+        assert_eq!(got, want, "pid {}", p["pid"]);
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
+
+#[test]
+fn modules_json_is_the_guests_module_list() {
+    let v = json(&["modules".as_ref(), "--json".as_ref(), image().as_os_str()]);
+    let gt = ground_truth("linux-6.1");
+    let names: Vec<&serde_json::Value> = v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["name"])
+        .collect();
+    let want: Vec<&serde_json::Value> = gt["module_names_list_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(names, want);
+    for m in gt["modules"].as_array().unwrap() {
+        let got = v["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == m["name"])
+            .unwrap();
+        assert_eq!(got["size"], m["size"]);
+        assert_eq!(hex(&got["base"]), hex(&m["base"]));
+    }
+}
+
+#[test]
+fn text_output_names_the_guests_kernel_processes_and_modules() {
+    let i = image();
+    let gt = ground_truth("linux-6.1");
+    let text = |cmd: &str| {
+        let out = xenvmi(&[cmd.as_ref(), i.as_os_str()]);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(text("info").contains(gt["kernel_release"].as_str().unwrap()));
+    let ps = text("ps");
+    assert_eq!(
+        ps.lines().count() as u64 - 1,
+        gt["process_count"].as_u64().unwrap()
+    );
+    let modules = text("modules");
+    for m in gt["module_names_list_order"].as_array().unwrap() {
+        assert!(modules.contains(m.as_str().unwrap()), "{modules}");
+    }
+}
+
+#[test]
+fn dump_round_trip_holds_the_guests_processes() {
+    let dir = scratch("dump");
+    let out = dir.join("copy.elf");
+    let v = json(&[
+        "dump".as_ref(),
+        image().as_os_str(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(v["consistency"], "live");
+    assert_eq!(v["missing_bytes"], 0);
+    assert_eq!(v["out"], out.display().to_string());
+    assert_eq!(
+        v["vcpus"].as_u64().unwrap() as usize,
+        ground_truth("linux-6.1")["vcpus"].as_array().unwrap().len()
+    );
+    assert!(!dir.join("copy.elf.partial").exists());
+    let v = json(&["ps".as_ref(), "--json".as_ref(), out.as_os_str()]);
+    assert_processes_are_the_guests(&v, "linux-6.1");
+    // An existing OUT is kept without --force, replaced with it.
+    let again = xenvmi(&["dump".as_ref(), image().as_os_str(), out.as_os_str()]);
+    assert_one_line_error(&again, 1, &out.display().to_string());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let forced = xenvmi(&[
+        "dump".as_ref(),
+        image().as_os_str(),
+        out.as_os_str(),
+        "--force".as_ref(),
+    ]);
+    assert!(forced.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Exit status `code`, exactly one line on stderr, which contains `needle`.
+fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.starts_with("xenvmi: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+}
+
+/// The argument lists that run `cmd` on `image` (dump writes to a file in `dir`).
+fn on_image(cmd: &str, image: &Path, dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut a = vec![cmd.into(), image.into()];
+    if cmd == "dump" {
+        a.push(dir.join("never-written.elf").into());
+    }
+    a.push("--json".into());
+    a
+}
+
+fn run_os(args: &[std::ffi::OsString]) -> Output {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    xenvmi(&args)
+}
+
+#[test]
+fn bad_images_are_one_line_errors_naming_the_file() {
+    let dir = scratch("bad");
+    let missing = dir.join("no-such-image.elf");
+    let truncated = dir.join("truncated.elf");
+    let whole = std::fs::read(image()).map(|b| b[..4096].to_vec());
+    std::fs::write(&truncated, whole.unwrap()).unwrap();
+    for cmd in ["info", "ps", "modules", "dump"] {
+        for bad in [&missing, &dir, &truncated] {
+            let out = run_os(&on_image(cmd, bad, &dir));
+            assert_one_line_error(&out, 1, &bad.display().to_string());
+        }
+        assert!(!dir.join("never-written.elf").exists());
+        assert!(!dir.join("never-written.elf.partial").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unknown_domain_is_a_one_line_error_naming_it() {
+    let dir = scratch("domain");
+    let out_file = dir.join("x.elf");
+    let cases: [&[&str]; 5] = [
+        &["info", "--domain", "no-such-domain", "--json"],
+        &["ps", "--domain", "no-such-domain", "--json"],
+        &["modules", "--domain", "no-such-domain", "--json"],
+        &["dump", "--domain", "no-such-domain", "OUT", "--json"],
+        &["recover", "--domain", "no-such-domain", "--json"],
+    ];
+    for args in cases {
+        let args: Vec<&std::ffi::OsStr> = args
+            .iter()
+            .map(|a| {
+                if *a == "OUT" {
+                    out_file.as_os_str()
+                } else {
+                    a.as_ref()
+                }
+            })
+            .collect();
+        let out = xenvmi(&args);
+        assert_one_line_error(&out, 1, "no-such-domain");
+        if !cfg!(feature = "xen") {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("without the Xen backend"), "{err}");
+            assert!(err.contains("--features cli,xen"), "{err}");
+        }
+    }
+    assert!(!out_file.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Run as an unprivileged user (65534), when this test runs as root and `setpriv` exists.
+fn as_nobody(args: &[&std::ffi::OsStr]) -> Option<Output> {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    if !root {
+        return None;
+    }
+    Some(
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_xenvmi"))
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn without_root_the_error_says_so_and_names_the_domain_or_file() {
+    if cfg!(feature = "xen") {
+        // With the Xen backend: --domain needs root, and says so.
+        for cmd in ["info", "ps", "modules", "recover"] {
+            let Some(out) = as_nobody(&[cmd.as_ref(), "--domain".as_ref(), "x".as_ref()]) else {
+                eprintln!("not root or no setpriv: skipped");
+                return;
+            };
+            assert_one_line_error(&out, 1, "domain x");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("root"));
+        }
+    }
+    // An image the user may not read: the error names it.
+    let dir = scratch("noroot");
+    let secret = dir.join("secret.elf");
+    std::fs::copy(image(), &secret).unwrap();
+    let mode =
+        |m| std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(m));
+    mode(0o000).unwrap();
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    for cmd in ["info", "ps", "modules"] {
+        let Some(out) = as_nobody(&[cmd.as_ref(), secret.as_os_str()]) else {
+            eprintln!("not root or no setpriv: skipped");
+            break;
+        };
+        assert_one_line_error(&out, 1, &secret.display().to_string());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
+    }
+    mode(0o600).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["ps", "--detail"][..],
+        &["dump", "only-one-path"],
+        &["info", "--no-such-flag"],
+        &["info", "a.elf", "--domain", "x"],
+        &["recover"],
+        &["completions", "no-such-shell"],
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let out = xenvmi(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let help = xenvmi(&["--help".as_ref()]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Exit status") && help.contains("2  usage"),
+        "{help}"
+    );
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_definitions() {
+    let subcommands = [
+        "info",
+        "ps",
+        "modules",
+        "dump",
+        "recover",
+        "completions",
+        "man",
+    ];
+    let out = xenvmi(&["completions".as_ref(), "bash".as_ref()]);
+    assert!(out.status.success());
+    let bash = String::from_utf8(out.stdout).unwrap();
+    assert!(!bash.is_empty());
+    for s in subcommands {
+        assert!(bash.contains(s), "{s} not in the bash completions");
+    }
+    let out = xenvmi(&["man".as_ref()]);
+    assert!(out.status.success());
+    let man = String::from_utf8(out.stdout).unwrap();
+    // clap_mangen writes two roff requests that define a quote string, then the header.
+    let first_macro = man
+        .lines()
+        .find(|l| l.starts_with(".TH") || l.starts_with(".SH"))
+        .unwrap();
+    assert!(first_macro.starts_with(".TH xenvmi 1"), "{man}");
+    for s in subcommands {
+        assert!(man.contains(s), "{s} not in the man page");
+    }
+}
