@@ -115,17 +115,5 @@ for MODE in paused live; do
   if cpu_advanced "$MODE" dump; then echo "ok   - the guest runs on after dump $MODE"; else echo "FAIL - the guest stopped after dump $MODE"; fail=$((fail+1)); fi
   check "dump $MODE: the guest's init kept running (alive ticks after the capture)" "GUEST dump-$MODE: .*xvguest: alive [0-9]+"
 done
-# Xen's own dump (xl dump-core) read by xenvmi's Xen dump-core reader.
-check "xl dump-core: Xen dumps the guest (rc 0)" "PAYLOAD: xl dump-core rc=0"
-check "xl dump-core: pslist reads it as a Xen dump-core and finds the live kernel" "DUMPPS xl: image .*\(Xen dump-core\)"
-for w in xv-alpha xv-beta; do
-  pid=$(grep -a -oE "CR3 .* pid +[0-9]+  $w" "$LOG" | head -n 1 | grep -oE "pid +[0-9]+" | grep -oE "[0-9]+" || true)
-  if [ -n "$pid" ] && grep -a -qE "^DUMPPS xl: +$pid +[0-9]+ .*$w" "$LOG"; then
-    echo "ok   - xl dump-core: pslist finds $w with the pid cr3-trace saw live ($pid)"
-  else
-    echo "FAIL - xl dump-core: pslist does not find $w with the pid cr3-trace saw live (${pid:-none})"; fail=$((fail+1))
-  fi
-done
-if cpu_advanced xl dump; then echo "ok   - the guest runs on after xl dump-core"; else echo "FAIL - the guest stopped after xl dump-core"; fail=$((fail+1)); fi
 check "without xenvmi: the guest runs in an empty altp2m view (altp2m-repro)" "REPRO empty result: guest ran in the view"
 if [ "$fail" -eq 0 ]; then echo "real-xen (Linux guest): all checks passed"; else echo "real-xen (Linux guest): $fail check(s) failed (log: $LOG)"; exit 1; fi

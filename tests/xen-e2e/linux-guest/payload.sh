@@ -86,15 +86,6 @@ for MODE in paused live; do
   echo "PAYLOAD: after dump $MODE: guest vCPU time $T1 -> $T2"
   sleep 8; guest_lines "dump-$MODE"
 done
-# Xen's own dump of the same guest (xl dump-core), read by pslist (the Xen dump-core reader).
-echo "PAYLOAD: xl dump-core"
-xl dump-core xvguest /tmp/xl.core 2>&1; echo "PAYLOAD: xl dump-core rc=$?"
-/payload/pslist /tmp/xl.core > /tmp/ps.out 2> /tmp/ps.err
-echo "PAYLOAD: pslist on the xl dump-core exit $?"
-cat /tmp/ps.err; { head -n 7 /tmp/ps.out; grep -E "xv-|init" /tmp/ps.out; } | sed "s/^/DUMPPS xl: /"
-rm -f /tmp/xl.core
-T1=$(cputime); sleep 10; T2=$(cputime)
-echo "PAYLOAD: after dump xl: guest vCPU time $T1 -> $T2"
 # Without xenvmi: altp2m on, one empty view switched in for 30 s (docs/real-xen.md: under Bochs
 # this needs Xen's apicv=0, which the suite boots with).
 /payload/altp2m-repro "$D" empty 30 2>&1
