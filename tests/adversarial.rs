@@ -7,10 +7,10 @@
 
 mod support;
 
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use support::guest::*;
+use support::hostile::run;
 use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::mem::{AddressSpace, GuestMemory, PagingMode};
 use xenvmi::os::linux::{Linux, ProfileSource};
@@ -45,29 +45,6 @@ fn walk(g: Guest) -> Result<Outcome, Error> {
         }
     }
     Ok(o)
-}
-
-/// Run `f` on a worker thread: it must not panic and must finish before the watchdog.
-fn run<T: Send + 'static + std::fmt::Debug>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
-    let h = std::thread::spawn(move || {
-        let r = f();
-        let _ = tx.send(());
-        r
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| panic!("{name}: did not finish (hang)"));
-    let r = h.join().unwrap_or_else(|_| panic!("{name}: panicked"));
-    eprintln!(
-        "adversarial {name:<44} {:>8.2?}  -> {:.100}",
-        t0.elapsed(),
-        format!("{r:?}")
-    );
-    r
 }
 
 fn expect_walk_error(o: &Outcome, needle: &str) {
