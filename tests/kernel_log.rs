@@ -8,11 +8,8 @@
 
 mod support;
 
-use support::fixture::{fixture_file, ground_truth};
-use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::mem::GuestMemory;
+use support::fixture::ground_truth;
 use xenvmi::os::linux::kmsg::{Caller, LogRecord};
-use xenvmi::os::linux::{Linux, ProfileSource};
 
 const FIXTURES: &[&str] = &[
     "linux-6.1",
@@ -35,10 +32,7 @@ fn one<'a>(f: &str, log: &'a [LogRecord], text: &str) -> &'a LogRecord {
 #[test]
 fn boot_lines_are_the_guests_own_version_and_command_line() {
     for f in FIXTURES {
-        let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
-        let regs = snap.all_registers().to_vec();
-        let mem = GuestMemory::new(snap);
-        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        let (mem, linux) = support::linux::open(f);
         let gt = ground_truth(f);
         let log = linux
             .kernel_log(&mem)

@@ -23,10 +23,7 @@ const FIXTURES: &[&str] = &[
 #[test]
 fn arguments_executables_credentials_and_threads_match_the_guests_own_proc() {
     for f in FIXTURES {
-        let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
-        let regs = snap.all_registers().to_vec();
-        let mem = GuestMemory::new(snap);
-        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        let (mem, linux) = support::linux::open(f);
         let gt = ground_truth(f);
         let truth = gt["processes"].as_array().unwrap();
         let procs: Vec<_> = linux.processes(&mem).map(Result::unwrap).collect();
@@ -145,10 +142,7 @@ fn arguments_executables_credentials_and_threads_match_the_guests_own_proc() {
 fn init_is_the_shell_running_the_init_script() {
     // The make-linux-guest images boot busybox: PID 1 is `/bin/sh /init`, whose executable is
     // busybox itself.
-    let snap = Snapshot::open(fixture_file("linux-6.1", "vmcore.elf").unwrap()).unwrap();
-    let regs = snap.all_registers().to_vec();
-    let mem = GuestMemory::new(snap);
-    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+    let (mem, linux) = support::linux::open("linux-6.1");
     let init = linux
         .processes(&mem)
         .map(Result::unwrap)
@@ -268,10 +262,7 @@ fn the_task_on_each_vcpu_is_read_from_its_per_cpu_area() {
     // kernel names `swapper/N`, whatever CR3 it kept (lazy TLB).
     let mut user = 0;
     for f in FIXTURES {
-        let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
-        let regs = snap.all_registers().to_vec();
-        let mem = GuestMemory::new(snap);
-        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        let (mem, linux, regs) = support::linux::open_with_registers(f);
         let gt = ground_truth(f);
         for (i, _cr3, pid) in support::fixture::vcpu_cr3_owners(f, &gt) {
             let cur = linux
@@ -301,10 +292,7 @@ fn the_task_on_each_vcpu_is_read_from_its_per_cpu_area() {
 const NET: &str = "linux-6.1-net";
 
 fn open(f: &str) -> (GuestMemory<Snapshot>, Linux) {
-    let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
-    let regs = snap.all_registers().to_vec();
-    let mem = GuestMemory::new(snap);
-    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+    let (mem, linux) = support::linux::open(f);
     (mem, linux)
 }
 

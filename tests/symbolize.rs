@@ -9,9 +9,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use support::fixture::{fixture_file, ground_truth};
-use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::mem::GuestMemory;
-use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::Gva;
 
 const FIXTURES: &[&str] = &[
@@ -58,10 +55,7 @@ fn guest_kallsyms(f: &str) -> Names {
 #[test]
 fn kernel_and_module_addresses_resolve_as_the_guests_kallsyms_says() {
     for f in FIXTURES {
-        let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
-        let regs = snap.all_registers().to_vec();
-        let mem = GuestMemory::new(snap);
-        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        let (mem, linux) = support::linux::open(f);
         let names = guest_kallsyms(f);
         let gt = ground_truth(f);
         let modules: BTreeSet<String> = gt["module_names_list_order"]

@@ -7,11 +7,8 @@
 
 mod support;
 
-use support::fixture::fixture_file;
-use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::mem::{AddressSpace, GuestMemory};
+use xenvmi::mem::AddressSpace;
 use xenvmi::os::linux::syscalls::{ArgValue, SyscallTable};
-use xenvmi::os::linux::{Linux, ProfileSource};
 
 const FIXTURES: &[&str] = &[
     "linux-6.1",
@@ -42,10 +39,7 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn declarations_come_from_the_kernels_own_metadata() {
     for f in FIXTURES {
-        let snap = Snapshot::open(fixture_file(f, "vmcore.elf").unwrap()).unwrap();
-        let regs = snap.all_registers().to_vec();
-        let mem = GuestMemory::new(snap);
-        let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+        let (mem, linux) = support::linux::open(f);
         let t = SyscallTable::read(&linux, &mem).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(t.len() > 330 && t.len() <= 1024, "{f}: {} numbers", t.len());
         assert!(
