@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI checks: formatting, lints, unit + integration + doc tests on the real fixtures
-# (the C tests under ASan/UBSan and again under valgrind, tests/c_abi.rs), the adversarial
+# (the C tests under ASan/UBSan and again under valgrind, tests/c_abi.rs), the unit tests of the
+# C ABI and the event core under Miri, the adversarial
 # suite, benches compile, and a short run of every fuzz target
 # (FUZZ_SECONDS each, default 30), and the real-Xen suite (tests/xen-e2e; XEN_E2E=0 skips it).
 # Run from the repository root: `bash scripts/test-all.sh`.
@@ -12,7 +13,10 @@ step() { echo; echo "=== $* ($(date +%T))"; }
 step "cargo fmt --check";            cargo fmt --all -- --check
 step "cargo clippy -D warnings";     cargo clippy --all-targets --all-features -- -D warnings
 step "cargo test, all features (xen)"; cargo test --all-features
-step "cargo test, default features";  cargo test
+# Without features (no Xen backend, no `xenvmi` command): everything must build, and the unit tests,
+# whose code paths differ without the Xen backend, must pass. The integration tests run above.
+step "default features: cargo check --all-targets, cargo test --lib"; cargo check --all-targets && cargo test --lib
+step "unit tests of capi, event and vmevent under Miri (scripts/miri.sh)"; bash scripts/miri.sh
 step "install + pkg-config (scripts/check-install.sh)"; bash scripts/check-install.sh
 step "capture read by Volatility3 (scripts/check-capture-vol.sh)"; bash scripts/check-capture-vol.sh
 step "cargo bench --no-run";         cargo bench --no-run --all-features
