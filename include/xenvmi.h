@@ -20,6 +20,29 @@
 #include <stdint.h>
 
 /*
+ [`xvmi_domain_capture`] flag: pause the domain around the capture (registers and memory of
+ one instant). Without it the guest runs on while it is read (see [`xvmi_capture_report`]).
+ */
+#define XVMI_CAPTURE_PAUSE 1
+
+/*
+ [`xvmi_domain_capture`] flag: replace `path` if it exists (otherwise an existing file is an
+ error and is left alone).
+ */
+#define XVMI_CAPTURE_REPLACE 2
+
+/*
+ [`xvmi_capture_report::consistency`]: the domain was paused around the capture.
+ */
+#define XVMI_CAPTURE_PAUSED 0
+
+/*
+ [`xvmi_capture_report::consistency`]: the guest ran while it was read, so structures that
+ span pages may disagree with each other and with the registers (taken at the start).
+ */
+#define XVMI_CAPTURE_LIVE 1
+
+/*
  [`xvmi_hit::kind`]: the event is not a hit of the session's hooks.
  */
 #define XVMI_HIT_NONE 0
@@ -477,6 +500,49 @@ typedef struct xvmi_session xvmi_session;
  message (file names, addresses, errno) is available from [`xvmi_last_error`].
  */
 typedef int32_t xvmi_result;
+
+/*
+ What a capture wrote ([`xvmi_domain_capture`]).
+ */
+typedef struct xvmi_capture_report {
+  /*
+   [`XVMI_CAPTURE_PAUSED`] or [`XVMI_CAPTURE_LIVE`].
+   */
+  uint32_t consistency;
+  /*
+   vCPUs whose registers the file holds.
+   */
+  uint32_t vcpus;
+  /*
+   Bytes of guest memory written.
+   */
+  uint64_t bytes_written;
+  /*
+   `PT_LOAD` segments written (one per contiguous readable range).
+   */
+  uint64_t segments;
+  /*
+   Bytes of guest-physical space that could not be read: recorded as missing in the file,
+   never written as zeros.
+   */
+  uint64_t missing_bytes;
+  /*
+   Ranges that could not be read.
+   */
+  uint64_t missing_ranges;
+  /*
+   Size of the file.
+   */
+  uint64_t file_bytes;
+  /*
+   How long the domain was held paused, in nanoseconds (0 for a live capture).
+   */
+  uint64_t paused_ns;
+  /*
+   How long the whole capture took, in nanoseconds.
+   */
+  uint64_t elapsed_ns;
+} xvmi_capture_report;
 
 /*
  What a hit was (`xenvmi::event::hooks::Hit`).
@@ -1570,6 +1636,31 @@ typedef struct xvmi_trace_event {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Write the whole memory of `domain`, with every vCPU's registers, to a new file `path` as a
+ QEMU-ELF-style core (`docs/capture.md`). The file is written as `PATH.partial` and renamed
+ when complete, so `path` never holds half a core; on failure nothing is left behind.
+
+ `flags`: [`XVMI_CAPTURE_PAUSE`] pauses the domain for the capture and resumes it after
+ (also when writing fails); this pause nests with [`xvmi_domain_pause`]'s and an event's,
+ and never undoes them. [`XVMI_CAPTURE_REPLACE`] replaces an existing `path`.
+ Called from an event callback, the vCPU that raised the event stays held by its event
+ throughout, so its registers in the file are those of the event.
+
+ On success `*report` (if `report` is not NULL) says what was written. Errors:
+ [`XVMI_ERR_INVALID_ARGUMENT`] for an unknown flag; [`XVMI_ERR_IO`] naming the file (it
+ exists without `XVMI_CAPTURE_REPLACE`, it is a directory, the disk is full);
+ [`XVMI_ERR_BACKEND`] if the domain cannot be paused or its registers read.
+
+ # Safety
+ `domain` is NULL or a live handle; `path` is a NUL-terminated string; `report` is NULL or
+ valid for a write.
+ */
+xvmi_result xvmi_domain_capture(const struct xvmi_domain *domain,
+                                const char *path,
+                                uint32_t flags,
+                                struct xvmi_capture_report *report);
 
 /*
  What the current event was for the session's hooks: `out->kind` is [`XVMI_HIT_NONE`] for an

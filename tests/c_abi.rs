@@ -417,6 +417,7 @@ fn c_control_writes_registers_pauses_and_views_on_the_simulated_domain() {
             "registers ok",
             "views ok",
             "pauses ok",
+            "capture ok",
             "done"
         ],
         "{out}"

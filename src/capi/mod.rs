@@ -26,6 +26,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod capture;
 mod context;
 mod domain;
 mod error;
@@ -37,6 +38,7 @@ mod session;
 mod trace;
 mod types;
 
+pub use capture::*;
 pub use context::*;
 pub use domain::*;
 pub use error::{

@@ -3,12 +3,13 @@
  * visible through another handle's translations; registers set while paused and read back;
  * pauses counted per handle and resumed when the handle is freed (the guest runs again, seen
  * through a session); altp2m views destroyed through the session before teardown, which then
- * leaves nothing behind.
+ * leaves nothing behind; a capture of the domain read back as a snapshot.
  *
  * usage: test_control
  * Prints a line per part and "done"; every value is checked here. */
 #include <inttypes.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -289,6 +290,81 @@ static void pauses(const xvmi_registers regs[2]) {
     printf("pauses ok\n");
 }
 
+/* A whole-guest capture of the domain: paused (the handle's own pause nests and is kept) and
+ * live; read back as a snapshot, byte for byte against the domain's memory, with every vCPU's
+ * registers; an existing file refused unless replaced; a directory refused with nothing left
+ * behind; unknown flags refused. */
+static void capture(const xvmi_registers regs[2]) {
+    xvmi_domain *dom = NULL;
+    xvmi_memory *live = NULL, *snap = NULL;
+    OK(xvmi_sim_open_buffer(image, sizeof image, regs, 2, &dom));
+    OK(xvmi_memory_open_domain(dom, &live));
+    char path[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/xvmi-test-capture-%ld.core", tmp && *tmp ? tmp : "/tmp",
+             (long)getpid());
+    remove(path);
+
+    OK(xvmi_domain_pause(dom));
+    xvmi_capture_report r;
+    memset(&r, 0xff, sizeof r);
+    OK(xvmi_domain_capture(dom, path, XVMI_CAPTURE_PAUSE, &r));
+    uint32_t count = 99;
+    OK(xvmi_sim_pause_count(dom, &count));
+    CHECK(count == 1); /* the capture's pause is undone, the handle's own is not */
+    OK(xvmi_domain_resume(dom));
+    CHECK(r.consistency == XVMI_CAPTURE_PAUSED);
+    CHECK(r.vcpus == 2);
+    CHECK(r.bytes_written == IMAGE_SIZE);
+    CHECK(r.segments == 1 && r.missing_bytes == 0 && r.missing_ranges == 0);
+    CHECK(r.file_bytes > IMAGE_SIZE && r.elapsed_ns >= r.paused_ns);
+
+    OK(xvmi_memory_open_snapshot(path, &snap));
+    uint32_t n = 0;
+    OK(xvmi_memory_vcpu_count(snap, &n));
+    CHECK(n == 2);
+    for (uint32_t v = 0; v < 2; v++) {
+        xvmi_registers got;
+        OK(xvmi_memory_registers(snap, v, &got));
+        CHECK(got.cr3 == regs[v].cr3 && got.rip == regs[v].rip && got.rsp == regs[v].rsp);
+        CHECK(got.fs_base == regs[v].fs_base && got.cr0 == regs[v].cr0 && got.cr4 == regs[v].cr4);
+    }
+    static uint8_t a[IMAGE_SIZE], b[IMAGE_SIZE];
+    read_phys(live, 0, a, sizeof a);
+    read_phys(snap, 0, b, sizeof b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    /* Nothing past the guest's memory is invented. */
+    CHECK_RC(xvmi_memory_read_physical(snap, IMAGE_SIZE, b, 1), XVMI_ERR_NOT_MAPPED);
+    OK(xvmi_memory_free(snap));
+
+    /* The file exists: refused and left as it was, unless replaced. */
+    CHECK_RC(xvmi_domain_capture(dom, path, 0, &r), XVMI_ERR_IO);
+    CHECK(strstr(last_error(), path) != NULL);
+    OK(xvmi_domain_capture(dom, path, XVMI_CAPTURE_REPLACE, NULL));
+    OK(xvmi_domain_capture(dom, path, XVMI_CAPTURE_REPLACE, &r));
+    CHECK(r.consistency == XVMI_CAPTURE_LIVE && r.paused_ns == 0 && r.vcpus == 2);
+    OK(xvmi_sim_pause_count(dom, &count));
+    CHECK(count == 0);
+    CHECK(remove(path) == 0);
+
+    /* A directory: an error naming it, and no partial file beside it. */
+    const char *dir = tmp && *tmp ? tmp : "/tmp";
+    CHECK_RC(xvmi_domain_capture(dom, dir, XVMI_CAPTURE_PAUSE, NULL), XVMI_ERR_IO);
+    CHECK(strstr(last_error(), "directory") != NULL);
+    char partial[300];
+    snprintf(partial, sizeof partial, "%s.partial", dir);
+    CHECK(access(partial, F_OK) != 0);
+    OK(xvmi_sim_pause_count(dom, &count));
+    CHECK(count == 0);
+
+    CHECK_RC(xvmi_domain_capture(dom, path, 4, NULL), XVMI_ERR_INVALID_ARGUMENT);
+    CHECK_RC(xvmi_domain_capture(dom, NULL, 0, NULL), XVMI_ERR_NULL_POINTER);
+    CHECK(access(path, F_OK) != 0);
+    OK(xvmi_memory_free(live));
+    OK(xvmi_domain_free(dom));
+    printf("capture ok\n");
+}
+
 int main(void) {
     xvmi_registers regs[2];
     build_guest(regs);
@@ -306,6 +382,7 @@ int main(void) {
     OK(xvmi_memory_free(mem));
     OK(xvmi_domain_free(dom));
     pauses(regs);
+    capture(regs);
     printf("done\n");
     return 0;
 }
