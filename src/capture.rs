@@ -188,11 +188,15 @@ pub fn capture_to_new_file<B: PhysicalMemory + VcpuState + ?Sized>(
 }
 
 /// A progress line for a terminal, at most five a second: [`ProgressMeter::line`] answers
-/// `Some` when it is time to show one (always for the last chunk).
+/// `Some` when it is time to show one (always for the last chunk);
+/// [`ProgressMeter::on_stderr`] shows it on standard error when that is a terminal, as the
+/// command-line front ends do.
 #[derive(Debug)]
 pub struct ProgressMeter {
     start: Instant,
     last: Option<f64>,
+    terminal: bool,
+    shown: bool,
 }
 
 impl Default for ProgressMeter {
@@ -207,6 +211,28 @@ impl ProgressMeter {
         ProgressMeter {
             start: Instant::now(),
             last: None,
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            shown: false,
+        }
+    }
+
+    /// Show the line for `p` on standard error, over the previous one, if standard error is a
+    /// terminal (never in a pipe or a log file).
+    pub fn on_stderr(&mut self, p: Progress) {
+        if !self.terminal {
+            return;
+        }
+        if let Some(line) = self.line(p) {
+            eprint!("\r{line}");
+            self.shown = true;
+        }
+    }
+
+    /// End the progress display: a newline after the last line [`ProgressMeter::on_stderr`]
+    /// showed, if it showed any.
+    pub fn finish(&self) {
+        if self.shown {
+            eprintln!();
         }
     }
 

@@ -1,11 +1,11 @@
 //! `dump`: the whole guest as an ELF core, over `xenvmi::capture` (`docs/capture.md`).
 
-use std::io::{ErrorKind, IsTerminal};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::backend::{PhysicalMemory, VcpuState, VmControl};
-use xenvmi::capture::{capture_to_new_file, CaptureOptions, Progress, ProgressMeter};
+use xenvmi::capture::{capture_to_new_file, CaptureOptions, ProgressMeter};
 use xenvmi::report;
 
 pub struct Options {
@@ -51,25 +51,17 @@ fn write<B: PhysicalMemory + VcpuState + ?Sized>(
     pause: Option<&dyn VmControl>,
     o: &Options,
 ) -> Result<(), String> {
-    let terminal = std::io::stderr().is_terminal();
     let mut meter = ProgressMeter::new();
-    let mut progress = |p: Progress| {
-        if let Some(line) = meter.line(p).filter(|_| terminal) {
-            eprint!("\r{line}");
-        }
-    };
     let r = capture_to_new_file(
         b,
         &o.out,
         o.force,
         CaptureOptions {
             pause,
-            progress: Some(&mut progress),
+            progress: Some(&mut |p| meter.on_stderr(p)),
         },
     );
-    if terminal {
-        eprintln!();
-    }
+    meter.finish();
     let r = r.map_err(|e| match e {
         xenvmi::Error::Io { path, source } if source.kind() == ErrorKind::AlreadyExists => {
             exists(&path)
