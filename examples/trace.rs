@@ -31,31 +31,23 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use xenvmi::backend::sim::{GuestAction, SimDomain};
+use xenvmi::backend::sim::SimDomain;
 use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::event::hooks::{Hooks, Placement};
-use xenvmi::event::session::{RunOptions, Session, SessionBackend};
-use xenvmi::event::Response;
+use xenvmi::event::hooks::Placement;
+use xenvmi::event::session::{RunOptions, SessionBackend};
 use xenvmi::mem::GuestMemory;
-use xenvmi::os::linux::syscalls::ArgValue;
 use xenvmi::os::linux::{Linux, ProfileSource};
-use xenvmi::os::terminal_safe;
-use xenvmi::trace::{LinuxTracer, Probe, TraceEvent, TraceFilter, What};
-use xenvmi::{Gpa, VcpuId};
+use xenvmi::trace::{simulated_calls, Probe, TraceOptions, Tracing};
 
 const USAGE: &str = "usage: trace (--domain NAME | --simulate [IMAGE]) [--procs] [--modules] [--syscalls[=LIST]] [--files] [--threads] [--pid PID]... [--comm NAME]... [--json] [--in-place] [--seconds N]";
 
 struct Options {
-    probes: Vec<Probe>,
-    threads: bool,
-    filter: TraceFilter,
+    trace: TraceOptions,
     json: bool,
-    placement: Placement,
     seconds: Option<u64>,
 }
 
@@ -75,11 +67,8 @@ fn run() -> Result<(), String> {
     let mut domain = None;
     let mut probes = Vec::new();
     let mut o = Options {
-        probes: Vec::new(),
-        threads: false,
-        filter: TraceFilter::new(),
+        trace: TraceOptions::default(),
         json: false,
-        placement: Placement::Stealth,
         seconds: None,
     };
     let value = |flag: &str, args: &mut std::iter::Skip<std::env::Args>| {
@@ -92,7 +81,7 @@ fn run() -> Result<(), String> {
             "--simulate" => simulate = Some(None),
             "--procs" => probes.extend([Probe::ProcessStart, Probe::Exit]),
             "--threads" => {
-                o.threads = true;
+                o.trace.threads = true;
                 probes.push(Probe::Exit);
             }
             "--modules" => probes.extend([Probe::ModuleLoad, Probe::ModuleUnload]),
@@ -104,18 +93,18 @@ fn run() -> Result<(), String> {
                 if list.is_empty() {
                     return Err(format!("--syscalls= needs a list of names\n{USAGE}"));
                 }
-                o.filter = o.filter.with_syscalls(list.split(','));
+                o.trace.filter = o.trace.filter.with_syscalls(list.split(','));
             }
             "--pid" => {
                 let v = value("--pid", &mut args)?;
                 let pid = v
                     .parse()
                     .map_err(|_| format!("--pid {v}: not a process id\n{USAGE}"))?;
-                o.filter = o.filter.with_pids([pid]);
+                o.trace.filter = o.trace.filter.with_pids([pid]);
             }
-            "--comm" => o.filter = o.filter.with_comms([value("--comm", &mut args)?]),
+            "--comm" => o.trace.filter = o.trace.filter.with_comms([value("--comm", &mut args)?]),
             "--json" => o.json = true,
-            "--in-place" => o.placement = Placement::InPlace,
+            "--in-place" => o.trace.placement = Placement::InPlace,
             "--seconds" => {
                 let v = value("--seconds", &mut args)?;
                 o.seconds = Some(
@@ -133,17 +122,11 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
-    if probes.is_empty() {
-        probes = vec![
-            Probe::ProcessStart,
-            Probe::Exit,
-            Probe::ModuleLoad,
-            Probe::ModuleUnload,
-        ];
+    if !probes.is_empty() {
+        probes.sort();
+        probes.dedup();
+        o.trace.probes = probes;
     }
-    probes.sort();
-    probes.dedup();
-    o.probes = probes;
     match (domain, simulate) {
         (Some(d), None) => on_xen(&d, &o),
         (None, Some(image)) => on_sim(image, &o),
@@ -151,99 +134,8 @@ fn run() -> Result<(), String> {
     }
 }
 
-/// One event as a line of text.
-fn text(e: &TraceEvent) -> String {
-    let who = format!(
-        "vcpu {} pid {} tid {} {}",
-        e.vcpu.0,
-        e.pid,
-        e.tid,
-        terminal_safe(&e.comm)
-    );
-    let or_why = |p: &Result<String, String>| match p {
-        Ok(s) => terminal_safe(s).into_owned(),
-        Err(why) => format!("<unreadable: {why}>"),
-    };
-    let what = match &e.what {
-        What::ProcessStart { ppid, exe, argv } => format!(
-            "started {} (parent {ppid}) argv {}",
-            or_why(exe),
-            match argv {
-                Ok(a) => format!(
-                    "[{}]",
-                    a.iter()
-                        .map(|s| format!("\"{}\"", terminal_safe(s)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                Err(why) => format!("<unreadable: {why}>"),
-            }
-        ),
-        What::ProcessExit { code } | What::ThreadExit { code } => {
-            let who = if matches!(e.what, What::ProcessExit { .. }) {
-                "process"
-            } else {
-                "thread"
-            };
-            match (code.status(), code.signal()) {
-                (Some(s), _) => format!("{who} exited with status {s}"),
-                (_, Some(sig)) => format!("{who} killed by signal {sig}"),
-                _ => format!("{who} exited ({:#x})", code.0),
-            }
-        }
-        What::ModuleLoad { module } | What::ModuleUnload { module } => format!(
-            "{} module {} at {:#x} ({} bytes)",
-            if matches!(e.what, What::ModuleLoad { .. }) {
-                "loads"
-            } else {
-                "unloads"
-            },
-            terminal_safe(&module.name),
-            module.base.0,
-            module.size
-        ),
-        What::Syscall { nr, info, args, .. } => match info {
-            Some(i) => format!(
-                "{}({})",
-                i.name,
-                i.args
-                    .iter()
-                    .zip(args)
-                    .map(|(d, v)| format!(
-                        "{}={}",
-                        d.name,
-                        match v {
-                            ArgValue::Int(x) => x.to_string(),
-                            ArgValue::Uint(x) => x.to_string(),
-                            ArgValue::Pointer(p) => format!("{p:#x}"),
-                            ArgValue::Str(s) => format!("\"{}\"", terminal_safe(s)),
-                            ArgValue::Unreadable { addr, .. } => format!("{addr:#x}<unreadable>"),
-                        }
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            None => format!("syscall {nr}"),
-        },
-        What::FileOpen {
-            path,
-            flags,
-            result,
-            ..
-        } => format!(
-            "opens {} flags {flags:#o} -> {}",
-            or_why(path),
-            match result {
-                Some(r) if *r >= 0 => format!("fd {r}"),
-                Some(r) => format!("errno {}", -r),
-                None => "?".to_owned(),
-            }
-        ),
-    };
-    format!("{who}: {what}")
-}
-
-/// The tracer itself, the same for Xen and the simulated domain. Returns the summary.
+/// The tracer itself, the same for Xen and the simulated domain (`xenvmi::trace::Tracing`).
+/// Returns the summary.
 fn trace<B: SessionBackend>(
     backend: &B,
     linux: &Linux,
@@ -251,89 +143,26 @@ fn trace<B: SessionBackend>(
     until: Option<Instant>,
     opts: &RunOptions,
 ) -> Result<String, String> {
-    let mem = GuestMemory::new(backend);
-    let mut session = Session::new(backend).map_err(|e| e.to_string())?;
-    session
+    let tracing = Tracing::start(backend, linux, &o.trace).map_err(|e| e.to_string())?;
+    tracing
         .stop_handle()
         .stop_on_signals()
         .map_err(|e| e.to_string())?;
-    let mut hooks = Hooks::new(&mut session, o.placement).map_err(|e| e.to_string())?;
-    let mut tracer = LinuxTracer::place(
-        &mut hooks,
-        &mut session,
-        &mem,
-        linux,
-        &o.probes,
-        o.filter.clone(),
-    )
-    .map_err(|e| e.to_string())?;
-    for n in tracer.not_placed() {
+    for n in tracing.not_placed() {
         eprintln!("trace: no {} events: {}", n.probe.name(), n.reason);
     }
-    let placed: Vec<&str> = tracer
-        .probes()
-        .filter(|p| p.2)
-        .map(|p| p.1.name())
-        .collect();
-    if placed.is_empty() {
-        return Err("none of the event kinds could be traced".into());
-    }
+    let placed: Vec<&str> = tracing.placed().iter().map(|p| p.name()).collect();
     eprintln!("trace: tracing {}", placed.join(" "));
-    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut errors = 0u64;
-    let stop = session.stop_handle();
-    let stdout = std::io::stdout();
-    let stats = hooks
-        .run(&mut session, &mem, opts, |ctx| {
-            if until.is_some_and(|t| Instant::now() >= t) {
-                stop.stop();
-            }
-            match tracer.handle(linux, ctx) {
-                Some(Ok(e)) if matches!(e.what, What::ThreadExit { .. }) && !o.threads => {}
-                Some(Ok(e)) => {
-                    *counts.entry(e.type_name()).or_default() += 1;
-                    use std::io::Write;
-                    let line = if o.json {
-                        e.to_json().to_string()
-                    } else {
-                        text(&e)
-                    };
-                    let mut out = stdout.lock();
-                    // A closed pipe ends the trace, cleanly.
-                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                        stop.stop();
-                    }
-                }
-                Some(Err(e)) => {
-                    errors += 1;
-                    eprintln!(
-                        "trace: an event on vCPU {} could not be read: {e}",
-                        ctx.event().vcpu
-                    );
-                }
-                None => {}
-            }
-            Ok::<_, std::convert::Infallible>(Response::proceed())
-        })
-        .map_err(|e| e.to_string());
-    let hs = hooks.stats();
-    let teardown = session.teardown().map_err(|e| e.to_string());
-    let stats = stats?;
-    teardown?;
-    let per: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    Ok(format!(
-        "{} events ({}); {} filtered out; {} unreadable; {} hits in {} guest events; teardown done",
-        counts.values().sum::<u64>(),
-        if per.is_empty() {
-            "none".to_owned()
-        } else {
-            per.join(", ")
-        },
-        tracer.filtered(),
-        errors,
-        hs.hits,
-        stats.events
-    ))
+    let summary = tracing
+        .run_to(
+            opts,
+            until,
+            o.json,
+            &mut std::io::stdout().lock(),
+            |vcpu, e| eprintln!("trace: an event on vCPU {vcpu} could not be read: {e}"),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(summary.to_string())
 }
 
 fn on_sim(image: Option<PathBuf>, o: &Options) -> Result<(), String> {
@@ -347,17 +176,7 @@ fn on_sim(image: Option<PathBuf>, o: &Options) -> Result<(), String> {
         "trace on the simulated domain (not Xen) — Linux {}",
         linux.info().release
     );
-    let k = linux.info();
-    let script: Vec<GuestAction> = o
-        .probes
-        .iter()
-        .filter_map(|p| p.symbols().iter().find_map(|s| linux.symbol(s)))
-        .map(|va| GuestAction::Execute {
-            vcpu: VcpuId(0),
-            gpa: Gpa(k.text_pa.0 + va.0.wrapping_sub(k.text_va.0)),
-        })
-        .collect();
-    sim.script(script);
+    sim.script(simulated_calls(&linux, &o.trace.probes));
     let opts = RunOptions {
         poll: std::time::Duration::ZERO,
         max_events: None,

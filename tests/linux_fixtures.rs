@@ -309,3 +309,26 @@ fn kpti_user_cr3_leads_to_kernel_page_tables() {
     );
     check(f, &linux, &mem, &regs, "KPTI user CR3 only");
 }
+
+/// A running guest (the simulated domain over the dump) is paused for discovery and resumed
+/// after it, also when no kernel is found.
+#[test]
+fn discovery_on_a_running_guest_pauses_it_and_resumes_it() {
+    use xenvmi::backend::sim::SimDomain;
+    let path = fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let snap = Snapshot::open(&path).unwrap();
+    let regs = snap.all_registers().to_vec();
+    let sim = SimDomain::new(snap, &regs);
+    let (linux, seen) = Linux::discover_paused(&sim, ProfileSource::InGuest).unwrap();
+    let gt = ground_truth("linux-6.1");
+    assert_eq!(linux.info().release, gt["kernel_release"].as_str().unwrap());
+    assert_eq!(seen.len(), regs.len());
+    assert_eq!(seen[1].cr3, regs[1].cr3);
+    assert_eq!(sim.state().pause_count(), 0);
+
+    let zeros = Snapshot::from_bytes(vec![0u8; 1 << 20], None).unwrap();
+    let empty = SimDomain::new(zeros, &regs);
+    let e = Linux::discover_paused(&empty, ProfileSource::InGuest).unwrap_err();
+    assert!(matches!(e, xenvmi::Error::OsNotFound { .. }), "{e}");
+    assert_eq!(empty.state().pause_count(), 0);
+}

@@ -247,6 +247,66 @@ fn dump_round_trip_holds_the_guests_processes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `trace --simulate`: vCPU 0 of the dump runs `finalize_exec` with its own registers, so the
+/// one process start reported is that of the process the guest had on vCPU 0, with the argv
+/// of its `/proc/PID/cmdline`; a filter on another pid drops it before anything is read.
+#[test]
+fn trace_on_the_simulated_domain_reports_the_guests_own_process() {
+    let gt = ground_truth("linux-6.1");
+    let owner = &gt["vcpu_owners"][0];
+    let truth = gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == owner["pid"])
+        .unwrap();
+    let out = xenvmi(&[
+        "trace".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--procs".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let starts: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "process_start")
+        .collect();
+    assert_eq!(starts.len(), 1, "{events:?}");
+    let e = starts[0];
+    assert_eq!(e["pid"], owner["pid"]);
+    assert_eq!(e["comm"], truth["comm"]);
+    assert_eq!(e["ppid"], truth["ppid"]);
+    assert_eq!(e["argv"], truth["cmdline"]);
+    assert!(err.contains("tracing process_start exit"), "{err}");
+    assert!(err.contains("teardown done"), "{err}");
+
+    let other = xenvmi(&[
+        "trace".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--procs".as_ref(),
+        "--pid".as_ref(),
+        "1".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(other.status.success(), "{err}");
+    assert!(
+        other.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+    // Both probes (finalize_exec, taskstats_exit) are called once by pid 106: both dropped.
+    assert!(err.contains("0 events (none); 2 filtered out"), "{err}");
+}
+
 /// Exit status `code`, exactly one line on stderr, which contains `needle`.
 fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -263,7 +323,11 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
 
 /// The argument lists that run `cmd` on `image` (dump writes to a file in `dir`).
 fn on_image(cmd: &str, image: &Path, dir: &Path) -> Vec<std::ffi::OsString> {
-    let mut a = vec![cmd.into(), image.into()];
+    let mut a = vec![cmd.into()];
+    if cmd == "trace" {
+        a.push("--simulate".into());
+    }
+    a.push(image.into());
     if cmd == "dump" {
         a.push(dir.join("never-written.elf").into());
     }
@@ -283,7 +347,7 @@ fn bad_images_are_one_line_errors_naming_the_file() {
     let truncated = dir.join("truncated.elf");
     let whole = std::fs::read(image()).map(|b| b[..4096].to_vec());
     std::fs::write(&truncated, whole.unwrap()).unwrap();
-    for cmd in ["info", "ps", "modules", "dump"] {
+    for cmd in ["info", "ps", "modules", "dump", "trace"] {
         for bad in [&missing, &dir, &truncated] {
             let out = run_os(&on_image(cmd, bad, &dir));
             assert_one_line_error(&out, 1, &bad.display().to_string());
@@ -298,8 +362,9 @@ fn bad_images_are_one_line_errors_naming_the_file() {
 fn an_unknown_domain_is_a_one_line_error_naming_it() {
     let dir = scratch("domain");
     let out_file = dir.join("x.elf");
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 6] = [
         &["info", "--domain", "no-such-domain", "--json"],
+        &["trace", "--domain", "no-such-domain", "--json"],
         &["ps", "--domain", "no-such-domain", "--json"],
         &["modules", "--domain", "no-such-domain", "--json"],
         &["dump", "--domain", "no-such-domain", "OUT", "--json"],
@@ -353,7 +418,7 @@ fn as_nobody(args: &[&std::ffi::OsStr]) -> Option<Output> {
 fn without_root_the_error_says_so_and_names_the_domain_or_file() {
     if cfg!(feature = "xen") {
         // With the Xen backend: --domain needs root, and says so.
-        for cmd in ["info", "ps", "modules", "recover"] {
+        for cmd in ["info", "ps", "modules", "recover", "trace"] {
             let Some(out) = as_nobody(&[cmd.as_ref(), "--domain".as_ref(), "x".as_ref()]) else {
                 eprintln!("not root or no setpriv: skipped");
                 return;
@@ -390,6 +455,9 @@ fn usage_errors_exit_2() {
         &["info", "--no-such-flag"],
         &["info", "a.elf", "--domain", "x"],
         &["recover"],
+        &["trace"],
+        &["trace", "--domain", "x", "--simulate"],
+        &["trace", "--simulate", "--pid", "not-a-pid"],
         &["completions", "no-such-shell"],
     ] {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
@@ -413,6 +481,7 @@ fn completions_and_man_page_come_from_the_definitions() {
         "modules",
         "dump",
         "recover",
+        "trace",
         "completions",
         "man",
     ];

@@ -23,18 +23,11 @@ pub fn attach_xen(
     domain: &str,
 ) -> Result<(xenvmi::backend::xen::XenDomain, xenvmi::os::linux::Linux), String> {
     use xenvmi::backend::xen::XenDomain;
-    use xenvmi::backend::{VcpuState, VmControl};
-    use xenvmi::mem::GuestMemory;
     use xenvmi::os::linux::{Linux, ProfileSource};
     let dom = XenDomain::open(domain).map_err(|e| e.to_string())?;
-    // Find the kernel while the domain holds still.
-    dom.pause().map_err(|e| e.to_string())?;
-    let regs: Vec<_> = (0..dom.vcpu_count())
-        .filter_map(|v| dom.registers(xenvmi::VcpuId(v)).ok())
-        .collect();
-    let linux = Linux::discover(&GuestMemory::new(&dom), &regs, ProfileSource::InGuest);
-    dom.resume().map_err(|e| e.to_string())?;
-    let linux = linux.map_err(|e| e.to_string())?;
+    // Found while the domain holds still.
+    let (linux, _) =
+        Linux::discover_paused(&dom, ProfileSource::InGuest).map_err(|e| e.to_string())?;
     Ok((dom, linux))
 }
 

@@ -295,6 +295,11 @@ impl LinuxTracer {
         &self.not_placed
     }
 
+    /// The probes that could not be placed, with why, taken out of the tracer.
+    pub fn take_not_placed(&mut self) -> Vec<NotPlaced> {
+        std::mem::take(&mut self.not_placed)
+    }
+
     /// Hits that the filter dropped before decoding.
     pub fn filtered(&self) -> u64 {
         self.filtered

@@ -32,12 +32,15 @@
 mod filter;
 mod json;
 mod linux;
+mod run;
+mod text;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use filter::TraceFilter;
 pub use linux::{LinuxTracer, NotPlaced};
+pub use run::{simulated_calls, TraceOptions, TraceSummary, Tracing};
 
 use crate::addr::VcpuId;
 use crate::os::linux::syscalls::{ArgValue, SyscallInfo};

@@ -6,6 +6,8 @@
 //! xenvmi modules   [IMAGE | --domain NAME|ID] [--json]
 //! xenvmi dump      (--domain NAME|ID [--pause] | IMAGE) OUT [--force] [--json]
 //! xenvmi recover   --domain NAME|ID [--journal PATH] [--json]
+//! xenvmi trace     (--domain NAME|ID | --simulate [IMAGE]) [--procs] [--modules] [--syscalls[=LIST]]
+//!                  [--files] [--threads] [--pid PID]... [--comm NAME]... [--json] [--in-place] [--seconds N]
 //! xenvmi completions SHELL
 //! xenvmi man
 //! ```
@@ -34,6 +36,7 @@ thread_local! {
 mod dump;
 mod guest;
 mod recover;
+mod trace;
 mod xen;
 
 use std::io::Write;
@@ -149,6 +152,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow what a live Linux guest does, as it does it: programs started (with argv) and
+    /// ended, modules loaded and unloaded, system calls with their arguments, files opened with
+    /// their result; one line (or JSON object) per event on stdout, until Ctrl-C or --seconds.
+    /// Process and module events by default. Breakpoints are removed at the end.
+    #[command(after_help = EXIT_STATUS)]
+    #[command(group = clap::ArgGroup::new("guest").required(true).args(["domain", "simulate"]))]
+    Trace {
+        /// A running Xen domain, by name or id (needs the `xen` feature, dom0 and root).
+        #[arg(long, value_name = "NAME|ID")]
+        domain: Option<String>,
+        /// xenvmi's simulated domain (not Xen) over IMAGE, a QEMU ELF core (the bundled
+        /// snapshot when no IMAGE is given): vCPU 0 calls each traced function once.
+        #[arg(long, value_name = "IMAGE", num_args = 0..=1)]
+        simulate: Option<Option<PathBuf>>,
+        /// Process starts (with argv and executable) and process exits.
+        #[arg(long)]
+        procs: bool,
+        /// Module loads and unloads.
+        #[arg(long)]
+        modules: bool,
+        /// System calls with their arguments; =LIST (e.g. =openat,execve) traces only those,
+        /// named as the guest's own table names them.
+        #[arg(long, value_name = "LIST", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        syscalls: Option<String>,
+        /// File opens with their path, flags and result (descriptor or errno).
+        #[arg(long)]
+        files: bool,
+        /// Thread exits too.
+        #[arg(long)]
+        threads: bool,
+        /// Only this process (repeatable; decided before anything is read from the guest).
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u64>,
+        /// Only processes with this name (repeatable).
+        #[arg(long = "comm", value_name = "NAME")]
+        comms: Vec<String>,
+        /// One JSON object per event (docs/tracing.md).
+        #[arg(long)]
+        json: bool,
+        /// Write the breakpoints into the guest's pages instead of hidden copies in an altp2m
+        /// view.
+        #[arg(long)]
+        in_place: bool,
+        /// Stop after N seconds.
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+    },
     /// A shell completion script on stdout.
     Completions {
         /// bash, elvish, fish, powershell or zsh.
@@ -208,6 +258,33 @@ fn run(cli: Cli) -> Result<(), String> {
             journal,
             json,
         } => recover::run(&domain, journal.as_deref(), json),
+        Command::Trace {
+            domain,
+            simulate,
+            procs,
+            modules,
+            syscalls,
+            files,
+            threads,
+            pids,
+            comms,
+            json,
+            in_place,
+            seconds,
+        } => trace::run(&trace::Options {
+            domain,
+            simulate,
+            procs,
+            modules,
+            syscalls,
+            files,
+            threads,
+            pids,
+            comms,
+            json,
+            in_place,
+            seconds,
+        }),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "xenvmi", &mut out);

@@ -34,6 +34,7 @@ mod current;
 pub mod detail;
 pub mod files;
 pub mod kmsg;
+mod live;
 pub mod maps;
 mod offsets;
 mod path;
