@@ -6,6 +6,8 @@ use std::ffi::c_char;
 use std::path::Path;
 
 use super::domain::xvmi_domain;
+#[cfg(doc)]
+use super::domain::xvmi_domain_pause;
 use super::error::*;
 use super::handles::arg_handle;
 use crate::capture::{capture_to_new_file, CaptureOptions, CaptureReport, Consistency};
