@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use support::fixture::{fixture_file, ground_truth, hex};
 use support::traced::guest;
 use xenvmi::attest::{
-    attest, observe, Deviation, DeviationKind, Enforcer, Learner, Manifest, Sha256, Subject,
+    self, attest, observe, Deviation, DeviationKind, Enforcer, Learner, Manifest, Sha256, Subject,
 };
 use xenvmi::backend::PhysicalMemoryWrite;
 use xenvmi::event::hooks::{Hooks, Placement};
@@ -357,6 +357,64 @@ fn live_a_program_started_after_learning_and_not_in_the_manifest_is_a_deviation(
             comm: g.comm.clone(),
             exe: Some("/bin/xvgamma".into()),
         }
+    );
+    g.assert_clean();
+}
+
+#[test]
+fn live_learning_accumulates_the_programs_and_modules_the_events_show() {
+    let g = guest();
+    let mem = GuestMemory::new(&g.sim);
+    let snapshot_learned = Learner::from_observation(&observe(&mem, &g.linux)).manifest();
+    // Learning from events alone: only what started or loaded during the period.
+    let mut learner = Learner::new(attest::kernel_build(&mem, &g.linux));
+    let module = g.linux.modules(&mem).next().unwrap().unwrap();
+    {
+        let mut s = Session::new(&g.sim).unwrap();
+        let mut hooks = Hooks::new(&mut s, Placement::InPlace).unwrap();
+        let mut t = LinuxTracer::place(
+            &mut hooks,
+            &mut s,
+            &mem,
+            &g.linux,
+            &[Probe::ProcessStart, Probe::ModuleLoad],
+            TraceFilter::new(),
+        )
+        .unwrap();
+        let m = module.object.0;
+        for (func, rdi) in [("finalize_exec", None), ("do_init_module", Some(m))] {
+            let events = g.call(
+                &mut hooks,
+                &mut s,
+                &mut t,
+                func,
+                |r| {
+                    if let Some(v) = rdi {
+                        r.rdi = v
+                    }
+                },
+                None,
+            );
+            assert_eq!(events.len(), 1, "{func}");
+            let e = events.into_iter().next().unwrap().unwrap();
+            learner.add_event(&GuestMemory::new(&g.sim), &g.linux, &e);
+        }
+        s.teardown().unwrap();
+    }
+    assert!(learner.warnings().is_empty(), "{:?}", learner.warnings());
+    let m = learner.manifest();
+    assert_eq!(m.kernel, snapshot_learned.kernel);
+    // The started program, with the code page the process on vCPU 0 has present: the same
+    // entry as learned from the whole snapshot.
+    assert_eq!(m.executables, snapshot_learned.executables);
+    // The loaded module alone, with the size the guest's report gives it.
+    let (name, size, _) = modules("linux-6.1")
+        .into_iter()
+        .find(|(n, _, _)| *n == module.name)
+        .unwrap();
+    assert_eq!(
+        m.modules.into_iter().collect::<Vec<_>>(),
+        [(name, xenvmi::attest::ExpectedModule { size })]
     );
     g.assert_clean();
 }
