@@ -206,3 +206,13 @@ put("journal", "xen-detach-bound", b"xenvmi-journal 2 pid=134 start=1234 "
     b"monitor cr 3 sync=1 change=1 mask=0x0\nmonitor cr 4 sync=1 change=1 mask=0x0\n"
     b"monitor msr 0x174 change=0\nmonitor int3\nview 1\naccess 1 0x110 rwx\nswitched\n")
 print("seeds written to", OUT)
+
+# manifest: `xenvmi attest learn fixtures/linux-6.1/vmcore.elf.zst --manifest
+# fuzz/seeds/manifest/linux-6.1-learned.json` (a run of the command, a seed only: nothing is
+# compared with it), and a small one with each form of code page (none, not present).
+put("manifest", "small", json.dumps({
+    "format": "xenvmi-attest-manifest", "version": 1,
+    "kernel": {"release": "r", "banner": "b", "btf_sha256": None},
+    "executables": [{"path": "/bin/a", "code_page": None},
+                    {"path": "/bin/b", "code_page": {"file_offset": 0, "present": False, "sha256": None}}],
+    "modules": []}).encode())

@@ -40,6 +40,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod addr;
+pub mod attest;
 pub mod backend;
 pub(crate) mod bytes;
 pub mod capi;

@@ -1,6 +1,7 @@
 //! What the OS and capture layers found, as JSON: one builder per object, so every front end
 //! (the `xenvmi` command, the `pslist` and `dump` examples) prints the same schema
-//! (`docs/cli.md`; a process's detail fields in `docs/processes.md`).
+//! (`docs/cli.md`; a process's detail fields in `docs/processes.md`; attestation in
+//! `docs/attest.md`).
 //!
 //! Addresses are strings of lower-case hex with `0x` ([`hex`]), because JSON numbers lose
 //! precision above 2^53 in most readers. Strings read from the guest are kept as they are:
@@ -10,6 +11,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::attest::{Attestation, Deviation, Subject, Unverified};
 use crate::capture::CaptureReport;
 use crate::mem::PagingMode;
 use crate::os::linux::detail::{Part, ProcessDetail};
@@ -308,4 +310,58 @@ pub fn capture_text(r: &CaptureReport, out: &Path) -> String {
         ));
     }
     s
+}
+
+/// Who deviated: `{"process": {pid, ppid, comm, exe}}`, `{"module": {name, base, size}}` or
+/// `{"kernel": {release}}`.
+pub fn attest_subject(s: &Subject) -> Value {
+    match s {
+        Subject::Process {
+            pid,
+            ppid,
+            comm,
+            exe,
+        } => json!({"process": {"pid": pid, "ppid": ppid, "comm": comm, "exe": exe}}),
+        Subject::Module { name, base, size } => {
+            json!({"module": {"name": name, "base": hex(base.0), "size": size}})
+        }
+        Subject::Kernel { release } => json!({"kernel": {"release": release}}),
+    }
+}
+
+/// One deviation: `kind`, `subject`, `field`, `expected` (`null`: not in the manifest),
+/// `seen`, `vcpu` (`null` on a snapshot), `time` (seconds since the epoch).
+pub fn deviation(d: &Deviation) -> Value {
+    let time = d
+        .time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| (t.as_micros() as f64) / 1e6)
+        .unwrap_or(0.0);
+    json!({
+        "kind": d.kind.name(),
+        "subject": attest_subject(&d.subject),
+        "field": d.field,
+        "expected": d.expected,
+        "seen": d.seen,
+        "vcpu": d.vcpu.map(|v| v.0),
+        "time": time,
+    })
+}
+
+/// One entry that could not be checked: `subject`, `reason`.
+pub fn unverified(u: &Unverified) -> Value {
+    json!({"subject": attest_subject(&u.subject), "reason": u.reason})
+}
+
+/// An attestation: `attested`, `deviations`, `unverified`, `processes_checked`,
+/// `modules_checked`, `warnings`.
+pub fn attestation(a: &Attestation) -> Value {
+    json!({
+        "attested": a.attested(),
+        "deviations": a.deviations.iter().map(deviation).collect::<Vec<_>>(),
+        "unverified": a.unverified.iter().map(unverified).collect::<Vec<_>>(),
+        "processes_checked": a.processes_checked,
+        "modules_checked": a.modules_checked,
+        "warnings": a.warnings,
+    })
 }

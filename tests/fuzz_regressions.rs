@@ -205,3 +205,24 @@ fn journal_inputs() {
         assert_eq!(l2, lines, "{name}");
     }
 }
+
+#[test]
+fn manifest_inputs() {
+    // As fuzz/fuzz_targets/manifest.rs: every accepted manifest written back parses to
+    // itself. Both seeds are manifests.
+    let all = inputs("manifest");
+    assert!(all.len() >= 2, "seeds missing");
+    for (name, data) in all {
+        let r = xenvmi::attest::Manifest::parse(&data, &name);
+        if name.contains("/seeds/") {
+            assert!(r.is_ok(), "{name}: {:?}", r.err());
+        }
+        let Ok(m) = r else { continue };
+        let again = m.to_json().to_string();
+        assert_eq!(
+            xenvmi::attest::Manifest::parse(again.as_bytes(), &name).expect(&name),
+            m,
+            "{name}"
+        );
+    }
+}

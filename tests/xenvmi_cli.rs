@@ -505,3 +505,111 @@ fn completions_and_man_page_come_from_the_definitions() {
         assert!(man.contains(s), "{s} not in the man page");
     }
 }
+
+/// `attest learn` then `attest enforce`: the same guest attests (exit 0), the 6.12 guest
+/// deviates (exit 3) in its kernel build, with the two guests' own banners; a malformed
+/// manifest is one error line naming the file and the field (exit 1), before the image is
+/// read; an existing manifest is kept without --force; no --manifest is a usage error.
+#[test]
+fn attest_learn_then_enforce_exit_codes_and_reports() {
+    let dir = scratch("attest");
+    let m = dir.join("m.json");
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let learn: Vec<std::ffi::OsString> = vec![
+        "attest".into(),
+        "learn".into(),
+        s(&image()),
+        "--manifest".into(),
+        s(&m),
+        "--json".into(),
+    ];
+    let out = run_os(&learn);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gt = ground_truth("linux-6.1");
+    assert_eq!(v["kernel"], gt["kernel_release"]);
+    assert_eq!(v["modules"], gt["modules"].as_array().unwrap().len());
+    assert!(!dir.join("m.json.partial").exists());
+    // Learned again: refused, the manifest kept.
+    let before = std::fs::read(&m).unwrap();
+    assert_one_line_error(&run_os(&learn), 1, "--force");
+    assert_eq!(std::fs::read(&m).unwrap(), before);
+
+    let enforce = |img: &Path, manifest: &Path| -> Output {
+        run_os(&[
+            "attest".into(),
+            "enforce".into(),
+            s(img),
+            "--manifest".into(),
+            s(manifest),
+            "--json".into(),
+        ])
+    };
+    let out = enforce(&image(), &m);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["attested"], true);
+    assert_eq!(v["deviations"], serde_json::json!([]));
+    let users = gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kthread"] == false)
+        .count();
+    assert_eq!(v["processes_checked"], users);
+
+    let other = fixture_file("linux-6.12", "vmcore.elf").unwrap();
+    let out = enforce(&other, &m);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["attested"], false);
+    let banner = v["deviations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["field"] == "kernel.banner")
+        .expect("a banner deviation");
+    assert_eq!(banner["kind"], "kernel_build_changed");
+    assert_eq!(
+        banner["expected"].as_str(),
+        gt["linux_banner_expected"].as_str().map(str::trim_end)
+    );
+    assert_eq!(
+        banner["seen"].as_str(),
+        ground_truth("linux-6.12")["linux_banner_expected"]
+            .as_str()
+            .map(str::trim_end)
+    );
+    assert_eq!(
+        banner["subject"]["kernel"]["release"],
+        ground_truth("linux-6.12")["kernel_release"]
+    );
+    assert_eq!(banner["vcpu"], serde_json::Value::Null);
+
+    // A manifest with an unknown field: the file and the field named, exit 1.
+    let bad = dir.join("bad.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    j["kernel"]["extra"] = 1.into();
+    std::fs::write(&bad, j.to_string()).unwrap();
+    let out = enforce(&dir.join("no-such-image"), &bad);
+    assert_one_line_error(&out, 1, "bad.json");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("field kernel.extra"));
+
+    let out = run_os(&["attest".into(), "enforce".into(), s(&image())]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,4 +4,5 @@ pub mod guest;
 pub mod hostile;
 pub mod linux;
 pub mod patched;
+pub mod traced;
 pub mod windows_guest;

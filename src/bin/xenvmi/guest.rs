@@ -15,29 +15,33 @@ use crate::Target;
 
 /// What to walk besides the kernel itself.
 #[derive(Clone, Copy, Default)]
-struct Want {
-    processes: bool,
-    detail: bool,
-    modules: bool,
+pub struct Want {
+    pub processes: bool,
+    pub detail: bool,
+    pub modules: bool,
+    /// What an attestation manifest states (`xenvmi::attest::observe`).
+    pub attest: bool,
 }
 
 /// What was found in one image or domain.
-struct Found {
+pub struct Found {
     /// The image path or the domain, as errors and `info` name it.
-    image: Option<String>,
-    domain: Option<String>,
+    pub image: Option<String>,
+    pub domain: Option<String>,
     format: String,
     linux: Linux,
     regs: Vec<Registers>,
     processes: Vec<Process>,
     detail: Option<Vec<ProcessDetail>>,
     modules: Vec<Module>,
+    /// The attestation observation, when asked for.
+    pub observation: Option<xenvmi::attest::Observation>,
     /// Elements of a walk that could not be read (the walk went on).
     warnings: Vec<String>,
 }
 
 impl Found {
-    fn warn(&self) {
+    pub fn warn(&self) {
         for w in &self.warnings {
             eprintln!("xenvmi: warning: {}", safe(w));
         }
@@ -180,7 +184,7 @@ fn profile(t: &Target) -> ProfileSource {
     }
 }
 
-fn open(t: &Target, want: Want) -> Result<Found, String> {
+pub fn open(t: &Target, want: Want) -> Result<Found, String> {
     if let Some(domain) = &t.domain {
         return open_domain(domain, t, want);
     }
@@ -237,6 +241,7 @@ fn examine<B: PhysicalMemory>(
             }
         }
     }
+    let observation = want.attest.then(|| xenvmi::attest::observe(mem, &linux));
     Ok(Found {
         image: None,
         domain: None,
@@ -246,6 +251,7 @@ fn examine<B: PhysicalMemory>(
         processes,
         detail,
         modules,
+        observation,
         warnings,
     })
 }

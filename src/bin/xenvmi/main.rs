@@ -8,11 +8,14 @@
 //! xenvmi recover   --domain NAME|ID [--journal PATH] [--json]
 //! xenvmi trace     (--domain NAME|ID | --simulate [IMAGE]) [--procs] [--modules] [--syscalls[=LIST]]
 //!                  [--files] [--threads] [--pid PID]... [--comm NAME]... [--json] [--in-place] [--seconds N]
+//! xenvmi attest learn   [IMAGE | --domain NAME|ID] --manifest FILE [--force] [--json]
+//! xenvmi attest enforce [IMAGE | --domain NAME|ID] --manifest FILE [--json]
 //! xenvmi completions SHELL
 //! xenvmi man
 //! ```
 //!
-//! Exit status: 0 done, 1 error (one line on stderr naming the file or domain), 2 usage.
+//! Exit status: 0 done, 1 error (one line on stderr naming the file or domain), 2 usage, 3
+//! deviations found (`attest enforce`).
 #![forbid(unsafe_code)]
 
 #[path = "../../../tests/support/fixture.rs"]
@@ -33,6 +36,7 @@ thread_local! {
     static OUT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+mod attest;
 mod dump;
 mod guest;
 mod recover;
@@ -49,7 +53,8 @@ const EXIT_STATUS: &str = "\
 Exit status:
   0  done
   1  error: one line on stderr naming the image, file or domain
-  2  usage error (unknown option, missing argument)";
+  2  usage error (unknown option, missing argument)
+  3  attest enforce: the guest deviates from the manifest";
 
 /// Agentless introspection of Linux guests: from a memory image or a running Xen domain.
 #[derive(Parser)]
@@ -199,6 +204,13 @@ enum Command {
         #[arg(long, value_name = "N")]
         seconds: Option<u64>,
     },
+    /// Desired state: learn a manifest of what the guest runs (kernel build, executables with
+    /// their first code page, modules), or check the guest against one (docs/attest.md).
+    #[command(after_help = EXIT_STATUS)]
+    Attest {
+        #[command(subcommand)]
+        action: AttestAction,
+    },
     /// A shell completion script on stdout.
     Completions {
         /// bash, elvish, fish, powershell or zsh.
@@ -208,11 +220,44 @@ enum Command {
     Man,
 }
 
+/// `attest`'s two modes.
+#[derive(Subcommand)]
+enum AttestAction {
+    /// Write a manifest from one look at the image or the (paused) domain.
+    #[command(after_help = EXIT_STATUS)]
+    Learn {
+        #[command(flatten)]
+        target: Target,
+        /// The manifest to write (FILE.partial, then renamed).
+        #[arg(long, value_name = "FILE", required = true)]
+        manifest: PathBuf,
+        /// Replace an existing FILE.
+        #[arg(long)]
+        force: bool,
+        /// A summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one look at the image or the (paused) domain against a manifest: exit status 0
+    /// attested, 3 deviations found.
+    #[command(after_help = EXIT_STATUS)]
+    Enforce {
+        #[command(flatten)]
+        target: Target,
+        /// The manifest to check against.
+        #[arg(long, value_name = "FILE", required = true)]
+        manifest: PathBuf,
+        /// The attestation as one JSON object on stdout (docs/attest.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = run(cli).and_then(|()| print(OUT.take().as_bytes()));
+    let r = run(cli).and_then(|status| print(OUT.take().as_bytes()).map(|()| status));
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             // One line, whatever the error carried: safe for a terminal, newlines folded.
             let e = xenvmi::os::terminal_safe(&e.replace('\n', "; ")).into_owned();
@@ -222,8 +267,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
+/// Run the command; its exit status (0, or `attest::DEVIATED`).
+fn run(cli: Cli) -> Result<u8, String> {
+    let done = match cli.command {
+        Command::Attest { action } => {
+            return match action {
+                AttestAction::Learn {
+                    target,
+                    manifest,
+                    force,
+                    json,
+                } => attest::learn(&target, &manifest, force, json),
+                AttestAction::Enforce {
+                    target,
+                    manifest,
+                    json,
+                } => attest::enforce(&target, &manifest, json),
+            }
+        }
         Command::Info { target, json } => guest::info(&target, json),
         Command::Ps {
             target,
@@ -297,7 +358,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("man page: {e}"))?;
             print(&out)
         }
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// A usage error: clap's message and exit status 2.

@@ -207,12 +207,6 @@ impl Linux {
                 };
             }
         };
-        let maps = || -> Result<Vec<Vma>> {
-            match self.user_mm(mem, p)? {
-                Some(mm) => self.memory_map(mem, mm),
-                None => Ok(Vec::new()),
-            }
-        };
         let msg = |e: Error| e.to_string();
         ProcessDetail {
             cmdline: self
@@ -224,7 +218,7 @@ impl Linux {
             exe: self.exe_of(mem, &o, p).map_err(msg),
             credentials: self.credentials(mem, &o, p.object).map_err(msg),
             threads: self.threads(mem, &o, p.object).map_err(msg),
-            maps: maps().map_err(msg),
+            maps: self.process_maps(mem, p).map_err(msg),
             files: self.open_files(mem, p.object).map_err(msg),
             sockets: self.sockets(mem, p.object).map_err(msg),
         }
@@ -257,6 +251,22 @@ impl Linux {
         p: &Process,
     ) -> Result<Option<String>> {
         self.exe_of(mem, &DetailOffsets::resolve(self)?, p)
+    }
+
+    /// `p`'s memory map alone (the `maps` part of [`Linux::process_detail`]); empty for a
+    /// kernel thread.
+    ///
+    /// # Errors
+    /// As [`Linux::memory_map`]; memory errors reading `task->mm`.
+    pub fn process_maps<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        p: &Process,
+    ) -> Result<Vec<Vma>> {
+        match self.user_mm(mem, p)? {
+            Some(mm) => self.memory_map(mem, mm),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// `p`'s `mm`, `None` for a kernel thread (or a task whose `mm` is gone).
