@@ -46,6 +46,18 @@ struct Entry {
     symbols: Vec<(String, u64, u8)>,
     symbol_source: String,
     offsets: Offsets,
+    /// [`hash64`] of the compact JSON of this entry with `check` 0: a file damaged after it
+    /// was written (a flipped digit still parses) is refused.
+    check: u64,
+}
+
+impl Entry {
+    fn checksum(&mut self) -> u64 {
+        let saved = std::mem::replace(&mut self.check, 0);
+        let h = serde_json::to_vec(self).map_or(0, |v| hash64(&v));
+        self.check = saved;
+        h
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,7 +107,7 @@ pub(super) fn encode(build: &KernelBuild) -> Result<Vec<u8>> {
             return Err(refuse(&format!("the build has no `{r}`")));
         }
     }
-    let entry = Entry {
+    let mut entry = Entry {
         format: FORMAT.into(),
         version: CACHE_ENTRY_VERSION,
         banner: build.identity.banner.clone(),
@@ -108,7 +120,9 @@ pub(super) fn encode(build: &KernelBuild) -> Result<Vec<u8>> {
         symbols,
         symbol_source: build.symbols.source_name().to_owned(),
         offsets: build.offsets.clone(),
+        check: 0,
     };
+    entry.check = entry.checksum();
     serde_json::to_vec_pretty(&entry).map_err(|e| refuse(&e.to_string()))
 }
 
@@ -118,7 +132,7 @@ pub(super) fn encode(build: &KernelBuild) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// [`Error::Malformed`] naming what is wrong: too long, not JSON of this format and version, a
-/// banner that is not one, an unknown, repeated or missing symbol, a `.BTF` length that
+/// checksum that does not match, a banner that is not one, an unknown, repeated or missing symbol, a `.BTF` length that
 /// disagrees with its symbols, an offset out of range.
 pub fn parse_entry(bytes: &[u8]) -> Result<KernelBuild> {
     let bad = |why: String| Error::malformed(WHAT, "entry", why);
@@ -128,13 +142,16 @@ pub fn parse_entry(bytes: &[u8]) -> Result<KernelBuild> {
             bytes.len()
         )));
     }
-    let e: Entry = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut e: Entry = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
     if e.format != FORMAT || e.version != CACHE_ENTRY_VERSION {
         return Err(bad(format!(
             "format {:?} version {}, not {FORMAT:?} version {CACHE_ENTRY_VERSION}",
             e.format.chars().take(40).collect::<String>(),
             e.version
         )));
+    }
+    if e.checksum() != e.check {
+        return Err(bad("the checksum does not match the content".into()));
     }
     if !e.banner.starts_with("Linux version ")
         || e.banner.len() > MAX_BANNER
