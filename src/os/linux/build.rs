@@ -4,7 +4,7 @@
 //! optionally, across runs through a directory of small files (`build_file.rs`).
 //!
 //! A cached build is never trusted by its name: before it is used for a guest,
-//! [`KernelBuild::matches`] checks it against that guest's memory (the banner at the build's
+//! `KernelBuild::matches` checks it against that guest's memory (the banner at the build's
 //! `linux_banner` after the slide, the first and last 4 KiB of its `.BTF` section, and
 //! `init_task.comm` through the build's offsets). A build that does not match is skipped and
 //! the whole discovery runs.
@@ -87,16 +87,16 @@ pub(super) fn hash64(data: &[u8]) -> u64 {
 }
 
 /// What identifies a `.BTF` section: its length, a hash of all of it, and hashes of its first
-/// and last [`BTF_ANCHOR`] bytes (checked against a guest without reading the whole section).
+/// and last 4 KiB (checked against a guest without reading the whole section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fingerprint {
     /// Length of the section in bytes.
     pub len: u64,
     /// Hash of the whole section.
     pub hash: u64,
-    /// Hash of its first [`BTF_ANCHOR`] bytes (or all of it, if shorter).
+    /// Hash of its first 4 KiB (or all of it, if shorter).
     pub head: u64,
-    /// Hash of its last [`BTF_ANCHOR`] bytes (or all of it, if shorter).
+    /// Hash of its last 4 KiB (or all of it, if shorter).
     pub tail: u64,
 }
 

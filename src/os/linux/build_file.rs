@@ -5,7 +5,7 @@
 //!
 //! A cache file is input like any other: it is opened with `O_NOFOLLOW`, read up to
 //! [`MAX_CACHE_ENTRY`] bytes, and validated whole ([`parse_entry`]) before the build it
-//! describes is checked against the guest ([`KernelBuild::matches`]). Files are written to a
+//! describes is checked against the guest (`KernelBuild::matches`). Files are written to a
 //! temporary name and renamed, so a reader never sees half of one; the directory is used only
 //! if it belongs to the user and no one else can write to it.
 
@@ -46,7 +46,7 @@ struct Entry {
     symbols: Vec<(String, u64, u8)>,
     symbol_source: String,
     offsets: Offsets,
-    /// [`hash64`] of the compact JSON of this entry with `check` 0: a file damaged after it
+    /// `hash64` of the compact JSON of this entry with `check` 0: a file damaged after it
     /// was written (a flipped digit still parses) is refused.
     check: u64,
 }
@@ -268,7 +268,7 @@ fn effective_uid() -> u32 {
 }
 
 /// Look in `dir` for the build of the guest `p` points at. Returns the build that passed
-/// [`KernelBuild::matches`], if any, and how many files were read and refused.
+/// `KernelBuild::matches`, if any, and how many files were read and refused.
 pub(super) fn load_matching<B: PhysicalMemory>(
     dir: &Path,
     mem: &GuestMemory<B>,

@@ -575,7 +575,7 @@ impl Linux {
     /// reusing a kernel build `cache` already knows: one held in memory (another guest of the
     /// same build, shared through one `Arc`), else, with [`Scope::Walks`], one from the
     /// cache's directory. A cached build is used only after it is checked against this guest
-    /// ([`KernelBuild::matches`]); otherwise the whole discovery runs and its result is added
+    /// (`KernelBuild::matches`); otherwise the whole discovery runs and its result is added
     /// to the cache (and written to its directory, if it has one).
     ///
     /// # Errors
