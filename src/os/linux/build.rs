@@ -418,15 +418,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The types of a build read from a cache directory: none (the walkers' offsets are stored
-/// resolved). Every question names why there is no answer.
-pub(super) struct OffsetsOnly;
-
-/// Source name of [`OffsetsOnly`].
-pub(super) const OFFSETS_ONLY: &str = "kernel build cache (walkers' offsets only)";
+/// resolved). Its name says so and where the offsets came from; every question gets no answer.
+pub(super) struct OffsetsOnly(pub(super) String);
 
 impl TypeSource for OffsetsOnly {
     fn source_name(&self) -> &str {
-        OFFSETS_ONLY
+        &self.0
     }
     fn struct_size(&self, _name: &str) -> Option<u64> {
         None

@@ -45,6 +45,7 @@ struct Entry {
     /// (name, offset from `_text`, kallsyms kind).
     symbols: Vec<(String, u64, u8)>,
     symbol_source: String,
+    type_source: String,
     offsets: Offsets,
     /// `hash64` of the compact JSON of this entry with `check` 0: a file damaged after it
     /// was written (a flipped digit still parses) is refused.
@@ -119,6 +120,7 @@ pub(super) fn encode(build: &KernelBuild) -> Result<Vec<u8>> {
         },
         symbols,
         symbol_source: build.symbols.source_name().to_owned(),
+        type_source: build.types.source_name().to_owned(),
         offsets: build.offsets.clone(),
         check: 0,
     };
@@ -162,8 +164,8 @@ pub fn parse_entry(bytes: &[u8]) -> Result<KernelBuild> {
     if e.btf.len == 0 || e.btf.len > MAX_BTF {
         return Err(bad(format!("a .BTF length of {} bytes", e.btf.len)));
     }
-    if e.symbol_source.len() > 256 {
-        return Err(bad("symbol source name longer than 256 bytes".into()));
+    if e.symbol_source.len() > 256 || e.type_source.len() > 256 {
+        return Err(bad("a source name longer than 256 bytes".into()));
     }
     let mut seen: Vec<&str> = Vec::new();
     for (name, _, _) in &e.symbols {
@@ -209,7 +211,10 @@ pub fn parse_entry(bytes: &[u8]) -> Result<KernelBuild> {
             tail: e.btf.tail,
         }),
         t.build(),
-        Box::new(OffsetsOnly),
+        Box::new(OffsetsOnly(format!(
+            "kernel build cache (walkers' offsets from the {})",
+            e.type_source
+        ))),
         e.offsets,
         false,
     ))
