@@ -167,6 +167,16 @@ impl KernelBuild {
         &self.identity
     }
 
+    /// The build's symbols (addresses as the table has them; a guest adds its slide).
+    pub fn symbols(&self) -> &SymbolTable {
+        &self.symbols
+    }
+
+    /// The build's types (none for a build read from a cache directory).
+    pub fn types(&self) -> &dyn TypeSource {
+        self.types.as_ref()
+    }
+
     /// The structure offsets the walkers use.
     pub fn offsets(&self) -> &Offsets {
         &self.offsets

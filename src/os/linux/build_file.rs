@@ -384,7 +384,7 @@ mod tests {
         for junk in [
             "",
             ".json",
-            "a-b-c.json",
+            "x-1-2.json",
             "1-2.json",
             "1-2-3-4.json",
             "1-2-3.txt",
