@@ -1,5 +1,7 @@
 //! Criterion benches on the real Linux 6.1 fixture: address translation (uncached walk and
-//! cache hit), virtual reads, and the whole Linux walk. Results: `docs/performance.md`.
+//! cache hit), virtual reads, the whole Linux walk, discovery through the kernel-build cache
+//! (a build in memory, a build from the cache directory) and one process monitoring 20 guests
+//! of one build. Results: `docs/performance.md`.
 //!
 //! `cargo bench --bench translate`
 
@@ -11,7 +13,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::GuestMemory;
-use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
 use xenvmi::Gva;
 
 fn setup() -> (GuestMemory<Snapshot>, Vec<xenvmi::Registers>) {
@@ -56,6 +58,40 @@ fn linux_walk(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("discover_in_guest", |b| {
         b.iter(|| Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap())
+    });
+    // Another guest of a build already in memory: checked against the guest, then shared.
+    let shared = BuildCache::in_memory();
+    Linux::discover_cached(&mem, &regs, &shared, Scope::Full).unwrap();
+    g.bench_function("discover_cached_in_memory", |b| {
+        b.iter(|| Linux::discover_cached(&mem, &regs, &shared, Scope::Full).unwrap())
+    });
+    // A new run with a warm cache directory: the build file read, validated and checked.
+    let dir = std::env::temp_dir().join(format!("xenvmi-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Linux::discover_cached(&mem, &regs, &BuildCache::with_dir(&dir), Scope::Walks).unwrap();
+    g.bench_function("discover_cached_from_directory", |b| {
+        b.iter(|| {
+            let cache = BuildCache::with_dir(&dir);
+            let l = Linux::discover_cached(&mem, &regs, &cache, Scope::Walks).unwrap();
+            assert_eq!(cache.stats().disk_hits, 1);
+            l
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    // One monitor, 20 guests of one build (the fixture opened as 20 snapshots): the build is
+    // discovered once and shared; the other 19 are checked against it.
+    let guests: Vec<_> = (0..20).map(|_| setup()).collect();
+    g.bench_function("twenty_guests_one_build", |b| {
+        b.iter(|| {
+            let cache = BuildCache::in_memory();
+            let all: Vec<Linux> = guests
+                .iter()
+                .map(|(m, r)| Linux::discover_cached(m, r, &cache, Scope::Full).unwrap())
+                .collect();
+            let s = cache.stats();
+            assert_eq!((s.discoveries, s.memory_hits), (1, 19));
+            all
+        })
     });
     let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
     g.bench_function("walk_tasks_modules_owners", |b| {

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example pslist                       # the bundled Debian 6.1 snapshot
 //! cargo run --release --example pslist -- [--json] IMAGE      # any Linux image, no profile needed
+//! cargo run --release --example pslist -- --no-cache IMAGE     # do the whole discovery every run
 //! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
 //! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
 //! cargo run --release --example pslist -- --windows ISF_OR_DIR [--dlls] MEMORY.DMP
@@ -12,6 +13,11 @@
 //! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. Windows
 //! needs its ntoskrnl profile: one Volatility3 ISF, or a directory of them from which the one
 //! matching the kernel's PDB GUID is chosen (`fixtures/windows-isf` has three builds).
+//!
+//! With no profile given, what discovery learns about the kernel build is kept in the build
+//! cache (`~/.cache/xenvmi`, or `$XDG_CACHE_HOME/xenvmi`, or `$XENVMI_CACHE_DIR`) and the next
+//! run on a guest of the same build reuses it after checking it against the guest
+//! (`docs/performance.md`). `--no-cache` or `XENVMI_CACHE=off` turns it off.
 
 mod common;
 
@@ -21,7 +27,7 @@ use std::process::ExitCode;
 
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::GuestMemory;
-use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
 use xenvmi::report::{self, VcpuOwner};
@@ -34,10 +40,11 @@ struct Args {
     symbols: Option<PathBuf>,
     windows: Option<PathBuf>,
     dlls: bool,
+    no_cache: bool,
     image: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: pslist [--json [--detail]] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
+const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -48,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         symbols: None,
         windows: None,
         dlls: false,
+        no_cache: false,
         image: None,
     };
     let mut it = std::env::args_os().skip(1);
@@ -66,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--symbols" => a.symbols = Some(value("--symbols")?),
             "--windows" => a.windows = Some(value("--windows")?),
             "--dlls" => a.dlls = true,
+            "--no-cache" => a.no_cache = true,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             _ if a.image.is_none() => a.image = Some(PathBuf::from(arg)),
@@ -120,8 +129,19 @@ fn run() -> Result<(), String> {
     let regs = snap.all_registers().to_vec();
     let format = snap.format();
     let mem = GuestMemory::new(snap);
-    let linux =
-        Linux::discover(&mem, &regs, source).map_err(|e| format!("{}: {e}", image.display()))?;
+    let linux = match source {
+        ProfileSource::InGuest if !args.no_cache => {
+            // --detail reads structures beyond the walkers' offsets: it needs every type.
+            let scope = if args.detail {
+                Scope::Full
+            } else {
+                Scope::Walks
+            };
+            Linux::discover_cached(&mem, &regs, &BuildCache::from_env(), scope)
+        }
+        source => Linux::discover(&mem, &regs, source),
+    }
+    .map_err(|e| format!("{}: {e}", image.display()))?;
     let mut processes = Vec::new();
     let mut errors = Vec::new();
     for p in linux.processes(&mem) {

@@ -6,20 +6,13 @@
 # scripts/vol-compare.sh) and the guest's own ground truth. Prints ok/FAIL lines; exit status =
 # number of FAILs.
 #
-# Volatility3 2.28.2 is installed from PyPI into target/vol-venv on first use (VOL=path/to/vol
-# uses another). The ISF is the fixture's own (Debian 6.1.0-56-amd64), offline.
+# Volatility3 2.28.2 is installed from PyPI into target/vol-venv on first use by
+# scripts/vol-venv.sh (VOL=path/to/vol uses another). The ISF is the fixture's own (Debian 6.1.0-56-amd64), offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=target/check-capture-vol
 rm -rf "$work" && mkdir -p "$work/sym/linux" "$work/cache"
-VOL=${VOL:-}
-if [ -z "$VOL" ]; then
-  if [ ! -x target/vol-venv/bin/vol ]; then
-    python3 -m venv target/vol-venv
-    target/vol-venv/bin/pip install -q volatility3==2.28.2
-  fi
-  VOL=target/vol-venv/bin/vol
-fi
+VOL=$(bash scripts/vol-venv.sh)
 cp fixtures/linux-6.1/debian-6.1.0-56-amd64.json.xz "$work/sym/linux/"
 cargo build --release -q --example dump
 core="$work/capture.elf"

@@ -226,3 +226,20 @@ fn manifest_inputs() {
         );
     }
 }
+
+#[test]
+fn build_cache_inputs() {
+    // The seeds are real cache files (the bundled 6.1 guest's build); each must parse.
+    let all = inputs("build_cache");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        let got = xenvmi::os::linux::parse_entry(&data);
+        if name.contains("/seeds/") {
+            let b = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(b
+                .identity()
+                .banner
+                .starts_with("Linux version 6.1.0-56-amd64 "));
+        }
+    }
+}

@@ -312,3 +312,43 @@ fn a_corrupt_zst_leaves_no_partial_file() {
     assert!(left.is_empty(), "left behind: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_build_cache_changes_nothing_but_the_profile_line() {
+    // A private cache directory: the first run writes the build, the second reads it. Their
+    // JSON equals that of a run without the cache (ground truth above checks that one).
+    let image = fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let dir = std::env::temp_dir().join(format!("xenvmi-pslist-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |args: &[&str]| {
+        let out = Command::new(pslist())
+            .args(args)
+            .arg(&image)
+            .env("XENVMI_CACHE_DIR", &dir)
+            .env_remove("XENVMI_CACHE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let without = run(&["--json", "--no-cache"]);
+    assert!(!dir.exists(), "--no-cache wrote the cache");
+    let cold = run(&["--json"]);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let warm = run(&["--json"]);
+    assert_eq!(cold, without);
+    assert_eq!(warm, without);
+    // The table names where the profile came from.
+    let table = run(&[]);
+    assert!(table.contains("profile    symbols: kernel build cache (in-guest kallsyms)"));
+    // --detail needs every type: it discovers, and equals a run without the cache.
+    assert_eq!(
+        run(&["--json", "--detail"]),
+        run(&["--json", "--detail", "--no-cache"])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,6 +14,9 @@ use crate::os::{Module, Process};
 use crate::regs::PagingMode;
 
 /// The kernels an [`xvmi_os`] can hold.
+// One per handle, and the handle is boxed: the variants' sizes do not matter (a `Linux` became
+// small when its kernel build moved behind an `Arc`).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Os {
     Linux(Linux),
     Windows {

@@ -5,7 +5,7 @@ use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::backend::PhysicalMemory;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::detail::ProcessDetail;
-use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
 use xenvmi::report;
@@ -200,7 +200,7 @@ pub fn open(t: &Target, want: Want) -> Result<Found, String> {
     }
     let format = snap.format().to_string();
     let regs = snap.all_registers().to_vec();
-    let mut f = examine(&GuestMemory::new(snap), regs, profile(t), want)
+    let mut f = examine(&GuestMemory::new(snap), regs, profile(t), !t.no_cache, want)
         .map_err(|e| format!("{name}: {e}"))?;
     f.image = Some(name);
     f.format = format;
@@ -213,9 +213,21 @@ fn examine<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     regs: Vec<Registers>,
     source: ProfileSource,
+    cached: bool,
     want: Want,
 ) -> Result<Found, xenvmi::Error> {
-    let linux = Linux::discover(mem, &regs, source)?;
+    let linux = match source {
+        ProfileSource::InGuest if cached => {
+            // Process detail reads structures beyond the walkers' offsets: every type.
+            let scope = if want.detail {
+                Scope::Full
+            } else {
+                Scope::Walks
+            };
+            Linux::discover_cached(mem, &regs, &BuildCache::from_env(), scope)?
+        }
+        source => Linux::discover(mem, &regs, source)?,
+    };
     let mut warnings = Vec::new();
     let mut processes = Vec::new();
     if want.processes {
@@ -266,7 +278,7 @@ fn open_domain(domain: &str, t: &Target, want: Want) -> Result<Found, String> {
     let regs: Vec<_> = (0..dom.vcpu_count())
         .filter_map(|v| dom.registers(xenvmi::VcpuId(v)).ok())
         .collect();
-    let found = examine(&GuestMemory::new(&dom), regs, profile(t), want);
+    let found = examine(&GuestMemory::new(&dom), regs, profile(t), !t.no_cache, want);
     // Resumed whatever the walk found.
     dom.resume().map_err(named)?;
     let mut f = found.map_err(named)?;

@@ -85,6 +85,11 @@ struct Target {
     /// A kallsyms or System.map file; with --btf.
     #[arg(long, value_name = "KALLSYMS", requires = "btf")]
     symbols: Option<PathBuf>,
+    /// Do the whole kernel discovery, without the kernel-build cache (by default kept in
+    /// $XENVMI_CACHE_DIR, $XDG_CACHE_HOME/xenvmi or ~/.cache/xenvmi; XENVMI_CACHE=off also
+    /// turns it off).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Subcommand)]

@@ -18,6 +18,7 @@
 //! file plus a kallsyms/System.map file. Every source yields the same results.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::addr::{Gpa, Gva};
 use crate::backend::PhysicalMemory;
@@ -29,6 +30,8 @@ use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
+mod build;
+mod build_file;
 mod cr3;
 mod current;
 pub mod detail;
@@ -45,6 +48,11 @@ pub mod syscalls;
 
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
 pub use crate::os::profile::Profile;
+pub use build::{
+    BuildCache, BuildIdentity, CacheStats, Fingerprint, KernelBuild, Scope, CACHE_DIR_ENV,
+    CACHE_ENV, MAX_BUILDS_IN_MEMORY,
+};
+pub use build_file::{parse_entry, CACHE_ENTRY_VERSION, MAX_CACHE_ENTRY};
 pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use current::RunningThread;
 pub use offsets::Offsets;
@@ -121,11 +129,11 @@ pub struct KernelInfo {
 /// A Linux kernel found in guest memory, ready to walk.
 pub struct Linux {
     info: KernelInfo,
-    offsets: Offsets,
-    symbols: SymbolTable,
+    /// What is true of the kernel build (symbols, types, offsets), shared by every guest of
+    /// the same build ([`BuildCache`]).
+    build: Arc<KernelBuild>,
     /// run-time address = table address + slide.
     slide: u64,
-    types: Box<dyn TypeSource + Send + Sync>,
     /// The per-CPU offset of the running task's pointer, worked out on first use
     /// ([`Linux::current_task`]: on the hot path of every traced event).
     current_offset: std::sync::OnceLock<Option<u64>>,
@@ -434,10 +442,121 @@ fn in_guest_symbols<B: PhysicalMemory>(
     })
 }
 
+/// The whole discovery of a kernel build from `source`: its symbols, where the image is, its
+/// types and the walkers' offsets.
+fn build_kernel<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    from_regs: &[(Placement, String)],
+    source: ProfileSource,
+) -> Result<(KernelBuild, Placement, String)> {
+    let profile = match source {
+        ProfileSource::InGuest => None,
+        ProfileSource::Isf(p) => Some(Profile::from_isf(p)?),
+        ProfileSource::Files { btf, symbols } => Some(Profile::from_btf_and_symbols(btf, symbols)?),
+        ProfileSource::Loaded(p) => Some(p),
+    };
+
+    // 1. Symbols, and where the image is.
+    let (symbols, placement, located_by, types) = match profile {
+        Some(p) => (p.symbols, None, String::new(), Some(p.types)),
+        None => {
+            let (t, p, how) = in_guest_symbols(mem, from_regs)?;
+            (t, p, how, None)
+        }
+    };
+    let text_sym = symbols.require("_text")?;
+    let (placement, located_by) = match placement {
+        Some(p) => (p, located_by),
+        None => {
+            // Registers: pick the placement whose banner is at the expected place.
+            let banner_rel = rel(&symbols, "linux_banner")?;
+            let mut chosen = None;
+            for (p, how) in from_regs {
+                let Some(bva) = p.text_va.checked_add(banner_rel) else {
+                    continue;
+                };
+                let ok = mem
+                    .read_cstring(p.space, bva, 14)
+                    .is_ok_and(|s| s == "Linux version ");
+                if ok {
+                    chosen = Some((*p, how.clone()));
+                    break;
+                }
+            }
+            match chosen {
+                Some(c) => c,
+                None => (
+                    placement_from_banner(mem, &symbols)?,
+                    "physical-memory banner search".to_owned(),
+                ),
+            }
+        }
+    };
+    let slide = placement.text_va.0.wrapping_sub(text_sym);
+
+    // 2. Types (the in-guest BTF is hashed: part of the build's identity).
+    let mut btf_hash = None;
+    let types: Box<dyn TypeSource + Send + Sync> = match types {
+        Some(t) => t,
+        None => {
+            let start = symbols.require("__start_BTF")?.wrapping_add(slide);
+            let stop = symbols.require("__stop_BTF")?.wrapping_add(slide);
+            let len = stop
+                .checked_sub(start)
+                .filter(|&l| l > 0 && l <= MAX_BTF)
+                .ok_or_else(|| Error::Corrupt {
+                    what: "__start_BTF/__stop_BTF",
+                    addr: Gva(start),
+                    reason: format!(
+                        "section length {:#x} is not in 1..={MAX_BTF:#x}",
+                        stop.wrapping_sub(start)
+                    ),
+                })?;
+            let data = mem.read_bytes(placement.space, Gva(start), len as usize)?;
+            btf_hash = Some(build::Fingerprint::of(&data));
+            Box::new(Btf::parse(data, "in-guest .BTF section")?)
+        }
+    };
+
+    // 3. The banner names the build; the offsets are what the walkers need of its types.
+    let banner_va = symbols
+        .get("linux_banner")
+        .map(|a| Gva(a.wrapping_add(slide)));
+    let banner = read_banner(mem, placement.space, banner_va)?;
+    let offsets = Offsets::resolve(types.as_ref())?;
+    let build = KernelBuild::new(banner, btf_hash, symbols, types, offsets, true);
+    Ok((build, placement, located_by))
+}
+
+/// `linux_banner`, which must start with `Linux version `.
+fn read_banner<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    space: AddressSpace,
+    at: Option<Gva>,
+) -> Result<String> {
+    let banner = match at {
+        Some(a) => mem.read_cstring(space, a, MAX_BANNER)?,
+        None => String::new(),
+    };
+    if !banner.starts_with("Linux version ") {
+        return Err(Error::OsNotFound {
+            os: "Linux",
+            image: mem.backend().name().into(),
+            reason: format!(
+                "linux_banner does not start with `Linux version ` (found {:?})",
+                truncate(&banner, 40)
+            ),
+        });
+    }
+    Ok(banner)
+}
+
 impl Linux {
     /// Find the kernel and load its profile.
     ///
     /// `vcpus` are the register sets the backend has (may be empty: then memory alone is used).
+    /// Every call does the whole discovery; [`Linux::discover_cached`] reuses what an earlier
+    /// one learned about the same kernel build.
     ///
     /// # Errors
     /// [`Error::OsNotFound`] if no Linux kernel is found (with what was tried);
@@ -449,76 +568,46 @@ impl Linux {
         source: ProfileSource,
     ) -> Result<Linux> {
         let from_regs = placements_from_registers(mem, vcpus);
-        let profile = match source {
-            ProfileSource::InGuest => None,
-            ProfileSource::Isf(p) => Some(Profile::from_isf(p)?),
-            ProfileSource::Files { btf, symbols } => {
-                Some(Profile::from_btf_and_symbols(btf, symbols)?)
-            }
-            ProfileSource::Loaded(p) => Some(p),
-        };
+        let (build, placement, located_by) = build_kernel(mem, &from_regs, source)?;
+        Linux::finish(mem, Arc::new(build), placement, located_by)
+    }
 
-        // 1. Symbols, and where the image is.
-        let (symbols, placement, located_by, types) = match profile {
-            Some(p) => (p.symbols, None, String::new(), Some(p.types)),
-            None => {
-                let (t, p, how) = in_guest_symbols(mem, &from_regs)?;
-                (t, p, how, None)
-            }
-        };
+    /// [`Linux::discover`] with the guest's own kallsyms and BTF ([`ProfileSource::InGuest`]),
+    /// reusing a kernel build `cache` already knows: one held in memory (another guest of the
+    /// same build, shared through one `Arc`), else, with [`Scope::Walks`], one from the
+    /// cache's directory. A cached build is used only after it is checked against this guest
+    /// (`KernelBuild::matches`); otherwise the whole discovery runs and its result is added
+    /// to the cache (and written to its directory, if it has one).
+    ///
+    /// # Errors
+    /// As [`Linux::discover`]. A cache entry that is unreadable, corrupt or of another build is
+    /// never an error: it is skipped (and counted in [`BuildCache::stats`]).
+    pub fn discover_cached<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        vcpus: &[Registers],
+        cache: &BuildCache,
+        scope: Scope,
+    ) -> Result<Linux> {
+        let from_regs = placements_from_registers(mem, vcpus);
+        if let Some((build, placement, how)) = cache.find(mem, &from_regs, scope) {
+            return Linux::finish(mem, build, placement, how);
+        }
+        let (build, placement, located_by) = build_kernel(mem, &from_regs, ProfileSource::InGuest)?;
+        let build = cache.insert(build);
+        Linux::finish(mem, build, placement, located_by)
+    }
+
+    /// What is true of this guest alone: the kernel's page tables, the direct map, the banner
+    /// and release as this guest has them, KASLR.
+    fn finish<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        build: Arc<KernelBuild>,
+        placement: Placement,
+        located_by: String,
+    ) -> Result<Linux> {
+        let symbols = &build.symbols;
         let text_sym = symbols.require("_text")?;
-        let (placement, located_by) = match placement {
-            Some(p) => (p, located_by),
-            None => {
-                // Registers: pick the placement whose banner is at the expected place.
-                let banner_rel = rel(&symbols, "linux_banner")?;
-                let mut chosen = None;
-                for (p, how) in &from_regs {
-                    let Some(bva) = p.text_va.checked_add(banner_rel) else {
-                        continue;
-                    };
-                    let ok = mem
-                        .read_cstring(p.space, bva, 14)
-                        .is_ok_and(|s| s == "Linux version ");
-                    if ok {
-                        chosen = Some((*p, how.clone()));
-                        break;
-                    }
-                }
-                match chosen {
-                    Some(c) => c,
-                    None => (
-                        placement_from_banner(mem, &symbols)?,
-                        "physical-memory banner search".to_owned(),
-                    ),
-                }
-            }
-        };
         let slide = placement.text_va.0.wrapping_sub(text_sym);
-
-        // 2. Types.
-        let types: Box<dyn TypeSource + Send + Sync> = match types {
-            Some(t) => t,
-            None => {
-                let start = symbols.require("__start_BTF")?.wrapping_add(slide);
-                let stop = symbols.require("__stop_BTF")?.wrapping_add(slide);
-                let len = stop
-                    .checked_sub(start)
-                    .filter(|&l| l > 0 && l <= MAX_BTF)
-                    .ok_or_else(|| Error::Corrupt {
-                        what: "__start_BTF/__stop_BTF",
-                        addr: Gva(start),
-                        reason: format!(
-                            "section length {:#x} is not in 1..={MAX_BTF:#x}",
-                            stop.wrapping_sub(start)
-                        ),
-                    })?;
-                let data = mem.read_bytes(placement.space, Gva(start), len as usize)?;
-                Box::new(Btf::parse(data, "in-guest .BTF section")?)
-            }
-        };
-
-        // 3. Kernel facts.
         let text_va = placement.text_va;
         let text_pa = placement.text_pa;
         let phys_base = text_pa
@@ -541,21 +630,8 @@ impl Linux {
                 PagingMode::Level5 => 0xff11_0000_0000_0000,
             }),
         };
-        let banner = match sym("linux_banner") {
-            Some(a) => mem.read_cstring(kernel_space, a, MAX_BANNER)?,
-            None => String::new(),
-        };
-        if !banner.starts_with("Linux version ") {
-            return Err(Error::OsNotFound {
-                os: "Linux",
-                image: mem.backend().name().into(),
-                reason: format!(
-                    "linux_banner does not start with `Linux version ` (found {:?})",
-                    truncate(&banner, 40)
-                ),
-            });
-        }
-        let offsets = Offsets::resolve(types.as_ref())?;
+        let banner = read_banner(mem, kernel_space, sym("linux_banner"))?;
+        let offsets = &build.offsets;
         let release = sym("init_uts_ns")
             .and_then(|u| {
                 let off = offsets.uts_release?;
@@ -581,16 +657,20 @@ impl Linux {
             kernel_space,
             located_by,
             symbol_source: symbols.source_name().to_owned(),
-            type_source: types.source_name().to_owned(),
+            type_source: build.types.source_name().to_owned(),
         };
         Ok(Linux {
             info,
-            offsets,
-            symbols,
+            build,
             slide,
-            types,
             current_offset: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The kernel build this guest runs (shared with other guests of the same build when it
+    /// came from a [`BuildCache`]).
+    pub fn build(&self) -> &Arc<KernelBuild> {
+        &self.build
     }
 
     /// What was found about the kernel.
@@ -600,24 +680,25 @@ impl Linux {
 
     /// The structure offsets in use.
     pub fn offsets(&self) -> &Offsets {
-        &self.offsets
+        &self.build.offsets
     }
 
     /// The type information in use (for structures the walkers do not cover).
     pub fn types(&self) -> &dyn TypeSource {
-        self.types.as_ref()
+        self.build.types.as_ref()
     }
 
     /// Run-time address of a kernel symbol.
     pub fn symbol(&self, name: &str) -> Option<Gva> {
-        self.symbols
+        self.build
+            .symbols
             .get(name)
             .map(|a| Gva(a.wrapping_add(self.slide)))
     }
 
     /// The symbol table (addresses as recorded; add [`Linux::slide`] for run-time ones).
     pub fn symbols(&self) -> &SymbolTable {
-        &self.symbols
+        &self.build.symbols
     }
 
     /// Difference between run-time addresses and the symbol table's.
@@ -632,7 +713,7 @@ impl Linux {
     pub fn require_symbol(&self, name: &str) -> Result<Gva> {
         self.symbol(name).ok_or_else(|| Error::MissingSymbol {
             symbol: name.into(),
-            source_name: self.symbols.source_name().into(),
+            source_name: self.build.symbols.source_name().into(),
             hint: String::new(),
         })
     }
@@ -646,12 +727,12 @@ impl Linux {
     ) -> impl Iterator<Item = Result<Process>> + 'a {
         let head = self
             .require_symbol("init_task")
-            .map(|t| t.wrapping_add(self.offsets.task_tasks));
+            .map(|t| t.wrapping_add(self.build.offsets.task_tasks));
         ListWalk::new(mem, self.info.kernel_space, head, "task list", MAX_TASKS).map(move |node| {
             node.and_then(|n| {
                 self.read_task(
                     mem,
-                    n.wrapping_add(0u64.wrapping_sub(self.offsets.task_tasks)),
+                    n.wrapping_add(0u64.wrapping_sub(self.build.offsets.task_tasks)),
                 )
             })
         })
@@ -662,7 +743,7 @@ impl Linux {
     /// # Errors
     /// Memory errors for the task's fields.
     pub fn read_task<B: PhysicalMemory>(&self, mem: &GuestMemory<B>, task: Gva) -> Result<Process> {
-        let o = &self.offsets;
+        let o = &self.build.offsets;
         let ks = self.info.kernel_space;
         let at = |off: u64| {
             task.checked_add(off)
@@ -718,7 +799,7 @@ impl Linux {
             node.and_then(|n| {
                 self.read_module(
                     mem,
-                    n.wrapping_add(0u64.wrapping_sub(self.offsets.module_list)),
+                    n.wrapping_add(0u64.wrapping_sub(self.build.offsets.module_list)),
                 )
             })
         })
@@ -733,7 +814,7 @@ impl Linux {
         mem: &GuestMemory<B>,
         module: Gva,
     ) -> Result<Module> {
-        let o = &self.offsets;
+        let o = &self.build.offsets;
         let ks = self.info.kernel_space;
         let at = |off: u64| {
             module

@@ -4,7 +4,8 @@ use crate::error::{Error, Result};
 use crate::os::profile::TypeSource;
 
 /// Byte offsets of the fields the walkers read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Offsets {
     /// `task_struct.tasks`.
     pub task_tasks: u64,
