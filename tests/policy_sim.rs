@@ -701,3 +701,170 @@ fn a_clean_run_of_benign_activity_raises_no_alert() {
         "{o:?}"
     );
 }
+
+/// A fresh empty directory for captures.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("xenvmi-policy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn remediation_pauses_captures_and_resumes() {
+    let f = fixture();
+    let dir = temp_dir("capture");
+    let mut set = PolicySet::new();
+    let o = PolicyOptions {
+        remediation: Remediation::parse("deny,pause,capture,resume").unwrap(),
+        ..PolicyOptions::default()
+    };
+    set.add("cr4", &o).unwrap();
+    let (alerts, sink) = collector();
+    let gopts = GuardOptions {
+        capture_dir: Some(dir.clone()),
+        vm: xenvmi::alert::Vm {
+            name: Some("guest-a".into()),
+            uuid: None,
+            domid: Some(7),
+        },
+        ..opts()
+    };
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, gopts).unwrap();
+    let cr4 = f.sim.registers(VcpuId(0)).unwrap().cr4;
+    f.sim.script([GuestAction::WriteCr {
+        vcpu: VcpuId(0),
+        register: ControlRegister::Cr4,
+        value: cr4 & !Cr4::SMAP.bits(),
+    }]);
+    let stats = guard.run().unwrap();
+    assert!(!stats.domain_paused);
+    assert_eq!(f.sim.state().pause_count(), 0);
+    drop(guard);
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].remediation, ["paused", "captured_paused", "resumed"]);
+    assert_eq!(a[0].vm.domid, Some(7));
+    let path = std::path::PathBuf::from(a[0].capture.as_deref().unwrap());
+    assert_eq!(stats.captures, [path.clone()]);
+    assert!(stats.longest_capture_pause.is_some());
+    // The capture is the guest at the moment of the attack, refused: SMAP still set, and the
+    // kernel found in it again.
+    let snap = Snapshot::open(&path).unwrap();
+    let regs = snap.all_registers().to_vec();
+    assert_eq!(regs.len(), f.vcpus as usize);
+    assert_eq!(regs[0].cr4 & Cr4::SMAP.bits(), Cr4::SMAP.bits());
+    let mem = GuestMemory::new(snap);
+    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+    assert_eq!(linux.info().release, f.linux.info().release);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_pause_without_resume_ends_monitoring_and_holds_the_domain_until_released() {
+    let f = fixture();
+    let mut set = PolicySet::new();
+    let o = PolicyOptions {
+        remediation: Remediation::parse("deny,pause").unwrap(),
+        ..PolicyOptions::default()
+    };
+    set.add("msr", &o).unwrap();
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    f.sim.script([
+        GuestAction::WriteMsr {
+            vcpu: VcpuId(0),
+            index: MSR_LSTAR,
+            value: 0xffff_ffff_c041_c000,
+        },
+        GuestAction::Cpuid {
+            vcpu: VcpuId(0),
+            leaf: 0,
+        },
+    ]);
+    let stats = guard.run().unwrap();
+    assert!(stats.domain_paused);
+    assert_eq!(f.sim.state().pause_count(), 1);
+    assert_eq!(alerts.borrow()[0].remediation, ["paused"]);
+    guard.resume_domain().unwrap();
+    assert_eq!(f.sim.state().pause_count(), 0);
+    drop(guard);
+    f.assert_clean();
+    // Dropped while paused: released too.
+    let mut set = PolicySet::new();
+    set.add("msr", &o).unwrap();
+    let (_, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    f.sim.script([GuestAction::WriteMsr {
+        vcpu: VcpuId(0),
+        index: MSR_CSTAR,
+        value: 1,
+    }]);
+    assert!(guard.run().unwrap().domain_paused);
+    drop(guard);
+    f.assert_clean();
+}
+
+#[test]
+fn bad_configuration_is_refused_before_monitoring_starts() {
+    let f = fixture();
+    let e = PolicySet::from_names(["cr4", "no-such-policy"], &PolicyOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("policy \"no-such-policy\": unknown policy"),
+        "{e}"
+    );
+    // A capture with nowhere to go, or into a missing directory.
+    for dir in [None, Some(std::path::PathBuf::from("/nonexistent/xenvmi"))] {
+        let o = PolicyOptions {
+            remediation: Remediation::parse("deny,capture").unwrap(),
+            ..PolicyOptions::default()
+        };
+        let set = PolicySet::from_names(["kernel-text", "cr4"], &o).unwrap();
+        let (_, sink) = collector();
+        let e = Guard::new(
+            &f.sim,
+            &f.linux,
+            set,
+            sink,
+            GuardOptions {
+                capture_dir: dir.clone(),
+                ..opts()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, xenvmi::Error::Config { .. }), "{e}");
+        let st = f.sim.state();
+        // Untouched: no monitor, no view, no restriction (the simulated ring starts enabled,
+        // as a fresh domain's would be before any session).
+        assert!(
+            st.monitors().is_empty() && st.restrictions() == 0 && st.extra_views().is_empty(),
+            "{e}"
+        );
+    }
+    let (_, sink) = collector();
+    let e = Guard::new(&f.sim, &f.linux, PolicySet::new(), sink, opts()).unwrap_err();
+    assert_eq!(e.to_string(), "policy set: no policies");
+    // A syslog target that cannot be reached: refused when the sink is made, before a guard.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let target = format!("tcp://127.0.0.1:{port}");
+    let e = xenvmi::alert::syslog::Syslog::connect(&target)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("syslog target {target:?}: ")), "{e}");
+    for bad in [
+        "127.0.0.1:514",
+        "smtp://127.0.0.1:25",
+        "udp://127.0.0.1",
+        "udp://no-such-host.invalid:514",
+    ] {
+        let e = xenvmi::alert::syslog::Syslog::connect(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("syslog target {bad:?}: ")), "{e}");
+    }
+}
