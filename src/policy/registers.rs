@@ -32,9 +32,18 @@ pub struct ControlRegisterPolicy {
     /// (bit mask, lower-case name) in the order they are named in `what`.
     bits: Vec<(u64, &'static str)>,
     remediation: Remediation,
+    /// Report every violation as this instead of naming the cleared bits.
+    what: Option<String>,
 }
 
 impl ControlRegisterPolicy {
+    /// Report every violation under one identifier (e.g. `"cr4_smep_smap_clear"` whichever
+    /// of the two was cleared, as `kernel-guard` always has) instead of naming the bits.
+    pub fn reporting_as(mut self, what: &str) -> Self {
+        self.what = Some(what.to_owned());
+        self
+    }
+
     /// `cr0-wp`: CR0.WP (write protection of read-only pages in ring 0) must stay set.
     pub fn cr0_wp(remediation: Remediation) -> Self {
         ControlRegisterPolicy {
@@ -42,6 +51,7 @@ impl ControlRegisterPolicy {
             register: ControlRegister::Cr0,
             bits: vec![(Cr0::WP.bits(), "wp")],
             remediation,
+            what: None,
         }
     }
 
@@ -67,6 +77,7 @@ impl ControlRegisterPolicy {
                 .map(|(b, n)| (b.bits(), *n))
                 .collect(),
             remediation,
+            what: None,
         }
     }
 
@@ -118,7 +129,10 @@ impl Policy for ControlRegisterPolicy {
             return Decision::Legitimate;
         }
         Decision::Violation(Finding {
-            what: format!("{}_{}_clear", self.label(), cleared.join("_")),
+            what: self
+                .what
+                .clone()
+                .unwrap_or_else(|| format!("{}_{}_clear", self.label(), cleared.join("_"))),
             severity: 9,
             attempt: Attempt {
                 target: Some(self.label().into()),
