@@ -232,7 +232,7 @@ fn guard<B: SessionBackend + VmControl>(
         } else {
             ViewMode::Own
         },
-        run: opts.clone(),
+        run: *opts,
         ..GuardOptions::default()
     };
     let mut guard = Guard::new(backend, linux, policies(protect)?, Box::new(sink), gopts)

@@ -343,7 +343,7 @@ fn kernel_text_and_rodata_writes_are_refused_and_the_kernels_own_patching_goes_t
     let view = guard.view().unwrap();
     assert_ne!(view, ViewId::HOST);
     // _text .. _etext and __start_rodata .. __end_rodata, in pages (ground truth: kallsyms).
-    let pages = |a: &str, b: &str| (f.sym[b] + 0xfff) / 0x1000 - f.sym[a] / 0x1000;
+    let pages = |a: &str, b: &str| f.sym[b].div_ceil(0x1000) - f.sym[a] / 0x1000;
     assert_eq!(
         guard.protected_pages() as u64,
         pages("_text", "_etext") + pages("__start_rodata", "__end_rodata")
@@ -753,7 +753,7 @@ fn remediation_pauses_captures_and_resumes() {
     assert_eq!(a[0].remediation, ["paused", "captured_paused", "resumed"]);
     assert_eq!(a[0].vm.domid, Some(7));
     let path = std::path::PathBuf::from(a[0].capture.as_deref().unwrap());
-    assert_eq!(stats.captures, [path.clone()]);
+    assert_eq!(stats.captures, std::slice::from_ref(&path));
     let held = stats.longest_capture_pause.unwrap();
     eprintln!(
         "remediation capture of the {} MiB guest held it paused {held:.2?}",
