@@ -883,3 +883,69 @@ fn bad_configuration_is_refused_before_monitoring_starts() {
         assert!(e.starts_with(&format!("syslog target {bad:?}: ")), "{e}");
     }
 }
+
+#[test]
+fn a_process_unlinked_from_the_task_list_is_found_by_its_cr3() {
+    use xenvmi::policy::HiddenProcessPolicy;
+    let f = fixture();
+    let mem = GuestMemory::new(&f.sim);
+    let procs: Vec<_> = f.linux.processes(&mem).filter_map(Result::ok).collect();
+    // The ground truth's long-lived `sleep 999999` is the rootkit's victim; init stays visible.
+    let victim = procs.iter().find(|p| p.name == "sleep").unwrap().clone();
+    let init = procs.iter().find(|p| p.pid == 1).unwrap().clone();
+    let gt = support::fixture::ground_truth(FIXTURE);
+    assert!(gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["comm"] == "sleep" && p["pid"] == victim.pid));
+    let mut set = PolicySet::new();
+    set.push(Box::new(
+        HiddenProcessPolicy::new(Remediation::deny()).refreshing_every(Duration::ZERO),
+    ))
+    .unwrap();
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    let switch = |p: &xenvmi::os::Process| GuestAction::WriteCr {
+        vcpu: VcpuId(0),
+        register: ControlRegister::Cr3,
+        value: p.dtb.unwrap().0,
+    };
+    // Visible: no alert.
+    f.sim.script([switch(&victim), switch(&init)]);
+    guard.run().unwrap();
+    assert!(alerts.borrow().is_empty(), "{:?}", alerts.borrow());
+    // DKOM: tasks.prev->next = tasks.next; tasks.next->prev = tasks.prev.
+    let ks = f.linux.info().kernel_space;
+    let tasks = Gva(victim.object.0 + f.linux.offsets().task_tasks);
+    let next = mem.read_u64(ks, tasks).unwrap();
+    let prev = mem.read_u64(ks, Gva(tasks.0 + 8)).unwrap();
+    let pa = |va: u64| mem.translate_mapped(ks, Gva(va)).unwrap();
+    f.sim.write_physical(pa(prev), &next.to_le_bytes()).unwrap();
+    f.sim
+        .write_physical(pa(next + 8), &prev.to_le_bytes())
+        .unwrap();
+    mem.flush_translations();
+    assert!(!f
+        .linux
+        .processes(&mem)
+        .filter_map(Result::ok)
+        .any(|p| p.pid == victim.pid));
+    f.sim
+        .script([switch(&victim), switch(&init), switch(&victim)]);
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "reported once: {a:?}");
+    assert_eq!(
+        (a[0].what.as_str(), a[0].response),
+        ("hidden_process", Given::Reported)
+    );
+    assert_eq!(a[0].attempt.new, victim.dtb.map(|d| d.0));
+    // The CR3 loads themselves went through.
+    assert_eq!(
+        f.sim.registers(VcpuId(0)).unwrap().cr3,
+        victim.dtb.unwrap().0
+    );
+}

@@ -720,18 +720,42 @@ fn policies_under_faults_leave_nothing_behind() {
                 _ => GuestAction::Cpuid { vcpu, leaf: 1 },
             });
         }
+        // Every 20th run: a paused capture whose register read fails after the pause (the
+        // guard read each vCPU's once when it started).
+        let mid_capture = seed % 20 == 3;
+        if mid_capture {
+            script.insert(
+                0,
+                GuestAction::WriteCr {
+                    vcpu: VcpuId(0),
+                    register: ControlRegister::Cr4,
+                    value: regs[0].cr4 & !(1 << 20),
+                },
+            );
+        }
         sim.script(script);
         let backend = Faulty {
             sim,
             calls: Cell::new(0),
-            fail_at: rng.chance(30).then(|| 1 + rng.below(30)),
-            registers_fail_at: rng.chance(30).then(|| 1 + rng.below(6)),
+            fail_at: (!mid_capture && rng.chance(30)).then(|| 1 + rng.below(30)),
+            registers_fail_at: if mid_capture {
+                Some(n + 1)
+            } else {
+                rng.chance(30).then(|| 1 + rng.below(6))
+            },
             register_calls: Cell::new(0),
         };
         let mut set = PolicySet::new();
-        let mut with_capture = false;
+        let mut with_capture = mid_capture;
+        if mid_capture {
+            let o = PolicyOptions {
+                remediation: Remediation::parse("deny,pause,capture,resume").unwrap(),
+                ..PolicyOptions::default()
+            };
+            set.add("cr4", &o).unwrap();
+        }
         for name in POLICY_NAMES {
-            if rng.chance(50) {
+            if (!mid_capture || *name != "cr4") && rng.chance(50) {
                 let mut text = remediations[rng.below(remediations.len() as u64) as usize];
                 // Captures write the whole 256 MiB guest: keep them to a few runs.
                 if text.contains("capture") && (captures >= 8 || !rng.chance(30)) {

@@ -13,6 +13,7 @@
 //! | `descriptor-tables` | [`DescriptorTablePolicy`] | LIDT/LGDT (descriptor monitor); writes to the IDT's pages (and the GDT's, optionally) | `idt_load`, `gdt_load`, `idt_write`, `gdt_write` |
 //! | `kernel-text` | [`WriteProtectPolicy`] | writes to kernel text and read-only data (`sys_call_table` included) | `kernel_text_write`, `kernel_rodata_write` |
 //! | `modprobe-path`, `core-pattern` | [`WriteProtectPolicy`] | writes to those strings | `modprobe_path_write`, `core_pattern_write` |
+//! | `hidden-processes` | [`HiddenProcessPolicy`] | CR3 writes: roots no task on the list owns | `hidden_process` |
 //!
 //! Write protection is physical: a page is protected by its guest frame, so every alias of it
 //! (the kernel's direct map, `text_poke`'s temporary `poking_mm` mapping at another virtual
@@ -22,6 +23,7 @@
 mod allow;
 mod descriptor;
 mod guard;
+mod hidden;
 mod region;
 mod registers;
 mod remediation;
@@ -30,6 +32,7 @@ mod set;
 pub use allow::{Writer, WriterAllowList};
 pub use descriptor::DescriptorTablePolicy;
 pub use guard::{Guard, GuardOptions, GuardStats, ViewMode};
+pub use hidden::HiddenProcessPolicy;
 pub use region::{ProtectedRange, WriteProtectPolicy};
 pub use registers::{
     ControlRegisterPolicy, MsrPolicy, MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP,

@@ -2,8 +2,8 @@
 //! line or the C ABI gives) or from policy values.
 
 use super::{
-    ControlRegisterPolicy, DescriptorTablePolicy, MsrPolicy, Policy, Remediation,
-    WriteProtectPolicy, WriterAllowList,
+    ControlRegisterPolicy, DescriptorTablePolicy, HiddenProcessPolicy, MsrPolicy, Policy,
+    Remediation, WriteProtectPolicy, WriterAllowList,
 };
 use crate::error::{Error, Result};
 use crate::regs::Cr4;
@@ -17,6 +17,7 @@ pub const POLICY_NAMES: &[&str] = &[
     "kernel-text",
     "modprobe-path",
     "core-pattern",
+    "hidden-processes",
 ];
 
 /// Options of the policies made by name.
@@ -108,6 +109,7 @@ impl PolicySet {
             "core-pattern" => {
                 Box::new(WriteProtectPolicy::core_pattern(WriterAllowList::none(), r))
             }
+            "hidden-processes" => Box::new(HiddenProcessPolicy::new(r)),
             _ => {
                 return Err(Error::Config {
                     what: format!("policy {name:?}"),
