@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use xenvmi::alert::JsonLines;
+use xenvmi::alert::{JsonLines, Vm};
 use xenvmi::backend::sim::{GuestAction, SimDomain};
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::backend::{ControlRegister, EventChannel, PhysicalMemory, VcpuState, VmControl};
@@ -160,7 +160,11 @@ fn run() -> Result<bool, String> {
         max_events: None,
         max_idle_polls: Some(1),
     };
-    let (alerts, events) = guard(&sim, &linux, &opts, Protect { text, host_view })?;
+    let vm = Vm {
+        name: Some("simulated".into()),
+        ..Vm::default()
+    };
+    let (alerts, events) = guard(&sim, &linux, &opts, Protect { text, host_view }, vm)?;
 
     // Was the guest's state kept?
     let mut text_after = [0u8; 16];
@@ -224,6 +228,7 @@ fn guard<B: SessionBackend + VmControl>(
     linux: &Linux,
     opts: &RunOptions,
     protect: Protect,
+    vm: Vm,
 ) -> Result<(u64, String), String> {
     let sink = JsonLines::new(std::io::stdout(), "stdout");
     let gopts = GuardOptions {
@@ -233,6 +238,7 @@ fn guard<B: SessionBackend + VmControl>(
             ViewMode::Own
         },
         run: *opts,
+        vm,
         ..GuardOptions::default()
     };
     let mut guard = Guard::new(backend, linux, policies(protect)?, Box::new(sink), gopts)
@@ -272,7 +278,12 @@ fn on_xen(domain: &str, protect: Protect) -> Result<bool, String> {
         dom.domid(),
         linux.info().release
     );
-    let (alerts, events) = guard(&dom, &linux, &RunOptions::default(), protect)?;
+    let vm = Vm {
+        name: Some(domain.to_owned()).filter(|d| d.parse::<u32>().is_err()),
+        uuid: None,
+        domid: Some(u32::from(dom.domid().0)),
+    };
+    let (alerts, events) = guard(&dom, &linux, &RunOptions::default(), protect, vm)?;
     eprintln!("{alerts} alerts, {events}; views, access rights and monitors restored");
     Ok(true)
 }

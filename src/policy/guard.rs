@@ -55,7 +55,7 @@ pub struct GuardOptions {
     pub view: ViewMode,
     /// The event loop's options.
     pub run: RunOptions,
-    /// The VM, as alerts name it.
+    /// The VM, as alerts name it (its UUID is the backend's `domain_uuid` when not given).
     pub vm: Vm,
     /// Where captures are written (required when a policy's remediation captures; must be
     /// an existing directory).
@@ -171,6 +171,10 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
             });
         }
         check_capture_dir(opts.capture_dir.as_deref(), &mut set)?;
+        let mut opts = opts;
+        if opts.vm.uuid.is_none() {
+            opts.vm.uuid = backend.domain_uuid().ok();
+        }
         let baseline = (0..backend.vcpu_count())
             .map(|v| backend.registers(crate::VcpuId(v)))
             .collect::<Result<Vec<_>>>()?;
