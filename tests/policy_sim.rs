@@ -852,8 +852,7 @@ fn bad_configuration_is_refused_before_monitoring_starts() {
         .unwrap_err();
         assert!(matches!(e, xenvmi::Error::Config { .. }), "{e}");
         let st = f.sim.state();
-        // Untouched: no monitor, no view, no restriction (the simulated ring starts enabled,
-        // as a fresh domain's would be before any session).
+        // Untouched: no monitor, no view, no restriction (no session was opened).
         assert!(
             st.monitors().is_empty() && st.restrictions() == 0 && st.extra_views().is_empty(),
             "{e}"
