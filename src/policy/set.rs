@@ -86,6 +86,36 @@ impl PolicySet {
         Ok(set)
     }
 
+    /// A set from a one-line specification: policies separated by `;`, each `NAME` or
+    /// `NAME=REMEDIATION` ([`Remediation::parse`]), e.g.
+    /// `"cr4=deny,pause,capture,resume; msr; kernel-text=allow"`. Other options come from
+    /// `opts` (whose remediation applies where none is given).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the entry: an unknown or repeated name, a bad remediation, or
+    /// no policy at all.
+    pub fn parse(spec: &str, opts: &PolicyOptions) -> Result<Self> {
+        let mut set = PolicySet::new();
+        for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, remediation) = match entry.split_once('=') {
+                Some((n, r)) => (n.trim(), Some(Remediation::parse(r.trim())?)),
+                None => (entry, None),
+            };
+            let o = PolicyOptions {
+                remediation: remediation.unwrap_or_else(|| opts.remediation.clone()),
+                ..opts.clone()
+            };
+            set.add(name, &o)?;
+        }
+        if set.is_empty() {
+            return Err(Error::Config {
+                what: format!("policy specification {spec:?}"),
+                reason: "names no policy".into(),
+            });
+        }
+        Ok(set)
+    }
+
     /// Add the policy called `name` (one of [`POLICY_NAMES`]).
     ///
     /// # Errors
@@ -175,5 +205,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "policy \"msr\": given twice");
+    }
+
+    #[test]
+    fn a_specification_gives_each_policy_its_remediation() {
+        let mut set = PolicySet::parse(
+            " cr4=deny,pause,capture,resume; msr ;kernel-text=allow;",
+            &PolicyOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(set.names(), ["cr4", "msr", "kernel-text"]);
+        let r: Vec<String> = set
+            .policies_mut()
+            .iter()
+            .map(|p| format!("{:?}", p.remediation().verdict))
+            .collect();
+        assert_eq!(r, ["Deny", "Deny", "Allow"]);
+        assert!(set.policies_mut()[0].remediation().captures());
+        for (spec, says) in [
+            ("", "names no policy"),
+            (" ; ", "names no policy"),
+            ("cr4=maybe", "remediation \"maybe\""),
+            ("cr4;cr5", "policy \"cr5\": unknown policy"),
+            ("cr4;cr4=allow", "policy \"cr4\": given twice"),
+        ] {
+            let e = PolicySet::parse(spec, &PolicyOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{spec:?}: {e}");
+        }
     }
 }
