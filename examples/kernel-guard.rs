@@ -14,6 +14,17 @@
 //! memory. A scripted rootkit clears SMEP/SMAP, points LSTAR at its own code and patches kernel
 //! text, between benign actions; the guard must deny each write, alert, and leave the guest's
 //! state as it was. The exit status says whether it did.
+//!
+//! Since it moved onto the policy library (same flags, same stderr lines, alerts still one JSON
+//! object per line with `time`, `vcpu`, `what`, `rip`, `process`, `action` and `old`/`new` or
+//! `gpa`):
+//! - alerts carry the rest of the schema too (`schema`, `vm`, `policy`, `severity`, `target`,
+//!   `rip_symbol`, `gva`, `symbol`, `remediation`, `capture`);
+//! - writes to kernel text from the kernel's own patching (`__text_poke`, `memcpy` returning
+//!   into it: kprobes, jump labels) are emulated and go through, instead of being discarded
+//!   (which made the kernel BUG in `text_poke`);
+//! - an LSTAR write of the value that vCPU had at start, or of `entry_SYSCALL_64`, is allowed;
+//! - `--text-pages 0` protects nothing and so creates no view (it printed an empty view).
 
 mod common;
 
