@@ -60,7 +60,7 @@ impl HiddenProcessPolicy {
         }
     }
 
-    /// Re-walk the task list when it is older than `every` ([`REFRESH_EVERY`] by default;
+    /// Re-walk the task list when it is older than `every` (one second by default;
     /// zero: at every CR3 write).
     pub fn refreshing_every(mut self, every: Duration) -> Self {
         self.refresh_every = every;
