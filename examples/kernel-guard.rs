@@ -1,6 +1,8 @@
 //! Guard a Linux kernel from outside (the AppDefense / HVI use case): write-protect kernel text
 //! through an altp2m view, deny clearing CR4.SMEP/SMAP and rewriting MSR_LSTAR, and print one
-//! JSON line per alert.
+//! JSON line per alert. A thin example over the policy library (`xenvmi::policy`,
+//! `docs/policies.md`): three of its policies in one guard, alerts as JSON lines
+//! (`docs/alerts.md`); the kernel's own text patching (`text_poke`) goes through.
 //!
 //! ```text
 //! cargo run --release --example kernel-guard -- --simulate          # scripted attack, bundled snapshot
@@ -12,28 +14,40 @@
 //! memory. A scripted rootkit clears SMEP/SMAP, points LSTAR at its own code and patches kernel
 //! text, between benign actions; the guard must deny each write, alert, and leave the guest's
 //! state as it was. The exit status says whether it did.
+//!
+//! Since it moved onto the policy library (same flags, same stderr lines, alerts still one JSON
+//! object per line with `time`, `vcpu`, `what`, `rip`, `process`, `action` and `old`/`new` or
+//! `gpa`):
+//! - alerts carry the rest of the schema too (`schema`, `vm`, `policy`, `severity`, `target`,
+//!   `rip_symbol`, `gva`, `symbol`, `remediation`, `capture`);
+//! - writes to kernel text from the kernel's own patching (`__text_poke`, `memcpy` returning
+//!   into it: kprobes, jump labels) are emulated and go through, instead of being discarded
+//!   (which made the kernel BUG in `text_poke`);
+//! - an LSTAR write of the value that vCPU had at start, or of `entry_SYSCALL_64`, is allowed;
+//! - `--text-pages 0` protects nothing and so creates no view (it printed an empty view).
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use xenvmi::alert::{JsonLines, Vm};
 use xenvmi::backend::sim::{GuestAction, SimDomain};
 use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::backend::{
-    ControlRegister, EventChannel, MemAccess, Monitor, PhysicalMemory, VcpuState,
-};
-use xenvmi::event::session::{RunOptions, Session, SessionBackend};
-use xenvmi::event::{EventKind, Response};
+use xenvmi::backend::{ControlRegister, EventChannel, PhysicalMemory, VcpuState, VmControl};
+use xenvmi::event::session::{RunOptions, SessionBackend};
 use xenvmi::mem::GuestMemory;
-use xenvmi::os::linux::{Cr3Owner, Cr3Resolver, Linux, ProfileSource};
+use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::policy::{
+    ControlRegisterPolicy, Guard, GuardOptions, MsrPolicy, Policy, PolicySet, Remediation,
+    ViewMode, WriteProtectPolicy, MSR_LSTAR,
+};
 use xenvmi::regs::Cr4;
-use xenvmi::{Gfn, Gpa, VcpuId, ViewId};
+use xenvmi::{Gpa, VcpuId};
 
 const USAGE: &str =
     "usage: kernel-guard (--domain NAME | --simulate [IMAGE]) [--no-text | --text-pages N] [--host-view]";
-const MSR_LSTAR: u32 = 0xc000_0082;
 
 fn main() -> ExitCode {
     match run() {
@@ -44,13 +58,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn run() -> Result<bool, String> {
@@ -164,7 +171,11 @@ fn run() -> Result<bool, String> {
         max_events: None,
         max_idle_polls: Some(1),
     };
-    let (alerts, events) = guard(&sim, &linux, &opts, Protect { text, host_view })?;
+    let vm = Vm {
+        name: Some("simulated".into()),
+        ..Vm::default()
+    };
+    let (alerts, events) = guard(&sim, &linux, &opts, Protect { text, host_view }, vm)?;
 
     // Was the guest's state kept?
     let mut text_after = [0u8; 16];
@@ -199,127 +210,74 @@ struct Protect {
     host_view: bool,
 }
 
+/// kernel-guard's three protections from the policy library (`docs/policies.md`), each
+/// denying: CR4.SMEP/SMAP (reported as `cr4_smep_smap_clear` whichever is cleared), MSR_LSTAR,
+/// and kernel text (no read-only data), the kernel's own text patching allowed.
+fn policies(protect: Protect) -> Result<PolicySet, String> {
+    let deny = Remediation::deny;
+    let mut set = PolicySet::new();
+    let mut add = |p: Box<dyn Policy>| set.push(p).map_err(|e| e.to_string());
+    add(Box::new(
+        ControlRegisterPolicy::cr4(Cr4::SMEP | Cr4::SMAP, deny())
+            .reporting_as("cr4_smep_smap_clear"),
+    ))?;
+    add(Box::new(MsrPolicy::only(&[MSR_LSTAR], deny())))?;
+    if let Some(n) = protect.text {
+        let pages = (n != u64::MAX).then_some(n);
+        add(Box::new(WriteProtectPolicy::kernel_text(
+            pages,
+            false,
+            deny(),
+        )))?;
+    }
+    Ok(set)
+}
+
 /// The guard itself, the same for Xen and the simulated domain. Returns (alerts, event summary).
-fn guard<B: SessionBackend + PhysicalMemory>(
+fn guard<B: SessionBackend + VmControl>(
     backend: &B,
     linux: &Linux,
     opts: &RunOptions,
     protect: Protect,
-) -> Result<(u32, String), String> {
-    let protect_text = protect.text;
-    let k = linux.info();
-    let etext = linux.symbol("_etext").ok_or("symbol _etext not found")?.0;
-    let last_text_gfn = Gpa(k.text_pa.0 + (etext - 1 - k.text_va.0)).gfn().0;
-    // Half-open, so "no pages" is simply an empty range.
-    let text_gfns = match protect_text {
-        Some(n) if n > 0 => {
-            let first = k.text_pa.gfn().0;
-            first
-                ..last_text_gfn
-                    .min(first.saturating_add(n - 1))
-                    .saturating_add(1)
-        }
-        _ => 0..0,
-    };
-    let mem = GuestMemory::new(backend);
-    let mut session = Session::new(backend).map_err(|e| e.to_string())?;
-    let mut view = None;
-    if protect_text.is_some() {
-        let v = if protect.host_view {
-            ViewId::HOST
+    vm: Vm,
+) -> Result<(u64, String), String> {
+    let sink = JsonLines::new(std::io::stdout(), "stdout");
+    let gopts = GuardOptions {
+        view: if protect.host_view {
+            ViewMode::Host
         } else {
-            session
-                .create_view(MemAccess::all())
-                .map_err(|e| e.to_string())?
-        };
-        for gfn in text_gfns.clone() {
-            session
-                .set_mem_access(v, Gfn(gfn), MemAccess::R | MemAccess::X)
-                .map_err(|e| e.to_string())?;
-        }
-        if v != ViewId::HOST {
-            session.switch_view(v).map_err(|e| e.to_string())?;
-        }
-        view = Some(v);
-    }
-    session
-        .monitor(Monitor::ControlRegister {
-            register: ControlRegister::Cr4,
-            sync: true,
-            on_change_only: true,
-            ignore_mask: 0,
-        })
+            ViewMode::Own
+        },
+        run: *opts,
+        vm,
+        ..GuardOptions::default()
+    };
+    let mut guard = Guard::new(backend, linux, policies(protect)?, Box::new(sink), gopts)
         .map_err(|e| e.to_string())?;
-    session
-        .monitor(Monitor::Msr {
-            index: MSR_LSTAR,
-            on_change_only: true,
-        })
-        .map_err(|e| e.to_string())?;
-    session
+    guard
         .stop_handle()
         .stop_on_signals()
         .map_err(|e| e.to_string())?;
-    match view {
+    match guard.view() {
         Some(v) => eprintln!(
             "guarding: {} kernel text pages write-protected in view {v}, CR4 and MSR_LSTAR monitored",
-            text_gfns.clone().count()
+            guard.protected_pages()
         ),
         None => eprintln!("guarding: CR4 and MSR_LSTAR monitored (kernel text not protected)"),
     }
-    let mut resolver = Cr3Resolver::new();
-    let mut alerts = 0;
-    let stats = session
-        .run(opts, |e| {
-            let process = match resolver.resolve(linux, &mem, e.regs.cr3) {
-                Cr3Owner::Process(p) => serde_json::json!({"pid": p.pid, "comm": p.name}),
-                Cr3Owner::Kernel => serde_json::json!("kernel"),
-                Cr3Owner::Unknown => serde_json::Value::Null,
-            };
-            let (what, detail, rsp) = match e.kind {
-                EventKind::ControlRegister { old, new, .. } if old & SMEP_SMAP & !new != 0 => (
-                    "cr4_smep_smap_clear",
-                    serde_json::json!({"old": format!("{old:#x}"), "new": format!("{new:#x}")}),
-                    Response::deny(),
-                ),
-                EventKind::Msr { old, new, .. } if new != old => (
-                    "msr_lstar_write",
-                    serde_json::json!({"old": format!("{old:#x}"), "new": format!("{new:#x}")}),
-                    Response::deny(),
-                ),
-                EventKind::MemoryAccess {
-                    gfn,
-                    offset,
-                    access,
-                    ..
-                } if access.contains(MemAccess::W) => (
-                    "kernel_text_write",
-                    serde_json::json!({"gpa": format!("{:#x}", (gfn.0 << 12) | offset)}),
-                    // Emulate with the write discarded: the instruction completes, the text stays.
-                    Response::emulate_nowrite(),
-                ),
-                _ => return Response::proceed(),
-            };
-            alerts += 1;
-            let mut alert = serde_json::json!({
-                "time": now(), "vcpu": e.vcpu.0, "what": what,
-                "rip": format!("{:#x}", e.regs.rip), "process": process, "action": "denied",
-            });
-            if let (Some(a), Some(d)) = (alert.as_object_mut(), detail.as_object()) {
-                a.extend(d.clone());
-            }
-            println!("{alert}");
-            rsp
-        })
-        .map_err(|e| e.to_string())?;
+    let stats = guard.run().map_err(|e| e.to_string())?;
     let (req_prod, req_event, rsp_prod, rsp_event) = backend.ring().indices();
     eprintln!(
         "ring at the end: req_prod {req_prod} req_event {req_event} rsp_prod {rsp_prod} rsp_event {rsp_event}"
     );
-    session.teardown().map_err(|e| e.to_string())?;
+    guard.teardown().map_err(|e| e.to_string())?;
     Ok((
-        alerts,
-        format!("{} events ({:.0?} mean)", stats.events, stats.mean()),
+        stats.alerts,
+        format!(
+            "{} events ({:.0?} mean)",
+            stats.run.events,
+            stats.run.mean()
+        ),
     ))
 }
 
@@ -331,7 +289,12 @@ fn on_xen(domain: &str, protect: Protect) -> Result<bool, String> {
         dom.domid(),
         linux.info().release
     );
-    let (alerts, events) = guard(&dom, &linux, &RunOptions::default(), protect)?;
+    let vm = Vm {
+        name: Some(domain.to_owned()).filter(|d| d.parse::<u32>().is_err()),
+        uuid: None,
+        domid: Some(u32::from(dom.domid().0)),
+    };
+    let (alerts, events) = guard(&dom, &linux, &RunOptions::default(), protect, vm)?;
     eprintln!("{alerts} alerts, {events}; views, access rights and monitors restored");
     Ok(true)
 }

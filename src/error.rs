@@ -216,6 +216,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A configuration given to the library is wrong or cannot be carried out (an unknown
+    /// policy name, an option out of range, an alert target that cannot be reached). Raised
+    /// before anything is changed in the guest.
+    #[error("{what}: {reason}")]
+    Config {
+        /// What was being configured (`policy "cr9"`, `syslog target "tcp://..."`).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Guest data that was read is inconsistent (a corrupt or hostile guest).
     #[error("corrupt guest data in {what} at {addr}: {reason}")]
     Corrupt {

@@ -40,6 +40,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod addr;
+pub mod alert;
 pub mod attest;
 pub mod backend;
 pub(crate) mod bytes;
@@ -51,6 +52,7 @@ pub(crate) mod file;
 pub(crate) mod inthash;
 pub mod mem;
 pub mod os;
+pub mod policy;
 pub mod regs;
 pub mod report;
 pub mod trace;

@@ -28,6 +28,8 @@ bitflags! {
     pub struct Cr4: u64 {
         /// Physical address extension (required for long mode).
         const PAE = 1 << 5;
+        /// User-mode instruction prevention (SGDT, SIDT, SLDT, SMSW, STR fault in ring 3).
+        const UMIP = 1 << 11;
         /// 57-bit linear addresses (5-level paging).
         const LA57 = 1 << 12;
         /// VMX enable.

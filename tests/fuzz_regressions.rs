@@ -243,3 +243,21 @@ fn build_cache_inputs() {
         }
     }
 }
+
+#[test]
+fn policy_config_inputs() {
+    use xenvmi::alert::syslog::parse_target;
+    use xenvmi::policy::{PolicyOptions, PolicySet, Remediation};
+    let all = inputs("policy_config");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        let text = String::from_utf8_lossy(&data);
+        let spec = PolicySet::parse(&text, &PolicyOptions::default()).is_ok();
+        let remediation = Remediation::parse(&text).is_ok();
+        let target = parse_target(&text).is_ok();
+        // Each seed is a valid example of one of the three, or the fuzzer starts from nothing.
+        if name.contains("/seeds/") {
+            assert!(spec || remediation || target, "{name} parses as nothing");
+        }
+    }
+}

@@ -9,6 +9,14 @@
 //! by the next one from their on-disk journal. After every run the simulated domain's own state must show 0 vCPUs left
 //! paused, 0 monitors, 0 extra views, 0 access changes or remaps, every vCPU in view 0 without
 //! single-step, and the ring disabled.
+//!
+//! The policy library under the same faults (`policies_under_faults_leave_nothing_behind`):
+//! random policy sets and remediations (pause, capture paused or live, resume) over the real
+//! 6.1 dump, scripted attacks and benign actions, a policy that panics, sinks that fail,
+//! failing pauses and register reads (in the middle of a capture). After every run: nothing
+//! paused (vCPUs or the domain), nothing monitored or restricted, no view, no partial capture.
+
+mod support;
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -17,7 +25,7 @@ use xenvmi::backend::sim::{GuestAction, SimDomain};
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::backend::{
     ControlRegister, EventChannel, EventControl, EventInjection, Injection, MemAccess, Monitor,
-    PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl,
+    PhysicalMemory, PhysicalMemoryWrite, VcpuState, ViewControl, VmControl,
 };
 use xenvmi::event::hooks::{HookId, Hooks, Placement};
 use xenvmi::event::session::{RecoverOptions, RunOptions, Session};
@@ -47,6 +55,9 @@ struct Faulty {
     sim: SimDomain,
     calls: Cell<u64>,
     fail_at: Option<u64>,
+    /// Fail the n-th register read (a capture reads every vCPU's after pausing).
+    registers_fail_at: Option<u64>,
+    register_calls: Cell<u64>,
 }
 
 impl Faulty {
@@ -157,7 +168,24 @@ impl VcpuState for Faulty {
         self.sim.vcpu_count()
     }
     fn registers(&self, v: VcpuId) -> Result<Registers> {
+        let n = self.register_calls.get() + 1;
+        self.register_calls.set(n);
+        if Some(n) == self.registers_fail_at {
+            return Err(Error::Unsupported {
+                backend: "fault injection",
+                capability: "registers",
+            });
+        }
         self.sim.registers(v)
+    }
+}
+impl VmControl for Faulty {
+    fn pause(&self) -> Result<()> {
+        self.maybe_fail("pause")?;
+        self.sim.pause()
+    }
+    fn resume(&self) -> Result<()> {
+        self.sim.resume()
     }
 }
 
@@ -259,6 +287,8 @@ fn one_run(seed: u64) -> (u64, String) {
     let backend = Faulty {
         sim,
         calls: Cell::new(0),
+        registers_fail_at: None,
+        register_calls: Cell::new(0),
         fail_at: if rng.chance(20) {
             Some(1 + rng.below(40))
         } else {
@@ -566,4 +596,300 @@ fn a_thousand_faulty_runs_leave_nothing_behind() {
         .sum();
     assert!(killed > 50, "too few killed monitors recovered: {kinds:?}");
     assert!(events > 10_000, "too few events to mean anything: {events}");
+}
+
+/// A policy that panics on its n-th decision (a bug in a vendor's policy).
+struct Boom {
+    at: u64,
+    seen: u64,
+    remediation: xenvmi::policy::Remediation,
+}
+
+impl xenvmi::policy::Policy for Boom {
+    fn name(&self) -> &str {
+        "boom"
+    }
+    fn remediation(&self) -> &xenvmi::policy::Remediation {
+        &self.remediation
+    }
+    fn plan(&mut self, _: &xenvmi::policy::Guest<'_>) -> Result<xenvmi::policy::Plan> {
+        Ok(xenvmi::policy::Plan::default())
+    }
+    fn decide(
+        &mut self,
+        _: &xenvmi::policy::Guest<'_>,
+        _: &xenvmi::event::Event,
+    ) -> xenvmi::policy::Decision {
+        self.seen += 1;
+        if self.seen == self.at {
+            panic!("injected handler panic in a policy");
+        }
+        xenvmi::policy::Decision::NotMine
+    }
+}
+
+#[test]
+fn policies_under_faults_leave_nothing_behind() {
+    use std::sync::Arc;
+    use xenvmi::alert::{Alert, Callback};
+    use xenvmi::os::linux::{Linux, ProfileSource};
+    use xenvmi::policy::{
+        Guard, GuardOptions, PolicyOptions, PolicySet, Remediation, POLICY_NAMES,
+    };
+
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let injected = info
+            .payload()
+            .downcast_ref::<&str>()
+            .is_some_and(|m| m.starts_with("injected handler panic"));
+        if !injected {
+            default_hook(info);
+        }
+    }));
+    let path = support::fixture::fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let snap = Arc::new(Snapshot::open(&path).unwrap());
+    let mut regs = snap.all_registers().to_vec();
+    for r in &mut regs {
+        r.cr4 |= 0x30_0800; // SMEP, SMAP, UMIP
+    }
+    let linux = Linux::discover(
+        &GuestMemory::new(snap.clone()),
+        &regs,
+        ProfileSource::InGuest,
+    )
+    .unwrap();
+    let sym = |n: &str| linux.symbol(n).unwrap().0;
+    let k = linux.info();
+    let text_gpa = |va: u64| Gpa(k.text_pa.0 + (va - k.text_va.0));
+    let dir = std::env::temp_dir().join(format!("xenvmi-policy-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let remediations = [
+        "deny",
+        "allow",
+        "deny,pause",
+        "deny,pause,resume",
+        "allow,pause,capture,resume",
+        "deny,capture-live",
+        "deny,pause,capture",
+    ];
+    let mut endings = std::collections::BTreeMap::<String, u32>::new();
+    let (mut alerts_total, mut captures, mut capture_failures) = (0u64, 0u64, 0u64);
+    for seed in 0..120u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let sim = SimDomain::new(snap.clone(), &regs);
+        let n = regs.len() as u64;
+        let mut script = Vec::new();
+        for _ in 0..5 + rng.below(25) {
+            let vcpu = VcpuId(rng.below(n) as u32);
+            script.push(match rng.below(8) {
+                0 => GuestAction::WriteCr {
+                    vcpu,
+                    register: ControlRegister::Cr4,
+                    value: regs[0].cr4 & !(rng.below(8) << 20),
+                },
+                1 => GuestAction::WriteCr {
+                    vcpu,
+                    register: ControlRegister::Cr0,
+                    value: regs[0].cr0 & !(rng.below(2) << 16),
+                },
+                2 => GuestAction::WriteMsr {
+                    vcpu,
+                    index: 0xc000_0082,
+                    value: rng.next(),
+                },
+                3 => GuestAction::Write {
+                    vcpu,
+                    gpa: text_gpa(sym("__x64_sys_getpid") + rng.below(64)),
+                    bytes: vec![0xcc; 1 + rng.below(4) as usize],
+                },
+                4 => GuestAction::Write {
+                    vcpu,
+                    gpa: text_gpa(sym("sys_call_table") + 8 * rng.below(400)),
+                    bytes: vec![0x41; 8],
+                },
+                5 => GuestAction::Read {
+                    vcpu,
+                    gpa: text_gpa(sym("__x64_sys_getpid")),
+                },
+                6 => GuestAction::Execute {
+                    vcpu,
+                    gpa: text_gpa(sym("__x64_sys_getpid")),
+                },
+                _ => GuestAction::Cpuid { vcpu, leaf: 1 },
+            });
+        }
+        // Every 20th run: a paused capture whose register read fails after the pause (the
+        // guard read each vCPU's once when it started).
+        let mid_capture = seed % 20 == 3;
+        if mid_capture {
+            script.insert(
+                0,
+                GuestAction::WriteCr {
+                    vcpu: VcpuId(0),
+                    register: ControlRegister::Cr4,
+                    value: regs[0].cr4 & !(1 << 20),
+                },
+            );
+        }
+        sim.script(script);
+        let backend = Faulty {
+            sim,
+            calls: Cell::new(0),
+            fail_at: (!mid_capture && rng.chance(30)).then(|| 1 + rng.below(30)),
+            registers_fail_at: if mid_capture {
+                Some(n + 1)
+            } else {
+                rng.chance(30).then(|| 1 + rng.below(6))
+            },
+            register_calls: Cell::new(0),
+        };
+        let mut set = PolicySet::new();
+        let mut with_capture = mid_capture;
+        if mid_capture {
+            let o = PolicyOptions {
+                remediation: Remediation::parse("deny,pause,capture,resume").unwrap(),
+                ..PolicyOptions::default()
+            };
+            set.add("cr4", &o).unwrap();
+        }
+        for name in POLICY_NAMES {
+            if (!mid_capture || *name != "cr4") && rng.chance(50) {
+                let mut text = remediations[rng.below(remediations.len() as u64) as usize];
+                // Captures write the whole 256 MiB guest: keep them to a few runs.
+                if text.contains("capture") && (captures >= 8 || !rng.chance(30)) {
+                    text = "deny";
+                }
+                with_capture |= text.contains("capture");
+                let o = PolicyOptions {
+                    remediation: Remediation::parse(text).unwrap(),
+                    ..PolicyOptions::default()
+                };
+                set.add(name, &o).unwrap();
+            }
+        }
+        if rng.chance(25) {
+            let r = Remediation::parse("deny").unwrap();
+            set.push(Box::new(Boom {
+                at: 1 + rng.below(10),
+                seen: 0,
+                remediation: r,
+            }))
+            .unwrap();
+        }
+        let fail_sink = rng.chance(30);
+        let alerts = Cell::new(0u64);
+        let sink = Callback(|_: &Alert| {
+            alerts.set(alerts.get() + 1);
+            if fail_sink {
+                Err(Error::Unsupported {
+                    backend: "fault injection",
+                    capability: "sink",
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let opts = GuardOptions {
+            run: RunOptions {
+                poll: Duration::ZERO,
+                max_events: None,
+                max_idle_polls: Some(1),
+            },
+            capture_dir: Some(dir.clone()),
+            ..GuardOptions::default()
+        };
+        let ending = match Guard::new(&backend, &linux, set, Box::new(sink), opts) {
+            Err(e) => format!(
+                "set-up failed: {}",
+                if e.to_string().contains("fault injection") {
+                    "injected"
+                } else {
+                    "config"
+                }
+            ),
+            Ok(mut guard) => {
+                let r = guard.run();
+                if let Ok(s) = &r {
+                    captures += s.captures.len() as u64;
+                    capture_failures += s.capture_failures;
+                }
+                let paused = r.as_ref().is_ok_and(|s| s.domain_paused);
+                let e = match (&r, paused) {
+                    (Ok(_), true) => "returned, domain paused".to_string(),
+                    (Ok(_), false) => "returned".to_string(),
+                    (Err(Error::HandlerPanicked { .. }), _) => "policy panicked".to_string(),
+                    (Err(_), _) => "error".to_string(),
+                };
+                if rng.chance(50) {
+                    let _ = guard.teardown();
+                } else {
+                    drop(guard);
+                }
+                let st = backend.sim.state();
+                assert!(!st.ring_enabled(), "seed {seed}: ring left on");
+                e
+            }
+        };
+        alerts_total += alerts.get();
+        let st = backend.sim.state();
+        assert!(
+            st.paused_vcpus().is_empty(),
+            "seed {seed} ({ending}): vCPUs paused {:?}",
+            st.paused_vcpus()
+        );
+        assert_eq!(
+            st.pause_count(),
+            0,
+            "seed {seed} ({ending}): domain left paused"
+        );
+        assert!(
+            st.monitors().is_empty(),
+            "seed {seed}: monitors left {:?}",
+            st.monitors()
+        );
+        assert!(
+            st.extra_views().is_empty() && st.restrictions() == 0,
+            "seed {seed}: views or restrictions left"
+        );
+        assert!(
+            st.vcpus_not_clean().is_empty(),
+            "seed {seed}: vCPUs not in view 0"
+        );
+        let partial: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(partial.is_empty(), "seed {seed}: partial captures left");
+        if with_capture {
+            *endings
+                .entry("(with a capture remediation)".into())
+                .or_default() += 1;
+        }
+        *endings.entry(ending).or_default() += 1;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!(
+        "120 policy runs, {alerts_total} alerts, {captures} captures, {capture_failures} failed mid-capture: {endings:?}"
+    );
+    for k in [
+        "returned",
+        "returned, domain paused",
+        "policy panicked",
+        "error",
+        "set-up failed: injected",
+    ] {
+        assert!(
+            endings.get(k).copied().unwrap_or(0) > 0,
+            "no run ended with {k}: {endings:?}"
+        );
+    }
+    assert!(captures > 0, "no capture was written");
+    assert!(capture_failures > 0, "no capture failed in the middle");
+    assert!(
+        alerts_total > 100,
+        "too few alerts to mean anything: {alerts_total}"
+    );
 }

@@ -110,7 +110,7 @@ pub(crate) fn result_code(e: &Error) -> xvmi_result {
         | Error::PageNotPresent { .. }
         | Error::NonCanonical { .. } => XVMI_ERR_NOT_MAPPED,
         Error::Overflow(_) => XVMI_ERR_OVERFLOW,
-        Error::InHandler(_) => XVMI_ERR_INVALID_ARGUMENT,
+        Error::InHandler(_) | Error::Config { .. } => XVMI_ERR_INVALID_ARGUMENT,
         Error::Unsupported { .. } => XVMI_ERR_UNSUPPORTED,
         Error::Backend { .. } => XVMI_ERR_BACKEND,
         Error::NoSuchVcpu { .. } => XVMI_ERR_NO_SUCH_VCPU,

@@ -1,0 +1,127 @@
+//! Protections as composable library types over the event core: each [`Policy`] says what it
+//! monitors ([`Plan`]: monitors and write-protected pages), how it decides ([`Policy::decide`]
+//! on each event), which response it gives ([`Remediation`], chosen per policy) and what it
+//! reports ([`Finding`], turned into an [`Alert`](crate::alert::Alert)). A [`PolicySet`] holds
+//! several, built from names and options (so that a configuration file or the C ABI can name
+//! them); a [`Guard`] runs them in one [`Session`](crate::event::session::Session).
+//!
+//! | name | policy | watches | what it reports |
+//! |---|---|---|---|
+//! | `cr0-wp` | [`ControlRegisterPolicy`] | CR0 writes (sync) | `cr0_wp_clear` |
+//! | `cr4` | [`ControlRegisterPolicy`] | CR4 writes (sync) | `cr4_smep_smap_clear`, `cr4_umip_clear`, ... |
+//! | `msr` | [`MsrPolicy`] | `wrmsr` to LSTAR, CSTAR, SYSENTER_EIP/ESP, EFER | `msr_lstar_write`, ..., `efer_nxe_clear` |
+//! | `descriptor-tables` | [`DescriptorTablePolicy`] | LIDT/LGDT (descriptor monitor); writes to the IDT's pages (and the GDT's, optionally) | `idt_load`, `gdt_load`, `idt_write`, `gdt_write` |
+//! | `kernel-text` | [`WriteProtectPolicy`] | writes to kernel text and read-only data (`sys_call_table` included) | `kernel_text_write`, `kernel_rodata_write` |
+//! | `modprobe-path`, `core-pattern` | [`WriteProtectPolicy`] | writes to those strings | `modprobe_path_write`, `core_pattern_write` |
+//! | `hidden-processes` | [`HiddenProcessPolicy`] | CR3 writes: roots no task on the list owns | `hidden_process` |
+//!
+//! Write protection is physical: a page is protected by its guest frame, so every alias of it
+//! (the kernel's direct map, `text_poke`'s temporary `poking_mm` mapping at another virtual
+//! address) is covered. The kernel's own text patching is told apart from an attack by who
+//! writes ([`WriterAllowList`]), never by lifting the protection.
+
+mod allow;
+mod descriptor;
+mod guard;
+mod hidden;
+mod region;
+mod registers;
+mod remediation;
+mod set;
+
+pub use allow::{Writer, WriterAllowList};
+pub use descriptor::DescriptorTablePolicy;
+pub use guard::{Guard, GuardOptions, GuardStats, ViewMode};
+pub use hidden::HiddenProcessPolicy;
+pub use region::{ProtectedRange, WriteProtectPolicy};
+pub use registers::{
+    ControlRegisterPolicy, MsrPolicy, MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP,
+    MSR_SYSENTER_ESP,
+};
+pub use remediation::{CaptureMode, Remediation, Step, Verdict};
+pub use set::{PolicyOptions, PolicySet, POLICY_NAMES};
+
+use crate::addr::Gfn;
+use crate::alert::Attempt;
+use crate::backend::{Monitor, PhysicalMemory};
+use crate::event::Event;
+use crate::mem::GuestMemory;
+use crate::os::linux::Linux;
+use crate::regs::Registers;
+
+/// What a policy works on: the kernel, guest memory, and the vCPUs' registers when the guard
+/// started (the baseline register-watching policies compare with).
+pub struct Guest<'a> {
+    /// The guest's kernel (symbols, types, layout).
+    pub linux: &'a Linux,
+    /// Guest memory (any backend).
+    pub mem: &'a GuestMemory<&'a dyn PhysicalMemory>,
+    /// Each vCPU's registers when the guard was set up.
+    pub baseline: &'a [Registers],
+}
+
+impl std::fmt::Debug for Guest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest")
+            .field("vcpus", &self.baseline.len())
+            .finish()
+    }
+}
+
+/// What a policy needs from the event core, computed once before monitoring starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Monitors to turn on (shared ones are turned on once).
+    pub monitors: Vec<Monitor>,
+    /// Frames whose writes the policy must see (made read/execute-only in the guard's view).
+    pub write_protect: Vec<Gfn>,
+}
+
+/// What a policy made of an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Not this policy's concern.
+    NotMine,
+    /// This policy's concern, and legitimate (e.g. the kernel's own text patching): let it
+    /// happen, report nothing.
+    Legitimate,
+    /// A violation: respond with the policy's [`Remediation`] and report.
+    Violation(Finding),
+}
+
+/// A violation as a policy reports it (the guard adds the VM, process, response and
+/// remediation to make an [`Alert`](crate::alert::Alert)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// A stable identifier (`"cr4_smep_smap_clear"`).
+    pub what: String,
+    /// Severity, 0 to 10 (CEF).
+    pub severity: u8,
+    /// What was attempted.
+    pub attempt: Attempt,
+    /// Whether the attempt can be refused at all (a descriptor-table load cannot: it is
+    /// reported only).
+    pub deniable: bool,
+}
+
+/// A protection (see the module documentation). Implement it to add one; the guard calls
+/// [`Policy::plan`] once, before changing anything in the guest, then [`Policy::decide`] for
+/// each event.
+pub trait Policy {
+    /// The policy's name, as a [`PolicySet`] knows it (`"cr4"`).
+    fn name(&self) -> &str;
+
+    /// The response and remediation this policy gives on a violation.
+    fn remediation(&self) -> &Remediation;
+
+    /// What to monitor. Called once, before monitoring starts; an error here means nothing
+    /// has been changed in the guest yet.
+    ///
+    /// # Errors
+    /// The kernel lacks what the policy needs (a symbol), or guest memory cannot be read.
+    fn plan(&mut self, guest: &Guest<'_>) -> crate::Result<Plan>;
+
+    /// Decide about one event. Must not panic on any guest input (a panic is caught: the
+    /// event gets a safe answer and the guard tears down).
+    fn decide(&mut self, guest: &Guest<'_>, event: &Event) -> Decision;
+}

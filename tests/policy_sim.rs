@@ -1,0 +1,950 @@
+//! The policy library on the simulated domain (not Xen) over the real Linux 6.1 snapshot:
+//! each policy's scripted attack is refused and reported and the guest's state is intact
+//! afterwards (CR0/CR4 bits, the entry MSRs, text, `sys_call_table`, `modprobe_path`,
+//! `core_pattern`, the IDT); the kernel's own text patching (`__text_poke`, `memcpy` returning
+//! into it) goes through; a clean run of benign activity raises no alert; remediation pauses,
+//! captures (read back by `Snapshot`) and resumes; bad configuration is refused before
+//! anything changes. Expected addresses come from the guest's own `/proc/kallsyms` at dump
+//! time (the fixture's `kallsyms`), and expected values from the script's own inputs.
+
+mod support;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use support::fixture::fixture_file;
+use xenvmi::alert::{Alert, AlertSink, Callback, Response as Given};
+use xenvmi::backend::sim::{GuestAction, Outcome, SimDomain};
+use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::backend::{
+    ControlRegister, PhysicalMemory, PhysicalMemoryWrite, VcpuState, VcpuStateWrite,
+};
+use xenvmi::event::session::RunOptions;
+use xenvmi::event::{Event, EventKind};
+use xenvmi::mem::{AddressSpace, GuestMemory};
+use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::policy::{
+    Decision, DescriptorTablePolicy, Guard, GuardOptions, Guest, Policy, PolicyOptions, PolicySet,
+    Remediation, ViewMode, MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
+};
+use xenvmi::regs::{Cr0, Cr4};
+use xenvmi::{Gpa, Gva, Registers, VcpuId, ViewId};
+
+const FIXTURE: &str = "linux-6.1";
+const SMEP_SMAP_UMIP: u64 = Cr4::SMEP.bits() | Cr4::SMAP.bits() | Cr4::UMIP.bits();
+const EFER_NXE: u64 = 1 << 11;
+
+fn run_opts() -> RunOptions {
+    RunOptions {
+        poll: Duration::ZERO,
+        max_events: None,
+        max_idle_polls: Some(1),
+    }
+}
+
+/// The guest's `/proc/kallsyms` at dump time: kernel symbol → address.
+fn kallsyms() -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(fixture_file(FIXTURE, "kallsyms").unwrap()).unwrap();
+    let mut m = HashMap::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        if let (Some(a), Some(_), Some(n), None) = (f.next(), f.next(), f.next(), f.next()) {
+            m.entry(n.to_owned())
+                .or_insert_with(|| u64::from_str_radix(a, 16).unwrap());
+        }
+    }
+    m
+}
+
+struct Fixture {
+    sim: SimDomain,
+    linux: Linux,
+    sym: HashMap<String, u64>,
+    vcpus: u32,
+}
+
+/// The snapshot as a simulated domain whose CPUs run Linux as a modern x86 does (SMEP, SMAP
+/// and UMIP on; the dump's emulated CPU lacked them), with the entry MSRs and EFER holding
+/// what Linux's `syscall_init` writes.
+fn fixture() -> Fixture {
+    let snap = Snapshot::open(fixture_file(FIXTURE, "vmcore.elf").unwrap()).unwrap();
+    let mut regs = snap.all_registers().to_vec();
+    for r in &mut regs {
+        r.cr4 |= SMEP_SMAP_UMIP;
+    }
+    let sim = SimDomain::new(snap, &regs);
+    let linux = Linux::discover(&GuestMemory::new(&sim), &regs, ProfileSource::InGuest).unwrap();
+    let sym = kallsyms();
+    let n = regs.len() as u32;
+    // EFER as the guest's CPUs had it (the dump's register notes lack NXE and SCE).
+    let gt = support::fixture::ground_truth(FIXTURE);
+    let efer: Vec<u64> = (0..n as usize)
+        .map(|v| support::fixture::hex(&gt["vcpus"][v]["efer"]))
+        .collect();
+    let boot = (0..n).flat_map(|v| {
+        let vcpu = VcpuId(v);
+        [
+            (MSR_LSTAR, sym["entry_SYSCALL_64"]),
+            (MSR_CSTAR, sym["entry_SYSCALL_compat"]),
+            (MSR_SYSENTER_EIP, sym["entry_SYSENTER_compat"]),
+            (MSR_SYSENTER_ESP, 0xfffffe0000003000 + u64::from(v) * 0x1000),
+            (MSR_EFER, efer[v as usize]),
+        ]
+        .map(|(index, value)| GuestAction::WriteMsr { vcpu, index, value })
+    });
+    sim.script(boot.collect::<Vec<_>>());
+    sim.run_guest();
+    Fixture {
+        sim,
+        linux,
+        sym,
+        vcpus: n,
+    }
+}
+
+type Alerts = Rc<RefCell<Vec<Alert>>>;
+
+fn collector() -> (Alerts, Box<dyn AlertSink>) {
+    let alerts: Alerts = Rc::default();
+    let a = alerts.clone();
+    let sink = Callback(move |al: &Alert| {
+        a.borrow_mut().push(al.clone());
+        Ok(())
+    });
+    (alerts, Box::new(sink))
+}
+
+impl Fixture {
+    /// The guest-physical address of a kernel-image address (the image is linear).
+    fn image_gpa(&self, va: u64) -> Gpa {
+        let k = self.linux.info();
+        Gpa(k.text_pa.0 + (va - k.text_va.0))
+    }
+    fn read(&self, gpa: Gpa, n: usize) -> Vec<u8> {
+        let mut b = vec![0; n];
+        self.sim.read_physical(gpa, &mut b).unwrap();
+        b
+    }
+    fn set_rip(&self, v: u32, rip: u64) {
+        let mut r = self.sim.registers(VcpuId(v)).unwrap();
+        r.rip = rip;
+        self.sim.set_registers(VcpuId(v), &r).unwrap();
+    }
+    fn guard(&self, names: &[&str], opts: GuardOptions) -> (Guard<'_, SimDomain>, Alerts) {
+        let set = PolicySet::from_names(names.iter().copied(), &PolicyOptions::default()).unwrap();
+        let (alerts, sink) = collector();
+        (
+            Guard::new(&self.sim, &self.linux, set, sink, opts).unwrap(),
+            alerts,
+        )
+    }
+    fn assert_clean(&self) {
+        let st = self.sim.state();
+        assert!(
+            st.paused_vcpus().is_empty(),
+            "paused {:?}",
+            st.paused_vcpus()
+        );
+        assert_eq!(st.pause_count(), 0);
+        assert!(st.extra_views().is_empty() && st.restrictions() == 0);
+        assert!(st.monitors().is_empty() && !st.ring_enabled());
+        assert!(st.vcpus_not_clean().is_empty());
+    }
+    fn outcomes(&self) -> Vec<Outcome> {
+        self.sim.state().outcomes().to_vec()
+    }
+}
+
+fn opts() -> GuardOptions {
+    GuardOptions {
+        run: run_opts(),
+        ..GuardOptions::default()
+    }
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+#[test]
+fn register_policies_refuse_each_attack_and_keep_the_state() {
+    let f = fixture();
+    let (mut guard, alerts) = f.guard(&["cr0-wp", "cr4", "msr"], opts());
+    // Register-only policies protect no memory: no view.
+    assert_eq!(guard.view(), None);
+    let regs0 = f.sim.registers(VcpuId(0)).unwrap();
+    let v1 = VcpuId(f.vcpus - 1);
+    let (cr0, cr4) = (regs0.cr0, regs0.cr4);
+    let evil = 0xffff_ffff_c041_c000;
+    let before = f.outcomes().len();
+    let attacks = [
+        GuestAction::WriteCr {
+            vcpu: v1,
+            register: ControlRegister::Cr0,
+            value: cr0 & !Cr0::WP.bits(),
+        },
+        GuestAction::WriteCr {
+            vcpu: v1,
+            register: ControlRegister::Cr4,
+            value: cr4 & !(Cr4::SMEP | Cr4::SMAP).bits(),
+        },
+        GuestAction::WriteCr {
+            vcpu: VcpuId(0),
+            register: ControlRegister::Cr4,
+            value: cr4 & !Cr4::UMIP.bits(),
+        },
+        GuestAction::WriteMsr {
+            vcpu: VcpuId(0),
+            index: MSR_LSTAR,
+            value: evil,
+        },
+        GuestAction::WriteMsr {
+            vcpu: v1,
+            index: MSR_CSTAR,
+            value: evil + 0x40,
+        },
+        GuestAction::WriteMsr {
+            vcpu: v1,
+            index: MSR_SYSENTER_EIP,
+            value: evil + 0x80,
+        },
+        GuestAction::WriteMsr {
+            vcpu: v1,
+            index: MSR_SYSENTER_ESP,
+            value: 0xffff_c900_dead_0000,
+        },
+        GuestAction::WriteMsr {
+            vcpu: VcpuId(0),
+            index: MSR_EFER,
+            value: f.sim.state().msr(VcpuId(0), MSR_EFER).unwrap() & !EFER_NXE,
+        },
+    ];
+    f.sim.script(attacks.clone());
+    let stats = guard.run().unwrap();
+    guard.teardown().unwrap();
+    f.assert_clean();
+
+    // vCPUs run their actions interleaved: compare in a fixed order.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let outcomes = f.outcomes()[before..]
+        .iter()
+        .map(|o| format!("{o:?}"))
+        .collect();
+    let want = attacks
+        .iter()
+        .cloned()
+        .map(|a| format!("{:?}", Outcome::Denied(a)))
+        .collect();
+    assert_eq!(sorted(outcomes), sorted(want));
+    assert_eq!(stats.denied, attacks.len() as u64);
+    let a = alerts.borrow().clone();
+    let mut got: Vec<(&str, &str, Option<u32>)> = a
+        .iter()
+        .map(|a| (a.what.as_str(), a.policy.as_str(), a.vcpu))
+        .collect();
+    got.sort();
+    let last = Some(v1.0);
+    let mut want = vec![
+        ("cr0_wp_clear", "cr0-wp", last),
+        ("cr4_smep_smap_clear", "cr4", last),
+        ("cr4_umip_clear", "cr4", Some(0)),
+        ("msr_lstar_write", "msr", Some(0)),
+        ("msr_cstar_write", "msr", last),
+        ("msr_sysenter_eip_write", "msr", last),
+        ("msr_sysenter_esp_write", "msr", last),
+        ("efer_nxe_clear", "msr", Some(0)),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(a.iter().all(|a| a.response == Given::Denied));
+    // Old and new values are the guest's and the script's.
+    let by = |w: &str| a.iter().find(|a| a.what == w).unwrap();
+    let wp = by("cr0_wp_clear");
+    assert_eq!(
+        (wp.attempt.old, wp.attempt.new),
+        (Some(cr0), Some(cr0 & !Cr0::WP.bits()))
+    );
+    let lstar = by("msr_lstar_write");
+    assert_eq!(lstar.attempt.old, Some(f.sym["entry_SYSCALL_64"]));
+    assert_eq!(lstar.attempt.new, Some(evil));
+    let j = lstar.to_json();
+    assert_eq!(j["old"], hex(f.sym["entry_SYSCALL_64"]));
+    assert_eq!(j["action"], "denied");
+    assert_eq!(j["schema"], 1);
+
+    // The guest's state is intact.
+    let st = f.sim.state();
+    for v in 0..f.vcpus {
+        let r = f.sim.registers(VcpuId(v)).unwrap();
+        assert_eq!(r.cr0 & Cr0::WP.bits(), Cr0::WP.bits());
+        assert_eq!(r.cr4 & SMEP_SMAP_UMIP, SMEP_SMAP_UMIP);
+        assert_eq!(
+            st.msr(VcpuId(v), MSR_LSTAR),
+            Some(f.sym["entry_SYSCALL_64"])
+        );
+        assert_eq!(
+            st.msr(VcpuId(v), MSR_CSTAR),
+            Some(f.sym["entry_SYSCALL_compat"])
+        );
+        assert_eq!(
+            st.msr(VcpuId(v), MSR_SYSENTER_EIP),
+            Some(f.sym["entry_SYSENTER_compat"])
+        );
+        assert_eq!(
+            st.msr(VcpuId(v), MSR_EFER).map(|e| e & EFER_NXE),
+            Some(EFER_NXE)
+        );
+    }
+}
+
+#[test]
+fn allowed_register_writes_happen_and_are_reported() {
+    let f = fixture();
+    let mut set = PolicySet::new();
+    let allow = PolicyOptions {
+        remediation: Remediation::allow(),
+        ..PolicyOptions::default()
+    };
+    set.add("cr4", &allow).unwrap();
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    let cr4 = f.sim.registers(VcpuId(0)).unwrap().cr4;
+    let attack = GuestAction::WriteCr {
+        vcpu: VcpuId(0),
+        register: ControlRegister::Cr4,
+        value: cr4 & !Cr4::SMEP.bits(),
+    };
+    f.sim.script([attack.clone()]);
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    assert_eq!(f.outcomes().last(), Some(&Outcome::Done(attack)));
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].what.as_str(), a[0].response),
+        ("cr4_smep_clear", Given::Allowed)
+    );
+    assert_eq!(
+        f.sim.registers(VcpuId(0)).unwrap().cr4 & Cr4::SMEP.bits(),
+        0
+    );
+}
+
+#[test]
+fn kernel_text_and_rodata_writes_are_refused_and_the_kernels_own_patching_goes_through() {
+    let f = fixture();
+    let (mut guard, alerts) = f.guard(&["kernel-text"], opts());
+    let view = guard.view().unwrap();
+    assert_ne!(view, ViewId::HOST);
+    // _text .. _etext and __start_rodata .. __end_rodata, in pages (ground truth: kallsyms).
+    let pages = |a: &str, b: &str| f.sym[b].div_ceil(0x1000) - f.sym[a] / 0x1000;
+    assert_eq!(
+        guard.protected_pages() as u64,
+        pages("_text", "_etext") + pages("__start_rodata", "__end_rodata")
+    );
+    let getpid = f.image_gpa(f.sym["__x64_sys_getpid"]);
+    // sys_call_table[__NR_getpid = 39].
+    let slot = f.image_gpa(f.sym["sys_call_table"] + 39 * 8);
+    let text_before = f.read(getpid, 16);
+    let slot_before = f.read(slot, 8);
+    let v1 = f.vcpus - 1;
+    // An attacker's code: a module address outside the kernel image.
+    f.set_rip(v1, 0xffff_ffff_c041_c123);
+    let before = f.outcomes().len();
+    let attacks = [
+        GuestAction::Write {
+            vcpu: VcpuId(v1),
+            gpa: getpid,
+            bytes: vec![0xe9, 1, 2, 3, 4],
+        },
+        GuestAction::Write {
+            vcpu: VcpuId(v1),
+            gpa: slot,
+            bytes: 0xffff_ffff_c041_c000u64.to_le_bytes().to_vec(),
+        },
+    ];
+    f.sim.script(attacks.clone());
+    guard.run().unwrap();
+    // The kernel's jump-label patch: __text_poke writing (rip inside it), and memcpy called
+    // from it (the return address at [rsp]); the alias address does not matter, the frame does.
+    let poke = f.sym["__text_poke"];
+    let patch_a = f.image_gpa(f.sym["__x64_sys_getpid"] + 8);
+    f.set_rip(0, poke + 0x10);
+    f.sim.script([GuestAction::Write {
+        vcpu: VcpuId(0),
+        gpa: patch_a,
+        bytes: vec![0x0f, 0x1f, 0x44, 0, 0],
+    }]);
+    guard.run().unwrap();
+    let mut r = f.sim.registers(VcpuId(v1)).unwrap();
+    assert_eq!(r.cs_sel & 3, 0, "vCPU {v1} runs the kernel in the dump");
+    let space = AddressSpace::from_cr3(r.cr3, f.linux.info().paging);
+    let mem = GuestMemory::new(&f.sim);
+    let ret_slot = mem.translate_mapped(space, Gva(r.rsp)).unwrap();
+    let saved = f.read(ret_slot, 8);
+    f.sim
+        .write_physical(ret_slot, &(poke + 0x1a2).to_le_bytes())
+        .unwrap();
+    r.rip = f.sym["memcpy"] + 3;
+    f.sim.set_registers(VcpuId(v1), &r).unwrap();
+    let patch_b = f.image_gpa(f.sym["__x64_sys_getpid"] + 16);
+    let kernel_patch = GuestAction::Write {
+        vcpu: VcpuId(v1),
+        gpa: patch_b,
+        bytes: vec![0x66, 0x90],
+    };
+    f.sim.script([kernel_patch.clone()]);
+    guard.run().unwrap();
+    // memcpy called from anywhere else is not the kernel's patching.
+    f.sim
+        .write_physical(ret_slot, &(f.sym["__x64_sys_getpid"] + 5).to_le_bytes())
+        .unwrap();
+    let forged = GuestAction::Write {
+        vcpu: VcpuId(v1),
+        gpa: patch_b,
+        bytes: vec![0xcc, 0xcc],
+    };
+    f.sim.script([forged.clone()]);
+    let stats = guard.run().unwrap();
+    guard.teardown().unwrap();
+    f.sim.write_physical(ret_slot, &saved).unwrap();
+    f.assert_clean();
+
+    let o = &f.outcomes()[before..];
+    assert_eq!(o.len(), 5);
+    // `Emulated(_, true)`: emulated with the write discarded.
+    assert_eq!(o[0], Outcome::Emulated(attacks[0].clone(), true));
+    assert_eq!(o[1], Outcome::Emulated(attacks[1].clone(), true));
+    assert!(matches!(&o[2], Outcome::Emulated(_, false)), "{:?}", o[2]);
+    assert_eq!(o[3], Outcome::Emulated(kernel_patch, false));
+    assert_eq!(o[4], Outcome::Emulated(forged, true));
+    assert_eq!(stats.legitimate_writes, 2);
+    // Attacks changed nothing; the kernel's patches are in place.
+    assert_eq!(f.read(getpid, 5), text_before[..5]);
+    assert_eq!(f.read(slot, 8), slot_before);
+    assert_eq!(f.read(patch_a, 5), [0x0f, 0x1f, 0x44, 0, 0]);
+    assert_eq!(f.read(patch_b, 2), [0x66, 0x90]);
+
+    let a = alerts.borrow();
+    let what: Vec<&str> = a.iter().map(|a| a.what.as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "kernel_text_write",
+            "kernel_rodata_write",
+            "kernel_text_write"
+        ]
+    );
+    // Aliases share the address (__do_sys_getpid is inlined at __x64_sys_getpid): any name
+    // the guest's kallsyms lists there.
+    let named = |s: &Option<String>, addr: u64| {
+        let s = s.as_deref().unwrap();
+        f.sym
+            .iter()
+            .any(|(n, &a)| a == addr && s == format!("{n}+0x0"))
+    };
+    assert!(
+        named(&a[0].attempt.symbol, f.sym["__x64_sys_getpid"]),
+        "{:?}",
+        a[0].attempt.symbol
+    );
+    assert_eq!(a[0].attempt.address, Some(getpid.0));
+    assert_eq!(
+        a[0].attempt.virtual_address,
+        Some(f.sym["__x64_sys_getpid"])
+    );
+    assert_eq!(a[0].attempt.rip, 0xffff_ffff_c041_c123);
+    assert_eq!(a[1].attempt.symbol.as_deref(), Some("sys_call_table+0x138"));
+    assert_eq!(a[1].attempt.target.as_deref(), Some("kernel_rodata"));
+    assert_eq!(a[2].attempt.rip_symbol.as_deref(), Some("__memcpy+0x3"));
+    assert!(a
+        .iter()
+        .all(|a| a.response == Given::Denied && a.policy == "kernel-text"));
+}
+
+#[test]
+fn modprobe_path_and_core_pattern_are_kept_and_their_neighbours_written() {
+    let f = fixture();
+    let (mut guard, alerts) = f.guard(
+        &["modprobe-path", "core-pattern"],
+        GuardOptions {
+            view: ViewMode::Host,
+            ..opts()
+        },
+    );
+    assert_eq!(guard.view(), Some(ViewId::HOST));
+    let space = f.linux.info().kernel_space;
+    let mem = GuestMemory::new(&f.sim);
+    let gpa = |n: &str| mem.translate_mapped(space, Gva(f.sym[n])).unwrap();
+    let (mp, cp) = (gpa("modprobe_path"), gpa("core_pattern"));
+    let mp_before = f.read(mp, 256);
+    let cp_before = f.read(cp, 128);
+    // The kernel's defaults (CONFIG_MODPROBE_PATH, fs/coredump.c).
+    assert!(mp_before.starts_with(b"/sbin/modprobe\0"));
+    assert!(cp_before.starts_with(b"core\0"));
+    // Another variable on modprobe_path's page, before it.
+    let neighbour = Gpa(mp.0 & !0xfff);
+    assert!(f.sym["modprobe_path"] & 0xfff >= 8);
+    f.set_rip(0, 0xffff_ffff_c041_c123);
+    let before = f.outcomes().len();
+    let script = [
+        GuestAction::Write {
+            vcpu: VcpuId(0),
+            gpa: mp,
+            bytes: b"/tmp/x\0".to_vec(),
+        },
+        GuestAction::Write {
+            vcpu: VcpuId(0),
+            gpa: Gpa(cp.0 + 4),
+            bytes: b"|/tmp/y\0".to_vec(),
+        },
+        GuestAction::Write {
+            vcpu: VcpuId(0),
+            gpa: neighbour,
+            bytes: vec![1, 2, 3, 4],
+        },
+    ];
+    f.sim.script(script.clone());
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    let o = &f.outcomes()[before..];
+    assert_eq!(
+        o,
+        [
+            Outcome::Emulated(script[0].clone(), true),
+            Outcome::Emulated(script[1].clone(), true),
+            Outcome::Emulated(script[2].clone(), false),
+        ]
+    );
+    assert_eq!(f.read(mp, 256), mp_before);
+    assert_eq!(f.read(cp, 128), cp_before);
+    assert_eq!(f.read(neighbour, 4), [1, 2, 3, 4]);
+    let a = alerts.borrow();
+    let got: Vec<(&str, &str, Option<&str>)> = a
+        .iter()
+        .map(|a| {
+            (
+                a.what.as_str(),
+                a.policy.as_str(),
+                a.attempt.symbol.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "modprobe_path_write",
+                "modprobe-path",
+                Some("modprobe_path+0x0")
+            ),
+            (
+                "core_pattern_write",
+                "core-pattern",
+                Some("core_pattern+0x4")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn idt_writes_are_refused_and_descriptor_loads_reported() {
+    let f = fixture();
+    let regs: Vec<Registers> = (0..f.vcpus)
+        .map(|v| f.sim.registers(VcpuId(v)).unwrap())
+        .collect();
+    let idt = regs[0].idtr_base;
+    assert_ne!(idt, 0, "the dump records the IDT base");
+    // Linux loads the cpu_entry_area alias of idt_table; its frame is idt_table's.
+    let mem = GuestMemory::new(&f.sim);
+    let space = f.linux.info().kernel_space;
+    let frame = mem.translate_mapped(space, Gva(idt)).unwrap();
+    assert_eq!(
+        frame,
+        mem.translate_mapped(space, Gva(f.sym["idt_table"]))
+            .unwrap()
+    );
+    let (mut guard, alerts) = f.guard(&["descriptor-tables"], opts());
+    // Vector 14 (#PF): 16-byte gates.
+    let gate = Gpa(frame.0 + 14 * 16);
+    let before_bytes = f.read(gate, 16);
+    f.set_rip(0, 0xffff_ffff_c041_c123);
+    let before = f.outcomes().len();
+    let attack = GuestAction::Write {
+        vcpu: VcpuId(0),
+        gpa: gate,
+        bytes: vec![0x41; 8],
+    };
+    f.sim.script([attack.clone()]);
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    assert_eq!(f.outcomes()[before..], [Outcome::Emulated(attack, true)]);
+    assert_eq!(f.read(gate, 16), before_bytes);
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].what.as_str(), a[0].attempt.address),
+        ("idt_write", Some(gate.0))
+    );
+
+    // A LIDT: the simulated guest cannot execute one, so the policy decides on the event Xen
+    // sends (reason 13, IDTR, a load).
+    let mut p = DescriptorTablePolicy::new(false, Remediation::deny());
+    let mem: GuestMemory<&dyn PhysicalMemory> = GuestMemory::new(&f.sim as &dyn PhysicalMemory);
+    let guest = Guest {
+        linux: &f.linux,
+        mem: &mem,
+        baseline: &regs,
+    };
+    p.plan(&guest).unwrap();
+    let load = |descriptor, is_write| {
+        Event::new(
+            VcpuId(0),
+            None,
+            true,
+            EventKind::DescriptorAccess {
+                descriptor,
+                is_write,
+                instr_info: 0,
+                exit_qualification: 0,
+            },
+            regs[0],
+        )
+    };
+    let Decision::Violation(v) = p.decide(&guest, &load(1, true)) else {
+        panic!("LIDT not reported")
+    };
+    assert_eq!(
+        (v.what.as_str(), v.attempt.old, v.deniable),
+        ("idt_load", Some(idt), false)
+    );
+    assert_eq!(p.decide(&guest, &load(1, false)), Decision::Legitimate); // SIDT
+    assert_eq!(p.decide(&guest, &load(2, true)), Decision::Legitimate); // LGDT, GDT not asked for
+}
+
+#[test]
+fn a_clean_run_of_benign_activity_raises_no_alert() {
+    let f = fixture();
+    let (mut guard, alerts) = f.guard(xenvmi::policy::POLICY_NAMES, opts());
+    let r0 = f.sim.registers(VcpuId(0)).unwrap();
+    let getpid = f.image_gpa(f.sym["__x64_sys_getpid"]);
+    let text_before = f.read(getpid, 16);
+    let v1 = VcpuId(f.vcpus - 1);
+    let before = f.outcomes().len();
+    let benign = vec![
+        GuestAction::Read {
+            vcpu: VcpuId(0),
+            gpa: getpid,
+        },
+        GuestAction::Execute {
+            vcpu: v1,
+            gpa: getpid,
+        },
+        // PGE toggled (a TLB flush), TS set (lazy FPU), both leave the pinned bits alone.
+        GuestAction::WriteCr {
+            vcpu: VcpuId(0),
+            register: ControlRegister::Cr4,
+            value: r0.cr4 ^ 0x80,
+        },
+        GuestAction::WriteCr {
+            vcpu: v1,
+            register: ControlRegister::Cr0,
+            value: r0.cr0 | 8,
+        },
+        GuestAction::WriteCr {
+            vcpu: v1,
+            register: ControlRegister::Cr3,
+            value: r0.cr3,
+        },
+        // A CPU brought up again: syscall_init writes the same entry points.
+        GuestAction::WriteMsr {
+            vcpu: v1,
+            index: MSR_LSTAR,
+            value: f.sym["entry_SYSCALL_64"],
+        },
+        GuestAction::WriteMsr {
+            vcpu: v1,
+            index: MSR_EFER,
+            value: f.sim.state().msr(v1, MSR_EFER).unwrap() | 1,
+        },
+        GuestAction::Cpuid {
+            vcpu: VcpuId(0),
+            leaf: 7,
+        },
+        // Ordinary kernel data (the page of init_task) is not protected.
+        GuestAction::Write {
+            vcpu: VcpuId(0),
+            gpa: f.image_gpa(f.sym["init_task"]),
+            bytes: vec![0],
+        },
+    ];
+    f.sim.script(benign.clone());
+    let stats = guard.run().unwrap();
+    guard.teardown().unwrap();
+    f.assert_clean();
+    assert!(alerts.borrow().is_empty(), "{:?}", alerts.borrow());
+    assert_eq!(stats.alerts, 0);
+    eprintln!(
+        "clean run, all policies: {} events, {:.1?} mean, {:.1?} slowest per event",
+        stats.run.events,
+        stats.run.mean(),
+        stats.run.slowest
+    );
+    assert_eq!(f.read(getpid, 16), text_before);
+    let o = &f.outcomes()[before..];
+    assert_eq!(o.len(), benign.len());
+    assert!(
+        o.iter()
+            .all(|o| matches!(o, Outcome::Done(_) | Outcome::Read(..))),
+        "{o:?}"
+    );
+}
+
+/// A fresh empty directory for captures.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("xenvmi-policy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn remediation_pauses_captures_and_resumes() {
+    let f = fixture();
+    let dir = temp_dir("capture");
+    let mut set = PolicySet::new();
+    let o = PolicyOptions {
+        remediation: Remediation::parse("deny,pause,capture,resume").unwrap(),
+        ..PolicyOptions::default()
+    };
+    set.add("cr4", &o).unwrap();
+    let (alerts, sink) = collector();
+    let gopts = GuardOptions {
+        capture_dir: Some(dir.clone()),
+        vm: xenvmi::alert::Vm {
+            name: Some("guest-a".into()),
+            uuid: None,
+            domid: Some(7),
+        },
+        ..opts()
+    };
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, gopts).unwrap();
+    let cr4 = f.sim.registers(VcpuId(0)).unwrap().cr4;
+    f.sim.script([GuestAction::WriteCr {
+        vcpu: VcpuId(0),
+        register: ControlRegister::Cr4,
+        value: cr4 & !Cr4::SMAP.bits(),
+    }]);
+    let stats = guard.run().unwrap();
+    assert!(!stats.domain_paused);
+    assert_eq!(f.sim.state().pause_count(), 0);
+    drop(guard);
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].remediation, ["paused", "captured_paused", "resumed"]);
+    assert_eq!(a[0].vm.domid, Some(7));
+    let path = std::path::PathBuf::from(a[0].capture.as_deref().unwrap());
+    assert_eq!(stats.captures, std::slice::from_ref(&path));
+    let held = stats.longest_capture_pause.unwrap();
+    eprintln!(
+        "remediation capture of the {} MiB guest held it paused {held:.2?}",
+        f.sim
+            .physical_ranges()
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum::<u64>()
+            >> 20
+    );
+    // The capture is the guest at the moment of the attack, refused: SMAP still set, and the
+    // kernel found in it again.
+    let snap = Snapshot::open(&path).unwrap();
+    let regs = snap.all_registers().to_vec();
+    assert_eq!(regs.len(), f.vcpus as usize);
+    assert_eq!(regs[0].cr4 & Cr4::SMAP.bits(), Cr4::SMAP.bits());
+    let mem = GuestMemory::new(snap);
+    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).unwrap();
+    assert_eq!(linux.info().release, f.linux.info().release);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_pause_without_resume_ends_monitoring_and_holds_the_domain_until_released() {
+    let f = fixture();
+    let mut set = PolicySet::new();
+    let o = PolicyOptions {
+        remediation: Remediation::parse("deny,pause").unwrap(),
+        ..PolicyOptions::default()
+    };
+    set.add("msr", &o).unwrap();
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    f.sim.script([
+        GuestAction::WriteMsr {
+            vcpu: VcpuId(0),
+            index: MSR_LSTAR,
+            value: 0xffff_ffff_c041_c000,
+        },
+        GuestAction::Cpuid {
+            vcpu: VcpuId(0),
+            leaf: 0,
+        },
+    ]);
+    let stats = guard.run().unwrap();
+    assert!(stats.domain_paused);
+    assert_eq!(f.sim.state().pause_count(), 1);
+    assert_eq!(alerts.borrow()[0].remediation, ["paused"]);
+    guard.resume_domain().unwrap();
+    assert_eq!(f.sim.state().pause_count(), 0);
+    drop(guard);
+    f.assert_clean();
+    // Dropped while paused: released too.
+    let mut set = PolicySet::new();
+    set.add("msr", &o).unwrap();
+    let (_, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    f.sim.script([GuestAction::WriteMsr {
+        vcpu: VcpuId(0),
+        index: MSR_CSTAR,
+        value: 1,
+    }]);
+    assert!(guard.run().unwrap().domain_paused);
+    drop(guard);
+    f.assert_clean();
+}
+
+#[test]
+fn bad_configuration_is_refused_before_monitoring_starts() {
+    let f = fixture();
+    let e = PolicySet::from_names(["cr4", "no-such-policy"], &PolicyOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("policy \"no-such-policy\": unknown policy"),
+        "{e}"
+    );
+    // A capture with nowhere to go, or into a missing directory.
+    for dir in [None, Some(std::path::PathBuf::from("/nonexistent/xenvmi"))] {
+        let o = PolicyOptions {
+            remediation: Remediation::parse("deny,capture").unwrap(),
+            ..PolicyOptions::default()
+        };
+        let set = PolicySet::from_names(["kernel-text", "cr4"], &o).unwrap();
+        let (_, sink) = collector();
+        let e = Guard::new(
+            &f.sim,
+            &f.linux,
+            set,
+            sink,
+            GuardOptions {
+                capture_dir: dir.clone(),
+                ..opts()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, xenvmi::Error::Config { .. }), "{e}");
+        let st = f.sim.state();
+        // Untouched: no monitor, no view, no restriction (no session was opened).
+        assert!(
+            st.monitors().is_empty() && st.restrictions() == 0 && st.extra_views().is_empty(),
+            "{e}"
+        );
+    }
+    let (_, sink) = collector();
+    let e = Guard::new(&f.sim, &f.linux, PolicySet::new(), sink, opts()).unwrap_err();
+    assert_eq!(e.to_string(), "policy set: no policies");
+    // A syslog target that cannot be reached: refused when the sink is made, before a guard.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let target = format!("tcp://127.0.0.1:{port}");
+    let e = xenvmi::alert::syslog::Syslog::connect(&target)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("syslog target {target:?}: ")), "{e}");
+    for bad in [
+        "127.0.0.1:514",
+        "smtp://127.0.0.1:25",
+        "udp://127.0.0.1",
+        "udp://no-such-host.invalid:514",
+    ] {
+        let e = xenvmi::alert::syslog::Syslog::connect(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("syslog target {bad:?}: ")), "{e}");
+    }
+}
+
+#[test]
+fn a_process_unlinked_from_the_task_list_is_found_by_its_cr3() {
+    use xenvmi::policy::HiddenProcessPolicy;
+    let f = fixture();
+    let mem = GuestMemory::new(&f.sim);
+    let procs: Vec<_> = f.linux.processes(&mem).filter_map(Result::ok).collect();
+    // The ground truth's long-lived `sleep 999999` is the rootkit's victim; init stays visible.
+    let victim = procs.iter().find(|p| p.name == "sleep").unwrap().clone();
+    let init = procs.iter().find(|p| p.pid == 1).unwrap().clone();
+    let gt = support::fixture::ground_truth(FIXTURE);
+    assert!(gt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["comm"] == "sleep" && p["pid"] == victim.pid));
+    let mut set = PolicySet::new();
+    set.push(Box::new(
+        HiddenProcessPolicy::new(Remediation::deny()).refreshing_every(Duration::ZERO),
+    ))
+    .unwrap();
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    let switch = |p: &xenvmi::os::Process| GuestAction::WriteCr {
+        vcpu: VcpuId(0),
+        register: ControlRegister::Cr3,
+        value: p.dtb.unwrap().0,
+    };
+    // Visible: no alert.
+    f.sim.script([switch(&victim), switch(&init)]);
+    guard.run().unwrap();
+    assert!(alerts.borrow().is_empty(), "{:?}", alerts.borrow());
+    // DKOM: tasks.prev->next = tasks.next; tasks.next->prev = tasks.prev.
+    let ks = f.linux.info().kernel_space;
+    let tasks = Gva(victim.object.0 + f.linux.offsets().task_tasks);
+    let next = mem.read_u64(ks, tasks).unwrap();
+    let prev = mem.read_u64(ks, Gva(tasks.0 + 8)).unwrap();
+    let pa = |va: u64| mem.translate_mapped(ks, Gva(va)).unwrap();
+    f.sim.write_physical(pa(prev), &next.to_le_bytes()).unwrap();
+    f.sim
+        .write_physical(pa(next + 8), &prev.to_le_bytes())
+        .unwrap();
+    mem.flush_translations();
+    assert!(!f
+        .linux
+        .processes(&mem)
+        .filter_map(Result::ok)
+        .any(|p| p.pid == victim.pid));
+    f.sim
+        .script([switch(&victim), switch(&init), switch(&victim)]);
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "reported once: {a:?}");
+    assert_eq!(
+        (a[0].what.as_str(), a[0].response),
+        ("hidden_process", Given::Reported)
+    );
+    assert_eq!(a[0].attempt.new, victim.dtb.map(|d| d.0));
+    // The CR3 loads themselves went through.
+    assert_eq!(
+        f.sim.registers(VcpuId(0)).unwrap().cr3,
+        victim.dtb.unwrap().0
+    );
+}
