@@ -11,21 +11,13 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use support::fixture::fixture_file;
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{parse_entry, BuildCache, CacheStats, Linux, ProfileSource, Scope};
 use xenvmi::os::{Module, Process};
 use xenvmi::Registers;
 
-const FIXTURES: &[&str] = &[
-    "linux-6.1",
-    "linux-6.1-la57",
-    "linux-6.1-cloud-pti",
-    "linux-6.1-mem4g",
-    "linux-6.12",
-    "linux-6.1-net",
-];
+use support::linux::FIXTURES;
 
 /// The fixtures whose ground truth gives the same `/proc/version` (one kernel build).
 const SAME_BUILD: &[&str] = &[
@@ -36,10 +28,7 @@ const SAME_BUILD: &[&str] = &[
 ];
 
 fn open(fixture: &str) -> (GuestMemory<Snapshot>, Vec<Registers>) {
-    let path = fixture_file(fixture, "vmcore.elf").unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    let snap = Snapshot::open(&path).unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    let regs = snap.all_registers().to_vec();
-    (GuestMemory::new(snap), regs)
+    support::linux::memory(fixture)
 }
 
 fn temp_dir(name: &str) -> PathBuf {

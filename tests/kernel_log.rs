@@ -11,14 +11,7 @@ mod support;
 use support::fixture::ground_truth;
 use xenvmi::os::linux::kmsg::{Caller, LogRecord};
 
-const FIXTURES: &[&str] = &[
-    "linux-6.1",
-    "linux-6.1-la57",
-    "linux-6.1-cloud-pti",
-    "linux-6.1-mem4g",
-    "linux-6.12",
-    "linux-6.1-net",
-];
+use support::linux::FIXTURES;
 
 const KERN_NOTICE: u8 = 5;
 const KERN_INFO: u8 = 6;

@@ -14,14 +14,7 @@ use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::os::Process;
 use xenvmi::{Gva, Registers};
 
-const FIXTURES: &[&str] = &[
-    "linux-6.1",
-    "linux-6.1-la57",
-    "linux-6.1-cloud-pti",
-    "linux-6.1-mem4g",
-    "linux-6.12",
-    "linux-6.1-net",
-];
+use support::linux::FIXTURES;
 
 /// The guest's `comm` for a ground-truth task. make-truth.py strips `-<workqueue>` from kworker
 /// names because /proc appends it; 6.12 rescuer threads carry `kworker/R-<wq>` in `comm`
@@ -36,10 +29,7 @@ fn truth_comm(p: &Value) -> String {
 }
 
 fn open(fixture: &str) -> (GuestMemory<Snapshot>, Vec<Registers>) {
-    let path = fixture_file(fixture, "vmcore.elf").unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    let snap = Snapshot::open(&path).unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    let regs = snap.all_registers().to_vec();
-    (GuestMemory::new(snap), regs)
+    support::linux::memory(fixture)
 }
 
 fn files_source(fixture: &str) -> ProfileSource {

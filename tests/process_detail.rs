@@ -11,14 +11,7 @@ use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::maps::Backing;
 use xenvmi::os::linux::{Linux, ProfileSource};
 
-const FIXTURES: &[&str] = &[
-    "linux-6.1",
-    "linux-6.1-la57",
-    "linux-6.1-cloud-pti",
-    "linux-6.1-mem4g",
-    "linux-6.12",
-    "linux-6.1-net",
-];
+use support::linux::FIXTURES;
 
 #[test]
 fn arguments_executables_credentials_and_threads_match_the_guests_own_proc() {

@@ -11,14 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use support::fixture::{fixture_file, ground_truth};
 use xenvmi::Gva;
 
-const FIXTURES: &[&str] = &[
-    "linux-6.1",
-    "linux-6.1-la57",
-    "linux-6.1-cloud-pti",
-    "linux-6.1-mem4g",
-    "linux-6.12",
-    "linux-6.1-net",
-];
+use support::linux::FIXTURES;
 
 /// The guest's `/proc/kallsyms`: names by address, for the kernel (`None`) and each module.
 type Names = BTreeMap<Option<String>, BTreeMap<u64, BTreeSet<String>>>;

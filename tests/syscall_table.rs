@@ -10,14 +10,7 @@ mod support;
 use xenvmi::mem::AddressSpace;
 use xenvmi::os::linux::syscalls::{ArgValue, SyscallTable};
 
-const FIXTURES: &[&str] = &[
-    "linux-6.1",
-    "linux-6.1-la57",
-    "linux-6.1-cloud-pti",
-    "linux-6.1-mem4g",
-    "linux-6.12",
-    "linux-6.1-net",
-];
+use support::linux::FIXTURES;
 
 fn decl(t: &SyscallTable, nr: u64) -> (String, Vec<(String, String)>) {
     let s = t.get(nr).unwrap_or_else(|| panic!("no syscall {nr}"));

@@ -7,6 +7,25 @@ use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::Registers;
 
+/// Every bundled Linux dump (`../shared/fixtures`, copied by scripts/setup.sh).
+pub const FIXTURES: &[&str] = &[
+    "linux-6.1",
+    "linux-6.1-la57",
+    "linux-6.1-cloud-pti",
+    "linux-6.1-mem4g",
+    "linux-6.12",
+    "linux-6.1-net",
+];
+
+/// `fixtures/<fixture>/vmcore.elf` and the vCPU registers it records, no kernel looked for.
+pub fn memory(fixture: &str) -> (GuestMemory<Snapshot>, Vec<Registers>) {
+    let path = super::fixture::fixture_file(fixture, "vmcore.elf")
+        .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    let snap = Snapshot::open(&path).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    let regs = snap.all_registers().to_vec();
+    (GuestMemory::new(snap), regs)
+}
+
 /// `fixtures/<fixture>/vmcore.elf`, its memory and its Linux kernel.
 pub fn open(fixture: &str) -> (GuestMemory<Snapshot>, Linux) {
     let (mem, linux, _) = open_with_registers(fixture);
@@ -15,11 +34,7 @@ pub fn open(fixture: &str) -> (GuestMemory<Snapshot>, Linux) {
 
 /// As [`open`], with the vCPU registers of the dump.
 pub fn open_with_registers(fixture: &str) -> (GuestMemory<Snapshot>, Linux, Vec<Registers>) {
-    let path = super::fixture::fixture_file(fixture, "vmcore.elf")
-        .unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    let snap = Snapshot::open(&path).unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    let regs = snap.all_registers().to_vec();
-    let mem = GuestMemory::new(snap);
+    let (mem, regs) = memory(fixture);
     let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest)
         .unwrap_or_else(|e| panic!("{fixture}: {e}"));
     (mem, linux, regs)
