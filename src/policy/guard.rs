@@ -276,7 +276,10 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
         let backend: &'b B = backend;
         let linux: &'b Linux = linux;
         let r = session.run_with(&opts.run, |ctx| {
-            mem.flush_translations();
+            // The guest ran: its page tables may have changed, its p2m has not (the backend's
+            // frame mappings stay; on Xen, dropping them would unmap up to 1,024 frames per
+            // event).
+            mem.guest_ran();
             let event = ctx.event();
             let guest = Guest {
                 linux,
