@@ -307,6 +307,52 @@ fn trace_on_the_simulated_domain_reports_the_guests_own_process() {
     assert!(err.contains("0 events (none); 2 filtered out"), "{err}");
 }
 
+/// A kernel build read back from the cache directory holds only what the process walkers
+/// need; `attest learn` must still learn the same manifest as with no cache at all (the
+/// executables with their code pages, the kernel's BTF hash), not an empty one.
+#[test]
+fn attest_learns_the_same_with_a_warm_build_cache() {
+    let dir = scratch("attest-cache");
+    let cache = dir.join("cache");
+    let learn = |manifest: &Path, cache_env: (&str, &std::ffi::OsStr)| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_xenvmi"))
+            .env_remove("XENVMI_CACHE")
+            .env(cache_env.0, cache_env.1)
+            .args(["attest".as_ref(), "learn".as_ref(), image().as_os_str()])
+            .args(["--manifest".as_ref(), manifest.as_os_str()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap()
+    };
+    let cold = learn(&dir.join("cold.json"), ("XENVMI_CACHE", "off".as_ref()));
+    // Warm the cache with a walk-only run, then learn through it.
+    let ps = Command::new(env!("CARGO_BIN_EXE_xenvmi"))
+        .env_remove("XENVMI_CACHE")
+        .env("XENVMI_CACHE_DIR", &cache)
+        .args(["ps".as_ref(), image().as_os_str()])
+        .output()
+        .unwrap();
+    assert!(ps.status.success());
+    assert!(
+        std::fs::read_dir(&cache).unwrap().count() > 0,
+        "no build file written"
+    );
+    let warm = learn(
+        &dir.join("warm.json"),
+        ("XENVMI_CACHE_DIR", cache.as_os_str()),
+    );
+    assert!(!cold["executables"].as_array().unwrap().is_empty());
+    assert_eq!(warm["executables"], cold["executables"]);
+    assert_eq!(warm["kernel"], cold["kernel"]);
+    assert_eq!(warm["modules"], cold["modules"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Exit status `code`, exactly one line on stderr, which contains `needle`.
 fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);

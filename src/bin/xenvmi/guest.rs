@@ -218,8 +218,9 @@ fn examine<B: PhysicalMemory>(
 ) -> Result<Found, xenvmi::Error> {
     let linux = match source {
         ProfileSource::InGuest if cached => {
-            // Process detail reads structures beyond the walkers' offsets: every type.
-            let scope = if want.detail {
+            // Process detail and attestation (executables, memory maps, the BTF's extent) read
+            // structures and symbols beyond the walkers' offsets: every type and symbol.
+            let scope = if want.detail || want.attest {
                 Scope::Full
             } else {
                 Scope::Walks
