@@ -6,10 +6,13 @@
 //! unescaped). The alert carries hostile strings (a `comm` with `=`, `|`, `\` and a line
 //! break) that must survive both encodings.
 
-use std::collections::HashMap;
+mod support;
+
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
+
+use support::siem::{parse_5424, parse_cef};
 
 use xenvmi::alert::syslog::Syslog;
 use xenvmi::alert::{Actor, Alert, AlertSink, Attempt, JsonLines, Response, Vm, SCHEMA_VERSION};
@@ -42,6 +45,7 @@ fn alert() -> Alert {
         response: Response::Denied,
         remediation: vec!["paused".into(), "captured_paused".into(), "resumed".into()],
         capture: Some("/var/lib/xenvmi/x=1.core".into()),
+        detail: None,
     }
 }
 
@@ -73,110 +77,6 @@ fn json_lines_follow_the_schema() {
     assert_eq!(j["capture"], "/var/lib/xenvmi/x=1.core");
     // kernel-guard's greps: compact JSON.
     assert!(lines[0].contains("\"what\":\"cr4_smep_smap_clear\""));
-}
-
-/// RFC 5424 §6: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG`.
-struct Syslog5424 {
-    pri: u32,
-    timestamp: String,
-    hostname: String,
-    app: String,
-    procid: String,
-    msgid: String,
-    msg: String,
-}
-
-fn parse_5424(m: &str) -> Syslog5424 {
-    let rest = m.strip_prefix('<').expect("PRI starts with <");
-    let (pri, rest) = rest.split_once('>').unwrap();
-    assert!(pri.len() <= 3 && pri.chars().all(|c| c.is_ascii_digit()));
-    let rest = rest.strip_prefix("1 ").expect("VERSION 1");
-    let mut parts = rest.splitn(7, ' ');
-    let mut next = |max: usize| {
-        let f = parts.next().unwrap().to_owned();
-        assert!(!f.is_empty() && f.len() <= max, "{f:?}");
-        assert!(
-            f.bytes().all(|b| (33..=126).contains(&b)),
-            "PRINTUSASCII: {f:?}"
-        );
-        f
-    };
-    let timestamp = next(64);
-    let hostname = next(255);
-    let app = next(48);
-    let procid = next(128);
-    let msgid = next(32);
-    let sd = next(usize::MAX);
-    assert_eq!(sd, "-", "no structured data");
-    let msg = parts.next().unwrap_or("").to_owned();
-    Syslog5424 {
-        pri: pri.parse().unwrap(),
-        timestamp,
-        hostname,
-        app,
-        procid,
-        msgid,
-        msg,
-    }
-}
-
-/// A CEF record: the seven header fields and the extension.
-fn parse_cef(s: &str) -> (Vec<String>, HashMap<String, String>) {
-    let s = s.strip_prefix("CEF:").expect("CEF:");
-    let mut header = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars();
-    while header.len() < 7 {
-        match chars.next().expect("7 header fields") {
-            '\\' => match chars.next().unwrap() {
-                c @ ('\\' | '|') => cur.push(c),
-                c => panic!("bad header escape \\{c}"),
-            },
-            '|' => header.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    let ext: Vec<char> = chars.collect();
-    // Unescaped '=' positions; each key is the word before it.
-    let eqs: Vec<usize> = (0..ext.len())
-        .filter(|&i| {
-            ext[i] == '=' && (i == 0 || ext[i - 1] != '\\' || (i >= 2 && ext[i - 2] == '\\'))
-        })
-        .collect();
-    let mut map = HashMap::new();
-    for (k, &eq) in eqs.iter().enumerate() {
-        let key_start = ext[..eq]
-            .iter()
-            .rposition(|&c| c == ' ')
-            .map_or(0, |p| p + 1);
-        let key: String = ext[key_start..eq].iter().collect();
-        assert!(
-            key.chars().all(|c| c.is_ascii_alphanumeric()),
-            "key {key:?}"
-        );
-        let end = match eqs.get(k + 1) {
-            Some(&next) => ext[..next].iter().rposition(|&c| c == ' ').unwrap(),
-            None => ext.len(),
-        };
-        let raw = &ext[eq + 1..end];
-        let mut v = String::new();
-        let mut it = raw.iter();
-        while let Some(&c) = it.next() {
-            if c == '\\' {
-                match it.next() {
-                    Some('\\') => v.push('\\'),
-                    Some('=') => v.push('='),
-                    Some('n') => v.push('\n'),
-                    Some('r') => v.push('\r'),
-                    o => panic!("bad extension escape {o:?}"),
-                }
-            } else {
-                v.push(c);
-            }
-        }
-        assert!(map.insert(key.clone(), v).is_none(), "{key} twice");
-    }
-    (header, map)
 }
 
 fn check_message(m: &str) {
@@ -266,4 +166,71 @@ fn syslog_over_tcp_uses_octet_counting_frames() {
         frames += 1;
     }
     assert_eq!(frames, 2);
+}
+
+/// An attestation's deviation as an alert (`Deviation::alert`): what deviated in words
+/// (`detail`, CEF `reason`), the `attest` policy, reported (nothing is refused), the process,
+/// and the remediation and capture the caller adds.
+#[test]
+fn a_deviation_alert_says_what_deviated() {
+    use xenvmi::attest::{Deviation, DeviationKind, Subject};
+    let d = Deviation {
+        kind: DeviationKind::UnexpectedExecutable,
+        subject: Subject::Process {
+            pid: 231,
+            ppid: 1,
+            comm: "xv-gamma".into(),
+            exe: Some("/bin/xv-gamma".into()),
+        },
+        field: "path",
+        expected: None,
+        seen: "/bin/xv-gamma".into(),
+        vcpu: None,
+        // 2026-12-05T13:24:35Z.
+        time: std::time::UNIX_EPOCH + Duration::from_secs(1_796_477_075),
+    };
+    let vm = Vm {
+        name: Some("xvguest".into()),
+        uuid: None,
+        domid: Some(3),
+    };
+    let mut a = d.alert(vm);
+    a.remediation = vec!["captured_paused".into()];
+    a.capture = Some("/tmp/gamma.elf".into());
+
+    let j = a.to_json();
+    assert_eq!(j["what"], "unexpected_executable");
+    assert_eq!(j["policy"], "attest");
+    assert_eq!(j["action"], "reported");
+    assert_eq!(j["target"], "path");
+    assert_eq!(j["process"]["pid"], 231);
+    assert_eq!(j["process"]["comm"], "xv-gamma");
+    assert_eq!(j["time"], 1_796_477_075.0);
+    assert_eq!(j["detail"], "path /bin/xv-gamma: not in the manifest");
+    assert_eq!(j["capture"], "/tmp/gamma.elf");
+    assert!(j.get("old").is_none() && j.get("gpa").is_none());
+
+    let s = parse_5424(&xenvmi::alert::syslog::format_message(&a, 4, "host"));
+    assert_eq!(s.msgid, "unexpected_executable");
+    let (h, e) = parse_cef(&s.msg);
+    assert_eq!(h[4], "unexpected_executable");
+    assert_eq!(
+        h[6],
+        DeviationKind::UnexpectedExecutable.severity().to_string()
+    );
+    for (k, v) in [
+        ("act", "reported"),
+        ("cs1", "attest"),
+        ("dvchost", "xvguest"),
+        ("cn1", "3"),
+        ("spid", "231"),
+        ("sproc", "xv-gamma"),
+        ("cat", "path"),
+        ("reason", "path /bin/xv-gamma: not in the manifest"),
+        ("outcome", "captured_paused"),
+        ("filePath", "/tmp/gamma.elf"),
+    ] {
+        assert_eq!(e.get(k).map(String::as_str), Some(v), "{k} in {e:?}");
+    }
+    assert!(e["msg"].starts_with("path /bin/xv-gamma: not in the manifest by xv-gamma (pid 231)"));
 }

@@ -659,3 +659,119 @@ fn attest_learn_then_enforce_exit_codes_and_reports() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `attest enforce --syslog`: each deviation goes to the SIEM as one RFC 5424 message with a
+/// CEF payload (read back by an independent parser, tests/support/siem.rs): the 6.1 guest's
+/// manifest against the 6.12 guest, whose kernel build deviates with its own release named.
+/// A syslog target that cannot be reached, or a capture asked of an image, is refused before
+/// the guest is read (a missing image is not what the error names).
+#[test]
+fn attest_enforce_sends_each_deviation_to_syslog() {
+    use support::siem::{parse_5424, parse_cef};
+    let dir = scratch("attest-syslog");
+    let m = dir.join("m.json");
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let out = run_os(&[
+        "attest".into(),
+        "learn".into(),
+        s(&image()),
+        "--manifest".into(),
+        s(&m),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let url = format!("udp://{}", rx.local_addr().unwrap());
+    let other = fixture_file("linux-6.12", "vmcore.elf").unwrap();
+    let out = run_os(&[
+        "attest".into(),
+        "enforce".into(),
+        s(&other),
+        "--manifest".into(),
+        s(&m),
+        "--syslog".into(),
+        url.clone().into(),
+        "--json".into(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devs = v["deviations"].as_array().unwrap();
+    assert!(!devs.is_empty());
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    for _ in devs {
+        let n = rx.recv(&mut buf).expect("one datagram per deviation");
+        got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+    }
+    let release = ground_truth("linux-6.12")["kernel_release"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut kinds: Vec<String> = Vec::new();
+    for m in &got {
+        let s = parse_5424(m);
+        let (h, e) = parse_cef(&s.msg);
+        assert_eq!(s.app, "xenvmi");
+        assert_eq!(h[4], s.msgid);
+        assert_eq!(e["cs1"], "attest");
+        assert_eq!(e["act"], "reported");
+        if h[4] == "kernel_build_changed" {
+            assert!(
+                e["reason"].starts_with(&format!("kernel {release}: kernel.")),
+                "{e:?}"
+            );
+        }
+        kinds.push(h[4].clone());
+    }
+    let mut want: Vec<String> = devs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_owned())
+        .collect();
+    kinds.sort();
+    want.sort();
+    assert_eq!(kinds, want);
+    assert!(kinds.iter().any(|k| k == "kernel_build_changed"));
+
+    // Refused before the guest is read: the image does not exist, the error is the flag's.
+    let missing = dir.join("no-such-image");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let enforce_with = |extra: &[&str]| {
+        let mut a = vec![
+            "attest".into(),
+            "enforce".into(),
+            s(&missing),
+            "--manifest".into(),
+            s(&m),
+        ];
+        a.extend(extra.iter().map(std::ffi::OsString::from));
+        run_os(&a)
+    };
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    assert_one_line_error(
+        &enforce_with(&["--syslog", &tcp]),
+        1,
+        &format!("--syslog {tcp}"),
+    );
+    assert_one_line_error(&enforce_with(&["--syslog", "udp://"]), 1, "--syslog udp://");
+    let cap = dir.join("c.elf");
+    assert_one_line_error(
+        &enforce_with(&["--capture", cap.to_str().unwrap()]),
+        1,
+        "give --domain",
+    );
+    assert!(!cap.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -116,6 +116,9 @@ pub fn format(alert: &Alert) -> String {
     if let Some(c) = &alert.capture {
         ext.push(("filePath", c.clone()));
     }
+    if let Some(d) = &alert.detail {
+        ext.push(("reason", d.clone()));
+    }
     ext.push(("msg", alert.summary()));
     let ext: Vec<String> = ext
         .into_iter()

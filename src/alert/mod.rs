@@ -121,6 +121,10 @@ pub struct Alert {
     pub remediation: Vec<String>,
     /// The memory capture written for this alert, if any.
     pub capture: Option<String>,
+    /// What deviated, in words, for findings that are not a register or memory write (an
+    /// attestation's `path /bin/xv-gamma: not in the manifest`); `None` for the policies'
+    /// alerts.
+    pub detail: Option<String>,
 }
 
 impl Alert {
@@ -165,6 +169,9 @@ impl Alert {
         }
         o.insert("remediation".into(), json!(self.remediation));
         o.insert("capture".into(), json!(self.capture));
+        if let Some(d) = &self.detail {
+            o.insert("detail".into(), json!(d));
+        }
         Value::Object(o)
     }
 
@@ -173,6 +180,7 @@ impl Alert {
     pub fn summary(&self) -> String {
         let a = &self.attempt;
         let what = match (&a.target, a.old, a.new, a.address) {
+            _ if self.detail.is_some() => self.detail.clone().unwrap_or_default(),
             (t, Some(old), Some(new), _) => format!(
                 "{} {old:#x} -> {new:#x}",
                 t.as_deref().unwrap_or(&self.what)

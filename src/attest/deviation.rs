@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use crate::addr::{Gva, VcpuId};
+use crate::alert::{Actor, Alert, Attempt, Response, Vm};
 
 /// What kind of deviation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,4 +94,68 @@ pub struct Unverified {
     pub subject: Subject,
     /// Why it could not be checked.
     pub reason: String,
+}
+
+impl DeviationKind {
+    /// Severity on CEF's scale (0–10) of an alert for this kind: another kernel build is the
+    /// gravest, then changed code, then something unlisted running.
+    pub fn severity(self) -> u8 {
+        match self {
+            DeviationKind::KernelBuildChanged => 9,
+            DeviationKind::CodeMismatch => 8,
+            DeviationKind::UnexpectedModule | DeviationKind::ModuleMismatch => 7,
+            DeviationKind::UnexpectedExecutable => 6,
+        }
+    }
+}
+
+impl Deviation {
+    /// The deviation as an alert of the documented schema (`docs/alerts.md`): `what` is the
+    /// kind (`unexpected_executable`, ...), `policy` is `attest`, the response `reported`
+    /// (an attestation refuses nothing), `target` the manifest field, and `detail` says
+    /// what was expected and seen. `remediation` and `capture` are left for the caller, which
+    /// carries them out.
+    pub fn alert(&self, vm: Vm) -> Alert {
+        let (actor, who) = match &self.subject {
+            Subject::Process { pid, comm, .. } => (
+                Actor::Process {
+                    pid: *pid,
+                    comm: comm.clone(),
+                },
+                None,
+            ),
+            Subject::Module { name, .. } => (Actor::Kernel, Some(format!("module {name}"))),
+            Subject::Kernel { release } => (Actor::Kernel, Some(format!("kernel {release}"))),
+        };
+        let expected = match &self.expected {
+            Some(e) => format!("expected {e}"),
+            None => "not in the manifest".to_owned(),
+        };
+        let detail = match who {
+            Some(who) => format!("{who}: {} {}: {expected}", self.field, self.seen),
+            None => format!("{} {}: {expected}", self.field, self.seen),
+        };
+        let time = self
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Alert {
+            time,
+            vm,
+            vcpu: self.vcpu.map(|v| v.0),
+            actor,
+            what: self.kind.name().to_owned(),
+            policy: "attest".to_owned(),
+            severity: self.kind.severity(),
+            attempt: Attempt {
+                target: Some(self.field.to_owned()),
+                ..Attempt::default()
+            },
+            response: Response::Reported,
+            remediation: Vec::new(),
+            capture: None,
+            detail: Some(detail),
+        }
+    }
 }

@@ -414,6 +414,7 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                     response,
                     remediation: done.clone(),
                     capture: capture.clone(),
+                    detail: None,
                 };
                 stats.alerts += 1;
                 if sink.send(&alert).is_err() {

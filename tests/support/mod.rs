@@ -4,5 +4,6 @@ pub mod guest;
 pub mod hostile;
 pub mod linux;
 pub mod patched;
+pub mod siem;
 pub mod traced;
 pub mod windows_guest;

@@ -15,12 +15,15 @@ bash scripts/setup.sh
 apt-get update -qq -o DPkg::Lock::Timeout=600
 apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends make cpio "linux-headers-$KVER" >/dev/null
 cargo build --release --features xen --example cr3-trace --example kernel-guard --example hook-trace --example trace --example dump --example pslist
+cargo build --release --features xen,cli --bin xenvmi
 P=$WORK/payload-linux; B=$WORK/linux-guest-build; G=$WORK/linux-guest-root
 rm -rf "$P" "$B" "$G"; mkdir -p "$P" "$B" "$G"/{bin,proc,sys,dev} "$WORK/lg-debs"
 # Stripped: dom0's initramfs lives in its RAM (512 MiB), unpacked into a tmpfs half that size.
 for e in cr3-trace kernel-guard hook-trace trace dump pslist; do strip -o "$P/$e" "target/release/examples/$e"; done
+strip -o "$P/xenvmi" target/release/xenvmi
 cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-tests/xen-e2e/linux-guest/payload.sh}" "$P/run.sh"
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
+for t in to-disk udp-sink; do gcc -O2 -Wall -Wextra -Werror "tests/xen-e2e/payload/$t.c" -o "$P/$t"; done
 # The test rootkit, built against Debian's headers for the guest's kernel.
 cp tests/xen-e2e/linux-guest/attack.c tests/xen-e2e/linux-guest/xvkprobe.c tests/xen-e2e/linux-guest/Makefile "$B/"
 make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
@@ -38,7 +41,7 @@ gzip -1 -c "$WORK/lg-x/boot/System.map-$KVER" > "$P/System.map.gz"
 cp "$WORK/lg-x/bin/busybox" "$G/bin/"
 for a in sh mount sleep echo insmod rmmod uname cat dmesg grep; do ln -s busybox "$G/bin/$a"; done
 gcc -O2 -static -o "$G/bin/xv-alpha" tests/xen-e2e/linux-guest/worker.c
-cp "$G/bin/xv-alpha" "$G/bin/xv-beta"
+cp "$G/bin/xv-alpha" "$G/bin/xv-beta"; cp "$G/bin/xv-alpha" "$G/bin/xv-gamma"   # xv-gamma: not in the manifest
 gcc -O2 -static -Wall -o "$G/bin/xv-trap" tests/xen-e2e/linux-guest/xv-trap.c
 gcc -O2 -static -Wall -o "$G/bin/xv-probe" tests/xen-e2e/linux-guest/xv-probe.c
 mkdir -p "$G/etc"; echo "known to the trace checks" > "$G/etc/xv-known"
@@ -49,10 +52,15 @@ LOG="$WORK/serial-linux.txt"
 # EPT violation, which an altp2m view's lazily copied entries do (docs/real-xen.md).
 # dom0 has 512 MiB: its /tmp (a tmpfs of half that) holds the guest's 192 MiB memory capture.
 XEN_CMDLINE=${XEN_CMDLINE:-"console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=512M,max:512M dom0_max_vcpus=1 altp2m=1 noreboot ucode=no watchdog=0 apicv=0"}
-if ! XEN_CMDLINE=$XEN_CMDLINE KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-2400} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
+# OUT_DISK_MB: a second disk that dom0 writes the captures to (payload/to-disk.c), taken out
+# of the emulator afterwards (disk-extract.py) for Volatility3 and xenvmi on the host.
+if ! OUT_DISK_MB=600 XEN_CMDLINE=$XEN_CMDLINE KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-2400} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
   tail -n 20 "$LOG"; echo "real-xen (Linux guest): the recipe failed before Bochs ran (log: $LOG)"; exit 1
 fi
-grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 400 || true
+grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|^XPS|^ATTEST|^SYSLOG|to-disk|out disk|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 500 || true
+OUT=$WORK/out-disk; rm -rf "$OUT"
+python3 tests/xen-e2e/disk-extract.py "$WORK/work/out.img" "$OUT" || true
+rm -f "$WORK/work/out.img"
 
 fail=0
 check() { # description, extended regex that must match the log
@@ -115,5 +123,12 @@ for MODE in paused live; do
   if cpu_advanced "$MODE" dump; then echo "ok   - the guest runs on after dump $MODE"; else echo "FAIL - the guest stopped after dump $MODE"; fail=$((fail+1)); fi
   check "dump $MODE: the guest's init kept running (alive ticks after the capture)" "GUEST dump-$MODE: .*xvguest: alive [0-9]+"
 done
+# Attestation, the syslog/CEF alert and the captures out of the emulator, judged on the host
+# by Volatility3 (the fixture's ISF: the same Debian kernel build) and xenvmi ps.
+mkdir -p "$OUT/sym/linux"; cp fixtures/linux-6.1/debian-6.1.0-56-amd64.json.xz "$OUT/sym/linux/"
+python3 tests/xen-e2e/check-out-disk.py "$LOG" "$OUT" "$(bash scripts/vol-venv.sh)" "$OUT/sym" target/release/xenvmi && rc=0 || rc=$?
+fail=$((fail + rc)); rm -f "$OUT"/*.elf
+if cpu_advanced enforce attest; then echo "ok   - the guest runs on after attest enforce's capture"; else echo "FAIL - the guest stopped after attest enforce's capture"; fail=$((fail+1)); fi
+check "the guest's init kept running after attest enforce (alive ticks)" "GUEST attest: .*xvguest: alive [0-9]+"
 check "without xenvmi: the guest runs in an empty altp2m view (altp2m-repro)" "REPRO empty result: guest ran in the view"
 if [ "$fail" -eq 0 ]; then echo "real-xen (Linux guest): all checks passed"; else echo "real-xen (Linux guest): $fail check(s) failed (log: $LOG)"; exit 1; fi

@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use xenvmi::alert::syslog::Syslog;
+use xenvmi::alert::{AlertSink, Sinks, Vm};
 use xenvmi::attest::{self, Learner, Manifest, Subject};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::report;
@@ -101,11 +103,30 @@ fn write_new(out: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Check one look against the manifest at `manifest`; exit status [`DEVIATED`] when
 /// anything deviates.
-pub fn enforce(t: &Target, manifest_path: &Path, json: bool) -> Result<u8, String> {
-    // The manifest first: a bad one is refused before the guest is touched.
+pub fn enforce(t: &Target, manifest_path: &Path, react: &React, json: bool) -> Result<u8, String> {
+    // The manifest, the alert targets and the capture file first: a bad one is refused
+    // before the guest is touched.
     let manifest = Manifest::load(manifest_path).map_err(|e| e.to_string())?;
+    let mut sinks = react.sinks()?;
+    if let Some(c) = &react.capture {
+        if t.domain.is_none() {
+            return Err(format!(
+                "--capture {}: a capture is taken of a running domain; give --domain",
+                c.display()
+            ));
+        }
+        if std::fs::symlink_metadata(c).is_ok() {
+            return Err(format!(
+                "{}: exists; the capture is never overwritten",
+                c.display()
+            ));
+        }
+    }
     let (f, obs) = observe(t)?;
     let a = attest::attest(&manifest, &obs);
+    if !a.deviations.is_empty() && (!sinks.is_empty() || react.capture.is_some()) {
+        remediate(t, &a, react, &mut sinks);
+    }
     if json {
         let mut j = report::attestation(&a);
         if let Some(o) = j.as_object_mut() {
@@ -158,4 +179,93 @@ pub fn enforce(t: &Target, manifest_path: &Path, json: bool) -> Result<u8, Strin
         eprintln!("xenvmi: warning: {}", safe(w));
     }
     Ok(if a.attested() { 0 } else { DEVIATED })
+}
+
+/// What `attest enforce` does on deviation besides reporting: alerts to syslog, and a
+/// capture of the domain.
+#[derive(Default)]
+pub struct React {
+    /// Syslog targets (`udp://HOST:PORT`, `tcp://HOST:PORT`): one alert per deviation.
+    pub syslog: Vec<String>,
+    /// Capture the domain (paused) to this file when it deviates.
+    pub capture: Option<std::path::PathBuf>,
+}
+
+impl React {
+    /// The alert sinks, each resolved (and, on TCP, connected) now: an unreachable target is
+    /// an error before anything is looked at.
+    fn sinks(&self) -> Result<Sinks, String> {
+        let mut sinks = Sinks::new();
+        for t in &self.syslog {
+            let s = Syslog::connect(t).map_err(|e| format!("--syslog {t}: {e}"))?;
+            sinks.push(Box::new(s));
+        }
+        Ok(sinks)
+    }
+}
+
+/// On deviation: capture the domain (paused, resumed on every path) if asked, then one alert
+/// per deviation naming the capture and what was done.
+fn remediate(t: &Target, a: &attest::Attestation, react: &React, sinks: &mut Sinks) {
+    let mut vm = Vm::default();
+    let (mut remediation, mut capture) = (Vec::new(), None);
+    if let Some(domain) = &t.domain {
+        vm.name = Some(domain.clone()).filter(|d| d.parse::<u32>().is_err());
+        match capture_domain(domain, react.capture.as_deref(), &mut vm) {
+            Ok(Some(path)) => {
+                remediation.push("captured_paused".to_owned());
+                capture = Some(path);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("xenvmi: warning: {}", safe(&e));
+                remediation.push("capture_failed".to_owned());
+            }
+        }
+    }
+    for d in &a.deviations {
+        let mut alert = d.alert(vm.clone());
+        alert.remediation = remediation.clone();
+        alert.capture = capture.clone();
+        if let Err(e) = sinks.send(&alert) {
+            eprintln!(
+                "xenvmi: warning: alert not delivered: {}",
+                safe(&e.to_string())
+            );
+        }
+    }
+}
+
+/// Capture `domain` paused to `out` (when given); fills in the domain id.
+#[cfg(feature = "xen")]
+fn capture_domain(domain: &str, out: Option<&Path>, vm: &mut Vm) -> Result<Option<String>, String> {
+    use xenvmi::backend::VmControl;
+    let dom = crate::xen::open(domain)?;
+    vm.domid = Some(u32::from(dom.domid().0));
+    let Some(out) = out else { return Ok(None) };
+    let r = xenvmi::capture::capture_to_new_file(
+        &dom,
+        out,
+        false,
+        xenvmi::capture::CaptureOptions {
+            pause: Some(&dom as &dyn VmControl),
+            progress: None,
+        },
+    )
+    .map_err(|e| format!("domain {domain}: capture to {}: {e}", out.display()))?;
+    eprintln!(
+        "xenvmi: captured domain {domain} (paused {:.0} ms) to {}",
+        r.paused_for.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+        out.display()
+    );
+    Ok(Some(out.display().to_string()))
+}
+
+#[cfg(not(feature = "xen"))]
+fn capture_domain(
+    domain: &str,
+    _out: Option<&Path>,
+    _vm: &mut Vm,
+) -> Result<Option<String>, String> {
+    Err(crate::xen::unavailable(domain))
 }

@@ -9,7 +9,7 @@
 //! xenvmi trace     (--domain NAME|ID | --simulate [IMAGE]) [--procs] [--modules] [--syscalls[=LIST]]
 //!                  [--files] [--threads] [--pid PID]... [--comm NAME]... [--json] [--in-place] [--seconds N]
 //! xenvmi attest learn   [IMAGE | --domain NAME|ID] --manifest FILE [--force] [--json]
-//! xenvmi attest enforce [IMAGE | --domain NAME|ID] --manifest FILE [--json]
+//! xenvmi attest enforce [IMAGE | --domain NAME|ID] --manifest FILE [--syslog URL]... [--capture FILE] [--json]
 //! xenvmi completions SHELL
 //! xenvmi man
 //! ```
@@ -255,6 +255,15 @@ enum AttestAction {
         /// The attestation as one JSON object on stdout (docs/attest.md).
         #[arg(long)]
         json: bool,
+        /// Send one alert per deviation (docs/alerts.md) as RFC 5424 syslog with a CEF
+        /// payload to `udp://HOST:PORT` or `tcp://HOST:PORT`; repeatable. Resolved (and on TCP
+        /// connected) before the guest is looked at.
+        #[arg(long, value_name = "URL")]
+        syslog: Vec<String>,
+        /// On deviation, capture the domain (paused, then resumed) to FILE, an ELF core
+        /// (docs/capture.md); the alerts name it. Needs --domain; FILE must not exist.
+        #[arg(long, value_name = "FILE")]
+        capture: Option<PathBuf>,
     },
 }
 
@@ -287,7 +296,9 @@ fn run(cli: Cli) -> Result<u8, String> {
                     target,
                     manifest,
                     json,
-                } => attest::enforce(&target, &manifest, json),
+                    syslog,
+                    capture,
+                } => attest::enforce(&target, &manifest, &attest::React { syslog, capture }, json),
             }
         }
         Command::Info { target, json } => guest::info(&target, json),

@@ -17,6 +17,7 @@
 #include <asm/msr.h>
 #include <asm/special_insns.h>
 #include <asm/processor-flags.h>
+#include "nofault.h"
 
 static unsigned long raw_read_cr4(void)
 {
@@ -68,10 +69,10 @@ static int __init attack_init(void)
 	cr0 = raw_read_cr0();
 	raw_write_cr0(cr0 & ~X86_CR0_WP);
 	before = *TARGET;
-	*TARGET = before ^ 0xff;
+	put_u8((void *)TARGET, before ^ 0xff);   /* faults (reported, no oops) if CR0.WP stayed set */
 	after = *TARGET;
 	if (after != before)
-		*TARGET = before;
+		put_u8((void *)TARGET, before);
 	raw_write_cr0(cr0);
 	local_irq_restore(flags);
 

@@ -21,6 +21,15 @@ head -n 40 /tmp/cr3.out; echo "..."; tail -n 5 /tmp/cr3.out
 grep -c "xv-alpha" /tmp/cr3.out | sed 's/^/PAYLOAD: cr3 switches to xv-alpha: /'
 grep -c "xv-beta" /tmp/cr3.out | sed 's/^/PAYLOAD: cr3 switches to xv-beta: /'
 guest_lines cr3-trace
+# Desired state: the manifest learned from the guest as it runs now (init, the two workers),
+# then checked at once: nothing deviates (no false positive).
+echo "PAYLOAD: attest learn"
+/payload/xenvmi attest learn --domain xvguest --manifest /tmp/manifest.json --json 2>&1 | sed "s/^/ATTEST learn: /"
+grep -E '"path"' /tmp/manifest.json | sed "s/^/ATTEST manifest: /"
+/payload/xenvmi attest enforce --domain xvguest --manifest /tmp/manifest.json --json > /tmp/enforce.out 2>&1
+echo "PAYLOAD: attest enforce clean exit $?"; sed "s/^/ATTEST clean: /" /tmp/enforce.out
+# The out disk (tests/xen-e2e/recipe: OUT_DISK_MB): files for the host, after Bochs exits.
+DISK=/dev/$(ls /sys/block | grep -m1 '^sd'); echo "PAYLOAD: out disk $DISK"
 # kernel-guard three ways: the CR4/LSTAR monitors alone; kernel text write-protected in the
 # host p2m (view 0); and the default, kernel text write-protected in an altp2m view of its own.
 for MODE in --no-text --host-view default; do
@@ -35,6 +44,22 @@ for MODE in --no-text --host-view default; do
   echo "PAYLOAD: after kernel-guard $MODE: guest vCPU time $T1 -> $T2"
   guest_lines "$MODE"
 done
+# xenvmi guard: the policy library with every protection but core_pattern's, against both
+# rootkit modules (attack.ko, attack2.ko); each alert also goes as RFC 5424/CEF to a syslog
+# listener in dom0. One line per kind of alert is printed (the serial port is slow).
+echo "PAYLOAD: xenvmi guard"
+/payload/udp-sink 5515 > /tmp/gsys.out 2>&1 &
+SINK=$!; sleep 1
+/payload/xenvmi guard --domain xvguest --policies "cr0-wp; cr4; msr; descriptor-tables; kernel-text; modprobe-path; hidden-processes" \
+  --syslog udp://127.0.0.1:5515 --json --seconds "${GUARD_SECONDS:-40}" > /tmp/xg.out 2> /tmp/xg.err
+echo "PAYLOAD: xenvmi guard exit $?"
+cat /tmp/xg.err; echo "PAYLOAD: xenvmi guard alerts: $(wc -l < /tmp/xg.out)"
+awk -F'"what":"' '{ split($2, a, "\""); if (!seen[a[1]]++) print "XGUARD: " $0 }' /tmp/xg.out
+sleep 1; kill $SINK; echo "PAYLOAD: syslog messages from xenvmi guard: $(wc -l < /tmp/gsys.out)"
+awk '!seen[$7]++ { sub(/^SYSLOG: /, ""); print "GSYSLOG: " $0 }' /tmp/gsys.out
+T1=$(cputime); sleep 10; T2=$(cputime)
+echo "PAYLOAD: after xenvmi guard: guest vCPU time $T1 -> $T2"
+guest_lines xguard
 # The hook manager, both placements, 60 s each: breakpoints on hot kernel functions (a syscall
 # entry, the scheduler, the module loader, a read path) and on a neighbour of
 # __x64_sys_getppid, whose page the guest's kprobe module patches every 8 s; the guest's own
@@ -70,17 +95,42 @@ for MODE in stealth in-place; do
   echo "PAYLOAD: after trace $MODE: guest vCPU time $T1 -> $T2"
   guest_lines "trace-$MODE"
 done
+# A program the manifest does not list (/bin/xv-gamma, started by the guest's init on
+# `xl sysrq 5`): attest enforce must report it, alert a local syslog listener (CEF), and
+# capture the guest; the capture goes to the out disk, for Volatility3 and xenvmi on the host.
+xl sysrq xvguest 5 2>&1; sleep 20
+/payload/udp-sink 5514 > /tmp/syslog.out 2>&1 &
+SINK=$!; sleep 1
+echo "PAYLOAD: attest enforce gamma"
+/payload/xenvmi attest enforce --domain xvguest --manifest /tmp/manifest.json --syslog udp://127.0.0.1:5514 \
+  --capture /tmp/gamma.elf --json > /tmp/enforce.out 2> /tmp/enforce.err
+echo "PAYLOAD: attest enforce gamma exit $?"; cat /tmp/enforce.err; sed "s/^/ATTEST gamma: /" /tmp/enforce.out
+sleep 1; kill $SINK; cat /tmp/syslog.out
+/payload/to-disk "$DISK" gamma.elf /tmp/gamma.elf 2>&1; echo "PAYLOAD: to-disk gamma exit $?"; rm -f /tmp/gamma.elf
+T1=$(cputime); sleep 10; T2=$(cputime)
+echo "PAYLOAD: after attest enforce: guest vCPU time $T1 -> $T2"
+guest_lines attest
 # The running guest's memory captured (dump), paused and then live; the Linux walk (pslist)
 # reads the capture; the process lines are tagged for the checks (pid, ppid, name).
 for MODE in paused live; do
   ARGS=; [ "$MODE" = paused ] && ARGS=--pause
   echo "PAYLOAD: dump $MODE"
-  /payload/dump --domain xvguest $ARGS /tmp/xv.elf --json > /tmp/dump.out 2> /tmp/dump.err
+  # Paused: the xenvmi command (the same capture code as the dump example, used live).
+  if [ "$MODE" = paused ]; then
+    /payload/xenvmi dump --domain xvguest --pause /tmp/xv.elf --json > /tmp/dump.out 2> /tmp/dump.err
+  else
+    /payload/dump --domain xvguest $ARGS /tmp/xv.elf --json > /tmp/dump.out 2> /tmp/dump.err
+  fi
   echo "PAYLOAD: dump $MODE exit $?"
   cat /tmp/dump.err; sed "s/^/DUMP $MODE: /" /tmp/dump.out
   /payload/pslist /tmp/xv.elf > /tmp/ps.out 2> /tmp/ps.err
   echo "PAYLOAD: pslist on the $MODE capture exit $?"
   cat /tmp/ps.err; grep -E "xv-|init" /tmp/ps.out | sed "s/^/DUMPPS $MODE: /"
+  /payload/xenvmi ps /tmp/xv.elf --json > /tmp/xps.out 2>&1; echo "PAYLOAD: xenvmi ps on the $MODE capture exit $?"
+  tr '{' '\n' < /tmp/xps.out | grep -E '^"comm":"(xv-|init")' | sed "s/^/XPS $MODE: /"
+  if [ "$MODE" = paused ]; then
+    /payload/to-disk "$DISK" dump-paused.elf /tmp/xv.elf 2>&1; echo "PAYLOAD: to-disk dump-paused exit $?"
+  fi
   rm -f /tmp/xv.elf
   T1=$(cputime); sleep 10; T2=$(cputime)
   echo "PAYLOAD: after dump $MODE: guest vCPU time $T1 -> $T2"
