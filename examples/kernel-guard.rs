@@ -12,8 +12,9 @@
 //!
 //! With `--simulate` the guest is xenvmi's **simulated domain** (not Xen) over the snapshot's
 //! memory. A scripted rootkit clears SMEP/SMAP, points LSTAR at its own code and patches kernel
-//! text, between benign actions; the guard must deny each write, alert, and leave the guest's
-//! state as it was. The exit status says whether it did.
+//! text, between benign actions (`xenvmi::policy::simulate`, which `xenvmi guard --simulate`
+//! runs too); the guard must deny each write, alert, and leave the guest's state as it was. The
+//! exit status says whether it did.
 //!
 //! Since it moved onto the policy library (same flags, same stderr lines, alerts still one JSON
 //! object per line with `time`, `vcpu`, `what`, `rip`, `process`, `action` and `old`/`new` or
@@ -33,18 +34,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use xenvmi::alert::{JsonLines, Vm};
-use xenvmi::backend::sim::{GuestAction, SimDomain};
+use xenvmi::backend::sim::SimDomain;
 use xenvmi::backend::snapshot::Snapshot;
-use xenvmi::backend::{ControlRegister, EventChannel, PhysicalMemory, VcpuState, VmControl};
+use xenvmi::backend::VmControl;
 use xenvmi::event::session::{RunOptions, SessionBackend};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Linux, ProfileSource};
+use xenvmi::policy::simulate::{simulated_registers, ScriptedAttack};
 use xenvmi::policy::{
     ControlRegisterPolicy, Guard, GuardOptions, MsrPolicy, Policy, PolicySet, Remediation,
     ViewMode, WriteProtectPolicy, MSR_LSTAR,
 };
 use xenvmi::regs::Cr4;
-use xenvmi::{Gpa, VcpuId};
 
 const USAGE: &str =
     "usage: kernel-guard (--domain NAME | --simulate [IMAGE]) [--no-text | --text-pages N] [--host-view]";
@@ -91,80 +92,24 @@ fn run() -> Result<bool, String> {
     };
     let image = common::image_path(image.as_deref())?;
     let snap = Snapshot::open(&image).map_err(|e| format!("{}: {e}", image.display()))?;
-    let mut regs = snap.all_registers().to_vec();
-    if regs.is_empty() {
+    if snap.all_registers().is_empty() {
         return Err(format!(
             "{}: the image records no vCPUs to simulate",
             image.display()
         ));
     }
     // Modern x86 CPUs run Linux with SMEP and SMAP on; the snapshot's emulated CPU lacked them.
-    for r in &mut regs {
-        r.cr4 |= SMEP_SMAP;
-    }
+    let regs = simulated_registers(snap.all_registers());
     let sim = SimDomain::new(snap, &regs);
     let linux = Linux::discover(&GuestMemory::new(&sim), &regs, ProfileSource::InGuest)
         .map_err(|e| e.to_string())?;
-    let k = linux.info();
-    let sym = |n: &str| {
-        linux
-            .symbol(n)
-            .map(|v| v.0)
-            .ok_or(format!("symbol {n} not found"))
-    };
-    let lstar = sym("entry_SYSCALL_64")?;
-    let text_pa = |va: u64| Gpa(k.text_pa.0 + (va - k.text_va.0));
-
-    // Boot-time state the guard will protect: LSTAR points at the syscall entry.
-    sim.script((0..regs.len()).map(|i| GuestAction::WriteMsr {
-        vcpu: VcpuId(i as u32),
-        index: MSR_LSTAR,
-        value: lstar,
-    }));
-    sim.wait(Duration::ZERO).map_err(|e| e.to_string())?;
-    let patch_va = sym("__x64_sys_getpid")?;
-    let mut text_before = [0u8; 16];
-    sim.read_physical(text_pa(patch_va), &mut text_before)
-        .map_err(|e| e.to_string())?;
-
-    // The scripted guest: benign work around a rootkit's three moves. It runs when the guard's
-    // event loop waits for events.
-    let cr4 = regs[0].cr4;
-    let v0 = VcpuId(0);
-    let vn = VcpuId((regs.len() - 1) as u32);
-    sim.script([
-        GuestAction::Read {
-            vcpu: v0,
-            gpa: text_pa(patch_va),
-        }, // reading text: fine
-        GuestAction::WriteCr {
-            vcpu: v0,
-            register: ControlRegister::Cr4,
-            value: cr4 ^ 0x80,
-        }, // toggling PGE: fine
-        GuestAction::WriteCr {
-            vcpu: vn,
-            register: ControlRegister::Cr4,
-            value: cr4 & !SMEP_SMAP,
-        }, // attack 1
-        GuestAction::WriteMsr {
-            vcpu: v0,
-            index: MSR_LSTAR,
-            value: 0xffff_ffff_c041_c000,
-        }, // attack 2
-        GuestAction::Write {
-            vcpu: vn,
-            gpa: text_pa(patch_va),
-            bytes: vec![0xe9, 0, 0, 0, 0],
-        }, // attack 3
-        GuestAction::Execute {
-            vcpu: v0,
-            gpa: text_pa(patch_va),
-        }, // executing text: fine
-    ]);
+    // The scripted guest (`xenvmi::policy::simulate`): benign work around a rootkit's three
+    // moves. It runs when the guard's event loop waits for events.
+    let attack = ScriptedAttack::prepare(&sim, &linux).map_err(|e| e.to_string())?;
+    sim.script(attack.actions());
     eprintln!(
         "kernel-guard on a SIMULATED domain (not Xen): Linux {}",
-        k.release
+        linux.info().release
     );
     let opts = RunOptions {
         poll: Duration::from_millis(100),
@@ -178,28 +123,14 @@ fn run() -> Result<bool, String> {
     let (alerts, events) = guard(&sim, &linux, &opts, Protect { text, host_view }, vm)?;
 
     // Was the guest's state kept?
-    let mut text_after = [0u8; 16];
-    sim.read_physical(text_pa(patch_va), &mut text_after)
-        .map_err(|e| e.to_string())?;
-    let st = sim.state();
-    let cr4_kept = (0..regs.len() as u32).all(|v| {
-        sim.registers(VcpuId(v))
-            .is_ok_and(|r| r.cr4 & SMEP_SMAP == SMEP_SMAP)
-    });
-    let lstar_kept = (0..regs.len() as u32).all(|v| st.msr(VcpuId(v), MSR_LSTAR) == Some(lstar));
-    let text_kept = text_after == text_before;
-    let clean = st.paused_vcpus().is_empty()
-        && st.extra_views().is_empty()
-        && st.restrictions() == 0
-        && st.monitors().is_empty();
-    eprintln!(
-        "{alerts} alerts, {events}; SMEP/SMAP kept: {cr4_kept}; LSTAR kept: {lstar_kept}; \
-         kernel text kept: {text_kept}; guest released cleanly: {clean}"
-    );
-    Ok(alerts == 3 && cr4_kept && lstar_kept && text_kept && clean)
+    let outcome = attack.outcome(&sim);
+    eprintln!("{alerts} alerts, {events}; {outcome}");
+    Ok(alerts == 3
+        && outcome.smep_smap_kept
+        && outcome.lstar_kept
+        && outcome.text_kept
+        && outcome.released_cleanly)
 }
-
-const SMEP_SMAP: u64 = Cr4::SMEP.bits() | Cr4::SMAP.bits();
 
 /// What the guard write-protects besides the CR4 and MSR_LSTAR monitors.
 #[derive(Clone, Copy, Debug)]

@@ -30,6 +30,7 @@ use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
+use xenvmi::progress::ProgressMeter;
 use xenvmi::report::{self, VcpuOwner};
 
 struct Args {
@@ -129,6 +130,9 @@ fn run() -> Result<(), String> {
     let regs = snap.all_registers().to_vec();
     let format = snap.format();
     let mem = GuestMemory::new(snap);
+    // A search of physical memory (no registers) shows its progress on a terminal's stderr.
+    let mut meter = ProgressMeter::new();
+    let mut progress = |p| meter.on_stderr(p);
     let linux = match source {
         ProfileSource::InGuest if !args.no_cache => {
             // --detail reads structures beyond the walkers' offsets: it needs every type.
@@ -137,11 +141,13 @@ fn run() -> Result<(), String> {
             } else {
                 Scope::Walks
             };
-            Linux::discover_cached(&mem, &regs, &BuildCache::from_env(), scope)
+            let cache = BuildCache::from_env();
+            Linux::discover_cached_observed(&mem, &regs, &cache, scope, &mut progress)
         }
-        source => Linux::discover(&mem, &regs, source),
-    }
-    .map_err(|e| format!("{}: {e}", image.display()))?;
+        source => Linux::discover_observed(&mem, &regs, source, &mut progress),
+    };
+    meter.finish();
+    let linux = linux.map_err(|e| format!("{}: {e}", image.display()))?;
     let mut processes = Vec::new();
     let mut errors = Vec::new();
     for p in linux.processes(&mem) {

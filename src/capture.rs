@@ -43,6 +43,10 @@ use crate::backend::{PhysicalMemory, VcpuState, VmControl};
 use crate::error::{Error, Result};
 use crate::regs::Registers;
 
+/// Progress reports and their terminal rendering (defined in [`crate::progress`], shared with
+/// kernel discovery).
+pub use crate::progress::{Progress, ProgressMeter};
+
 /// Most `PT_LOAD` segments written (one program header is the notes').
 pub const MAX_SEGMENTS: usize = elf::MAX_PHDRS - 1;
 /// Most missing ranges listed in the capture note.
@@ -69,17 +73,6 @@ impl Consistency {
             Consistency::Live => "live",
         }
     }
-}
-
-/// How far a capture has come, for a progress display.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes of guest-physical space examined so far.
-    pub done: u64,
-    /// Bytes of guest-physical space to examine (the backend's ranges).
-    pub total: u64,
-    /// Bytes of guest memory written so far.
-    pub written: u64,
 }
 
 /// What a capture asks for.
@@ -185,75 +178,6 @@ pub fn capture_to_new_file<B: PhysicalMemory + VcpuState + ?Sized>(
         let _ = std::fs::remove_file(&partial);
     }
     r
-}
-
-/// A progress line for a terminal, at most five a second: [`ProgressMeter::line`] answers
-/// `Some` when it is time to show one (always for the last chunk);
-/// [`ProgressMeter::on_stderr`] shows it on standard error when that is a terminal, as the
-/// command-line front ends do.
-#[derive(Debug)]
-pub struct ProgressMeter {
-    start: Instant,
-    last: Option<f64>,
-    terminal: bool,
-    shown: bool,
-}
-
-impl Default for ProgressMeter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ProgressMeter {
-    /// Start timing now.
-    pub fn new() -> Self {
-        ProgressMeter {
-            start: Instant::now(),
-            last: None,
-            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            shown: false,
-        }
-    }
-
-    /// Show the line for `p` on standard error, over the previous one, if standard error is a
-    /// terminal (never in a pipe or a log file).
-    pub fn on_stderr(&mut self, p: Progress) {
-        if !self.terminal {
-            return;
-        }
-        if let Some(line) = self.line(p) {
-            eprint!("\r{line}");
-            self.shown = true;
-        }
-    }
-
-    /// End the progress display: a newline after the last line [`ProgressMeter::on_stderr`]
-    /// showed, if it showed any.
-    pub fn finish(&self) {
-        if self.shown {
-            eprintln!();
-        }
-    }
-
-    /// The line to show for `p` (no newline; prefix `\r` to overwrite the previous one), or
-    /// `None` when one was shown less than 0.2 s ago.
-    pub fn line(&mut self, p: Progress) -> Option<String> {
-        let s = self.start.elapsed().as_secs_f64();
-        if self.last.is_some_and(|l| s - l < 0.2) && p.done != p.total {
-            return None;
-        }
-        self.last = Some(s);
-        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-        Some(format!(
-            "{:>8.1} / {:.1} MiB examined ({:>3.0}%), {:.1} MiB written, {:.0} MiB/s   ",
-            mib(p.done),
-            mib(p.total),
-            100.0 * p.done as f64 / p.total.max(1) as f64,
-            mib(p.written),
-            mib(p.written) / s.max(1e-6)
-        ))
-    }
 }
 
 /// Capture every readable byte of `backend`'s memory and every vCPU's registers into `out`,
@@ -416,9 +340,10 @@ fn write_core<B: PhysicalMemory + VcpuState + ?Sized, W: Write + Seek>(
             at = end;
             if let Some(f) = opts.progress.as_mut() {
                 f(Progress {
+                    stage: "capture",
                     done,
                     total,
-                    written: layout.offset - DATA_START,
+                    written: Some(layout.offset - DATA_START),
                 });
             }
         }

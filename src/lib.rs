@@ -53,6 +53,7 @@ pub(crate) mod inthash;
 pub mod mem;
 pub mod os;
 pub mod policy;
+pub mod progress;
 pub mod regs;
 pub mod report;
 pub mod trace;

@@ -87,7 +87,10 @@ fn real_dumps_round_trip_byte_for_byte_with_every_register() {
         assert_eq!(report.segments, src.physical_ranges().len());
         assert_eq!(report.file_bytes, std::fs::metadata(&out).unwrap().len());
         let last = seen.last().copied().unwrap();
-        assert_eq!((last.done, last.total, last.written), (total, total, total));
+        assert_eq!(
+            (last.stage, last.done, last.total, last.written),
+            ("capture", total, total, Some(total))
+        );
         assert!(seen.windows(2).all(|w| w[0].done < w[1].done));
 
         let copy = Snapshot::open(&out).unwrap();

@@ -44,20 +44,6 @@ fn run_opts() -> RunOptions {
     }
 }
 
-/// The guest's `/proc/kallsyms` at dump time: kernel symbol → address.
-fn kallsyms() -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(fixture_file(FIXTURE, "kallsyms").unwrap()).unwrap();
-    let mut m = HashMap::new();
-    for l in text.lines() {
-        let mut f = l.split_whitespace();
-        if let (Some(a), Some(_), Some(n), None) = (f.next(), f.next(), f.next(), f.next()) {
-            m.entry(n.to_owned())
-                .or_insert_with(|| u64::from_str_radix(a, 16).unwrap());
-        }
-    }
-    m
-}
-
 struct Fixture {
     sim: SimDomain,
     linux: Linux,
@@ -76,7 +62,7 @@ fn fixture() -> Fixture {
     }
     let sim = SimDomain::new(snap, &regs);
     let linux = Linux::discover(&GuestMemory::new(&sim), &regs, ProfileSource::InGuest).unwrap();
-    let sym = kallsyms();
+    let sym = support::fixture::guest_kallsyms(FIXTURE);
     let n = regs.len() as u32;
     // EFER as the guest's CPUs had it (the dump's register notes lack NXE and SCE).
     let gt = support::fixture::ground_truth(FIXTURE);

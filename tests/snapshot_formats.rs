@@ -4,7 +4,7 @@
 mod support;
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use support::fixture::{fixture_file, ground_truth};
@@ -14,37 +14,8 @@ use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{Linux, ProfileSource};
 use xenvmi::Gpa;
 
-/// Write `src` to `out`, leaving runs of zero pages as holes.
-fn copy_sparse(src: &[u8], out: &mut File) {
-    let mut i = 0;
-    while i < src.len() {
-        let zero = |c: &[u8]| c.iter().all(|&b| b == 0);
-        let start = i;
-        let is_zero = zero(&src[i..(i + 4096).min(src.len())]);
-        while i < src.len() && zero(&src[i..(i + 4096).min(src.len())]) == is_zero {
-            i = (i + 4096).min(src.len());
-        }
-        if is_zero {
-            out.seek(SeekFrom::Current((i - start) as i64)).unwrap();
-        } else {
-            out.write_all(&src[start..i]).unwrap();
-        }
-    }
-}
-
 fn elf() -> Snapshot {
     Snapshot::open(fixture_file("linux-6.1", "vmcore.elf").unwrap()).unwrap()
-}
-
-fn write_raw(elf: &Snapshot, path: &Path) {
-    let mut out = File::create(path).unwrap();
-    let mut end = 0;
-    for r in elf.regions() {
-        out.seek(SeekFrom::Start(r.gpa)).unwrap();
-        copy_sparse(&region_bytes(elf, r), &mut out);
-        end = end.max(r.gpa + r.len);
-    }
-    out.set_len(end).unwrap();
 }
 
 fn write_lime(elf: &Snapshot, path: &Path) {
@@ -57,7 +28,7 @@ fn write_lime(elf: &Snapshot, path: &Path) {
         h.extend_from_slice(&(r.gpa + r.len - 1).to_le_bytes());
         h.extend_from_slice(&[0u8; 8]);
         out.write_all(&h).unwrap();
-        copy_sparse(&region_bytes(elf, r), &mut out);
+        dmp::write_sparse(&region_bytes(elf, r), &mut out);
     }
     let pos = out.stream_position().unwrap();
     out.set_len(pos).unwrap();
@@ -79,7 +50,7 @@ fn raw_and_lime_images_of_real_memory() {
     std::fs::create_dir_all(&dir).unwrap();
     let raw = dir.join("physmem.raw");
     let lime = dir.join("physmem.lime");
-    write_raw(&elf, &raw);
+    support::linux::write_raw(&elf, &raw);
     write_lime(&elf, &lime);
 
     let raw_snap = Snapshot::open(&raw).unwrap();
@@ -537,7 +508,62 @@ fn over_write(b: &mut [u8], off: usize, v: &[u8]) {
 
 /// The bytes of one region of `s` (a file-backed snapshot lends none: it reads them).
 fn region_bytes(s: &Snapshot, r: &xenvmi::backend::snapshot::Region) -> Vec<u8> {
-    let mut v = vec![0u8; r.len as usize];
-    s.read_physical(Gpa(r.gpa), &mut v).unwrap();
-    v
+    support::linux::region_bytes(s, r)
+}
+
+/// Discovery with no registers searches physical memory, as it does for a raw image or a
+/// LiME capture, and reports how far it has come: the banner search first, over all of the
+/// backed memory; in each stage the reports rise and the last one is at the stage's total.
+/// With registers that place the kernel, there is no search and no report.
+#[test]
+fn discovery_reports_its_search_of_memory() {
+    use xenvmi::os::linux::{STAGE_BANNER, STAGE_KALLSYMS, STAGE_PLACEMENT};
+    use xenvmi::progress::Progress;
+    let gt = ground_truth("linux-6.1");
+    let elf = elf();
+    let regs = elf.all_registers().to_vec();
+    let backed: u64 = elf.physical_ranges().iter().map(|r| r.end - r.start).sum();
+    let mem = GuestMemory::new(elf);
+    let mut seen: Vec<Progress> = Vec::new();
+    let linux =
+        Linux::discover_observed(&mem, &[], ProfileSource::InGuest, &mut |p| seen.push(p)).unwrap();
+    assert_eq!(
+        linux.info().text_pa.0,
+        support::fixture::hex(&gt["kaslr"]["text_pa"])
+    );
+    assert!(!seen.is_empty());
+    assert_eq!(seen[0].stage, STAGE_BANNER);
+    assert_eq!((seen[0].done, seen[0].total), (0, backed));
+    // Consecutive reports of one stage form a run; each run starts at 0, rises, ends at its
+    // total.
+    let mut runs: Vec<&[Progress]> = Vec::new();
+    let mut rest = &seen[..];
+    while let Some(first) = rest.first() {
+        let n = rest.iter().take_while(|p| p.stage == first.stage).count();
+        runs.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    for run in &runs {
+        let stage = run[0].stage;
+        assert!(
+            [STAGE_BANNER, STAGE_KALLSYMS, STAGE_PLACEMENT].contains(&stage),
+            "{stage}"
+        );
+        assert_eq!(run[0].done, 0, "{stage}");
+        assert!(run
+            .iter()
+            .all(|p| p.total == run[0].total && p.written.is_none()));
+        assert!(
+            run.windows(2).all(|w| w[0].done < w[1].done),
+            "{stage}: {run:?}"
+        );
+        let last = run.last().unwrap();
+        assert_eq!(last.done, last.total, "{stage}");
+    }
+    let stages: Vec<&str> = runs.iter().map(|r| r[0].stage).collect();
+    assert_eq!(stages, [STAGE_BANNER, STAGE_KALLSYMS, STAGE_PLACEMENT]);
+
+    let mut called = false;
+    Linux::discover_observed(&mem, &regs, ProfileSource::InGuest, &mut |_| called = true).unwrap();
+    assert!(!called, "the registers place the kernel: no search");
 }

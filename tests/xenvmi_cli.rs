@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::fixture::{fixture_file, ground_truth, hex};
+use support::fixture::{fixture_file, ground_truth, guest_kallsyms, hex};
 
 fn xenvmi(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xenvmi"))
@@ -370,7 +370,7 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
 /// The argument lists that run `cmd` on `image` (dump writes to a file in `dir`).
 fn on_image(cmd: &str, image: &Path, dir: &Path) -> Vec<std::ffi::OsString> {
     let mut a = vec![cmd.into()];
-    if cmd == "trace" {
+    if cmd == "trace" || cmd == "guard" {
         a.push("--simulate".into());
     }
     a.push(image.into());
@@ -393,7 +393,7 @@ fn bad_images_are_one_line_errors_naming_the_file() {
     let truncated = dir.join("truncated.elf");
     let whole = std::fs::read(image()).map(|b| b[..4096].to_vec());
     std::fs::write(&truncated, whole.unwrap()).unwrap();
-    for cmd in ["info", "ps", "modules", "dump", "trace"] {
+    for cmd in ["info", "ps", "modules", "dump", "trace", "guard"] {
         for bad in [&missing, &dir, &truncated] {
             let out = run_os(&on_image(cmd, bad, &dir));
             assert_one_line_error(&out, 1, &bad.display().to_string());
@@ -408,8 +408,9 @@ fn bad_images_are_one_line_errors_naming_the_file() {
 fn an_unknown_domain_is_a_one_line_error_naming_it() {
     let dir = scratch("domain");
     let out_file = dir.join("x.elf");
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 7] = [
         &["info", "--domain", "no-such-domain", "--json"],
+        &["guard", "--domain", "no-such-domain", "--json"],
         &["trace", "--domain", "no-such-domain", "--json"],
         &["ps", "--domain", "no-such-domain", "--json"],
         &["modules", "--domain", "no-such-domain", "--json"],
@@ -464,7 +465,7 @@ fn as_nobody(args: &[&std::ffi::OsStr]) -> Option<Output> {
 fn without_root_the_error_says_so_and_names_the_domain_or_file() {
     if cfg!(feature = "xen") {
         // With the Xen backend: --domain needs root, and says so.
-        for cmd in ["info", "ps", "modules", "recover", "trace"] {
+        for cmd in ["info", "ps", "modules", "recover", "trace", "guard"] {
             let Some(out) = as_nobody(&[cmd.as_ref(), "--domain".as_ref(), "x".as_ref()]) else {
                 eprintln!("not root or no setpriv: skipped");
                 return;
@@ -489,6 +490,14 @@ fn without_root_the_error_says_so_and_names_the_domain_or_file() {
         assert_one_line_error(&out, 1, &secret.display().to_string());
         assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
     }
+    for cmd in ["trace", "guard"] {
+        let Some(out) = as_nobody(&[cmd.as_ref(), "--simulate".as_ref(), secret.as_os_str()])
+        else {
+            break;
+        };
+        assert_one_line_error(&out, 1, &secret.display().to_string());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
+    }
     mode(0o600).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -504,6 +513,11 @@ fn usage_errors_exit_2() {
         &["trace"],
         &["trace", "--domain", "x", "--simulate"],
         &["trace", "--simulate", "--pid", "not-a-pid"],
+        &["guard"],
+        &["guard", "--domain", "x", "--simulate"],
+        &["guard", "--domain", "x", "--benign"],
+        &["guard", "--simulate", "--no-text", "--policies", "cr4"],
+        &["guard", "--simulate", "--text-pages", "many"],
         &["completions", "no-such-shell"],
     ] {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
@@ -528,6 +542,7 @@ fn completions_and_man_page_come_from_the_definitions() {
         "dump",
         "recover",
         "trace",
+        "guard",
         "completions",
         "man",
     ];
@@ -657,6 +672,324 @@ fn attest_learn_then_enforce_exit_codes_and_reports() {
 
     let out = run_os(&["attest".into(), "enforce".into(), s(&image())]);
     assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CR4.SMEP | CR4.SMAP (Intel SDM vol. 3A, 2.5: bits 20 and 21).
+const SMEP_SMAP: u64 = (1 << 20) | (1 << 21);
+
+/// What the scripted rootkit of `xenvmi::policy::simulate` does, as its documentation states
+/// it, with the values the guest itself reported (`ground-truth.json`, `/proc/kallsyms`): the
+/// alerts `guard --simulate` must raise, in order, as (what, policy, vCPU, fields).
+fn the_scripted_rootkits_moves() -> Vec<(&'static str, &'static str, u64, serde_json::Value)> {
+    let gt = ground_truth("linux-6.1");
+    let sym = guest_kallsyms("linux-6.1");
+    let last = gt["vcpus"].as_array().unwrap().len() as u64 - 1;
+    // The simulated CPUs run with SMEP and SMAP set.
+    let cr4 = |v: u64| hex(&gt["vcpus"][v as usize]["cr4"]) | SMEP_SMAP;
+    let getpid = sym["__x64_sys_getpid"];
+    let getpid_pa = hex(&gt["kaslr"]["text_pa"]) + (getpid - hex(&gt["kaslr"]["text_va"]));
+    let h = |v: u64| serde_json::json!(format!("{v:#x}"));
+    vec![
+        // The last vCPU clears SMEP and SMAP from vCPU 0's CR4.
+        (
+            "cr4_smep_smap_clear",
+            "cr4",
+            last,
+            serde_json::json!({"target": "cr4", "old": h(cr4(last)), "new": h(cr4(0) & !SMEP_SMAP)}),
+        ),
+        // vCPU 0 points LSTAR at the rootkit's own entry, over the kernel's.
+        (
+            "msr_lstar_write",
+            "msr",
+            0,
+            serde_json::json!({"target": "msr_lstar", "old": h(sym["entry_SYSCALL_64"]),
+                               "new": h(0xffff_ffff_c041_c000)}),
+        ),
+        // The last vCPU writes a jmp over __x64_sys_getpid.
+        (
+            "kernel_text_write",
+            "kernel-text",
+            last,
+            serde_json::json!({"gpa": h(getpid_pa), "gva": h(getpid)}),
+        ),
+    ]
+}
+
+/// The process the guest reported on `vcpu` (`vcpu_owners`), as an alert names it.
+fn owner_of_vcpu(vcpu: u64) -> serde_json::Value {
+    let gt = ground_truth("linux-6.1");
+    let o = gt["vcpu_owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["index"] == vcpu)
+        .unwrap()
+        .clone();
+    serde_json::json!({"pid": o["pid"], "comm": o["comm"]})
+}
+
+/// stdout as JSON lines.
+fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// `guard --simulate` with every policy: one alert per move of the scripted rootkit, each
+/// with the values the script used and the process the guest ran on that vCPU, denied, and
+/// the guest's SMEP/SMAP, LSTAR and kernel text intact; the alerts file holds the same lines.
+#[test]
+fn guard_on_the_simulated_domain_alerts_on_each_move_of_the_scripted_rootkit() {
+    let dir = scratch("guard");
+    let file = dir.join("alerts.jsonl");
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--json".as_ref(),
+        "--alerts-file".as_ref(),
+        file.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let alerts = json_lines(&out.stdout);
+    let gt = ground_truth("linux-6.1");
+    let moves = the_scripted_rootkits_moves();
+    assert_eq!(alerts.len(), moves.len(), "{alerts:?}");
+    for (a, (what, policy, vcpu, fields)) in alerts.iter().zip(&moves) {
+        assert_eq!(a["what"], *what, "{a}");
+        assert_eq!(a["policy"], *policy, "{a}");
+        assert_eq!(a["vcpu"], *vcpu, "{a}");
+        assert_eq!(a["action"], "denied", "{a}");
+        assert_eq!(a["schema"], 1, "{a}");
+        assert_eq!(a["vm"]["name"], "simulated", "{a}");
+        assert_eq!(a["process"], owner_of_vcpu(*vcpu), "{a}");
+        assert_eq!(
+            hex(&a["rip"]),
+            hex(&gt["vcpus"][*vcpu as usize]["rip"]),
+            "{a}"
+        );
+        for (k, v) in fields.as_object().unwrap() {
+            assert_eq!(&a[k], v, "{k} of {a}");
+        }
+    }
+    // The written address by name: a symbol the guest's kallsyms has at __x64_sys_getpid's
+    // address (it has aliases there), offset 0.
+    let sym = guest_kallsyms("linux-6.1");
+    let named = alerts[2]["symbol"].as_str().unwrap();
+    let (name, offset) = named.split_once('+').unwrap();
+    assert_eq!(offset, "0x0", "{named}");
+    assert_eq!(sym.get(name), Some(&sym["__x64_sys_getpid"]), "{named}");
+    assert_eq!(json_lines(&std::fs::read(&file).unwrap()), alerts);
+    assert!(
+        err.contains(
+            "SMEP/SMAP kept: true; LSTAR kept: true; kernel text kept: true; guest released \
+             cleanly: true"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("3 alert(s), 3 denied"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Text output: one line per alert, naming what and the response; a clean run of the scripted
+/// guest's benign actions, with every policy, raises none.
+#[test]
+fn guard_text_lines_and_a_clean_run() {
+    let out = xenvmi(&["guard".as_ref(), "--simulate".as_ref(), image().as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let moves = the_scripted_rootkits_moves();
+    assert_eq!(lines.len(), moves.len(), "{text}");
+    for (l, (what, policy, ..)) in lines.iter().zip(&moves) {
+        assert!(l.starts_with(what), "{l}");
+        assert!(
+            l.contains(": denied") && l.ends_with(&format!("[{policy}]")),
+            "{l}"
+        );
+    }
+
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--benign".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.contains("0 alert(s), 0 denied"), "{err}");
+    assert!(err.contains("guest released cleanly: true"), "{err}");
+}
+
+/// Per-policy remediation from `--policies`: CR4 allowed and reported (SMEP/SMAP really
+/// cleared), the rest denied; policies left out raise nothing.
+#[test]
+fn guard_gives_each_policy_its_own_remediation() {
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--json".as_ref(),
+        "--policies".as_ref(),
+        "cr4=allow; kernel-text".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let alerts = json_lines(&out.stdout);
+    let whats: Vec<&str> = alerts.iter().map(|a| a["what"].as_str().unwrap()).collect();
+    assert_eq!(whats, ["cr4_smep_smap_clear", "kernel_text_write"]);
+    assert_eq!(alerts[0]["action"], "allowed");
+    assert_eq!(alerts[1]["action"], "denied");
+    assert!(err.contains("policies cr4 kernel-text;"), "{err}");
+    assert!(
+        err.contains("SMEP/SMAP kept: false; LSTAR kept: false; kernel text kept: true"),
+        "{err}"
+    );
+}
+
+/// `--syslog udp://...`: each alert reaches the collector as an RFC 5424 message whose MSGID
+/// is the alert's `what` and whose MSG is CEF.
+#[test]
+fn guard_sends_each_alert_to_a_syslog_collector() {
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let target = format!("udp://{}", collector.local_addr().unwrap());
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--syslog".as_ref(),
+        target.as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (what, ..) in the_scripted_rootkits_moves() {
+        let mut buf = vec![0u8; 65536];
+        let n = collector.recv(&mut buf).unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        // <PRI>1 TIMESTAMP HOSTNAME APP PROCID MSGID - MSG
+        let f: Vec<&str> = msg.splitn(8, ' ').collect();
+        assert!(f[0].starts_with('<') && f[0].ends_with(">1"), "{msg}");
+        assert_eq!(f[5], what, "{msg}");
+        assert!(f[7].starts_with("CEF:0|"), "{msg}");
+    }
+}
+
+/// Bad configuration is refused before anything is opened or monitored: one line naming the
+/// option and the value, exit 1. The image given does not exist, so an error about it would
+/// mean the configuration was checked too late.
+#[test]
+fn guard_refuses_bad_configuration_before_monitoring() {
+    let dir = scratch("guard-config");
+    let missing = dir.join("no-such-image.elf");
+    // A TCP port nobody listens on: bound, then released.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let closed = format!("tcp://{closed}");
+    let unwritable = dir.join("no-such-dir").join("alerts.jsonl");
+    let cases: Vec<(Vec<&std::ffi::OsStr>, Vec<&str>)> = vec![
+        (
+            vec!["--policies".as_ref(), "cr4;no-such-policy".as_ref()],
+            vec!["--policies", "policy \"no-such-policy\"", "unknown policy"],
+        ),
+        (
+            vec!["--policies".as_ref(), "msr=maybe".as_ref()],
+            vec!["--policies", "remediation \"maybe\""],
+        ),
+        (
+            vec!["--remediation".as_ref(), "deny,explode".as_ref()],
+            vec!["--remediation", "deny,explode"],
+        ),
+        (
+            vec!["--syslog".as_ref(), closed.as_ref()],
+            vec!["--syslog", &closed],
+        ),
+        (
+            vec!["--syslog".as_ref(), "udp://no-port".as_ref()],
+            vec!["--syslog", "udp://no-port", "HOST:PORT"],
+        ),
+        (
+            vec!["--alerts-file".as_ref(), unwritable.as_os_str()],
+            vec!["--alerts-file", "alerts.jsonl"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["guard".as_ref(), "--simulate".as_ref(), missing.as_os_str()];
+        args.extend(extra);
+        let out = xenvmi(&args);
+        assert_one_line_error(&out, 1, needles[0]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        for n in needles {
+            assert!(err.contains(n), "{n} not in {err}");
+        }
+        assert!(!err.contains("no-such-image"), "{err}");
+    }
+    // A capture without a directory: refused by the guard before the session starts.
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--remediation".as_ref(),
+        "deny,capture".as_ref(),
+    ]);
+    assert_one_line_error(&out, 1, "no capture directory");
+    assert!(!unwritable.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A raw image has no registers: discovery searches its memory, which on a terminal shows a
+/// progress line on stderr. Here stderr is a pipe: nothing but the result is printed, and the
+/// kernel found is the guest's.
+#[test]
+fn a_raw_image_is_searched_without_progress_output_off_a_terminal() {
+    let dir = scratch("raw");
+    let raw = dir.join("physmem.raw");
+    let elf = xenvmi::backend::snapshot::Snapshot::open(image()).unwrap();
+    support::linux::write_raw(&elf, &raw);
+    drop(elf);
+    let out = Command::new(env!("CARGO_BIN_EXE_xenvmi"))
+        .env("XENVMI_CACHE", "off")
+        .args(["info".as_ref(), "--json".as_ref(), raw.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gt = ground_truth("linux-6.1");
+    assert_eq!(v["format"], "raw");
+    assert_eq!(hex(&v["kernel"]["text_pa"]), hex(&gt["kaslr"]["text_pa"]));
+    assert_eq!(
+        hex(&v["kernel"]["kaslr_offset"]),
+        hex(&gt["kaslr"]["virt_offset"])
+    );
+    // No registers: no vCPUs to list.
+    assert_eq!(v["vcpus"], serde_json::json!([]));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -19,6 +19,9 @@
 //! (the kernel's direct map, `text_poke`'s temporary `poking_mm` mapping at another virtual
 //! address) is covered. The kernel's own text patching is told apart from an attack by who
 //! writes ([`WriterAllowList`]), never by lifting the protection.
+//!
+//! [`simulate`] holds the scripted rootkit that the `kernel-guard` example and
+//! `xenvmi guard --simulate` run a guard against on the simulated domain.
 
 mod allow;
 mod descriptor;
@@ -28,6 +31,7 @@ mod region;
 mod registers;
 mod remediation;
 mod set;
+pub mod simulate;
 
 pub use allow::{Writer, WriterAllowList};
 pub use descriptor::DescriptorTablePolicy;

@@ -139,6 +139,23 @@ pub fn hex(v: &serde_json::Value) -> u64 {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
+/// The guest's `/proc/kallsyms` at dump time (the fixture's `kallsyms`): kernel symbol ->
+/// address, the first of each name.
+pub fn guest_kallsyms(fixture: &str) -> std::collections::HashMap<String, u64> {
+    let p = fixture_file(fixture, "kallsyms").unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    let text = fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut m = std::collections::HashMap::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        if let (Some(a), Some(_), Some(n), None) = (f.next(), f.next(), f.next(), f.next()) {
+            if let Ok(a) = u64::from_str_radix(a, 16) {
+                m.entry(n.to_owned()).or_insert(a);
+            }
+        }
+    }
+    m
+}
+
 /// `target/<profile>/examples/<name>`, built by `cargo test` next to the test binaries.
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

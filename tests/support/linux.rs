@@ -39,3 +39,26 @@ pub fn open_with_registers(fixture: &str) -> (GuestMemory<Snapshot>, Linux, Vec<
         .unwrap_or_else(|e| panic!("{fixture}: {e}"));
     (mem, linux, regs)
 }
+
+/// The bytes of one region of a snapshot.
+pub fn region_bytes(s: &Snapshot, r: &xenvmi::backend::snapshot::Region) -> Vec<u8> {
+    use xenvmi::backend::PhysicalMemory;
+    let mut v = vec![0u8; r.len as usize];
+    s.read_physical(xenvmi::Gpa(r.gpa), &mut v).unwrap();
+    v
+}
+
+/// Write `elf`'s memory as a raw image at `path` (file offset = guest-physical address,
+/// zero pages left as holes): a dump with no registers, whose kernel discovery must find by
+/// searching memory.
+pub fn write_raw(elf: &Snapshot, path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom};
+    let mut out = std::fs::File::create(path).unwrap();
+    let mut end = 0;
+    for r in elf.regions() {
+        out.seek(SeekFrom::Start(r.gpa)).unwrap();
+        super::crashdump::write_sparse(&region_bytes(elf, r), &mut out);
+        end = end.max(r.gpa + r.len);
+    }
+    out.set_len(end).unwrap();
+}

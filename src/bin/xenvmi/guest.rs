@@ -8,6 +8,7 @@ use xenvmi::os::linux::detail::ProcessDetail;
 use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
+use xenvmi::progress::ProgressMeter;
 use xenvmi::report;
 use xenvmi::Registers;
 
@@ -216,6 +217,10 @@ fn examine<B: PhysicalMemory>(
     cached: bool,
     want: Want,
 ) -> Result<Found, xenvmi::Error> {
+    // Without registers that place the kernel, discovery searches physical memory: progress
+    // on stderr when it is a terminal.
+    let mut meter = ProgressMeter::new();
+    let mut progress = |p| meter.on_stderr(p);
     let linux = match source {
         ProfileSource::InGuest if cached => {
             // Process detail and attestation (executables, memory maps, the BTF's extent) read
@@ -225,10 +230,13 @@ fn examine<B: PhysicalMemory>(
             } else {
                 Scope::Walks
             };
-            Linux::discover_cached(mem, &regs, &BuildCache::from_env(), scope)?
+            let cache = BuildCache::from_env();
+            Linux::discover_cached_observed(mem, &regs, &cache, scope, &mut progress)
         }
-        source => Linux::discover(mem, &regs, source)?,
+        source => Linux::discover_observed(mem, &regs, source, &mut progress),
     };
+    meter.finish();
+    let linux = linux?;
     let mut warnings = Vec::new();
     let mut processes = Vec::new();
     if want.processes {

@@ -8,6 +8,10 @@
 //! xenvmi recover   --domain NAME|ID [--journal PATH] [--json]
 //! xenvmi trace     (--domain NAME|ID | --simulate [IMAGE]) [--procs] [--modules] [--syscalls[=LIST]]
 //!                  [--files] [--threads] [--pid PID]... [--comm NAME]... [--json] [--in-place] [--seconds N]
+//! xenvmi guard     (--domain NAME|ID | --simulate [IMAGE] [--benign]) [--policies SPEC]
+//!                  [--remediation R] [--no-text | --text-pages N] [--no-rodata] [--gdt] [--host-view]
+//!                  [--alerts-file FILE] [--syslog udp://HOST:PORT|tcp://HOST:PORT]...
+//!                  [--capture-dir DIR] [--json] [--seconds N]
 //! xenvmi attest learn   [IMAGE | --domain NAME|ID] --manifest FILE [--force] [--json]
 //! xenvmi attest enforce [IMAGE | --domain NAME|ID] --manifest FILE [--syslog URL]... [--capture FILE] [--json]
 //! xenvmi completions SHELL
@@ -38,6 +42,7 @@ thread_local! {
 
 mod attest;
 mod dump;
+mod guard;
 mod guest;
 mod recover;
 mod trace;
@@ -209,6 +214,70 @@ enum Command {
         #[arg(long, value_name = "N")]
         seconds: Option<u64>,
     },
+    /// Protect a live Linux kernel with policies (docs/policies.md): CR0.WP, CR4.SMEP/SMAP/UMIP,
+    /// the entry MSRs, the IDT, kernel text and read-only data, modprobe_path, core_pattern,
+    /// hidden processes. Each violation is refused (or allowed) as its policy's remediation
+    /// says and reported as an alert (docs/alerts.md): one line (or JSON object) on stdout,
+    /// and to an alerts file and syslog collectors; until Ctrl-C or --seconds, then every
+    /// monitor, protection and view removed. Policies, remediation and sinks are checked (and
+    /// collectors connected) before anything is monitored.
+    #[command(after_help = EXIT_STATUS)]
+    #[command(group = clap::ArgGroup::new("guest").required(true).args(["domain", "simulate"]))]
+    Guard {
+        /// A running Xen domain, by name or id (needs the `xen` feature, dom0 and root).
+        #[arg(long, value_name = "NAME|ID")]
+        domain: Option<String>,
+        /// xenvmi's simulated domain (not Xen) over IMAGE, a QEMU ELF core (the bundled
+        /// snapshot when no IMAGE is given), whose scripted guest clears CR4.SMEP/SMAP, writes
+        /// MSR_LSTAR and patches kernel text between benign actions
+        /// (xenvmi::policy::simulate).
+        #[arg(long, value_name = "IMAGE", num_args = 0..=1)]
+        simulate: Option<Option<PathBuf>>,
+        /// With --simulate: the scripted guest does only its benign actions (a clean run).
+        #[arg(long, requires = "simulate", conflicts_with = "domain")]
+        benign: bool,
+        /// Which policies, each with its own remediation if wanted: `NAME[=REMEDIATION]`
+        /// separated by `;`, e.g. "cr4=deny,pause,capture,resume; msr; kernel-text=allow".
+        /// Names: cr0-wp, cr4, msr, descriptor-tables, kernel-text, modprobe-path,
+        /// core-pattern, hidden-processes. Default: all of them.
+        #[arg(long, value_name = "SPEC")]
+        policies: Option<String>,
+        /// The remediation of every policy the specification gives none: `deny` or `allow`,
+        /// then any of `pause`, `capture`, `capture-live`, `resume` (default: deny).
+        #[arg(long, value_name = "R")]
+        remediation: Option<String>,
+        /// Leave kernel text unprotected (the default policies without kernel-text).
+        #[arg(long, conflicts_with_all = ["policies", "text_pages"])]
+        no_text: bool,
+        /// kernel-text: only the first N pages of kernel text.
+        #[arg(long, value_name = "N")]
+        text_pages: Option<u64>,
+        /// kernel-text: not the kernel's read-only data (sys_call_table).
+        #[arg(long)]
+        no_rodata: bool,
+        /// descriptor-tables: the GDT too.
+        #[arg(long)]
+        gdt: bool,
+        /// Write-protect in the host p2m (view 0) instead of an altp2m view of its own.
+        #[arg(long)]
+        host_view: bool,
+        /// Also append each alert to FILE, one JSON object per line.
+        #[arg(long, value_name = "FILE")]
+        alerts_file: Option<PathBuf>,
+        /// Also send each alert to a syslog collector as RFC 5424 with a CEF payload:
+        /// udp://HOST:PORT or tcp://HOST:PORT (repeatable; connected before monitoring).
+        #[arg(long, value_name = "TARGET")]
+        syslog: Vec<String>,
+        /// Where a `capture` remediation writes its cores (an existing directory).
+        #[arg(long, value_name = "DIR")]
+        capture_dir: Option<PathBuf>,
+        /// Alerts on stdout as JSON lines (docs/alerts.md) instead of one line of text each.
+        #[arg(long)]
+        json: bool,
+        /// Stop after N seconds.
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+    },
     /// Desired state: learn a manifest of what the guest runs (kernel build, executables with
     /// their first code page, modules), or check the guest against one (docs/attest.md).
     #[command(after_help = EXIT_STATUS)]
@@ -360,6 +429,39 @@ fn run(cli: Cli) -> Result<u8, String> {
             comms,
             json,
             in_place,
+            seconds,
+        }),
+        Command::Guard {
+            domain,
+            simulate,
+            benign,
+            policies,
+            remediation,
+            no_text,
+            text_pages,
+            no_rodata,
+            gdt,
+            host_view,
+            alerts_file,
+            syslog,
+            capture_dir,
+            json,
+            seconds,
+        } => guard::run(&guard::Options {
+            domain,
+            simulate,
+            benign,
+            policies,
+            remediation,
+            no_text,
+            text_pages,
+            no_rodata,
+            gdt,
+            host_view,
+            alerts_file,
+            syslog,
+            capture_dir,
+            json,
             seconds,
         }),
         Command::Completions { shell } => {

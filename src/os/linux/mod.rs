@@ -28,6 +28,7 @@ use crate::os::list::ListWalk;
 use crate::os::profile::btf::Btf;
 use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
+use crate::progress::{Progress, Stage};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 mod build;
@@ -78,6 +79,16 @@ pub const MAX_BANNER: usize = 1024;
 /// Most `Linux version ` strings the banner search examines when placing the kernel without
 /// registers (each costs a page-table check).
 pub const MAX_BANNER_HITS: usize = 4096;
+
+/// Discovery's progress stage ([`Linux::discover_observed`]): physical memory searched for
+/// `Linux version ` strings, around which kallsyms is looked for first.
+pub const STAGE_BANNER: &str = "searching memory for the kernel banner";
+/// Discovery's progress stage: physical memory searched for the kallsyms tables (around
+/// each banner, then everywhere).
+pub const STAGE_KALLSYMS: &str = "searching memory for kallsyms";
+/// Discovery's progress stage: physical memory searched again for banners, each checked
+/// against the kernel's page tables (`init_top_pgt`) to place the kernel.
+pub const STAGE_PLACEMENT: &str = "placing the kernel by its banner";
 
 /// Where types and symbols come from.
 #[derive(Debug)]
@@ -233,11 +244,18 @@ fn rel(symbols: &SymbolTable, name: &str) -> Result<u64> {
 fn placement_from_banner<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     symbols: &SymbolTable,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<Placement> {
     let banner_rel = rel(symbols, "linux_banner")?;
     let pgd_rel = rel(symbols, "init_top_pgt").or_else(|_| rel(symbols, "init_level4_pgt"))?;
     let l5_rel = rel(symbols, "__pgtable_l5_enabled").ok();
-    let hits = scan::find_physical(mem.backend(), b"Linux version ", MAX_BANNER_HITS);
+    let hits = scan::find_physical(
+        mem.backend(),
+        b"Linux version ",
+        MAX_BANNER_HITS,
+        progress,
+        STAGE_PLACEMENT,
+    );
     let examined = hits.len();
     for hit in hits {
         let Some(text_pa) = hit.0.checked_sub(banner_rel) else {
@@ -366,6 +384,7 @@ fn first_nx_offset<B: PhysicalMemory>(mem: &GuestMemory<B>, p: &Placement) -> u6
 fn in_guest_symbols<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(SymbolTable, Option<Placement>, String)> {
     // The backed ranges, once: a hostile dump can have hundreds of thousands.
     let ranges = mem.backend().physical_ranges();
@@ -386,7 +405,7 @@ fn in_guest_symbols<B: PhysicalMemory>(
     // No usable registers: kallsyms and linux_banner are both in .rodata, so scan around each
     // banner found in physical memory (bounded), then everything as a last resort.
     let mut banners: Vec<(u64, u64)> = Vec::new();
-    for hit in scan::find_physical(mem.backend(), b"Linux version ", 64) {
+    for hit in scan::find_physical(mem.backend(), b"Linux version ", 64, progress, STAGE_BANNER) {
         let start = hit.0.saturating_sub(KERNEL_IMAGE_SCAN / 2) & !0xfff;
         if banners.iter().any(|&(s, l)| start >= s && start < s + l) {
             continue;
@@ -408,11 +427,25 @@ fn in_guest_symbols<B: PhysicalMemory>(
                 // A range ending near 2^64 must not wrap the cursor (found by the capi
                 // fuzzer: the wrapped cursor restarted below the range, never ending).
                 next = start.checked_add(KERNEL_IMAGE_SCAN - OVERLAP);
-                Some((start, KERNEL_IMAGE_SCAN))
+                // Progress: the memory this window adds (up to the next window's start), so
+                // that the whole of memory counts once.
+                let fresh = (r.end - start).min(KERNEL_IMAGE_SCAN - OVERLAP);
+                Some((start, KERNEL_IMAGE_SCAN, fresh))
             })
         });
+    // Progress in bytes: each banner's window, then all of memory.
+    let total = (banners.len() as u64)
+        .saturating_mul(KERNEL_IMAGE_SCAN)
+        .saturating_add(
+            ranges
+                .iter()
+                .filter(|r| r.end - r.start >= 512)
+                .fold(0u64, |t, r| t.saturating_add(r.end - r.start)),
+        );
+    let mut stage = Stage::new(Some(progress), STAGE_KALLSYMS, total);
     let mut budget = kallsyms::Budget::new();
-    for (i, (start, len)) in banners.iter().copied().chain(everything).enumerate() {
+    let around_banners = banners.iter().map(|&(s, l)| (s, l, l));
+    for (i, (start, len, fresh)) in around_banners.chain(everything).enumerate() {
         let shared = i >= banners.len();
         let got = with_image(mem, &ranges, Gpa(start), len, |img| {
             if shared {
@@ -429,6 +462,7 @@ fn in_guest_symbols<B: PhysicalMemory>(
                 "physical-memory kallsyms + banner search".to_owned(),
             ));
         }
+        stage.advance(fresh);
         if budget.is_spent() {
             break;
         }
@@ -448,6 +482,7 @@ fn build_kernel<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
     source: ProfileSource,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(KernelBuild, Placement, String)> {
     let profile = match source {
         ProfileSource::InGuest => None,
@@ -460,7 +495,7 @@ fn build_kernel<B: PhysicalMemory>(
     let (symbols, placement, located_by, types) = match profile {
         Some(p) => (p.symbols, None, String::new(), Some(p.types)),
         None => {
-            let (t, p, how) = in_guest_symbols(mem, from_regs)?;
+            let (t, p, how) = in_guest_symbols(mem, from_regs, progress)?;
             (t, p, how, None)
         }
     };
@@ -486,7 +521,7 @@ fn build_kernel<B: PhysicalMemory>(
             match chosen {
                 Some(c) => c,
                 None => (
-                    placement_from_banner(mem, &symbols)?,
+                    placement_from_banner(mem, &symbols, progress)?,
                     "physical-memory banner search".to_owned(),
                 ),
             }
@@ -567,8 +602,27 @@ impl Linux {
         vcpus: &[Registers],
         source: ProfileSource,
     ) -> Result<Linux> {
+        Self::discover_observed(mem, vcpus, source, &mut |_| {})
+    }
+
+    /// [`Linux::discover`], telling `progress` how far its searches of physical memory have
+    /// come. Those run when no vCPU's registers place the kernel (a raw image, a LiME
+    /// capture, a dump without register notes) and can take seconds on a large image; each
+    /// is a stage ([`STAGE_BANNER`], [`STAGE_KALLSYMS`], [`STAGE_PLACEMENT`]) whose reports
+    /// rise to its total (bytes), the last one at the total however the stage ended. With
+    /// registers that place the kernel, `progress` is not called. Nothing is printed: a front
+    /// end renders the reports (e.g. [`ProgressMeter`](crate::progress::ProgressMeter)).
+    ///
+    /// # Errors
+    /// As [`Linux::discover`].
+    pub fn discover_observed<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        vcpus: &[Registers],
+        source: ProfileSource,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Linux> {
         let from_regs = placements_from_registers(mem, vcpus);
-        let (build, placement, located_by) = build_kernel(mem, &from_regs, source)?;
+        let (build, placement, located_by) = build_kernel(mem, &from_regs, source, progress)?;
         Linux::finish(mem, Arc::new(build), placement, located_by)
     }
 
@@ -588,11 +642,26 @@ impl Linux {
         cache: &BuildCache,
         scope: Scope,
     ) -> Result<Linux> {
+        Self::discover_cached_observed(mem, vcpus, cache, scope, &mut |_| {})
+    }
+
+    /// [`Linux::discover_cached`] with progress reports, as [`Linux::discover_observed`].
+    ///
+    /// # Errors
+    /// As [`Linux::discover`].
+    pub fn discover_cached_observed<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        vcpus: &[Registers],
+        cache: &BuildCache,
+        scope: Scope,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Linux> {
         let from_regs = placements_from_registers(mem, vcpus);
         if let Some((build, placement, how)) = cache.find(mem, &from_regs, scope) {
             return Linux::finish(mem, build, placement, how);
         }
-        let (build, placement, located_by) = build_kernel(mem, &from_regs, ProfileSource::InGuest)?;
+        let (build, placement, located_by) =
+            build_kernel(mem, &from_regs, ProfileSource::InGuest, progress)?;
         let build = cache.insert(build);
         Linux::finish(mem, build, placement, located_by)
     }
