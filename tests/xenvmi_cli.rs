@@ -858,7 +858,7 @@ fn guard_gives_each_policy_its_own_remediation() {
 }
 
 /// `--syslog udp://...`: each alert reaches the collector as an RFC 5424 message whose MSGID
-/// is the alert's `what` and whose MSG is CEF.
+/// is the alert's `what` and whose MSG is a CEF record of it (read by tests/support/siem.rs).
 #[test]
 fn guard_sends_each_alert_to_a_syslog_collector() {
     let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -882,11 +882,12 @@ fn guard_sends_each_alert_to_a_syslog_collector() {
         let mut buf = vec![0u8; 65536];
         let n = collector.recv(&mut buf).unwrap();
         let msg = String::from_utf8_lossy(&buf[..n]);
-        // <PRI>1 TIMESTAMP HOSTNAME APP PROCID MSGID - MSG
-        let f: Vec<&str> = msg.splitn(8, ' ').collect();
-        assert!(f[0].starts_with('<') && f[0].ends_with(">1"), "{msg}");
-        assert_eq!(f[5], what, "{msg}");
-        assert!(f[7].starts_with("CEF:0|"), "{msg}");
+        // tests/support/siem.rs: the RFC 5424 header and the CEF record, by their rules.
+        let s = support::siem::parse_5424(&msg);
+        assert_eq!(s.msgid, what, "{msg}");
+        let (h, e) = support::siem::parse_cef(&s.msg);
+        assert_eq!(h[4], what, "{msg}");
+        assert_eq!(e["act"], "denied", "{msg}");
     }
 }
 
