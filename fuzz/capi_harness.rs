@@ -17,6 +17,8 @@
 //! is never written, registers are set only while the domain handle holds a pause, and the
 //! simulated domain's pause count is always the one the handle holds.
 //!
+//! Operation 21 with argument byte 14 = 0xfe is a policy set and a guard, 0xff a manifest.
+//!
 //! Input format (hand-decoded, so seeds are easy to write; fuzz/make-capi-seeds.py writes some):
 //! byte 0: vCPU count (0..=3); per vCPU 8 bytes CR3 and 1 byte flags (bit 0: LA57, bit 1:
 //! kernel mode); 4 bytes image length; the image; then operations, one opcode byte and 16
@@ -558,22 +560,7 @@ unsafe fn run_unsafe(data: &[u8]) {
                 u64::from(a4(4) % 0x200),
                 u32::from(a[1] % 9),
             )),
-            21 if a[1] & 1 != 0 => {
-                // Destroy a view before teardown (the sessions' check_clean sees teardown
-                // still leave nothing behind).
-                let rc = xvmi_session_destroy_view(session, u16::from(a[0] % 4));
-                ok_or_expected(rc);
-                if a[0] % 4 == 0 {
-                    assert_ne!(rc, XVMI_OK, "view 0 was destroyed");
-                }
-            }
-            21 => ok_or_expected(xvmi_session_switch_view(session, u16::from(a[0] % 4))),
-            22 => ok_or_expected(xvmi_session_singlestep(
-                session,
-                u32::from(a[0] % 4),
-                a[1] % 3,
-            )),
-            21 if a[2] & 1 != 0 => {
+            21 if a[14] == 0xfe => {
                 // A policy set from input bytes (a specification), and a guard with it on the
                 // domain and kernel there are (NULL included), run briefly and freed without
                 // a teardown (the free tears down).
@@ -606,7 +593,7 @@ unsafe fn run_unsafe(data: &[u8]) {
                 }
                 xvmi_policy_set_free(set);
             }
-            21 if a[2] & 2 != 0 => {
+            21 if a[14] == 0xff => {
                 // A manifest from input bytes: refused naming it, or written back to the same
                 // text; attested against and learned from whatever memory and kernel there are.
                 let n = (a4(4) as usize % 4096).min(c.0.len());
@@ -648,6 +635,21 @@ unsafe fn run_unsafe(data: &[u8]) {
                 xvmi_manifest_free(learned);
                 xvmi_manifest_free(mf);
             }
+            21 if a[1] & 1 != 0 => {
+                // Destroy a view before teardown (the sessions' check_clean sees teardown
+                // still leave nothing behind).
+                let rc = xvmi_session_destroy_view(session, u16::from(a[0] % 4));
+                ok_or_expected(rc);
+                if a[0] % 4 == 0 {
+                    assert_ne!(rc, XVMI_OK, "view 0 was destroyed");
+                }
+            }
+            21 => ok_or_expected(xvmi_session_switch_view(session, u16::from(a[0] % 4))),
+            22 => ok_or_expected(xvmi_session_singlestep(
+                session,
+                u32::from(a[0] % 4),
+                a[1] % 3,
+            )),
             23 => {
                 let mut g = 0u64;
                 ok_or_expected(xvmi_session_alloc_frame(session, &mut g));
