@@ -84,7 +84,7 @@ pub unsafe extern "C" fn xvmi_manifest_parse(
     })
 }
 
-fn linux_of<'a>(o: &'a xvmi_os) -> Result<&'a Linux, Fail> {
+fn linux_of(o: &xvmi_os) -> Result<&Linux, Fail> {
     match &*o.os {
         Os::Linux(l) => Ok(l),
         Os::Windows { .. } => Err(Fail::new(

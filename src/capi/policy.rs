@@ -195,10 +195,8 @@ mod tests {
         let spec = CString::new("cr4=deny,pause,resume; msr;kernel-text=allow").unwrap();
         let mut set = std::ptr::null_mut();
         // SAFETY: a NUL-terminated string and a place for the handle.
-        assert_eq!(
-            unsafe { xvmi_policy_set_parse(spec.as_ptr(), &mut set) },
-            XVMI_OK
-        );
+        let rc = unsafe { xvmi_policy_set_parse(spec.as_ptr(), &mut set) };
+        assert_eq!(rc, XVMI_OK);
         let mut n = 0usize;
         // SAFETY: a live handle and a place for the count.
         assert_eq!(unsafe { xvmi_policy_set_count(set, &mut n) }, XVMI_OK);
@@ -231,10 +229,8 @@ mod tests {
             let spec = CString::new(text).unwrap();
             let mut set = std::ptr::null_mut();
             // SAFETY: as above.
-            assert_eq!(
-                unsafe { xvmi_policy_set_parse(spec.as_ptr(), &mut set) },
-                code
-            );
+            let rc = unsafe { xvmi_policy_set_parse(spec.as_ptr(), &mut set) };
+            assert_eq!(rc, code);
             assert!(set.is_null(), "no output on failure");
             assert!(last_error().contains(says), "{text}: {}", last_error());
         }
@@ -247,10 +243,8 @@ mod tests {
         assert_eq!(rc, XVMI_ERR_NULL_POINTER);
         assert!(last_error().contains("`out`"), "{}", last_error());
         // SAFETY: NULL is a no-op.
-        assert_eq!(
-            unsafe { xvmi_policy_set_free(std::ptr::null_mut()) },
-            XVMI_OK
-        );
+        let rc = unsafe { xvmi_policy_set_free(std::ptr::null_mut()) };
+        assert_eq!(rc, XVMI_OK);
     }
 
     #[test]
