@@ -507,7 +507,8 @@ typedef struct xvmi_guard xvmi_guard;
 
 /*
  A guest's desired state (`xenvmi::attest::Manifest`): its kernel build, executables and
- modules. Immutable once made; released with [`xvmi_manifest_free`].
+ modules. Immutable once made, so calls may use it from several threads at once; released
+ with [`xvmi_manifest_free`].
  */
 typedef struct xvmi_manifest xvmi_manifest;
 
@@ -529,7 +530,8 @@ typedef struct xvmi_os xvmi_os;
 /*
  A set of named policies, each with its remediation (`xenvmi::policy::PolicySet`,
  `docs/policies.md`). Made by [`xvmi_policy_set_parse`] or [`xvmi_policy_set_new`],
- released with [`xvmi_policy_set_free`]. One thread at a time.
+ released with [`xvmi_policy_set_free`]. Each call locks it, so calls may come from several
+ threads; not freed while another call uses it.
  */
 typedef struct xvmi_policy_set xvmi_policy_set;
 

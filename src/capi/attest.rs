@@ -16,7 +16,8 @@ use crate::os::linux::Linux;
 use crate::report;
 
 /// A guest's desired state (`xenvmi::attest::Manifest`): its kernel build, executables and
-/// modules. Immutable once made; released with [`xvmi_manifest_free`].
+/// modules. Immutable once made, so calls may use it from several threads at once; released
+/// with [`xvmi_manifest_free`].
 pub struct xvmi_manifest {
     manifest: Manifest,
 }

@@ -14,7 +14,8 @@ use crate::policy::{PolicyOptions, PolicySet, Remediation};
 
 /// A set of named policies, each with its remediation (`xenvmi::policy::PolicySet`,
 /// `docs/policies.md`). Made by [`xvmi_policy_set_parse`] or [`xvmi_policy_set_new`],
-/// released with [`xvmi_policy_set_free`]. One thread at a time.
+/// released with [`xvmi_policy_set_free`]. Each call locks it, so calls may come from several
+/// threads; not freed while another call uses it.
 pub struct xvmi_policy_set {
     /// (name, remediation) in order: what a fresh [`PolicySet`] is built from.
     entries: Mutex<Vec<(String, Remediation)>>,
