@@ -2344,7 +2344,7 @@ xvmi_result xvmi_guard_start(const struct xvmi_domain *domain,
 /*
  Answer events with the policies until the run options of [`xvmi_guard_start`] say to
  return, [`xvmi_guard_stop`] is called, a remediation keeps the domain paused
- (`domain_paused` in the statistics), or an error. Every event is answered. `*out_stats`
+ (`domain_paused` in the statistics; like a stop, this is final), or an error. Every event is answered. `*out_stats`
  (if not NULL) receives the statistics so far, on success.
 
  # Errors
@@ -2355,7 +2355,8 @@ xvmi_result xvmi_guard_start(const struct xvmi_domain *domain,
  # Safety
  `guard` is NULL or a live handle; `out_stats` is NULL or valid for a write.
  */
-xvmi_result xvmi_guard_run(const struct xvmi_guard *guard, struct xvmi_guard_stats *out_stats);
+xvmi_result xvmi_guard_run(const struct xvmi_guard *guard,
+                           struct xvmi_guard_stats *out_stats);
 
 /*
  Ask [`xvmi_guard_run`] to return after answering the events it has taken. Thread-safe and
@@ -2377,8 +2378,9 @@ xvmi_result xvmi_guard_stop(const struct xvmi_guard *guard);
 xvmi_result xvmi_guard_stop_on_signals(const struct xvmi_guard *guard);
 
 /*
- Resume a domain a remediation left paused (a `pause` without a `resume`), so that
- [`xvmi_guard_run`] can go on.
+ Resume a domain a remediation left paused (a `pause` without a `resume`). Such a
+ remediation also ended monitoring (`policy::Step::Pause`): later runs return at once, so
+ tear the guard down next ([`xvmi_guard_teardown`] resumes the domain too).
 
  # Safety
  `guard` is NULL or a live handle.

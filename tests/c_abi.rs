@@ -534,7 +534,7 @@ fn c_policies_guard_and_attestation_on_the_simulated_domain() {
         ],
         "{out}"
     );
-    for part in ["bad input ok", "guard ok", "attestation ok"] {
+    for part in ["bad input ok", "guard ok", "pause ok", "attestation ok"] {
         assert!(out.lines().any(|l| l == part), "{part}\n{out}");
     }
     // The deviation names a module the guest reported, with the size it reported, and the

@@ -366,7 +366,7 @@ pub unsafe extern "C" fn xvmi_guard_start(
 
 /// Answer events with the policies until the run options of [`xvmi_guard_start`] say to
 /// return, [`xvmi_guard_stop`] is called, a remediation keeps the domain paused
-/// (`domain_paused` in the statistics), or an error. Every event is answered. `*out_stats`
+/// (`domain_paused` in the statistics; like a stop, this is final), or an error. Every event is answered. `*out_stats`
 /// (if not NULL) receives the statistics so far, on success.
 ///
 /// # Errors
@@ -449,8 +449,9 @@ pub unsafe extern "C" fn xvmi_guard_stop_on_signals(guard: *const xvmi_guard) ->
     })
 }
 
-/// Resume a domain a remediation left paused (a `pause` without a `resume`), so that
-/// [`xvmi_guard_run`] can go on.
+/// Resume a domain a remediation left paused (a `pause` without a `resume`). Such a
+/// remediation also ended monitoring (`policy::Step::Pause`): later runs return at once, so
+/// tear the guard down next ([`xvmi_guard_teardown`] resumes the domain too).
 ///
 /// # Safety
 /// `guard` is NULL or a live handle.

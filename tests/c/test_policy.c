@@ -339,6 +339,64 @@ static void guard(const char *vmcore) {
     printf("guard ok\n");
 }
 
+/* A remediation that pauses without resuming: the run ends with the domain held paused (no
+ * event left waiting) and the guard stopped; xvmi_guard_resume_domain releases the pause,
+ * and the teardown leaves nothing behind. */
+static void pause_remediation(const char *vmcore) {
+    xvmi_domain *dom = NULL;
+    OK(xvmi_sim_open_snapshot(vmcore, &dom));
+    xvmi_memory *mem = NULL;
+    OK(xvmi_memory_open_domain(dom, &mem));
+    xvmi_os *os = NULL;
+    OK(xvmi_os_linux_discover(mem, NULL, &os));
+    xvmi_registers r;
+    OK(xvmi_memory_registers(mem, 0, &r));
+    xvmi_policy_set *set = NULL;
+    OK(xvmi_policy_set_new(&set));
+    OK(xvmi_policy_set_add(set, "cr0-wp", "deny,pause"));
+    xvmi_guard_options o;
+    memset(&o, 0, sizeof o);
+    o.run.poll_ms = 1;
+    o.run.max_idle_polls = 2;
+    struct alerts a = {0};
+    xvmi_guard *g = NULL;
+    OK(xvmi_guard_start(dom, os, set, &o, on_alert, &a, &g));
+    OK(xvmi_policy_set_free(set));
+    const uint64_t wp = 1ull << 16;
+    OK(xvmi_sim_script_write_cr(dom, 0, XVMI_REGISTER_CR0, r.cr0 & ~wp));
+    xvmi_guard_stats stats;
+    OK(xvmi_guard_run(g, &stats));
+    CHECK(a.n == 1 && stats.alerts == 1 && stats.domain_paused == 1);
+    CHECK(has(a.json[0], "what", "\"cr0_wp_clear\"") && has(a.json[0], "remediation", "[\"paused\"]"));
+    uint32_t pauses = 0;
+    OK(xvmi_sim_pause_count(dom, &pauses));
+    CHECK(pauses == 1);
+    xvmi_sim_state st;
+    OK(xvmi_sim_get_state(dom, &st));
+    CHECK(st.paused_vcpus == 0); /* the event was answered; the domain is what is paused */
+    OK(xvmi_guard_resume_domain(g));
+    OK(xvmi_sim_pause_count(dom, &pauses));
+    CHECK(pauses == 0);
+    /* The guard stopped monitoring at the pause (the library's rule): a later run returns
+     * at once. */
+    OK(xvmi_guard_run(g, &stats));
+    CHECK(a.n == 1 && stats.run.interrupted && stats.domain_paused == 0);
+    OK(xvmi_guard_teardown(g));
+    OK(xvmi_sim_pause_count(dom, &pauses));
+    CHECK(pauses == 0);
+    OK(xvmi_sim_get_state(dom, &st));
+    CHECK(st.paused_vcpus == 0 && st.monitors == 0 && st.extra_views == 0 && st.restrictions == 0);
+    OK(xvmi_memory_registers(mem, 0, &r));
+    CHECK((r.cr0 & wp) == wp);
+    OK(xvmi_guard_free(g));
+    for (int i = 0; i < a.n && i < MAX_ALERTS; i++)
+        free(a.json[i]);
+    OK(xvmi_os_free(os));
+    OK(xvmi_memory_free(mem));
+    OK(xvmi_domain_free(dom));
+    printf("pause ok\n");
+}
+
 /* ---- attestation ---- */
 
 struct findings {
@@ -447,6 +505,7 @@ int main(int argc, char **argv) {
     dir = argv[2];
     bad_input(argv[1]);
     guard(argv[1]);
+    pause_remediation(argv[1]);
     attestation(argv[1]);
     printf("done\n");
     return 0;
