@@ -906,8 +906,8 @@ typedef struct xvmi_guard_options {
    */
   const char *syslog;
   /*
-   Also append each alert as one JSON line to this file (created mode 0600 if missing,
-   never followed through a symbolic link); NULL: no.
+   Also append each alert as one JSON line to this file (created mode 0600 if missing;
+   a symbolic link, FIFO or anything but a regular file is refused); NULL: no.
    */
   const char *json_lines;
 } xvmi_guard_options;

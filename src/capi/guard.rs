@@ -51,8 +51,8 @@ pub struct xvmi_guard_options {
     /// Also send each alert as syslog RFC 5424 with CEF to `udp://HOST:PORT` or
     /// `tcp://HOST:PORT`; NULL: no.
     pub syslog: *const c_char,
-    /// Also append each alert as one JSON line to this file (created mode 0600 if missing,
-    /// never followed through a symbolic link); NULL: no.
+    /// Also append each alert as one JSON line to this file (created mode 0600 if missing;
+    /// a symbolic link, FIFO or anything but a regular file is refused); NULL: no.
     pub json_lines: *const c_char,
 }
 
@@ -194,9 +194,19 @@ unsafe fn sinks(
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            // O_NONBLOCK: a FIFO without a reader is refused (ENXIO) instead of blocking.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| Fail::from(crate::Error::io(path, e)))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Fail::from(crate::Error::io(path, e)))?;
+        if !meta.is_file() {
+            return Err(Fail::new(
+                XVMI_ERR_IO,
+                format!("{path}: the JSON-lines alert file is not a regular file"),
+            ));
+        }
         sinks.push(Box::new(JsonLines::new(file, path)));
     }
     if let Some(target) = syslog {

@@ -112,6 +112,10 @@ static void bad_input(const char *vmcore) {
     CHECK_RC(xvmi_guard_start(dom, os, capture, &o, NULL, NULL, &g), XVMI_ERR_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "policy \"msr\"") != NULL);
     CHECK(strstr(last_error(), "no capture directory") != NULL);
+    o.json_lines = dir; /* a directory */
+    CHECK_RC(xvmi_guard_start(dom, os, set, &o, NULL, NULL, &g), XVMI_ERR_IO);
+    CHECK(strstr(last_error(), dir) != NULL);
+    o.json_lines = path_in("unused.jsonl");
     o.syslog = "carrier-pigeon://loft";
     CHECK_RC(xvmi_guard_start(dom, os, set, &o, NULL, NULL, &g), XVMI_ERR_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "carrier-pigeon://loft") != NULL);
