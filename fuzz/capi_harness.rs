@@ -4,7 +4,8 @@
 //! The C ABI as a C program would call it: the input is a small guest image, vCPU registers
 //! and a sequence of calls (open, read, translate, discover, walk, free, and on a simulated
 //! domain: monitors, views, scripted guest actions, event loops whose callback answers with
-//! arbitrary, often invalid, responses), made through the `extern "C"` functions with
+//! arbitrary, often invalid, responses; policy sets from arbitrary specifications and guards
+//! running them; manifests from arbitrary bytes, attested against and learned), made through the `extern "C"` functions with
 //! arbitrary values and lengths, NULL handles included. Only valid-pointer sequences: a freed
 //! handle is never used again (that is undefined behaviour for C callers too).
 //!
@@ -15,6 +16,8 @@
 //! the translations from before the write), a failed virtual write changed nothing, a snapshot
 //! is never written, registers are set only while the domain handle holds a pause, and the
 //! simulated domain's pause count is always the one the handle holds.
+//!
+//! Operation 21 with argument byte 14 = 0xfe is a policy set and a guard, 0xff a manifest.
 //!
 //! Input format (hand-decoded, so seeds are easy to write; fuzz/make-capi-seeds.py writes some):
 //! byte 0: vCPU count (0..=3); per vCPU 8 bytes CR3 and 1 byte flags (bit 0: LA57, bit 1:
@@ -196,6 +199,21 @@ fn last_error() -> String {
     unsafe { CStr::from_ptr(b.as_ptr()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// An alert callback: the JSON is one object.
+unsafe extern "C" fn on_alert(_userdata: *mut c_void, json: *const c_char) {
+    let s = CStr::from_ptr(json).to_bytes();
+    assert!(
+        s.starts_with(b"{\"") && s.ends_with(b"}"),
+        "not a JSON object"
+    );
+}
+
+/// An attestation callback: a known kind, and JSON.
+unsafe extern "C" fn on_finding(_userdata: *mut c_void, kind: u32, json: *const c_char) {
+    assert!((XVMI_ATTEST_DEVIATION..=XVMI_ATTEST_WARNING).contains(&kind));
+    assert!(!CStr::from_ptr(json).to_bytes().is_empty());
 }
 
 unsafe fn check_clean(dom: *const xvmi_domain) {
@@ -542,6 +560,81 @@ unsafe fn run_unsafe(data: &[u8]) {
                 u64::from(a4(4) % 0x200),
                 u32::from(a[1] % 9),
             )),
+            21 if a[14] == 0xfe => {
+                // A policy set from input bytes (a specification), and a guard with it on the
+                // domain and kernel there are (NULL included), run briefly and freed without
+                // a teardown (the free tears down).
+                let n = (a[0] as usize).min(c.0.len());
+                let text: Vec<u8> = c.take(n).into_iter().filter(|&b| b != 0).collect();
+                let spec = std::ffi::CString::new(text).unwrap_or_default();
+                let mut set = null_mut();
+                let rc = xvmi_policy_set_parse(spec.as_ptr(), &mut set);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    let mut count = 0usize;
+                    assert_eq!(xvmi_policy_set_count(set, &mut count), XVMI_OK);
+                    assert!(count > 0, "an accepted set is not empty");
+                } else {
+                    assert!(set.is_null(), "an output written on failure");
+                }
+                let mut opts = std::mem::zeroed::<xvmi_guard_options>();
+                opts.view = u32::from(a[3] % 3);
+                opts.run.poll_ms = 1;
+                opts.run.max_idle_polls = 1;
+                opts.run.max_events = 64;
+                let mut g = null_mut();
+                let rc = xvmi_guard_start(dom, os, set, &opts, Some(on_alert), null_mut(), &mut g);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    had_session = true;
+                    let mut st = std::mem::zeroed::<xvmi_guard_stats>();
+                    ok_or_expected(xvmi_guard_run(g, &mut st));
+                    assert_eq!(xvmi_guard_free(g), XVMI_OK);
+                }
+                xvmi_policy_set_free(set);
+            }
+            21 if a[14] == 0xff => {
+                // A manifest from input bytes: refused naming it, or written back to the same
+                // text; attested against and learned from whatever memory and kernel there are.
+                let n = (a4(4) as usize % 4096).min(c.0.len());
+                let bytes = c.take(n);
+                let mut mf = null_mut();
+                let rc =
+                    xvmi_manifest_parse(bytes.as_ptr(), bytes.len(), c"fuzz".as_ptr(), &mut mf);
+                ok_or_expected(rc);
+                if rc != XVMI_OK {
+                    assert!(last_error().contains("fuzz"), "{}", last_error());
+                } else {
+                    let json = |h: *const xvmi_manifest| {
+                        let mut len = 0usize;
+                        let rc = xvmi_manifest_json(h, null_mut(), 0, &mut len);
+                        assert_eq!(rc, XVMI_ERR_BUFFER_TOO_SMALL);
+                        let mut buf = vec![1 as c_char; len + 1];
+                        let rc = xvmi_manifest_json(h, buf.as_mut_ptr(), buf.len(), null_mut());
+                        assert_eq!(rc, XVMI_OK);
+                        CStr::from_ptr(buf.as_ptr()).to_bytes().to_vec()
+                    };
+                    let text = json(mf);
+                    let mut again = null_mut();
+                    let rc = xvmi_manifest_parse(text.as_ptr(), text.len(), null(), &mut again);
+                    assert_eq!(rc, XVMI_OK, "a manifest's own JSON: {}", last_error());
+                    assert!(
+                        json(again) == text,
+                        "the JSON of a manifest changed on a round trip"
+                    );
+                    xvmi_manifest_free(again);
+                }
+                let mut at = xvmi_attestation::default();
+                let rc = xvmi_manifest_attest(mf, m, os, Some(on_finding), null_mut(), &mut at);
+                ok_or_expected(rc);
+                if rc == XVMI_OK {
+                    assert_eq!(at.attested == 1, at.deviations == 0);
+                }
+                let mut learned = null_mut();
+                ok_or_expected(xvmi_manifest_learn(m, os, &mut learned));
+                xvmi_manifest_free(learned);
+                xvmi_manifest_free(mf);
+            }
             21 if a[1] & 1 != 0 => {
                 // Destroy a view before teardown (the sessions' check_clean sees teardown
                 // still leave nothing behind).

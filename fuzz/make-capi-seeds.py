@@ -136,3 +136,24 @@ put("control-calls",
     + op(20, bytes([2, 5, 0, 0, 8, 0, 0, 0]))
     + op(17)
     + op(28))
+
+# Policy sets and manifests: a specification with a remediation, a guard started with it on
+# the simulated domain (refused: no kernel was found in the tiny guest), a bad specification,
+# then a manifest that parses (written back, attested against nothing) and one that does not.
+def with_byte14(code, args, value, mem=1):
+    a = bytearray(op(code, args, mem))
+    a[1 + 14] = value
+    return bytes(a)
+
+spec = b"cr4=deny,pause,resume; msr; kernel-text=allow"
+manifest = (b'{"format":"xenvmi-attest-manifest","version":1,'
+            b'"kernel":{"release":"6.1","banner":"Linux version 6.1","btf_sha256":null},'
+            b'"executables":[],"modules":[{"name":"ext4","size":1000}]}')
+put("policy-and-manifest",
+    vcpus((0x1000, 2))
+    + image(tiny_guest())
+    + op(14)
+    + with_byte14(21, bytes([len(spec)]), 0xfe) + spec
+    + with_byte14(21, bytes([5]), 0xfe) + b"cr9;x"
+    + with_byte14(21, bytes([0, 0, 0, 0]) + struct.pack("<I", len(manifest)), 0xff) + manifest
+    + with_byte14(21, bytes([0, 0, 0, 0]) + struct.pack("<I", 12), 0xff) + b'{"format":1}')

@@ -20,6 +20,24 @@
 #include <stdint.h>
 
 /*
+ [`xvmi_attest_callback`] `kind`: a deviation (`kind`, `subject`, `field`, `expected`,
+ `seen`, `vcpu`, `time`; `docs/attest.md`).
+ */
+#define XVMI_ATTEST_DEVIATION 1
+
+/*
+ [`xvmi_attest_callback`] `kind`: a manifest entry that could not be checked (`subject`,
+ `reason`): not a deviation, not a pass either.
+ */
+#define XVMI_ATTEST_UNVERIFIED 2
+
+/*
+ [`xvmi_attest_callback`] `kind`: an element of a walk that could not be read (a JSON
+ string).
+ */
+#define XVMI_ATTEST_WARNING 3
+
+/*
  [`xvmi_domain_capture`] flag: pause the domain around the capture (registers and memory of
  one instant). Without it the guest runs on while it is read (see [`xvmi_capture_report`]).
  */
@@ -137,6 +155,17 @@
  The patch version.
  */
 #define XVMI_VERSION_PATCH 0
+
+/*
+ [`xvmi_guard_options::view`]: write protection in an altp2m view of the guard's own,
+ switched in on every vCPU (the default).
+ */
+#define XVMI_GUARD_VIEW_OWN 0
+
+/*
+ [`xvmi_guard_options::view`]: write protection in the host p2m (view 0): no altp2m needed.
+ */
+#define XVMI_GUARD_VIEW_HOST 1
 
 /*
  [`xvmi_session_hooks_enable`]: shadow pages in an altp2m execute view (needs altp2m); hits
@@ -471,6 +500,19 @@ typedef struct xvmi_context xvmi_context;
 typedef struct xvmi_domain xvmi_domain;
 
 /*
+ A policy set running over a domain (`xenvmi::policy::Guard`, `docs/policies.md`): its
+ event session, write protection and alert sinks. It keeps its domain and kernel alive.
+ */
+typedef struct xvmi_guard xvmi_guard;
+
+/*
+ A guest's desired state (`xenvmi::attest::Manifest`): its kernel build, executables and
+ modules. Immutable once made, so calls may use it from several threads at once; released
+ with [`xvmi_manifest_free`].
+ */
+typedef struct xvmi_manifest xvmi_manifest;
+
+/*
  Guest memory: a snapshot, an in-memory image, or a live domain's memory, with a
  translation cache. Every call but `xvmi_memory_free` takes `const xvmi_memory *`, the
  writes too: they change the guest's memory, not the handle (and only a domain's memory
@@ -484,6 +526,14 @@ typedef struct xvmi_memory xvmi_memory;
  same guest to each call (the same one, or another on the same domain or image).
  */
 typedef struct xvmi_os xvmi_os;
+
+/*
+ A set of named policies, each with its remediation (`xenvmi::policy::PolicySet`,
+ `docs/policies.md`). Made by [`xvmi_policy_set_parse`] or [`xvmi_policy_set_new`],
+ released with [`xvmi_policy_set_free`]. Each call locks it, so calls may come from several
+ threads; not freed while another call uses it.
+ */
+typedef struct xvmi_policy_set xvmi_policy_set;
 
 /*
  An event session on a domain: the monitors, views and access changes made through it, and
@@ -500,6 +550,46 @@ typedef struct xvmi_session xvmi_session;
  message (file names, addresses, errno) is available from [`xvmi_last_error`].
  */
 typedef int32_t xvmi_result;
+
+/*
+ Called by [`xvmi_manifest_attest`] for each finding: `kind` is `XVMI_ATTEST_*`, `json`
+ the finding as JSON (NUL-terminated, valid only during the call). Must not unwind.
+ */
+typedef void (*xvmi_attest_callback)(void *userdata, uint32_t kind, const char *json);
+
+/*
+ The outcome of [`xvmi_manifest_attest`].
+ */
+typedef struct xvmi_attestation {
+  /*
+   1 when nothing deviated (unverified entries may remain), else 0.
+   */
+  uint32_t attested;
+  /*
+   Always zero.
+   */
+  uint32_t reserved;
+  /*
+   Deviations found.
+   */
+  uint64_t deviations;
+  /*
+   Entries that could not be checked.
+   */
+  uint64_t unverified;
+  /*
+   User processes examined.
+   */
+  uint64_t processes_checked;
+  /*
+   Modules examined.
+   */
+  uint64_t modules_checked;
+  /*
+   Walk elements that could not be read.
+   */
+  uint64_t warnings;
+} xvmi_attestation;
 
 /*
  What a capture wrote ([`xvmi_domain_capture`]).
@@ -764,6 +854,146 @@ typedef struct xvmi_recovery {
    */
   uint32_t warnings;
 } xvmi_recovery;
+
+/*
+ When [`xvmi_session_run`] returns. Zero-initialised, it runs until stopped.
+ */
+typedef struct xvmi_run_options {
+  /*
+   Longest single wait for the event channel, in milliseconds (0: 100 ms).
+   */
+  uint32_t poll_ms;
+  /*
+   Return after this many consecutive waits that brought no event (0: never). The
+   timeout hook: with `poll_ms`, an idle timeout of about `poll_ms * max_idle_polls`.
+   */
+  uint32_t max_idle_polls;
+  /*
+   Return after this many events (0: no limit).
+   */
+  uint64_t max_events;
+} xvmi_run_options;
+
+/*
+ How a guard runs. Zero-initialise it and set what you need: all zero is an altp2m view of
+ its own, a run until stopped, no capture directory and no sink besides the callback.
+ */
+typedef struct xvmi_guard_options {
+  /*
+   [`XVMI_GUARD_VIEW_OWN`] or [`XVMI_GUARD_VIEW_HOST`].
+   */
+  uint32_t view;
+  /*
+   Always zero.
+   */
+  uint32_t reserved;
+  /*
+   When each [`xvmi_guard_run`] returns (as for `xvmi_session_run`).
+   */
+  struct xvmi_run_options run;
+  /*
+   The VM's name as alerts give it (`vm.name`); NULL: none. The UUID is the domain's.
+   */
+  const char *vm_name;
+  /*
+   An existing directory for the captures of remediations that capture; NULL: none
+   (a policy set with such a remediation is then refused).
+   */
+  const char *capture_dir;
+  /*
+   Also send each alert as syslog RFC 5424 with CEF to `udp://HOST:PORT` or
+   `tcp://HOST:PORT`; NULL: no.
+   */
+  const char *syslog;
+  /*
+   Also append each alert as one JSON line to this file (created mode 0600 if missing;
+   a symbolic link, FIFO or anything but a regular file is refused); NULL: no.
+   */
+  const char *json_lines;
+} xvmi_guard_options;
+
+/*
+ Called with each alert: `alert_json` is one JSON object in the schema of `docs/alerts.md`
+ (NUL-terminated, valid only during the call). Called on the thread running
+ [`xvmi_guard_run`], before the event's vCPU resumes. It may call [`xvmi_guard_stop`] and
+ read guest memory through memory handles; other calls on its own guard are refused
+ ([`XVMI_ERR_INVALID_ARGUMENT`] / [`XVMI_ERR_INVALID_HANDLE`]). It must not unwind.
+ */
+typedef void (*xvmi_alert_callback)(void *userdata, const char *alert_json);
+
+/*
+ What a run did.
+ */
+typedef struct xvmi_run_stats {
+  /*
+   Events answered.
+   */
+  uint64_t events;
+  /*
+   Requests with a wrong interface version (answered safely, not given to the callback).
+   */
+  uint64_t bad_requests;
+  /*
+   Total time from taking a request to queueing its response, in nanoseconds.
+   */
+  uint64_t processing_ns;
+  /*
+   The slowest single event, in nanoseconds.
+   */
+  uint64_t slowest_ns;
+  /*
+   The loop ended because of a stop request (`xvmi_session_stop`, a signal, or a
+   callback returning `XVMI_RUN_STOP`).
+   */
+  bool interrupted;
+} xvmi_run_stats;
+
+/*
+ What a guard saw and did, over all its runs so far.
+ */
+typedef struct xvmi_guard_stats {
+  /*
+   The event loop's statistics (`interrupted`: the last run ended on a stop request).
+   */
+  struct xvmi_run_stats run;
+  /*
+   Alerts raised.
+   */
+  uint64_t alerts;
+  /*
+   Events refused.
+   */
+  uint64_t denied;
+  /*
+   Writes to protected memory judged legitimate (the kernel's own text patching).
+   */
+  uint64_t legitimate_writes;
+  /*
+   Alerts a sink failed to take (the callback never fails; a file or syslog may).
+   */
+  uint64_t undelivered;
+  /*
+   Captures written (their paths are in the alerts' `capture`).
+   */
+  uint64_t captures;
+  /*
+   Captures that failed.
+   */
+  uint64_t capture_failures;
+  /*
+   The longest a paused capture held the guest, in nanoseconds.
+   */
+  uint64_t longest_capture_pause_ns;
+  /*
+   1 when a remediation keeps the domain paused (the run ended because of it): resume it
+   with [`xvmi_guard_resume_domain`], or tear the guard down.
+   */
+  uint32_t domain_paused;
+  /*
+   Write-protected frames.
+   */
+  uint32_t protected_pages;
+} xvmi_guard_stats;
 
 /*
  The hook manager's counters (`xenvmi::event::hooks::HookStats`).
@@ -1329,52 +1559,6 @@ typedef int32_t (*xvmi_event_callback)(void *userdata,
                                        struct xvmi_response *response);
 
 /*
- When [`xvmi_session_run`] returns. Zero-initialised, it runs until stopped.
- */
-typedef struct xvmi_run_options {
-  /*
-   Longest single wait for the event channel, in milliseconds (0: 100 ms).
-   */
-  uint32_t poll_ms;
-  /*
-   Return after this many consecutive waits that brought no event (0: never). The
-   timeout hook: with `poll_ms`, an idle timeout of about `poll_ms * max_idle_polls`.
-   */
-  uint32_t max_idle_polls;
-  /*
-   Return after this many events (0: no limit).
-   */
-  uint64_t max_events;
-} xvmi_run_options;
-
-/*
- What a run did.
- */
-typedef struct xvmi_run_stats {
-  /*
-   Events answered.
-   */
-  uint64_t events;
-  /*
-   Requests with a wrong interface version (answered safely, not given to the callback).
-   */
-  uint64_t bad_requests;
-  /*
-   Total time from taking a request to queueing its response, in nanoseconds.
-   */
-  uint64_t processing_ns;
-  /*
-   The slowest single event, in nanoseconds.
-   */
-  uint64_t slowest_ns;
-  /*
-   The loop ended because of a stop request (`xvmi_session_stop`, a signal, or a
-   callback returning `XVMI_RUN_STOP`).
-   */
-  bool interrupted;
-} xvmi_run_stats;
-
-/*
  Called for each event by [`xvmi_session_run_context`]: as [`xvmi_event_callback`], with
  `ctx`, the event's context: what the hit was ([`xvmi_context_hit`](super::xvmi_context_hit)),
  and changes to make before the vCPU resumes (`xvmi_context_*`). `ctx` is valid only during
@@ -1636,6 +1820,92 @@ typedef struct xvmi_trace_event {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Load the manifest at `path` (`docs/attest.md`): a regular file (a symbolic link, FIFO or
+ device is refused), at most 16 MiB, of format `xenvmi-attest-manifest` version 1, parsed
+ strictly.
+
+ # Errors
+ [`XVMI_ERR_IO`] naming the file; [`XVMI_ERR_MALFORMED`] naming the file and the field (not
+ JSON, another format or version, a missing, unknown or mistyped field, a bad hash, a
+ duplicate entry, too many entries).
+
+ # Safety
+ `path` is NULL or a NUL-terminated string; `out` is NULL or valid for a write. On success
+ `*out` is a new handle to release with [`xvmi_manifest_free`].
+ */
+xvmi_result xvmi_manifest_load(const char *path, struct xvmi_manifest **out);
+
+/*
+ Parse a manifest from `len` bytes at `data`, as [`xvmi_manifest_load`] does a file's;
+ `name` (NULL: `"manifest"`) names it in errors.
+
+ # Safety
+ `data` is valid for `len` bytes of reads (NULL when `len` is 0); `name` is NULL or a
+ NUL-terminated string; `out` is NULL or valid for a write. On success `*out` is a new
+ handle to release with [`xvmi_manifest_free`].
+ */
+xvmi_result xvmi_manifest_parse(const uint8_t *data,
+                                size_t len,
+                                const char *name,
+                                struct xvmi_manifest **out);
+
+/*
+ Learn a manifest from what the guest runs now (`Learner::from_observation`, as `xenvmi
+ attest learn` does): the kernel build, each user process's executable and first code
+ page, each module. `mem` is the guest's memory (a snapshot, or a paused domain for a
+ consistent view), `os` its Linux kernel.
+
+ # Safety
+ `mem` and `os` are NULL or live handles; `out` is NULL or valid for a write. On success
+ `*out` is a new handle to release with [`xvmi_manifest_free`].
+ */
+xvmi_result xvmi_manifest_learn(const struct xvmi_memory *mem,
+                                const struct xvmi_os *os,
+                                struct xvmi_manifest **out);
+
+/*
+ Copy the manifest as JSON (the form [`xvmi_manifest_load`] reads: pretty-printed, keys
+ sorted, entries by path and name, a final newline) into `buf` (`len` bytes,
+ NUL-terminated). `*out_len` (if not NULL) receives its length, also on
+ [`XVMI_ERR_BUFFER_TOO_SMALL`] (call with `len` 0 to size a buffer).
+
+ # Safety
+ `manifest` is NULL or a live handle; `buf` is NULL or valid for `len` bytes of writes;
+ `out_len` is NULL or valid for a write.
+ */
+xvmi_result xvmi_manifest_json(const struct xvmi_manifest *manifest,
+                               char *buf,
+                               size_t len,
+                               size_t *out_len);
+
+/*
+ Attest what the guest runs now against `manifest` (`xenvmi::attest::attest`, as `xenvmi
+ attest enforce` does): `mem` is the guest's memory (a snapshot, or a paused domain), `os`
+ its Linux kernel. Each finding goes to `callback` (NULL: none), kernel first, then
+ processes and modules in list order; the counts go to `*out` (NULL: not reported).
+ A deviation is a result, not an error: the call returns [`XVMI_OK`].
+
+ # Safety
+ `manifest`, `mem` and `os` are NULL or live handles; `callback` (if not NULL) does not
+ unwind; `out` is NULL or valid for a write.
+ */
+xvmi_result xvmi_manifest_attest(const struct xvmi_manifest *manifest,
+                                 const struct xvmi_memory *mem,
+                                 const struct xvmi_os *os,
+                                 xvmi_attest_callback callback,
+                                 void *userdata,
+                                 struct xvmi_attestation *out);
+
+/*
+ Release a manifest. `NULL` is a no-op.
+
+ # Safety
+ `manifest` is NULL or a pointer this library returned (freed or not: a freed one is
+ refused).
+ */
+xvmi_result xvmi_manifest_free(struct xvmi_manifest *manifest);
 
 /*
  Write the whole memory of `domain`, with every vCPU's registers, to a new file `path` as a
@@ -2037,6 +2307,108 @@ uint32_t xvmi_version_number(void);
  The library version (`"0.1.0"`), a static string: never free it.
  */
 const char *xvmi_version(void);
+
+/*
+ Start guarding `domain` with the policies of `policies`, whose kernel is `os` (a Linux
+ kernel handle of this guest, `xvmi_os_linux_discover` on a memory handle of the domain):
+ every policy is planned (symbols resolved, guest memory read) and the sinks opened before
+ anything in the guest changes; then an event session is opened on the domain (one at a
+ time: no `xvmi_session` may be open on it) and the monitors and write protection set up.
+ On any failure nothing stays changed. Events are handled by [`xvmi_guard_run`].
+
+ `options` NULL: all defaults. Alerts go to `callback` (with `userdata`), and to the sinks
+ `options` names; at least one is needed.
+
+ # Errors
+ [`XVMI_ERR_INVALID_ARGUMENT`]: an empty set, a bad `options.view` or `reserved`, a
+ remediation that captures without `capture_dir` (or one that is not a directory), a
+ syslog target that does not parse or answer, a session already open on the domain;
+ [`XVMI_ERR_UNSUPPORTED`] for a Windows `os`; [`XVMI_ERR_MISSING_SYMBOL`] naming what a
+ policy needs from the kernel; [`XVMI_ERR_IO`] naming the JSON-lines file;
+ [`XVMI_ERR_BACKEND`] from the hypervisor.
+
+ # Safety
+ `domain`, `os` and `policies` are NULL or live handles; `options` is NULL or points at an
+ initialised [`xvmi_guard_options`] whose strings are NULL or NUL-terminated; `callback`
+ (if not NULL) does not unwind; `out` is valid for a write. On success `*out` is a new
+ handle to release with [`xvmi_guard_free`].
+ */
+xvmi_result xvmi_guard_start(const struct xvmi_domain *domain,
+                             const struct xvmi_os *os,
+                             const struct xvmi_policy_set *policies,
+                             const struct xvmi_guard_options *options,
+                             xvmi_alert_callback callback,
+                             void *userdata,
+                             struct xvmi_guard **out);
+
+/*
+ Answer events with the policies until the run options of [`xvmi_guard_start`] say to
+ return, [`xvmi_guard_stop`] is called, a remediation keeps the domain paused
+ (`domain_paused` in the statistics; like a stop, this is final), or an error. Every event is answered. `*out_stats`
+ (if not NULL) receives the statistics so far, on success.
+
+ # Errors
+ [`XVMI_ERR_INVALID_ARGUMENT`] after teardown; the event loop's errors
+ ([`XVMI_ERR_BACKEND`], [`XVMI_ERR_HANDLER`]): the guard's session is then torn down and
+ every pause it took released.
+
+ # Safety
+ `guard` is NULL or a live handle; `out_stats` is NULL or valid for a write.
+ */
+xvmi_result xvmi_guard_run(const struct xvmi_guard *guard,
+                           struct xvmi_guard_stats *out_stats);
+
+/*
+ Ask [`xvmi_guard_run`] to return after answering the events it has taken. Thread-safe and
+ async-signal-safe (one atomic store); callable from the alert callback. It does not set
+ the last error. The stop is final for the guard.
+
+ # Safety
+ `guard` is NULL or a live handle that is not being freed.
+ */
+xvmi_result xvmi_guard_stop(const struct xvmi_guard *guard);
+
+/*
+ Make SIGINT and SIGTERM stop the guard (as [`xvmi_guard_stop`]) instead of killing the
+ process, so it is torn down. Undone when the guard is freed.
+
+ # Safety
+ `guard` is NULL or a live handle.
+ */
+xvmi_result xvmi_guard_stop_on_signals(const struct xvmi_guard *guard);
+
+/*
+ Resume a domain a remediation left paused (a `pause` without a `resume`). Such a
+ remediation also ended monitoring (`policy::Step::Pause`): later runs return at once, so
+ tear the guard down next ([`xvmi_guard_teardown`] resumes the domain too).
+
+ # Safety
+ `guard` is NULL or a live handle.
+ */
+xvmi_result xvmi_guard_resume_domain(const struct xvmi_guard *guard);
+
+/*
+ Undo everything the guard changed (monitors, write protection, its view; every event
+ still waiting answered; `docs/events.md`) and resume any pause a remediation holds. Every
+ step is attempted; the first error is returned. Idempotent; afterwards only
+ [`xvmi_guard_free`] is useful, and the domain may get a new session or guard.
+
+ # Safety
+ `guard` is NULL or a live handle.
+ */
+xvmi_result xvmi_guard_teardown(const struct xvmi_guard *guard);
+
+/*
+ Release a guard, tearing it down first if that has not been done (call
+ [`xvmi_guard_teardown`] first to get a teardown error). `NULL` is a no-op. Refused with
+ [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is not live or that a call
+ is using (freed from its own alert callback).
+
+ # Safety
+ `guard` is NULL or a pointer this library returned (freed or not: a freed one is refused);
+ no call on another thread (`xvmi_guard_stop` included) uses it meanwhile or will.
+ */
+xvmi_result xvmi_guard_free(struct xvmi_guard *guard);
 
 /*
  Turn the hook manager on: `placement` is [`XVMI_PLACEMENT_STEALTH`] (creates the execute
@@ -2481,6 +2853,67 @@ xvmi_result xvmi_os_process_modules(const struct xvmi_os *os,
                                     const struct xvmi_process *process,
                                     xvmi_module_callback callback,
                                     void *userdata);
+
+/*
+ Parse a one-line policy specification (`PolicySet::parse`, `docs/policies.md`): policies
+ separated by `;`, each `NAME` or `NAME=REMEDIATION`, where NAME is one of `cr0-wp`, `cr4`,
+ `msr`, `descriptor-tables`, `kernel-text`, `modprobe-path`, `core-pattern`,
+ `hidden-processes` and REMEDIATION is `deny` or `allow` followed by any of `,pause`,
+ `,capture`, `,capture-live`, `,resume` (without one: `deny`).
+
+ # Errors
+ [`XVMI_ERR_INVALID_ARGUMENT`] naming the entry: an unknown or repeated policy name, a bad
+ remediation, or no policy at all; [`XVMI_ERR_NULL_POINTER`] naming `spec` or `out`;
+ [`XVMI_ERR_MALFORMED`] for a `spec` that is not UTF-8.
+
+ # Safety
+ `spec` is NULL or a NUL-terminated string; `out` is NULL or valid for a write. On success
+ `*out` is a new handle to release with [`xvmi_policy_set_free`].
+ */
+xvmi_result xvmi_policy_set_parse(const char *spec, struct xvmi_policy_set **out);
+
+/*
+ Make an empty policy set, to fill with [`xvmi_policy_set_add`]. A guard refuses an empty
+ set.
+
+ # Safety
+ `out` is NULL or valid for a write. On success `*out` is a new handle to release with
+ [`xvmi_policy_set_free`].
+ */
+xvmi_result xvmi_policy_set_new(struct xvmi_policy_set **out);
+
+/*
+ Add the policy `name` (as in [`xvmi_policy_set_parse`]) with `remediation`
+ (`"deny,pause,capture,resume"`; NULL: `"deny"`). On failure the set is unchanged.
+
+ # Errors
+ [`XVMI_ERR_INVALID_ARGUMENT`] naming the policy or the remediation: an unknown name, one
+ already in the set, a bad remediation.
+
+ # Safety
+ `set` is NULL or a live handle; `name` is NULL or a NUL-terminated string; `remediation`
+ is NULL or a NUL-terminated string.
+ */
+xvmi_result xvmi_policy_set_add(const struct xvmi_policy_set *set,
+                                const char *name,
+                                const char *remediation);
+
+/*
+ The number of policies in `set`, into `*out_count`.
+
+ # Safety
+ `set` is NULL or a live handle; `out_count` is NULL or valid for a write.
+ */
+xvmi_result xvmi_policy_set_count(const struct xvmi_policy_set *set, size_t *out_count);
+
+/*
+ Release a policy set. `NULL` is a no-op. Guards started with it are not affected (each has
+ its own policies).
+
+ # Safety
+ `set` is NULL or a pointer this library returned (freed or not: a freed one is refused).
+ */
+xvmi_result xvmi_policy_set_free(struct xvmi_policy_set *set);
 
 /*
  Open an event session on a domain (enabling its vm_event ring). One session at a time per

@@ -506,6 +506,71 @@ fn c_trace_events_name_what_the_guest_reported() {
 }
 
 #[test]
+fn c_policies_guard_and_attestation_on_the_simulated_domain() {
+    let Some(cc) = compiler() else { return };
+    let dir = std::env::temp_dir().join(format!("xenvmi-c-policy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = build(&cc, "tests/c/test_policy.c", "test_policy");
+    let out = run(&exe, &[&vmcore(), &dir]);
+    run_valgrind(
+        &cc,
+        "tests/c/test_policy.c",
+        "test_policy",
+        &[&vmcore(), &dir],
+        &out,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // The C program checked each alert's values against its own script; here, that every
+    // part ran and the three attacks were each denied once, by the policy that owns them.
+    let mut alerts: Vec<&str> = out.lines().filter(|l| l.starts_with("alert ")).collect();
+    alerts.sort();
+    assert_eq!(
+        alerts,
+        [
+            "alert cr4_smep_smap_clear cr4 denied",
+            "alert kernel_text_write kernel-text denied",
+            "alert msr_lstar_write msr denied",
+        ],
+        "{out}"
+    );
+    for part in ["bad input ok", "guard ok", "pause ok", "attestation ok"] {
+        assert!(out.lines().any(|l| l == part), "{part}\n{out}");
+    }
+    // The deviation names a module the guest reported, with the size it reported, and the
+    // manifest's changed size.
+    let d: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("deviation "))
+        .unwrap_or_else(|| panic!("no deviation line\n{out}"))
+        .split(' ')
+        .collect();
+    let [kind, field, name, expected, seen] = d[..] else {
+        panic!("{d:?}")
+    };
+    assert_eq!((kind, field), ("module_mismatch", "size"));
+    let gt = ground_truth("linux-6.1");
+    let m = gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("module {name} is not in the guest's own list"));
+    let size = m["size"].as_u64().unwrap();
+    assert_eq!(seen.parse::<u64>().unwrap(), size);
+    assert_eq!(expected.parse::<u64>().unwrap(), size + 1);
+    // The first module of the manifest, which lists modules by name.
+    let first = gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .min()
+        .unwrap();
+    assert_eq!(name, first);
+}
+
+#[test]
 fn c_windows_guest_matches_its_spec() {
     let Some(cc) = compiler() else { return };
     let exe = build(&cc, "tests/c/test_windows.c", "test_windows");

@@ -20,24 +20,30 @@
 //! The handles: [`xvmi_memory`] (a snapshot, an in-memory image or a live domain's memory),
 //! [`xvmi_os`] (a kernel found in it), [`xvmi_domain`] (a Xen domain or the simulated one),
 //! [`xvmi_session`] (monitors, views, hooks and the event loop on a domain); an event
-//! callback may get an [`xvmi_context`], valid during that callback.
+//! callback may get an [`xvmi_context`], valid during that callback. [`xvmi_policy_set`]
+//! (named policies with their remediations), [`xvmi_guard`] (a policy set guarding a domain,
+//! alerts to a callback) and [`xvmi_manifest`] (a guest's desired state, to attest against).
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod attest;
 mod capture;
 mod context;
 mod domain;
 mod error;
+mod guard;
 mod handles;
 mod hooks;
 mod memory;
 mod os;
+mod policy;
 mod session;
 mod trace;
 mod types;
 
+pub use attest::*;
 pub use capture::*;
 pub use context::*;
 pub use domain::*;
@@ -51,9 +57,11 @@ pub use error::{
     XVMI_ERR_UNSUPPORTED, XVMI_ERR_WALK_ABORTED, XVMI_OK, XVMI_VERSION_MAJOR, XVMI_VERSION_MINOR,
     XVMI_VERSION_PATCH,
 };
+pub use guard::*;
 pub use hooks::*;
 pub use memory::*;
 pub use os::*;
+pub use policy::*;
 pub use session::*;
 pub use trace::*;
 pub use types::*;
