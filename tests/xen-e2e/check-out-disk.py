@@ -7,7 +7,8 @@ files it wrote to the out disk (OUTDIR, taken out by disk-extract.py):
   nothing (no false positive);
 - once the guest's init has started /bin/xv-gamma (its own log line gives the pid), attest
   enforce exits 3 with an unexpected_executable deviation for it;
-- the local syslog listener in dom0 got the alert: parsed here as RFC 5424 with a CEF payload
+- xenvmi guard's alerts reached a syslog listener in dom0 as RFC 5424 + CEF, one kind each;
+- the local syslog listener in dom0 got the attestation alert: parsed here as RFC 5424 with a CEF payload
   (an independent parser, by the RFC's and CEF's rules), naming xv-gamma, its pid, the attest
   policy, the capture taken and its file;
 - that capture, brought out of the emulator: Volatility3's linux.pslist and xenvmi's ps both
@@ -119,6 +120,26 @@ if mine:
     check(e.get("outcome") == "captured_paused" and e.get("filePath") == "/tmp/gamma.elf"
           and "/bin/xv-gamma" in e.get("reason", ""),
           "it says the guest was captured (outcome captured_paused, filePath) and why (reason names /bin/xv-gamma)")
+
+
+# --- xenvmi guard's alerts, as the syslog listener in dom0 got them (one per kind printed):
+# each a denial by its policy, of the VM, by the process that loaded the rootkit (insmod,
+# run by the guest's init).
+POLICY = {"cr0_wp_clear": "cr0-wp", "cr4_smep_smap_clear": "cr4", "msr_lstar_write": "msr",
+          "idt_write": "descriptor-tables", "kernel_rodata_write": "kernel-text",
+          "modprobe_path_write": "modprobe-path"}
+guard = {}
+for line in tagged("GSYSLOG: "):
+    s = parse_5424(line)
+    c = s and parse_cef(s["msg"])
+    if c:
+        guard.setdefault(c[0][4], (s, c[0], c[1]))
+for what, policy in POLICY.items():
+    got = guard.get(what)
+    check(bool(got) and got[0]["msgid"] == what and got[2].get("act") == "denied"
+          and got[2].get("cs1") == policy and got[2].get("dvchost") == "xvguest"
+          and got[2].get("sproc") == "insmod",
+          f"xenvmi guard --syslog: the dom0 listener got {what} as RFC 5424/CEF (policy {policy}, denied, VM xvguest, by insmod)")
 
 
 # --- the files brought out of the emulator

@@ -25,7 +25,7 @@ cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
 for t in to-disk udp-sink; do gcc -O2 -Wall -Wextra -Werror "tests/xen-e2e/payload/$t.c" -o "$P/$t"; done
 # The test rootkit, built against Debian's headers for the guest's kernel.
-cp tests/xen-e2e/linux-guest/attack.c tests/xen-e2e/linux-guest/xvkprobe.c tests/xen-e2e/linux-guest/Makefile "$B/"
+cp tests/xen-e2e/linux-guest/{attack.c,attack2.c,nofault.h,xvkprobe.c,Makefile} "$B/"
 make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
 # Guest kernel (the uncompressed ELF: PVH boots it directly) and busybox.
 (cd "$WORK/lg-debs" && { ls linux-image-*.deb busybox-static*.deb >/dev/null 2>&1 || \
@@ -45,7 +45,7 @@ cp "$G/bin/xv-alpha" "$G/bin/xv-beta"; cp "$G/bin/xv-alpha" "$G/bin/xv-gamma"   
 gcc -O2 -static -Wall -o "$G/bin/xv-trap" tests/xen-e2e/linux-guest/xv-trap.c
 gcc -O2 -static -Wall -o "$G/bin/xv-probe" tests/xen-e2e/linux-guest/xv-probe.c
 mkdir -p "$G/etc"; echo "known to the trace checks" > "$G/etc/xv-known"
-install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$B/xvkprobe.ko" "$G/"
+install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$B/attack2.ko" "$B/xvkprobe.ko" "$G/"
 (cd "$G" && find . | cpio -o -H newc --quiet) > "$P/guest-initrd.cpio"
 LOG="$WORK/serial-linux.txt"
 # Xen's APIC virtualization off: Bochs 3.0 loses a virtual interrupt whose delivery causes an
@@ -57,7 +57,7 @@ XEN_CMDLINE=${XEN_CMDLINE:-"console=com1 com1=115200,8n1 loglvl=all guest_loglvl
 if ! OUT_DISK_MB=600 XEN_CMDLINE=$XEN_CMDLINE KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-2400} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
   tail -n 20 "$LOG"; echo "real-xen (Linux guest): the recipe failed before Bochs ran (log: $LOG)"; exit 1
 fi
-grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|^XPS|^ATTEST|^SYSLOG|to-disk|out disk|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 500 || true
+grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|^XPS|^ATTEST|^SYSLOG|^XGUARD|^GSYSLOG|to-disk|out disk|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 500 || true
 OUT=$WORK/out-disk; rm -rf "$OUT"
 python3 tests/xen-e2e/disk-extract.py "$WORK/work/out.img" "$OUT" || true
 rm -f "$WORK/work/out.img"
@@ -82,6 +82,20 @@ check "--host-view: the rootkit saw every move refused" "GUEST --host-view: .*xe
 check "default (altp2m view): kernel-guard switched its view in" "guarding: [0-9]+ kernel text pages write-protected in view [1-9]"
 check "default (altp2m view): the rootkit saw every move refused" "GUEST default: .*xenvmi-attack: .*smep_smap_kept=1; .*lstar_kept=1; .*text_kept=1"
 check "default (altp2m view): the guest's init kept running (alive ticks)" "GUEST default: .*xvguest: alive [0-9]+"
+# xenvmi guard, every policy (but core_pattern), against both rootkit modules: each move
+# refused where it can be (the guest's modules say so), an alert for each kind, none for a
+# hidden process on this clean guest, and the guest runs on.
+check "xenvmi guard: ran its --seconds on the live domain, exit 0" "PAYLOAD: xenvmi guard exit 0"
+for w in cr0_wp_clear cr4_smep_smap_clear msr_lstar_write idt_write kernel_rodata_write modprobe_path_write; do
+  check "xenvmi guard: alert $w, denied" "^XGUARD: .*\"what\":\"$w\".*\"action\":\"denied\"|^XGUARD: .*\"action\":\"denied\".*\"what\":\"$w\""
+done
+check "xenvmi guard: the rodata write is the sys_call_table hook (getpid's entry, +0x138)" '^XGUARD: .*"symbol":"sys_call_table\+0x138"'
+check "xenvmi guard: attack2 saw CR0.WP, the IDT gate, sys_call_table and modprobe_path kept" \
+  "GUEST xguard: .*xenvmi-attack2: .*wp_kept=1; .*idt_kept=1 .*sct_kept=1 .*modprobe_kept=1"
+check "xenvmi guard: attack saw CR4, LSTAR and kernel text kept" "GUEST xguard: .*xenvmi-attack: .*smep_smap_kept=1; .*lstar_kept=1; .*text_kept=1"
+if grep -a -qE '^XGUARD: .*"what":"hidden_process"' "$LOG"; then echo "FAIL - xenvmi guard: a hidden_process alert on a guest that hides nothing"; fail=$((fail+1)); else echo "ok   - xenvmi guard: no hidden_process alert on a guest that hides nothing"; fi
+if cpu_advanced guard xenvmi; then echo "ok   - the guest runs on after xenvmi guard"; else echo "FAIL - the guest stopped after xenvmi guard"; fail=$((fail+1)); fi
+check "the guest's init kept running under xenvmi guard (alive ticks)" "GUEST xguard: .*xvguest: alive [0-9]+"
 if grep -a -qE "^GUEST [^:]+: .*(BUG:|Oops|Kernel panic|WARNING:)" "$LOG"; then echo "FAIL - the guest kernel reported a BUG/Oops/panic"; fail=$((fail+1)); fi
 for m in stealth in-place; do
   p=stealth; [ "$m" = in-place ] && p="in place"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs in dom0 (PID 1 calls it with the tiny guest's domain id): the Linux-guest suite.
 xl destroy "$1" 2>&1   # the tiny guest is not needed here: give its CPU time to Linux
+ifconfig lo 127.0.0.1 up 2>&1   # dom0's loopback, for the syslog listeners below
 xl info 2>/dev/null | grep -E "^(xen_version|xen_commandline|virt_caps)" | sed 's/^/PAYLOAD: xl info: /'
 echo "PAYLOAD: creating the Linux guest"
 xl create /payload/linux.cfg 2>&1; echo "PAYLOAD: xl create rc=$?"
