@@ -746,7 +746,8 @@ pub fn encode_response(
     out: &mut [u8; ENTRY_SIZE],
 ) {
     out.copy_from_slice(request);
-    let flags = (event.raw_flags & flag::VCPU_PAUSED) | rsp.flags;
+    let flags =
+        (event.raw_flags & flag::VCPU_PAUSED) | rsp.flags | required_flags(event.raw_reason);
     out[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
     out[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     out[entry::REASON..entry::REASON + 4].copy_from_slice(&event.raw_reason.to_le_bytes());
@@ -767,11 +768,29 @@ pub fn encode_response(
     }
 }
 
+/// Flags an answer to an event of `reason` must carry whatever the handler decided.
+///
+/// A descriptor-table access (SIDT, SGDT, LIDT, LGDT, SLDT, STR, LLDT, LTR) is reported
+/// before the instruction runs, and Xen (`hvm_descriptor_access_intercept`) leaves it to the
+/// monitor: only a response with `EMULATE` has Xen's emulator carry it out on resume
+/// (`vm_event_emulate_check`). Without it the vCPU re-executes the instruction, traps again
+/// and never gets past it (seen on real Xen: a guest kernel stuck on `sidt` in a soft
+/// lockup). Xen's own `xen-access` answers these events with `EMULATE` too.
+fn required_flags(reason: u32) -> u32 {
+    if reason == reason::DESCRIPTOR_ACCESS {
+        flag::EMULATE
+    } else {
+        0
+    }
+}
+
 /// The answer for a request that could not be decoded (wrong version) or whose handler failed:
 /// version 7, its vCPU and reason, `VCPU_PAUSED` echoed and nothing else, so the vCPU resumes.
 pub fn encode_safe_response(request: &[u8; ENTRY_SIZE], out: &mut [u8; ENTRY_SIZE]) {
     out.copy_from_slice(request);
-    let flags = u32_at(request, entry::FLAGS).unwrap_or(0) & flag::VCPU_PAUSED;
+    let reason = u32_at(request, entry::REASON).unwrap_or(0);
+    let flags =
+        (u32_at(request, entry::FLAGS).unwrap_or(0) & flag::VCPU_PAUSED) | required_flags(reason);
     out[entry::VERSION..entry::VERSION + 4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
     out[entry::FLAGS..entry::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     out[entry::ALTP2M_IDX..entry::ALTP2M_IDX + 2].copy_from_slice(&0u16.to_le_bytes());

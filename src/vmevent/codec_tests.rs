@@ -276,6 +276,31 @@ fn responses_carry_views_registers_and_fast_singlestep() {
     assert_eq!(word(&out, 4), 0);
 }
 
+/// A descriptor-table access (reason 13) is answered with `EMULATE` whatever the handler
+/// decided, and so is the safe answer a failed handler gets: Xen carries the instruction out
+/// only then, and otherwise re-executes it forever (xen-access answers with `EMULATE` too).
+/// Other events keep exactly the handler's flags.
+#[test]
+fn descriptor_accesses_are_always_answered_with_emulate() {
+    let req = request(13, 0, flag::VCPU_PAUSED, &[(16, &[1]), (17, &[0])]);
+    let e = decode_request(&req).unwrap();
+    assert!(matches!(
+        e.kind,
+        EventKind::DescriptorAccess { descriptor: 1, .. }
+    ));
+    let mut out = [0u8; ENTRY_SIZE];
+    encode_response(&req, &e, &Response::proceed(), &mut out);
+    assert_eq!(word(&out, 4), flag::VCPU_PAUSED | flag::EMULATE);
+    encode_safe_response(&req, &mut out);
+    assert_eq!(word(&out, 4), flag::VCPU_PAUSED | flag::EMULATE);
+    let cr = request(4, 0, flag::VCPU_PAUSED, &[]);
+    let e = decode_request(&cr).unwrap();
+    encode_response(&cr, &e, &Response::proceed(), &mut out);
+    assert_eq!(word(&out, 4), flag::VCPU_PAUSED);
+    encode_safe_response(&cr, &mut out);
+    assert_eq!(word(&out, 4), flag::VCPU_PAUSED);
+}
+
 #[test]
 fn wrong_versions_are_rejected_but_still_answered_safely() {
     for v in [0u32, 6, 8, u32::MAX] {

@@ -117,10 +117,13 @@ static int __init attack2_init(void)
 		vunmap(sct_page);
 	path[sizeof path - 1] = path_after[sizeof path_after - 1] = 0;
 
-	pr_notice("xenvmi-attack2: cr0 %lx -> %lx wp_kept=%d; idt[0x80] %04x -> %04x idt_kept=%d stored=%d; sys_call_table[39] %lx -> %lx sct_kept=%d stored=%d; modprobe_path %s -> %s modprobe_kept=%d\n",
+	/* Three short lines: Xen's console cuts a guest's line at 200 characters. */
+	pr_notice("xenvmi-attack2: cr0 %lx -> %lx wp_kept=%d; idt[0x80] %04x -> %04x idt_kept=%d stored=%d\n",
 		cr0, cr0_after, !!(cr0_after & X86_CR0_WP),
-		gate, gate_after, idt_page && gate_after == gate, idt_ok,
-		call, call_after, sct_page && call_after == call, sct_ok,
+		gate, gate_after, idt_page && gate_after == gate, idt_ok);
+	pr_notice("xenvmi-attack2: sys_call_table[39] %lx -> %lx sct_kept=%d stored=%d\n",
+		call, call_after, sct_page && call_after == call, sct_ok);
+	pr_notice("xenvmi-attack2: modprobe_path %s -> %s modprobe_kept=%d\n",
 		path, path_after, mpp && !strcmp(path, path_after));
 	return -EAGAIN;
 }
