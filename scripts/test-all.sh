@@ -3,7 +3,7 @@
 # (the C tests under ASan/UBSan and again under valgrind, tests/c_abi.rs), the unit tests of the
 # C ABI and the event core under Miri, the adversarial
 # suite, benches compile, and a short run of every fuzz target
-# (FUZZ_SECONDS each, default 20: a smoke run inside the CI budget; fuzz/run.sh for longer campaigns), and the real-Xen suite (tests/xen-e2e; XEN_E2E=0 skips it).
+# (FUZZ_SECONDS each, default 15: a smoke run inside the CI budget; fuzz/run.sh for longer campaigns), and the real-Xen suite (tests/xen-e2e; XEN_E2E=0 skips it).
 # Run from the repository root: `bash scripts/test-all.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ step "install + pkg-config (scripts/check-install.sh)"; bash scripts/check-insta
 step "capture read by Volatility3 (scripts/check-capture-vol.sh)"; bash scripts/check-capture-vol.sh
 step "cargo bench --no-run";         cargo bench --no-run --all-features
 step "cargo doc (deny warnings)";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
-step "fuzz every target ${FUZZ_SECONDS:-20}s"; bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
+step "fuzz every target ${FUZZ_SECONDS:-15}s"; bash fuzz/run.sh "${FUZZ_SECONDS:-15}"
 # Real Xen 4.17 under Bochs (software VMX/EPT): downloads ~300 MB of Debian packages and a
 # Debian 13 base system, boots Xen with a dom0 and the tiny guest, runs xen-probe and the
 # crash-safe-detach checks, then the Linux-guest suite. Needs root. XEN_E2E=0 skips both (e.g. on a
