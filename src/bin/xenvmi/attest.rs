@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use xenvmi::alert::syslog::Syslog;
 use xenvmi::alert::{AlertSink, Sinks, Vm};
 use xenvmi::attest::{self, Learner, Manifest, Subject};
 use xenvmi::os::terminal_safe as safe;
@@ -195,12 +194,7 @@ impl React {
     /// The alert sinks, each resolved (and, on TCP, connected) now: an unreachable target is
     /// an error before anything is looked at.
     fn sinks(&self) -> Result<Sinks, String> {
-        let mut sinks = Sinks::new();
-        for t in &self.syslog {
-            let s = Syslog::connect(t).map_err(|e| format!("--syslog {t}: {e}"))?;
-            sinks.push(Box::new(s));
-        }
-        Ok(sinks)
+        crate::sinks::syslog(&self.syslog)
     }
 }
 

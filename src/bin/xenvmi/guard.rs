@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xenvmi::alert::syslog::Syslog;
 use xenvmi::alert::{Alert, Callback, JsonLines, Sinks, Vm};
 use xenvmi::backend::sim::SimDomain;
 use xenvmi::backend::snapshot::Snapshot;
@@ -96,11 +95,7 @@ fn text_line(a: &Alert) -> String {
 /// Every sink the options ask for: stdout (text or JSON lines), the alerts file, each
 /// syslog collector (connected now: an unreachable one is an error before monitoring).
 fn sinks(o: &Options) -> Result<Sinks, String> {
-    let mut sinks = Sinks::new();
-    for target in &o.syslog {
-        let s = Syslog::connect(target).map_err(|e| format!("--syslog: {e}"))?;
-        sinks.push(Box::new(s));
-    }
+    let mut sinks = crate::sinks::syslog(&o.syslog)?;
     if let Some(path) = &o.alerts_file {
         let f = std::fs::OpenOptions::new()
             .create(true)

@@ -45,6 +45,7 @@ mod dump;
 mod guard;
 mod guest;
 mod recover;
+mod sinks;
 mod trace;
 mod xen;
 
