@@ -25,7 +25,7 @@ cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
 for t in to-disk udp-sink; do gcc -O2 -Wall -Wextra -Werror "tests/xen-e2e/payload/$t.c" -o "$P/$t"; done
 # The test rootkit, built against Debian's headers for the guest's kernel.
-cp tests/xen-e2e/linux-guest/{attack.c,attack2.c,nofault.h,xvkprobe.c,Makefile} "$B/"
+cp tests/xen-e2e/linux-guest/{attack.c,attack2.c,rootkit.h,xvkprobe.c,Makefile} "$B/"
 make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
 # Guest kernel (the uncompressed ELF: PVH boots it directly) and busybox.
 (cd "$WORK/lg-debs" && { ls linux-image-*.deb busybox-static*.deb >/dev/null 2>&1 || \

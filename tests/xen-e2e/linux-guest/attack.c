@@ -17,31 +17,7 @@
 #include <asm/msr.h>
 #include <asm/special_insns.h>
 #include <asm/processor-flags.h>
-#include "nofault.h"
-
-static unsigned long raw_read_cr4(void)
-{
-	unsigned long v;
-	asm volatile("mov %%cr4, %0" : "=r"(v));
-	return v;
-}
-
-static void raw_write_cr4(unsigned long v)
-{
-	asm volatile("mov %0, %%cr4" : : "r"(v) : "memory");
-}
-
-static unsigned long raw_read_cr0(void)
-{
-	unsigned long v;
-	asm volatile("mov %%cr0, %0" : "=r"(v));
-	return v;
-}
-
-static void raw_write_cr0(unsigned long v)
-{
-	asm volatile("mov %0, %%cr0" : : "r"(v) : "memory");
-}
+#include "rootkit.h"
 
 /* A kernel text function the guest does not call while this runs. */
 #define TARGET ((volatile unsigned char *)&memparse)

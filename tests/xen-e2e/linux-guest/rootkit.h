@@ -1,13 +1,40 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
- * Stores the test rootkits (attack.c, attack2.c) make with an exception-table entry, as
+ * What the test rootkits (attack.c, attack2.c) share. Control registers read and written with
+ * a raw mov (native_write_cr4 would pin SMEP/SMAP; a guard must see the bare write). Stores
+ * made with an exception-table entry, as
  * copy_to_kernel_nofault does (which modules cannot call): when a guard refuses CR0.WP's
  * clearing, a store to read-only kernel memory faults, and the move is reported as refused
  * instead of oopsing the guest.
  */
-#ifndef XV_NOFAULT_H
-#define XV_NOFAULT_H
+#ifndef XV_ROOTKIT_H
+#define XV_ROOTKIT_H
 #include <linux/uaccess.h>
+
+static inline unsigned long raw_read_cr4(void)
+{
+	unsigned long v;
+	asm volatile("mov %%cr4, %0" : "=r"(v));
+	return v;
+}
+
+static inline void raw_write_cr4(unsigned long v)
+{
+	asm volatile("mov %0, %%cr4" : : "r"(v) : "memory");
+}
+
+static inline unsigned long raw_read_cr0(void)
+{
+	unsigned long v;
+	asm volatile("mov %%cr0, %0" : "=r"(v));
+	return v;
+}
+
+static inline void raw_write_cr0(unsigned long v)
+{
+	asm volatile("mov %0, %%cr0" : : "r"(v) : "memory");
+}
+
 
 /* Store with an exception-table entry: 0, or -EFAULT if the store faulted. */
 #define PUT_NOFAULT(dst, val, type)                                  \
