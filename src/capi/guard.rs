@@ -339,6 +339,7 @@ pub unsafe extern "C" fn xvmi_guard_start(
                 ..Vm::default()
             },
             capture_dir: capture_dir.map(Into::into),
+            ..GuardOptions::default()
         };
         if shared
             .session_open

@@ -494,6 +494,32 @@ impl<'b, B: SessionBackend> Session<'b, B> {
         Ok(())
     }
 
+    /// Undo, now, this session's access changes to a frame in a view: the frame gets back the
+    /// access it had before the session's first [`Session::set_mem_access`] on it, and leaves
+    /// the journal (a later change is journaled afresh). Returns whether the session had
+    /// changed it. A journal kept on disk is append-only and keeps the line: a recovery after
+    /// a crash restores that same access again, which is harmless.
+    ///
+    /// # Errors
+    /// Backend error (the journal keeps the change then, and teardown retries it).
+    pub fn restore_mem_access(&mut self, view: ViewId, gfn: Gfn) -> Result<bool> {
+        let Some(old) = self.journal.iter().find_map(|c| match *c {
+            Change::Access {
+                view: v,
+                gfn: g,
+                old,
+            } if v == view && g == gfn => Some(old),
+            _ => None,
+        }) else {
+            return Ok(false);
+        };
+        self.backend.set_mem_access(view, gfn, old)?;
+        let is_it = |c: &Change| matches!(*c, Change::Access { view: v, gfn: g, .. } if v == view && g == gfn);
+        self.journal.retain(|c| !is_it(c));
+        self.recorded_once.retain(|c| !is_it(c));
+        Ok(true)
+    }
+
     /// Switch every vCPU to a view (back to view 0 at teardown).
     ///
     /// # Errors

@@ -21,12 +21,27 @@
 //! remediation steps ran (pause, capture, resume; each step once per event). A capture that
 //! fails is reported in the alert (`"capture_failed"`) and counted; the protection goes on.
 //! A sink that fails is counted ([`GuardStats::undelivered`]); the protection goes on.
+//!
+//! Protection that changes while monitoring runs ([`Policy::refresh`](super::Policy::refresh):
+//! modules load and unload) is refreshed at most once per
+//! [`GuardOptions::refresh_interval`]: [`Guard::run`] runs the session in slices that end at
+//! the first wait without events, and refreshes between slices when the interval has passed,
+//! so an idle guest waits at most the interval plus one [`RunOptions::poll`]; under a steady
+//! stream of events the refresh happens inside the event handler instead, before the event is
+//! decided. A policy that finds its protection out of date while deciding
+//! ([`Policy::refresh_requested`](super::Policy::refresh_requested)) is refreshed before the
+//! event's vCPU resumes. Changes go through the session (so teardown undoes them); a frame is
+//! protected while at least one policy wants it, and its access is restored
+//! ([`Session::restore_mem_access`]) when the last one releases it. A refresh that fails (a
+//! backend error setting access) ends the run with the error and tears the session down:
+//! nothing stays half applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Decision, Guest, PolicySet, Step, Verdict};
+use super::{Decision, Guest, PlanChange, PolicySet, Step, Verdict};
 use crate::addr::{Gfn, Gva, ViewId};
 use crate::alert::{Actor, Alert, AlertSink, Response as Given, Vm};
 use crate::backend::{MemAccess, Monitor, PhysicalMemory, VmControl};
@@ -60,6 +75,10 @@ pub struct GuardOptions {
     /// Where captures are written (required when a policy's remediation captures; must be
     /// an existing directory).
     pub capture_dir: Option<PathBuf>,
+    /// How often, at most, policies whose protection follows the guest
+    /// ([`Policy::refresh`](super::Policy::refresh)) are refreshed (1 s by default; see the
+    /// module documentation for the latency).
+    pub refresh_interval: Duration,
 }
 
 impl Default for GuardOptions {
@@ -69,6 +88,7 @@ impl Default for GuardOptions {
             run: RunOptions::default(),
             vm: Vm::default(),
             capture_dir: None,
+            refresh_interval: Duration::from_secs(1),
         }
     }
 }
@@ -94,6 +114,13 @@ pub struct GuardStats {
     pub longest_capture_pause: Option<Duration>,
     /// The domain is paused by a remediation (the loop ended because of it).
     pub domain_paused: bool,
+    /// Policy refreshes done ([`Policy::refresh`](super::Policy::refresh), each policy once
+    /// per refresh).
+    pub refreshes: u64,
+    /// Frames newly protected by refreshes.
+    pub frames_protected: u64,
+    /// Frames whose protection refreshes lifted.
+    pub frames_released: u64,
 }
 
 /// A policy set running over one session (see the module documentation).
@@ -107,7 +134,8 @@ pub struct Guard<'b, B: SessionBackend + VmControl> {
     sink: Box<dyn AlertSink + 'b>,
     opts: GuardOptions,
     view: Option<ViewId>,
-    protected: usize,
+    frames: Frames,
+    last_refresh: Instant,
     held_pauses: u32,
     resolver: Cr3Resolver,
     stats: GuardStats,
@@ -118,7 +146,7 @@ impl<B: SessionBackend + VmControl> std::fmt::Debug for Guard<'_, B> {
         f.debug_struct("Guard")
             .field("policies", &self.set)
             .field("view", &self.view)
-            .field("protected", &self.protected)
+            .field("protected", &self.frames.counts.len())
             .finish()
     }
 }
@@ -180,7 +208,7 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
             .collect::<Result<Vec<_>>>()?;
         let mem = GuestMemory::new(backend as &dyn PhysicalMemory);
         let mut monitors: Vec<Monitor> = Vec::new();
-        let mut protect: BTreeSet<u64> = BTreeSet::new();
+        let mut frames = Frames::default();
         {
             let guest = Guest {
                 linux,
@@ -194,9 +222,14 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                         monitors.push(m);
                     }
                 }
-                protect.extend(plan.write_protect.iter().map(|g| g.0));
+                let wanted: BTreeSet<u64> = plan.write_protect.iter().map(|g| g.0).collect();
+                for &g in &wanted {
+                    *frames.counts.entry(g).or_default() += 1;
+                }
+                frames.wanted.push(wanted);
             }
         }
+        let protect: BTreeSet<u64> = frames.counts.keys().copied().collect();
         let mut session = Session::new(backend)?;
         let mut view = None;
         if !protect.is_empty() {
@@ -225,7 +258,8 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
             sink,
             opts,
             view,
-            protected: protect.len(),
+            frames,
+            last_refresh: Instant::now(),
             held_pauses: 0,
             resolver: Cr3Resolver::new(),
             stats: GuardStats::default(),
@@ -239,7 +273,44 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
 
     /// How many frames are write-protected.
     pub fn protected_pages(&self) -> usize {
-        self.protected
+        self.frames.counts.len()
+    }
+
+    /// Whether frame `gfn` is write-protected now.
+    pub fn is_protected(&self, gfn: Gfn) -> bool {
+        self.frames.counts.contains_key(&gfn.0)
+    }
+
+    /// Refresh every policy now ([`Policy::refresh`](super::Policy::refresh)) and apply
+    /// what changed, whatever the interval.
+    ///
+    /// # Errors
+    /// A policy's refresh error or panic, or a backend error applying the change; the
+    /// session is then torn down and any pause taken by a remediation released.
+    pub fn refresh(&mut self) -> Result<()> {
+        let guest = Guest {
+            linux: self.linux,
+            mem: &self.mem,
+            baseline: &self.baseline,
+        };
+        self.mem.guest_ran();
+        let r = refresh_policies(
+            &mut self.set,
+            &guest,
+            &mut self.session,
+            self.opts.view,
+            &mut self.view,
+            &mut self.frames,
+            &mut self.stats,
+            false,
+        );
+        self.last_refresh = Instant::now();
+        if let Err(e) = r {
+            let _ = self.session.teardown();
+            let _ = self.release_pauses();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The policies' names.
@@ -259,6 +330,41 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
     /// As [`Session::run_with`]; the session is then torn down and any pause taken by a
     /// remediation released.
     pub fn run(&mut self) -> Result<GuardStats> {
+        let user = self.opts.run;
+        let mut events = 0u64;
+        let mut idle = 0u32;
+        loop {
+            if self.last_refresh.elapsed() >= self.opts.refresh_interval {
+                self.refresh()?;
+            }
+            // A slice ends at its first wait without events, so that refreshes come between
+            // slices when the guest is idle.
+            let slice = RunOptions {
+                poll: user.poll,
+                max_events: user.max_events.map(|m| m.saturating_sub(events)),
+                max_idle_polls: Some(1),
+            };
+            let run = self.run_slice(&slice)?;
+            events += run.events;
+            if run.interrupted
+                || self.stats.domain_paused
+                || user.max_events.is_some_and(|m| events >= m)
+            {
+                return Ok(self.stats.clone());
+            }
+            idle = if run.events > 0 {
+                1
+            } else {
+                idle.saturating_add(1)
+            };
+            if user.max_idle_polls.is_some_and(|m| idle >= m) {
+                return Ok(self.stats.clone());
+            }
+        }
+    }
+
+    /// One slice of [`Guard::run`].
+    fn run_slice(&mut self, slice: &RunOptions) -> Result<RunStats> {
         let Guard {
             backend,
             linux,
@@ -271,11 +377,16 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
             held_pauses,
             resolver,
             stats,
+            view,
+            frames,
+            last_refresh,
             ..
         } = self;
+        let mode = opts.view;
+        let interval = opts.refresh_interval;
         let backend: &'b B = backend;
         let linux: &'b Linux = linux;
-        let r = session.run_with(&opts.run, |ctx| {
+        let r = session.run_with(slice, |ctx| {
             // The guest ran: its page tables may have changed, its p2m has not (the backend's
             // frame mappings stay; on Xen, dropping them would unmap up to 1,024 frames per
             // event).
@@ -286,6 +397,11 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                 mem,
                 baseline,
             };
+            // A guest that never lets a slice end still gets its periodic refresh.
+            if last_refresh.elapsed() >= interval {
+                *last_refresh = Instant::now();
+                refresh_policies(set, &guest, ctx.session(), mode, view, frames, stats, false)?;
+            }
             let mut findings = Vec::new();
             let mut legitimate = false;
             for (i, p) in set.policies_mut().iter_mut().enumerate() {
@@ -294,6 +410,9 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                     Decision::Legitimate => legitimate = true,
                     Decision::Violation(f) => findings.push((i, f)),
                 }
+            }
+            if set.policies_mut().iter().any(|p| p.refresh_requested()) {
+                refresh_policies(set, &guest, ctx.session(), mode, view, frames, stats, true)?;
             }
             let policies = set.policies_mut();
             let denies = |i: usize, deniable: bool| {
@@ -435,7 +554,7 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                 s.run.processing += run.processing;
                 s.run.slowest = s.run.slowest.max(run.slowest);
                 s.run.interrupted = run.interrupted;
-                Ok(s.clone())
+                Ok(run)
             }
             Err(e) => {
                 let _ = self.release_pauses();
@@ -474,6 +593,110 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
         let b = self.release_pauses();
         a.and(b)
     }
+}
+
+/// The frames each policy wants protected, and how many policies want each.
+#[derive(Debug, Default)]
+struct Frames {
+    /// Per policy, in set order.
+    wanted: Vec<BTreeSet<u64>>,
+    /// Per protected frame: how many policies want it (never 0).
+    counts: HashMap<u64, u32>,
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Refresh the policies (only those that asked, with `only_requested`) and apply their
+/// changes through `session`.
+#[allow(clippy::too_many_arguments)]
+fn refresh_policies<B: SessionBackend>(
+    set: &mut PolicySet,
+    guest: &Guest<'_>,
+    session: &mut Session<'_, B>,
+    mode: ViewMode,
+    view: &mut Option<ViewId>,
+    frames: &mut Frames,
+    stats: &mut GuardStats,
+    only_requested: bool,
+) -> Result<()> {
+    for (i, p) in set.policies_mut().iter_mut().enumerate() {
+        if only_requested && !p.refresh_requested() {
+            continue;
+        }
+        let change = catch_unwind(AssertUnwindSafe(|| p.refresh(guest))).map_err(|e| {
+            Error::HandlerPanicked {
+                message: format!("policy {:?} refresh: {}", p.name(), panic_text(e.as_ref())),
+            }
+        })??;
+        stats.refreshes += 1;
+        apply_change(session, mode, view, frames, i, &change, stats)?;
+    }
+    Ok(())
+}
+
+/// Apply one policy's change: protect a frame when its first policy wants it, restore it when
+/// its last policy releases it.
+fn apply_change<B: SessionBackend>(
+    session: &mut Session<'_, B>,
+    mode: ViewMode,
+    view: &mut Option<ViewId>,
+    frames: &mut Frames,
+    policy: usize,
+    change: &PlanChange,
+    stats: &mut GuardStats,
+) -> Result<()> {
+    let Some(wanted) = frames.wanted.get_mut(policy) else {
+        return Ok(());
+    };
+    for g in &change.protect {
+        if wanted.contains(&g.0) {
+            continue;
+        }
+        if !frames.counts.contains_key(&g.0) {
+            let v = match *view {
+                Some(v) => v,
+                None => {
+                    let v = match mode {
+                        ViewMode::Host => ViewId::HOST,
+                        ViewMode::Own => session.create_view(MemAccess::all())?,
+                    };
+                    if v != ViewId::HOST {
+                        session.switch_view(v)?;
+                    }
+                    *view = Some(v);
+                    v
+                }
+            };
+            session.set_mem_access(v, *g, MemAccess::R | MemAccess::X)?;
+            stats.frames_protected += 1;
+        }
+        wanted.insert(g.0);
+        *frames.counts.entry(g.0).or_default() += 1;
+    }
+    for g in &change.release {
+        if !wanted.contains(&g.0) {
+            continue;
+        }
+        match frames.counts.get(&g.0).copied() {
+            Some(n) if n > 1 => {
+                frames.counts.insert(g.0, n - 1);
+            }
+            _ => {
+                if let Some(v) = *view {
+                    session.restore_mem_access(v, *g)?;
+                }
+                frames.counts.remove(&g.0);
+                stats.frames_released += 1;
+            }
+        }
+        wanted.remove(&g.0);
+    }
+    Ok(())
 }
 
 impl<B: SessionBackend + VmControl> Drop for Guard<'_, B> {

@@ -12,6 +12,7 @@
 //! | `msr` | [`MsrPolicy`] | `wrmsr` to LSTAR, CSTAR, SYSENTER_EIP/ESP, EFER | `msr_lstar_write`, ..., `efer_nxe_clear` |
 //! | `descriptor-tables` | [`DescriptorTablePolicy`] | LIDT/LGDT (descriptor monitor); writes to the IDT's pages (and the GDT's, optionally) | `idt_load`, `gdt_load`, `idt_write`, `gdt_write` |
 //! | `kernel-text` | [`WriteProtectPolicy`] | writes to kernel text and read-only data (`sys_call_table` included) | `kernel_text_write`, `kernel_rodata_write` |
+//! | `module-text` | [`ModuleTextPolicy`] | writes to the text of each live module, followed as modules load and unload ([`Policy::refresh`]) | `module_text_write` |
 //! | `modprobe-path`, `core-pattern` | [`WriteProtectPolicy`] | writes to those strings | `modprobe_path_write`, `core_pattern_write` |
 //! | `hidden-processes` | [`HiddenProcessPolicy`] | CR3 writes: roots no task on the list owns | `hidden_process` |
 //!
@@ -27,6 +28,7 @@ mod allow;
 mod descriptor;
 mod guard;
 mod hidden;
+mod module_text;
 mod region;
 mod registers;
 mod remediation;
@@ -37,6 +39,7 @@ pub use allow::{Writer, WriterAllowList};
 pub use descriptor::DescriptorTablePolicy;
 pub use guard::{Guard, GuardOptions, GuardStats, ViewMode};
 pub use hidden::HiddenProcessPolicy;
+pub use module_text::{ModuleTextPolicy, MAX_MODULE_TEXT_PAGES};
 pub use region::{ProtectedRange, WriteProtectPolicy};
 pub use registers::{
     ControlRegisterPolicy, MsrPolicy, MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP,
@@ -81,6 +84,23 @@ pub struct Plan {
     pub write_protect: Vec<Gfn>,
 }
 
+/// Frames a policy starts and stops protecting while monitoring runs ([`Policy::refresh`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanChange {
+    /// Frames to write-protect from now on.
+    pub protect: Vec<Gfn>,
+    /// Frames this policy no longer wants protected (the guard lifts the protection once no
+    /// policy wants the frame).
+    pub release: Vec<Gfn>,
+}
+
+impl PlanChange {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.protect.is_empty() && self.release.is_empty()
+    }
+}
+
 /// What a policy made of an event.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
@@ -110,7 +130,8 @@ pub struct Finding {
 
 /// A protection (see the module documentation). Implement it to add one; the guard calls
 /// [`Policy::plan`] once, before changing anything in the guest, then [`Policy::decide`] for
-/// each event.
+/// each event, and [`Policy::refresh`] periodically ([`GuardOptions::refresh_interval`]) and
+/// right after an event whose decision left [`Policy::refresh_requested`] set.
 pub trait Policy {
     /// The policy's name, as a [`PolicySet`] knows it (`"cr4"`).
     fn name(&self) -> &str;
@@ -128,4 +149,22 @@ pub trait Policy {
     /// Decide about one event. Must not panic on any guest input (a panic is caught: the
     /// event gets a safe answer and the guard tears down).
     fn decide(&mut self, guest: &Guest<'_>, event: &Event) -> Decision;
+
+    /// What to protect now, relative to what the plan and earlier refreshes asked for (for
+    /// protections whose memory comes and goes while monitoring runs: modules load and
+    /// unload). The default changes nothing.
+    ///
+    /// # Errors
+    /// Guest memory cannot be read at all; the guard then ends monitoring and tears down.
+    fn refresh(&mut self, guest: &Guest<'_>) -> crate::Result<PlanChange> {
+        let _ = guest;
+        Ok(PlanChange::default())
+    }
+
+    /// Whether the last [`Policy::decide`] found its protection out of date (a module it
+    /// protects was being freed): the guard then calls [`Policy::refresh`] before the event's
+    /// vCPU resumes. The default is `false`.
+    fn refresh_requested(&self) -> bool {
+        false
+    }
 }

@@ -2,8 +2,8 @@
 //! line or the C ABI gives) or from policy values.
 
 use super::{
-    ControlRegisterPolicy, DescriptorTablePolicy, HiddenProcessPolicy, MsrPolicy, Policy,
-    Remediation, WriteProtectPolicy, WriterAllowList,
+    ControlRegisterPolicy, DescriptorTablePolicy, HiddenProcessPolicy, ModuleTextPolicy, MsrPolicy,
+    Policy, Remediation, WriteProtectPolicy, WriterAllowList,
 };
 use crate::error::{Error, Result};
 use crate::regs::Cr4;
@@ -15,6 +15,7 @@ pub const POLICY_NAMES: &[&str] = &[
     "msr",
     "descriptor-tables",
     "kernel-text",
+    "module-text",
     "modprobe-path",
     "core-pattern",
     "hidden-processes",
@@ -132,6 +133,7 @@ impl PolicySet {
                 opts.rodata,
                 r,
             )),
+            "module-text" => Box::new(ModuleTextPolicy::new(r)),
             "modprobe-path" => Box::new(WriteProtectPolicy::modprobe_path(
                 WriterAllowList::none(),
                 r,
