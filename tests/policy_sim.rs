@@ -143,6 +143,128 @@ impl Fixture {
     }
 }
 
+/// A module in the ground truth, live at dump time.
+struct GtModule {
+    name: String,
+    /// Its `struct module`: its `__this_module` in the guest's kallsyms.
+    object: u64,
+    /// Its text, from the ground truth's `base`.
+    base: u64,
+    /// `core_layout.text_size`, read from the dump at the ground truth's BTF offsets.
+    text_size: u64,
+}
+
+impl GtModule {
+    fn pages(&self) -> u64 {
+        self.text_size.div_ceil(0x1000)
+    }
+}
+
+/// A `struct module` field offset from the ground truth's BTF (`gt.btf.offsets`).
+fn gt_offset(gt: &serde_json::Value, ty: &str, field: &str) -> u64 {
+    gt["btf"]["offsets"][ty][field]["offset"].as_u64().unwrap()
+}
+
+impl Fixture {
+    /// The guest-physical address of a kernel virtual address (through the kernel's page
+    /// tables).
+    fn kva_gpa(&self, va: u64) -> Gpa {
+        GuestMemory::new(&self.sim)
+            .translate_mapped(self.linux.info().kernel_space, Gva(va))
+            .unwrap()
+    }
+    fn read_kva_u64(&self, va: u64) -> u64 {
+        u64::from_le_bytes(self.read(self.kva_gpa(va), 8).try_into().unwrap())
+    }
+    fn write_kva(&self, va: u64, bytes: &[u8]) {
+        self.sim.write_physical(self.kva_gpa(va), bytes).unwrap();
+    }
+    /// The ground truth's live modules. Each text size is checked against the guest's
+    /// kallsyms: every text symbol of the module lies inside it, every data symbol outside.
+    fn gt_modules(&self) -> Vec<GtModule> {
+        let gt = support::fixture::ground_truth(FIXTURE);
+        let syms = support::fixture::guest_module_symbols(FIXTURE);
+        let core = gt_offset(&gt, "module", "core_layout");
+        let text_size = gt_offset(&gt, "module_layout", "text_size");
+        let layout_base = gt_offset(&gt, "module_layout", "base");
+        let mut v = Vec::new();
+        for m in gt["modules"].as_array().unwrap() {
+            if m["state"] != "Live" {
+                continue;
+            }
+            let name = m["name"].as_str().unwrap().to_owned();
+            let ms = &syms[&name];
+            let object = ms.iter().find(|s| s.1 == "__this_module").unwrap().2;
+            let base = support::fixture::hex(&m["base"]);
+            assert_eq!(
+                self.read_kva_u64(object + core + layout_base),
+                base,
+                "{name}"
+            );
+            let size = self.read_kva_u64(object + core + text_size) & 0xffff_ffff;
+            for (k, n, a) in ms {
+                let inside = (base..base + size).contains(a);
+                match k {
+                    't' | 'T' => assert!(inside, "{name}: text symbol {n} at {a:#x}"),
+                    'r' | 'R' | 'd' | 'D' | 'b' | 'B' => {
+                        assert!(!inside, "{name}: data symbol {n} at {a:#x}")
+                    }
+                    _ => {}
+                }
+            }
+            v.push(GtModule {
+                name,
+                object,
+                base,
+                text_size: size,
+            });
+        }
+        v
+    }
+    /// The guest-physical address of each page of a module's text.
+    fn text_frames(&self, m: &GtModule) -> Vec<Gpa> {
+        (0..m.pages())
+            .map(|p| self.kva_gpa(m.base + p * 0x1000))
+            .collect()
+    }
+    /// Unlink a module from the module list as `list_del` does; returns what relinks it.
+    fn unlink(&self, m: &GtModule) -> [(u64, [u8; 8]); 2] {
+        let gt = support::fixture::ground_truth(FIXTURE);
+        let node = m.object + gt_offset(&gt, "module", "list");
+        let next = self.read_kva_u64(node);
+        let prev = self.read_kva_u64(node + 8);
+        // prev->next = next; next->prev = prev.
+        let undo = [(prev, node.to_le_bytes()), (next + 8, node.to_le_bytes())];
+        self.write_kva(prev, &next.to_le_bytes());
+        self.write_kva(next + 8, &prev.to_le_bytes());
+        undo
+    }
+    fn relink(&self, undo: [(u64, [u8; 8]); 2]) {
+        for (va, b) in undo {
+            self.write_kva(va, &b);
+        }
+    }
+    /// Set a module's `enum module_state` (LIVE 0, COMING 1, GOING 2).
+    fn set_module_state(&self, m: &GtModule, state: u32) {
+        let gt = support::fixture::ground_truth(FIXTURE);
+        self.write_kva(
+            m.object + gt_offset(&gt, "module", "state"),
+            &state.to_le_bytes(),
+        );
+    }
+}
+
+/// The first text symbol of a module in the guest's kallsyms.
+fn module_text_symbol(module: &str) -> u64 {
+    let syms = support::fixture::guest_module_symbols(FIXTURE);
+    syms[module]
+        .iter()
+        .filter(|s| matches!(s.0, 't' | 'T'))
+        .map(|s| s.2)
+        .min()
+        .unwrap()
+}
+
 fn opts() -> GuardOptions {
     GuardOptions {
         run: run_opts(),
@@ -933,4 +1055,193 @@ fn a_process_unlinked_from_the_task_list_is_found_by_its_cr3() {
         f.sim.registers(VcpuId(0)).unwrap().cr3,
         victim.dtb.unwrap().0
     );
+}
+
+#[test]
+fn module_text_writes_are_refused_and_the_kernels_own_patching_goes_through() {
+    let f = fixture();
+    let mods = f.gt_modules();
+    assert_eq!(mods.len(), 9, "the fixture's nine modules are live");
+    let (mut guard, alerts) = f.guard(&["module-text"], opts());
+    // Every page of every live module's text, and nothing else.
+    let expected: u64 = mods.iter().map(GtModule::pages).sum();
+    assert_eq!(guard.protected_pages() as u64, expected);
+    for m in &mods {
+        for g in f.text_frames(m) {
+            assert!(guard.is_protected(g.gfn()), "{} at {g:?}", m.name);
+        }
+    }
+    let syms = support::fixture::guest_module_symbols(FIXTURE);
+    let sym = |module: &str, name: &str| {
+        syms[module]
+            .iter()
+            .find(|s| s.1 == name)
+            .unwrap_or_else(|| panic!("{name} [{module}]"))
+            .2
+    };
+    let dummy = mods.iter().find(|m| m.name == "dummy").unwrap();
+    let xmit = sym("dummy", "dummy_xmit");
+    let target = f.kva_gpa(xmit);
+    let before = f.read(target, 8);
+    let v1 = f.vcpus - 1;
+    // An attacker's code in another module.
+    let attacker = module_text_symbol("crc_itu_t") + 0x23;
+    f.set_rip(v1, attacker);
+    let first = f.outcomes().len();
+    let attack = GuestAction::Write {
+        vcpu: VcpuId(v1),
+        gpa: target,
+        bytes: vec![0xc3, 0x90],
+    };
+    f.sim.script([attack.clone()]);
+    guard.run().unwrap();
+    // A static key flipped in the module: __text_poke writes through its alias.
+    let validate = f.kva_gpa(sym("dummy", "dummy_validate"));
+    f.set_rip(0, f.sym["__text_poke"] + 0x10);
+    let patch = GuestAction::Write {
+        vcpu: VcpuId(0),
+        gpa: validate,
+        bytes: vec![0x0f, 0x1f, 0x44, 0, 0],
+    };
+    f.sim.script([patch.clone()]);
+    let stats = guard.run().unwrap();
+    guard.teardown().unwrap();
+    f.assert_clean();
+
+    assert_eq!(
+        f.outcomes()[first..],
+        [
+            Outcome::Emulated(attack, true),
+            Outcome::Emulated(patch, false)
+        ]
+    );
+    assert_eq!(f.read(target, 8), before);
+    assert_eq!(f.read(validate, 5), [0x0f, 0x1f, 0x44, 0, 0]);
+    assert_eq!(stats.legitimate_writes, 1);
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].what, "module_text_write");
+    assert_eq!(a[0].policy, "module-text");
+    assert_eq!(a[0].response, Given::Denied);
+    assert_eq!(a[0].attempt.target.as_deref(), Some("module_text"));
+    assert_eq!(
+        a[0].attempt.symbol.as_deref(),
+        Some(format!("dummy+{:#x}", xmit - dummy.base).as_str())
+    );
+    assert_eq!(a[0].attempt.address, Some(target.0));
+    assert_eq!(a[0].attempt.virtual_address, Some(xmit));
+    assert_eq!(a[0].attempt.rip, attacker);
+}
+
+#[test]
+fn module_text_protection_follows_modules_as_they_come_and_go() {
+    let f = fixture();
+    let mods = f.gt_modules();
+    let by_name = |n: &str| mods.iter().find(|m| m.name == n).unwrap();
+    let (dummy, crc7) = (by_name("dummy"), by_name("crc7"));
+    let o = GuardOptions {
+        refresh_interval: Duration::from_secs(3600),
+        ..opts()
+    };
+    // Two policies: the module frames are counted apart from the kernel's.
+    let (mut guard, alerts) = f.guard(&["kernel-text", "module-text"], o);
+    let total = guard.protected_pages();
+    let dummy_frames = f.text_frames(dummy);
+    let v1 = VcpuId(f.vcpus - 1);
+    f.set_rip(v1.0, module_text_symbol("crc_itu_t") + 0x23);
+    let first = f.outcomes().len();
+
+    // rmmod dummy: unlinked, then (here) refreshed: its frames are released.
+    let undo = f.unlink(dummy);
+    guard.refresh().unwrap();
+    assert_eq!(guard.protected_pages() as u64, total as u64 - dummy.pages());
+    assert!(dummy_frames.iter().all(|g| !guard.is_protected(g.gfn())));
+    let reuse = GuestAction::Write {
+        vcpu: v1,
+        gpa: Gpa(dummy_frames[0].0 + 0x10),
+        bytes: vec![0xcc],
+    };
+    f.sim.script([reuse.clone()]);
+    guard.run().unwrap();
+    assert_eq!(f.read(Gpa(dummy_frames[0].0 + 0x10), 1), [0xcc]);
+
+    // insmod: back in the list while COMING (the loader still patches it): not protected;
+    // LIVE: protected again.
+    f.relink(undo);
+    f.set_module_state(dummy, 1);
+    guard.refresh().unwrap();
+    assert!(dummy_frames.iter().all(|g| !guard.is_protected(g.gfn())));
+    f.set_module_state(dummy, 0);
+    guard.refresh().unwrap();
+    assert_eq!(guard.protected_pages(), total);
+    assert!(dummy_frames.iter().all(|g| guard.is_protected(g.gfn())));
+    let attack = GuestAction::Write {
+        vcpu: v1,
+        gpa: Gpa(dummy_frames[0].0 + 0x20),
+        bytes: vec![0xcc],
+    };
+    let attack_before = f.read(Gpa(dummy_frames[0].0 + 0x20), 1);
+    f.sim.script([attack.clone()]);
+    guard.run().unwrap();
+    assert_eq!(f.read(Gpa(dummy_frames[0].0 + 0x20), 1), attack_before);
+
+    // crc7 unloaded and its memory reused before the next refresh (the vfree race): the
+    // write is let through without an alert and the frame released at once.
+    let crc7_frames = f.text_frames(crc7);
+    f.unlink(crc7);
+    let race = GuestAction::Write {
+        vcpu: v1,
+        gpa: Gpa(crc7_frames[0].0 + 0x8),
+        bytes: vec![0x5a],
+    };
+    f.sim.script([race.clone()]);
+    let stats = guard.run().unwrap();
+    assert!(crc7_frames.iter().all(|g| !guard.is_protected(g.gfn())));
+    assert_eq!(guard.protected_pages() as u64, total as u64 - crc7.pages());
+    assert_eq!(f.read(Gpa(crc7_frames[0].0 + 0x8), 1), [0x5a]);
+    guard.teardown().unwrap();
+    // Every frame's access restored, those protected mid-session too.
+    f.assert_clean();
+
+    assert_eq!(
+        f.outcomes()[first..],
+        [
+            Outcome::Done(reuse),
+            Outcome::Emulated(attack, true),
+            Outcome::Emulated(race, false)
+        ]
+    );
+    assert_eq!(stats.frames_released, dummy.pages() + crc7.pages());
+    assert_eq!(stats.frames_protected, dummy.pages());
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "{a:?}");
+    // dummy's text starts on a page (ground truth: its base).
+    assert_eq!(dummy.base % 0x1000, 0);
+    assert_eq!(a[0].attempt.symbol.as_deref(), Some("dummy+0x20"));
+
+    // In the host view, with refreshes as often as the loop allows: unlinked modules are
+    // released by `run` itself, before the write comes.
+    let o = GuardOptions {
+        view: ViewMode::Host,
+        refresh_interval: Duration::ZERO,
+        ..opts()
+    };
+    let (mut guard, alerts) = f.guard(&["module-text"], o);
+    assert_eq!(guard.view(), Some(ViewId::HOST));
+    let full = guard.protected_pages();
+    f.unlink(dummy);
+    let later = GuestAction::Write {
+        vcpu: v1,
+        gpa: Gpa(dummy_frames[1 % dummy_frames.len()].0 + 0x30),
+        bytes: vec![0x11],
+    };
+    let first = f.outcomes().len();
+    f.sim.script([later.clone()]);
+    let stats = guard.run().unwrap();
+    assert!(stats.refreshes > 0);
+    assert_eq!(guard.protected_pages() as u64, full as u64 - dummy.pages());
+    guard.teardown().unwrap();
+    f.assert_clean();
+    assert_eq!(f.outcomes()[first..], [Outcome::Done(later)]);
+    assert!(alerts.borrow().is_empty());
 }

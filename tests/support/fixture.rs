@@ -156,6 +156,33 @@ pub fn guest_kallsyms(fixture: &str) -> std::collections::HashMap<String, u64> {
     m
 }
 
+/// The modules' symbols in the guest's `/proc/kallsyms` at dump time (lines ending in
+/// `[module]`): per module, each symbol's kind letter, name and address.
+pub fn guest_module_symbols(
+    fixture: &str,
+) -> std::collections::HashMap<String, Vec<(char, String, u64)>> {
+    let p = fixture_file(fixture, "kallsyms").unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    let text = fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut m: std::collections::HashMap<String, Vec<(char, String, u64)>> =
+        std::collections::HashMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [a, k, n, module] = f[..] {
+            let (Ok(a), Some(module), Some(k)) = (
+                u64::from_str_radix(a, 16),
+                module.strip_prefix('[').and_then(|x| x.strip_suffix(']')),
+                k.chars().next(),
+            ) else {
+                continue;
+            };
+            m.entry(module.to_owned())
+                .or_default()
+                .push((k, n.to_owned(), a));
+        }
+    }
+    m
+}
+
 /// `target/<profile>/examples/<name>`, built by `cargo test` next to the test binaries.
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
