@@ -15,6 +15,10 @@
 //! 6.1 dump, scripted attacks and benign actions, a policy that panics, sinks that fail,
 //! failing pauses and register reads (in the middle of a capture). After every run: nothing
 //! paused (vCPUs or the domain), nothing monitored or restricted, no view, no partial capture.
+//!
+//! A refresh of `module-text` (a module gone live, another going) whose `set_mem_access` fails
+//! at each point in turn, from `Guard::refresh` and from inside the event handler
+//! (`a_refresh_that_fails_half_way_leaves_nothing_behind`): the same clean state after.
 
 mod support;
 
@@ -58,6 +62,9 @@ struct Faulty {
     /// Fail the n-th register read (a capture reads every vCPU's after pausing).
     registers_fail_at: Option<u64>,
     register_calls: Cell<u64>,
+    /// Fail the n-th `set_mem_access`.
+    access_fail_at: Cell<Option<u64>>,
+    access_calls: Cell<u64>,
 }
 
 impl Faulty {
@@ -142,6 +149,14 @@ impl ViewControl for Faulty {
         self.sim.switch_view(v)
     }
     fn set_mem_access(&self, v: ViewId, g: Gfn, a: MemAccess) -> Result<()> {
+        let n = self.access_calls.get() + 1;
+        self.access_calls.set(n);
+        if Some(n) == self.access_fail_at.get() {
+            return Err(Error::Unsupported {
+                backend: "fault injection",
+                capability: "set_mem_access",
+            });
+        }
         self.sim.set_mem_access(v, g, a)
     }
     fn mem_access(&self, v: ViewId, g: Gfn) -> Result<MemAccess> {
@@ -289,6 +304,8 @@ fn one_run(seed: u64) -> (u64, String) {
         calls: Cell::new(0),
         registers_fail_at: None,
         register_calls: Cell::new(0),
+        access_fail_at: Cell::new(None),
+        access_calls: Cell::new(0),
         fail_at: if rng.chance(20) {
             Some(1 + rng.below(40))
         } else {
@@ -744,6 +761,8 @@ fn policies_under_faults_leave_nothing_behind() {
                 rng.chance(30).then(|| 1 + rng.below(6))
             },
             register_calls: Cell::new(0),
+            access_fail_at: Cell::new(None),
+            access_calls: Cell::new(0),
         };
         let mut set = PolicySet::new();
         let mut with_capture = mid_capture;
@@ -891,5 +910,142 @@ fn policies_under_faults_leave_nothing_behind() {
     assert!(
         alerts_total > 100,
         "too few alerts to mean anything: {alerts_total}"
+    );
+}
+
+#[test]
+fn a_refresh_that_fails_half_way_leaves_nothing_behind() {
+    use std::sync::Arc;
+    use xenvmi::alert::{Alert, Callback};
+    use xenvmi::os::linux::{Linux, ProfileSource};
+    use xenvmi::policy::{Guard, GuardOptions, PolicyOptions, PolicySet};
+    use xenvmi::Gva;
+
+    const FIXTURE: &str = "linux-6.1";
+    let path = support::fixture::fixture_file(FIXTURE, "vmcore.elf").unwrap();
+    let snap = Arc::new(Snapshot::open(&path).unwrap());
+    let regs = snap.all_registers().to_vec();
+    let linux = Linux::discover(
+        &GuestMemory::new(snap.clone()),
+        &regs,
+        ProfileSource::InGuest,
+    )
+    .unwrap();
+    let ks = linux.info().kernel_space;
+    // Ground truth: `struct module` is each module's `__this_module` (kallsyms), its state at
+    // the BTF offset of `module.state`, crc7's text at its `base`.
+    let gt = support::fixture::ground_truth(FIXTURE);
+    let state_off = gt["btf"]["offsets"]["module"]["state"]["offset"]
+        .as_u64()
+        .unwrap();
+    let syms = support::fixture::guest_module_symbols(FIXTURE);
+    let object = |m: &str| syms[m].iter().find(|s| s.1 == "__this_module").unwrap().2;
+    let crc7_base = gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "crc7")
+        .map(|m| support::fixture::hex(&m["base"]))
+        .unwrap();
+    let gpa =
+        |sim: &SimDomain, va: u64| GuestMemory::new(sim).translate_mapped(ks, Gva(va)).unwrap();
+    let set_state = |sim: &SimDomain, m: &str, v: u32| {
+        let at = gpa(sim, object(m) + state_off);
+        sim.write_physical(at, &v.to_le_bytes()).unwrap();
+    };
+    let mut endings = std::collections::BTreeMap::<String, u32>::new();
+    for k in 1..=8u64 {
+        for in_handler in [false, true] {
+            let sim = SimDomain::new(snap.clone(), &regs);
+            // dummy still COMING when the guard starts: not protected.
+            set_state(&sim, "dummy", 1);
+            let crc7_text = gpa(&sim, crc7_base);
+            let backend = Faulty {
+                sim,
+                calls: Cell::new(0),
+                fail_at: None,
+                registers_fail_at: None,
+                register_calls: Cell::new(0),
+                access_fail_at: Cell::new(None),
+                access_calls: Cell::new(0),
+            };
+            let set = PolicySet::from_names(["module-text"], &PolicyOptions::default()).unwrap();
+            let opts = GuardOptions {
+                run: RunOptions {
+                    poll: Duration::ZERO,
+                    max_events: None,
+                    max_idle_polls: Some(1),
+                },
+                refresh_interval: Duration::from_secs(3600),
+                ..GuardOptions::default()
+            };
+            let sink = Box::new(Callback(|_: &Alert| Ok(())));
+            let mut guard = Guard::new(&backend, &linux, set, sink, opts).unwrap();
+            // dummy goes live, crc7 going: one refresh protects and releases.
+            set_state(&backend.sim, "dummy", 0);
+            set_state(&backend.sim, "crc7", 2);
+            backend
+                .access_fail_at
+                .set(Some(backend.access_calls.get() + k));
+            let r = if in_handler {
+                // A write into crc7's text: its owner is gone, the refresh runs before the
+                // vCPU resumes.
+                backend.sim.script([GuestAction::Write {
+                    vcpu: VcpuId(0),
+                    gpa: crc7_text,
+                    bytes: vec![0x90],
+                }]);
+                guard.run().map(|_| ())
+            } else {
+                guard.refresh()
+            };
+            let ending = format!(
+                "{} {}",
+                if in_handler {
+                    "in handler:"
+                } else {
+                    "refresh:"
+                },
+                match &r {
+                    Ok(()) => "applied",
+                    Err(e) if format!("{e:?}").contains("fault injection") => "injected",
+                    Err(_) => "other error",
+                }
+            );
+            if k % 2 == 0 {
+                let _ = guard.teardown();
+            } else {
+                drop(guard);
+            }
+            let st = backend.sim.state();
+            assert!(
+                st.paused_vcpus().is_empty(),
+                "{ending} at {k}: vCPUs paused"
+            );
+            assert_eq!(st.pause_count(), 0, "{ending} at {k}: domain paused");
+            assert!(
+                st.monitors().is_empty() && !st.ring_enabled(),
+                "{ending} at {k}"
+            );
+            assert!(
+                st.extra_views().is_empty() && st.restrictions() == 0,
+                "{ending} at {k}: views or restrictions left"
+            );
+            assert!(st.vcpus_not_clean().is_empty(), "{ending} at {k}");
+            *endings.entry(ending).or_default() += 1;
+        }
+    }
+    eprintln!("refreshes under faults: {endings:?}");
+    for e in [
+        "refresh: injected",
+        "refresh: applied",
+        "in handler: injected",
+        "in handler: applied",
+    ] {
+        assert!(endings.contains_key(e), "no run ended {e}: {endings:?}");
+    }
+    assert!(
+        !endings.keys().any(|e| e.ends_with("other error")),
+        "{endings:?}"
     );
 }
