@@ -793,6 +793,20 @@ fn a_clean_run_of_benign_activity_raises_no_alert() {
             gpa: f.image_gpa(f.sym["init_task"]),
             bytes: vec![0],
         },
+        // A module's text read and run, its data (its struct module) written.
+        GuestAction::Read {
+            vcpu: VcpuId(0),
+            gpa: f.kva_gpa(module_text_symbol("dummy")),
+        },
+        GuestAction::Execute {
+            vcpu: v1,
+            gpa: f.kva_gpa(module_text_symbol("dummy")),
+        },
+        GuestAction::Write {
+            vcpu: v1,
+            gpa: f.kva_gpa(f.gt_modules()[0].object),
+            bytes: vec![0],
+        },
     ];
     f.sim.script(benign.clone());
     let stats = guard.run().unwrap();
