@@ -51,6 +51,7 @@ D = {
     ("unix_address", "name"): 0x08, ("sockaddr_un", "sun_path"): 0x02,
     ("module", "kallsyms"): 0x70, ("mod_kallsyms", "symtab"): 0x00,
     ("mod_kallsyms", "num_symtab"): 0x08, ("mod_kallsyms", "strtab"): 0x10,
+    ("module", "state"): 0x00, ("module_layout", "text_size"): 0x0C,
     ("printk_ringbuffer", "desc_ring"): 0x00, ("printk_ringbuffer", "text_data_ring"): 0x30,
     ("prb_desc_ring", "count_bits"): 0x00, ("prb_desc_ring", "descs"): 0x08,
     ("prb_desc_ring", "infos"): 0x10, ("prb_desc_ring", "head_id"): 0x18,
@@ -162,6 +163,7 @@ kq(MOD + 0x08, k(MODULES))
 kw(MOD + 0x18, b"mod0\0")
 kq(MOD + 0x50, MOD_BASE)
 kd(MOD + 0x58, 0x4000)
+kd(MOD + 0x5C, 0x1000)  # core_layout.text_size; state 0 (LIVE)
 kq(MOD + 0x70, k(KS))
 kq(KS + 0x00, k(SYMTAB))
 kd(KS + 0x08, 3)
@@ -192,7 +194,7 @@ for i, text in enumerate([b"Linux version 6.99.0-fuzz", b"Command line: quiet", 
     lpos = nxt
 
 order = detail_order()
-assert len(order) == 101, len(order)
+assert len(order) == 103, len(order)
 names = ["_text", "linux_banner", "init_top_pgt", "init_task", "modules", "page_offset_base",
          "__start_BTF", "__stop_BTF", "sys_call_table", "syscalls_metadata", "current_task",
          "special_mapping_vmops", "socket_file_ops", "prb", "_end"]
@@ -200,7 +202,7 @@ sym = {"linux_banner": BANNER, "init_task": INIT, "modules": MODULES, "page_offs
        "socket_file_ops": SOCKET_FILE_OPS, "prb": PRB, "_end": END}
 seed = struct.pack("<IB", 1, 0)  # cr3 = 1 << 12, no LA57
 seed += struct.pack("<16H", *FIELDS)
-seed += struct.pack("<101H", *[D.get(f, 0) for f in order])
+seed += struct.pack("<103H", *[D.get(f, 0) for f in order])
 seed += struct.pack("<15I", *[sym.get(n, 0) for n in names])
 seed += struct.pack("<4I", 0x10, 0x120, 0x1234, 0x10)  # lookups: mod0+0x10, _text+...
 seed += b"\0"  # in_guest: false (the profile above)

@@ -3,7 +3,8 @@
 //! end, which must come (walks are bounded and detect cycles); each process's detail
 //! (arguments, environment, executable path, credentials, threads, memory map with special
 //! mapping names, open files with the ` (deleted)` mark, sockets) is read too, and so are
-//! kernel addresses as `symbol+offset` (modules' own symbol tables included) and the kernel log.
+//! kernel addresses as `symbol+offset` (modules' own symbol tables included), each module's state
+//! and text (what `module-text` protects) and the kernel log.
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
@@ -21,7 +22,7 @@ struct Input {
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail`, the symbolizer and the log use, in
     /// `DETAIL_FIELDS` order.
-    detail: [u16; 101],
+    detail: [u16; 103],
     /// Addresses of the symbols discovery and the walks use.
     symbols: [u32; 15],
     /// Kernel addresses to symbolize, as offsets from `_text` or from a module's base.
@@ -30,9 +31,9 @@ struct Input {
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 101]);
+struct Types([u16; 16], [u16; 103]);
 
-const DETAIL_FIELDS: [(&str, &str); 101] = [
+const DETAIL_FIELDS: [(&str, &str); 103] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -117,6 +118,9 @@ const DETAIL_FIELDS: [(&str, &str); 101] = [
     ("mod_kallsyms", "symtab"),
     ("mod_kallsyms", "num_symtab"),
     ("mod_kallsyms", "strtab"),
+    // Module state and text (module-text).
+    ("module", "state"),
+    ("module_layout", "text_size"),
     // The printk ring.
     ("printk_ringbuffer", "desc_ring"),
     ("printk_ringbuffer", "text_data_ring"),
@@ -249,6 +253,14 @@ fuzz_target!(|inp: Input| {
     let mut module_bases = Vec::new();
     for m in linux.modules(&mem).flatten().take(64) {
         module_bases.push(m.base.0);
+    }
+    if let Ok(walk) = linux.module_texts(&mem) {
+        let mut n = 0usize;
+        for m in walk.flatten() {
+            n += 1;
+            assert!(m.size <= u64::from(u32::MAX));
+        }
+        assert!(n <= xenvmi::os::linux::MAX_MODULES);
     }
     let sym = linux.symbolizer(&mem);
     let text = linux.info().text_va.0;
