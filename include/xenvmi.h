@@ -2857,7 +2857,7 @@ xvmi_result xvmi_os_process_modules(const struct xvmi_os *os,
 /*
  Parse a one-line policy specification (`PolicySet::parse`, `docs/policies.md`): policies
  separated by `;`, each `NAME` or `NAME=REMEDIATION`, where NAME is one of `cr0-wp`, `cr4`,
- `msr`, `descriptor-tables`, `kernel-text`, `modprobe-path`, `core-pattern`,
+ `msr`, `descriptor-tables`, `kernel-text`, `module-text`, `modprobe-path`, `core-pattern`,
  `hidden-processes` and REMEDIATION is `deny` or `allow` followed by any of `,pause`,
  `,capture`, `,capture-live`, `,resume` (without one: `deny`).
 
