@@ -9,6 +9,10 @@
 //! - `text_attack_64`: a write to kernel text from outside the kernel (refused, one alert each
 //!   to a sink that discards it: the CR3 → process lookup and the symbolization included).
 //!
+//! And `refresh`: one `Guard::refresh` of every policy (in effect, `module-text` walking the
+//! module list and translating each live module's text pages, with nothing to change), what the
+//! guard does once per `GuardOptions::refresh_interval`.
+//!
 //! The simulated domain's own work (raising the requests, applying the answers) is inside the
 //! measured time. Results: `docs/performance.md`.
 //!
@@ -110,6 +114,8 @@ fn events(c: &mut Criterion) {
             })
         });
     }
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("refresh", |b| b.iter(|| guard.refresh().expect("refresh")));
     g.finish();
     let stats = guard.run().expect("run");
     assert!(stats.legitimate_writes > 0 && stats.alerts > 0);

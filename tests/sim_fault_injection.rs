@@ -1012,6 +1012,13 @@ fn a_refresh_that_fails_half_way_leaves_nothing_behind() {
                     Err(_) => "other error",
                 }
             );
+            if r.is_err() {
+                // Torn down: nothing more may change.
+                for again in [guard.refresh(), guard.run().map(|_| ())] {
+                    let e = again.unwrap_err().to_string();
+                    assert!(e.contains("tore the session down"), "{e}");
+                }
+            }
             if k % 2 == 0 {
                 let _ = guard.teardown();
             } else {

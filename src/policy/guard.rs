@@ -136,6 +136,8 @@ pub struct Guard<'b, B: SessionBackend + VmControl> {
     view: Option<ViewId>,
     frames: Frames,
     last_refresh: Instant,
+    /// A run or refresh failed and the session was torn down: nothing more may change.
+    ended: bool,
     held_pauses: u32,
     resolver: Cr3Resolver,
     stats: GuardStats,
@@ -260,6 +262,7 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
             view,
             frames,
             last_refresh: Instant::now(),
+            ended: false,
             held_pauses: 0,
             resolver: Cr3Resolver::new(),
             stats: GuardStats::default(),
@@ -288,12 +291,13 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
     /// A policy's refresh error or panic, or a backend error applying the change; the
     /// session is then torn down and any pause taken by a remediation released.
     pub fn refresh(&mut self) -> Result<()> {
+        self.check_not_ended()?;
+        self.mem.guest_ran();
         let guest = Guest {
             linux: self.linux,
             mem: &self.mem,
             baseline: &self.baseline,
         };
-        self.mem.guest_ran();
         let r = refresh_policies(
             &mut self.set,
             &guest,
@@ -306,9 +310,22 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
         );
         self.last_refresh = Instant::now();
         if let Err(e) = r {
+            self.ended = true;
             let _ = self.session.teardown();
             let _ = self.release_pauses();
             return Err(e);
+        }
+        Ok(())
+    }
+
+    fn check_not_ended(&self) -> Result<()> {
+        if self.ended {
+            return Err(Error::Config {
+                what: "guard".into(),
+                reason: "an earlier run or refresh failed and tore the session down; make a new \
+                         guard"
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -327,9 +344,11 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
     /// paused ends the loop. Statistics accumulate over calls.
     ///
     /// # Errors
-    /// As [`Session::run_with`]; the session is then torn down and any pause taken by a
-    /// remediation released.
+    /// As [`Session::run_with`], or a failed refresh ([`Guard::refresh`]); the session is then
+    /// torn down and any pause taken by a remediation released, and later calls of `run` or
+    /// `refresh` are refused ([`Error::Config`]).
     pub fn run(&mut self) -> Result<GuardStats> {
+        self.check_not_ended()?;
         let user = self.opts.run;
         let mut events = 0u64;
         let mut idle = 0u32;
@@ -557,6 +576,8 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                 Ok(run)
             }
             Err(e) => {
+                self.ended = true;
+                let _ = self.session.teardown();
                 let _ = self.release_pauses();
                 Err(e)
             }
