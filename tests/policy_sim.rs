@@ -1259,3 +1259,50 @@ fn module_text_protection_follows_modules_as_they_come_and_go() {
     assert_eq!(f.outcomes()[first..], [Outcome::Done(later)]);
     assert!(alerts.borrow().is_empty());
 }
+
+#[test]
+fn a_broken_module_list_releases_nothing() {
+    let f = fixture();
+    let mods = f.gt_modules();
+    let o = GuardOptions {
+        refresh_interval: Duration::from_secs(3600),
+        ..opts()
+    };
+    let (mut guard, alerts) = f.guard(&["module-text"], o);
+    let total = guard.protected_pages();
+    let gt = support::fixture::ground_truth(FIXTURE);
+    // dummy's list.next: the modules after it are out of reach.
+    let dummy = mods.iter().find(|m| m.name == "dummy").unwrap();
+    let next_at = dummy.object + gt_offset(&gt, "module", "list");
+    let saved = f.read(f.kva_gpa(next_at), 8);
+    // LIST_POISON1 (list_del's, non-canonical), then a cycle back to dummy itself.
+    for bad in [0xdead_0000_0000_0100u64, next_at] {
+        f.write_kva(next_at, &bad.to_le_bytes());
+        guard.refresh().unwrap();
+        assert_eq!(guard.protected_pages(), total, "next = {bad:#x}");
+        for m in &mods {
+            assert!(f.text_frames(m).iter().all(|g| guard.is_protected(g.gfn())));
+        }
+    }
+    // A module after the break still raises its alert.
+    let late = mods.last().unwrap();
+    let v1 = VcpuId(f.vcpus - 1);
+    f.set_rip(v1.0, module_text_symbol("crc_itu_t") + 0x23);
+    f.sim.script([GuestAction::Write {
+        vcpu: v1,
+        gpa: f.text_frames(late)[0],
+        bytes: vec![0xcc],
+    }]);
+    guard.run().unwrap();
+    f.write_kva(next_at, &saved);
+    guard.refresh().unwrap();
+    assert_eq!(guard.protected_pages(), total);
+    guard.teardown().unwrap();
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(
+        a[0].attempt.symbol.as_deref(),
+        Some(format!("{}+0x0", late.name).as_str())
+    );
+}
