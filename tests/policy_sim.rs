@@ -6,6 +6,12 @@
 //! captures (read back by `Snapshot`) and resumes; bad configuration is refused before
 //! anything changes. Expected addresses come from the guest's own `/proc/kallsyms` at dump
 //! time (the fixture's `kallsyms`), and expected values from the script's own inputs.
+//!
+//! `module-text`: the modules come from the ground truth (live, in list order, with their
+//! bases), each `struct module` is the module's `__this_module` in kallsyms, and each text size
+//! is read from the dump at the ground truth's BTF offsets and checked against the module's
+//! kallsyms (text symbols inside, data outside). Modules are unlinked, relinked, made
+//! `COMING`, `LIVE` or `GOING`, and the list broken, by writing guest memory as the kernel would.
 
 mod support;
 
