@@ -18,7 +18,10 @@
 //!
 //! A refresh of `module-text` (a module gone live, another going) whose `set_mem_access` fails
 //! at each point in turn, from `Guard::refresh` and from inside the event handler
-//! (`a_refresh_that_fails_half_way_leaves_nothing_behind`): the same clean state after.
+//! (`a_refresh_that_fails_half_way_leaves_nothing_behind`): the same clean state after, and
+//! the guard refuses to change anything more. `Session::restore_mem_access` (a frame released
+//! early, protected again) leaves nothing behind after teardown or after a kill and recovery
+//! from the on-disk journal, in an altp2m view and in the host view.
 
 mod support;
 
@@ -1055,4 +1058,66 @@ fn a_refresh_that_fails_half_way_leaves_nothing_behind() {
         !endings.keys().any(|e| e.ends_with("other error")),
         "{endings:?}"
     );
+}
+
+#[test]
+fn access_restored_early_is_neither_left_nor_lost() {
+    let regs = Registers {
+        cr0: 0x8005_0033,
+        cr3: 0x1000,
+        cr4: 0x3006f0,
+        ..Registers::default()
+    };
+    let dir = std::env::temp_dir().join(format!("xenvmi-restore-{}", std::process::id()));
+    for (killed, host) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mem = Snapshot::from_bytes(vec![0u8; 16 << 12], None).unwrap();
+        let sim = SimDomain::new(mem, &[regs; 2]);
+        let journal = dir.join(format!("{killed}-{host}.journal"));
+        let _ = std::fs::remove_file(&journal);
+        let mut s = Session::new(&sim).unwrap();
+        s.persist_journal(&journal, "sim").unwrap();
+        let view = if host {
+            ViewId::HOST
+        } else {
+            let v = s.create_view(MemAccess::all()).unwrap();
+            s.switch_view(v).unwrap();
+            v
+        };
+        let (a, b) = (Gfn(3), Gfn(7));
+        let rx = MemAccess::R | MemAccess::X;
+        s.set_mem_access(view, a, rx).unwrap();
+        s.set_mem_access(view, b, rx).unwrap();
+        // Released: back to what it had, now.
+        assert!(s.restore_mem_access(view, a).unwrap());
+        assert_eq!(sim.mem_access(view, a).unwrap(), MemAccess::all());
+        assert_eq!(sim.mem_access(view, b).unwrap(), rx);
+        assert!(!s.restore_mem_access(view, a).unwrap(), "restored twice");
+        assert!(
+            !s.restore_mem_access(view, Gfn(9)).unwrap(),
+            "never changed"
+        );
+        // Protected again: journaled afresh, undone at teardown or recovery.
+        s.set_mem_access(view, a, MemAccess::R).unwrap();
+        if killed {
+            std::mem::forget(s);
+            let r = Session::recover_with(
+                &sim,
+                &journal,
+                &RecoverOptions {
+                    force: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(r.is_some());
+        } else {
+            s.teardown().unwrap();
+        }
+        assert!(!journal.exists());
+        let st = sim.state();
+        assert_eq!(st.restrictions(), 0, "killed {killed}, host {host}");
+        assert!(st.extra_views().is_empty() && !st.ring_enabled());
+        assert!(st.vcpus_not_clean().is_empty());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
