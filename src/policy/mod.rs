@@ -14,6 +14,7 @@
 //! | `kernel-text` | [`WriteProtectPolicy`] | writes to kernel text and read-only data (`sys_call_table` included) | `kernel_text_write`, `kernel_rodata_write` |
 //! | `modprobe-path`, `core-pattern` | [`WriteProtectPolicy`] | writes to those strings | `modprobe_path_write`, `core_pattern_write` |
 //! | `hidden-processes` | [`HiddenProcessPolicy`] | CR3 writes: roots no task on the list owns | `hidden_process` |
+//! | `hidden-modules` | [`HiddenModulePolicy`] | CR3 writes drive a cross-view, at most once a second: modules in `/sys/module` (`module_kset`) missing from the `modules` list | `hidden_module` |
 //!
 //! Write protection is physical: a page is protected by its guest frame, so every alias of it
 //! (the kernel's direct map, `text_poke`'s temporary `poking_mm` mapping at another virtual
@@ -27,6 +28,7 @@ mod allow;
 mod descriptor;
 mod guard;
 mod hidden;
+mod hidden_modules;
 mod region;
 mod registers;
 mod remediation;
@@ -37,6 +39,7 @@ pub use allow::{Writer, WriterAllowList};
 pub use descriptor::DescriptorTablePolicy;
 pub use guard::{Guard, GuardOptions, GuardStats, ViewMode};
 pub use hidden::HiddenProcessPolicy;
+pub use hidden_modules::HiddenModulePolicy;
 pub use region::{ProtectedRange, WriteProtectPolicy};
 pub use registers::{
     ControlRegisterPolicy, MsrPolicy, MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP,
