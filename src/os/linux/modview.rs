@@ -27,7 +27,9 @@
 //!
 //! **Limits.** A module that unlinked itself from both the list and `module_kset` (or removed
 //! its kobject with `kobject_del`) is in neither view; the vmap areas of the modules region
-//! (a third view) are not examined. Every walk is bounded ([`MAX_MODULES`] entries, cycle
+//! (a third view) are not examined (BPF JIT images, kprobe slots and ftrace trampolines live
+//! there too). A `modules` list broken part-way makes the modules after the break look
+//! hidden (the break is in [`ModuleCrossView::errors`]). Every walk is bounded ([`MAX_MODULES`] entries, cycle
 //! detection) and every read checked.
 
 use std::collections::HashSet;
