@@ -3,7 +3,8 @@
 //! end, which must come (walks are bounded and detect cycles); each process's detail
 //! (arguments, environment, executable path, credentials, threads, memory map with special
 //! mapping names, open files with the ` (deleted)` mark, sockets) is read too, and so are
-//! kernel addresses as `symbol+offset` (modules' own symbol tables included) and the kernel log.
+//! kernel addresses as `symbol+offset` (modules' own symbol tables included), the kernel log and
+//! the modules' cross-view (the module list against `module_kset`'s kobjects).
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
@@ -21,18 +22,18 @@ struct Input {
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail`, the symbolizer and the log use, in
     /// `DETAIL_FIELDS` order.
-    detail: [u16; 101],
+    detail: [u16; 107],
     /// Addresses of the symbols discovery and the walks use.
-    symbols: [u32; 15],
+    symbols: [u32; 16],
     /// Kernel addresses to symbolize, as offsets from `_text` or from a module's base.
     lookups: [u32; 4],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 101]);
+struct Types([u16; 16], [u16; 107]);
 
-const DETAIL_FIELDS: [(&str, &str); 101] = [
+const DETAIL_FIELDS: [(&str, &str); 107] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -137,6 +138,13 @@ const DETAIL_FIELDS: [(&str, &str); 101] = [
     ("printk_info", "facility"),
     ("printk_info", "level"),
     ("printk_info", "caller_id"),
+    // The modules' cross-view (module_kset's kobjects).
+    ("kset", "list"),
+    ("kobject", "entry"),
+    ("module_kobject", "kobj"),
+    ("module_kobject", "mod"),
+    ("module", "mkobj"),
+    ("module", "state"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -213,6 +221,7 @@ fuzz_target!(|inp: Input| {
             "socket_file_ops",
             "prb",
             "_end",
+            "module_kset",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
@@ -249,6 +258,12 @@ fuzz_target!(|inp: Input| {
     let mut module_bases = Vec::new();
     for m in linux.modules(&mem).flatten().take(64) {
         module_bases.push(m.base.0);
+    }
+    if let Ok(v) = linux.module_cross_view(&mem) {
+        use xenvmi::os::linux::{modview::MAX_VIEW_ERRORS, MAX_MODULES};
+        assert!(v.listed.len() <= MAX_MODULES && v.kobjects.len() <= MAX_MODULES);
+        assert!(v.hidden.len() + v.transitional.len() <= v.kobjects.len());
+        assert!(v.errors.len() <= MAX_VIEW_ERRORS);
     }
     let sym = linux.symbolizer(&mem);
     let text = linux.info().text_va.0;
