@@ -1035,7 +1035,8 @@ fn hidden_modules_checks_at_most_once_an_interval_and_needs_two_sightings() {
         .unwrap();
         set
     };
-    // An hour's interval: the module hidden after the start is not looked for again.
+    // An hour's interval: after the start and the first CR3 write, the module hidden since
+    // is seen once, never confirmed.
     let f = fixture();
     let (_, writes) = unlink_plan(&f);
     let (alerts, sink) = collector();

@@ -7,7 +7,8 @@
 //! [`HiddenProcessPolicy`](super::HiddenProcessPolicy)'s): at a CR3 write, when the last check
 //! is older than the interval ([`REFRESH_EVERY`] by default,
 //! [`HiddenModulePolicy::refreshing_every`]), both views are walked again. The first check runs
-//! when the guard starts ([`Policy::plan`]).
+//! when the guard starts ([`Policy::plan`]), the second at the first CR3 write whatever the
+//! interval (so a module hidden before the guard started is reported at once).
 //!
 //! A module is reported when two consecutive checks both see it hidden and `LIVE` (a walk of a
 //! running guest can meet a list in the middle of a change; a module loading or unloading is
@@ -66,7 +67,7 @@ impl HiddenModulePolicy {
         self
     }
 
-    /// How many cross-view checks have run (the one at start included).
+    /// How many cross-view checks have run (the one at start, and failed ones, included).
     pub fn checks(&self) -> u64 {
         self.checks
     }
@@ -74,9 +75,10 @@ impl HiddenModulePolicy {
     /// Run the cross-view once; queue a finding for each module hidden now and at the last
     /// check and not yet reported.
     fn check(&mut self, guest: &Guest<'_>) -> Result<()> {
-        let view = guest.linux.module_cross_view(guest.mem)?;
+        // A failed check counts too: it is retried at the next interval, not at every event.
         self.checks += 1;
         self.last_check = Some(Instant::now());
+        let view = guest.linux.module_cross_view(guest.mem)?;
         let now: HashSet<u64> = view.hidden.iter().map(|h| h.module.object.0).collect();
         for h in &view.hidden {
             let at = h.module.object.0;
@@ -139,14 +141,13 @@ impl Policy for HiddenModulePolicy {
         else {
             return Decision::NotMine;
         };
-        if self
-            .last_check
-            .map_or(true, |t| t.elapsed() >= self.refresh_every)
-        {
-            // A failed walk (the guest changing under it) is retried at the next interval.
-            if self.check(guest).is_err() {
-                self.last_check = Some(Instant::now());
-            }
+        let due = self.checks < 2
+            || self
+                .last_check
+                .map_or(true, |t| t.elapsed() >= self.refresh_every);
+        if due {
+            // A failed check (the guest changing under it) is retried at the next interval.
+            let _ = self.check(guest);
         }
         match self.pending.pop_front() {
             Some(mut f) => {
