@@ -1127,3 +1127,30 @@ fn a_corrupt_module_kset_neither_hangs_nor_alerts() {
             .unwrap()
     );
 }
+
+#[test]
+fn hidden_modules_without_a_readable_module_kset_is_refused_before_monitoring() {
+    let f = fixture();
+    // module_kset (a `struct kset *`) made NULL: the kobject view cannot be walked.
+    let at = f.image_gpa(f.sym["module_kset"]);
+    f.sim.write_physical(at, &0u64.to_le_bytes()).unwrap();
+    let set = PolicySet::from_names(["hidden-modules"], &PolicyOptions::default()).unwrap();
+    let (_, sink) = collector();
+    let e = Guard::new(&f.sim, &f.linux, set, sink, opts())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.starts_with("policy \"hidden-modules\": cannot compare the module list with module_kset")
+            && e.contains("NULL kset"),
+        "{e}"
+    );
+    // Untouched: no monitor, no view, no restriction (no session was opened).
+    let st = f.sim.state();
+    assert!(
+        st.monitors().is_empty() && st.restrictions() == 0 && st.extra_views().is_empty(),
+        "{:?} {}",
+        st.monitors(),
+        st.ring_enabled()
+    );
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::{Decision, Finding, Guest, Plan, Policy, Remediation};
 use crate::alert::Attempt;
 use crate::backend::{ControlRegister, Monitor};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::os::linux::HiddenModule;
 
@@ -120,8 +120,11 @@ impl Policy for HiddenModulePolicy {
 
     fn plan(&mut self, guest: &Guest<'_>) -> Result<Plan> {
         // Fails, before anything is changed in the guest, on a kernel without `module_kset`
-        // or the kobject fields.
-        self.check(guest)?;
+        // or the kobject fields (CONFIG_SYSFS off), naming the policy.
+        self.check(guest).map_err(|e| Error::Config {
+            what: "policy \"hidden-modules\"".into(),
+            reason: format!("cannot compare the module list with module_kset: {e}"),
+        })?;
         Ok(Plan {
             monitors: vec![Monitor::ControlRegister {
                 register: ControlRegister::Cr3,
