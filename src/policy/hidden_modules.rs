@@ -43,6 +43,7 @@ pub struct HiddenModulePolicy {
     previous: HashSet<u64>,
     reported: HashSet<u64>,
     pending: VecDeque<Finding>,
+    /// Checks run (failed ones included).
     checks: u64,
 }
 
@@ -67,18 +68,20 @@ impl HiddenModulePolicy {
         self
     }
 
-    /// How many cross-view checks have run (the one at start, and failed ones, included).
-    pub fn checks(&self) -> u64 {
-        self.checks
-    }
-
     /// Run the cross-view once; queue a finding for each module hidden now and at the last
     /// check and not yet reported.
     fn check(&mut self, guest: &Guest<'_>) -> Result<()> {
         // A failed check counts too: it is retried at the next interval, not at every event.
         self.checks += 1;
         self.last_check = Some(Instant::now());
-        let view = guest.linux.module_cross_view(guest.mem)?;
+        let view = match guest.linux.module_cross_view(guest.mem) {
+            Ok(v) => v,
+            Err(e) => {
+                // The next sighting is not consecutive with the last.
+                self.previous.clear();
+                return Err(e);
+            }
+        };
         let now: HashSet<u64> = view.hidden.iter().map(|h| h.module.object.0).collect();
         for h in &view.hidden {
             let at = h.module.object.0;

@@ -20,9 +20,8 @@
 //! before the list (`mod_sysfs_teardown` precedes `list_del_rcu`), so neither is ever in the
 //! kobject view alone while `LIVE`. Modules seen only in the kobject view whose `state` is not
 //! `MODULE_STATE_LIVE` (a failed load unwinding) are kept apart
-//! ([`ModuleCrossView::transitional`]) and not reported; the
-//! [`hidden-modules`](crate::policy::HiddenModulePolicy) policy further requires a module to be
-//! seen hidden by two consecutive checks (a walk of a running guest can see a list being
+//! ([`ModuleCrossView::transitional`]) and not reported; the `hidden-modules` policy further
+//! requires a module to be seen hidden by two consecutive checks (a walk of a running guest can see a list being
 //! changed).
 //!
 //! **Limits.** A module that unlinked itself from both the list and `module_kset` (or removed
