@@ -14,7 +14,11 @@
 //! guard does once per `GuardOptions::refresh_interval`.
 //!
 //! The simulated domain's own work (raising the requests, applying the answers) is inside the
-//! measured time. Results: `docs/performance.md`.
+//! measured time.
+//!
+//! `module_cross_view`: one check of the `hidden-modules` policy on the same dump (the
+//! `modules` list and `module_kset`'s kobjects walked, 9 modules), beside `modules_list`, the
+//! list walk alone. Results: `docs/performance.md`.
 //!
 //! `cargo bench --bench policy`
 
@@ -122,5 +126,19 @@ fn events(c: &mut Criterion) {
     guard.teardown().expect("teardown");
 }
 
-criterion_group!(benches, events);
+fn cross_view(c: &mut Criterion) {
+    let path = fixture::fixture_file("linux-6.1", "vmcore.elf").expect("fixture");
+    let snap = Snapshot::open(path).expect("open fixture");
+    let regs = snap.all_registers().to_vec();
+    let mem = GuestMemory::new(snap);
+    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).expect("kernel");
+    let mut g = c.benchmark_group("hidden_modules");
+    g.bench_function("module_cross_view", |b| {
+        b.iter(|| linux.module_cross_view(&mem).expect("cross-view"))
+    });
+    g.bench_function("modules_list", |b| b.iter(|| linux.modules(&mem).count()));
+    g.finish();
+}
+
+criterion_group!(benches, events, cross_view);
 criterion_main!(benches);

@@ -8,8 +8,9 @@ little-endian, bools one byte; the image, the last field, as the rest of the inp
 "one more byte" flag before each byte, so at most about 64 KiB of image fit the target's
 128 KiB inputs): 4 KiB pages mapping 10 pages of "kernel image" at
 0xffffffff81000000, a banner, init_task and one process holding a TCP and a UNIX socket, one
-module with its own symbol table, and a printk ring of three records. The field offsets are
-the input's own (one table below), so the fuzzer mutates layouts as well as memory.
+module with its own symbol table and its kobject in module_kset (beside a built-in module's),
+and a printk ring of three records. The field offsets are the input's own (one table below),
+so the fuzzer mutates layouts as well as memory.
 Usage: python3 fuzz/make-linux-walk-seed.py   (from the repository root)
 """
 import os
@@ -62,6 +63,8 @@ D = {
     ("printk_info", "ts_nsec"): 0x08, ("printk_info", "text_len"): 0x10,
     ("printk_info", "facility"): 0x12, ("printk_info", "level"): 0x13,
     ("printk_info", "caller_id"): 0x14,
+    ("kset", "list"): 0x00, ("kobject", "entry"): 0x08, ("module_kobject", "kobj"): 0x00,
+    ("module_kobject", "mod"): 0x40, ("module", "mkobj"): 0x80, ("module", "state"): 0x00,
 }
 
 
@@ -82,6 +85,7 @@ def detail_order():
 BANNER, POB, INIT, TASK, MM, CRED = 0x0, 0x100, 0x1000, 0x1100, 0x1800, 0x1900
 FILES, FDT, FDS = 0x2000, 0x2100, 0x2200
 MODULES, MOD, KS, SYMTAB, STRTAB = 0x3000, 0x3100, 0x3300, 0x3400, 0x3500
+KSET, MODULE_KSET, BUILTIN = 0x3800, 0x3900, 0x3A00
 PRB, RING, DESCS, INFOS, DATA = 0x4000, 0x4100, 0x5000, 0x5400, 0x6000
 SOCKET_FILE_OPS, END = 0x9000, PAGES * 0x1000
 MOD_BASE = 0xFFFFFFFFC0000000
@@ -171,6 +175,16 @@ kq(KS + 0x10, k(STRTAB))
 kw(STRTAB, b"\0mod0_init\0mod0_work\0")
 for i, (name, value) in enumerate([(1, MOD_BASE), (11, MOD_BASE + 0x100)]):
     kw(SYMTAB + (i + 1) * 24, struct.pack("<IBBHQQ", name, 0x12, 0, 1, value, 0x80))
+# module_kset: the module's kobject (mkobj.kobj, whose mod points back) and a built-in
+# module's (mod NULL), linked by kobject.entry.
+kq(MODULE_KSET, k(KSET))
+kq(KSET, k(MOD + 0x88))
+kq(KSET + 0x08, k(BUILTIN + 0x08))
+kq(MOD + 0x88, k(BUILTIN + 0x08))
+kq(MOD + 0x90, k(KSET))
+kq(MOD + 0xC0, k(MOD))
+kq(BUILTIN + 0x08, k(KSET))
+kq(BUILTIN + 0x10, k(MOD + 0x88))
 # The printk ring: 4 descriptors, 4 KiB of text, records 0..2.
 kq(PRB, k(RING))
 kd(RING + 0x00, 2)
@@ -194,16 +208,17 @@ for i, text in enumerate([b"Linux version 6.99.0-fuzz", b"Command line: quiet", 
     lpos = nxt
 
 order = detail_order()
-assert len(order) == 103, len(order)
+assert len(order) == 109, len(order)
 names = ["_text", "linux_banner", "init_top_pgt", "init_task", "modules", "page_offset_base",
          "__start_BTF", "__stop_BTF", "sys_call_table", "syscalls_metadata", "current_task",
-         "special_mapping_vmops", "socket_file_ops", "prb", "_end"]
+         "special_mapping_vmops", "socket_file_ops", "prb", "_end", "module_kset"]
 sym = {"linux_banner": BANNER, "init_task": INIT, "modules": MODULES, "page_offset_base": POB,
-       "socket_file_ops": SOCKET_FILE_OPS, "prb": PRB, "_end": END}
+       "socket_file_ops": SOCKET_FILE_OPS, "prb": PRB, "_end": END,
+       "module_kset": MODULE_KSET}
 seed = struct.pack("<IB", 1, 0)  # cr3 = 1 << 12, no LA57
 seed += struct.pack("<16H", *FIELDS)
-seed += struct.pack("<103H", *[D.get(f, 0) for f in order])
-seed += struct.pack("<15I", *[sym.get(n, 0) for n in names])
+seed += struct.pack("<109H", *[D.get(f, 0) for f in order])
+seed += struct.pack("<16I", *[sym.get(n, 0) for n in names])
 seed += struct.pack("<4I", 0x10, 0x120, 0x1234, 0x10)  # lookups: mod0+0x10, _text+...
 seed += b"\0"  # in_guest: false (the profile above)
 for b in img:  # Vec<u8> as the last field: a continue flag before each element

@@ -2858,8 +2858,8 @@ xvmi_result xvmi_os_process_modules(const struct xvmi_os *os,
  Parse a one-line policy specification (`PolicySet::parse`, `docs/policies.md`): policies
  separated by `;`, each `NAME` or `NAME=REMEDIATION`, where NAME is one of `cr0-wp`, `cr4`,
  `msr`, `descriptor-tables`, `kernel-text`, `module-text`, `modprobe-path`, `core-pattern`,
- `hidden-processes` and REMEDIATION is `deny` or `allow` followed by any of `,pause`,
- `,capture`, `,capture-live`, `,resume` (without one: `deny`).
+ `hidden-processes`, `hidden-modules` and REMEDIATION is `deny` or `allow` followed by any
+ of `,pause`, `,capture`, `,capture-live`, `,resume` (without one: `deny`).
 
  # Errors
  [`XVMI_ERR_INVALID_ARGUMENT`] naming the entry: an unknown or repeated policy name, a bad

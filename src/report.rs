@@ -16,7 +16,7 @@ use crate::capture::CaptureReport;
 use crate::mem::PagingMode;
 use crate::os::linux::detail::{Part, ProcessDetail};
 use crate::os::linux::maps::Backing;
-use crate::os::linux::{KernelInfo, Linux};
+use crate::os::linux::{HiddenModule, KernelInfo, Linux, ModuleCrossView};
 use crate::os::{Module, Process};
 use crate::regs::Registers;
 
@@ -101,6 +101,28 @@ pub fn module(m: &Module) -> Value {
 /// Kernel modules, in list order.
 pub fn modules(modules: &[Module]) -> Value {
     modules.iter().map(module).collect()
+}
+
+/// A module seen outside the module list (`hidden` or `transitional` of the cross-view).
+pub fn hidden_module(h: &HiddenModule) -> Value {
+    let views: Vec<&str> = h.views.iter().map(|v| v.as_str()).collect();
+    json!({
+        "name": h.module.name, "base": hex(h.module.base.0), "size": h.module.size,
+        "object": hex(h.module.object.0), "state": h.state, "views": views,
+    })
+}
+
+/// The modules' cross-view (`xenvmi modules --cross-view`): `listed` and `kobjects` (how many
+/// loaded modules each view saw), `hidden`, `transitional` (not `LIVE`: not reported) and
+/// `errors` (walks stopped, entries skipped).
+pub fn module_cross_view(v: &ModuleCrossView) -> Value {
+    json!({
+        "listed": v.listed.len(),
+        "kobjects": v.kobjects.len(),
+        "hidden": v.hidden.iter().map(hidden_module).collect::<Vec<_>>(),
+        "transitional": v.transitional.iter().map(hidden_module).collect::<Vec<_>>(),
+        "errors": v.errors,
+    })
 }
 
 /// vCPUs and who runs on each (`pid` 0 for the kernel's own page tables, `null` for no one).

@@ -1312,3 +1312,223 @@ fn a_broken_module_list_releases_nothing() {
         Some(format!("{}+0x0", late.name).as_str())
     );
 }
+
+/// The ground truth's module in the middle of the 6.1 list, as the list walk reads it: its
+/// `struct module` address, and the guest-physical addresses of its `list` neighbours' links
+/// with the values `list_del` writes there (prev->next = next, next->prev = prev).
+fn unlink_plan(f: &Fixture) -> (xenvmi::os::Module, [(Gpa, u64); 2]) {
+    let mem = GuestMemory::new(&f.sim);
+    let gt = support::fixture::ground_truth(FIXTURE);
+    let truth = gt["modules"].as_array().unwrap();
+    let want = &truth[truth.len() / 2];
+    let victim = f
+        .linux
+        .modules(&mem)
+        .filter_map(Result::ok)
+        .find(|m| m.name == want["name"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(victim.base.0, support::fixture::hex(&want["base"]));
+    let ks = f.linux.info().kernel_space;
+    let node = Gva(victim.object.0 + f.linux.types().field("module", "list").unwrap().offset);
+    let next = mem.read_u64(ks, node).unwrap();
+    let prev = mem.read_u64(ks, Gva(node.0 + 8)).unwrap();
+    let pa = |va: u64| mem.translate_mapped(ks, Gva(va)).unwrap();
+    (victim, [(pa(prev), next), (pa(next + 8), prev)])
+}
+
+fn write_all(f: &Fixture, writes: &[(Gpa, u64)]) {
+    for &(gpa, v) in writes {
+        f.sim.write_physical(gpa, &v.to_le_bytes()).unwrap();
+    }
+}
+
+/// CR3 writes on vCPU 0 switching between the first two user processes.
+fn switches(f: &Fixture, n: usize) -> Vec<GuestAction> {
+    let mem = GuestMemory::new(&f.sim);
+    let dtbs: Vec<u64> = f
+        .linux
+        .processes(&mem)
+        .filter_map(Result::ok)
+        .filter_map(|p| p.dtb.map(|d| d.0))
+        .take(2)
+        .collect();
+    (0..n)
+        .map(|i| GuestAction::WriteCr {
+            vcpu: VcpuId(0),
+            register: ControlRegister::Cr3,
+            value: dtbs[i % 2],
+        })
+        .collect()
+}
+
+#[test]
+fn a_module_unlinked_from_the_module_list_is_reported_once_by_hidden_modules() {
+    let f = fixture();
+    let (victim, writes) = unlink_plan(&f);
+    // By name, as `xenvmi guard --policies hidden-modules` and the C ABI build it (1 s interval).
+    let (mut guard, alerts) = f.guard(&["hidden-modules"], opts());
+    f.sim.script(switches(&f, 6));
+    guard.run().unwrap();
+    assert!(alerts.borrow().is_empty(), "clean: {:?}", alerts.borrow());
+    write_all(&f, &writes);
+    // Two checks, a second apart, must both see it hidden.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1050));
+        f.sim.script(switches(&f, 4));
+        guard.run().unwrap();
+    }
+    drop(guard);
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "reported once: {a:?}");
+    assert_eq!(
+        (a[0].what.as_str(), a[0].response),
+        ("hidden_module", Given::Reported)
+    );
+    assert_eq!(a[0].attempt.target.as_deref(), Some(victim.name.as_str()));
+    assert_eq!(a[0].attempt.virtual_address, Some(victim.object.0));
+    assert_eq!(a[0].attempt.new, Some(victim.base.0));
+    // The rest of the list is intact: the ground truth's modules but the victim, in order.
+    let mem = GuestMemory::new(&f.sim);
+    let gt = support::fixture::ground_truth(FIXTURE);
+    let rest: Vec<&str> = gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .filter(|n| *n != victim.name)
+        .collect();
+    let listed: Vec<String> = f.linux.modules(&mem).map(|m| m.unwrap().name).collect();
+    assert_eq!(listed, rest);
+}
+
+#[test]
+fn hidden_modules_checks_at_most_once_an_interval_and_needs_two_sightings() {
+    use xenvmi::policy::HiddenModulePolicy;
+    let policy = |every| {
+        let mut set = PolicySet::new();
+        set.push(Box::new(
+            HiddenModulePolicy::new(Remediation::deny()).refreshing_every(every),
+        ))
+        .unwrap();
+        set
+    };
+    // An hour's interval: after the start and the first CR3 write, the module hidden since
+    // is seen once, never confirmed.
+    let f = fixture();
+    let (_, writes) = unlink_plan(&f);
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(
+        &f.sim,
+        &f.linux,
+        policy(Duration::from_secs(3600)),
+        sink,
+        opts(),
+    )
+    .unwrap();
+    write_all(&f, &writes);
+    f.sim.script(switches(&f, 8));
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    assert!(alerts.borrow().is_empty(), "{:?}", alerts.borrow());
+
+    // Every CR3 write checks: the first write after the unlink sees it once (no alert), the
+    // second confirms it (one alert), later ones report nothing new.
+    let f = fixture();
+    let (victim, writes) = unlink_plan(&f);
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, policy(Duration::ZERO), sink, opts()).unwrap();
+    f.sim.script(switches(&f, 3));
+    guard.run().unwrap();
+    assert!(alerts.borrow().is_empty(), "clean: {:?}", alerts.borrow());
+    write_all(&f, &writes);
+    f.sim.script(switches(&f, 1));
+    guard.run().unwrap();
+    assert!(
+        alerts.borrow().is_empty(),
+        "one sighting: {:?}",
+        alerts.borrow()
+    );
+    f.sim.script(switches(&f, 5));
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    let a = alerts.borrow();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].attempt.virtual_address, Some(victim.object.0));
+}
+
+#[test]
+fn a_corrupt_module_kset_neither_hangs_nor_alerts() {
+    use xenvmi::policy::HiddenModulePolicy;
+    let f = fixture();
+    let mem = GuestMemory::new(&f.sim);
+    let ks = f.linux.info().kernel_space;
+    let off = |t: &str, n: &str| f.linux.types().field(t, n).unwrap().offset;
+    let mods: Vec<_> = f.linux.modules(&mem).filter_map(Result::ok).collect();
+    // Each module's `mkobj.kobj.entry` in module_kset's list: its address and frame.
+    let entry = |m: &xenvmi::os::Module| {
+        let va = m.object.0
+            + off("module", "mkobj")
+            + off("module_kobject", "kobj")
+            + off("kobject", "entry");
+        (va, mem.translate_mapped(ks, Gva(va)).unwrap())
+    };
+    let ((a_va, a), (b_va, b)) = (entry(&mods[0]), entry(&mods[1]));
+    let mut set = PolicySet::new();
+    set.push(Box::new(
+        HiddenModulePolicy::new(Remediation::deny()).refreshing_every(Duration::ZERO),
+    ))
+    .unwrap();
+    let (alerts, sink) = collector();
+    let mut guard = Guard::new(&f.sim, &f.linux, set, sink, opts()).unwrap();
+    // A cycle of two kobjects, then a wild link, each walked at several CR3 writes.
+    write_all(&f, &[(a, b_va), (b, a_va)]);
+    f.sim.script(switches(&f, 4));
+    guard.run().unwrap();
+    write_all(&f, &[(a, 0xdead_0000_0000_0000)]);
+    f.sim.script(switches(&f, 4));
+    guard.run().unwrap();
+    drop(guard);
+    f.assert_clean();
+    assert!(alerts.borrow().is_empty(), "{:?}", alerts.borrow());
+    // The guest's CR3 writes all went through.
+    assert_eq!(
+        f.sim.registers(VcpuId(0)).unwrap().cr3,
+        switches(&f, 8)
+            .last()
+            .map(|s| match s {
+                GuestAction::WriteCr { value, .. } => *value,
+                _ => unreachable!(),
+            })
+            .unwrap()
+    );
+}
+
+#[test]
+fn hidden_modules_without_a_readable_module_kset_is_refused_before_monitoring() {
+    let f = fixture();
+    // module_kset (a `struct kset *`) made NULL: the kobject view cannot be walked.
+    let at = f.image_gpa(f.sym["module_kset"]);
+    f.sim.write_physical(at, &0u64.to_le_bytes()).unwrap();
+    let set = PolicySet::from_names(["hidden-modules"], &PolicyOptions::default()).unwrap();
+    let (_, sink) = collector();
+    let Err(e) = Guard::new(&f.sim, &f.linux, set, sink, opts()) else {
+        panic!("a guard over an unreadable module_kset was made");
+    };
+    let e = e.to_string();
+    assert!(
+        e.starts_with("policy \"hidden-modules\": cannot compare the module list with module_kset")
+            && e.contains("NULL kset"),
+        "{e}"
+    );
+    // Untouched: no monitor, no view, no restriction (no session was opened).
+    let st = f.sim.state();
+    assert!(
+        st.monitors().is_empty() && st.restrictions() == 0 && st.extra_views().is_empty(),
+        "{:?} {}",
+        st.monitors(),
+        st.ring_enabled()
+    );
+}

@@ -1109,3 +1109,204 @@ fn attest_enforce_sends_each_deviation_to_syslog() {
     assert!(!cap.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `modules --cross-view --json` on `image`: the ground truth's modules of `fixture` on the
+/// list, each with its /sys/module kobject.
+fn cross_view(image: &Path) -> serde_json::Value {
+    json(&[
+        "modules".as_ref(),
+        "--cross-view".as_ref(),
+        "--json".as_ref(),
+        image.as_os_str(),
+    ])
+}
+
+fn truth_names(fixture: &str) -> Vec<String> {
+    ground_truth(fixture)["module_names_list_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn listed_names(v: &serde_json::Value) -> Vec<String> {
+    v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn modules_cross_view_finds_no_hidden_module_on_any_fixture() {
+    for fixture in support::linux::FIXTURES {
+        let v = cross_view(&fixture_file(fixture, "vmcore.elf").unwrap());
+        let want = truth_names(fixture);
+        assert_eq!(listed_names(&v), want, "{fixture}");
+        let c = &v["cross_view"];
+        assert_eq!(c["listed"], want.len(), "{fixture}");
+        assert_eq!(c["kobjects"], want.len(), "{fixture}");
+        assert_eq!(c["hidden"], serde_json::json!([]), "{fixture}");
+        assert_eq!(c["transitional"], serde_json::json!([]), "{fixture}");
+        assert_eq!(c["errors"], serde_json::json!([]), "{fixture}");
+    }
+    // Text: the summary line.
+    let out = xenvmi(&[
+        "modules".as_ref(),
+        "--cross-view".as_ref(),
+        image().as_os_str(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("cross-view: 9 on the module list, 9 in /sys/module (module_kset), 0 hidden"),
+        "{text}"
+    );
+}
+
+/// A module the 6.1 ground truth lists, as the list walk reads it.
+struct Victim {
+    name: String,
+    base: u64,
+    object: u64,
+}
+
+/// A copy of the 6.1 dump in `dir` with the ground truth's middle module unlinked from
+/// `modules` as `list_del` does (prev->next = next, next->prev = prev, in the file).
+fn unlinked_copy(dir: &Path) -> (PathBuf, Victim) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use xenvmi::Gva;
+    let (mem, linux) = support::linux::open("linux-6.1");
+    let names = truth_names("linux-6.1");
+    let name = names[names.len() / 2].clone();
+    let gt = ground_truth("linux-6.1");
+    let base = gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name.as_str())
+        .map(|m| hex(&m["base"]))
+        .unwrap();
+    let m = linux
+        .modules(&mem)
+        .filter_map(Result::ok)
+        .find(|m| m.name == name)
+        .unwrap();
+    assert_eq!(m.base.0, base);
+    let ks = linux.info().kernel_space;
+    let node = Gva(m.object.0 + linux.types().field("module", "list").unwrap().offset);
+    let next = mem.read_u64(ks, node).unwrap();
+    let prev = mem.read_u64(ks, Gva(node.0 + 8)).unwrap();
+    let file_offset = |va: u64| {
+        let gpa = mem.translate_mapped(ks, Gva(va)).unwrap().0;
+        let r = mem
+            .backend()
+            .regions()
+            .iter()
+            .find(|r| (r.gpa..r.gpa + r.len).contains(&gpa))
+            .unwrap();
+        r.file_offset + (gpa - r.gpa)
+    };
+    let patches = [(file_offset(prev), next), (file_offset(next + 8), prev)];
+    let copy = dir.join("unlinked.elf");
+    let mut src = std::fs::File::open(image()).unwrap();
+    let mut out = std::fs::File::create(&copy).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = src.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        support::crashdump::write_sparse(&buf[..n], &mut out);
+        len += n as u64;
+    }
+    out.set_len(len).unwrap();
+    for (at, v) in patches {
+        out.seek(SeekFrom::Start(at)).unwrap();
+        out.write_all(&v.to_le_bytes()).unwrap();
+    }
+    let victim = Victim {
+        name,
+        base,
+        object: m.object.0,
+    };
+    (copy, victim)
+}
+
+#[test]
+fn modules_cross_view_and_guard_report_a_module_unlinked_in_a_patched_image() {
+    let dir = scratch("cross-view");
+    let (copy, victim) = unlinked_copy(&dir);
+    let v = cross_view(&copy);
+    let rest: Vec<String> = truth_names("linux-6.1")
+        .into_iter()
+        .filter(|n| *n != victim.name)
+        .collect();
+    assert_eq!(listed_names(&v), rest);
+    let hidden = v["cross_view"]["hidden"].as_array().unwrap();
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    assert_eq!(hidden[0]["name"], victim.name.as_str());
+    assert_eq!(hex(&hidden[0]["base"]), victim.base);
+    assert_eq!(hex(&hidden[0]["object"]), victim.object);
+    assert_eq!(hidden[0]["views"], serde_json::json!(["module_kset"]));
+    let out = xenvmi(&[
+        "modules".as_ref(),
+        "--cross-view".as_ref(),
+        copy.as_os_str(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("HIDDEN") && l.contains(victim.name.as_str())),
+        "{text}"
+    );
+
+    // The guard, the policy by name, on the simulated domain over the patched image: the
+    // module hidden before it started is reported at the first CR3 write, once.
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        copy.as_os_str(),
+        "--policies".as_ref(),
+        "hidden-modules".as_ref(),
+        "--benign".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let alerts = json_lines(&out.stdout);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(
+        (&a["what"], &a["policy"], &a["action"]),
+        (
+            &serde_json::json!("hidden_module"),
+            &serde_json::json!("hidden-modules"),
+            &serde_json::json!("reported")
+        )
+    );
+    assert_eq!(a["target"], victim.name.as_str());
+    assert_eq!(hex(&a["gva"]), victim.object);
+    assert_eq!(hex(&a["new"]), victim.base);
+    assert!(err.contains("guest released cleanly: true"), "{err}");
+    // The unpatched image: nothing.
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        image().as_os_str(),
+        "--policies".as_ref(),
+        "hidden-modules".as_ref(),
+        "--benign".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,7 +4,8 @@
 //! (arguments, environment, executable path, credentials, threads, memory map with special
 //! mapping names, open files with the ` (deleted)` mark, sockets) is read too, and so are
 //! kernel addresses as `symbol+offset` (modules' own symbol tables included), each module's state
-//! and text (what `module-text` protects) and the kernel log.
+//! and text (what `module-text` protects), the kernel log and the modules' cross-view (the
+//! module list against `module_kset`'s kobjects).
 #![no_main]
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
@@ -22,18 +23,18 @@ struct Input {
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail`, the symbolizer and the log use, in
     /// `DETAIL_FIELDS` order.
-    detail: [u16; 103],
+    detail: [u16; 109],
     /// Addresses of the symbols discovery and the walks use.
-    symbols: [u32; 15],
+    symbols: [u32; 16],
     /// Kernel addresses to symbolize, as offsets from `_text` or from a module's base.
     lookups: [u32; 4],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 103]);
+struct Types([u16; 16], [u16; 109]);
 
-const DETAIL_FIELDS: [(&str, &str); 103] = [
+const DETAIL_FIELDS: [(&str, &str); 109] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -141,6 +142,13 @@ const DETAIL_FIELDS: [(&str, &str); 103] = [
     ("printk_info", "facility"),
     ("printk_info", "level"),
     ("printk_info", "caller_id"),
+    // The modules' cross-view (module_kset's kobjects).
+    ("kset", "list"),
+    ("kobject", "entry"),
+    ("module_kobject", "kobj"),
+    ("module_kobject", "mod"),
+    ("module", "mkobj"),
+    ("module", "state"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -217,6 +225,7 @@ fuzz_target!(|inp: Input| {
             "socket_file_ops",
             "prb",
             "_end",
+            "module_kset",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
@@ -261,6 +270,12 @@ fuzz_target!(|inp: Input| {
             assert!(m.size <= u64::from(u32::MAX));
         }
         assert!(n <= xenvmi::os::linux::MAX_MODULES);
+    }
+    if let Ok(v) = linux.module_cross_view(&mem) {
+        use xenvmi::os::linux::{modview::MAX_VIEW_ERRORS, MAX_MODULES};
+        assert!(v.listed.len() <= MAX_MODULES && v.kobjects.len() <= MAX_MODULES);
+        assert!(v.hidden.len() + v.transitional.len() <= v.kobjects.len());
+        assert!(v.errors.len() <= MAX_VIEW_ERRORS);
     }
     let sym = linux.symbolizer(&mem);
     let text = linux.info().text_va.0;

@@ -166,6 +166,9 @@ impl Alert {
             o.insert("gpa".into(), json!(hex(gpa)));
             o.insert("gva".into(), json!(opt_hex(a.virtual_address)));
             o.insert("symbol".into(), json!(a.symbol));
+        } else if let Some(va) = a.virtual_address {
+            // A kernel object that is not a write target (a hidden module's `struct module`).
+            o.insert("gva".into(), json!(hex(va)));
         }
         o.insert("remediation".into(), json!(self.remediation));
         o.insert("capture".into(), json!(self.capture));

@@ -15,6 +15,7 @@
 //! | `module-text` | [`ModuleTextPolicy`] | writes to the text of each live module, followed as modules load and unload ([`Policy::refresh`]) | `module_text_write` |
 //! | `modprobe-path`, `core-pattern` | [`WriteProtectPolicy`] | writes to those strings | `modprobe_path_write`, `core_pattern_write` |
 //! | `hidden-processes` | [`HiddenProcessPolicy`] | CR3 writes: roots no task on the list owns | `hidden_process` |
+//! | `hidden-modules` | [`HiddenModulePolicy`] | CR3 writes drive a cross-view, at most once a second: modules in `/sys/module` (`module_kset`) missing from the `modules` list | `hidden_module` |
 //!
 //! Write protection is physical: a page is protected by its guest frame, so every alias of it
 //! (the kernel's direct map, `text_poke`'s temporary `poking_mm` mapping at another virtual
@@ -28,6 +29,7 @@ mod allow;
 mod descriptor;
 mod guard;
 mod hidden;
+mod hidden_modules;
 mod module_text;
 mod region;
 mod registers;
@@ -39,6 +41,7 @@ pub use allow::{Writer, WriterAllowList};
 pub use descriptor::DescriptorTablePolicy;
 pub use guard::{Guard, GuardOptions, GuardStats, ViewMode};
 pub use hidden::HiddenProcessPolicy;
+pub use hidden_modules::HiddenModulePolicy;
 pub use module_text::{ModuleTextPolicy, MAX_MODULE_TEXT_PAGES};
 pub use region::{ProtectedRange, WriteProtectPolicy};
 pub use registers::{

@@ -2,8 +2,8 @@
 //! line or the C ABI gives) or from policy values.
 
 use super::{
-    ControlRegisterPolicy, DescriptorTablePolicy, HiddenProcessPolicy, ModuleTextPolicy, MsrPolicy,
-    Policy, Remediation, WriteProtectPolicy, WriterAllowList,
+    ControlRegisterPolicy, DescriptorTablePolicy, HiddenModulePolicy, HiddenProcessPolicy,
+    ModuleTextPolicy, MsrPolicy, Policy, Remediation, WriteProtectPolicy, WriterAllowList,
 };
 use crate::error::{Error, Result};
 use crate::regs::Cr4;
@@ -19,6 +19,7 @@ pub const POLICY_NAMES: &[&str] = &[
     "modprobe-path",
     "core-pattern",
     "hidden-processes",
+    "hidden-modules",
 ];
 
 /// Options of the policies made by name.
@@ -142,6 +143,7 @@ impl PolicySet {
                 Box::new(WriteProtectPolicy::core_pattern(WriterAllowList::none(), r))
             }
             "hidden-processes" => Box::new(HiddenProcessPolicy::new(r)),
+            "hidden-modules" => Box::new(HiddenModulePolicy::new(r)),
             _ => {
                 return Err(Error::Config {
                     what: format!("policy {name:?}"),

@@ -65,6 +65,12 @@ static void bad_input(const char *vmcore) {
     size_t n = 99;
     OK(xvmi_policy_set_count(set, &n));
     CHECK(n == 0);
+    /* The cross-view policies by name. */
+    xvmi_policy_set *hidden = NULL;
+    OK(xvmi_policy_set_parse("hidden-modules; hidden-processes", &hidden));
+    OK(xvmi_policy_set_count(hidden, &n));
+    CHECK(n == 2);
+    OK(xvmi_policy_set_free(hidden));
 
     /* A manifest whose module size is a string: refused naming the file and the field. */
     const char *bad = path_in("bad-manifest.json");

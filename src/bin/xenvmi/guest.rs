@@ -5,7 +5,7 @@ use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::backend::PhysicalMemory;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::detail::ProcessDetail;
-use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
+use xenvmi::os::linux::{BuildCache, Linux, ModuleCrossView, ProfileSource, Scope};
 use xenvmi::os::terminal_safe as safe;
 use xenvmi::os::{Module, Process};
 use xenvmi::progress::ProgressMeter;
@@ -20,6 +20,8 @@ pub struct Want {
     pub processes: bool,
     pub detail: bool,
     pub modules: bool,
+    /// The modules' cross-view (`Linux::module_cross_view`): needs every type.
+    pub cross_view: bool,
     /// What an attestation manifest states (`xenvmi::attest::observe`).
     pub attest: bool,
 }
@@ -35,6 +37,8 @@ pub struct Found {
     processes: Vec<Process>,
     detail: Option<Vec<ProcessDetail>>,
     modules: Vec<Module>,
+    /// The modules' cross-view, when asked for (its `listed` are `modules`).
+    cross_view: Option<ModuleCrossView>,
     /// The attestation observation, when asked for.
     pub observation: Option<xenvmi::attest::Observation>,
     /// Elements of a walk that could not be read (the walk went on).
@@ -151,23 +155,50 @@ pub fn ps(t: &Target, json: bool, detail: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn modules(t: &Target, json: bool) -> Result<(), String> {
+pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
     let f = open(
         t,
         Want {
             modules: true,
+            cross_view,
             ..Want::default()
         },
     )?;
     if json {
-        outln!(
-            "{}",
-            serde_json::json!({"modules": report::modules(&f.modules)})
-        );
+        let mut out = serde_json::json!({"modules": report::modules(&f.modules)});
+        if let Some(v) = &f.cross_view {
+            out["cross_view"] = report::module_cross_view(v);
+        }
+        outln!("{out}");
     } else {
         outln!("{:<24} {:>18} {:>8}", "NAME", "BASE", "SIZE");
         for m in &f.modules {
             outln!("{:<24} {:>18} {:>8}", safe(&m.name), m.base, m.size);
+        }
+        if let Some(v) = &f.cross_view {
+            outln!(
+                "cross-view: {} on the module list, {} in /sys/module (module_kset), {} hidden",
+                v.listed.len(),
+                v.kobjects.len(),
+                v.hidden.len()
+            );
+            for (h, what) in v
+                .hidden
+                .iter()
+                .map(|h| (h, "HIDDEN"))
+                .chain(v.transitional.iter().map(|h| (h, "not live")))
+            {
+                let views: Vec<&str> = h.views.iter().map(|w| w.as_str()).collect();
+                outln!(
+                    "{what} {:<24} {:>18} {:>8} struct module {} state {} seen in {}",
+                    safe(&h.module.name),
+                    h.module.base,
+                    h.module.size,
+                    h.module.object,
+                    h.state,
+                    views.join(",")
+                );
+            }
         }
     }
     f.warn();
@@ -225,7 +256,7 @@ fn examine<B: PhysicalMemory>(
         ProfileSource::InGuest if cached => {
             // Process detail and attestation (executables, memory maps, the BTF's extent) read
             // structures and symbols beyond the walkers' offsets: every type and symbol.
-            let scope = if want.detail || want.attest {
+            let scope = if want.detail || want.attest || want.cross_view {
                 Scope::Full
             } else {
                 Scope::Walks
@@ -254,7 +285,13 @@ fn examine<B: PhysicalMemory>(
             .collect()
     });
     let mut modules = Vec::new();
-    if want.modules {
+    let mut cross_view = None;
+    if want.cross_view {
+        let v = linux.module_cross_view(mem)?;
+        warnings.extend(v.errors.iter().cloned());
+        modules = v.listed.clone();
+        cross_view = Some(v);
+    } else if want.modules {
         for m in linux.modules(mem) {
             match m {
                 Ok(m) => modules.push(m),
@@ -272,6 +309,7 @@ fn examine<B: PhysicalMemory>(
         processes,
         detail,
         modules,
+        cross_view,
         observation,
         warnings,
     })

@@ -3,7 +3,7 @@
 //! ```text
 //! xenvmi info      [IMAGE | --domain NAME|ID] [--json]
 //! xenvmi ps        [IMAGE | --domain NAME|ID] [--json [--detail]]
-//! xenvmi modules   [IMAGE | --domain NAME|ID] [--json]
+//! xenvmi modules   [IMAGE | --domain NAME|ID] [--json] [--cross-view]
 //! xenvmi dump      (--domain NAME|ID [--pause] | IMAGE) OUT [--force] [--json]
 //! xenvmi recover   --domain NAME|ID [--journal PATH] [--json]
 //! xenvmi trace     (--domain NAME|ID | --simulate [IMAGE]) [--procs] [--modules] [--syscalls[=LIST]]
@@ -131,6 +131,10 @@ enum Command {
         /// One JSON object on stdout: `modules`.
         #[arg(long)]
         json: bool,
+        /// Also look for hidden modules: those in /sys/module (`module_kset`'s kobjects) that
+        /// are missing from the module list (docs/cli.md).
+        #[arg(long)]
+        cross_view: bool,
     },
     /// The whole guest (memory and every vCPU's registers) as an ELF core that xenvmi and
     /// Volatility3 read: from a Xen domain (live, or --pause), or an image rewritten.
@@ -377,7 +381,11 @@ fn run(cli: Cli) -> Result<u8, String> {
             json,
             detail,
         } => guest::ps(&target, json, detail),
-        Command::Modules { target, json } => guest::modules(&target, json),
+        Command::Modules {
+            target,
+            json,
+            cross_view,
+        } => guest::modules(&target, json, cross_view),
         Command::Dump {
             domain,
             pause,

@@ -41,6 +41,7 @@ pub mod kmsg;
 mod live;
 pub mod maps;
 pub mod module_text;
+pub mod modview;
 mod offsets;
 mod path;
 mod scan;
@@ -58,6 +59,7 @@ pub use build_file::{parse_entry, CACHE_ENTRY_VERSION, MAX_CACHE_ENTRY};
 pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use current::RunningThread;
 pub use module_text::{ModuleState, ModuleText, ModuleTextLayout};
+pub use modview::{HiddenModule, ModuleCrossView, ModuleView};
 pub use offsets::Offsets;
 
 /// `__START_KERNEL_map`: the kernel image map starts here on x86-64.
