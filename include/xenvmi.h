@@ -1729,7 +1729,8 @@ typedef struct xvmi_trace_event {
 
 /*
  The backend cannot do this (a snapshot has no events, a build without the `xen` feature
- has no Xen, a simulated-domain call on a Xen domain).
+ has no Xen, a simulated-domain call on a Xen domain), or an image is of a kind xenvmi does
+ not read (a Windows triage or header-only crash dump).
  */
 #define XVMI_ERR_UNSUPPORTED 7
 

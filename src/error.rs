@@ -36,6 +36,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A memory image is well formed but of a kind xenvmi does not read: a Windows triage or
+    /// header-only crash dump, say. Unlike [`Error::Malformed`], nothing is wrong with the
+    /// file; the reason names the kind (`unsupported DumpType 4 (triage (minidump)): ...`).
+    #[error("{format} {what}: {reason}")]
+    UnsupportedImage {
+        /// The format being parsed ("Windows crash dump").
+        format: &'static str,
+        /// The file (or other input) involved.
+        what: String,
+        /// What kind it is and what xenvmi would need instead.
+        reason: String,
+    },
+
     /// A guest-physical range is not backed by the image or the domain.
     #[error("guest-physical range {gpa}+{len:#x} is not backed by {backend} (highest backed address {max})")]
     PhysicalUnmapped {

@@ -476,18 +476,44 @@ fn windows_crash_dump_corruptions_are_errors() {
     let mut m = full.clone();
     dmp::put32(&mut m, dmp::MACHINE, 0xaa64);
     malformed(m, "MachineImageType 0xaa64");
+    // Types that are not read are "unsupported", with the exact wording, never "malformed";
+    // names from Microsoft's DUMP_TYPES. A summary (2) or automatic (7) dump is read only in
+    // the bitmap layout: this one has pages, not an SDMP/FDMP header, at 0x2000.
     for (t, name) in [
         (0u32, "unknown"),
         (2, "summary"),
         (3, "header only"),
         (4, "triage"),
-        (8, "RDMP"),
+        (7, "automatic"),
+        (8, "kernel memory, RDMP layout"),
         (0x77, "not a known type"),
     ] {
         let mut d = full.clone();
         dmp::put32(&mut d, dmp::DUMP_TYPE, t);
-        malformed(d.clone(), &format!("DumpType {t} ("));
-        malformed(d, name);
+        match Snapshot::from_bytes(d, None) {
+            Err(e @ xenvmi::Error::UnsupportedImage { .. }) => {
+                let s = e.to_string();
+                let want =
+                    format!("Windows crash dump <memory>: unsupported DumpType {t} ({name}): ");
+                assert!(s.starts_with(&want), "expected `{want}` in: {s}");
+            }
+            Err(e) => panic!("DumpType {t}: expected UnsupportedImage, got {e}"),
+            Ok(s) => panic!("DumpType {t}: expected an error, got {s:?}"),
+        }
+    }
+    // A bitmap dump relabelled as automatic (7) or summary (2) is read like the bitmap one.
+    for t in [2u32, 7] {
+        let mut d = bmp.clone();
+        dmp::put32(&mut d, dmp::DUMP_TYPE, t);
+        let snap = Snapshot::from_bytes(d, None).unwrap();
+        assert_eq!(snap.windows_dump_info().unwrap().dump_type, t);
+        assert_eq!(
+            snap.regions().len(),
+            Snapshot::from_bytes(bmp.clone(), None)
+                .unwrap()
+                .regions()
+                .len()
+        );
     }
     // Every truncation of a valid dump is an error, never a panic.
     for img in [&full, &bmp] {

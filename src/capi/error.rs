@@ -30,7 +30,8 @@ pub const XVMI_ERR_NOT_MAPPED: xvmi_result = 5;
 /// Address arithmetic on guest values overflowed.
 pub const XVMI_ERR_OVERFLOW: xvmi_result = 6;
 /// The backend cannot do this (a snapshot has no events, a build without the `xen` feature
-/// has no Xen, a simulated-domain call on a Xen domain).
+/// has no Xen, a simulated-domain call on a Xen domain), or an image is of a kind xenvmi does
+/// not read (a Windows triage or header-only crash dump).
 pub const XVMI_ERR_UNSUPPORTED: xvmi_result = 7;
 /// A call into the hypervisor failed (the message names the call and the errno).
 pub const XVMI_ERR_BACKEND: xvmi_result = 8;
@@ -111,7 +112,7 @@ pub(crate) fn result_code(e: &Error) -> xvmi_result {
         | Error::NonCanonical { .. } => XVMI_ERR_NOT_MAPPED,
         Error::Overflow(_) => XVMI_ERR_OVERFLOW,
         Error::InHandler(_) | Error::Config { .. } => XVMI_ERR_INVALID_ARGUMENT,
-        Error::Unsupported { .. } => XVMI_ERR_UNSUPPORTED,
+        Error::Unsupported { .. } | Error::UnsupportedImage { .. } => XVMI_ERR_UNSUPPORTED,
         Error::Backend { .. } => XVMI_ERR_BACKEND,
         Error::NoSuchVcpu { .. } => XVMI_ERR_NO_SUCH_VCPU,
         Error::UnknownView { .. } => XVMI_ERR_NOT_FOUND,

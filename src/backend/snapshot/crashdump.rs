@@ -23,22 +23,30 @@
 //! | 0xf98 | `DumpType` (u32) |
 //! | 0xfa0 | `RequiredDumpSpace`, 0xfa8: `SystemTime` (FILETIME), 0x1030: `SystemUpTime` |
 //!
-//! Two page layouts are supported:
+//! `DumpType` takes the values of Microsoft's `DUMP_TYPES` enumeration (documented with the
+//! WDK's bug-check callbacks: 1 full, 2 summary, 3 header, 4 triage, 5 bitmap full, 6 bitmap
+//! kernel, 7 automatic). Two page layouts are read:
 //! - **DumpType 1 (full)**: the pages of each run of `PhysicalMemoryBlockBuffer` follow the
 //!   header at 0x2000, run after run, with no gaps.
-//! - **DumpType 5 and 6 (bitmap, full or kernel)**: a bitmap header at 0x2000 (`"SDMP"` or
-//!   `"FDMP"`, `"DUMP"`, then `FirstPage` at 0x2020, `TotalPresentPages` at 0x2028, `Pages` at
-//!   0x2030) and a bitmap from 0x2038, one bit per page frame (bit `i` of byte `j` is frame
-//!   `8 * j + i`). Present pages are stored consecutively from file offset `FirstPage`.
-//!   `TotalPresentPages` is informational: the bitmap decides.
+//! - **Bitmap (DumpType 5 and 6; 2 and 7 when they use it)**: a bitmap header at 0x2000
+//!   (`"SDMP"` or `"FDMP"`, `"DUMP"`, then `FirstPage` at 0x2020, `TotalPresentPages` at
+//!   0x2028, `Pages` at 0x2030) and a bitmap from 0x2038, one bit per page frame (bit `i` of
+//!   byte `j` is frame `8 * j + i`). Present pages are stored consecutively from file offset
+//!   `FirstPage`. `TotalPresentPages` is informational: the bitmap decides. A kernel memory
+//!   dump (summary, 2) and an automatic memory dump (7, which Microsoft documents as holding
+//!   the same information as a kernel memory dump) are read when their bitmap header is there;
+//!   without it they are unsupported, not malformed.
 //!
-//! Every other DumpType (2 summary, 3 header only, 4 triage, 7 automatic, and the RDMP layouts
-//! 8–10 that newer debuggers write) is rejected with an error naming it, and so are 32-bit
-//! (`PAGEDUMP`) dumps.
+//! Header-only (3) and triage (4) dumps hold no physical memory to read, and the RDMP layouts
+//! 8–10 that newer debuggers write, like any other value, are not read: all of these give
+//! [`Error::UnsupportedImage`] with `unsupported DumpType N (name): ...`. 32-bit
+//! (`PAGEDUMP`) dumps are rejected too.
 //!
 //! Registers: the header holds one `CONTEXT`, that of the processor which crashed (or wrote
-//! the dump); it becomes vCPU 0. The other processors' contexts are only in guest memory
-//! (their `KPRCB`s), so a dump has exactly one vCPU here whatever `NumberProcessors` says. A
+//! the dump); it is the one vCPU of the snapshot, whatever `NumberProcessors` says. Which
+//! processor that is, and what every other processor was running, is only in guest memory
+//! (`KiProcessorBlock`, each `KPRCB`): `crate::os::windows::Windows::processors` reads it and
+//! `crate::os::windows::crashing_processor` finds the one this `CONTEXT` belongs to. A
 //! `CONTEXT` has no control registers: CR3 is taken from `DirectoryTableBase`, and CR0, CR4
 //! and EFER are set to the bits any running 64-bit Windows kernel has on (CR0.PE/WP/PG,
 //! CR4.PAE, EFER.LME/LMA), so [`Registers::has_paging_state`] holds and
@@ -138,7 +146,7 @@ pub struct WindowsDumpInfo {
     /// `MinorVersion`: the Windows build number.
     pub minor_version: u32,
     /// `DirectoryTableBase`: the physical address of the kernel's top-level page table (the
-    /// System process's CR3). vCPU 0's CR3 is this value.
+    /// System process's CR3). The one vCPU's CR3 is this value.
     pub directory_table_base: u64,
     /// `PfnDataBase`: the address of the page frame database (`MmPfnDatabase`).
     pub pfn_database: u64,
@@ -149,13 +157,13 @@ pub struct WindowsDumpInfo {
     /// `KdDebuggerDataBlock`: the address of `KDDEBUGGER_DATA64` (it may be encoded on
     /// recent Windows versions).
     pub kd_debugger_data_block: u64,
-    /// `NumberProcessors`. Only one processor's registers are in the header (vCPU 0).
+    /// `NumberProcessors`. Only the crashing processor's registers are in the header.
     pub number_processors: u32,
     /// `BugCheckCode` (0 or a `MANUALLY_INITIATED_CRASH` code for dumps taken on purpose).
     pub bugcheck_code: u32,
     /// `BugCheckCodeParameter[0..4]`.
     pub bugcheck_parameters: [u64; 4],
-    /// `DumpType` as written: 1, 5 or 6.
+    /// `DumpType` as written: 1, 2, 5, 6 or 7.
     pub dump_type: u32,
     /// The page layout (`DumpType` and, for bitmap dumps, the bitmap header's signature).
     pub kind: WindowsDumpKind,
@@ -167,19 +175,38 @@ pub struct WindowsDumpInfo {
     pub system_up_time: u64,
 }
 
-fn dump_type_name(t: u32) -> &'static str {
+/// The name of a `DumpType` value (Microsoft's `DUMP_TYPES`; 8-10 are the RDMP layouts of
+/// newer debuggers).
+pub(crate) fn dump_type_name(t: u32) -> &'static str {
     match t {
         0 => "unknown",
-        2 => "summary (kernel memory, older layout)",
+        1 => "full",
+        2 => "summary",
         3 => "header only",
-        4 => "triage (minidump)",
+        4 => "triage",
+        5 => "bitmap full",
+        6 => "bitmap kernel",
         7 => "automatic",
-        8 => "kernel memory (RDMP layout)",
-        9 => "kernel and user memory (RDMP layout)",
-        10 => "complete memory (RDMP layout)",
+        8 => "kernel memory, RDMP layout",
+        9 => "kernel and user memory, RDMP layout",
+        10 => "complete memory, RDMP layout",
         0xffff_ffff => "invalid",
         _ => "not a known type",
     }
+}
+
+/// What a dump of an unsupported type holds, and what to write instead.
+fn unsupported_reason(t: u32) -> String {
+    let what = match t {
+        3 => "the file has the header (bug check, CONTEXT, a few addresses) but no memory",
+        4 => "a triage dump (minidump) holds the crashing thread's stack and a few selected pages, not physical memory",
+        8..=10 => "the RDMP page layout is not read",
+        _ => "this value is not one the reader knows",
+    };
+    format!(
+        "unsupported DumpType {t} ({}): {what}; xenvmi reads full (1) and bitmap (5, 6) dumps, and summary (2) and automatic (7) ones in the bitmap layout: configure Windows to write a complete, kernel or automatic memory dump",
+        dump_type_name(t)
+    )
 }
 
 pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
@@ -212,15 +239,28 @@ pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
         )));
     }
     let dump_type = h32(OFF_DUMP_TYPE);
+    let unsupported = |reason: String| Error::UnsupportedImage {
+        format: FMT,
+        what: what.to_owned(),
+        reason,
+    };
     let (kind, regions) = match dump_type {
         1 => (WindowsDumpKind::Full, run_regions(b, header, &bad)?),
         5 | 6 => bitmap_regions(b, &bad)?,
-        t => {
-            return Err(bad(format!(
-                "DumpType {t} ({}) is not supported: only full (1) and bitmap (5, 6) dumps are",
-                dump_type_name(t)
-            )))
+        // Kernel (summary) and automatic dumps: the bitmap layout when it is there.
+        2 | 7 => {
+            let sig: Option<[u8; 8]> = b.array_at(OFF_BMP_SIGNATURE);
+            match sig {
+                Some(s) if matches!(&s, b"SDMPDUMP" | b"FDMPDUMP") => bitmap_regions(b, &bad)?,
+                _ => {
+                    return Err(unsupported(format!(
+                        "unsupported DumpType {dump_type} ({}): no SDMP/FDMP bitmap header at {OFF_BMP_SIGNATURE:#x}, and no other layout of this type is read",
+                        dump_type_name(dump_type)
+                    )))
+                }
+            }
         }
+        t => return Err(unsupported(unsupported_reason(t))),
     };
 
     let info = WindowsDumpInfo {
@@ -500,7 +540,11 @@ mod tests {
     }
 
     fn bitmap(sig: &[u8; 4], bits: &[u8], pages: u64, stored: usize) -> Vec<u8> {
-        let mut b = header(5);
+        bitmap_typed(5, sig, bits, pages, stored)
+    }
+
+    fn bitmap_typed(t: u32, sig: &[u8; 4], bits: &[u8], pages: u64, stored: usize) -> Vec<u8> {
+        let mut b = header(t);
         b.extend_from_slice(sig);
         b.extend_from_slice(b"DUMP");
         b.resize(OFF_BMP_FIRST_PAGE, 0);
@@ -595,7 +639,41 @@ mod tests {
         let mut h = full(&[(0, 1)]);
         h[OFF_MACHINE..OFF_MACHINE + 4].copy_from_slice(&0x14cu32.to_le_bytes());
         assert!(err(&h).contains("MachineImageType 0x14c"));
-        assert!(err(&header(4)).contains("DumpType 4 (triage"));
+        // Unsupported types: a clear "unsupported", a different error from "malformed".
+        for (t, name) in [
+            (3, "header only"),
+            (4, "triage"),
+            (8, "kernel memory, RDMP layout"),
+            (0x77, "not a known type"),
+            (0, "unknown"),
+        ] {
+            let e = parse(&header(t), "t").unwrap_err();
+            assert!(matches!(e, Error::UnsupportedImage { .. }), "{e}");
+            let want = format!("Windows crash dump t: unsupported DumpType {t} ({name}): ");
+            assert!(e.to_string().starts_with(&want), "{e}");
+        }
+        // Summary and automatic dumps in the bitmap layout are read like DumpType 5.
+        for t in [2, 6, 7] {
+            let l = parse(&bitmap_typed(t, b"SDMP", &[0b101], 3, 2), "t").unwrap();
+            let info = l.windows.unwrap();
+            assert_eq!(
+                (info.dump_type, info.kind),
+                (t, WindowsDumpKind::BitmapKernel)
+            );
+            assert_eq!(l.regions.len(), 2);
+        }
+        // A summary or automatic dump without a bitmap header is unsupported too.
+        for t in [2, 7] {
+            let mut h = header(t);
+            h.resize(2 * HEADER_SIZE, 0);
+            let e = parse(&h, "t").unwrap_err();
+            assert!(matches!(e, Error::UnsupportedImage { .. }), "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("unsupported DumpType {t} (")),
+                "{e}"
+            );
+        }
         let mut h = full(&[(0, 1)]);
         h[OFF_NUMBER_OF_RUNS..OFF_NUMBER_OF_RUNS + 4].copy_from_slice(&44u32.to_le_bytes());
         assert!(err(&h).contains("NumberOfRuns 44"));

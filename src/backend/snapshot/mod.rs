@@ -8,7 +8,7 @@
 //! | [`Format::Raw`] | anything else | file offset = guest-physical address | none | |
 //! | [`Format::QemuElf`] | `\x7fELF` | `PT_LOAD` segments | every vCPU (notes) | [`Snapshot::vmcoreinfo`] |
 //! | [`Format::Lime`] | `EMiL` | one range per header | none | |
-//! | [`Format::WindowsCrashDump`] | `PAGEDU64` | runs (DumpType 1) or a page bitmap (5, 6) | vCPU 0 only, from the header's `CONTEXT` | [`Snapshot::windows_dump_info`] |
+//! | [`Format::WindowsCrashDump`] | `PAGEDU64` | runs (DumpType 1) or a page bitmap (2, 5, 6, 7) | the crashing processor only, from the header's `CONTEXT` | [`Snapshot::windows_dump_info`] |
 //!
 //! A Windows crash dump records one processor's `CONTEXT` and no control registers: vCPU 0's
 //! CR3 is the header's `DirectoryTableBase` and CR0/CR4/EFER are set to 4-level long mode (see
@@ -55,12 +55,14 @@ pub enum Format {
     /// 64-bit Windows kernel crash dump (`MEMORY.DMP`, `PAGEDU64`): full (DumpType 1: the
     /// header's physical-memory runs, stored in run order from 0x2000) or bitmap (DumpType 5
     /// and 6: a page bitmap after an `SDMP`/`FDMP` header at 0x2000, present pages stored from
-    /// `FirstPage`). Other DumpTypes (summary, triage, RDMP, ...) and 32-bit `PAGEDUMP` files
-    /// are refused with an error naming them.
+    /// `FirstPage`; summary (2) and automatic (7) dumps in that layout too). Header-only,
+    /// triage, RDMP and unknown DumpTypes give [`crate::Error::UnsupportedImage`]
+    /// (`unsupported DumpType N (name): ...`); 32-bit `PAGEDUMP` files are refused.
     ///
-    /// Registers: the header holds a single `CONTEXT`, that of the processor that wrote the
-    /// dump, which becomes vCPU 0 (general registers, rip, rflags, cs, ss); the other
-    /// processors' contexts are only in guest memory. A `CONTEXT` has no control registers, so
+    /// Registers: the header holds a single `CONTEXT`, that of the processor that crashed,
+    /// which is the snapshot's one vCPU (general registers, rip, rflags, cs, ss); which
+    /// processor it was, and what the others ran, is in guest memory
+    /// (`crate::os::windows::Windows::processors`). A `CONTEXT` has no control registers, so
     /// CR3 is the header's `DirectoryTableBase` and CR0 = PE|WP|PG (0x8001_0001), CR4 = PAE
     /// (0x20), EFER = LME|LMA (0x500): what every running x64 Windows kernel has on, making
     /// [`Registers::has_paging_state`] true and [`Registers::paging_mode`] 4-level. 5-level
