@@ -7,6 +7,7 @@ mod support;
 
 use support::windows_guest::*;
 use xenvmi::mem::GuestMemory;
+use xenvmi::os::profile::TypeSource;
 use xenvmi::os::windows::{FoundBy, Hints, Windows, WindowsProfile};
 use xenvmi::os::Process;
 use xenvmi::{Error, Gpa, Gva, Registers};
@@ -367,4 +368,265 @@ fn write_fuzz_seeds() {
             seed.len()
         );
     }
+}
+
+/// Every processor's record must equal the spec: `KPRCB`, current thread, the process it runs
+/// (pid and name from the spec; the idle process for an idle processor) and the saved CR3.
+fn check_processors(g: &WinGuest, procs: &xenvmi::os::windows::Processors) {
+    assert_eq!(procs.declared as usize, g.spec.cpus.len());
+    assert!(!procs.truncated);
+    assert_eq!(procs.cpus.len(), g.spec.cpus.len());
+    for (i, (cpu, spec)) in procs.cpus.iter().zip(&g.spec.cpus).enumerate() {
+        let cpu = cpu
+            .as_ref()
+            .unwrap_or_else(|e| panic!("processor {i}: {e}"));
+        assert_eq!(cpu.index as usize, i);
+        assert_eq!(cpu.number as usize, i);
+        assert_eq!(cpu.prcb, Gva(g.prcbs[i]));
+        assert_eq!(cpu.thread, Gva(g.threads[i]));
+        let (ep, pid, name) = match spec.process {
+            Some(p) => (
+                g.eprocess[p],
+                g.spec.processes[p].pid,
+                g.spec.processes[p]
+                    .name
+                    .chars()
+                    .take(15)
+                    .collect::<String>(),
+            ),
+            None => (g.idle_eprocess.unwrap(), 0, "Idle".to_string()),
+        };
+        assert_eq!(cpu.process, Gva(ep), "processor {i}");
+        assert_eq!(cpu.home_process, Some(Gva(ep)));
+        let owner = cpu.owner.as_ref().unwrap();
+        assert_eq!((owner.pid, owner.name.as_str()), (pid, name.as_str()));
+        assert_eq!(
+            xenvmi::regs::cr3_to_root(cpu.saved_cr3),
+            Gpa(g.cpu_roots(i).0)
+        );
+        assert_eq!((cpu.context_rip, cpu.context_rsp), g.context_of(i));
+        assert_eq!(cpu.stack, WinGuest::stack(i));
+    }
+}
+
+/// The registers of an ELF core (written by xenvmi's capture from the guest's memory and the
+/// spec's registers), reopened from the file.
+fn elf_core(g: &WinGuest, regs: &[Registers], name: &str) -> xenvmi::backend::snapshot::Snapshot {
+    use xenvmi::backend::sim::SimDomain;
+    use xenvmi::backend::snapshot::{Format, Snapshot};
+    use xenvmi::capture::{capture_to_file, CaptureOptions};
+    let raw = Snapshot::from_bytes(g.mem.clone(), Some(Format::Raw)).unwrap();
+    let dom = SimDomain::new(raw, regs);
+    let path =
+        std::env::temp_dir().join(format!("xenvmi-wincpu-{}-{name}.elf", std::process::id()));
+    capture_to_file(&dom, &path, CaptureOptions::default()).unwrap();
+    let snap = Snapshot::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(snap.format(), Format::QemuElf);
+    snap
+}
+
+/// Every processor from `KiProcessorBlock` on ELF cores of guests with 4 and 6 processors,
+/// by all three profiles, with and without KVA shadow: the records equal the spec and agree
+/// with the core's registers; a vCPU whose CR3 is another process's is reported.
+#[test]
+fn every_processor_is_read_from_the_kernel_records_and_checked_against_the_core() {
+    for (file, build_no) in PROFILES {
+        let isf = load_isf(file);
+        for (n, kva) in [(4, true), (6, false)] {
+            let spec = WinSpec {
+                kva_shadow: kva,
+                ..WinSpec::with_cpus(build_no, n)
+            };
+            let g = WinGuest::build(&isf, spec);
+            let regs = g.registers();
+            let snap = elf_core(&g, &regs, &format!("{build_no}-{n}"));
+            let core_regs = snap.all_registers().to_vec();
+            assert_eq!(core_regs.len(), n);
+            let mem = GuestMemory::new(snap);
+            let w = Windows::discover(&mem, &core_regs, WindowsProfile::Directory(isf_dir()))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let mut procs = w.processors(&mem).unwrap();
+            check_processors(&g, &procs);
+            procs.cross_check(&core_regs);
+            assert_eq!(procs.register_vcpus, Some(n));
+            for cpu in procs.read() {
+                let check = cpu.registers.as_ref().unwrap();
+                assert!(
+                    check.agrees,
+                    "{file} processor {}: {}",
+                    cpu.index, check.detail
+                );
+                assert_eq!(check.cr3, regs[cpu.index as usize].cr3);
+            }
+            assert_eq!(procs.disagreements().count(), 0);
+
+            // vCPU 3 on the page tables of a process the kernel does not say it runs.
+            let mut wrong = core_regs.clone();
+            let other = g.roots[4].0; // explorer.exe; processor 3 runs process 2 (smss.exe)
+            assert_eq!(g.spec.cpus[3].process, Some(2));
+            wrong[3].cr3 = other | 0x2;
+            let mut procs = w.processors(&mem).unwrap();
+            procs.cross_check(&wrong);
+            let bad: Vec<_> = procs.disagreements().map(|c| c.index).collect();
+            assert_eq!(bad, vec![3], "{file}");
+            let detail = &procs.cpus[3]
+                .as_ref()
+                .unwrap()
+                .registers
+                .as_ref()
+                .unwrap()
+                .detail;
+            assert!(
+                detail.contains(&format!("{:#x}", other | 0x2)) && detail.contains("pid 388"),
+                "{detail}"
+            );
+        }
+    }
+}
+
+/// Crash dumps (full and bitmap) of a 4-processor guest whose crashing processor is 0, 1 and
+/// the last: the header's CONTEXT is found on the right processor (never assumed 0), and
+/// every processor's record equals the spec. With the saved contexts wiped, the crashing
+/// thread's stack still finds it; with a CONTEXT that matches nothing, it is unknown.
+#[test]
+fn crash_dumps_name_the_processor_that_crashed() {
+    use support::crashdump as dmp;
+    use xenvmi::backend::snapshot::Snapshot;
+    use xenvmi::os::windows::{crashing_processor, CrashingCpu};
+
+    for (pi, (file, build_no)) in PROFILES.into_iter().enumerate() {
+        let isf = load_isf(file);
+        let n = 4;
+        for crashed in [0usize, 1, n - 1] {
+            let spec = WinSpec {
+                kva_shadow: pi != 0,
+                ..WinSpec::with_cpus(build_no, n)
+            };
+            let mut g = WinGuest::build(&isf, spec);
+            for wiped in [false, true] {
+                if wiped {
+                    let frame = isf
+                        .require("_KPRCB", "ProcessorState.ContextFrame")
+                        .unwrap();
+                    let rip = isf.require("_CONTEXT", "Rip").unwrap();
+                    for p in g.prcbs.clone() {
+                        g.kwrite_u64(p + frame + rip, 0);
+                    }
+                }
+                let mut h = dmp::Header::example(g.kernel_pml4, g.crash_context(crashed));
+                h.number_processors = n as u32;
+                h.ps_active_process_head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
+                h.ps_loaded_module_list = g.spec.kernel_base + g.rva["PsLoadedModuleList"];
+                let pages: Vec<(u64, &[u8])> = g
+                    .mem
+                    .chunks(4096)
+                    .enumerate()
+                    .filter(|(_, p)| p.iter().any(|&b| b != 0))
+                    .map(|(i, p)| (i as u64, p))
+                    .collect();
+                let images = [
+                    dmp::full_dump(&h, &[(0, &g.mem)]),
+                    dmp::bitmap_dump(&h, 5, b"SDMP", (g.mem.len() / 4096) as u64, &pages),
+                ];
+                for img in images {
+                    let snap = Snapshot::from_bytes(img, None).unwrap();
+                    let hints = Hints::from(snap.windows_dump_info().unwrap());
+                    let regs = snap.all_registers().to_vec();
+                    assert_eq!(regs.len(), 1);
+                    let mem = GuestMemory::new(snap);
+                    let w = Windows::discover_with(
+                        &mem,
+                        &regs,
+                        WindowsProfile::Directory(isf_dir()),
+                        &hints,
+                    )
+                    .unwrap();
+                    let procs = w.processors(&mem).unwrap();
+                    let found = crashing_processor(&procs, &regs[0]);
+                    let want = if wiped {
+                        CrashingCpu::Stack(crashed as u32)
+                    } else {
+                        CrashingCpu::ContextFrame(crashed as u32)
+                    };
+                    assert_eq!(found, want, "{file} crashed on {crashed}, wiped {wiped}");
+                    if !wiped {
+                        check_processors(&g, &procs);
+                    }
+                    // A CONTEXT from nowhere matches no processor: unknown, not 0.
+                    let stray = Registers {
+                        rip: 1,
+                        rsp: 0xffff_e000_0000_0000,
+                        ..regs[0]
+                    };
+                    let found = crashing_processor(&procs, &stray);
+                    assert!(matches!(found, CrashingCpu::Unknown(_)), "{found:?}");
+                    assert_eq!(found.index(), None);
+                }
+            }
+        }
+    }
+}
+
+/// Hostile processor records: a huge `KeNumberProcessors` is capped, NULL, unmapped and
+/// repeated `KiProcessorBlock` entries are errors for their processor only, a thread whose
+/// process pointer goes nowhere leaves the owner unread (and the cross-check disagreeing),
+/// and `KeNumberProcessors` 0 is an error.
+#[test]
+fn hostile_processor_records_are_bounded_and_reported() {
+    use xenvmi::os::windows::MAX_PROCESSORS;
+    let (file, build_no) = PROFILES[1];
+    let isf = load_isf(file);
+    let mut g = WinGuest::build(&isf, WinSpec::with_cpus(build_no, 4));
+    let base = g.spec.kernel_base;
+    let block = base + g.rva["KiProcessorBlock"];
+    let count = base + g.rva["KeNumberProcessors"];
+    g.kwrite(count, &u32::MAX.to_le_bytes());
+    g.kwrite_u64(block + 8, 0xffff_9999_0000_0000); // unmapped
+    g.kwrite_u64(block + 16, g.prcbs[0]); // a cycle: entry 2 names entry 0's KPRCB
+    let apc = isf.require("_ETHREAD", "Tcb.ApcState.Process").unwrap();
+    let t3 = g.threads[3];
+    g.kwrite_u64(t3 + apc, 0xffff_9999_1234_0000);
+    let regs = g.registers();
+    let kernel_pml4 = g.kernel_pml4;
+    let head = base + g.rva["PsActiveProcessHead"];
+    let mem = GuestMemory::new(g.snapshot());
+    let hints = Hints {
+        directory_table_base: Some(kernel_pml4),
+        ps_active_process_head: Some(Gva(head)),
+        ..Hints::default()
+    };
+    let w =
+        Windows::discover_with(&mem, &regs, WindowsProfile::Directory(isf_dir()), &hints).unwrap();
+    let mut procs = w.processors(&mem).unwrap();
+    assert_eq!(procs.declared, u32::MAX);
+    assert!(procs.truncated);
+    assert_eq!(procs.cpus.len(), MAX_PROCESSORS as usize);
+    assert!(procs.cpus[0].is_ok());
+    let e1 = procs.cpus[1].as_ref().unwrap_err().to_string();
+    assert!(
+        e1.contains("processor 1's records") && e1.contains("0xffff9999000000"),
+        "{e1}"
+    );
+    let e2 = procs.cpus[2].as_ref().unwrap_err().to_string();
+    assert!(e2.contains("entry 2") && e2.contains("entry 0"), "{e2}");
+    let c3 = procs.cpus[3].as_ref().unwrap();
+    assert!(c3.owner.is_none());
+    assert!(c3.owner_error.is_some());
+    // Past the spec's processors the array holds zeros: NULL entries, each an error.
+    let e4 = procs.cpus[4].as_ref().unwrap_err().to_string();
+    assert!(e4.contains("NULL"), "{e4}");
+    assert!(procs.cpus.iter().skip(4).all(|c| c.is_err()));
+    procs.cross_check(&regs);
+    let bad: Vec<u32> = procs.disagreements().map(|c| c.index).collect();
+    assert_eq!(bad, vec![3]);
+
+    // KeNumberProcessors 0.
+    let mut g = WinGuest::build(&isf, WinSpec::with_cpus(build_no, 3));
+    g.kwrite(count, &0u32.to_le_bytes());
+    let regs = g.registers();
+    let mem = GuestMemory::new(g.snapshot());
+    let w = Windows::discover(&mem, &regs, WindowsProfile::Directory(isf_dir())).unwrap();
+    let e = w.processors(&mem).unwrap_err().to_string();
+    assert!(e.contains("KeNumberProcessors"), "{e}");
 }

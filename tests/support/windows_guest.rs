@@ -59,6 +59,16 @@ pub struct ProcSpec {
     pub dlls: Option<Vec<ImageSpec>>,
 }
 
+/// A processor in the spec: what its current thread runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuSpec {
+    /// Index into [`WinSpec::processes`] of the process the current thread runs in; `None`:
+    /// the idle thread (the idle process, pid 0, on the kernel's page tables).
+    pub process: Option<usize>,
+    /// Running user code: its registers' CR3 is the process's user root under KVA shadow.
+    pub user_mode: bool,
+}
+
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct WinSpec {
@@ -74,6 +84,8 @@ pub struct WinSpec {
     pub drivers: Vec<ImageSpec>,
     /// Physical memory below the first page the builder uses (left zero).
     pub reserved_low: usize,
+    /// The processors, in `KiProcessorBlock` order (`KeNumberProcessors` is their count).
+    pub cpus: Vec<CpuSpec>,
 }
 
 impl WinSpec {
@@ -151,7 +163,32 @@ impl WinSpec {
                 img("xenvbd.sys", 0xffff_f803_4e20_0000, 0x2_4000),
             ],
             reserved_low: 0x10_0000,
+            // vCPU 0 in user mode in the last process, vCPU 1 in the kernel (System).
+            cpus: vec![
+                CpuSpec {
+                    process: Some(5),
+                    user_mode: true,
+                },
+                CpuSpec {
+                    process: Some(0),
+                    user_mode: false,
+                },
+            ],
         }
+    }
+
+    /// [`WinSpec::typical`] with `n` processors (at least 3): the first two as there, the
+    /// third idle, the rest in the kernel on behalf of processes 2, 3, ... in turn.
+    pub fn with_cpus(build: u32, n: usize) -> WinSpec {
+        let mut s = WinSpec::typical(build);
+        let procs = s.processes.len();
+        for i in 2..n {
+            s.cpus.push(CpuSpec {
+                process: (i > 2).then(|| 2 + (i - 3) % (procs - 2)),
+                user_mode: false,
+            });
+        }
+        s
     }
 
     /// The smallest interesting system (System, one process with two DLLs, two drivers, no
@@ -166,6 +203,7 @@ impl WinSpec {
         s.drivers.truncate(2);
         s.kva_shadow = false;
         s.reserved_low = 0x1000;
+        s.cpus[0].process = Some(1);
         s
     }
 }
@@ -182,6 +220,12 @@ pub struct WinGuest {
     pub pebs: Vec<Option<u64>>,
     pub spec: WinSpec,
     pub rva: HashMap<&'static str, u64>,
+    /// `KPRCB` address per spec processor.
+    pub prcbs: Vec<u64>,
+    /// Current thread (`ETHREAD`) per spec processor.
+    pub threads: Vec<u64>,
+    /// The idle process's `EPROCESS`, when a processor is idle.
+    pub idle_eprocess: Option<u64>,
     pool_next: u64,
     process_pml4s: Vec<u64>,
     user_next: HashMap<u64, u64>,
@@ -325,6 +369,9 @@ impl WinGuest {
             pebs: Vec::new(),
             spec: WinSpec::typical(0),
             rva: HashMap::new(),
+            prcbs: Vec::new(),
+            threads: Vec::new(),
+            idle_eprocess: None,
             pool_next: POOL_BASE + 0x1000,
             process_pml4s: Vec::new(),
             user_next: HashMap::new(),
@@ -343,6 +390,9 @@ impl WinGuest {
             pebs: Vec::new(),
             spec: spec.clone(),
             rva: HashMap::new(),
+            prcbs: Vec::new(),
+            threads: Vec::new(),
+            idle_eprocess: None,
             pool_next: POOL_BASE + 0x1000,
             process_pml4s: Vec::new(),
             user_next: HashMap::new(),
@@ -355,6 +405,9 @@ impl WinGuest {
             "PsInitialSystemProcess",
             "NtBuildNumber",
             "KiSystemCall64",
+            "KiProcessorBlock",
+            "KeNumberProcessors",
+            "PsIdleProcess",
         ] {
             g.rva.insert(n, sym(n));
         }
@@ -439,8 +492,105 @@ impl WinGuest {
             links.push(e + t(kldr, "InLoadOrderLinks"));
         }
         g.link_list(k, base + g.rva["PsLoadedModuleList"], &links);
+        g.processors(isf, &spec);
         g.share_kernel_half();
         g
+    }
+
+    /// `ContextFrame` rip and rsp the builder saves for processor `i` (distinct per processor;
+    /// rsp inside its current thread's stack, [`WinGuest::stack`]).
+    pub fn context_of(&self, i: usize) -> (u64, u64) {
+        let (_, base) = Self::stack(i);
+        (
+            self.spec.kernel_base + 0x4_1000 + 0x100 * i as u64,
+            base - 0x1000 - 0x40 * i as u64,
+        )
+    }
+
+    /// The kernel stack (`StackLimit`, `StackBase`) of processor `i`'s current thread.
+    pub fn stack(i: usize) -> (u64, u64) {
+        let limit = 0xffff_d08a_1230_0000 + 0x1_0000 * i as u64;
+        (limit, limit + 0x6000)
+    }
+
+    /// The page-table roots (kernel, user) of the process processor `i` runs.
+    pub fn cpu_roots(&self, i: usize) -> (u64, Option<u64>) {
+        match self.spec.cpus[i].process {
+            Some(p) => self.roots[p],
+            None => (self.kernel_pml4, None),
+        }
+    }
+
+    /// `KiProcessorBlock`, a `KPCR`/`KPRCB`, a current thread and its process per spec
+    /// processor, and `KeNumberProcessors`, laid out by the profile.
+    fn processors(&mut self, isf: &Isf, spec: &WinSpec) {
+        let t = |ty: &str, f: &str| isf.require(ty, f).unwrap();
+        let base = spec.kernel_base;
+        let k = self.kernel_pml4;
+        if spec.cpus.iter().any(|c| c.process.is_none()) {
+            let ep = self.pool(isf.struct_size("_EPROCESS").unwrap());
+            self.kwrite_u64(ep + t("_EPROCESS", "UniqueProcessId"), 0);
+            self.kwrite(ep + t("_EPROCESS", "ImageFileName"), b"Idle\0");
+            self.kwrite_u64(ep + t("_EPROCESS", "Pcb.DirectoryTableBase"), k);
+            if isf
+                .field("_EPROCESS", "Pcb.UserDirectoryTableBase")
+                .is_some()
+            {
+                self.kwrite_u64(ep + t("_EPROCESS", "Pcb.UserDirectoryTableBase"), 1);
+            }
+            self.kwrite_u64(base + self.rva["PsIdleProcess"], ep);
+            self.idle_eprocess = Some(ep);
+        }
+        let kpcr_size = isf.struct_size("_KPCR").unwrap();
+        let thread_size = isf.struct_size("_ETHREAD").unwrap();
+        let prcb_in_kpcr = t("_KPCR", "Prcb");
+        let pcid = if spec.kva_shadow { 0x2 } else { 0 };
+        for (i, c) in spec.cpus.iter().enumerate() {
+            let kpcr = self.pool(kpcr_size);
+            let prcb = kpcr + prcb_in_kpcr;
+            self.kwrite_u64(kpcr + t("_KPCR", "Self"), kpcr);
+            self.kwrite_u64(kpcr + t("_KPCR", "CurrentPrcb"), prcb);
+            self.kwrite(prcb + t("_KPRCB", "Number"), &(i as u32).to_le_bytes());
+            let thread = self.pool(thread_size);
+            self.kwrite_u64(prcb + t("_KPRCB", "CurrentThread"), thread);
+            let ep = match c.process {
+                Some(p) => self.eprocess[p],
+                None => self.idle_eprocess.unwrap(),
+            };
+            self.kwrite_u64(thread + t("_ETHREAD", "Tcb.ApcState.Process"), ep);
+            self.kwrite_u64(thread + t("_ETHREAD", "Tcb.Process"), ep);
+            let (limit, stack_base) = Self::stack(i);
+            self.kwrite_u64(thread + t("_KTHREAD", "StackLimit"), limit);
+            self.kwrite_u64(thread + t("_KTHREAD", "StackBase"), stack_base);
+            let (rip, rsp) = self.context_of(i);
+            let frame = t("_KPRCB", "ProcessorState.ContextFrame");
+            self.kwrite_u64(prcb + frame + t("_CONTEXT", "Rip"), rip);
+            self.kwrite_u64(prcb + frame + t("_CONTEXT", "Rsp"), rsp);
+            let cr3 = t("_KPRCB", "ProcessorState.SpecialRegisters.Cr3");
+            let root = self.cpu_roots(i).0;
+            self.kwrite_u64(prcb + cr3, root | pcid);
+            self.kwrite_u64(base + self.rva["KiProcessorBlock"] + 8 * i as u64, prcb);
+            self.prcbs.push(prcb);
+            self.threads.push(thread);
+        }
+        self.kwrite(
+            base + self.rva["KeNumberProcessors"],
+            &(spec.cpus.len() as u32).to_le_bytes(),
+        );
+    }
+
+    /// The crash dump `CONTEXT` of processor `i` crashing: its saved rip and rsp, in the
+    /// kernel.
+    pub fn crash_context(&self, i: usize) -> Registers {
+        let (rip, rsp) = self.context_of(i);
+        Registers {
+            rip,
+            rsp,
+            rflags: 0x246,
+            cs_sel: 0x10,
+            ss_sel: 0x18,
+            ..Registers::default()
+        }
     }
 
     /// PEB, loader data and entries in the process's address space; returns the PEB address.
@@ -558,12 +708,13 @@ impl WinGuest {
         }
     }
 
-    /// Registers of two vCPUs: vCPU 0 in user mode in the last process (user root when KVA
-    /// shadow is on), vCPU 1 in the kernel on the System page tables. `MSR_LSTAR` points at
-    /// `KiSystemCall64` on both, as on a running system.
+    /// Registers of every spec processor (vCPU `i` for processor `i`): user mode on the
+    /// process's user root (when KVA shadow is on) or kernel mode on its kernel root, the
+    /// kernel-mode ones at their saved context. `MSR_LSTAR` points at `KiSystemCall64` on
+    /// all, as on a running system. The typical spec gives vCPU 0 in user mode in the last
+    /// process and vCPU 1 in the kernel on the System page tables.
     pub fn registers(&self) -> Vec<Registers> {
         let lstar = self.spec.kernel_base + self.rva["KiSystemCall64"];
-        let (root, user) = *self.roots.last().unwrap();
         let base = Registers {
             cr0: 0x8005_0033,
             cr4: 0x0035_06f8 & !0x1000,
@@ -571,20 +722,28 @@ impl WinGuest {
             msr_lstar: lstar,
             ..Registers::default()
         };
-        vec![
-            Registers {
-                cr3: user.unwrap_or(root) | 0x8000_0000_0000_0001,
-                cs_sel: 0x33,
-                rip: 0x7ff6_1234_5678,
-                ..base
-            },
-            Registers {
-                cr3: self.kernel_pml4 | 0x2,
-                cs_sel: 0x10,
-                rip: self.spec.kernel_base + 0x2_1234,
-                ..base
-            },
-        ]
+        (0..self.spec.cpus.len())
+            .map(|i| {
+                let (root, user) = self.cpu_roots(i);
+                if self.spec.cpus[i].user_mode {
+                    Registers {
+                        cr3: user.unwrap_or(root) | 0x8000_0000_0000_0001,
+                        cs_sel: 0x33,
+                        rip: 0x7ff6_1234_5678,
+                        ..base
+                    }
+                } else {
+                    let (rip, rsp) = self.context_of(i);
+                    Registers {
+                        cr3: root | 0x2,
+                        cs_sel: 0x10,
+                        rip,
+                        rsp,
+                        ..base
+                    }
+                }
+            })
+            .collect()
     }
 
     /// The finished image as a raw snapshot.

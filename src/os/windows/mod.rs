@@ -21,6 +21,12 @@
 //! Volatility3 ISF files for `ntkrnlmp.pdb`: symbol addresses are RVAs, structure layouts
 //! change with every build, so every offset is read from the profile.
 //!
+//! # Processors
+//! [`Windows::processors`] reads every processor from the kernel's own records
+//! (`KiProcessorBlock` → `KPRCB` → current thread → process, and the saved CR3);
+//! [`crashing_processor`] finds the processor a crash dump's `CONTEXT` belongs to, and
+//! [`Processors::cross_check`] compares the records with a core's registers (see [`cpus`]).
+//!
 //! # Bounds
 //! Guest memory is attacker-controlled: list walks stop at [`MAX_PROCESSES`]/[`MAX_MODULES`]
 //! entries and on the first repeated node, `UNICODE_STRING` lengths are capped at
@@ -40,6 +46,12 @@ use crate::os::profile::isf::Isf;
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
+
+pub mod cpus;
+pub use cpus::{
+    crashing_processor, CrashingCpu, KernelCpu, Processors, RegisterCheck, CPU_FIELDS, CPU_SYMBOLS,
+    MAX_PROCESSORS,
+};
 
 /// Bound on processes walked in one list.
 pub const MAX_PROCESSES: usize = 1 << 20;
