@@ -12,7 +12,11 @@
 //! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core, a LiME file or a Windows crash
 //! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. Windows
 //! needs its ntoskrnl profile: one Volatility3 ISF, or a directory of them from which the one
-//! matching the kernel's PDB GUID is chosen (`fixtures/windows-isf` has three builds).
+//! matching the kernel's PDB GUID is chosen (`fixtures/windows-isf` has three builds). For
+//! Windows, every processor is listed from the kernel's own records (`KiProcessorBlock`: its
+//! current thread's process and saved CR3); a crash dump names the processor that crashed
+//! (its `CONTEXT` is labelled with that index, never assumed 0), and a core's registers are
+//! checked against the records, a disagreement printed (`DISAGREES`, JSON `agrees: false`).
 //!
 //! With no profile given, what discovery learns about the kernel build is kept in the build
 //! cache (`~/.cache/xenvmi`, or `$XDG_CACHE_HOME/xenvmi`, or `$XENVMI_CACHE_DIR`) and the next
@@ -292,7 +296,9 @@ mod windows {
     use xenvmi::backend::snapshot::Snapshot;
     use xenvmi::mem::GuestMemory;
     use xenvmi::os::terminal_safe as safe;
-    use xenvmi::os::windows::{Hints, Windows, WindowsProfile};
+    use xenvmi::os::windows::{
+        crashing_processor, CrashingCpu, Hints, Windows, WindowsProfile, MAX_PROCESSORS,
+    };
     use xenvmi::os::Process;
 
     pub fn run(
@@ -348,11 +354,58 @@ mod windows {
                 process_dlls.push((p.pid, list));
             }
         }
-        let owners: Vec<(usize, u64, Option<&Process>)> = regs
+        // Every processor from the kernel's own records. A crash dump's one CONTEXT belongs
+        // to the processor that crashed (found, never assumed 0); a core's registers are
+        // checked against the records.
+        let is_dump = format == xenvmi::backend::snapshot::Format::WindowsCrashDump;
+        let mut cpus = match w.processors(&mem) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(format!("processors (KiProcessorBlock): {e}"));
+                None
+            }
+        };
+        let crashed = match (&cpus, is_dump, regs.first()) {
+            (Some(c), true, Some(ctx)) => Some(crashing_processor(c, ctx)),
+            _ => None,
+        };
+        if let (Some(c), false) = (cpus.as_mut(), is_dump) {
+            c.cross_check(&regs);
+        }
+        for c in cpus.iter().flat_map(|c| c.cpus.iter()) {
+            if let Err(e) = c {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(c) = cpus.as_ref().filter(|c| c.truncated) {
+            errors.push(format!(
+                "KeNumberProcessors is {}: only the first {MAX_PROCESSORS} processors were read",
+                c.declared
+            ));
+        }
+        // The registers' vCPUs: a dump's one CONTEXT is labelled with the crashing
+        // processor's index (None when it could not be found).
+        let owners: Vec<(Option<usize>, u64, Option<&Process>)> = regs
             .iter()
             .enumerate()
-            .map(|(i, r)| (i, r.cr3, w.owner_of_cr3(&processes, r.cr3)))
+            .map(|(i, r)| {
+                let index = if is_dump {
+                    crashed.as_ref().and_then(|c| c.index()).map(|i| i as usize)
+                } else {
+                    Some(i)
+                };
+                (index, r.cr3, w.owner_of_cr3(&processes, r.cr3))
+            })
             .collect();
+        let crash_by = |c: &CrashingCpu| match c {
+            CrashingCpu::ContextFrame(_) => {
+                "its KPRCB's saved ContextFrame is the dump's CONTEXT".to_owned()
+            }
+            CrashingCpu::Stack(_) => {
+                "its current thread's kernel stack holds the CONTEXT's rsp".to_owned()
+            }
+            CrashingCpu::Unknown(why) => why.clone(),
+        };
         let info = w.info();
         let pdb = info
             .codeview
@@ -383,6 +436,30 @@ mod windows {
                 "vcpus": owners.iter().map(|(i, cr3, o)| serde_json::json!({
                     "index": i, "cr3": hex(*cr3), "pid": o.map(|p| p.pid),
                 })).collect::<Vec<_>>(),
+                "crashing_cpu": crashed.as_ref().map(|c| serde_json::json!({
+                    "index": c.index(), "by": crash_by(c),
+                })),
+                "processors": cpus.as_ref().map(|c| serde_json::json!({
+                    "declared": c.declared,
+                    "truncated": c.truncated,
+                    "cpus": c.cpus.iter().enumerate().map(|(i, cpu)| match cpu {
+                        Ok(cpu) => serde_json::json!({
+                            "index": cpu.index,
+                            "number": cpu.number,
+                            "prcb": hex(cpu.prcb.0),
+                            "thread": hex(cpu.thread.0),
+                            "eprocess": hex(cpu.process.0),
+                            "pid": cpu.owner.as_ref().map(|p| p.pid),
+                            "name": cpu.owner.as_ref().map(|p| p.name.clone()),
+                            "owner_error": cpu.owner_error,
+                            "saved_cr3": hex(cpu.saved_cr3),
+                            "registers": cpu.registers.as_ref().map(|r| serde_json::json!({
+                                "cr3": hex(r.cr3), "agrees": r.agrees, "detail": r.detail,
+                            })),
+                        }),
+                        Err(e) => serde_json::json!({ "index": i, "error": e.to_string() }),
+                    }).collect::<Vec<_>>(),
+                })),
             });
             println!("{out}");
         } else {
@@ -440,12 +517,52 @@ mod windows {
                 }
             }
             println!();
-            println!("vCPUs:");
+            if let Some(c) = &crashed {
+                match c.index() {
+                    Some(i) => println!("crashed    on processor {i}: {}", crash_by(c)),
+                    None => println!("crashed    on an unknown processor: {}", safe(&crash_by(c))),
+                }
+            }
+            if let Some(c) = &cpus {
+                println!(
+                    "processors (kernel records, KiProcessorBlock; KeNumberProcessors {}):",
+                    c.declared
+                );
+                for cpu in c.cpus.iter() {
+                    let Ok(cpu) = cpu else { continue };
+                    let who = match &cpu.owner {
+                        Some(p) => format!("pid {} ({})", p.pid, safe(&p.name)),
+                        None => format!("EPROCESS {} unreadable", cpu.process),
+                    };
+                    let mark = if crashed.as_ref().and_then(|c| c.index()) == Some(cpu.index) {
+                        "  [crashed]"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "  CPU {:<3} KPRCB {}  thread {}  -> {who}  saved CR3 {:#x}{mark}",
+                        cpu.index, cpu.prcb, cpu.thread, cpu.saved_cr3
+                    );
+                    if let Some(r) = cpu.registers.as_ref().filter(|r| !r.agrees) {
+                        println!(
+                            "           DISAGREES with the registers: {}",
+                            safe(&r.detail)
+                        );
+                    }
+                }
+            }
+            println!("vCPUs (registers):");
             for (i, cr3, owner) in &owners {
                 let who = owner
                     .map(|p| format!("pid {} ({})", p.pid, safe(&p.name)))
                     .unwrap_or_else(|| "no process owns this CR3".into());
-                println!("  vCPU {i}  CR3 {cr3:#x}  -> {who}");
+                let label = match (i, is_dump) {
+                    (Some(i), true) => format!("CONTEXT of processor {i}"),
+                    (None, true) => "CONTEXT of an unknown processor".into(),
+                    (Some(i), false) => format!("vCPU {i}"),
+                    (None, false) => "vCPU ?".into(),
+                };
+                println!("  {label}  CR3 {cr3:#x}  -> {who}");
             }
         }
         for e in &errors {

@@ -156,7 +156,7 @@ fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
     let (file, build) = PROFILES[2];
     let isf = load_isf(file);
     let g = WinGuest::build(&isf, WinSpec::typical(build));
-    let ctx = g.registers()[1];
+    let ctx = g.crash_context(1);
     let mut h = dmp::Header::example(g.kernel_pml4, ctx);
     h.ps_active_process_head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
     h.ps_loaded_module_list = g.spec.kernel_base + g.rva["PsLoadedModuleList"];
@@ -216,6 +216,19 @@ fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
     assert_eq!(drivers, want);
     // The dump's one vCPU context runs on the kernel's page tables: the System process's.
     assert_eq!(v["vcpus"][0]["pid"], 4);
+    // It is processor 1's (the spec's crashing processor), found from the kernel's records,
+    // not labelled 0; every processor's owner is the spec's.
+    assert_eq!(v["crashing_cpu"]["index"], 1);
+    assert_eq!(v["vcpus"][0]["index"], 1);
+    let cpus = v["processors"]["cpus"].as_array().unwrap();
+    assert_eq!(cpus.len(), g.spec.cpus.len());
+    for (i, (c, s)) in cpus.iter().zip(&g.spec.cpus).enumerate() {
+        let p = &g.spec.processes[s.process.unwrap()];
+        assert_eq!(c["index"], i);
+        assert_eq!(c["pid"], p.pid);
+        assert_eq!(c["prcb"], hexs(g.prcbs[i]));
+        assert_eq!(c["registers"], serde_json::Value::Null); // a dump is not cross-checked
+    }
 
     // Without --windows, a crash dump says what it needs.
     let dir = std::env::temp_dir().join(format!("xenvmi-cli-win2-{}", std::process::id()));
@@ -226,6 +239,65 @@ fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--windows"));
+}
+
+/// `pslist --windows` on an ELF core of a 4-processor Windows 10 guest whose vCPU 3 runs on
+/// page tables the kernel's records do not name for processor 3: every processor's owner is
+/// printed from `KiProcessorBlock` and the disagreement is shown, not hidden.
+#[test]
+fn windows_elf_core_shows_every_processor_and_a_disagreement() {
+    use support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
+    let (file, build) = PROFILES[1];
+    let g = WinGuest::build(&load_isf(file), WinSpec::with_cpus(build, 4));
+    let mut regs = g.registers();
+    assert_eq!(g.spec.cpus[3].process, Some(2)); // smss.exe
+    regs[3].cr3 = g.roots[4].0 | 0x2; // explorer.exe's page tables
+    let dir = std::env::temp_dir().join(format!("xenvmi-cli-wincpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("win.elf");
+    g.write_elf_core(&regs, &image);
+    let out = Command::new(pslist())
+        .arg("--windows")
+        .arg(isf_dir())
+        .arg(&image)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cpu_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  CPU ")).collect();
+    assert_eq!(cpu_lines.len(), 4, "{text}");
+    // Owners from the spec: a process by pid and 15-byte name, or the idle process.
+    let want: Vec<String> = g
+        .spec
+        .cpus
+        .iter()
+        .map(|c| match c.process {
+            Some(p) => {
+                let p = &g.spec.processes[p];
+                format!(
+                    "pid {} ({})",
+                    p.pid,
+                    p.name.chars().take(15).collect::<String>()
+                )
+            }
+            None => "pid 0 (Idle)".into(),
+        })
+        .collect();
+    for (line, who) in cpu_lines.iter().zip(&want) {
+        assert!(line.contains(who.as_str()), "{line} should name {who}");
+    }
+    let dis: Vec<&str> = text.lines().filter(|l| l.contains("DISAGREES")).collect();
+    assert_eq!(dis.len(), 1, "{text}");
+    assert!(
+        dis[0].contains("pid 388") && dis[0].contains("processor 3"),
+        "{}",
+        dis[0]
+    );
 }
 
 #[test]

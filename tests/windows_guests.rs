@@ -412,14 +412,10 @@ fn check_processors(g: &WinGuest, procs: &xenvmi::os::windows::Processors) {
 /// The registers of an ELF core (written by xenvmi's capture from the guest's memory and the
 /// spec's registers), reopened from the file.
 fn elf_core(g: &WinGuest, regs: &[Registers], name: &str) -> xenvmi::backend::snapshot::Snapshot {
-    use xenvmi::backend::sim::SimDomain;
     use xenvmi::backend::snapshot::{Format, Snapshot};
-    use xenvmi::capture::{capture_to_file, CaptureOptions};
-    let raw = Snapshot::from_bytes(g.mem.clone(), Some(Format::Raw)).unwrap();
-    let dom = SimDomain::new(raw, regs);
     let path =
         std::env::temp_dir().join(format!("xenvmi-wincpu-{}-{name}.elf", std::process::id()));
-    capture_to_file(&dom, &path, CaptureOptions::default()).unwrap();
+    g.write_elf_core(regs, &path);
     let snap = Snapshot::open(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(snap.format(), Format::QemuElf);

@@ -746,6 +746,16 @@ impl WinGuest {
             .collect()
     }
 
+    /// Write the guest as a QEMU-style ELF core with `regs` as its vCPUs' notes (by xenvmi's
+    /// own capture, from a simulated domain holding this memory and these registers).
+    pub fn write_elf_core(&self, regs: &[Registers], path: &std::path::Path) {
+        use xenvmi::backend::sim::SimDomain;
+        use xenvmi::capture::{capture_to_file, CaptureOptions};
+        let raw = Snapshot::from_bytes(self.mem.clone(), Some(Format::Raw)).expect("raw image");
+        let dom = SimDomain::new(raw, regs);
+        capture_to_file(&dom, path, CaptureOptions::default()).expect("ELF core");
+    }
+
     /// The finished image as a raw snapshot.
     pub fn snapshot(self) -> Snapshot {
         Snapshot::from_bytes(self.mem, Some(Format::Raw)).expect("raw image")
