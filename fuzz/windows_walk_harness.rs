@@ -7,10 +7,15 @@
 //! - 19 × `u16`: the structure offsets, in `xenvmi::os::windows::FIELDS` order (0xffff =
 //!   field absent);
 //! - 5 × `u32`: RVAs of the symbols in `xenvmi::os::windows::SYMBOLS` order;
+//! - when mode bit 2 is set (the per-processor walk): 9 × `u16` offsets in
+//!   `xenvmi::os::windows::CPU_FIELDS` order (0xffff = absent), then 2 × `u32` RVAs in
+//!   `CPU_SYMBOLS` order; inputs without the bit keep the older layout;
 //! - the rest: physical memory.
 //!
 //! Every iterator (processes, kernel modules, each process's modules, the kernel's exports)
-//! is driven to its end, which must come.
+//! is driven to its end, which must come. With mode bit 2, every processor is read from
+//! `KiProcessorBlock` (at most `MAX_PROCESSORS`), cross-checked with the register hint, and
+//! the crashing processor looked for with a context taken from the input.
 //!
 //! Shared by `fuzz/fuzz_targets/windows_walk.rs` and `tests/fuzz_regressions.rs`, which replays
 //! the seeds and every kept failing input in `cargo test`.
@@ -18,13 +23,17 @@ use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::mem::{AddressSpace, GuestMemory, PagingMode};
 use xenvmi::os::profile::{Field, Profile, SymbolTableBuilder, TypeSource};
 use xenvmi::os::windows::{
-    Hints, Windows, WindowsProfile, FIELDS, MAX_MODULES, MAX_PROCESSES, SYMBOLS,
+    crashing_processor, Hints, Windows, WindowsProfile, CPU_FIELDS, CPU_SYMBOLS, FIELDS,
+    MAX_MODULES, MAX_PROCESSES, MAX_PROCESSORS, SYMBOLS,
 };
 use xenvmi::{Gva, Registers};
 
 const HEADER: usize = 8 + 8 + 1 + 2 * 19 + 4 * 5;
+/// What mode bit 2 adds to the header.
+const CPU_HEADER: usize = 2 * 9 + 4 * 2;
 
-struct Types([u16; 19]);
+/// Field offsets by `(structure, field)`: [`FIELDS`], then [`CPU_FIELDS`] when present.
+struct Types(Vec<((&'static str, &'static str), u16)>);
 
 impl TypeSource for Types {
     fn source_name(&self) -> &str {
@@ -34,9 +43,9 @@ impl TypeSource for Types {
         Some(0x1000)
     }
     fn field(&self, t: &str, f: &str) -> Option<Field> {
-        let i = FIELDS.iter().position(|&(a, b)| a == t && b == f)?;
-        (self.0[i] != 0xffff).then_some(Field {
-            offset: self.0[i] as u64,
+        let &(_, off) = self.0.iter().find(|((a, b), _)| *a == t && *b == f)?;
+        (off != 0xffff).then_some(Field {
+            offset: off as u64,
             size: None,
         })
     }
@@ -53,21 +62,39 @@ pub fn run(data: &[u8]) {
     let root = u64_at(0);
     let base = Gva(u64_at(8));
     let mode = data[16];
-    let mut offsets = [0u16; 19];
-    for (i, o) in offsets.iter_mut().enumerate() {
-        *o = u16_at(17 + 2 * i);
+    let cpu_walk = mode & 4 != 0;
+    let header = if cpu_walk {
+        HEADER + CPU_HEADER
+    } else {
+        HEADER
+    };
+    if data.len() < header + 64 {
+        return;
     }
+    let mut offsets: Vec<((&'static str, &'static str), u16)> = FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| (f, u16_at(17 + 2 * i)))
+        .collect();
     let mut symbols = SymbolTableBuilder::new("fuzz symbols");
     let mut rvas = [0u64; 5];
     for (i, n) in SYMBOLS.iter().enumerate() {
         rvas[i] = u32_at(17 + 38 + 4 * i) as u64;
         symbols.push(n, rvas[i], b'D');
     }
+    if cpu_walk {
+        for (i, &f) in CPU_FIELDS.iter().enumerate() {
+            offsets.push((f, u16_at(HEADER + 2 * i)));
+        }
+        for (i, n) in CPU_SYMBOLS.iter().enumerate() {
+            symbols.push(n, u32_at(HEADER + 18 + 4 * i) as u64, b'D');
+        }
+    }
     let profile = Profile {
         types: Box::new(Types(offsets)),
         symbols: symbols.build(),
     };
-    let Ok(snap) = Snapshot::from_bytes(data[HEADER..].to_vec(), Some(Format::Raw)) else {
+    let Ok(snap) = Snapshot::from_bytes(data[header..].to_vec(), Some(Format::Raw)) else {
         return;
     };
     let mem = GuestMemory::new(snap);
@@ -77,14 +104,14 @@ pub fn run(data: &[u8]) {
         PagingMode::Level4
     };
     let space = AddressSpace::from_cr3(root, paging);
+    let regs = [Registers {
+        cr0: 0x8000_0011,
+        cr3: root,
+        cr4: if mode & 2 != 0 { 0x1020 } else { 0x20 },
+        msr_lstar: base.0.wrapping_add(rvas[4]),
+        ..Registers::default()
+    }];
     let windows = if mode & 1 != 0 {
-        let regs = [Registers {
-            cr0: 0x8000_0011,
-            cr3: root,
-            cr4: if mode & 2 != 0 { 0x1020 } else { 0x20 },
-            msr_lstar: base.0.wrapping_add(rvas[4]),
-            ..Registers::default()
-        }];
         Windows::discover_with(
             &mem,
             &regs,
@@ -105,6 +132,21 @@ pub fn run(data: &[u8]) {
         let _ = w.owner_of_cr3(&procs, p.dtb.map(|d| d.0).unwrap_or(0));
     }
     let _ = w.process_for_cr3(&mem, root);
+    if cpu_walk {
+        if let Ok(mut cpus) = w.processors(&mem) {
+            assert!(cpus.cpus.len() <= MAX_PROCESSORS as usize);
+            assert!(cpus.cpus.len() as u64 <= u64::from(cpus.declared));
+            cpus.cross_check(&regs);
+            let _ = cpus.disagreements().count();
+            // A context from the input: the first two words of memory as rip and rsp.
+            let ctx = Registers {
+                rip: u64_at(header),
+                rsp: u64_at(header + 8),
+                ..regs[0]
+            };
+            let _ = crashing_processor(&cpus, &ctx).index();
+        }
+    }
     if let Ok(pe) = w.kernel_image(&mem) {
         let _ = pe.codeview();
         if let Ok(e) = pe.exports() {

@@ -325,7 +325,7 @@ fn write_fuzz_seeds() {
         let mut seed = Vec::new();
         seed.extend_from_slice(&g.kernel_pml4.to_le_bytes());
         seed.extend_from_slice(&g.spec.kernel_base.to_le_bytes());
-        seed.push(1); // discovery from MSR_LSTAR
+        seed.push(1 | 4); // discovery from MSR_LSTAR, and the per-processor walk
         for (t, f) in xenvmi::os::windows::FIELDS {
             let off = isf
                 .field(t, f)
@@ -335,6 +335,13 @@ fn write_fuzz_seeds() {
             seed.extend_from_slice(&off.to_le_bytes());
         }
         for n in xenvmi::os::windows::SYMBOLS {
+            seed.extend_from_slice(&(g.rva[n] as u32).to_le_bytes());
+        }
+        for (t, f) in xenvmi::os::windows::CPU_FIELDS {
+            let off = isf.field(t, f).map(|x| x.offset as u16).unwrap_or(0xffff);
+            seed.extend_from_slice(&off.to_le_bytes());
+        }
+        for n in xenvmi::os::windows::CPU_SYMBOLS {
             seed.extend_from_slice(&(g.rva[n] as u32).to_le_bytes());
         }
         // The kernel header page, as a PE seed.

@@ -323,6 +323,15 @@ impl WinGuest {
         va
     }
 
+    /// Reserve `size` bytes of kernel pool without mapping them: pages are mapped (zeroed) by
+    /// the first write into them, so a large structure of which a few fields are written (a
+    /// `KPCR`) costs a few pages.
+    pub fn pool_reserve(&mut self, size: u64) -> u64 {
+        let va = self.pool_next;
+        self.pool_next = (va + size + 0x30) & !0xf;
+        va
+    }
+
     /// Allocate `size` bytes of user memory in `pml4`.
     fn user_alloc(&mut self, pml4: u64, size: u64) -> u64 {
         let next = self.user_next.entry(pml4).or_insert(0x0000_00d5_1a2b_0000);
@@ -546,7 +555,8 @@ impl WinGuest {
         let prcb_in_kpcr = t("_KPCR", "Prcb");
         let pcid = if spec.kva_shadow { 0x2 } else { 0 };
         for (i, c) in spec.cpus.iter().enumerate() {
-            let kpcr = self.pool(kpcr_size);
+            // Only the written fields' pages are mapped: the rest of a KPCR is never read.
+            let kpcr = self.pool_reserve(kpcr_size);
             let prcb = kpcr + prcb_in_kpcr;
             self.kwrite_u64(kpcr + t("_KPCR", "Self"), kpcr);
             self.kwrite_u64(kpcr + t("_KPCR", "CurrentPrcb"), prcb);
