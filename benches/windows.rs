@@ -17,7 +17,7 @@ use support::windows_guest::{load_isf, WinGuest, WinSpec, PROFILES};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::pe::{FileImage, Pe};
 use xenvmi::os::profile::Profile;
-use xenvmi::os::windows::{Windows, WindowsProfile};
+use xenvmi::os::windows::{crashing_processor, Windows, WindowsProfile};
 
 fn pe(c: &mut Criterion) {
     let path = support::fixture::repo_root().join("target/xenvmi-fixtures/wine/ntoskrnl.exe");
@@ -74,6 +74,19 @@ fn windows(c: &mut Criterion) {
                 .map(|p| w.process_modules(&mem, p).count())
                 .sum();
             (procs.len(), drivers, dlls)
+        })
+    });
+    // Every processor from KiProcessorBlock (8 processors), then the crash-dump match.
+    let g8 = WinGuest::build(&isf, WinSpec::with_cpus(build, 8));
+    let regs8 = g8.registers();
+    let context = g8.crash_context(7);
+    let mem8 = GuestMemory::new(g8.snapshot());
+    let w8 = Windows::discover(&mem8, &regs8, WindowsProfile::Loaded(profile())).unwrap();
+    grp.bench_function("processors_8_cpus_and_crashing_match", |b| {
+        b.iter(|| {
+            mem8.flush_translations();
+            let cpus = w8.processors(&mem8).unwrap();
+            crashing_processor(&cpus, black_box(&context)).index()
         })
     });
     grp.finish();

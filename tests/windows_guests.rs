@@ -565,6 +565,10 @@ fn crash_dumps_name_the_processor_that_crashed() {
                     let found = crashing_processor(&procs, &stray);
                     assert!(matches!(found, CrashingCpu::Unknown(_)), "{found:?}");
                     assert_eq!(found.index(), None);
+                    // An empty CONTEXT matches nothing either, even wiped saved contexts.
+                    let empty = Registers::default();
+                    let found = crashing_processor(&procs, &empty);
+                    assert!(matches!(found, CrashingCpu::Unknown(_)), "{found:?}");
                 }
             }
         }

@@ -375,6 +375,10 @@ impl Processors {
 /// Which processor a crash dump's `CONTEXT` (`context`, the dump's one vCPU) belongs to: see
 /// the module documentation.
 pub fn crashing_processor(cpus: &Processors, context: &Registers) -> CrashingCpu {
+    // Zeroed saved contexts would all "match" an empty CONTEXT.
+    if context.rip == 0 && context.rsp == 0 {
+        return CrashingCpu::Unknown("the dump's CONTEXT has neither rip nor rsp".into());
+    }
     let by_frame: Vec<u32> = cpus
         .read()
         .filter(|c| c.context_rip == context.rip && c.context_rsp == context.rsp)
