@@ -562,7 +562,9 @@ mod windows {
                     (Some(i), false) => format!("vCPU {i}"),
                     (None, false) => "vCPU ?".into(),
                 };
-                println!("  {label}  CR3 {cr3:#x}  -> {who}");
+                // A dump's CONTEXT has no CR3: it is the header's DirectoryTableBase.
+                let from = if is_dump { " (DirectoryTableBase)" } else { "" };
+                println!("  {label}  CR3 {cr3:#x}{from}  -> {who}");
             }
         }
         for e in &errors {
