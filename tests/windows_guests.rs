@@ -404,7 +404,9 @@ fn check_processors(g: &WinGuest, procs: &xenvmi::os::windows::Processors) {
             None => (g.idle_eprocess.unwrap(), 0, "Idle".to_string()),
         };
         assert_eq!(cpu.process, Gva(ep), "processor {i}");
-        assert_eq!(cpu.home_process, Some(Gva(ep)));
+        // An attached thread: its own process (KTHREAD.Process) is another one.
+        let home = spec.home.map_or(ep, |h| g.eprocess[h]);
+        assert_eq!(cpu.home_process, Some(Gva(home)));
         let owner = cpu.owner.as_ref().unwrap();
         assert_eq!((owner.pid, owner.name.as_str()), (pid, name.as_str()));
         assert_eq!(
@@ -463,6 +465,14 @@ fn every_processor_is_read_from_the_kernel_records_and_checked_against_the_core(
                 assert_eq!(check.cr3, regs[cpu.index as usize].cr3);
             }
             assert_eq!(procs.disagreements().count(), 0);
+            if n > 4 {
+                // Processor 4 runs a System thread attached to another process: the address
+                // space in use (and so the registers' CR3) is the attached process's.
+                let c4 = procs.cpus[4].as_ref().unwrap();
+                assert_eq!(g.spec.cpus[4].home, Some(0));
+                assert_eq!(c4.home_process, Some(Gva(g.eprocess[0])));
+                assert_ne!(c4.process, Gva(g.eprocess[0]));
+            }
 
             // vCPU 3 on the page tables of a process the kernel does not say it runs.
             let mut wrong = core_regs.clone();

@@ -67,6 +67,9 @@ pub struct CpuSpec {
     pub process: Option<usize>,
     /// Running user code: its registers' CR3 is the process's user root under KVA shadow.
     pub user_mode: bool,
+    /// The thread's own process (`KTHREAD.Process`) when it differs from `process`: a thread
+    /// of this process attached to `process`'s address space (`ApcState.Process`).
+    pub home: Option<usize>,
 }
 
 /// What to build.
@@ -168,17 +171,20 @@ impl WinSpec {
                 CpuSpec {
                     process: Some(5),
                     user_mode: true,
+                    home: None,
                 },
                 CpuSpec {
                     process: Some(0),
                     user_mode: false,
+                    home: None,
                 },
             ],
         }
     }
 
     /// [`WinSpec::typical`] with `n` processors (at least 3): the first two as there, the
-    /// third idle, the rest in the kernel on behalf of processes 2, 3, ... in turn.
+    /// third idle, the rest in the kernel on behalf of processes 2, 3, ... in turn; the fifth
+    /// (when there is one) a System thread attached to its process.
     pub fn with_cpus(build: u32, n: usize) -> WinSpec {
         let mut s = WinSpec::typical(build);
         let procs = s.processes.len();
@@ -186,6 +192,7 @@ impl WinSpec {
             s.cpus.push(CpuSpec {
                 process: (i > 2).then(|| 2 + (i - 3) % (procs - 2)),
                 user_mode: false,
+                home: (i == 4).then_some(0),
             });
         }
         s
@@ -568,7 +575,8 @@ impl WinGuest {
                 None => self.idle_eprocess.unwrap(),
             };
             self.kwrite_u64(thread + t("_ETHREAD", "Tcb.ApcState.Process"), ep);
-            self.kwrite_u64(thread + t("_ETHREAD", "Tcb.Process"), ep);
+            let home = c.home.map_or(ep, |h| self.eprocess[h]);
+            self.kwrite_u64(thread + t("_ETHREAD", "Tcb.Process"), home);
             let (limit, stack_base) = Self::stack(i);
             self.kwrite_u64(thread + t("_KTHREAD", "StackLimit"), limit);
             self.kwrite_u64(thread + t("_KTHREAD", "StackBase"), stack_base);
