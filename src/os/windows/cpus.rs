@@ -411,3 +411,91 @@ pub fn crashing_processor(cpus: &Processors, context: &Registers) -> CrashingCpu
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(index: u32, rip: u64, rsp: u64, stack: (u64, u64)) -> Result<KernelCpu> {
+        Ok(KernelCpu {
+            index,
+            prcb: Gva(0xffff_f800_0000_0000 + u64::from(index) * 0x1000),
+            number: index,
+            thread: Gva(0xffff_a000_0000_0000 + u64::from(index) * 0x1000),
+            process: Gva(0xffff_a100_0000_0000),
+            home_process: None,
+            owner: None,
+            owner_error: Some("not read".into()),
+            saved_cr3: 0x1ad000,
+            context_rip: rip,
+            context_rsp: rsp,
+            stack,
+            registers: None,
+        })
+    }
+
+    fn procs(cpus: Vec<Result<KernelCpu>>) -> Processors {
+        Processors {
+            declared: cpus.len() as u32,
+            truncated: false,
+            cpus,
+            register_vcpus: None,
+        }
+    }
+
+    fn ctx(rip: u64, rsp: u64) -> Registers {
+        Registers {
+            rip,
+            rsp,
+            ..Registers::default()
+        }
+    }
+
+    #[test]
+    fn the_crashing_processor_is_matched_never_assumed() {
+        let p = procs(vec![
+            cpu(0, 0x10, 0x1f00, (0x1000, 0x2000)),
+            Err(Error::Overflow("unreadable processor")),
+            cpu(2, 0x30, 0x3f00, (0x3000, 0x4000)),
+        ]);
+        assert_eq!(
+            crashing_processor(&p, &ctx(0x30, 0x3f00)),
+            CrashingCpu::ContextFrame(2)
+        );
+        // rip differs, rsp on processor 0's stack.
+        assert_eq!(
+            crashing_processor(&p, &ctx(0x99, 0x1800)),
+            CrashingCpu::Stack(0)
+        );
+        let none = crashing_processor(&p, &ctx(0x99, 0x9000));
+        assert!(matches!(&none, CrashingCpu::Unknown(w) if w.contains("no processor")));
+        // Two processors with the same saved context, or overlapping stacks: ambiguous.
+        let twins = procs(vec![
+            cpu(0, 0x10, 0x1f00, (0x1000, 0x2000)),
+            cpu(1, 0x10, 0x1f00, (0x1000, 0x2000)),
+        ]);
+        let both = crashing_processor(&twins, &ctx(0x10, 0x1f00));
+        assert!(matches!(&both, CrashingCpu::Unknown(w) if w.contains("[0, 1]")));
+        let both = crashing_processor(&twins, &ctx(0x11, 0x1800));
+        assert!(matches!(&both, CrashingCpu::Unknown(w) if w.contains("[0, 1]")));
+        assert_eq!(both.index(), None);
+    }
+
+    #[test]
+    fn cross_check_reports_an_unreadable_owner_as_a_disagreement() {
+        let mut p = procs(vec![cpu(0, 0, 0, (0, 0))]);
+        let regs = [Registers {
+            cr0: 0x8000_0011,
+            cr3: 0x1ad000,
+            cr4: 0x20,
+            efer: 0x500,
+            ..Registers::default()
+        }];
+        p.cross_check(&regs);
+        assert_eq!(p.register_vcpus, Some(1));
+        let bad: Vec<&KernelCpu> = p.disagreements().collect();
+        assert_eq!(bad.len(), 1);
+        let detail = &bad[0].registers.as_ref().unwrap().detail;
+        assert!(detail.contains("could not be read: not read"), "{detail}");
+    }
+}
