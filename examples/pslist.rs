@@ -6,13 +6,15 @@
 //! cargo run --release --example pslist -- --no-cache IMAGE     # do the whole discovery every run
 //! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
 //! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
-//! cargo run --release --example pslist -- --windows ISF_OR_DIR [--dlls] MEMORY.DMP
+//! cargo run --release --example pslist -- --windows PROFILE [--dlls] MEMORY.DMP
 //! ```
 //!
 //! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core, a LiME file or a Windows crash
 //! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. Windows
-//! needs its ntoskrnl profile: one Volatility3 ISF, or a directory of them from which the one
-//! matching the kernel's PDB GUID is chosen (`fixtures/windows-isf` has three builds).
+//! needs its ntoskrnl profile (PROFILE): one Volatility3 ISF or Microsoft PDB (`ntkrnlmp.pdb`),
+//! or a directory searched by the kernel's PDB GUID and age — a symbol store
+//! (`ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`, as debuggers cache it) or ISFs
+//! (`fixtures/windows-isf` has three builds). Nothing is downloaded.
 //!
 //! With no profile given, what discovery learns about the kernel build is kept in the build
 //! cache (`~/.cache/xenvmi`, or `$XDG_CACHE_HOME/xenvmi`, or `$XENVMI_CACHE_DIR`) and the next
@@ -45,7 +47,7 @@ struct Args {
     image: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
+const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows PROFILE [--dlls]] [IMAGE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -123,7 +125,7 @@ fn run() -> Result<(), String> {
     }
     if snap.format() == xenvmi::backend::snapshot::Format::WindowsCrashDump {
         return Err(format!(
-            "{} is a Windows crash dump: give --windows ISF_OR_DIR",
+            "{} is a Windows crash dump: give --windows PROFILE",
             image.display()
         ));
     }

@@ -48,7 +48,7 @@ fn committed_pdb_is_what_build_sh_makes_from_kernel_c() {
         .status()
         .unwrap();
     assert!(status.success(), "fixtures/pdb/build.sh failed");
-    for file in ["ntkrnlmp.pdb", "kernel.map"] {
+    for file in ["ntkrnlmp.pdb", "kernel.map", "anon.pdb", "anon.map"] {
         let built = std::fs::read(out.join(file)).unwrap();
         let committed = std::fs::read(dir().join(file)).unwrap();
         assert!(
@@ -123,9 +123,49 @@ fn layouts_match_the_c_source() {
     assert_eq!(p.enum_constant("_PROCESS_STATE", "ProcessGone"), Some(-2));
 }
 
-/// `name -> RVA` from the linker map's "Publics by Value" (`SSSS:OOOOOOOO  name  Rva+Base`).
-fn map_publics() -> BTreeMap<String, u64> {
-    let map = std::fs::read_to_string(dir().join("kernel.map")).unwrap();
+#[test]
+fn anonymous_members_are_searched_through() {
+    // anon.c: anonymous unions and structures, as Windows headers use them. (clang, like
+    // MSVC, also lists their members in the enclosing structure's own field list.)
+    let p = Pdb::from_file(dir().join("anon.pdb")).unwrap();
+    let f = |t: &str, path: &str| p.field(t, path).unwrap_or_else(|| panic!("{t}.{path}"));
+    let at = |offset, size| Field {
+        offset,
+        size: Some(size),
+    };
+    // union { long; struct { 4 x uchar } } at 0 (4 bytes), SignalState at 4, the pointer pair
+    // at 8 (aligned to 8): 24 bytes.
+    assert_eq!(p.struct_size("_DISPATCHER_HEADER"), Some(24));
+    assert_eq!(f("_DISPATCHER_HEADER", "Lock"), at(0, 4));
+    assert_eq!(f("_DISPATCHER_HEADER", "Size"), at(2, 1));
+    assert_eq!(f("_DISPATCHER_HEADER", "Reserved1"), at(3, 1));
+    assert_eq!(f("_DISPATCHER_HEADER", "SignalState"), at(4, 4));
+    assert_eq!(f("_DISPATCHER_HEADER", "WaitListBlink"), at(16, 8));
+    // Header (24), CycleTime at 24, the bitfield/int union at 32: 40 bytes.
+    assert_eq!(p.struct_size("_KTHREAD"), Some(40));
+    assert_eq!(f("_KTHREAD", "Header.Signaling"), at(1, 1));
+    assert_eq!(f("_KTHREAD", "Header.WaitListFlink"), at(8, 8));
+    assert_eq!(f("_KTHREAD", "CycleTime"), at(24, 8));
+    assert_eq!(f("_KTHREAD", "ApcQueueable"), at(32, 4));
+    assert_eq!(f("_KTHREAD", "MiscFlags"), at(32, 4));
+    // The five anonymous aggregates of anon.c (three in _DISPATCHER_HEADER, two in _KTHREAD)
+    // are kept apart from each other, though all are `<unnamed-tag>`.
+    let unnamed = p
+        .type_names()
+        .filter(|n| n.contains("<unnamed-tag>"))
+        .count();
+    assert_eq!(unnamed, 5);
+    let expected = map_publics("anon.map");
+    assert_eq!(expected.len(), 1);
+    assert_eq!(
+        p.symbols().get("KiInitialThread"),
+        expected.get("KiInitialThread").copied()
+    );
+}
+
+/// `name -> RVA` from a linker map's "Publics by Value" (`SSSS:OOOOOOOO  name  Rva+Base`).
+fn map_publics(file: &str) -> BTreeMap<String, u64> {
+    let map = std::fs::read_to_string(dir().join(file)).unwrap();
     let base_line = map
         .lines()
         .find(|l| l.contains("Preferred load address is"))
@@ -153,7 +193,7 @@ fn map_publics() -> BTreeMap<String, u64> {
 #[test]
 fn symbols_are_the_linker_maps_rvas() {
     let p = pdb();
-    let expected = map_publics();
+    let expected = map_publics("kernel.map");
     assert_eq!(
         expected.len(),
         8,

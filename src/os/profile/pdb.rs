@@ -188,7 +188,8 @@ impl Pdb {
         self.enums.get(enum_name)?.size
     }
 
-    /// Names of the structures and unions (anonymous ones as `<unnamed-tag>@0x1234`).
+    /// Names of the structures and unions (anonymous ones as `<unnamed-tag>@UNIQUE-NAME`, or
+    /// `<unnamed-tag>@0x1234` by type index when the PDB gives no unique name).
     pub fn type_names(&self) -> impl Iterator<Item = &str> + '_ {
         self.types.keys().map(String::as_str)
     }
@@ -320,13 +321,14 @@ fn is_anonymous_member(m: &Member) -> bool {
         || m.type_key.as_deref().is_some_and(|k| k.contains('@'))
 }
 
-/// The key a structure/union definition is stored under: its name, or for an anonymous one
-/// its name and type index (many share `<unnamed-tag>`).
-fn type_key(name: &str, index: pdb::TypeIndex) -> String {
-    if is_unnamed(name) {
-        format!("{name}@{:#x}", index.0)
-    } else {
-        name.to_owned()
+/// The key a structure/union is stored under: its name, or for an anonymous one (many share
+/// `<unnamed-tag>`) its name and decorated unique name (which its forward references share,
+/// MSVC's `.?AT<unnamed-type-u>@_KPROCESS@@`), or without one its type index.
+fn type_key(name: &str, unique: Option<pdb::RawString<'_>>, index: pdb::TypeIndex) -> String {
+    match unique {
+        _ if !is_unnamed(name) => name.to_owned(),
+        Some(u) => format!("{name}@{u}"),
+        None => format!("{name}@{:#x}", index.0),
     }
 }
 
@@ -368,7 +370,7 @@ fn parse<'s>(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Resul
         };
         match data {
             pdb::TypeData::Class(c) if !c.properties.forward_reference() => {
-                let key = type_key(&c.name.to_string(), item.index());
+                let key = type_key(&c.name.to_string(), c.unique_name, item.index());
                 defs.entry(key).or_insert(Def {
                     index: item.index(),
                     size: c.size,
@@ -376,7 +378,7 @@ fn parse<'s>(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Resul
                 });
             }
             pdb::TypeData::Union(u) if !u.properties.forward_reference() => {
-                let key = type_key(&u.name.to_string(), item.index());
+                let key = type_key(&u.name.to_string(), u.unique_name, item.index());
                 defs.entry(key).or_insert(Def {
                     index: item.index(),
                     size: u.size,
@@ -574,11 +576,11 @@ impl Resolver<'_, '_> {
                 pdb::TypeData::Enumeration(e) => index = e.underlying_type,
                 pdb::TypeData::Array(a) => return (a.dimensions.last().map(|&d| d.into()), None),
                 pdb::TypeData::Class(c) => {
-                    let key = type_key(&c.name.to_string(), index);
+                    let key = type_key(&c.name.to_string(), c.unique_name, index);
                     return (self.sizes.get(&key).copied(), Some(key));
                 }
                 pdb::TypeData::Union(u) => {
-                    let key = type_key(&u.name.to_string(), index);
+                    let key = type_key(&u.name.to_string(), u.unique_name, index);
                     return (self.sizes.get(&key).copied(), Some(key));
                 }
                 _ => return (None, None),
