@@ -294,17 +294,127 @@ fn check_superblock(data: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// `LF_POINTER`: the `pdb` crate (0.8) reaches `unreachable!()` while parsing one whose
-/// pointer mode is past 4, so pointer records are never parsed: a pointer's size is the
-/// target's ([`pointer_size`]).
+/// Type records the `pdb` crate (0.8) must never parse, because it panics on malformed ones:
+/// `LF_POINTER` (`unreachable!()` for a pointer mode past 4) and the arrays (`assert!` that no
+/// bytes follow the dimensions). Their sizes are decoded here from the raw records
+/// ([`RawTypes`]).
 const LF_POINTER: u16 = 0x1002;
+const LF_ARRAY_ST: u16 = 0x1003;
+const LF_ARRAY: u16 = 0x1503;
+const LF_STRIDED_ARRAY: u16 = 0x1516;
 
-/// Parse a type record, never a pointer (see [`LF_POINTER`]).
+fn crate_must_not_parse(kind: u16) -> bool {
+    matches!(kind, LF_POINTER | LF_ARRAY_ST | LF_ARRAY | LF_STRIDED_ARRAY)
+}
+
+/// Parse a type record through the crate, except those it must not see
+/// ([`crate_must_not_parse`]).
 fn parse_type<'t>(item: &pdb::Type<'t>) -> Option<pdb::TypeData<'t>> {
-    if item.index().0 >= 0x1000 && item.raw_kind() == LF_POINTER {
+    if item.index().0 >= 0x1000 && crate_must_not_parse(item.raw_kind()) {
         return None;
     }
     item.parse().ok()
+}
+
+/// The raw records of the TPI stream (stream 2), by type index, read the way the crate's own
+/// iterator reads them (a 16-bit length, at least 2, then the record from its kind on).
+struct RawTypes {
+    stream: Vec<u8>,
+    first: u32,
+    /// `(offset, length)` of each record in `stream`.
+    records: Vec<(usize, usize)>,
+}
+
+impl RawTypes {
+    fn read(file: &mut pdb::PDB<'_, std::io::Cursor<Vec<u8>>>) -> RawTypes {
+        let stream = file
+            .raw_stream(pdb::StreamIndex(2))
+            .ok()
+            .flatten()
+            .map(|s| s.as_slice().to_vec())
+            .unwrap_or_default();
+        let word = |at: usize| {
+            stream
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (header_size, first) = (word(4).unwrap_or(0) as usize, word(8).unwrap_or(0));
+        let mut records = Vec::new();
+        let mut pos = header_size;
+        while records.len() < MAX_PDB_TYPES {
+            let Some(len) = stream
+                .get(pos..pos + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            else {
+                break;
+            };
+            let len = usize::from(len);
+            if len < 2 || pos + 2 + len > stream.len() {
+                break;
+            }
+            records.push((pos + 2, len));
+            pos += 2 + len;
+        }
+        RawTypes {
+            stream,
+            first,
+            records,
+        }
+    }
+
+    fn get(&self, index: pdb::TypeIndex) -> Option<&[u8]> {
+        let i = usize::try_from(index.0.checked_sub(self.first)?).ok()?;
+        let &(at, len) = self.records.get(i)?;
+        self.stream.get(at..at + len)
+    }
+
+    /// The size of a pointer or array record, decoded from its bytes.
+    fn size(&self, index: pdb::TypeIndex, pointer_size: u64) -> Option<u64> {
+        let r = self.get(index)?;
+        let u16_at = |at: usize| r.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let u32_at = |at: usize| {
+            r.get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match u16_at(0)? {
+            LF_POINTER => {
+                // kind, underlying type, attributes: bits 0-4 the pointer kind, 13-18 the size.
+                let attrs = u32_at(6)?;
+                match ((attrs >> 13) & 0x3f, attrs & 0x1f) {
+                    (0, 0x0a | 0x0b) => Some(4),
+                    (0, 0x0c) => Some(8),
+                    (0, _) => Some(pointer_size),
+                    (size, _) => Some(u64::from(size)),
+                }
+            }
+            // kind, element type, index type, [stride,] size in bytes as a numeric leaf.
+            LF_ARRAY | LF_ARRAY_ST => numeric_leaf(r.get(10..)?),
+            LF_STRIDED_ARRAY => numeric_leaf(r.get(14..)?),
+            _ => None,
+        }
+    }
+}
+
+/// A CodeView numeric leaf as an unsigned size (`None` for negative or unknown encodings).
+fn numeric_leaf(b: &[u8]) -> Option<u64> {
+    let word = |n: usize| b.get(2..2 + n);
+    let v = u16::from_le_bytes([*b.first()?, *b.get(1)?]);
+    let le = |x: &[u8]| {
+        let mut a = [0u8; 8];
+        a[..x.len()].copy_from_slice(x);
+        u64::from_le_bytes(a)
+    };
+    match v {
+        0..=0x7fff => Some(u64::from(v)),
+        0x8000 => word(1).map(le).filter(|x| *x < 0x80),
+        0x8001 => word(2).map(le).filter(|x| *x < 0x8000),
+        0x8002 => word(2).map(le),
+        0x8003 => word(4).map(le).filter(|x| *x < 0x8000_0000),
+        0x8004 => word(4).map(le),
+        0x8009 => word(8).map(le).filter(|x| *x < 1 << 63),
+        0x800a => word(8).map(le),
+        _ => None,
+    }
 }
 
 /// Whether a type name is one the compiler made up for an anonymous structure or union.
@@ -339,7 +449,7 @@ struct Def {
     fields: Option<pdb::TypeIndex>,
 }
 
-fn parse<'s>(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Result<Pdb, String> {
+fn parse(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Result<Pdb, String> {
     let mut file =
         pdb::PDB::open(source).map_err(|e| format!("not a readable MSF 7.0 PDB: {e}"))?;
     let info = file
@@ -391,11 +501,13 @@ fn parse<'s>(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Resul
             _ => {}
         }
     }
+    let raw = RawTypes::read(&mut file);
     let sizes: HashMap<String, u64> = defs.iter().map(|(k, d)| (k.clone(), d.size)).collect();
     let resolver = Resolver {
         finder: &finder,
         sizes: &sizes,
         pointer_size: pointer_size(&mut file),
+        raw: &raw,
     };
     let mut members_left = MAX_PDB_MEMBERS;
     let mut types = HashMap::with_capacity(defs.len());
@@ -472,7 +584,7 @@ fn for_each_field(
         let item = finder
             .find(index)
             .map_err(|e| format!("field list {:#x}: {e}", index.0))?;
-        if item.raw_kind() == LF_POINTER {
+        if crate_must_not_parse(item.raw_kind()) {
             return Err(format!("type {:#x} is not a field list", index.0));
         }
         let data = item
@@ -523,6 +635,7 @@ struct Resolver<'a, 't> {
     finder: &'a pdb::TypeFinder<'t>,
     sizes: &'a HashMap<String, u64>,
     pointer_size: u64,
+    raw: &'a RawTypes,
 }
 
 impl Resolver<'_, '_> {
@@ -563,8 +676,8 @@ impl Resolver<'_, '_> {
             let Ok(item) = self.finder.find(index) else {
                 return (None, None);
             };
-            if index.0 >= 0x1000 && item.raw_kind() == LF_POINTER {
-                return (Some(self.pointer_size), None);
+            if index.0 >= 0x1000 && crate_must_not_parse(item.raw_kind()) {
+                return (self.raw.size(index, self.pointer_size), None);
             }
             let Some(data) = parse_type(&item) else {
                 return (None, None);
@@ -574,7 +687,6 @@ impl Resolver<'_, '_> {
                 pdb::TypeData::Modifier(m) => index = m.underlying_type,
                 pdb::TypeData::Bitfield(b) => index = b.underlying_type,
                 pdb::TypeData::Enumeration(e) => index = e.underlying_type,
-                pdb::TypeData::Array(a) => return (a.dimensions.last().map(|&d| d.into()), None),
                 pdb::TypeData::Class(c) => {
                     let key = type_key(&c.name.to_string(), c.unique_name, index);
                     return (self.sizes.get(&key).copied(), Some(key));
@@ -634,8 +746,8 @@ fn primitive_size(p: &pdb::PrimitiveType) -> Option<u64> {
     })
 }
 
-fn read_symbols<'s>(
-    file: &mut pdb::PDB<'s, std::io::Cursor<Vec<u8>>>,
+fn read_symbols(
+    file: &mut pdb::PDB<'_, std::io::Cursor<Vec<u8>>>,
     name: &str,
 ) -> std::result::Result<SymbolTable, String> {
     let map = file
