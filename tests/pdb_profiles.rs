@@ -368,6 +368,18 @@ fn hostile_pdbs_are_clear_errors() {
             check(bad, &format!("block {block} word {word}"));
         }
     }
+    // The TPI header's index range (version 20040203, header size 56, minimum 0x1000, then the
+    // maximum): a maximum far past the records, and one below the minimum.
+    let tpi = good
+        .windows(12)
+        .position(|w| w == [0x0b, 0xca, 0x31, 0x01, 56, 0, 0, 0, 0, 0x10, 0, 0])
+        .expect("TPI header");
+    for max in [0xffff_ffffu32, 0x0fff] {
+        let mut bad = good.clone();
+        bad[tpi + 12..tpi + 16].copy_from_slice(&max.to_le_bytes());
+        let e = Pdb::from_bytes(bad, "hostile.pdb").unwrap_err().to_string();
+        assert!(e.contains("hostile.pdb") && e.contains("TPI"), "{e}");
+    }
     // Every byte of the type and symbol records flipped in turn (a deterministic sweep).
     for at in (4096..good.len()).step_by(7) {
         let mut bad = good.clone();

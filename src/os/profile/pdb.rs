@@ -307,10 +307,25 @@ fn crate_must_not_parse(kind: u16) -> bool {
     matches!(kind, LF_POINTER | LF_ARRAY_ST | LF_ARRAY | LF_STRIDED_ARRAY)
 }
 
-/// Parse a type record through the crate, except those it must not see
+/// The records parsed through the crate: only those a layout needs (structures, unions,
+/// enums, field lists, modifiers, bitfields). Others are never parsed: some make the crate
+/// allocate by a count in the record (`LF_ARGLIST`: up to 2^32 type indices) or panic
 /// ([`crate_must_not_parse`]).
+fn crate_may_parse(kind: u16) -> bool {
+    matches!(
+        kind,
+        0x1001 // LF_MODIFIER
+            | 0x1004..=0x1007 // LF_CLASS_ST, LF_STRUCTURE_ST, LF_UNION_ST, LF_ENUM_ST
+            | 0x1203 // LF_FIELDLIST
+            | 0x1205 // LF_BITFIELD
+            | 0x1504..=0x1507 // LF_CLASS, LF_STRUCTURE, LF_UNION, LF_ENUM
+            | 0x1519 // LF_INTERFACE
+    )
+}
+
+/// Parse a type record through the crate: primitives, and the kinds [`crate_may_parse`].
 fn parse_type<'t>(item: &pdb::Type<'t>) -> Option<pdb::TypeData<'t>> {
-    if item.index().0 >= 0x1000 && crate_must_not_parse(item.raw_kind()) {
+    if item.index().0 >= 0x1000 && !crate_may_parse(item.raw_kind()) {
         return None;
     }
     item.parse().ok()
@@ -360,6 +375,32 @@ impl RawTypes {
             first,
             records,
         }
+    }
+
+    /// Check the TPI header's index range before the crate sizes its index by it (it computes
+    /// `maximum - minimum` unchecked and reserves room for that many records).
+    fn check_header(&self) -> std::result::Result<(), String> {
+        let word = |at: usize| {
+            self.stream
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (Some(min), Some(max)) = (word(8), word(12)) else {
+            return Ok(()); // no or empty TPI stream: the crate reads no index range
+        };
+        let count = max.checked_sub(min).ok_or_else(|| {
+            format!(
+                "type information (TPI) header: maximum index {max:#x} below the minimum {min:#x}"
+            )
+        })?;
+        // Every record takes at least 4 bytes (its length and kind).
+        if count as usize > MAX_PDB_TYPES || count as usize > self.stream.len() / 4 {
+            return Err(format!(
+                "type information (TPI) header claims {count} records, more than its {} bytes hold (or over {MAX_PDB_TYPES})",
+                self.stream.len()
+            ));
+        }
+        Ok(())
     }
 
     fn get(&self, index: pdb::TypeIndex) -> Option<&[u8]> {
@@ -457,6 +498,8 @@ fn parse(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Result<Pd
         .map_err(|e| format!("PDB information stream: {e}"))?;
     let guid = info.guid.simple().to_string().to_ascii_uppercase();
     let age = info.age;
+    let raw = RawTypes::read(&mut file);
+    raw.check_header()?;
     let tpi = file
         .type_information()
         .map_err(|e| format!("type information (TPI) stream: {e}"))?;
@@ -501,7 +544,6 @@ fn parse(source: std::io::Cursor<Vec<u8>>, name: &str) -> std::result::Result<Pd
             _ => {}
         }
     }
-    let raw = RawTypes::read(&mut file);
     let sizes: HashMap<String, u64> = defs.iter().map(|(k, d)| (k.clone(), d.size)).collect();
     let resolver = Resolver {
         finder: &finder,
@@ -584,7 +626,7 @@ fn for_each_field(
         let item = finder
             .find(index)
             .map_err(|e| format!("field list {:#x}: {e}", index.0))?;
-        if crate_must_not_parse(item.raw_kind()) {
+        if item.raw_kind() != 0x1203 {
             return Err(format!("type {:#x} is not a field list", index.0));
         }
         let data = item
