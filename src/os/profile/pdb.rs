@@ -810,6 +810,14 @@ fn read_symbols(
         if n > MAX_SYMBOLS {
             return Err(format!("more than {MAX_SYMBOLS} global symbol records"));
         }
+        // Only public and data symbols are parsed (as with types, the crate sees no record
+        // kind it need not).
+        if !matches!(
+            sym.raw_kind(),
+            0x1007..=0x1009 | 0x110c..=0x110e // S_LDATA32(_ST), S_GDATA32(_ST), S_PUB32(_ST)
+        ) {
+            continue;
+        }
         match sym.parse() {
             Ok(pdb::SymbolData::Public(p)) => {
                 if let Some(rva) = p.offset.to_rva(&map) {
