@@ -8,9 +8,15 @@
 //! - at most [`MAX_PDB_TYPES`] type records are indexed and [`MAX_PDB_MEMBERS`] members kept;
 //!   field-list continuation chains are followed at most [`MAX_FIELD_LIST_CHAIN`] records deep,
 //!   and type references (modifiers, arrays, forward references) at most [`MAX_TYPE_DEPTH`];
+//! - the crate sees only what it handles safely: the MSF superblock and the TPI header's index
+//!   range are checked first, and only the record kinds a layout needs are parsed through it
+//!   (structures, unions, enums, field lists, modifiers, bitfields; public and data symbols).
+//!   It panics on malformed pointer and array records and reserves memory by the count in an
+//!   `LF_ARGLIST`, so those are never handed to it: pointer and array sizes are decoded here
+//!   from the raw records. The `pdb` fuzz target checks this;
 //! - every failure is an [`Error::Malformed`] naming the file and what is wrong, and a panic
-//!   inside the crate (a bug it may have on hostile input) is caught and reported the same way
-//!   (when the library is built with `panic = "unwind"`, the default).
+//!   the crate might still have is caught and reported the same way (when the library is built
+//!   with `panic = "unwind"`, the default).
 //!
 //! Symbols are the public symbols (`S_PUB32`: functions and data the linker saw) followed by
 //! global data (`S_GDATA32`, `S_LDATA32`) not already named, each as an RVA (section offset
