@@ -285,13 +285,13 @@ fn symbol_store_lookup_by_guid_and_age() {
     );
     let root = std::env::temp_dir().join(format!("xenvmi-symstore-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let right = symbol_store_path(&root, "ntkrnlmp.pdb", guid, age);
+    let right = symbol_store_path(&root, "ntkrnlmp.pdb", guid, age).unwrap();
     assert_eq!(
         right,
         root.join(format!("ntkrnlmp.pdb/{guid}{age:X}/ntkrnlmp.pdb"))
     );
     // Under the wrong age: not found; the error names GUID, age and where the PDB should be.
-    let wrong = symbol_store_path(&root, "ntkrnlmp.pdb", guid, age + 1);
+    let wrong = symbol_store_path(&root, "ntkrnlmp.pdb", guid, age + 1).unwrap();
     std::fs::create_dir_all(wrong.parent().unwrap()).unwrap();
     std::fs::copy(dir().join("ntkrnlmp.pdb"), &wrong).unwrap();
     let e = Windows::discover(&mem, &regs, WindowsProfile::Directory(root.clone()))

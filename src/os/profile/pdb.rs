@@ -100,11 +100,19 @@ impl std::fmt::Debug for Pdb {
 
 /// Where a symbol store (the layout debuggers cache downloads in) keeps a PDB:
 /// `<root>/<pdb_name>/<GUID><AGE>/<pdb_name>`, the GUID as 32 upper-case hex digits and the
-/// age in upper-case hex without padding.
-pub fn symbol_store_path(root: &Path, pdb_name: &str, guid: &str, age: u32) -> PathBuf {
-    root.join(pdb_name)
-        .join(format!("{}{age:X}", guid.to_ascii_uppercase()))
-        .join(pdb_name)
+/// age in upper-case hex without padding. `None` unless `pdb_name` is a plain file name (it
+/// comes from guest memory: no separator, not `.` or `..`, no NUL), so the path stays under
+/// `root`.
+pub fn symbol_store_path(root: &Path, pdb_name: &str, guid: &str, age: u32) -> Option<PathBuf> {
+    let plain = !pdb_name.is_empty()
+        && pdb_name != "."
+        && pdb_name != ".."
+        && !pdb_name.contains(['/', '\\', '\0']);
+    plain.then(|| {
+        root.join(pdb_name)
+            .join(format!("{}{age:X}", guid.to_ascii_uppercase()))
+            .join(pdb_name)
+    })
 }
 
 impl Pdb {
@@ -863,8 +871,17 @@ mod tests {
                 "5278aff86c341677d7d7835c85b7b844",
                 0x1a
             ),
-            Path::new("/sym/ntkrnlmp.pdb/5278AFF86C341677D7D7835C85B7B8441A/ntkrnlmp.pdb")
+            Some(PathBuf::from(
+                "/sym/ntkrnlmp.pdb/5278AFF86C341677D7D7835C85B7B8441A/ntkrnlmp.pdb"
+            ))
         );
+        for name in ["", ".", "..", "a/b.pdb", "a\\b.pdb", "a\0.pdb"] {
+            assert_eq!(
+                symbol_store_path(Path::new("/sym"), name, "00", 1),
+                None,
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

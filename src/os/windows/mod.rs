@@ -901,8 +901,8 @@ pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
 fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
     let guid = cv.guid_string();
     let store = symbol_store_path(dir, cv.pdb_name(), &guid, cv.age);
-    if store.is_file() {
-        return Ok(store);
+    if let Some(store) = store.as_ref().filter(|p| p.is_file()) {
+        return Ok(store.clone());
     }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut by_name = Vec::new();
@@ -940,7 +940,7 @@ fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
             "no profile for {} GUID {guid} age {} in this directory: no PDB at {} and no ISF {}-{guid}-{}.json.xz or other ISF with that GUID and age (the PDB is on Microsoft's symbol server under {}/{}; Volatility3's pdbconv makes an ISF from it)",
             cv.pdb_name(),
             cv.age,
-            store.display(),
+            store.as_deref().unwrap_or(dir).display(),
             dir.join(cv.pdb_name().trim_end_matches(".pdb")).display(),
             cv.age,
             cv.pdb_name(),
