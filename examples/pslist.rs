@@ -6,15 +6,17 @@
 //! cargo run --release --example pslist -- --no-cache IMAGE     # do the whole discovery every run
 //! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
 //! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
-//! cargo run --release --example pslist -- --windows ISF_OR_DIR [--dlls] MEMORY.DMP
+//! cargo run --release --example pslist -- --windows PROFILE [--dlls] MEMORY.DMP
 //! ```
 //!
 //! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core, a LiME file or a Windows crash
 //! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. Windows
-//! needs its ntoskrnl profile: one Volatility3 ISF, or a directory of them from which the one
-//! matching the kernel's PDB GUID is chosen (`fixtures/windows-isf` has three builds). For
-//! Windows, every processor is listed from the kernel's own records (`KiProcessorBlock`: its
-//! current thread's process and saved CR3); a crash dump names the processor that crashed
+//! needs its ntoskrnl profile (PROFILE): one Volatility3 ISF or Microsoft PDB (`ntkrnlmp.pdb`),
+//! or a directory searched by the kernel's PDB GUID and age — a symbol store
+//! (`ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`, as debuggers cache it) or ISFs
+//! (`fixtures/windows-isf` has three builds). Nothing is downloaded.
+//! For Windows, every processor is listed from the kernel's own records (`KiProcessorBlock`:
+//! its current thread's process and saved CR3); a crash dump names the processor that crashed
 //! (its `CONTEXT` is labelled with that index, never assumed 0), and a core's registers are
 //! checked against the records, a disagreement printed (`DISAGREES`, JSON `agrees: false`).
 //!
@@ -49,7 +51,7 @@ struct Args {
     image: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows ISF_OR_DIR [--dlls]] [IMAGE]";
+const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows PROFILE [--dlls]] [IMAGE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -127,7 +129,7 @@ fn run() -> Result<(), String> {
     }
     if snap.format() == xenvmi::backend::snapshot::Format::WindowsCrashDump {
         return Err(format!(
-            "{} is a Windows crash dump: give --windows ISF_OR_DIR",
+            "{} is a Windows crash dump: give --windows PROFILE",
             image.display()
         ));
     }

@@ -15,6 +15,11 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 # Xen 4.17 headers/libraries and libclang: for the `xen` feature (bindgen at build time).
 dpkg-query -W -f='${Status}' libxen-dev 2>/dev/null | grep -q "ok installed" || need+=(libxen-dev)
 dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q "ok installed" || need+=(libclang-dev)
+# LLVM's Windows tool chain (clang in cl mode, lld-link, llvm-pdbutil): tests/pdb_profiles.rs
+# rebuilds the test PDB from fixtures/pdb/kernel.c (fixtures/pdb/build.sh).
+command -v clang >/dev/null || need+=(clang)
+command -v lld-link >/dev/null || need+=(lld)
+command -v llvm-pdbutil >/dev/null || need+=(llvm)
 if [ ${#need[@]} -gt 0 ]; then
   :
   $SUDO apt-get update -qq

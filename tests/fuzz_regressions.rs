@@ -261,3 +261,18 @@ fn policy_config_inputs() {
         }
     }
 }
+
+#[test]
+fn pdb_inputs() {
+    use xenvmi::os::profile::pdb::Pdb;
+    let all = inputs("pdb");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        let pdb = Pdb::from_bytes(data, name.clone());
+        if name.contains("/seeds/") {
+            // The seed is fixtures/pdb/ntkrnlmp.pdb (kernel.c): _EPROCESS is 128 bytes there.
+            let pdb = pdb.unwrap();
+            assert_eq!(pdb.struct_size("_EPROCESS"), Some(128));
+        }
+    }
+}

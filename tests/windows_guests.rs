@@ -275,7 +275,7 @@ fn a_profile_for_another_build_is_refused_naming_the_one_needed() {
         .to_string();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
-        e.contains("no ISF for ntkrnlmp.pdb") && e.contains(guid),
+        e.contains("no profile for ntkrnlmp.pdb") && e.contains(guid),
         "{e}"
     );
 }

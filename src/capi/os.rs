@@ -211,9 +211,10 @@ pub struct xvmi_windows_hints {
 /// field takes precedence).
 ///
 /// `profile_path` is a Volatility3 ISF for the kernel's `ntkrnlmp.pdb` (`.json` or
-/// `.json.xz`), or a directory of them, from which the one whose PDB GUID and age match the
-/// running kernel is picked. [`XVMI_ERR_OS_NOT_FOUND`] says what was tried, and for a profile
-/// that does not match, which GUID and age are needed.
+/// `.json.xz`) or that PDB itself (`.pdb`), or a directory searched by the running kernel's PDB
+/// GUID and age: a symbol store (`ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`) or ISF files. Nothing
+/// is downloaded. [`XVMI_ERR_OS_NOT_FOUND`] says what was tried, and for a profile that does
+/// not match or is missing, which GUID and age are needed and where the file should be.
 ///
 /// # Safety
 /// `mem` is NULL or a live handle; `profile_path` is a NUL-terminated string; `hints` is NULL

@@ -227,7 +227,7 @@ pub fn open(t: &Target, want: Want) -> Result<Found, String> {
     if snap.format() == Format::WindowsCrashDump {
         return Err(format!(
             "{name} is a Windows crash dump: xenvmi reads Linux guests; for Windows use the \
-             pslist example with --windows ISF_OR_DIR"
+             pslist example with --windows PROFILE"
         ));
     }
     let format = snap.format().to_string();

@@ -3,6 +3,7 @@
 //! | source | symbols | types |
 //! |---|---|---|
 //! | Volatility3 ISF JSON (`.json` or `.json.xz`) | [`isf::Isf`] | [`isf::Isf`] |
+//! | Microsoft PDB (`ntkrnlmp.pdb`, MSF 7.0) | [`pdb::Pdb`] (RVAs) | [`pdb::Pdb`] |
 //! | BTF file (`/sys/kernel/btf/vmlinux`) | – | [`btf::Btf`] |
 //! | kallsyms / System.map file | [`SymbolTable::parse_text`] | – |
 //! | the running kernel's memory (no files at all) | [`kallsyms::find_in_image`] | `.BTF` section via [`btf::Btf`] |
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 pub mod btf;
 pub mod isf;
 pub mod kallsyms;
+pub mod pdb;
 
 /// Types plus symbols.
 pub struct Profile {
@@ -46,6 +48,19 @@ impl Profile {
         let symbols = isf.symbols().clone();
         Ok(Profile {
             types: Box::new(isf),
+            symbols,
+        })
+    }
+
+    /// Load a Microsoft PDB (symbols as RVAs, as a Windows ISF has them).
+    ///
+    /// # Errors
+    /// See [`pdb::Pdb::from_file`].
+    pub fn from_pdb(path: impl AsRef<Path>) -> Result<Profile> {
+        let pdb = pdb::Pdb::from_file(path)?;
+        let symbols = pdb.symbols().clone();
+        Ok(Profile {
+            types: Box::new(pdb),
             symbols,
         })
     }

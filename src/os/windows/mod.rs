@@ -43,6 +43,7 @@ use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, Walk};
 use crate::os::list::ListWalk;
 use crate::os::pe::{CodeView, MappedImage, Pe};
 use crate::os::profile::isf::Isf;
+use crate::os::profile::pdb::{symbol_store_path, Pdb};
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
 use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
@@ -83,13 +84,16 @@ pub const MAX_PROFILE_FILES: usize = 64;
 /// Where the Windows profile comes from.
 #[derive(Debug)]
 pub enum WindowsProfile {
-    /// One Volatility3 ISF file (`.json` or `.json.xz`). Its PDB GUID and age, when its
-    /// metadata records them, must match the kernel's.
+    /// One Volatility3 ISF file (`.json` or `.json.xz`), or a Microsoft PDB (`.pdb`, read by
+    /// [`Pdb`]). Its PDB GUID and age (an ISF's when its metadata records them, a PDB's
+    /// always) must match the kernel's.
     Isf(PathBuf),
-    /// A directory of ISF files: the one whose PDB GUID and age match the running kernel's
-    /// CodeView record is used. File names containing the GUID are tried first (the
+    /// A symbol-store directory or a directory of ISF files, searched by the GUID and age of
+    /// the running kernel's CodeView record: first the PDB at
+    /// `<dir>/<pdb name>/<GUID><AGE>/<pdb name>` (the layout debuggers cache symbols in, see
+    /// [`symbol_store_path`]), then ISF files whose names contain the GUID (the
     /// `ntkrnlmp-<GUID>-<age>.json.xz` and `<GUID>-<age>.json.xz` conventions), then up to
-    /// [`MAX_PROFILE_FILES`] other files by their metadata.
+    /// [`MAX_PROFILE_FILES`] other ISF files by their metadata.
     Directory(PathBuf),
     /// An already-loaded profile (not checked against the kernel's GUID).
     Loaded(Profile),
@@ -347,6 +351,11 @@ impl Windows {
             reason,
         };
         let mut pending = match profile {
+            WindowsProfile::Isf(path) if is_pdb_path(&path) => {
+                let pdb = Pdb::from_file(&path)?;
+                let id = Some((pdb.guid().to_owned(), pdb.age()));
+                Pending::Loaded(profile_from_pdb(pdb), id)
+            }
             WindowsProfile::Isf(path) => {
                 let isf = Isf::from_file(&path)?;
                 let id = isf_pdb_id(&isf);
@@ -486,7 +495,12 @@ impl Windows {
                 };
                 let path = find_profile(dir, cv)?;
                 let name = path.display().to_string();
-                (profile_from_isf(Isf::from_file(&path)?), name)
+                let profile = if is_pdb_path(&path) {
+                    profile_from_pdb(Pdb::from_file(&path)?)
+                } else {
+                    profile_from_isf(Isf::from_file(&path)?)
+                };
+                (profile, name)
             }
         };
         match Self::with_profile(mem, &c, profile, name) {
@@ -874,6 +888,19 @@ fn profile_from_isf(isf: Isf) -> Profile {
     }
 }
 
+fn profile_from_pdb(pdb: Pdb) -> Profile {
+    let symbols = pdb.symbols().clone();
+    Profile {
+        types: Box::new(pdb),
+        symbols,
+    }
+}
+
+fn is_pdb_path(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pdb"))
+}
+
 /// `(GUID, age)` from an ISF's `metadata.windows.pdb`.
 pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
     let pdb = isf.metadata().get("windows")?.get("pdb")?;
@@ -882,9 +909,13 @@ pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
     Some((guid, age))
 }
 
-/// Find the ISF for `cv` in `dir`.
+/// Find the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an ISF.
 fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
     let guid = cv.guid_string();
+    let store = symbol_store_path(dir, cv.pdb_name(), &guid, cv.age);
+    if let Some(store) = store.as_ref().filter(|p| p.is_file()) {
+        return Ok(store.clone());
+    }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut by_name = Vec::new();
     let mut others = Vec::new();
@@ -918,8 +949,11 @@ fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
         os: "Windows",
         image: dir.display().to_string(),
         reason: format!(
-            "no ISF for {} GUID {guid} age {} in this directory: generate one with Volatility3 (the PDB is on Microsoft's symbol server under {}/{})",
+            "no profile for {} GUID {guid} age {} in this directory: no PDB at {} and no ISF {}-{guid}-{}.json.xz or other ISF with that GUID and age (the PDB is on Microsoft's symbol server under {}/{}; Volatility3's pdbconv makes an ISF from it)",
             cv.pdb_name(),
+            cv.age,
+            store.as_deref().unwrap_or(dir).display(),
+            dir.join(cv.pdb_name().trim_end_matches(".pdb")).display(),
             cv.age,
             cv.pdb_name(),
             cv.symbol_key()
