@@ -716,9 +716,16 @@ fn the_scripted_rootkits_moves() -> Vec<(&'static str, &'static str, u64, serde_
     ]
 }
 
-/// The process the guest reported on `vcpu` (`vcpu_owners`), as an alert names it.
+/// The task the guest ran on `vcpu` when it was dumped, as an alert names it: a vCPU halted
+/// in the kernel (the ground truth's `hlt`) runs its idle task, named `"kernel"`; otherwise
+/// the process the guest reported there (`vcpu_owners`: the owner of its CR3, which is the
+/// running task's own when the vCPU is not idle).
 fn owner_of_vcpu(vcpu: u64) -> serde_json::Value {
     let gt = ground_truth("linux-6.1");
+    let regs = &gt["vcpus"][vcpu as usize];
+    if (regs["hlt"] == 1 || regs["hlt"] == true) && regs["cpl"] == 0 {
+        return serde_json::json!("kernel");
+    }
     let o = gt["vcpu_owners"]
         .as_array()
         .unwrap()

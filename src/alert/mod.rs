@@ -35,8 +35,9 @@ pub struct Vm {
     pub domid: Option<u32>,
 }
 
-/// Who was running on the vCPU (from its CR3, through
-/// [`Cr3Resolver`](crate::os::linux::Cr3Resolver)).
+/// Who was running on the vCPU: the kernel's current task
+/// ([`Linux::current_thread`](crate::os::linux::Linux::current_thread)), or, when that cannot
+/// be read, the owner of its CR3 ([`Cr3Resolver`](crate::os::linux::Cr3Resolver)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     /// A process.

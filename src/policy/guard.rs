@@ -518,13 +518,24 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
                     }
                 }
             }
-            let actor = match resolver.resolve(linux, mem, event.regs.cr3) {
-                Cr3Owner::Process(p) => Actor::Process {
-                    pid: p.pid,
-                    comm: p.name,
+            // Who did it: the task running on the vCPU (the kernel's per-CPU current task),
+            // exact for kernel threads, which run on the last process's page tables, and for
+            // a page-table root the kernel has freed and given to a new process since the
+            // last task-list walk. The CR3's owner only when the per-CPU task can't be read.
+            let actor = match linux.current_thread(mem, &event.regs) {
+                Ok(t) if t.pid == 0 => Actor::Kernel,
+                Ok(t) => Actor::Process {
+                    pid: t.pid,
+                    comm: t.name,
                 },
-                Cr3Owner::Kernel => Actor::Kernel,
-                Cr3Owner::Unknown => Actor::Unknown,
+                Err(_) => match resolver.resolve(linux, mem, event.regs.cr3) {
+                    Cr3Owner::Process(p) => Actor::Process {
+                        pid: p.pid,
+                        comm: p.name,
+                    },
+                    Cr3Owner::Kernel => Actor::Kernel,
+                    Cr3Owner::Unknown => Actor::Unknown,
+                },
             };
             for (i, f) in findings {
                 let mut attempt = f.attempt;
