@@ -7,7 +7,9 @@ files it wrote to the out disk (OUTDIR, taken out by disk-extract.py):
   nothing (no false positive);
 - once the guest's init has started /bin/xv-gamma (its own log line gives the pid), attest
   enforce exits 3 with an unexpected_executable deviation for it;
-- xenvmi guard's alerts reached a syslog listener in dom0 as RFC 5424 + CEF, one kind each;
+- xenvmi guard's alerts reached a syslog listener in dom0 as RFC 5424 + CEF, one kind each
+  (the rootkits' moves by insmod; xvlive's module-text write by a kworker; xvhide's
+  hidden_module, reported);
 - the local syslog listener in dom0 got the attestation alert: parsed here as RFC 5424 with a CEF payload
   (an independent parser, by the RFC's and CEF's rules), naming xv-gamma, its pid, the attest
   policy, the capture taken and its file;
@@ -141,6 +143,18 @@ for what, policy in POLICY:
           and got[2].get("cs1") == policy and got[2].get("dvchost") == "xvguest"
           and got[2].get("sproc") == "insmod",
           f"xenvmi guard --syslog: the dom0 listener got {what} as RFC 5424/CEF (policy {policy}, denied, VM xvguest, by insmod)")
+# xvlive patches its own text from a delayed work item (a kworker); xvhide is found by the
+# cross-view, whichever process's address-space switch ran the check: its alert is reported.
+got = guard.get("module_text_write")
+check(bool(got) and got[0]["msgid"] == "module_text_write" and got[2].get("act") == "denied"
+      and got[2].get("cs1") == "module-text" and got[2].get("dvchost") == "xvguest"
+      and got[2].get("sproc", "").startswith("kworker"),
+      "xenvmi guard --syslog: the dom0 listener got module_text_write as RFC 5424/CEF (policy module-text, denied, VM xvguest, by a kworker)")
+got = guard.get("hidden_module")
+check(bool(got) and got[0]["msgid"] == "hidden_module" and got[2].get("act") == "reported"
+      and got[2].get("cs1") == "hidden-modules" and got[2].get("dvchost") == "xvguest"
+      and "xvhide" in got[0]["msg"],
+      "xenvmi guard --syslog: the dom0 listener got hidden_module as RFC 5424/CEF (policy hidden-modules, reported, VM xvguest, naming xvhide)")
 
 
 # --- the files brought out of the emulator
