@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::{Decision, Finding, Guest, Plan, Policy, Remediation};
 use crate::addr::Gva;
 use crate::alert::Attempt;
-use crate::backend::{ControlRegister, Monitor};
+use crate::backend::ControlRegister;
 use crate::error::Result;
 use crate::event::{Event, EventKind};
 use crate::os::linux::{Cr3Owner, Cr3Resolver};
@@ -97,15 +97,7 @@ impl Policy for HiddenProcessPolicy {
             .collect();
         self.resolver.refresh(l, guest.mem);
         self.last_walk = Some(Instant::now());
-        Ok(Plan {
-            monitors: vec![Monitor::ControlRegister {
-                register: ControlRegister::Cr3,
-                sync: true,
-                on_change_only: true,
-                ignore_mask: 0,
-            }],
-            write_protect: Vec::new(),
-        })
+        Ok(Plan::cr3_writes())
     }
 
     fn decide(&mut self, guest: &Guest<'_>, event: &Event) -> Decision {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::{Decision, Finding, Guest, Plan, Policy, Remediation};
 use crate::alert::Attempt;
-use crate::backend::{ControlRegister, Monitor};
+use crate::backend::ControlRegister;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::os::linux::HiddenModule;
@@ -128,15 +128,7 @@ impl Policy for HiddenModulePolicy {
             what: "policy \"hidden-modules\"".into(),
             reason: format!("cannot compare the module list with module_kset: {e}"),
         })?;
-        Ok(Plan {
-            monitors: vec![Monitor::ControlRegister {
-                register: ControlRegister::Cr3,
-                sync: true,
-                on_change_only: true,
-                ignore_mask: 0,
-            }],
-            write_protect: Vec::new(),
-        })
+        Ok(Plan::cr3_writes())
     }
 
     fn decide(&mut self, guest: &Guest<'_>, event: &Event) -> Decision {

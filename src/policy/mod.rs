@@ -104,6 +104,22 @@ impl PlanChange {
     }
 }
 
+impl Plan {
+    /// Every CR3 write, synchronously (the cross-view checks run on address-space switches),
+    /// and nothing write-protected.
+    pub fn cr3_writes() -> Plan {
+        Plan {
+            monitors: vec![Monitor::ControlRegister {
+                register: crate::backend::ControlRegister::Cr3,
+                sync: true,
+                on_change_only: true,
+                ignore_mask: 0,
+            }],
+            write_protect: Vec::new(),
+        }
+    }
+}
+
 /// What a policy made of an event.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
