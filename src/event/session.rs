@@ -308,7 +308,8 @@ impl<B: SessionBackend> std::fmt::Debug for Session<'_, B> {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The text of a caught panic's payload (a `&str` or `String` message, or a placeholder).
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())

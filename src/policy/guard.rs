@@ -235,10 +235,7 @@ impl<'b, B: SessionBackend + VmControl> Guard<'b, B> {
         let mut session = Session::new(backend)?;
         let mut view = None;
         if !protect.is_empty() {
-            let v = match opts.view {
-                ViewMode::Host => ViewId::HOST,
-                ViewMode::Own => session.create_view(MemAccess::all())?,
-            };
+            let v = open_view(&mut session, opts.view)?;
             for &g in &protect {
                 session.set_mem_access(v, Gfn(g), MemAccess::R | MemAccess::X)?;
             }
@@ -636,11 +633,13 @@ struct Frames {
     counts: HashMap<u64, u32>,
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
+/// The view the guard protects frames in: the host view, or a new one of its own (not yet
+/// switched to).
+fn open_view<B: SessionBackend>(session: &mut Session<'_, B>, mode: ViewMode) -> Result<ViewId> {
+    match mode {
+        ViewMode::Host => Ok(ViewId::HOST),
+        ViewMode::Own => session.create_view(MemAccess::all()),
+    }
 }
 
 /// Refresh the policies (only those that asked, with `only_requested`) and apply their
@@ -662,7 +661,11 @@ fn refresh_policies<B: SessionBackend>(
         }
         let change = catch_unwind(AssertUnwindSafe(|| p.refresh(guest))).map_err(|e| {
             Error::HandlerPanicked {
-                message: format!("policy {:?} refresh: {}", p.name(), panic_text(e.as_ref())),
+                message: format!(
+                    "policy {:?} refresh: {}",
+                    p.name(),
+                    crate::event::session::panic_message(e.as_ref())
+                ),
             }
         })??;
         stats.refreshes += 1;
@@ -693,10 +696,7 @@ fn apply_change<B: SessionBackend>(
             let v = match *view {
                 Some(v) => v,
                 None => {
-                    let v = match mode {
-                        ViewMode::Host => ViewId::HOST,
-                        ViewMode::Own => session.create_view(MemAccess::all())?,
-                    };
+                    let v = open_view(session, mode)?;
                     if v != ViewId::HOST {
                         session.switch_view(v)?;
                     }
