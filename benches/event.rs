@@ -17,7 +17,11 @@ fn request(i: u32) -> [u8; ENTRY_SIZE] {
     let mut e = [0u8; ENTRY_SIZE];
     e[0..4].copy_from_slice(&7u32.to_le_bytes());
     e[4..8].copy_from_slice(&1u32.to_le_bytes()); // VCPU_PAUSED
-    let (reason, index) = if i % 2 == 0 { (4u32, 1u32) } else { (5, 0) }; // CR3 write / MSR write
+    let (reason, index) = if i.is_multiple_of(2) {
+        (4u32, 1u32)
+    } else {
+        (5, 0)
+    }; // CR3 write / MSR write
     e[8..12].copy_from_slice(&reason.to_le_bytes());
     e[12..16].copy_from_slice(&(i % 4).to_le_bytes());
     e[24..28].copy_from_slice(&index.to_le_bytes());

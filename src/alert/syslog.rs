@@ -79,7 +79,7 @@ pub fn parse_target(target: &str) -> Result<(Transport, &str)> {
     };
     if rest
         .rsplit_once(':')
-        .map_or(true, |(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
     {
         return Err(config_error(target, "expected HOST:PORT after the scheme"));
     }

@@ -356,7 +356,7 @@ pub(crate) fn check_pages(first: Gfn, buf: &[u8], present: &[bool]) -> Result<()
         || first
             .0
             .checked_add(n)
-            .map_or(true, |e| e > (u64::MAX >> crate::addr::PAGE_SHIFT))
+            .is_none_or(|e| e > (u64::MAX >> crate::addr::PAGE_SHIFT))
     {
         return Err(crate::Error::Overflow(
             "read_pages: buffer size or frame range",

@@ -116,7 +116,7 @@ impl Policy for HiddenProcessPolicy {
         }
         if self
             .last_walk
-            .map_or(true, |t| t.elapsed() >= self.refresh_every)
+            .is_none_or(|t| t.elapsed() >= self.refresh_every)
         {
             self.resolver.refresh(guest.linux, guest.mem);
             self.last_walk = Some(Instant::now());

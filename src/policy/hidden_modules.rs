@@ -142,7 +142,7 @@ impl Policy for HiddenModulePolicy {
         let due = self.checks < 2
             || self
                 .last_check
-                .map_or(true, |t| t.elapsed() >= self.refresh_every);
+                .is_none_or(|t| t.elapsed() >= self.refresh_every);
         if due {
             // A failed check (the guest changing under it) is retried at the next interval.
             let _ = self.check(guest);

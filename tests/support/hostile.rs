@@ -219,7 +219,7 @@ impl Hostile {
     /// As `new` with `mib` MiB (a multiple of 2, at least 4) of the image mapped at
     /// `TEXT_VA`.
     pub fn with_memory(ntasks: usize, mib: u64) -> Hostile {
-        assert!(mib >= 4 && mib % 2 == 0);
+        assert!(mib >= 4 && mib.is_multiple_of(2));
         let mut g = Guest::new(ntasks, 0);
         let end = TEXT_PA + (mib << 20);
         if g.mem.len() < end as usize {

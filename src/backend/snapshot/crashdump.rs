@@ -534,7 +534,7 @@ mod tests {
         }
         put64(&mut h, 0x90, pages); // NumberOfPages (not checked by the parser)
         for p in 0..pages.min(16) {
-            h.extend(std::iter::repeat(p as u8 + 1).take(PAGE as usize));
+            h.extend(std::iter::repeat_n(p as u8 + 1, PAGE as usize));
         }
         h
     }
@@ -555,7 +555,7 @@ mod tests {
         b.extend_from_slice(bits);
         b.resize(first as usize, 0);
         for p in 0..stored {
-            b.extend(std::iter::repeat(p as u8 + 1).take(PAGE as usize));
+            b.extend(std::iter::repeat_n(p as u8 + 1, PAGE as usize));
         }
         b
     }

@@ -170,7 +170,7 @@ fn text_block(
     } else {
         return Err(format!("block {begin:#x}..{next:#x} is not in the ring"));
     };
-    if begin % 8 != 0 || next % 8 != 0 || len < 8 {
+    if !begin.is_multiple_of(8) || !next.is_multiple_of(8) || len < 8 {
         return Err(format!(
             "block {begin:#x}..{next:#x} is misaligned or too short"
         ));

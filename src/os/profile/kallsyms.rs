@@ -200,7 +200,7 @@ fn markers_before(img: &[u8], end: usize, wide: bool, b: &mut Budget) -> Option<
             break;
         }
     }
-    if rev.len() < 2 || pos % 8 != 0 {
+    if rev.len() < 2 || !pos.is_multiple_of(8) {
         return None;
     }
     rev.reverse();
@@ -533,7 +533,7 @@ pub(crate) mod tests {
     pub(crate) fn build(syms: &[(&str, u64)], base: u64, lead: usize) -> Vec<u8> {
         let mut out = vec![0u8; lead];
         let pad = |v: &mut Vec<u8>| {
-            while v.len() % 8 != 0 {
+            while !v.len().is_multiple_of(8) {
                 v.push(0)
             }
         };
