@@ -9,7 +9,8 @@ little-endian, bools one byte; the image, the last field, as the rest of the inp
 128 KiB inputs): 4 KiB pages mapping 10 pages of "kernel image" at
 0xffffffff81000000, a banner, init_task and one process holding a TCP and a UNIX socket, one
 module with its own symbol table and its kobject in module_kset (beside a built-in module's),
-and a printk ring of three records. The field offsets are the input's own (one table below),
+and a printk ring of three records, and a vmap area list whose lower area holds a module
+unlinked from both lists (found only by the vmap view). The field offsets are the input's own (one table below),
 so the fuzzer mutates layouts as well as memory.
 Usage: python3 fuzz/make-linux-walk-seed.py   (from the repository root)
 """
@@ -65,6 +66,8 @@ D = {
     ("printk_info", "caller_id"): 0x14,
     ("kset", "list"): 0x00, ("kobject", "entry"): 0x08, ("module_kobject", "kobj"): 0x00,
     ("module_kobject", "mod"): 0x40, ("module", "mkobj"): 0x80, ("module", "state"): 0x00,
+    ("vmap_area", "va_start"): 0x00, ("vmap_area", "va_end"): 0x08, ("vmap_area", "list"): 0x20,
+    ("vmap_area", "vm"): 0x30, ("vm_struct", "flags"): 0x18, ("vm_struct", "caller"): 0x28,
 }
 
 
@@ -87,6 +90,7 @@ FILES, FDT, FDS = 0x2000, 0x2100, 0x2200
 MODULES, MOD, KS, SYMTAB, STRTAB = 0x3000, 0x3100, 0x3300, 0x3400, 0x3500
 KSET, MODULE_KSET, BUILTIN = 0x3800, 0x3900, 0x3A00
 PRB, RING, DESCS, INFOS, DATA = 0x4000, 0x4100, 0x5000, 0x5400, 0x6000
+HIDDEN, VMAP_LIST, AREA_A, AREA_B, VM_A, VM_B = 0x7000, 0x8000, 0x8100, 0x8200, 0x8300, 0x8400
 SOCKET_FILE_OPS, END = 0x9000, PAGES * 0x1000
 MOD_BASE = 0xFFFFFFFFC0000000
 
@@ -185,6 +189,25 @@ kq(MOD + 0x90, k(KSET))
 kq(MOD + 0xC0, k(MOD))
 kq(BUILTIN + 0x08, k(KSET))
 kq(BUILTIN + 0x10, k(MOD + 0x88))
+# vmap_area_list, in address order: area B (a page of the image, above MODULE_REGION_START,
+# holding a module unlinked from both lists: found only by its struct module) and area A (the
+# listed module's core).
+kq(VMAP_LIST, k(AREA_B + 0x20))
+kq(VMAP_LIST + 0x08, k(AREA_A + 0x20))
+for area, start, end, vm, nxt, prv in [
+        (AREA_B, k(HIDDEN), k(HIDDEN + 0x1000), VM_B, k(AREA_A + 0x20), k(VMAP_LIST)),
+        (AREA_A, MOD_BASE, MOD_BASE + 0x5000, VM_A, k(VMAP_LIST), k(AREA_B + 0x20))]:
+    kq(area + 0x00, start)
+    kq(area + 0x08, end)
+    kq(area + 0x20, nxt)
+    kq(area + 0x28, prv)
+    kq(area + 0x30, k(vm))
+    kq(vm + 0x18, 0x102)
+    kq(vm + 0x28, k(0x10))
+kw(HIDDEN + 0x18, b"hid0\0")
+kq(HIDDEN + 0x50, k(HIDDEN))
+kd(HIDDEN + 0x58, 0x1000)
+kq(HIDDEN + 0xC0, k(HIDDEN))  # mkobj.mod: itself
 # The printk ring: 4 descriptors, 4 KiB of text, records 0..2.
 kq(PRB, k(RING))
 kd(RING + 0x00, 2)
@@ -208,17 +231,18 @@ for i, text in enumerate([b"Linux version 6.99.0-fuzz", b"Command line: quiet", 
     lpos = nxt
 
 order = detail_order()
-assert len(order) == 109, len(order)
+assert len(order) == 115, len(order)
 names = ["_text", "linux_banner", "init_top_pgt", "init_task", "modules", "page_offset_base",
          "__start_BTF", "__stop_BTF", "sys_call_table", "syscalls_metadata", "current_task",
-         "special_mapping_vmops", "socket_file_ops", "prb", "_end", "module_kset"]
+         "special_mapping_vmops", "socket_file_ops", "prb", "_end", "module_kset",
+         "vmap_area_list"]
 sym = {"linux_banner": BANNER, "init_task": INIT, "modules": MODULES, "page_offset_base": POB,
        "socket_file_ops": SOCKET_FILE_OPS, "prb": PRB, "_end": END,
-       "module_kset": MODULE_KSET}
+       "module_kset": MODULE_KSET, "vmap_area_list": VMAP_LIST}
 seed = struct.pack("<IB", 1, 0)  # cr3 = 1 << 12, no LA57
 seed += struct.pack("<16H", *FIELDS)
-seed += struct.pack("<109H", *[D.get(f, 0) for f in order])
-seed += struct.pack("<16I", *[sym.get(n, 0) for n in names])
+seed += struct.pack("<115H", *[D.get(f, 0) for f in order])
+seed += struct.pack("<17I", *[sym.get(n, 0) for n in names])
 seed += struct.pack("<4I", 0x10, 0x120, 0x1234, 0x10)  # lookups: mod0+0x10, _text+...
 seed += b"\0"  # in_guest: false (the profile above)
 for b in img:  # Vec<u8> as the last field: a continue flag before each element

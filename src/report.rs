@@ -113,12 +113,29 @@ pub fn hidden_module(h: &HiddenModule) -> Value {
 }
 
 /// The modules' cross-view (`xenvmi modules --cross-view`): `listed` and `kobjects` (how many
-/// loaded modules each view saw), `hidden`, `transitional` (not `LIVE`: not reported) and
-/// `errors` (walks stopped, entries skipped).
-pub fn module_cross_view(v: &ModuleCrossView) -> Value {
+/// loaded modules each view saw), `areas` (busy vmap areas of the modules region), `hidden`,
+/// `transitional` (not `LIVE`: not reported), `other_areas` (areas no module accounts for,
+/// with `caller`: `callers[i]`, the allocating function as `symbol+offset`, or its address)
+/// and `errors` (walks stopped, entries skipped).
+pub fn module_cross_view(v: &ModuleCrossView, callers: &[Option<String>]) -> Value {
+    let other: Vec<Value> = v
+        .unattributed
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let caller = callers
+                .get(i)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| hex(a.caller.0));
+            json!({"start": hex(a.start.0), "end": hex(a.end.0), "flags": a.flags, "caller": caller})
+        })
+        .collect();
     json!({
         "listed": v.listed.len(),
         "kobjects": v.kobjects.len(),
+        "areas": v.areas,
+        "other_areas": other,
         "hidden": v.hidden.iter().map(hidden_module).collect::<Vec<_>>(),
         "transitional": v.transitional.iter().map(hidden_module).collect::<Vec<_>>(),
         "errors": v.errors,

@@ -1158,6 +1158,20 @@ fn modules_cross_view_finds_no_hidden_module_on_any_fixture() {
         assert_eq!(c["hidden"], serde_json::json!([]), "{fixture}");
         assert_eq!(c["transitional"], serde_json::json!([]), "{fixture}");
         assert_eq!(c["errors"], serde_json::json!([]), "{fixture}");
+        // Every fixture's guest ran BPF programs: its pack is the one area no module accounts
+        // for (tests/module_cross_view.rs checks the areas themselves).
+        let other = c["other_areas"].as_array().unwrap();
+        assert!(
+            other.iter().all(|a| a["caller"]
+                .as_str()
+                .unwrap()
+                .starts_with("bpf_prog_pack_alloc+")),
+            "{fixture}: {other:?}"
+        );
+        assert!(
+            c["areas"].as_u64().unwrap() > other.len() as u64,
+            "{fixture}"
+        );
     }
     // Text: the summary line.
     let out = xenvmi(&[
@@ -1168,9 +1182,10 @@ fn modules_cross_view_finds_no_hidden_module_on_any_fixture() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("cross-view: 9 on the module list, 9 in /sys/module (module_kset), 0 hidden"),
+        text.contains("cross-view: 9 on the module list, 9 in /sys/module (module_kset), "),
         "{text}"
     );
+    assert!(text.contains(" 0 hidden\n"), "{text}");
 }
 
 /// A module the 6.1 ground truth lists, as the list walk reads it.
@@ -1181,8 +1196,9 @@ struct Victim {
 }
 
 /// A copy of the 6.1 dump in `dir` with the ground truth's middle module unlinked from
-/// `modules` as `list_del` does (prev->next = next, next->prev = prev, in the file).
-fn unlinked_copy(dir: &Path) -> (PathBuf, Victim) {
+/// `modules` as `list_del` does (prev->next = next, next->prev = prev, in the file), and with
+/// `kobject` also its kobject from `module_kset`'s list (as `kobject_del` leaves it).
+fn unlinked_copy(dir: &Path, kobject: bool) -> (PathBuf, Victim) {
     use std::io::{Read, Seek, SeekFrom, Write};
     use xenvmi::Gva;
     let (mem, linux) = support::linux::open("linux-6.1");
@@ -1203,9 +1219,14 @@ fn unlinked_copy(dir: &Path) -> (PathBuf, Victim) {
         .unwrap();
     assert_eq!(m.base.0, base);
     let ks = linux.info().kernel_space;
-    let node = Gva(m.object.0 + linux.types().field("module", "list").unwrap().offset);
-    let next = mem.read_u64(ks, node).unwrap();
-    let prev = mem.read_u64(ks, Gva(node.0 + 8)).unwrap();
+    let off = |ty: &str, f: &str| linux.types().field(ty, f).unwrap().offset;
+    let mut nodes = vec![Gva(m.object.0 + off("module", "list"))];
+    if kobject {
+        nodes.push(Gva(m.object.0
+            + off("module", "mkobj")
+            + off("module_kobject", "kobj")
+            + off("kobject", "entry")));
+    }
     let file_offset = |va: u64| {
         let gpa = mem.translate_mapped(ks, Gva(va)).unwrap().0;
         let r = mem
@@ -1216,7 +1237,12 @@ fn unlinked_copy(dir: &Path) -> (PathBuf, Victim) {
             .unwrap();
         r.file_offset + (gpa - r.gpa)
     };
-    let patches = [(file_offset(prev), next), (file_offset(next + 8), prev)];
+    let mut patches = Vec::new();
+    for node in nodes {
+        let next = mem.read_u64(ks, node).unwrap();
+        let prev = mem.read_u64(ks, Gva(node.0 + 8)).unwrap();
+        patches.extend([(file_offset(prev), next), (file_offset(next + 8), prev)]);
+    }
     let copy = dir.join("unlinked.elf");
     let mut src = std::fs::File::open(image()).unwrap();
     let mut out = std::fs::File::create(&copy).unwrap();
@@ -1246,7 +1272,7 @@ fn unlinked_copy(dir: &Path) -> (PathBuf, Victim) {
 #[test]
 fn modules_cross_view_and_guard_report_a_module_unlinked_in_a_patched_image() {
     let dir = scratch("cross-view");
-    let (copy, victim) = unlinked_copy(&dir);
+    let (copy, victim) = unlinked_copy(&dir, false);
     let v = cross_view(&copy);
     let rest: Vec<String> = truth_names("linux-6.1")
         .into_iter()
@@ -1258,7 +1284,10 @@ fn modules_cross_view_and_guard_report_a_module_unlinked_in_a_patched_image() {
     assert_eq!(hidden[0]["name"], victim.name.as_str());
     assert_eq!(hex(&hidden[0]["base"]), victim.base);
     assert_eq!(hex(&hidden[0]["object"]), victim.object);
-    assert_eq!(hidden[0]["views"], serde_json::json!(["module_kset"]));
+    assert_eq!(
+        hidden[0]["views"],
+        serde_json::json!(["module_kset", "vmap_areas"])
+    );
     let out = xenvmi(&[
         "modules".as_ref(),
         "--cross-view".as_ref(),
@@ -1315,5 +1344,41 @@ fn modules_cross_view_and_guard_report_a_module_unlinked_in_a_patched_image() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A module unlinked from both `modules` and `module_kset` (a rootkit that also deletes its
+/// kobject): found only by its vmap area, by `modules --cross-view` and by the guard's
+/// `hidden-modules` policy.
+#[test]
+fn modules_cross_view_and_guard_find_a_module_without_list_entry_or_kobject() {
+    let dir = scratch("cross-view-vmap");
+    let (copy, victim) = unlinked_copy(&dir, true);
+    let v = cross_view(&copy);
+    let c = &v["cross_view"];
+    assert_eq!(c["kobjects"], truth_names("linux-6.1").len() - 1);
+    let hidden = c["hidden"].as_array().unwrap();
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    assert_eq!(hidden[0]["name"], victim.name.as_str());
+    assert_eq!(hex(&hidden[0]["base"]), victim.base);
+    assert_eq!(hex(&hidden[0]["object"]), victim.object);
+    assert_eq!(hidden[0]["views"], serde_json::json!(["vmap_areas"]));
+    let out = xenvmi(&[
+        "guard".as_ref(),
+        "--simulate".as_ref(),
+        copy.as_os_str(),
+        "--policies".as_ref(),
+        "hidden-modules".as_ref(),
+        "--benign".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let alerts = json_lines(&out.stdout);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["what"], "hidden_module");
+    assert_eq!(alerts[0]["target"], victim.name.as_str());
+    assert_eq!(hex(&alerts[0]["gva"]), victim.object);
+    assert!(err.contains("guest released cleanly: true"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

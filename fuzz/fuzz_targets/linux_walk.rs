@@ -23,18 +23,18 @@ struct Input {
     offsets: [u16; 16],
     /// Offsets for the fields `process_detail`, the symbolizer and the log use, in
     /// `DETAIL_FIELDS` order.
-    detail: [u16; 109],
+    detail: [u16; 115],
     /// Addresses of the symbols discovery and the walks use.
-    symbols: [u32; 16],
+    symbols: [u32; 17],
     /// Kernel addresses to symbolize, as offsets from `_text` or from a module's base.
     lookups: [u32; 4],
     in_guest: bool,
     image: Vec<u8>,
 }
 
-struct Types([u16; 16], [u16; 109]);
+struct Types([u16; 16], [u16; 115]);
 
-const DETAIL_FIELDS: [(&str, &str); 109] = [
+const DETAIL_FIELDS: [(&str, &str); 115] = [
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("mm_struct", "env_start"),
@@ -149,6 +149,13 @@ const DETAIL_FIELDS: [(&str, &str); 109] = [
     ("module_kobject", "mod"),
     ("module", "mkobj"),
     ("module", "state"),
+    // The vmap areas of the modules region (the cross-view's third view).
+    ("vmap_area", "va_start"),
+    ("vmap_area", "va_end"),
+    ("vmap_area", "list"),
+    ("vmap_area", "vm"),
+    ("vm_struct", "flags"),
+    ("vm_struct", "caller"),
 ];
 
 const FIELDS: [(&str, &str); 14] = [
@@ -226,6 +233,7 @@ fuzz_target!(|inp: Input| {
             "prb",
             "_end",
             "module_kset",
+            "vmap_area_list",
         ];
         let mut b = SymbolTableBuilder::new("fuzz symbols");
         for (n, &a) in names.iter().zip(inp.symbols.iter()) {
@@ -274,7 +282,8 @@ fuzz_target!(|inp: Input| {
     if let Ok(v) = linux.module_cross_view(&mem) {
         use xenvmi::os::linux::{modview::MAX_VIEW_ERRORS, MAX_MODULES};
         assert!(v.listed.len() <= MAX_MODULES && v.kobjects.len() <= MAX_MODULES);
-        assert!(v.hidden.len() + v.transitional.len() <= v.kobjects.len());
+        assert!(v.hidden.len() + v.transitional.len() <= v.kobjects.len() + v.areas);
+        assert!(v.unattributed.len() <= v.areas);
         assert!(v.errors.len() <= MAX_VIEW_ERRORS);
     }
     let sym = linux.symbolizer(&mem);

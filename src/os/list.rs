@@ -18,6 +18,8 @@ pub(crate) struct ListWalk<'a, B> {
     what: &'static str,
     limit: usize,
     done: bool,
+    /// Where the followed link is within a node: 0 (`next`, `Flink`) or 8 (`prev`, `Blink`).
+    link: u64,
 }
 
 impl<'a, B: PhysicalMemory> ListWalk<'a, B> {
@@ -41,7 +43,25 @@ impl<'a, B: PhysicalMemory> ListWalk<'a, B> {
             what,
             limit,
             done: false,
+            link: 0,
         }
+    }
+
+    /// Walk the list backwards, by the `prev` links (the second pointer of each node): from
+    /// the last node to the first.
+    pub(crate) fn backward(mut self) -> Self {
+        if self.link == 0 && !self.done {
+            self.link = 8;
+            if !matches!(self.next, Some(Err(_))) {
+                self.next = Some(
+                    self.head
+                        .checked_add(8)
+                        .ok_or(Error::Overflow("list head prev link"))
+                        .and_then(|a| self.mem.read_va(self.space, a)),
+                );
+            }
+        }
+        self
     }
 }
 
@@ -82,7 +102,11 @@ impl<B: PhysicalMemory> Iterator for ListWalk<'_, B> {
                 "the list loops without returning to its head".into(),
             )));
         }
-        self.next = Some(self.mem.read_va(self.space, node));
+        self.next = Some(
+            node.checked_add(self.link)
+                .ok_or(Error::Overflow("list link address"))
+                .and_then(|a| self.mem.read_va(self.space, a)),
+        );
         Some(Ok(node))
     }
 }

@@ -1,7 +1,9 @@
-//! Hidden kernel modules: the cross-view between the `modules` list and the kobjects of
-//! `module_kset` ([`Linux::module_cross_view`]), run while the guest runs. A module that
-//! unlinked itself from the list (`list_del(&THIS_MODULE->list)`) but is still in
-//! `/sys/module` is reported.
+//! Hidden kernel modules: the cross-view between the `modules` list, the kobjects of
+//! `module_kset` and the vmap areas of the modules region ([`Linux::module_cross_view`]), run
+//! while the guest runs. A module that unlinked itself from the list
+//! (`list_del(&THIS_MODULE->list)`) is reported, whether it is still in `/sys/module` or also
+//! deleted its kobject. Each vmap area is searched for a `struct module` once in its life
+//! ([`AreaScanCache`]).
 //!
 //! The guard has no timer tick, so the check is driven by CR3 writes (as
 //! [`HiddenProcessPolicy`](super::HiddenProcessPolicy)'s): at a CR3 write, when the last check
@@ -26,7 +28,7 @@ use crate::alert::Attempt;
 use crate::backend::ControlRegister;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
-use crate::os::linux::HiddenModule;
+use crate::os::linux::{AreaScanCache, HiddenModule};
 
 /// Most hidden modules remembered (each is reported once).
 pub const MAX_REPORTED: usize = 4096;
@@ -45,6 +47,8 @@ pub struct HiddenModulePolicy {
     pending: VecDeque<Finding>,
     /// Checks run (failed ones included).
     checks: u64,
+    /// The vmap areas already searched for a `struct module`.
+    areas: AreaScanCache,
 }
 
 impl HiddenModulePolicy {
@@ -58,6 +62,7 @@ impl HiddenModulePolicy {
             reported: HashSet::new(),
             pending: VecDeque::new(),
             checks: 0,
+            areas: AreaScanCache::new(),
         }
     }
 
@@ -74,7 +79,10 @@ impl HiddenModulePolicy {
         // A failed check counts too: it is retried at the next interval, not at every event.
         self.checks += 1;
         self.last_check = Some(Instant::now());
-        let view = match guest.linux.module_cross_view(guest.mem) {
+        let view = match guest
+            .linux
+            .module_cross_view_with(guest.mem, &mut self.areas)
+        {
             Ok(v) => v,
             Err(e) => {
                 // The next sighting is not consecutive with the last.

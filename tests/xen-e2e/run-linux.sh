@@ -25,7 +25,7 @@ cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
 for t in to-disk udp-sink; do gcc -O2 -Wall -Wextra -Werror "tests/xen-e2e/payload/$t.c" -o "$P/$t"; done
 # The test rootkit, built against Debian's headers for the guest's kernel.
-cp tests/xen-e2e/linux-guest/{attack.c,attack2.c,rootkit.h,xvkprobe.c,xvhide.c,xvlive.c,Makefile} "$B/"
+cp tests/xen-e2e/linux-guest/{attack.c,attack2.c,rootkit.h,xvkprobe.c,xvhide.c,xvghost.c,xvlive.c,Makefile} "$B/"
 make -s -C "/usr/src/linux-headers-$KVER" M="$B" modules
 # Guest kernel (the uncompressed ELF: PVH boots it directly) and busybox.
 (cd "$WORK/lg-debs" && { ls linux-image-*.deb busybox-static*.deb >/dev/null 2>&1 || \
@@ -45,7 +45,7 @@ cp "$G/bin/xv-alpha" "$G/bin/xv-beta"; cp "$G/bin/xv-alpha" "$G/bin/xv-gamma"   
 gcc -O2 -static -Wall -o "$G/bin/xv-trap" tests/xen-e2e/linux-guest/xv-trap.c
 gcc -O2 -static -Wall -o "$G/bin/xv-probe" tests/xen-e2e/linux-guest/xv-probe.c
 mkdir -p "$G/etc"; echo "known to the trace checks" > "$G/etc/xv-known"
-install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$B/attack2.ko" "$B/xvkprobe.ko" "$B/xvhide.ko" "$B/xvlive.ko" "$G/"
+install -m 0755 tests/xen-e2e/linux-guest/init "$G/init"; cp "$B/attack.ko" "$B/attack2.ko" "$B/xvkprobe.ko" "$B/xvhide.ko" "$B/xvghost.ko" "$B/xvlive.ko" "$G/"
 (cd "$G" && find . | cpio -o -H newc --quiet) > "$P/guest-initrd.cpio"
 # XL_DUMP_CORE=1: the payload also runs Xen's own `xl dump-core` on the live guest (about 15
 # minutes more under Bochs: not in CI's budget; docs/capture.md) and the host reads the file.
@@ -61,7 +61,7 @@ XEN_CMDLINE=${XEN_CMDLINE:-"console=com1 com1=115200,8n1 loglvl=all guest_loglvl
 if ! OUT_DISK_MB=$OUT_MB XEN_CMDLINE=$XEN_CMDLINE KVER=$KVER BOCHS=debian13 TIMEOUT=${TIMEOUT:-$TMO} bash tests/xen-e2e/recipe/run.sh "$WORK/work" "$P" > "$LOG" 2>&1; then
   tail -n 20 "$LOG"; echo "real-xen (Linux guest): the recipe failed before Bochs ran (log: $LOG)"; exit 1
 fi
-grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|^XPS|^ATTEST|^SYSLOG|^XGUARD|^GSYSLOG|^XCPS|to-disk|out disk|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 500 || true
+grep -a -E "bochs finished|PAYLOAD|REPRO|^GUEST|^DUMP|^XPS|^ATTEST|^SYSLOG|^XGUARD|^XMODS|^GSYSLOG|^XCPS|to-disk|out disk|kernel-guard|cr3-trace|hook-trace|trace:|\"what\"" "$LOG" | head -n 500 || true
 OUT=$WORK/out-disk; rm -rf "$OUT"
 python3 tests/xen-e2e/disk-extract.py "$WORK/work/out.img" "$OUT" || true
 rm -f "$WORK/work/out.img"
@@ -71,8 +71,8 @@ check() { # description, extended regex that must match the log
   if grep -a -qE "$2" "$LOG"; then echo "ok   - $1"; else echo "FAIL - $1"; fail=$((fail+1)); fi
 }
 check "the Linux guest boots under Xen and runs its init" "xvguest: init up"
-check "the guest loaded xvlive and xvhide; xvhide is off /proc/modules but in sysfs (it hid itself)" \
-  "xvguest: modules: xvlive listed 1, xvhide listed 0, xvhide in sysfs 1"
+check "the guest loaded xvlive, xvhide and xvghost; xvhide is off /proc/modules but in sysfs, xvghost in neither (they hid themselves)" \
+  "xvguest: modules: xvlive listed 1, xvhide listed 0, xvhide in sysfs 1, xvghost listed 0, xvghost in sysfs 0"
 check "unguarded, xvlive's patch of its own text takes effect (the test can fail)" "GUEST boot: .*xenvmi-live: .*text_kept=0 stored=1"
 check "cr3-trace finds the live kernel with no profile" "cr3-trace on Xen domain [0-9]+ — Linux 6\.1"
 check "cr3-trace names the guest's worker processes" "CR3 .* pid +[0-9]+  xv-alpha"
@@ -102,9 +102,15 @@ check "xenvmi guard: alert module_text_write, denied, for xvlive's own text" \
 check "xenvmi guard: every module_text_write alert is for xvlive (no false positive on other modules)" \
   "PAYLOAD: xenvmi guard module_text_write alerts: [1-9][0-9]*, not naming xvlive: 0[[:space:]]*$"
 check "xenvmi guard: xvlive saw its text patch refused" "GUEST xguard: .*xenvmi-live: .*text_kept=1 stored=1"
+check "xenvmi modules --cross-view (live domain): xvhide hidden, seen in module_kset and its vmap area" \
+  "^XMODS: HIDDEN xvhide .* state 0 seen in module_kset,vmap_areas"
+check "xenvmi modules --cross-view (live domain): xvghost hidden, seen only in its vmap area (no list entry, no kobject)" \
+  "^XMODS: HIDDEN xvghost .* state 0 seen in vmap_areas[[:space:]]*$"
+check "xenvmi modules --cross-view (live domain): exactly those two hidden" "^XMODS: cross-view: .* 2 hidden[[:space:]]*$"
 check "xenvmi guard: alert hidden_module for xvhide (off the module list, still in sysfs), reported" \
   '^XGUARD: .*"action":"reported".*xvhide.*"what":"hidden_module"'
-check "xenvmi guard: no hidden_module alert but xvhide's" "PAYLOAD: xenvmi guard hidden_module alerts: [1-9][0-9]*, not naming xvhide: 0[[:space:]]*$"
+check "xenvmi guard: one hidden_module alert each for xvhide and for xvghost (off the list and out of sysfs), none other" \
+  "PAYLOAD: xenvmi guard hidden_module alerts: 2, for xvhide: 1, for xvghost: 1, for others: 0[[:space:]]*$"
 check "xenvmi guard: the kernel's own text patching went through (the kprobe module loaded and its probe fired)" \
   "GUEST xguard: .*xvkprobe: ([4-9][0-9]|[1-9][0-9]{2,}) hits"
 check "xenvmi guard: it counted the kernel's own writes as legitimate" "xenvmi: guard: .* [1-9][0-9]* legitimate kernel write"

@@ -39,6 +39,8 @@ pub struct Found {
     modules: Vec<Module>,
     /// The modules' cross-view, when asked for (its `listed` are `modules`).
     cross_view: Option<ModuleCrossView>,
+    /// Who allocated each of the cross-view's unattributed areas (`symbol+offset`).
+    area_callers: Vec<Option<String>>,
     /// The attestation observation, when asked for.
     pub observation: Option<xenvmi::attest::Observation>,
     /// Elements of a walk that could not be read (the walk went on).
@@ -167,7 +169,7 @@ pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
     if json {
         let mut out = serde_json::json!({"modules": report::modules(&f.modules)});
         if let Some(v) = &f.cross_view {
-            out["cross_view"] = report::module_cross_view(v);
+            out["cross_view"] = report::module_cross_view(v, &f.area_callers);
         }
         outln!("{out}");
     } else {
@@ -177,9 +179,12 @@ pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
         }
         if let Some(v) = &f.cross_view {
             outln!(
-                "cross-view: {} on the module list, {} in /sys/module (module_kset), {} hidden",
+                "cross-view: {} on the module list, {} in /sys/module (module_kset), {} vmap \
+                 areas in the modules region ({} not a module's), {} hidden",
                 v.listed.len(),
                 v.kobjects.len(),
+                v.areas,
+                v.unattributed.len(),
                 v.hidden.len()
             );
             for (h, what) in v
@@ -197,6 +202,16 @@ pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
                     h.module.object,
                     h.state,
                     views.join(",")
+                );
+            }
+            for (a, caller) in v.unattributed.iter().zip(&f.area_callers) {
+                outln!(
+                    "other area {}-{} allocated by {}",
+                    a.start,
+                    a.end,
+                    caller
+                        .as_deref()
+                        .map_or_else(|| a.caller.to_string().into(), safe)
                 );
             }
         }
@@ -286,9 +301,16 @@ fn examine<B: PhysicalMemory>(
     });
     let mut modules = Vec::new();
     let mut cross_view = None;
+    let mut area_callers = Vec::new();
     if want.cross_view {
         let v = linux.module_cross_view(mem)?;
         warnings.extend(v.errors.iter().cloned());
+        let symbolizer = linux.symbolizer(mem);
+        area_callers = v
+            .unattributed
+            .iter()
+            .map(|a| symbolizer.symbolize(a.caller).map(|s| s.to_string()))
+            .collect();
         modules = v.listed.clone();
         cross_view = Some(v);
     } else if want.modules {
@@ -310,6 +332,7 @@ fn examine<B: PhysicalMemory>(
         detail,
         modules,
         cross_view,
+        area_callers,
         observation,
         warnings,
     })

@@ -48,6 +48,7 @@ mod scan;
 pub mod sockets;
 pub mod symbolize;
 pub mod syscalls;
+pub mod vmap;
 
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
 pub use crate::os::profile::Profile;
@@ -61,6 +62,7 @@ pub use current::RunningThread;
 pub use module_text::{ModuleState, ModuleText, ModuleTextLayout};
 pub use modview::{HiddenModule, ModuleCrossView, ModuleView};
 pub use offsets::Offsets;
+pub use vmap::{AreaScanCache, VmapArea};
 
 /// `__START_KERNEL_map`: the kernel image map starts here on x86-64.
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
@@ -74,6 +76,8 @@ pub const PF_KTHREAD: u32 = 0x0020_0000;
 pub const MAX_TASKS: usize = 1 << 20;
 /// Bound on modules walked.
 pub const MAX_MODULES: usize = 1 << 14;
+/// Most memory regions read of one `struct module` (6.4+ has 7, `enum mod_mem_type`).
+pub const MAX_MODULE_REGIONS: usize = 16;
 /// Bound on the size of an in-memory `.BTF` section.
 pub const MAX_BTF: u64 = 64 << 20;
 /// How far past `_text` the kernel image (and so kallsyms) is searched.
@@ -908,6 +912,42 @@ impl Linux {
             size,
             object: module,
         })
+    }
+
+    /// The memory regions of the `struct module` at `module`, as `[start, end)` pairs: its
+    /// `core_layout`/`init_layout` (≤ 6.3) or each `mem[]` region (6.4+), empty and freed
+    /// ones (base or size 0) left out.
+    ///
+    /// # Errors
+    /// Memory errors reading a region's base or size.
+    pub fn module_regions<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        module: Gva,
+    ) -> Result<Vec<(u64, u64)>> {
+        let o = &self.build.offsets;
+        let ks = self.info.kernel_space;
+        let at = |off: u64| {
+            module
+                .checked_add(off)
+                .ok_or(Error::Overflow("module region field address"))
+        };
+        let mut regions = Vec::new();
+        for (&b, &s) in o
+            .module_bases
+            .iter()
+            .zip(&o.module_sizes)
+            .take(MAX_MODULE_REGIONS)
+        {
+            let base = mem.read_u64(ks, at(b)?)?;
+            let size = u64::from(mem.read_u32(ks, at(s)?)?);
+            if base != 0 && size != 0 {
+                if let Some(end) = base.checked_add(size) {
+                    regions.push((base, end));
+                }
+            }
+        }
+        Ok(regions)
     }
 
     /// The process whose address space a CR3 value selects (PCID bits and the KPTI user bit

@@ -24,10 +24,15 @@
 //! requires a module to be seen hidden by two consecutive checks (a walk of a running guest can see a list being
 //! changed).
 //!
-//! **Limits.** A module that unlinked itself from both the list and `module_kset` (or removed
-//! its kobject with `kobject_del`) is in neither view; the vmap areas of the modules region
-//! (a third view) are not examined (BPF JIT images, kprobe slots and ftrace trampolines live
-//! there too). A `modules` list broken part-way makes the modules after the break look
+//! * **Vmap view**: the busy vmap areas of the modules region ([`crate::os::linux::vmap`]). An
+//!   area no listed module's memory overlaps is searched for a `struct module` that points back
+//!   at itself. A module that unlinked itself from both the list and `module_kset` (or removed
+//!   its kobject with `kobject_del`) is found here; the areas no module accounts for (BPF JIT
+//!   images, kprobe slots, ftrace trampolines live there too) are listed apart
+//!   ([`ModuleCrossView::unattributed`]), not reported.
+//!
+//! **Limits.** A module that also unlinked its vmap area from the busy list, or overwrote its
+//! own name or `mkobj.mod`, is in no view. A `modules` list broken part-way makes the modules after the break look
 //! hidden (the break is in [`ModuleCrossView::errors`]). Every walk is bounded ([`MAX_MODULES`] entries, cycle
 //! detection) and every read checked.
 
@@ -41,6 +46,7 @@ use crate::os::list::ListWalk;
 use crate::os::profile::TypeSource;
 use crate::os::Module;
 
+use super::vmap::{AreaScanCache, VmapArea};
 use super::{Linux, MAX_MODULES};
 
 /// `MODULE_STATE_LIVE` of `enum module_state` (include/linux/module.h).
@@ -55,14 +61,18 @@ pub enum ModuleView {
     List,
     /// The kobjects of `module_kset` (`/sys/module`).
     Kobjects,
+    /// The vmap areas of the modules region, searched for a `struct module`
+    /// ([`crate::os::linux::vmap`]).
+    VmapAreas,
 }
 
 impl ModuleView {
-    /// `"modules"` or `"module_kset"`: the kernel structure each view walks.
+    /// `"modules"`, `"module_kset"` or `"vmap_areas"`: the kernel structure each view walks.
     pub fn as_str(self) -> &'static str {
         match self {
             ModuleView::List => "modules",
             ModuleView::Kobjects => "module_kset",
+            ModuleView::VmapAreas => "vmap_areas",
         }
     }
 }
@@ -87,11 +97,17 @@ pub struct ModuleCrossView {
     /// The `struct module` addresses of the loaded modules' kobjects in `module_kset`, in list
     /// order (built-in modules' kobjects excluded).
     pub kobjects: Vec<Gva>,
-    /// `LIVE` modules seen in the kobject view but not on the list.
+    /// The busy vmap areas of the modules region ([`Linux::module_region_areas`]).
+    pub areas: usize,
+    /// `LIVE` modules seen in the kobject view or the vmap areas but not on the list.
     pub hidden: Vec<HiddenModule>,
-    /// Modules seen in the kobject view but not on the list whose state is not `LIVE`
-    /// (loading or unloading): not reported as hidden.
+    /// Modules seen in another view but not on the list whose state is not `LIVE` (loading
+    /// or unloading): not reported as hidden.
     pub transitional: Vec<HiddenModule>,
+    /// Areas of the modules region that no module, listed or found, accounts for: BPF JIT
+    /// images, kprobe instruction slots, ftrace trampolines, init memory waiting to be freed
+    /// (`VmapArea::caller` names who allocated each).
+    pub unattributed: Vec<VmapArea>,
     /// Why a walk stopped early or an entry was skipped (at most [`MAX_VIEW_ERRORS`]).
     pub errors: Vec<String>,
 }
@@ -137,6 +153,19 @@ impl Linux {
     pub fn module_cross_view<B: PhysicalMemory>(
         &self,
         mem: &GuestMemory<B>,
+    ) -> Result<ModuleCrossView> {
+        self.module_cross_view_with(mem, &mut AreaScanCache::new())
+    }
+
+    /// [`Linux::module_cross_view`] for a monitor that checks again and again: each vmap area
+    /// is searched for a `struct module` once in its life (`cache`).
+    ///
+    /// # Errors
+    /// As [`Linux::module_cross_view`].
+    pub fn module_cross_view_with<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        cache: &mut AreaScanCache,
     ) -> Result<ModuleCrossView> {
         let o = KsetOffsets::resolve(self.types())?;
         let ks = self.info().kernel_space;
@@ -222,6 +251,77 @@ impl Linux {
                 Err(e) => push_error(&mut view.errors, format!("module {module}: {e}")),
             }
         }
+        if let Err(e) = self.vmap_view(mem, cache, &mut view) {
+            push_error(&mut view.errors, format!("vmap areas: {e}"));
+        }
         Ok(view)
+    }
+
+    /// Add the vmap view to `view` (whose list and kobject views are done).
+    fn vmap_view<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        cache: &mut AreaScanCache,
+        view: &mut ModuleCrossView,
+    ) -> Result<()> {
+        let region = self.module_region_areas(mem)?;
+        for e in region.errors {
+            push_error(&mut view.errors, e);
+        }
+        view.areas = region.areas.len();
+        let mut listed_regions = Vec::new();
+        for m in &view.listed {
+            match self.module_regions(mem, m.object) {
+                Ok(r) => listed_regions.extend(r),
+                Err(e) => push_error(&mut view.errors, format!("module {}: {e}", m.name)),
+            }
+        }
+        let listed: HashSet<u64> = view.listed.iter().map(|m| m.object.0).collect();
+        let orphans =
+            self.orphan_areas(mem, &region.areas, &listed_regions, cache, &mut view.errors)?;
+        let shape = self.module_shape()?;
+        for object in orphans.iter().filter_map(|(_, f)| *f) {
+            if listed.contains(&object.0) {
+                continue;
+            }
+            let known = view
+                .hidden
+                .iter_mut()
+                .chain(view.transitional.iter_mut())
+                .find(|h| h.module.object == object);
+            if let Some(h) = known {
+                if !h.views.contains(&ModuleView::VmapAreas) {
+                    h.views.push(ModuleView::VmapAreas);
+                }
+                continue;
+            }
+            match self.read_module_and_state(mem, shape, object) {
+                Ok((module, state)) => {
+                    let h = HiddenModule {
+                        module,
+                        state,
+                        views: vec![ModuleView::VmapAreas],
+                    };
+                    if state == MODULE_STATE_LIVE {
+                        view.hidden.push(h);
+                    } else {
+                        view.transitional.push(h);
+                    }
+                }
+                Err(e) => push_error(&mut view.errors, format!("module {object}: {e}")),
+            }
+        }
+        let mut found_regions = Vec::new();
+        for h in view.hidden.iter().chain(&view.transitional) {
+            if let Ok(r) = self.module_regions(mem, h.module.object) {
+                found_regions.extend(r);
+            }
+        }
+        view.unattributed = orphans
+            .into_iter()
+            .filter(|(a, f)| f.is_none() && !found_regions.iter().any(|&(s, e)| a.overlaps(s, e)))
+            .map(|(a, _)| a)
+            .collect();
+        Ok(())
     }
 }

@@ -34,8 +34,6 @@ pub const MAX_NAME_READS: usize = 64;
 const ELF64_SYM: u64 = 24;
 /// Symbol-table entries read at once (64 KiB).
 const SYMS_PER_READ: u64 = 2730;
-/// Most memory regions of one module (`mem[]` has 7 up to 6.12).
-const MAX_REGIONS: usize = 16;
 
 /// A kernel address resolved (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,18 +154,7 @@ impl Linux {
         module: Gva,
         name: String,
     ) -> Result<ModuleMemory> {
-        let o = self.offsets();
-        let ks = self.info().kernel_space;
-        let mut regions = Vec::new();
-        for (&b, &s) in o.module_bases.iter().zip(&o.module_sizes).take(MAX_REGIONS) {
-            let base = mem.read_u64(ks, add(module, b, "module region base")?)?;
-            let size = u64::from(mem.read_u32(ks, add(module, s, "module region size")?)?);
-            if base != 0 && size != 0 {
-                if let Some(end) = base.checked_add(size) {
-                    regions.push((base, end));
-                }
-            }
-        }
+        let regions = self.module_regions(mem, module)?;
         let kallsyms = self.mod_kallsyms(mem, module).ok().flatten();
         Ok(ModuleMemory {
             name,

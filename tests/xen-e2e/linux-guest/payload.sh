@@ -49,10 +49,13 @@ done
 # text: text_poke), runs xv-trap's int3s and xv-probe (`xl sysrq xvguest 6`; see its init).
 xl sysrq xvguest 6 2>&1
 # xenvmi guard: the policy library with every protection but core_pattern's, against both
-# rootkit modules (attack.ko, attack2.ko), xvlive patching its own text and xvhide hiding from
-# the module list, while the kernel's own text patching (the kprobe) must go through; each
+# rootkit modules (attack.ko, attack2.ko), xvlive patching its own text, xvhide hiding from
+# the module list and xvghost from the list and sysfs, while the kernel's own text patching (the kprobe) must go through; each
 # alert also goes as RFC 5424/CEF to a syslog listener in dom0. One line per kind of alert is
 # printed (the serial port is slow).
+# The one-shot cross-view of the live domain first: xvhide and xvghost, each with its views.
+echo "PAYLOAD: xenvmi modules --cross-view"
+/payload/xenvmi modules --domain xvguest --cross-view 2>&1 | grep -E "^(cross-view|HIDDEN|not live|other area)|error" | sed 's/^/XMODS: /'
 echo "PAYLOAD: xenvmi guard"
 /payload/udp-sink 5515 > /tmp/gsys.out 2>&1 &
 SINK=$!; sleep 1
@@ -61,7 +64,8 @@ SINK=$!; sleep 1
 echo "PAYLOAD: xenvmi guard exit $?"
 cat /tmp/xg.err; echo "PAYLOAD: xenvmi guard alerts: $(wc -l < /tmp/xg.out)"
 echo "PAYLOAD: xenvmi guard alerts written by text_poke: $(grep -c '"rip_symbol":"[^"]*poke' /tmp/xg.out)"
-echo "PAYLOAD: xenvmi guard hidden_module alerts: $(grep -c '"what":"hidden_module"' /tmp/xg.out), not naming xvhide: $(grep '"what":"hidden_module"' /tmp/xg.out | grep -vc xvhide)"
+HM=$(grep '"what":"hidden_module"' /tmp/xg.out)
+echo "PAYLOAD: xenvmi guard hidden_module alerts: $(echo "$HM" | grep -c .), for xvhide: $(echo "$HM" | grep -c '"target":"xvhide"'), for xvghost: $(echo "$HM" | grep -c '"target":"xvghost"'), for others: $(echo "$HM" | grep -v -e '"target":"xvhide"' -e '"target":"xvghost"' | grep -c .)"
 echo "PAYLOAD: xenvmi guard module_text_write alerts: $(grep -c '"what":"module_text_write"' /tmp/xg.out), not naming xvlive: $(grep '"what":"module_text_write"' /tmp/xg.out | grep -vc xvlive)"
 awk -F'"what":"' '{ split($2, a, "\""); if (!seen[a[1]]++) print "XGUARD: " $0 }' /tmp/xg.out
 sleep 1; kill $SINK; echo "PAYLOAD: syslog messages from xenvmi guard: $(wc -l < /tmp/gsys.out)"
