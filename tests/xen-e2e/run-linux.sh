@@ -14,13 +14,17 @@ bash scripts/setup.sh
 [ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
 apt-get update -qq -o DPkg::Lock::Timeout=600
 apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends make cpio "linux-headers-$KVER" >/dev/null
-# One build of the library (xen,cli), shared with run.sh and `cargo bench --all-features`.
-cargo build --release --features xen,cli --example cr3-trace --example kernel-guard --example hook-trace --example trace --example dump --example pslist --bin xenvmi
+# One build of the library (xen,cli), shared with run.sh and `cargo bench --all-features`;
+# XENVMI_E2E_BUILT=DIR: built already, in DIR (as in run.sh).
+if [ -n "${XENVMI_E2E_BUILT:-}" ]; then R=$XENVMI_E2E_BUILT; else
+  cargo build --release --features xen,cli --example cr3-trace --example kernel-guard --example hook-trace --example trace --example dump --example pslist --bin xenvmi
+  R=target/release
+fi
 P=$WORK/payload-linux; B=$WORK/linux-guest-build; G=$WORK/linux-guest-root
 rm -rf "$P" "$B" "$G"; mkdir -p "$P" "$B" "$G"/{bin,proc,sys,dev} "$WORK/lg-debs"
 # Stripped: dom0's initramfs lives in its RAM (512 MiB), unpacked into a tmpfs half that size.
-for e in cr3-trace kernel-guard hook-trace trace dump pslist; do strip -o "$P/$e" "target/release/examples/$e"; done
-strip -o "$P/xenvmi" target/release/xenvmi
+for e in cr3-trace kernel-guard hook-trace trace dump pslist; do strip -o "$P/$e" "$R/examples/$e"; done
+strip -o "$P/xenvmi" "$R/xenvmi"
 cp tests/xen-e2e/linux-guest/linux.cfg "$P/"; install -m 0755 "${LINUX_PAYLOAD:-tests/xen-e2e/linux-guest/payload.sh}" "$P/run.sh"
 gcc -O2 -Wall -Wextra -Werror tests/xen-e2e/payload/altp2m-repro.c -lxenctrl -o "$P/altp2m-repro"
 for t in to-disk udp-sink; do gcc -O2 -Wall -Wextra -Werror "tests/xen-e2e/payload/$t.c" -o "$P/$t"; done
@@ -167,7 +171,7 @@ done
 # Attestation, the syslog/CEF alert and the captures out of the emulator, judged on the host
 # by Volatility3 (the fixture's ISF: the same Debian kernel build) and xenvmi ps.
 mkdir -p "$OUT/sym/linux"; cp fixtures/linux-6.1/debian-6.1.0-56-amd64.json.xz "$OUT/sym/linux/"
-python3 tests/xen-e2e/check-out-disk.py "$LOG" "$OUT" "$(bash scripts/vol-venv.sh)" "$OUT/sym" target/release/xenvmi && rc=0 || rc=$?
+python3 tests/xen-e2e/check-out-disk.py "$LOG" "$OUT" "$(bash scripts/vol-venv.sh)" "$OUT/sym" "$R/xenvmi" && rc=0 || rc=$?
 fail=$((fail + rc)); rm -f "$OUT"/*.elf
 if cpu_advanced enforce attest; then echo "ok   - the guest runs on after attest enforce's capture"; else echo "FAIL - the guest stopped after attest enforce's capture"; fail=$((fail+1)); fi
 check "the guest's init kept running after attest enforce (alive ticks)" "GUEST attest: .*xvguest: alive [0-9]+"
@@ -178,7 +182,7 @@ if [ "$XLDC" = 1 ]; then
     pid=$(grep -a -oE "CR3 .* pid +[0-9]+  $w" "$LOG" | head -n 1 | grep -oE "pid +[0-9]+" | grep -oE "[0-9]+" || true)
     check "xenvmi ps in dom0 on the xl dump-core lists $w with the pid cr3-trace saw live (${pid:-none})" \
       "^XCPS: \"comm\":\"$w\".*\"pid\":${pid:-none}[,}]"
-    if [ -n "$pid" ] && [ -f "$OUT/xl.core" ] && target/release/xenvmi ps "$OUT/xl.core" --json 2>/dev/null | tr '{' '\n' | grep -qE "^\"comm\":\"$w\".*\"pid\":$pid[,}]"; then
+    if [ -n "$pid" ] && [ -f "$OUT/xl.core" ] && "$R/xenvmi" ps "$OUT/xl.core" --json 2>/dev/null | tr '{' '\n' | grep -qE "^\"comm\":\"$w\".*\"pid\":$pid[,}]"; then
       echo "ok   - xenvmi ps on the host on the xl dump-core (out disk) lists $w with pid $pid"
     else echo "FAIL - xenvmi ps on the host on the xl dump-core (out disk) does not list $w with pid ${pid:-none}"; fail=$((fail+1)); fi
   done
@@ -186,7 +190,7 @@ if [ "$XLDC" = 1 ]; then
   if [ -f "$OUT/xl.core" ]; then
     "$(bash scripts/vol-venv.sh)" -q --offline --cache-path "$OUT/vol-cache" -s "$OUT/sym" -r json -f "$OUT/xl.core" \
       linux.pslist.PsList > "$OUT/xl-vol.json" 2> "$OUT/xl-vol.err" || true
-    target/release/xenvmi ps "$OUT/xl.core" --json > "$OUT/xl-xps.json" 2> "$OUT/xl-xps.err" || true
+    "$R/xenvmi" ps "$OUT/xl.core" --json > "$OUT/xl-xps.json" 2> "$OUT/xl-xps.err" || true
     if python3 -c 'import json, sys
 v = {(p["COMM"], p["PID"], p["PPID"]) for p in json.load(open(sys.argv[1]))}
 x = {(p["comm"], p["pid"], p["ppid"]) for p in json.load(open(sys.argv[2]))["processes"]}

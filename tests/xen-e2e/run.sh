@@ -13,12 +13,16 @@ bash scripts/setup.sh
 [ "$(id -u)" -eq 0 ] || { echo "real-xen: needs root (apt-get, debootstrap, chroot for Bochs 3.0)" >&2; exit 1; }
 apt-get update -qq -o DPkg::Lock::Timeout=600
 # (xen,cli: the same build of the library as run-linux.sh and `cargo bench --all-features`.)
-cargo build --release --features xen,cli --lib --example xen-probe --example xen-detach
+# XENVMI_E2E_BUILT=DIR: those built already, in DIR (scripts/test-all.sh stages them there, so
+# that its other steps may rebuild target/release while this suite runs).
+if [ -n "${XENVMI_E2E_BUILT:-}" ]; then R=$XENVMI_E2E_BUILT; else
+  cargo build --release --features xen,cli --lib --example xen-probe --example xen-detach; R=target/release
+fi
 mkdir -p "$WORK/payload"
-cp target/release/examples/xen-probe target/release/examples/xen-detach tests/xen-e2e/payload/run.sh "$WORK/payload/"
+cp "$R/examples/xen-probe" "$R/examples/xen-detach" tests/xen-e2e/payload/run.sh "$WORK/payload/"
 # The C ABI as a vendor's program uses it: libxenvmi.a (xen feature; cli adds nothing it links) and the committed header.
 gcc -std=c11 -Wall -Wextra -Werror -O2 -I include tests/xen-e2e/payload/c-monitor.c \
-  target/release/libxenvmi.a -lpthread -ldl -lm -lrt -lutil -o "$WORK/payload/c-monitor"
+  "$R/libxenvmi.a" -lpthread -ldl -lm -lrt -lutil -o "$WORK/payload/c-monitor"
 # The stealth breakpoint goes on the guest's loop head: build the guest as the recipe does and
 # read the label's address (PVH loads the ELF at its physical addresses; paging is identity).
 gcc -m32 -c tests/xen-e2e/recipe/guest/tiny.S -o "$WORK/tiny-probe.o"
