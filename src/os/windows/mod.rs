@@ -49,6 +49,8 @@ use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
+pub mod dtb;
+pub use dtb::{RootCandidate, RootSource};
 pub use cpus::{
     crashing_processor, CrashingCpu, KernelCpu, Processors, RegisterCheck, CPU_FIELDS, CPU_SYMBOLS,
     MAX_PROCESSORS,
@@ -167,6 +169,11 @@ pub struct WindowsInfo {
     pub kernel_space: AddressSpace,
     /// How the kernel was found.
     pub found_by: FoundBy,
+    /// Where the page-table root the kernel was found in came from (a register, a hint, or
+    /// for images without registers one of the [`dtb`] methods).
+    pub root_source: RootSource,
+    /// Register-less root candidates tried and rejected before this one, each with why.
+    pub rejected_roots: Vec<String>,
     /// The profile in use.
     pub profile: String,
 }
@@ -310,6 +317,86 @@ enum Pending {
     Directory(PathBuf),
 }
 
+/// One discovery's inputs, for searching one address space after another.
+struct Search<'a, B: PhysicalMemory> {
+    mem: &'a GuestMemory<B>,
+    regs: &'a [Registers],
+    hints: &'a Hints,
+    budget: &'a Budget,
+}
+
+impl<B: PhysicalMemory> Search<'_, B> {
+    /// Look for the kernel in `space`: at the given base, down from the hint addresses, then
+    /// in the kernel image region; the first candidate the profile accepts wins. Rejections
+    /// go to `tried`; bases already rejected (`seen`) are not tried again.
+    fn in_space(
+        &self,
+        space: AddressSpace,
+        root: &RootSource,
+        pending: &mut Pending,
+        tried: &mut Vec<String>,
+        seen: &mut Vec<u64>,
+    ) -> Result<Option<Windows>> {
+        let (mem, hints, budget) = (self.mem, self.hints, self.budget);
+        let mut hint_vas: Vec<(Gva, String)> = Vec::new();
+        if let Some(h) = hints.ps_active_process_head {
+            hint_vas.push((h, "PsActiveProcessHead".into()));
+        }
+        if let Some(h) = hints.ps_loaded_module_list {
+            hint_vas.push((h, "PsLoadedModuleList".into()));
+        }
+        for (i, r) in self.regs.iter().enumerate() {
+            if is_kernel_va(r.msr_lstar) {
+                hint_vas.push((Gva(r.msr_lstar), format!("vCPU {i} MSR_LSTAR")));
+            }
+            if is_kernel_va(r.rip) && r.cpl() == 0 {
+                hint_vas.push((Gva(r.rip), format!("vCPU {i} rip")));
+            }
+        }
+        // One scan per 2 MiB: vCPUs in the same kernel code share hints.
+        let mut seen_hint = std::collections::HashSet::new();
+        hint_vas.retain(|(va, _)| seen_hint.insert(va.0 >> 21));
+        let mut candidates: Vec<Candidate> = Vec::new();
+        if let Some(base) = hints.kernel_base {
+            match probe_kernel(mem, space, base, budget) {
+                Ok(Some(c)) => candidates.push(Candidate {
+                    found_by: FoundBy::GivenBase,
+                    ..c
+                }),
+                Ok(None) => tried.push(format!("{base}: not an NT kernel image")),
+                Err(e) => tried.push(format!("{base}: {e}")),
+            }
+        }
+        for (va, what) in hint_vas {
+            if let Some(c) = scan_down(mem, space, va, &what, budget) {
+                candidates.push(c);
+            }
+        }
+        let mut try_candidates = |cands: Vec<Candidate>,
+                                  pending: &mut Pending,
+                                  tried: &mut Vec<String>|
+         -> Result<Option<Windows>> {
+            for c in cands {
+                if seen.contains(&c.base.0) {
+                    continue;
+                }
+                seen.push(c.base.0);
+                match Windows::accept(mem, c, root, pending) {
+                    Ok(w) => return Ok(Some(w)),
+                    Err(e @ Error::Io { .. }) => return Err(e),
+                    Err(e) => tried.push(e.to_string()),
+                }
+            }
+            Ok(None)
+        };
+        if let Some(w) = try_candidates(candidates, pending, tried)? {
+            return Ok(Some(w));
+        }
+        let scanned = region_scan(mem, space, budget);
+        try_candidates(scanned, pending, tried)
+    }
+}
+
 /// A kernel image candidate.
 struct Candidate {
     base: Gva,
@@ -366,103 +453,212 @@ impl Windows {
         };
 
         // Address spaces to look in: the hint's, then every vCPU's (deduplicated).
-        let mut spaces: Vec<AddressSpace> = Vec::new();
+        let mut spaces: Vec<(AddressSpace, RootSource)> = Vec::new();
         if let Some(dtb) = hints.directory_table_base {
-            spaces.push(AddressSpace::from_cr3(dtb, PagingMode::Level4));
-        }
-        for r in regs.iter().filter(|r| r.has_paging_state()) {
-            let s = AddressSpace::from_cr3(r.cr3, r.paging_mode());
-            if !spaces.contains(&s) {
-                spaces.push(s);
-            }
-        }
-        if spaces.is_empty() {
-            return Err(not_found(
-                "no page-table root: no vCPU has paging enabled and no DirectoryTableBase hint was given".into(),
+            spaces.push((
+                AddressSpace::from_cr3(dtb, PagingMode::Level4),
+                RootSource::Hint,
             ));
+        }
+        for (i, r) in regs.iter().enumerate() {
+            if !r.has_paging_state() {
+                continue;
+            }
+            let s = AddressSpace::from_cr3(r.cr3, r.paging_mode());
+            if !spaces.iter().any(|(x, _)| *x == s) {
+                spaces.push((s, RootSource::Vcpu(i)));
+            }
         }
 
         let budget = Budget::new();
         let mut tried: Vec<String> = Vec::new();
         let mut seen_bases: Vec<u64> = Vec::new();
-        for &space in &spaces {
-            let mut hint_vas: Vec<(Gva, String)> = Vec::new();
-            if let Some(h) = hints.ps_active_process_head {
-                hint_vas.push((h, "PsActiveProcessHead".into()));
-            }
-            if let Some(h) = hints.ps_loaded_module_list {
-                hint_vas.push((h, "PsLoadedModuleList".into()));
-            }
-            for (i, r) in regs.iter().enumerate() {
-                if is_kernel_va(r.msr_lstar) {
-                    hint_vas.push((Gva(r.msr_lstar), format!("vCPU {i} MSR_LSTAR")));
-                }
-                if is_kernel_va(r.rip) && r.cpl() == 0 {
-                    hint_vas.push((Gva(r.rip), format!("vCPU {i} rip")));
-                }
-            }
-            // One scan per 2 MiB: vCPUs in the same kernel code share hints.
-            let mut seen_hint = std::collections::HashSet::new();
-            hint_vas.retain(|(va, _)| seen_hint.insert(va.0 >> 21));
-            let mut candidates: Vec<Candidate> = Vec::new();
-            if let Some(base) = hints.kernel_base {
-                match probe_kernel(mem, space, base, &budget) {
-                    Ok(Some(c)) => candidates.push(Candidate {
-                        found_by: FoundBy::GivenBase,
-                        ..c
-                    }),
-                    Ok(None) => tried.push(format!("{base}: not an NT kernel image")),
-                    Err(e) => tried.push(format!("{base}: {e}")),
-                }
-            }
-            for (va, what) in hint_vas {
-                if let Some(c) = scan_down(mem, space, va, &what, &budget) {
-                    candidates.push(c);
-                }
-            }
-            let try_candidates = |cands: Vec<Candidate>,
-                                  pending: &mut Pending,
-                                  tried: &mut Vec<String>,
-                                  seen: &mut Vec<u64>|
-             -> Result<Option<Windows>> {
-                for c in cands {
-                    if seen.contains(&c.base.0) {
-                        continue;
-                    }
-                    seen.push(c.base.0);
-                    match Self::accept(mem, c, pending) {
-                        Ok(w) => return Ok(Some(w)),
-                        Err(e @ Error::Io { .. }) => return Err(e),
-                        Err(e) => tried.push(e.to_string()),
-                    }
-                }
-                Ok(None)
+        for (space, source) in &spaces {
+            let search = Search {
+                mem,
+                regs,
+                hints,
+                budget: &budget,
             };
-            if let Some(w) = try_candidates(candidates, &mut pending, &mut tried, &mut seen_bases)?
+            if let Some(w) =
+                search.in_space(*space, source, &mut pending, &mut tried, &mut seen_bases)?
             {
                 return Ok(w);
             }
-            let scanned = region_scan(mem, space, &budget);
-            if let Some(w) = try_candidates(scanned, &mut pending, &mut tried, &mut seen_bases)? {
-                return Ok(w);
-            }
         }
-        if tried.is_empty() {
-            tried.push(format!(
-                "no x86-64 PE image naming an NT kernel PDB or exporting as ntoskrnl.exe in {:#x}..{:#x} of {} page-table root(s)",
-                KERNEL_REGION_START,
-                KERNEL_REGION_END,
-                spaces.len()
+        let mut why = Vec::new();
+        if spaces.is_empty() {
+            why.push(
+                "registers: none (no vCPU has paging enabled and no DirectoryTableBase hint)"
+                    .to_owned(),
+            );
+        } else {
+            if tried.is_empty() {
+                tried.push(format!(
+                    "no x86-64 PE image naming an NT kernel PDB or exporting as ntoskrnl.exe in {:#x}..{:#x}",
+                    KERNEL_REGION_START, KERNEL_REGION_END,
+                ));
+            }
+            tried.truncate(8);
+            why.push(format!(
+                "registers and hints ({} page-table root(s)): {}",
+                spaces.len(),
+                tried.join("; ")
             ));
         }
-        tried.truncate(8);
-        Err(not_found(tried.join("; ")))
+        // Images without registers, or whose registers led nowhere: roots from memory alone.
+        let known: Vec<Gpa> = spaces.iter().map(|(s, _)| s.root).collect();
+        match Self::discover_registerless(mem, hints, &mut pending, &known)? {
+            Ok(w) => Ok(w),
+            Err(reasons) => {
+                why.extend(reasons);
+                Err(not_found(why.join("; ")))
+            }
+        }
+    }
+
+    /// The register-less fallback (see [`dtb`]): low stub, self-referencing entry, System
+    /// process, each candidate searched for the kernel and verified. `Ok(Err(reasons))` names
+    /// what each method tried and why it failed.
+    fn discover_registerless<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        hints: &Hints,
+        pending: &mut Pending,
+        known: &[Gpa],
+    ) -> Result<std::result::Result<Windows, Vec<String>>> {
+        let backend = mem.backend();
+        let mut rejected: Vec<String> = Vec::new();
+        let mut reasons = Vec::new();
+        let mut seen_roots: Vec<Gpa> = known.to_vec();
+        // Try one candidate: find the kernel in its space, check the profile, walk the list.
+        let mut try_root = |c: RootCandidate,
+                            pending: &mut Pending,
+                            rejected: &mut Vec<String>|
+         -> Result<Option<Windows>> {
+            if seen_roots.contains(&c.root) {
+                return Ok(None);
+            }
+            seen_roots.push(c.root);
+            let space = AddressSpace {
+                root: c.root,
+                mode: PagingMode::Level4,
+            };
+            let budget = Budget::new();
+            let search = Search {
+                mem,
+                regs: &[],
+                hints,
+                budget: &budget,
+            };
+            let mut tried = Vec::new();
+            let found = search.in_space(space, &c.source, pending, &mut tried, &mut Vec::new())?;
+            let why = match found {
+                Some(mut w) => match dtb::verify_processes(&w, mem) {
+                    Ok(_) => {
+                        w.info.rejected_roots = std::mem::take(rejected);
+                        return Ok(Some(w));
+                    }
+                    Err(e) => {
+                        // Keep a loaded profile for the next candidate.
+                        if let Pending::Loaded(p, _) = pending {
+                            *p = w.into_profile();
+                        }
+                        e
+                    }
+                },
+                None if tried.is_empty() => "no NT kernel image in its kernel region".to_owned(),
+                None => {
+                    tried.truncate(2);
+                    tried.join("; ")
+                }
+            };
+            rejected.push(format!("{} ({}): {why}", c.root, c.source));
+            Ok(None)
+        };
+
+        // 1. The low stub.
+        let stubs = dtb::low_stub_roots(backend);
+        let n = stubs.len();
+        let before = rejected.len();
+        for c in stubs {
+            if let Some(w) = try_root(c, pending, &mut rejected)? {
+                return Ok(Ok(w));
+            }
+        }
+        reasons.push(if n == 0 {
+            "low stub: no PROCESSOR_START_BLOCK in the first MiB".to_owned()
+        } else {
+            format!(
+                "low stub: {n} PROCESSOR_START_BLOCK(s), rejected: {}",
+                rejected[before..].join(", ")
+            )
+        });
+
+        // 2. The self-referencing top-level entry.
+        let mut scan = dtb::SelfRefScan::new();
+        let mut n = 0;
+        let before = rejected.len();
+        while let Some(c) = scan.next_candidate(backend) {
+            n += 1;
+            if let Some(w) = try_root(c, pending, &mut rejected)? {
+                return Ok(Ok(w));
+            }
+        }
+        let limit = if scan.exhausted() {
+            format!(" (stopped at the {} page budget)", dtb::MAX_SELF_REF_PAGES)
+        } else {
+            String::new()
+        };
+        reasons.push(if n == 0 {
+            format!(
+                "self-referencing PML4 entry: none in {} pages{limit}",
+                scan.pages_read
+            )
+        } else {
+            format!(
+                "self-referencing PML4 entry: {n} table(s) in {} pages{limit}, rejected: {}",
+                scan.pages_read,
+                rejected[before..].join(", ")
+            )
+        });
+
+        // 3. The System process, with the profile's _EPROCESS layout.
+        let offsets = match pending {
+            Pending::Loaded(p, _) => Offsets::from_types(p.types.as_ref()).ok(),
+            Pending::Directory(_) => None,
+        };
+        match offsets {
+            None => reasons.push(
+                "System process scan: not tried (it needs one profile's _EPROCESS layout: pass the profile file, not a directory)"
+                    .to_owned(),
+            ),
+            Some(o) => {
+                let (cands, pages) = dtb::system_process_roots(backend, &o);
+                let n = cands.len();
+                let before = rejected.len();
+                for c in cands {
+                    if let Some(w) = try_root(c, pending, &mut rejected)? {
+                        return Ok(Ok(w));
+                    }
+                }
+                reasons.push(if n == 0 {
+                    format!("System process scan: no _EPROCESS named System with pid 4 in {pages} pages")
+                } else {
+                    format!(
+                        "System process scan: {n} candidate(s) in {pages} pages, rejected: {}",
+                        rejected[before..].join(", ")
+                    )
+                });
+            }
+        }
+        Ok(Err(reasons))
     }
 
     /// Check a candidate against the profile and build the [`Windows`].
     fn accept<B: PhysicalMemory>(
         mem: &GuestMemory<B>,
         c: Candidate,
+        root: &RootSource,
         pending: &mut Pending,
     ) -> Result<Windows> {
         let reject = |reason: String| Error::OsNotFound {
@@ -503,7 +699,7 @@ impl Windows {
                 (profile, name)
             }
         };
-        match Self::with_profile(mem, &c, profile, name) {
+        match Self::with_profile(mem, &c, root, profile, name) {
             Ok(w) => Ok(w),
             Err(failed) => {
                 let (e, profile) = *failed;
@@ -520,6 +716,7 @@ impl Windows {
     fn with_profile<B: PhysicalMemory>(
         mem: &GuestMemory<B>,
         c: &Candidate,
+        root: &RootSource,
         profile: Profile,
         name: String,
     ) -> std::result::Result<Windows, Box<(Error, Profile)>> {
@@ -563,6 +760,8 @@ impl Windows {
                 build,
                 kernel_space,
                 found_by: c.found_by.clone(),
+                root_source: root.clone(),
+                rejected_roots: Vec::new(),
                 profile: name,
             },
             offsets,
@@ -594,7 +793,15 @@ impl Windows {
             codeview,
             found_by: FoundBy::GivenBase,
         };
-        Self::with_profile(mem, &c, profile, name).map_err(|failed| failed.0)
+        Self::with_profile(mem, &c, &RootSource::Hint, profile, name).map_err(|failed| failed.0)
+    }
+
+    /// Give the profile back (to try it on another candidate).
+    fn into_profile(self) -> Profile {
+        Profile {
+            types: self.types,
+            symbols: self.symbols,
+        }
     }
 
     /// What was found about the kernel.
@@ -1123,12 +1330,17 @@ fn check_list_head<B: PhysicalMemory>(
     head: Gva,
 ) -> Result<()> {
     let flink = mem.read_va(space, head)?;
-    let back = mem.read_va(
-        space,
-        flink
-            .checked_add(8)
-            .ok_or(Error::Overflow("LIST_ENTRY.Blink address"))?,
-    )?;
+    // A Flink outside the kernel half is no list head: say so rather than fail to read it.
+    let back = if is_kernel_va(flink.0) {
+        mem.read_va(
+            space,
+            flink
+                .checked_add(8)
+                .ok_or(Error::Overflow("LIST_ENTRY.Blink address"))?,
+        )?
+    } else {
+        Gva(0)
+    };
     if !is_kernel_va(flink.0) || back != head {
         return Err(Error::Corrupt {
             what: "PsActiveProcessHead",
