@@ -694,7 +694,10 @@ fn raw_and_lime(g: &WinGuest, name: &str) -> Vec<(&'static str, Built)> {
 #[test]
 fn raw_and_lime_images_are_read_without_registers() {
     for (pi, (file, build_no)) in PROFILES.into_iter().enumerate() {
-        for (seed, kva) in [(0x5eed_0001 + pi as u64, true), (0xc0ffee + pi as u64, false)] {
+        for (seed, kva) in [
+            (0x5eed_0001 + pi as u64, true),
+            (0xc0ffee + pi as u64, false),
+        ] {
             let spec = WinSpec {
                 kva_shadow: kva,
                 ..WinSpec::seeded(build_no, seed)
@@ -867,17 +870,21 @@ fn an_image_without_windows_is_refused_naming_every_method() {
     mem[ep + off("ImageFileName")..ep + off("ImageFileName") + 6].copy_from_slice(b"System");
     put(&mut mem, ep + off("UniqueProcessId"), 4);
     put(&mut mem, ep + off("Pcb.DirectoryTableBase"), 0x1a_1000);
-    put(&mut mem, ep + off("ActiveProcessLinks"), 0xffff_a580_0000_1448);
-    put(&mut mem, ep + off("ActiveProcessLinks") + 8, 0xffff_a580_0000_1448);
+    put(
+        &mut mem,
+        ep + off("ActiveProcessLinks"),
+        0xffff_a580_0000_1448,
+    );
+    put(
+        &mut mem,
+        ep + off("ActiveProcessLinks") + 8,
+        0xffff_a580_0000_1448,
+    );
     let snap = Snapshot::from_bytes(mem, Some(Format::Raw)).unwrap();
     let gm = GuestMemory::new(snap);
     let t = std::time::Instant::now();
-    let e = Windows::discover(
-        &gm,
-        &[],
-        WindowsProfile::Isf(isf_dir().join(PROFILES[1].0)),
-    )
-    .unwrap_err();
+    let e = Windows::discover(&gm, &[], WindowsProfile::Isf(isf_dir().join(PROFILES[1].0)))
+        .unwrap_err();
     let msg = e.to_string();
     eprintln!("refused in {:?}: {msg}", t.elapsed());
     assert!(matches!(e, Error::OsNotFound { .. }), "{msg}");

@@ -627,7 +627,11 @@ impl WinGuest {
         let a = at as usize;
         // e9 (jmp) with a 16-bit offset, then CompletionFlag 1.
         self.mem[a..a + 8].copy_from_slice(&[0xe9, 0x5a, 0x06, 0x00, 1, 0, 0, 0]);
-        let hal = self.spec.drivers.get(1).map_or(0xffff_f803_4a00_0000, |d| d.base);
+        let hal = self
+            .spec
+            .drivers
+            .get(1)
+            .map_or(0xffff_f803_4a00_0000, |d| d.base);
         self.set_u64(at + 0x70, hal + 0x4_5a10);
         self.set_u64(at + 0x78, 0xffff_f7c4_4001_3000);
         self.set_u64(at + 0x90 + special + cr3_off, cr3);

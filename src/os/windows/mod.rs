@@ -50,11 +50,11 @@ use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
 pub mod dtb;
-pub use dtb::{RootCandidate, RootSource};
 pub use cpus::{
     crashing_processor, CrashingCpu, KernelCpu, Processors, RegisterCheck, CPU_FIELDS, CPU_SYMBOLS,
     MAX_PROCESSORS,
 };
+pub use dtb::{RootCandidate, RootSource};
 
 /// Bound on processes walked in one list.
 pub const MAX_PROCESSES: usize = 1 << 20;
