@@ -312,7 +312,7 @@ fn without_kva_shadow_every_vcpu_sees_the_kernel() {
     assert!(w.processes(&b.mem).all(|p| p.unwrap().user_dtb.is_none()));
 }
 
-/// Writes the `windows_walk` and `pe` fuzz seeds from real-layout guests (one per profile).
+/// Writes the `windows_walk`, `windows_dtb` and `pe` fuzz seeds from real-layout guests (one per profile).
 /// Run by hand: `cargo test --test windows_guests -- --ignored write_fuzz_seeds`.
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand when the seed format changes"]
@@ -322,6 +322,14 @@ fn write_fuzz_seeds() {
     for (file, build_no) in PROFILES {
         let isf = load_isf(file);
         let g = WinGuest::build(&isf, WinSpec::small(build_no));
+        // The register-less seed must get past discovery: from its low stub.
+        {
+            use xenvmi::backend::snapshot::{Format, Snapshot};
+            let snap = Snapshot::from_bytes(g.mem.clone(), Some(Format::Raw)).unwrap();
+            let mem = GuestMemory::new(snap);
+            let w = Windows::discover(&mem, &[], WindowsProfile::Directory(isf_dir())).unwrap();
+            assert!(matches!(w.info().root_source, RootSource::LowStub { .. }));
+        }
         let mut seed = Vec::new();
         seed.extend_from_slice(&g.kernel_pml4.to_le_bytes());
         seed.extend_from_slice(&g.spec.kernel_base.to_le_bytes());
@@ -362,6 +370,16 @@ fn write_fuzz_seeds() {
             dir.join("windows_walk")
                 .join(format!("{build_no}-{build_name}")),
             &seed,
+        )
+        .unwrap();
+        // The same guest with no registers (mode bit 3): the register-less search's seed.
+        let mut registerless = seed.clone();
+        registerless[16] |= 8;
+        std::fs::create_dir_all(dir.join("windows_dtb")).unwrap();
+        std::fs::write(
+            dir.join("windows_dtb")
+                .join(format!("{build_no}-{build_name}")),
+            &registerless,
         )
         .unwrap();
         std::fs::write(
