@@ -61,6 +61,9 @@ pub const LOW_STUB_CR3: u64 = 0xa0;
 pub const MAX_SELF_REF_PAGES: u64 = 1 << 21;
 /// Pages the System-process scan reads at most (8 GiB of memory).
 pub const MAX_SYSTEM_SCAN_PAGES: u64 = 1 << 21;
+/// `System` names the System-process scan checks at most (a hostile image can repeat the
+/// name on every 15 bytes).
+pub const MAX_SYSTEM_NAME_HITS: usize = 1 << 14;
 /// Candidates tried at most per method.
 pub const MAX_ROOT_CANDIDATES: usize = 8;
 /// Processes [`verify_processes`] walks at most (a longer list is not an error).
@@ -303,8 +306,9 @@ fn system_fields(o: &Offsets) -> [u64; 4] {
 
 /// The `DirectoryTableBase`s of `_EPROCESS` objects that look like the System process under
 /// the layout `offsets` (see the [module docs](self)), at most [`MAX_ROOT_CANDIDATES`], in
-/// address order; at most [`MAX_SYSTEM_SCAN_PAGES`] pages are read. Returns the candidates
-/// and the number of pages read.
+/// address order; at most [`MAX_SYSTEM_SCAN_PAGES`] pages are read and
+/// [`MAX_SYSTEM_NAME_HITS`] names checked. Returns the candidates and the number of pages
+/// read.
 pub fn system_process_roots<B: PhysicalMemory>(
     mem: &B,
     offsets: &Offsets,
@@ -316,6 +320,7 @@ pub fn system_process_roots<B: PhysicalMemory>(
     // A page plus the name's length, so that a name across a page boundary is seen.
     let mut buf = vec![0u8; 0x1000 + NAME.len()];
     let mut index = 0;
+    let mut hits = 0usize;
     'ranges: while let Some(r) = mem.physical_range(index) {
         index += 1;
         let mut pa = r.start & !0xfff;
@@ -334,6 +339,10 @@ pub fn system_process_roots<B: PhysicalMemory>(
             for (i, w) in buf[..n].windows(NAME.len()).enumerate().take(0x1000) {
                 if w != NAME {
                     continue;
+                }
+                hits += 1;
+                if hits > MAX_SYSTEM_NAME_HITS {
+                    break 'ranges;
                 }
                 let Some(ep) = (pa + i as u64).checked_sub(name_off) else {
                     continue;
@@ -435,5 +444,51 @@ mod tests {
         }
         assert_eq!(self_ref_index(&table(0, &[(0x1ed, 0x63), kernel]), 0), None);
         assert_eq!(self_ref_index(&[0u8; 8], pa), None);
+    }
+
+    fn offsets() -> Offsets {
+        Offsets {
+            eprocess_links: 0x448,
+            eprocess_pid: 0x440,
+            eprocess_ppid: 0x540,
+            eprocess_name: 0x5a8,
+            eprocess_peb: 0x550,
+            dtb: 0x28,
+            user_dtb: None,
+            kldr_links: 0,
+            kldr_base: 0x30,
+            kldr_size: 0x40,
+            kldr_name: 0x58,
+            ldr_links: 0,
+            ldr_base: 0x30,
+            ldr_size: 0x40,
+            ldr_name: 0x58,
+            peb_ldr: 0x18,
+            peb_ldr_list: 0x10,
+            ustr_len: 0,
+            ustr_buffer: 8,
+        }
+    }
+
+    /// Memory that is `System` names end to end, each with pid 4, a root and kernel links
+    /// read from the same bytes: the scan stops at its name budget and its candidate cap.
+    #[test]
+    fn a_flood_of_system_names_is_bounded() {
+        use crate::backend::snapshot::{Format, Snapshot};
+        let name = b"System\0\0\0\0\0\0\0\0\0";
+        let mem: Vec<u8> = name.iter().copied().cycle().take(8 << 20).collect();
+        let snap = Snapshot::from_bytes(mem, Some(Format::Raw)).unwrap();
+        let (c, pages) = system_process_roots(&snap, &offsets());
+        assert!(c.len() <= MAX_ROOT_CANDIDATES);
+        // 273 names a page: the name budget ends the scan long before 2048 pages.
+        assert!(
+            pages < 2048 && pages as usize * 272 >= MAX_SYSTEM_NAME_HITS,
+            "{pages}"
+        );
+        // Nothing there is a low stub or a self-referencing table.
+        assert!(low_stub_roots(&snap).is_empty());
+        let mut scan = SelfRefScan::new();
+        assert_eq!(scan.next_candidate(&snap), None);
+        assert_eq!(scan.pages_read, 2048);
     }
 }

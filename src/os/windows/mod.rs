@@ -11,6 +11,13 @@
 //! 3. scanning every mapped page of the kernel image region
 //!    (`0xfffff800_00000000..0xfffff880_00000000`, at most [`SCAN_PAGES`] pages).
 //!
+//! These are looked for in the address spaces the registers and hints give: a crash dump's
+//! `DirectoryTableBase`, then each vCPU's CR3. When there are none (a raw image, a LiME
+//! capture) or none leads to the kernel, the page-table root is looked for in memory alone
+//! ([`dtb`]: the x64 low stub, the self-referencing top-level entry, the System process) and
+//! each candidate root is searched the same way, then verified by walking its process list
+//! ([`WindowsInfo::root_source`], [`WindowsInfo::rejected_roots`]).
+//!
 //! A candidate is an x86-64 PE image whose CodeView record names an NT kernel PDB
 //! (`ntkrnlmp.pdb`, ...) or whose export directory is `ntoskrnl.exe`. The CodeView GUID and
 //! age pick the profile ([`WindowsProfile::Directory`]) or are checked against the given one;
