@@ -825,8 +825,9 @@ fn decoy_tables_found_by_the_self_referencing_scan_are_rejected() {
     }
 }
 
-/// With neither a low stub nor a self-referencing entry, only a profile file's `_EPROCESS`
-/// layout can find the System process; a directory says that it was not tried and why.
+/// With neither a low stub nor a self-referencing entry, the System process is found by the
+/// profile's `_EPROCESS` layout: a profile file's, or each one's in a directory; a directory
+/// without ISF files says the scan was not tried and why.
 #[test]
 fn the_system_process_scan_is_the_last_resort() {
     let (file, build_no) = PROFILES[2];
@@ -837,31 +838,39 @@ fn the_system_process_scan_is_the_last_resort() {
     };
     let isf = load_isf(file);
     let g = WinGuest::build(&isf, spec);
+    let empty = std::env::temp_dir().join(format!("xenvmi-noisf-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
     for (form, b) in raw_and_lime(&g, "system") {
-        let e = Windows::discover(&b.mem, &[], WindowsProfile::Directory(isf_dir()))
+        let e = Windows::discover(&b.mem, &[], WindowsProfile::Directory(empty.clone()))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("System process scan: not tried") && e.contains("pass the profile file"),
+            e.contains("System process scan: not tried") && e.contains("no ISF file"),
             "{form}: {e}"
         );
-        let w = Windows::discover(&b.mem, &[], WindowsProfile::Isf(isf_dir().join(file)))
-            .unwrap_or_else(|e| panic!("{form}: {e}"));
-        let info = w.info();
         // The System _EPROCESS's physical address, translated by the test.
         let ks = xenvmi::mem::AddressSpace {
             root: Gpa(g.kernel_pml4),
             mode: xenvmi::mem::PagingMode::Level4,
         };
         let ep = b.mem.translate_mapped(ks, Gva(g.eprocess[0])).unwrap();
-        assert_eq!(
-            info.root_source,
-            RootSource::SystemProcess { eprocess: ep },
-            "{form}"
-        );
-        assert_eq!(info.kernel_space.root, Gpa(g.kernel_pml4), "{form}");
-        check_walks(&b, &w);
+        for profile in [
+            WindowsProfile::Directory(isf_dir()),
+            WindowsProfile::Isf(isf_dir().join(file)),
+        ] {
+            let w =
+                Windows::discover(&b.mem, &[], profile).unwrap_or_else(|e| panic!("{form}: {e}"));
+            let info = w.info();
+            assert_eq!(
+                info.root_source,
+                RootSource::SystemProcess { eprocess: ep },
+                "{form}"
+            );
+            assert_eq!(info.kernel_space.root, Gpa(g.kernel_pml4), "{form}");
+            check_walks(&b, &w);
+        }
     }
+    std::fs::remove_dir_all(&empty).unwrap();
 }
 
 /// Memory with no Windows in it (noise, zeros, and a low stub, a self-referencing table and
@@ -912,7 +921,8 @@ fn an_image_without_windows_is_refused_naming_every_method() {
         "low stub: 1 PROCESSOR_START_BLOCK(s), rejected: 0x200000 (low stub at 0x9000): no NT kernel image",
         "self-referencing PML4 entry: 1 table(s) in ",
         "0x1a0000 (self-referencing entry 0x1ed): no NT kernel image",
-        "System process scan: 1 candidate(s) in ",
+        // 24 MiB: 6144 pages, one layout (the profile file's).
+        "System process scan: 1 candidate(s) in 6144 pages (1 layout(s))",
         "0x1a1000 (System _EPROCESS at physical 0x900000): no NT kernel image",
     ] {
         assert!(msg.contains(want), "{want:?} not in {msg}");
@@ -926,10 +936,31 @@ fn an_image_without_windows_is_refused_naming_every_method() {
     )
     .unwrap_err()
     .to_string();
+    // The directory's distinct (ImageFileName, UniqueProcessId, DirectoryTableBase,
+    // ActiveProcessLinks) layouts, each scanning all 1024 pages.
+    let mut layouts: Vec<[u64; 4]> = Vec::new();
+    for (f, _) in PROFILES {
+        let isf = load_isf(f);
+        let o = |n: &str| isf.require("_EPROCESS", n).unwrap();
+        let l = [
+            o("ImageFileName"),
+            o("UniqueProcessId"),
+            o("Pcb.DirectoryTableBase"),
+            o("ActiveProcessLinks"),
+        ];
+        if !layouts.contains(&l) {
+            layouts.push(l);
+        }
+    }
+    let n = layouts.len();
+    let system = format!(
+        "System process scan: no _EPROCESS named System with pid 4 in {} pages ({n} layout(s))",
+        1024 * n
+    );
     for want in [
         "low stub: no PROCESSOR_START_BLOCK in the first MiB",
         "self-referencing PML4 entry: none in 1024 pages",
-        "System process scan: not tried",
+        system.as_str(),
     ] {
         assert!(msg.contains(want), "{want:?} not in {msg}");
     }

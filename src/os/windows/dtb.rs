@@ -22,8 +22,9 @@
 //!    entry is present. Pages in `0x1a0000..0x2a0000` and `0x650000..0x6f0000` (where recent
 //!    Windows puts the System process's table, as Volatility3 observes) are looked at first,
 //!    then every backed page in address order, at most [`MAX_SELF_REF_PAGES`].
-//! 3. **the System process** ([`system_process_roots`]), only with a profile whose
-//!    `_EPROCESS` layout is known before the kernel is: an `ImageFileName` of `System`
+//! 3. **the System process** ([`system_process_roots`]), with the `_EPROCESS` layout of the
+//!    profile file, or of each ISF file in a profile directory (the kernel's GUID, which
+//!    would choose one, is not known yet): an `ImageFileName` of `System`
 //!    (zero-padded to 15 bytes) whose `UniqueProcessId` is 4, whose `DirectoryTableBase` is a
 //!    backed page and whose `ActiveProcessLinks` are kernel addresses. The fields are read
 //!    physically contiguous with the name, so an `_EPROCESS` split over frames that are not

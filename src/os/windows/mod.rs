@@ -629,34 +629,50 @@ impl Windows {
             )
         });
 
-        // 3. The System process, with the profile's _EPROCESS layout.
-        let offsets = match pending {
-            Pending::Loaded(p, _) => Offsets::from_types(p.types.as_ref()).ok(),
-            Pending::Directory(_) => None,
+        // 3. The System process, with the profile's _EPROCESS layout (or, for a directory,
+        // each ISF's there: the kernel's GUID is not known yet).
+        let layouts: Vec<Offsets> = match pending {
+            Pending::Loaded(p, _) => Offsets::from_types(p.types.as_ref())
+                .ok()
+                .into_iter()
+                .collect(),
+            Pending::Directory(dir) => directory_layouts(dir),
         };
-        match offsets {
-            None => reasons.push(
-                "System process scan: not tried (it needs one profile's _EPROCESS layout: pass the profile file, not a directory)"
+        if layouts.is_empty() {
+            reasons.push(
+                "System process scan: not tried (no _EPROCESS layout: the profile has none, or the directory holds no ISF file)"
                     .to_owned(),
-            ),
-            Some(o) => {
-                let (cands, pages) = dtb::system_process_roots(backend, &o);
-                let n = cands.len();
-                let before = rejected.len();
-                for c in cands {
-                    if let Some(w) = try_root(c, pending, &mut rejected)? {
-                        return Ok(Ok(w));
+            );
+        } else {
+            let mut cands: Vec<RootCandidate> = Vec::new();
+            let mut pages = 0;
+            for o in &layouts {
+                let (found, p) = dtb::system_process_roots(backend, o);
+                pages += p;
+                for c in found {
+                    if cands.len() < dtb::MAX_ROOT_CANDIDATES
+                        && !cands.iter().any(|x| x.root == c.root)
+                    {
+                        cands.push(c);
                     }
                 }
-                reasons.push(if n == 0 {
-                    format!("System process scan: no _EPROCESS named System with pid 4 in {pages} pages")
-                } else {
-                    format!(
-                        "System process scan: {n} candidate(s) in {pages} pages, rejected: {}",
-                        rejected[before..].join(", ")
-                    )
-                });
             }
+            let n = cands.len();
+            let before = rejected.len();
+            for c in cands {
+                if let Some(w) = try_root(c, pending, &mut rejected)? {
+                    return Ok(Ok(w));
+                }
+            }
+            let layouts = layouts.len();
+            reasons.push(if n == 0 {
+                format!("System process scan: no _EPROCESS named System with pid 4 in {pages} pages ({layouts} layout(s))")
+            } else {
+                format!(
+                    "System process scan: {n} candidate(s) in {pages} pages ({layouts} layout(s)), rejected: {}",
+                    rejected[before..].join(", ")
+                )
+            });
         }
         Ok(Err(reasons))
     }
@@ -1121,6 +1137,41 @@ pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
     let guid = pdb.get("GUID")?.as_str()?.to_ascii_uppercase();
     let age = u32::try_from(pdb.get("age")?.as_u64()?).ok()?;
     Some((guid, age))
+}
+
+/// The distinct `_EPROCESS` layouts of the ISF files in `dir` (at most [`MAX_PROFILE_FILES`]
+/// opened, in name order), for the System-process scan before the kernel's GUID is known.
+fn directory_layouts(dir: &Path) -> Vec<Offsets> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .take(4096)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".json") || n.ends_with(".json.xz"))
+        })
+        .collect();
+    files.sort();
+    let mut layouts: Vec<Offsets> = Vec::new();
+    for path in files.iter().take(MAX_PROFILE_FILES) {
+        let Some(o) = Isf::from_file(path)
+            .ok()
+            .and_then(|isf| Offsets::from_types(&isf).ok())
+        else {
+            continue;
+        };
+        if !layouts.iter().any(|l| {
+            (l.eprocess_name, l.eprocess_pid, l.dtb, l.eprocess_links)
+                == (o.eprocess_name, o.eprocess_pid, o.dtb, o.eprocess_links)
+        }) {
+            layouts.push(o);
+        }
+    }
+    layouts
 }
 
 /// Find the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an ISF.
