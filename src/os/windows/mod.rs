@@ -543,6 +543,10 @@ impl Windows {
                             rejected: &mut Vec<String>|
          -> Result<Option<Windows>> {
             if seen_roots.contains(&c.root) {
+                rejected.push(format!(
+                    "{} ({}): already searched (a register's, a hint's or an earlier candidate's root)",
+                    c.root, c.source
+                ));
                 return Ok(None);
             }
             seen_roots.push(c.root);
