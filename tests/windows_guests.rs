@@ -119,6 +119,13 @@ fn every_profile_discovered_from_registers_and_walked() {
         // vCPU 0 is on a KVA-shadow user root (no kernel half) where the profile has one, so
         // the kernel is found in vCPU 1's space from vCPU 0's MSR_LSTAR.
         assert_eq!(info.found_by, FoundBy::Hint("vCPU 0 MSR_LSTAR".into()));
+        // Registers first: a vCPU's root, no register-less candidate tried.
+        assert!(
+            matches!(info.root_source, RootSource::Vcpu(_)),
+            "{:?}",
+            info.root_source
+        );
+        assert!(info.rejected_roots.is_empty());
         assert_eq!(info.kernel_space.root, Gpa(b.kernel_pml4));
         check_walks(&b, &w);
         let pe = w.kernel_image(&b.mem).unwrap();
@@ -241,12 +248,14 @@ fn crash_dumps_of_the_guest_are_discovered_from_their_header() {
         assert_eq!(w.info().kernel_base, Gva(g.spec.kernel_base), "{name}");
         assert_eq!(w.info().kernel_space.root, Gpa(g.kernel_pml4), "{name}");
         assert_eq!(w.info().build, Some(build_no), "{name}");
-        // Found from a header value or the CONTEXT's rip, never by scanning the region.
+        // Found from a header value or the CONTEXT's rip, never by scanning the region, in
+        // the header's DirectoryTableBase: the register-less search is not needed.
         assert!(
             matches!(w.info().found_by, FoundBy::Hint(_)),
             "{name}: {:?}",
             w.info().found_by
         );
+        assert_eq!(w.info().root_source, RootSource::Hint, "{name}");
         check_walks(&b, &w);
     }
     std::fs::remove_dir_all(&dir).unwrap();
