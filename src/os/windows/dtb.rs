@@ -30,6 +30,8 @@
 //!    physically contiguous with the name, so an `_EPROCESS` split over frames that are not
 //!    adjacent is missed.
 //!
+//! Candidates are taken as 4-level tables (a guest with 5-level paging needs registers).
+//!
 //! No candidate is trusted: [`Windows::discover_with`](super::Windows::discover_with) looks for
 //! ntoskrnl in the address space each one gives, checks the profile's `PsActiveProcessHead`
 //! there, and then [`verify_processes`] walks the process list (it must close without a
