@@ -89,6 +89,31 @@ fn windows(c: &mut Criterion) {
             crashing_processor(&cpus, black_box(&context)).index()
         })
     });
+    // Images without registers (raw, LiME): the root from the low stub, from the
+    // self-referencing entry, and 64 MiB of zeros refused after every method.
+    let g = WinGuest::build(&isf, WinSpec::typical(build));
+    let raw = GuestMemory::new(g.snapshot());
+    grp.bench_function("discover_raw_from_low_stub", |b| {
+        b.iter(|| Windows::discover(&raw, &[], WindowsProfile::Loaded(profile())).unwrap())
+    });
+    let spec = WinSpec {
+        low_stub: None,
+        ..WinSpec::typical(build)
+    };
+    let raw_selfref = GuestMemory::new(WinGuest::build(&isf, spec).snapshot());
+    grp.bench_function("discover_raw_from_self_ref_entry", |b| {
+        b.iter(|| Windows::discover(&raw_selfref, &[], WindowsProfile::Loaded(profile())).unwrap())
+    });
+    let zeros = GuestMemory::new(
+        xenvmi::backend::snapshot::Snapshot::from_bytes(
+            vec![0u8; 64 << 20],
+            Some(xenvmi::backend::snapshot::Format::Raw),
+        )
+        .unwrap(),
+    );
+    grp.bench_function("refuse_64_mib_without_windows", |b| {
+        b.iter(|| Windows::discover(&zeros, &[], WindowsProfile::Loaded(profile())).unwrap_err())
+    });
     grp.finish();
 }
 

@@ -6,7 +6,7 @@
 //! cargo run --release --example pslist -- --no-cache IMAGE     # do the whole discovery every run
 //! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
 //! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
-//! cargo run --release --example pslist -- --windows PROFILE [--dlls] MEMORY.DMP
+//! cargo run --release --example pslist -- --windows PROFILE [--dlls] IMAGE
 //! ```
 //!
 //! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core, a LiME file or a Windows crash
@@ -15,7 +15,9 @@
 //! or a directory searched by the kernel's PDB GUID and age — a symbol store
 //! (`ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`, as debuggers cache it) or ISFs
 //! (`fixtures/windows-isf` has three builds). Nothing is downloaded.
-//! For Windows, every processor is listed from the kernel's own records (`KiProcessorBlock`:
+//! A Windows image without registers (raw, LiME) has its kernel page-table root found from
+//! memory alone (the low stub, the self-referencing entry, the System process:
+//! `docs/windows.md`). For Windows, every processor is listed from the kernel's own records (`KiProcessorBlock`:
 //! its current thread's process and saved CR3); a crash dump names the processor that crashed
 //! (its `CONTEXT` is labelled with that index, never assumed 0), and a core's registers are
 //! checked against the records, a disagreement printed (`DISAGREES`, JSON `agrees: false`).
@@ -423,6 +425,8 @@ mod windows {
                     "pdb": pdb,
                     "profile": info.profile,
                     "found_by": format!("{:?}", info.found_by),
+                    "root_source": info.root_source.to_string(),
+                    "rejected_roots": info.rejected_roots,
                     "kernel_dtb": hex(info.kernel_space.root.0),
                 },
                 "processes": processes.iter().map(|p| serde_json::json!({
@@ -483,9 +487,12 @@ mod windows {
             );
             println!("profile    {}", info.profile);
             println!(
-                "found by   {:?}; kernel DTB {}",
-                info.found_by, info.kernel_space.root
+                "found by   {:?} in the page tables from the {}; kernel DTB {}",
+                info.found_by, info.root_source, info.kernel_space.root
             );
+            for r in &info.rejected_roots {
+                println!("rejected   page-table root {}", safe(r));
+            }
             println!();
             println!("{} processes (list order):", processes.len());
             println!(

@@ -10,6 +10,11 @@
 //! - when mode bit 2 is set (the per-processor walk): 9 × `u16` offsets in
 //!   `xenvmi::os::windows::CPU_FIELDS` order (0xffff = absent), then 2 × `u32` RVAs in
 //!   `CPU_SYMBOLS` order; inputs without the bit keep the older layout;
+//! - mode bit 3: no registers and no hints (a raw image or a LiME capture): the page-table
+//!   root is looked for in memory alone (`xenvmi::os::windows::dtb`: low stub,
+//!   self-referencing entry, System process with the input's `_EPROCESS` layout), and those
+//!   three searches are also run on their own and their bounds checked; the header's root is
+//!   then used only as a CR3 to resolve;
 //! - the rest: physical memory.
 //!
 //! Every iterator (processes, kernel modules, each process's modules, the kernel's exports)
@@ -23,8 +28,8 @@ use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::mem::{AddressSpace, GuestMemory, PagingMode};
 use xenvmi::os::profile::{Field, Profile, SymbolTableBuilder, TypeSource};
 use xenvmi::os::windows::{
-    crashing_processor, Hints, Windows, WindowsProfile, CPU_FIELDS, CPU_SYMBOLS, FIELDS,
-    MAX_MODULES, MAX_PROCESSES, MAX_PROCESSORS, SYMBOLS,
+    crashing_processor, dtb, Hints, Offsets, Windows, WindowsProfile, CPU_FIELDS, CPU_SYMBOLS,
+    FIELDS, MAX_MODULES, MAX_PROCESSES, MAX_PROCESSORS, SYMBOLS,
 };
 use xenvmi::{Gva, Registers};
 
@@ -48,6 +53,38 @@ impl TypeSource for Types {
             offset: off as u64,
             size: None,
         })
+    }
+}
+
+/// Run one input with mode bit 3 forced (`fuzz/fuzz_targets/windows_dtb.rs`).
+pub fn run_registerless(data: &[u8]) {
+    let mut d = data.to_vec();
+    if let Some(mode) = d.get_mut(16) {
+        *mode |= 8;
+    }
+    run(&d);
+}
+
+/// The register-less searches on their own: each stays within its bounds.
+fn registerless_searches(mem: &GuestMemory<Snapshot>, types: &dyn TypeSource) {
+    use xenvmi::backend::PhysicalMemory;
+    let backend = mem.backend();
+    assert!(dtb::low_stub_roots(backend).len() <= dtb::MAX_ROOT_CANDIDATES);
+    let mut scan = dtb::SelfRefScan::new();
+    let mut n = 0;
+    while let Some(c) = scan.next_candidate(backend) {
+        n += 1;
+        assert!(
+            matches!(c.source, dtb::RootSource::SelfRef { index } if (256..=510).contains(&index))
+        );
+    }
+    assert!(n <= dtb::MAX_ROOT_CANDIDATES);
+    assert!(scan.pages_read <= dtb::MAX_SELF_REF_PAGES);
+    assert!(scan.pages_read <= backend.max_gfn().0 + 1);
+    if let Ok(o) = Offsets::from_types(types) {
+        let (c, pages) = dtb::system_process_roots(backend, &o);
+        assert!(c.len() <= dtb::MAX_ROOT_CANDIDATES);
+        assert!(pages <= dtb::MAX_SYSTEM_SCAN_PAGES);
     }
 }
 
@@ -111,7 +148,13 @@ pub fn run(data: &[u8]) {
         msr_lstar: base.0.wrapping_add(rvas[4]),
         ..Registers::default()
     }];
-    let windows = if mode & 1 != 0 {
+    let registerless = mode & 8 != 0;
+    if registerless {
+        registerless_searches(&mem, profile.types.as_ref());
+    }
+    let windows = if registerless {
+        Windows::discover(&mem, &[], WindowsProfile::Loaded(profile))
+    } else if mode & 1 != 0 {
         Windows::discover_with(
             &mem,
             &regs,

@@ -735,7 +735,8 @@ fn windows_corrupt_kernel_headers() {
 #[test]
 fn windows_mz_decoys_on_every_page_of_the_kernel_region() {
     // 512 GiB of the kernel region, every 4 KiB page a valid (non-NT) PE header, and no
-    // register hints: the scan stops at its probe budget.
+    // register hints: the scan stops at its probe budget, in the registers' address spaces
+    // and in every register-less candidate's.
     let (mut g, _) = win10();
     let decoy = {
         let mut h = vec![0u8; 4096];
@@ -764,8 +765,15 @@ fn windows_mz_decoys_on_every_page_of_the_kernel_region() {
         g.mem[pd + i * 8..pd + i * 8 + 8].copy_from_slice(&((chunk as u64) | 0x83).to_le_bytes());
         g.mem[pdpt + i * 8..pdpt + i * 8 + 8].copy_from_slice(&((pd as u64) | 3).to_le_bytes());
     }
-    let k = g.kernel_pml4 as usize;
-    g.mem[k + 496 * 8..k + 496 * 8 + 8].copy_from_slice(&((pdpt as u64) | 3).to_le_bytes());
+    // In every top-level table (the kernel's and each process's), so that the register-less
+    // fallback's candidates (the low stub's root, each self-referencing table) meet the same
+    // decoys, each within its own budget, and none finds the kernel.
+    let mut tables: Vec<u64> = g.roots.iter().map(|r| r.0).collect();
+    tables.push(g.kernel_pml4);
+    for k in tables {
+        let k = k as usize;
+        g.mem[k + 496 * 8..k + 496 * 8 + 8].copy_from_slice(&((pdpt as u64) | 3).to_le_bytes());
+    }
     let mut regs = g.registers();
     for r in &mut regs {
         r.msr_lstar = 0;

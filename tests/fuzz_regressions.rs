@@ -183,6 +183,18 @@ fn windows_walk_inputs() {
 }
 
 #[test]
+fn windows_dtb_inputs() {
+    // Seeds: the windows_walk seeds' guests (each with a low stub and a self-referencing
+    // table) with mode bit 3, so that discovery has only memory.
+    let all = inputs("windows_dtb");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        eprintln!("{name}");
+        windows_walk_harness::run_registerless(&data);
+    }
+}
+
+#[test]
 fn journal_inputs() {
     // As fuzz/fuzz_targets/journal.rs: every accepted journal's header and lines parse back
     // to themselves. Both seeds (format 1 and the bound format 2) are journals.

@@ -209,13 +209,8 @@ fn a_page_the_capture_left_out_costs_one_part_of_one_process() {
                 vec![r]
             };
             for p in pieces.into_iter().filter(|p| p.start < p.end) {
-                let mut h = Vec::new();
-                h.extend_from_slice(&0x4C69_4D45u32.to_le_bytes());
-                h.extend_from_slice(&1u32.to_le_bytes());
-                h.extend_from_slice(&p.start.to_le_bytes());
-                h.extend_from_slice(&(p.end - 1).to_le_bytes());
-                h.extend_from_slice(&[0u8; 8]);
-                out.write_all(&h).unwrap();
+                out.write_all(&support::lime::header(p.start, p.end - p.start))
+                    .unwrap();
                 let mut at = p.start;
                 let mut buf = vec![0u8; 1 << 20];
                 while at < p.end {

@@ -300,6 +300,110 @@ fn windows_elf_core_shows_every_processor_and_a_disagreement() {
     );
 }
 
+/// `pslist --windows DIR` on a raw image and a LiME capture of a seeded Windows 10 guest
+/// (no registers in either): every process, DLL and driver equals the spec, the root came
+/// from the low stub, and every processor's owner is read from the kernel's records.
+#[test]
+fn windows_raw_and_lime_images_list_the_guest_they_were_made_from() {
+    use support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
+    let (file, build) = PROFILES[1];
+    let g = WinGuest::build(&load_isf(file), WinSpec::seeded(build, 0x9a11));
+    let dir = std::env::temp_dir().join(format!("xenvmi-cli-winraw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hexs = |x: u64| format!("{x:#x}");
+    let lime = support::lime::image(&[(0, &g.mem[..0x9f000]), (0x10_0000, &g.mem[0x10_0000..])]);
+    for (name, bytes) in [("win.raw", g.mem.clone()), ("win.lime", lime)] {
+        let image = dir.join(name);
+        std::fs::write(&image, bytes).unwrap();
+        let out = Command::new(pslist())
+            .args(["--json", "--dlls", "--windows"])
+            .arg(isf_dir())
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["kernel"]["base"], hexs(g.spec.kernel_base), "{name}");
+        assert_eq!(v["kernel"]["kernel_dtb"], hexs(g.kernel_pml4), "{name}");
+        assert_eq!(
+            v["kernel"]["root_source"],
+            format!("low stub at {:#x}", g.spec.low_stub.unwrap()),
+            "{name}"
+        );
+        let procs = v["processes"].as_array().unwrap();
+        let got: Vec<(u64, u64, &str)> = procs
+            .iter()
+            .map(|p| {
+                (
+                    p["pid"].as_u64().unwrap(),
+                    p["ppid"].as_u64().unwrap(),
+                    p["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let names: Vec<String> = g
+            .spec
+            .processes
+            .iter()
+            .map(|p| p.name.chars().take(15).collect())
+            .collect();
+        let want: Vec<(u64, u64, &str)> = g
+            .spec
+            .processes
+            .iter()
+            .zip(&names)
+            .map(|(p, n)| (p.pid, p.ppid, n.as_str()))
+            .collect();
+        assert_eq!(got, want, "{name}");
+        for s in &g.spec.processes {
+            let Some(dlls) = &s.dlls else { continue };
+            let entry = v["dlls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["pid"] == s.pid)
+                .unwrap();
+            let got: Vec<(String, String)> = entry["modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap().to_owned(),
+                        m["base"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, String)> = dlls
+                .iter()
+                .map(|d| (d.name.clone(), hexs(d.base)))
+                .collect();
+            assert_eq!(got, want, "{name} pid {}", s.pid);
+        }
+        let drivers: Vec<&str> = v["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = g.spec.drivers.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(drivers, want, "{name}");
+        // No registers: no vCPU rows, but every processor from KiProcessorBlock.
+        assert_eq!(v["vcpus"].as_array().unwrap().len(), 0, "{name}");
+        let cpus = v["processors"]["cpus"].as_array().unwrap();
+        assert_eq!(cpus.len(), g.spec.cpus.len());
+        for (c, s) in cpus.iter().zip(&g.spec.cpus) {
+            let p = &g.spec.processes[s.process.unwrap()];
+            assert_eq!(c["pid"], p.pid, "{name}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn guest_names_cannot_drive_the_terminal() {
     use xenvmi::backend::snapshot::Snapshot;

@@ -21,13 +21,7 @@ fn elf() -> Snapshot {
 fn write_lime(elf: &Snapshot, path: &Path) {
     let mut out = File::create(path).unwrap();
     for r in elf.regions() {
-        let mut h = Vec::new();
-        h.extend_from_slice(&0x4C69_4D45u32.to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h.extend_from_slice(&r.gpa.to_le_bytes());
-        h.extend_from_slice(&(r.gpa + r.len - 1).to_le_bytes());
-        h.extend_from_slice(&[0u8; 8]);
-        out.write_all(&h).unwrap();
+        out.write_all(&support::lime::header(r.gpa, r.len)).unwrap();
         dmp::write_sparse(&region_bytes(elf, r), &mut out);
     }
     let pos = out.stream_position().unwrap();

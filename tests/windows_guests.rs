@@ -8,7 +8,7 @@ mod support;
 use support::windows_guest::*;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::profile::TypeSource;
-use xenvmi::os::windows::{FoundBy, Hints, Windows, WindowsProfile};
+use xenvmi::os::windows::{FoundBy, Hints, RootSource, Windows, WindowsProfile};
 use xenvmi::os::Process;
 use xenvmi::{Error, Gpa, Gva, Registers};
 
@@ -119,6 +119,13 @@ fn every_profile_discovered_from_registers_and_walked() {
         // vCPU 0 is on a KVA-shadow user root (no kernel half) where the profile has one, so
         // the kernel is found in vCPU 1's space from vCPU 0's MSR_LSTAR.
         assert_eq!(info.found_by, FoundBy::Hint("vCPU 0 MSR_LSTAR".into()));
+        // Registers first: a vCPU's root, no register-less candidate tried.
+        assert!(
+            matches!(info.root_source, RootSource::Vcpu(_)),
+            "{:?}",
+            info.root_source
+        );
+        assert!(info.rejected_roots.is_empty());
         assert_eq!(info.kernel_space.root, Gpa(b.kernel_pml4));
         check_walks(&b, &w);
         let pe = w.kernel_image(&b.mem).unwrap();
@@ -241,12 +248,14 @@ fn crash_dumps_of_the_guest_are_discovered_from_their_header() {
         assert_eq!(w.info().kernel_base, Gva(g.spec.kernel_base), "{name}");
         assert_eq!(w.info().kernel_space.root, Gpa(g.kernel_pml4), "{name}");
         assert_eq!(w.info().build, Some(build_no), "{name}");
-        // Found from a header value or the CONTEXT's rip, never by scanning the region.
+        // Found from a header value or the CONTEXT's rip, never by scanning the region, in
+        // the header's DirectoryTableBase: the register-less search is not needed.
         assert!(
             matches!(w.info().found_by, FoundBy::Hint(_)),
             "{name}: {:?}",
             w.info().found_by
         );
+        assert_eq!(w.info().root_source, RootSource::Hint, "{name}");
         check_walks(&b, &w);
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -312,7 +321,7 @@ fn without_kva_shadow_every_vcpu_sees_the_kernel() {
     assert!(w.processes(&b.mem).all(|p| p.unwrap().user_dtb.is_none()));
 }
 
-/// Writes the `windows_walk` and `pe` fuzz seeds from real-layout guests (one per profile).
+/// Writes the `windows_walk`, `windows_dtb` and `pe` fuzz seeds from real-layout guests (one per profile).
 /// Run by hand: `cargo test --test windows_guests -- --ignored write_fuzz_seeds`.
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand when the seed format changes"]
@@ -322,6 +331,14 @@ fn write_fuzz_seeds() {
     for (file, build_no) in PROFILES {
         let isf = load_isf(file);
         let g = WinGuest::build(&isf, WinSpec::small(build_no));
+        // The register-less seed must get past discovery: from its low stub.
+        {
+            use xenvmi::backend::snapshot::{Format, Snapshot};
+            let snap = Snapshot::from_bytes(g.mem.clone(), Some(Format::Raw)).unwrap();
+            let mem = GuestMemory::new(snap);
+            let w = Windows::discover(&mem, &[], WindowsProfile::Directory(isf_dir())).unwrap();
+            assert!(matches!(w.info().root_source, RootSource::LowStub { .. }));
+        }
         let mut seed = Vec::new();
         seed.extend_from_slice(&g.kernel_pml4.to_le_bytes());
         seed.extend_from_slice(&g.spec.kernel_base.to_le_bytes());
@@ -362,6 +379,16 @@ fn write_fuzz_seeds() {
             dir.join("windows_walk")
                 .join(format!("{build_no}-{build_name}")),
             &seed,
+        )
+        .unwrap();
+        // The same guest with no registers (mode bit 3): the register-less search's seed.
+        let mut registerless = seed.clone();
+        registerless[16] |= 8;
+        std::fs::create_dir_all(dir.join("windows_dtb")).unwrap();
+        std::fs::write(
+            dir.join("windows_dtb")
+                .join(format!("{build_no}-{build_name}")),
+            &registerless,
         )
         .unwrap();
         std::fs::write(
@@ -646,4 +673,312 @@ fn hostile_processor_records_are_bounded_and_reported() {
     let w = Windows::discover(&mem, &regs, WindowsProfile::Directory(isf_dir())).unwrap();
     let e = w.processors(&mem).unwrap_err().to_string();
     assert!(e.contains("KeNumberProcessors"), "{e}");
+}
+
+/// The guest's memory as a LiME capture: the RAM below the legacy VGA/BIOS hole and the RAM
+/// above 1 MiB, as two ranges (LiME writes the host's "System RAM" ranges).
+fn lime_of(mem: &[u8]) -> Vec<u8> {
+    support::lime::image(&[(0, &mem[..0x9f000]), (0x10_0000, &mem[0x10_0000..])])
+}
+
+/// A raw image and a LiME capture of `g` (each opened from a file, so that the format is
+/// detected as a user's would be), with nothing but memory: no registers, no hints.
+fn raw_and_lime(g: &WinGuest, name: &str) -> Vec<(&'static str, Built)> {
+    use xenvmi::backend::snapshot::{Format, Snapshot};
+    let dir = std::env::temp_dir().join(format!("xenvmi-winraw-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut out = Vec::new();
+    for (form, bytes, format) in [
+        ("raw", g.mem.clone(), Format::Raw),
+        ("LiME", lime_of(&g.mem), Format::Lime),
+    ] {
+        let path = dir.join(format!("win.{form}"));
+        std::fs::write(&path, bytes).unwrap();
+        let snap = Snapshot::open(&path).unwrap();
+        assert_eq!(snap.format(), format);
+        assert!(snap.all_registers().is_empty());
+        assert!(snap.windows_dump_info().is_none());
+        out.push((
+            form,
+            Built {
+                spec: g.spec.clone(),
+                roots: g.roots.clone(),
+                eprocess: g.eprocess.clone(),
+                kernel_pml4: g.kernel_pml4,
+                regs: Vec::new(),
+                head: g.spec.kernel_base + g.rva["PsActiveProcessHead"],
+                mem: GuestMemory::new(snap),
+            },
+        ));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+/// Raw images and LiME captures of seeded guests by all three profiles, with and without KVA
+/// shadow: the kernel's page-table root comes from the low stub, and every process, DLL,
+/// driver and processor record equals the spec.
+#[test]
+fn raw_and_lime_images_are_read_without_registers() {
+    for (pi, (file, build_no)) in PROFILES.into_iter().enumerate() {
+        for (seed, kva) in [
+            (0x5eed_0001 + pi as u64, true),
+            (0xc0ffee + pi as u64, false),
+        ] {
+            let spec = WinSpec {
+                kva_shadow: kva,
+                ..WinSpec::seeded(build_no, seed)
+            };
+            let isf = load_isf(file);
+            let g = WinGuest::build(&isf, spec);
+            for (form, b) in raw_and_lime(&g, &format!("{build_no}-{seed:x}")) {
+                let what = format!("{file} seed {seed:#x} {form}");
+                let w = Windows::discover(&b.mem, &[], WindowsProfile::Directory(isf_dir()))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let info = w.info();
+                assert_eq!(info.kernel_base, Gva(g.spec.kernel_base), "{what}");
+                assert_eq!(info.build, Some(build_no), "{what}");
+                assert_eq!(info.found_by, FoundBy::RegionScan, "{what}");
+                assert_eq!(
+                    info.root_source,
+                    RootSource::LowStub {
+                        at: Gpa(g.spec.low_stub.unwrap())
+                    },
+                    "{what}"
+                );
+                assert!(info.rejected_roots.is_empty(), "{what}");
+                assert_eq!(info.kernel_space.root, Gpa(g.kernel_pml4), "{what}");
+                check_walks(&b, &w);
+                check_processors(&g, &w.processors(&b.mem).unwrap());
+            }
+        }
+    }
+}
+
+/// Without a low stub (firmware that hides the first MiB, or a capture that leaves it out),
+/// the self-referencing top-level entry finds the root, at the seed's randomised index.
+#[test]
+fn without_a_low_stub_the_self_referencing_entry_finds_the_root() {
+    for (pi, (file, build_no)) in PROFILES.into_iter().enumerate() {
+        let seed = 0x5e1f_0000 + pi as u64;
+        let spec = WinSpec {
+            low_stub: None,
+            ..WinSpec::seeded(build_no, seed)
+        };
+        let index = spec.self_ref.unwrap();
+        let isf = load_isf(file);
+        let g = WinGuest::build(&isf, spec);
+        for (form, b) in raw_and_lime(&g, &format!("selfref-{build_no}")) {
+            let what = format!("{file} seed {seed:#x} {form}");
+            // A profile file as well as a directory.
+            for profile in [
+                WindowsProfile::Directory(isf_dir()),
+                WindowsProfile::Isf(isf_dir().join(file)),
+            ] {
+                let w = Windows::discover(&b.mem, &[], profile)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let info = w.info();
+                assert_eq!(info.root_source, RootSource::SelfRef { index }, "{what}");
+                assert_eq!(info.kernel_base, Gva(g.spec.kernel_base), "{what}");
+                // The System process's own table, whichever table the scan met first.
+                assert_eq!(info.kernel_space.root, Gpa(g.kernel_pml4), "{what}");
+                check_walks(&b, &w);
+                check_processors(&g, &w.processors(&b.mem).unwrap());
+            }
+        }
+    }
+}
+
+/// Two decoy tables where the self-referencing scan looks first: one maps everything the
+/// kernel's does except the page of `PsActiveProcessHead` (ntoskrnl is found in it, the list
+/// head is not), one maps nothing of the kernel. Both are rejected, with their reasons, and
+/// the real table after them is used.
+#[test]
+fn decoy_tables_found_by_the_self_referencing_scan_are_rejected() {
+    let (file, build_no) = PROFILES[1];
+    let spec = WinSpec {
+        low_stub: None,
+        reserved_low: 0x30_0000,
+        ..WinSpec::seeded(build_no, 0xdec0)
+    };
+    let index = spec.self_ref.unwrap();
+    let isf = load_isf(file);
+    let mut g = WinGuest::build(&isf, spec);
+    let head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
+    g.decoy_table(0x1a_0000, index, head);
+    // The second: its self-reference and one kernel-half entry to an empty table.
+    let e = |g: &mut WinGuest, at: u64, i: u64, v: u64| {
+        g.mem[(at + 8 * i) as usize..(at + 8 * i + 8) as usize].copy_from_slice(&v.to_le_bytes())
+    };
+    e(&mut g, 0x1a_8000, index as u64, 0x1a_8000 | 0x63);
+    e(&mut g, 0x1a_8000, 0x1f0, 0x1a_9000 | 0x63);
+    for (form, b) in raw_and_lime(&g, "decoy") {
+        let w = Windows::discover(&b.mem, &[], WindowsProfile::Directory(isf_dir()))
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        let info = w.info();
+        assert_eq!(info.root_source, RootSource::SelfRef { index }, "{form}");
+        assert_eq!(info.kernel_space.root, Gpa(g.kernel_pml4), "{form}");
+        let r = &info.rejected_roots;
+        assert_eq!(r.len(), 2, "{form}: {r:?}");
+        assert!(
+            r[0].starts_with("0x1a0000") && r[0].contains("not a list head"),
+            "{form}: {}",
+            r[0]
+        );
+        assert!(
+            r[1].starts_with("0x1a8000") && r[1].contains("no NT kernel image"),
+            "{form}: {}",
+            r[1]
+        );
+        check_walks(&b, &w);
+    }
+}
+
+/// With neither a low stub nor a self-referencing entry, the System process is found by the
+/// profile's `_EPROCESS` layout: a profile file's, or each one's in a directory; a directory
+/// without ISF files says the scan was not tried and why.
+#[test]
+fn the_system_process_scan_is_the_last_resort() {
+    let (file, build_no) = PROFILES[2];
+    let spec = WinSpec {
+        low_stub: None,
+        self_ref: None,
+        ..WinSpec::seeded(build_no, 0x5175)
+    };
+    let isf = load_isf(file);
+    let g = WinGuest::build(&isf, spec);
+    let empty = std::env::temp_dir().join(format!("xenvmi-noisf-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    for (form, b) in raw_and_lime(&g, "system") {
+        let e = Windows::discover(&b.mem, &[], WindowsProfile::Directory(empty.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("System process scan: not tried") && e.contains("no ISF file"),
+            "{form}: {e}"
+        );
+        // The System _EPROCESS's physical address, translated by the test.
+        let ks = xenvmi::mem::AddressSpace {
+            root: Gpa(g.kernel_pml4),
+            mode: xenvmi::mem::PagingMode::Level4,
+        };
+        let ep = b.mem.translate_mapped(ks, Gva(g.eprocess[0])).unwrap();
+        for profile in [
+            WindowsProfile::Directory(isf_dir()),
+            WindowsProfile::Isf(isf_dir().join(file)),
+        ] {
+            let w =
+                Windows::discover(&b.mem, &[], profile).unwrap_or_else(|e| panic!("{form}: {e}"));
+            let info = w.info();
+            assert_eq!(
+                info.root_source,
+                RootSource::SystemProcess { eprocess: ep },
+                "{form}"
+            );
+            assert_eq!(info.kernel_space.root, Gpa(g.kernel_pml4), "{form}");
+            check_walks(&b, &w);
+        }
+    }
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+/// Memory with no Windows in it (noise, zeros, and a low stub, a self-referencing table and
+/// a System-named object that each lead nowhere): a clear error naming the image and what
+/// each method found, after a bounded search.
+#[test]
+fn an_image_without_windows_is_refused_naming_every_method() {
+    use xenvmi::backend::snapshot::{Format, Snapshot};
+    let mut rng = SplitMix(0x0bad_5eed);
+    let mut mem = vec![0u8; 24 << 20];
+    for chunk in mem[0x40_0000..0x80_0000].chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    let put = |m: &mut Vec<u8>, at: usize, v: u64| m[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    // A start block whose CR3 is a page of zeros.
+    m_stub(&mut mem, 0x9000, 0x20_0000);
+    // A self-referencing table mapping an empty table.
+    put(&mut mem, 0x1a_0000 + 8 * 0x1ed, 0x1a_0000 | 0x63);
+    put(&mut mem, 0x1a_0000 + 8 * 0x1f0, 0x1a_1000 | 0x63);
+    // "System" with pid 4 and a root, under the Windows 10 layout.
+    let isf = load_isf(PROFILES[1].0);
+    let off = |f: &str| isf.require("_EPROCESS", f).unwrap() as usize;
+    let ep = 0x90_0000;
+    mem[ep + off("ImageFileName")..ep + off("ImageFileName") + 6].copy_from_slice(b"System");
+    put(&mut mem, ep + off("UniqueProcessId"), 4);
+    put(&mut mem, ep + off("Pcb.DirectoryTableBase"), 0x1a_1000);
+    put(
+        &mut mem,
+        ep + off("ActiveProcessLinks"),
+        0xffff_a580_0000_1448,
+    );
+    put(
+        &mut mem,
+        ep + off("ActiveProcessLinks") + 8,
+        0xffff_a580_0000_1448,
+    );
+    let snap = Snapshot::from_bytes(mem, Some(Format::Raw)).unwrap();
+    let gm = GuestMemory::new(snap);
+    let t = std::time::Instant::now();
+    let e = Windows::discover(&gm, &[], WindowsProfile::Isf(isf_dir().join(PROFILES[1].0)))
+        .unwrap_err();
+    let msg = e.to_string();
+    eprintln!("refused in {:?}: {msg}", t.elapsed());
+    assert!(matches!(e, Error::OsNotFound { .. }), "{msg}");
+    for want in [
+        "could not find a Windows kernel in raw snapshot",
+        "registers: none",
+        "low stub: 1 PROCESSOR_START_BLOCK(s), rejected: 0x200000 (low stub at 0x9000): no NT kernel image",
+        "self-referencing PML4 entry: 1 table(s) in ",
+        "0x1a0000 (self-referencing entry 0x1ed): no NT kernel image",
+        // 24 MiB: 6144 pages, one layout (the profile file's).
+        "System process scan: 1 candidate(s) in 6144 pages (1 layout(s))",
+        "0x1a1000 (System _EPROCESS at physical 0x900000): no NT kernel image",
+    ] {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+    // All zeros: nothing found by any method.
+    let snap = Snapshot::from_bytes(vec![0u8; 4 << 20], Some(Format::Raw)).unwrap();
+    let msg = Windows::discover(
+        &GuestMemory::new(snap),
+        &[],
+        WindowsProfile::Directory(isf_dir()),
+    )
+    .unwrap_err()
+    .to_string();
+    // The directory's distinct (ImageFileName, UniqueProcessId, DirectoryTableBase,
+    // ActiveProcessLinks) layouts, each scanning all 1024 pages.
+    let mut layouts: Vec<[u64; 4]> = Vec::new();
+    for (f, _) in PROFILES {
+        let isf = load_isf(f);
+        let o = |n: &str| isf.require("_EPROCESS", n).unwrap();
+        let l = [
+            o("ImageFileName"),
+            o("UniqueProcessId"),
+            o("Pcb.DirectoryTableBase"),
+            o("ActiveProcessLinks"),
+        ];
+        if !layouts.contains(&l) {
+            layouts.push(l);
+        }
+    }
+    let n = layouts.len();
+    let system = format!(
+        "System process scan: no _EPROCESS named System with pid 4 in {} pages ({n} layout(s))",
+        1024 * n
+    );
+    for want in [
+        "low stub: no PROCESSOR_START_BLOCK in the first MiB",
+        "self-referencing PML4 entry: none in 1024 pages",
+        system.as_str(),
+    ] {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+}
+
+/// A `PROCESSOR_START_BLOCK` head at `at` recording `cr3`, written by hand from the WDK
+/// layout (jmp + CompletionFlag, `LmTarget` at 0x70, `Cr3` at 0xa0).
+fn m_stub(mem: &mut [u8], at: usize, cr3: u64) {
+    mem[at..at + 8].copy_from_slice(&[0xe9, 0x5a, 0x06, 0x00, 1, 0, 0, 0]);
+    mem[at + 0x70..at + 0x78].copy_from_slice(&0xffff_f803_4a04_5a10u64.to_le_bytes());
+    mem[at + 0xa0..at + 0xa8].copy_from_slice(&cr3.to_le_bytes());
 }

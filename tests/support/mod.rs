@@ -2,6 +2,7 @@ pub mod crashdump;
 pub mod fixture;
 pub mod guest;
 pub mod hostile;
+pub mod lime;
 pub mod linux;
 pub mod patched;
 pub mod siem;

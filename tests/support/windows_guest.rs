@@ -89,6 +89,13 @@ pub struct WinSpec {
     pub reserved_low: usize,
     /// The processors, in `KiProcessorBlock` order (`KeNumberProcessors` is their count).
     pub cpus: Vec<CpuSpec>,
+    /// Index of the top-level entry through which every process's table maps itself
+    /// (`0x1ed` before Windows 10 1607, randomised in `256..=510` since); `None`: no
+    /// self-reference.
+    pub self_ref: Option<u16>,
+    /// Physical address of the x64 low stub (`PROCESSOR_START_BLOCK`, in the first MiB and
+    /// below `reserved_low`) that records the kernel's page-table root; `None`: no stub.
+    pub low_stub: Option<u64>,
 }
 
 impl WinSpec {
@@ -179,7 +186,63 @@ impl WinSpec {
                     home: None,
                 },
             ],
+            self_ref: Some(0x1ed),
+            low_stub: Some(0x13000),
         }
+    }
+
+    /// [`WinSpec::typical`] varied by `seed`: the kernel base (a 2 MiB-aligned KASLR slot;
+    /// the `ntoskrnl.exe` driver entry follows it), the self-referencing entry's index (one of
+    /// `256..=510` no other kernel mapping of the guest uses), the low stub's page (below 640 KiB, as the HAL allocates it), every
+    /// user process's pid and the processes' order after System and Registry.
+    pub fn seeded(build: u32, seed: u64) -> WinSpec {
+        let mut rng = SplitMix(seed);
+        let mut s = WinSpec::typical(build);
+        s.kernel_base = 0xffff_f800_0000_0000 + (0x100 + rng.below(0x3000)) * 0x20_0000;
+        s.drivers[0].base = s.kernel_base;
+        // Indices the guest maps: the kernel region, the pool and the stacks.
+        let used = [
+            (s.kernel_base >> 39) & 511,
+            (POOL_BASE >> 39) & 511,
+            (WinGuest::stack(0).0 >> 39) & 511,
+        ];
+        s.self_ref = loop {
+            let i = 256 + rng.below(255);
+            if !used.contains(&i) {
+                break Some(i as u16);
+            }
+        };
+        s.low_stub = Some(0x1000 * (1 + rng.below(0x9d)));
+        let mut pids: Vec<u64> = Vec::new();
+        for p in s.processes.iter_mut().skip(2) {
+            let pid = loop {
+                let pid = 4 * (30 + rng.below(4000));
+                if !pids.contains(&pid) {
+                    break pid;
+                }
+            };
+            pids.push(pid);
+            p.pid = pid;
+        }
+        // Parents stay in the system: each user process's parent is the one before it.
+        for i in 3..s.processes.len() {
+            s.processes[i].ppid = s.processes[i - 1].pid;
+        }
+        // Shuffle the user processes (and the processors' references to them).
+        let n = s.processes.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (3..n).rev() {
+            let j = 2 + rng.below(i as u64 - 1) as usize;
+            order.swap(i, j);
+        }
+        let old = s.processes.clone();
+        s.processes = order.iter().map(|&i| old[i].clone()).collect();
+        for c in &mut s.cpus {
+            for p in [&mut c.process, &mut c.home].into_iter().flatten() {
+                *p = order.iter().position(|&o| o == *p).unwrap();
+            }
+        }
+        s
     }
 
     /// [`WinSpec::typical`] with `n` processors (at least 3): the first two as there, the
@@ -209,9 +272,28 @@ impl WinSpec {
         }
         s.drivers.truncate(2);
         s.kva_shadow = false;
-        s.reserved_low = 0x1000;
+        s.reserved_low = 0x2000;
+        s.low_stub = Some(0x1000);
         s.cpus[0].process = Some(1);
         s
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a small seeded generator for [`WinSpec::seeded`].
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
 }
 
@@ -510,7 +592,76 @@ impl WinGuest {
         g.link_list(k, base + g.rva["PsLoadedModuleList"], &links);
         g.processors(isf, &spec);
         g.share_kernel_half();
+        if let Some(i) = spec.self_ref {
+            g.self_reference(i);
+        }
+        if let Some(at) = spec.low_stub {
+            g.low_stub(isf, at, g.kernel_pml4);
+        }
         g
+    }
+
+    /// Every top-level table (the kernel's and each process's) maps itself through entry
+    /// `index`: present, writable, supervisor-only, accessed and dirty, as Windows sets it.
+    fn self_reference(&mut self, index: u16) {
+        let mut tables = vec![self.kernel_pml4];
+        tables.extend(self.process_pml4s.iter().copied());
+        for t in tables {
+            self.set_u64(t + 8 * index as u64, t | 0x63);
+        }
+    }
+
+    /// A `PROCESSOR_START_BLOCK` at physical `at` recording `cr3`: the `jmp` and
+    /// `CompletionFlag`, `LmTarget` (a HAL address) and `SelfMap`, and
+    /// `ProcessorState.SpecialRegisters.Cr3` placed by the profile's own `_KPROCESSOR_STATE`
+    /// layout after the block's fixed head (`ProcessorState` at `0x90`: the WDK declaration).
+    pub fn low_stub(&mut self, isf: &Isf, at: u64, cr3: u64) {
+        assert!(
+            at >= 0x1000 && at + 0x1000 <= self.spec.reserved_low as u64 && at < 0x10_0000,
+            "the low stub must be in the first MiB, below the pages the builder uses"
+        );
+        let special = isf
+            .require("_KPROCESSOR_STATE", "SpecialRegisters")
+            .unwrap();
+        let cr3_off = isf.require("_KSPECIAL_REGISTERS", "Cr3").unwrap();
+        let a = at as usize;
+        // e9 (jmp) with a 16-bit offset, then CompletionFlag 1.
+        self.mem[a..a + 8].copy_from_slice(&[0xe9, 0x5a, 0x06, 0x00, 1, 0, 0, 0]);
+        let hal = self
+            .spec
+            .drivers
+            .get(1)
+            .map_or(0xffff_f803_4a00_0000, |d| d.base);
+        self.set_u64(at + 0x70, hal + 0x4_5a10);
+        self.set_u64(at + 0x78, 0xffff_f7c4_4001_3000);
+        self.set_u64(at + 0x90 + special + cr3_off, cr3);
+    }
+
+    /// A top-level table at physical `at` (a free page below `reserved_low`) that maps itself
+    /// through entry `index` and shares the kernel half, except that the page holding
+    /// `corrupt_va` is replaced by a page of zeros (fresh copies of the tables on its path):
+    /// a decoy the self-referencing scan finds in which ntoskrnl is found but
+    /// `PsActiveProcessHead` is no list.
+    pub fn decoy_table(&mut self, at: u64, index: u16, corrupt_va: u64) {
+        assert!(at + 0x1000 <= self.spec.reserved_low as u64);
+        for i in 256..512u64 {
+            let e = self.u64_at(self.kernel_pml4 + i * 8);
+            self.set_u64(at + i * 8, e);
+        }
+        let mut table = at;
+        for shift in [39u32, 30, 21, 12] {
+            let e = table + ((corrupt_va >> shift) & 511) * 8;
+            let old = self.u64_at(e);
+            let copy = self.alloc_page();
+            if shift != 12 {
+                let from = (old & 0x000f_ffff_ffff_f000) as usize;
+                let page = self.mem[from..from + 4096].to_vec();
+                self.mem[copy as usize..copy as usize + 4096].copy_from_slice(&page);
+            }
+            self.set_u64(e, copy | (old & 0xfff));
+            table = copy;
+        }
+        self.set_u64(at + 8 * index as u64, at | 0x63);
     }
 
     /// `ContextFrame` rip and rsp the builder saves for processor `i` (distinct per processor;

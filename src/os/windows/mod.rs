@@ -11,6 +11,13 @@
 //! 3. scanning every mapped page of the kernel image region
 //!    (`0xfffff800_00000000..0xfffff880_00000000`, at most [`SCAN_PAGES`] pages).
 //!
+//! These are looked for in the address spaces the registers and hints give: a crash dump's
+//! `DirectoryTableBase`, then each vCPU's CR3. When there are none (a raw image, a LiME
+//! capture) or none leads to the kernel, the page-table root is looked for in memory alone
+//! ([`dtb`]: the x64 low stub, the self-referencing top-level entry, the System process) and
+//! each candidate root is searched the same way, then verified by walking its process list
+//! ([`WindowsInfo::root_source`], [`WindowsInfo::rejected_roots`]).
+//!
 //! A candidate is an x86-64 PE image whose CodeView record names an NT kernel PDB
 //! (`ntkrnlmp.pdb`, ...) or whose export directory is `ntoskrnl.exe`. The CodeView GUID and
 //! age pick the profile ([`WindowsProfile::Directory`]) or are checked against the given one;
@@ -49,10 +56,12 @@ use crate::os::{Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
+pub mod dtb;
 pub use cpus::{
     crashing_processor, CrashingCpu, KernelCpu, Processors, RegisterCheck, CPU_FIELDS, CPU_SYMBOLS,
     MAX_PROCESSORS,
 };
+pub use dtb::{RootCandidate, RootSource};
 
 /// Bound on processes walked in one list.
 pub const MAX_PROCESSES: usize = 1 << 20;
@@ -167,6 +176,11 @@ pub struct WindowsInfo {
     pub kernel_space: AddressSpace,
     /// How the kernel was found.
     pub found_by: FoundBy,
+    /// Where the page-table root the kernel was found in came from (a register, a hint, or
+    /// for images without registers one of the [`dtb`] methods).
+    pub root_source: RootSource,
+    /// Register-less root candidates tried and rejected before this one, each with why.
+    pub rejected_roots: Vec<String>,
     /// The profile in use.
     pub profile: String,
 }
@@ -310,6 +324,86 @@ enum Pending {
     Directory(PathBuf),
 }
 
+/// One discovery's inputs, for searching one address space after another.
+struct Search<'a, B: PhysicalMemory> {
+    mem: &'a GuestMemory<B>,
+    regs: &'a [Registers],
+    hints: &'a Hints,
+    budget: &'a Budget,
+}
+
+impl<B: PhysicalMemory> Search<'_, B> {
+    /// Look for the kernel in `space`: at the given base, down from the hint addresses, then
+    /// in the kernel image region; the first candidate the profile accepts wins. Rejections
+    /// go to `tried`; bases already rejected (`seen`) are not tried again.
+    fn in_space(
+        &self,
+        space: AddressSpace,
+        root: &RootSource,
+        pending: &mut Pending,
+        tried: &mut Vec<String>,
+        seen: &mut Vec<u64>,
+    ) -> Result<Option<Windows>> {
+        let (mem, hints, budget) = (self.mem, self.hints, self.budget);
+        let mut hint_vas: Vec<(Gva, String)> = Vec::new();
+        if let Some(h) = hints.ps_active_process_head {
+            hint_vas.push((h, "PsActiveProcessHead".into()));
+        }
+        if let Some(h) = hints.ps_loaded_module_list {
+            hint_vas.push((h, "PsLoadedModuleList".into()));
+        }
+        for (i, r) in self.regs.iter().enumerate() {
+            if is_kernel_va(r.msr_lstar) {
+                hint_vas.push((Gva(r.msr_lstar), format!("vCPU {i} MSR_LSTAR")));
+            }
+            if is_kernel_va(r.rip) && r.cpl() == 0 {
+                hint_vas.push((Gva(r.rip), format!("vCPU {i} rip")));
+            }
+        }
+        // One scan per 2 MiB: vCPUs in the same kernel code share hints.
+        let mut seen_hint = std::collections::HashSet::new();
+        hint_vas.retain(|(va, _)| seen_hint.insert(va.0 >> 21));
+        let mut candidates: Vec<Candidate> = Vec::new();
+        if let Some(base) = hints.kernel_base {
+            match probe_kernel(mem, space, base, budget) {
+                Ok(Some(c)) => candidates.push(Candidate {
+                    found_by: FoundBy::GivenBase,
+                    ..c
+                }),
+                Ok(None) => tried.push(format!("{base}: not an NT kernel image")),
+                Err(e) => tried.push(format!("{base}: {e}")),
+            }
+        }
+        for (va, what) in hint_vas {
+            if let Some(c) = scan_down(mem, space, va, &what, budget) {
+                candidates.push(c);
+            }
+        }
+        let mut try_candidates = |cands: Vec<Candidate>,
+                                  pending: &mut Pending,
+                                  tried: &mut Vec<String>|
+         -> Result<Option<Windows>> {
+            for c in cands {
+                if seen.contains(&c.base.0) {
+                    continue;
+                }
+                seen.push(c.base.0);
+                match Windows::accept(mem, c, root, pending) {
+                    Ok(w) => return Ok(Some(w)),
+                    Err(e @ Error::Io { .. }) => return Err(e),
+                    Err(e) => tried.push(e.to_string()),
+                }
+            }
+            Ok(None)
+        };
+        if let Some(w) = try_candidates(candidates, pending, tried)? {
+            return Ok(Some(w));
+        }
+        let scanned = region_scan(mem, space, budget);
+        try_candidates(scanned, pending, tried)
+    }
+}
+
 /// A kernel image candidate.
 struct Candidate {
     base: Gva,
@@ -366,103 +460,232 @@ impl Windows {
         };
 
         // Address spaces to look in: the hint's, then every vCPU's (deduplicated).
-        let mut spaces: Vec<AddressSpace> = Vec::new();
+        let mut spaces: Vec<(AddressSpace, RootSource)> = Vec::new();
         if let Some(dtb) = hints.directory_table_base {
-            spaces.push(AddressSpace::from_cr3(dtb, PagingMode::Level4));
-        }
-        for r in regs.iter().filter(|r| r.has_paging_state()) {
-            let s = AddressSpace::from_cr3(r.cr3, r.paging_mode());
-            if !spaces.contains(&s) {
-                spaces.push(s);
-            }
-        }
-        if spaces.is_empty() {
-            return Err(not_found(
-                "no page-table root: no vCPU has paging enabled and no DirectoryTableBase hint was given".into(),
+            spaces.push((
+                AddressSpace::from_cr3(dtb, PagingMode::Level4),
+                RootSource::Hint,
             ));
+        }
+        for (i, r) in regs.iter().enumerate() {
+            if !r.has_paging_state() {
+                continue;
+            }
+            let s = AddressSpace::from_cr3(r.cr3, r.paging_mode());
+            if !spaces.iter().any(|(x, _)| *x == s) {
+                spaces.push((s, RootSource::Vcpu(i)));
+            }
         }
 
         let budget = Budget::new();
         let mut tried: Vec<String> = Vec::new();
         let mut seen_bases: Vec<u64> = Vec::new();
-        for &space in &spaces {
-            let mut hint_vas: Vec<(Gva, String)> = Vec::new();
-            if let Some(h) = hints.ps_active_process_head {
-                hint_vas.push((h, "PsActiveProcessHead".into()));
-            }
-            if let Some(h) = hints.ps_loaded_module_list {
-                hint_vas.push((h, "PsLoadedModuleList".into()));
-            }
-            for (i, r) in regs.iter().enumerate() {
-                if is_kernel_va(r.msr_lstar) {
-                    hint_vas.push((Gva(r.msr_lstar), format!("vCPU {i} MSR_LSTAR")));
-                }
-                if is_kernel_va(r.rip) && r.cpl() == 0 {
-                    hint_vas.push((Gva(r.rip), format!("vCPU {i} rip")));
-                }
-            }
-            // One scan per 2 MiB: vCPUs in the same kernel code share hints.
-            let mut seen_hint = std::collections::HashSet::new();
-            hint_vas.retain(|(va, _)| seen_hint.insert(va.0 >> 21));
-            let mut candidates: Vec<Candidate> = Vec::new();
-            if let Some(base) = hints.kernel_base {
-                match probe_kernel(mem, space, base, &budget) {
-                    Ok(Some(c)) => candidates.push(Candidate {
-                        found_by: FoundBy::GivenBase,
-                        ..c
-                    }),
-                    Ok(None) => tried.push(format!("{base}: not an NT kernel image")),
-                    Err(e) => tried.push(format!("{base}: {e}")),
-                }
-            }
-            for (va, what) in hint_vas {
-                if let Some(c) = scan_down(mem, space, va, &what, &budget) {
-                    candidates.push(c);
-                }
-            }
-            let try_candidates = |cands: Vec<Candidate>,
-                                  pending: &mut Pending,
-                                  tried: &mut Vec<String>,
-                                  seen: &mut Vec<u64>|
-             -> Result<Option<Windows>> {
-                for c in cands {
-                    if seen.contains(&c.base.0) {
-                        continue;
-                    }
-                    seen.push(c.base.0);
-                    match Self::accept(mem, c, pending) {
-                        Ok(w) => return Ok(Some(w)),
-                        Err(e @ Error::Io { .. }) => return Err(e),
-                        Err(e) => tried.push(e.to_string()),
-                    }
-                }
-                Ok(None)
+        for (space, source) in &spaces {
+            let search = Search {
+                mem,
+                regs,
+                hints,
+                budget: &budget,
             };
-            if let Some(w) = try_candidates(candidates, &mut pending, &mut tried, &mut seen_bases)?
+            if let Some(w) =
+                search.in_space(*space, source, &mut pending, &mut tried, &mut seen_bases)?
             {
                 return Ok(w);
             }
-            let scanned = region_scan(mem, space, &budget);
-            if let Some(w) = try_candidates(scanned, &mut pending, &mut tried, &mut seen_bases)? {
-                return Ok(w);
-            }
         }
-        if tried.is_empty() {
-            tried.push(format!(
-                "no x86-64 PE image naming an NT kernel PDB or exporting as ntoskrnl.exe in {:#x}..{:#x} of {} page-table root(s)",
-                KERNEL_REGION_START,
-                KERNEL_REGION_END,
-                spaces.len()
+        let mut why = Vec::new();
+        if spaces.is_empty() {
+            why.push(
+                "registers: none (no vCPU has paging enabled and no DirectoryTableBase hint)"
+                    .to_owned(),
+            );
+        } else {
+            if tried.is_empty() {
+                tried.push(format!(
+                    "no x86-64 PE image naming an NT kernel PDB or exporting as ntoskrnl.exe in {:#x}..{:#x}",
+                    KERNEL_REGION_START, KERNEL_REGION_END,
+                ));
+            }
+            tried.truncate(8);
+            why.push(format!(
+                "registers and hints ({} page-table root(s)): {}",
+                spaces.len(),
+                tried.join("; ")
             ));
         }
-        tried.truncate(8);
-        Err(not_found(tried.join("; ")))
+        // Images without registers, or whose registers led nowhere: roots from memory alone.
+        let known: Vec<Gpa> = spaces.iter().map(|(s, _)| s.root).collect();
+        match Self::discover_registerless(mem, hints, &mut pending, &known)? {
+            Ok(w) => Ok(w),
+            Err(reasons) => {
+                why.extend(reasons);
+                Err(not_found(why.join("; ")))
+            }
+        }
+    }
+
+    /// The register-less fallback (see [`dtb`]): low stub, self-referencing entry, System
+    /// process, each candidate searched for the kernel and verified. `Ok(Err(reasons))` names
+    /// what each method tried and why it failed.
+    fn discover_registerless<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        hints: &Hints,
+        pending: &mut Pending,
+        known: &[Gpa],
+    ) -> Result<std::result::Result<Windows, Vec<String>>> {
+        let backend = mem.backend();
+        let mut rejected: Vec<String> = Vec::new();
+        let mut reasons = Vec::new();
+        let mut seen_roots: Vec<Gpa> = known.to_vec();
+        // Try one candidate: find the kernel in its space, check the profile, walk the list.
+        let mut try_root = |c: RootCandidate,
+                            pending: &mut Pending,
+                            rejected: &mut Vec<String>|
+         -> Result<Option<Windows>> {
+            if seen_roots.contains(&c.root) {
+                rejected.push(format!(
+                    "{} ({}): already searched (a register's, a hint's or an earlier candidate's root)",
+                    c.root, c.source
+                ));
+                return Ok(None);
+            }
+            seen_roots.push(c.root);
+            let space = AddressSpace {
+                root: c.root,
+                mode: PagingMode::Level4,
+            };
+            let budget = Budget::new();
+            let search = Search {
+                mem,
+                regs: &[],
+                hints,
+                budget: &budget,
+            };
+            let mut tried = Vec::new();
+            let found = search.in_space(space, &c.source, pending, &mut tried, &mut Vec::new())?;
+            let why = match found {
+                Some(mut w) => match dtb::verify_processes(&w, mem) {
+                    Ok(_) => {
+                        w.info.rejected_roots = std::mem::take(rejected);
+                        return Ok(Some(w));
+                    }
+                    Err(e) => {
+                        // Keep a loaded profile for the next candidate.
+                        if let Pending::Loaded(p, _) = pending {
+                            *p = w.into_profile();
+                        }
+                        e
+                    }
+                },
+                None if tried.is_empty() => "no NT kernel image in its kernel region".to_owned(),
+                None => {
+                    tried.truncate(2);
+                    tried.join("; ")
+                }
+            };
+            rejected.push(format!("{} ({}): {why}", c.root, c.source));
+            Ok(None)
+        };
+
+        // 1. The low stub.
+        let stubs = dtb::low_stub_roots(backend);
+        let n = stubs.len();
+        let before = rejected.len();
+        for c in stubs {
+            if let Some(w) = try_root(c, pending, &mut rejected)? {
+                return Ok(Ok(w));
+            }
+        }
+        reasons.push(if n == 0 {
+            "low stub: no PROCESSOR_START_BLOCK in the first MiB".to_owned()
+        } else {
+            format!(
+                "low stub: {n} PROCESSOR_START_BLOCK(s), rejected: {}",
+                rejected[before..].join(", ")
+            )
+        });
+
+        // 2. The self-referencing top-level entry.
+        let mut scan = dtb::SelfRefScan::new();
+        let mut n = 0;
+        let before = rejected.len();
+        while let Some(c) = scan.next_candidate(backend) {
+            n += 1;
+            if let Some(w) = try_root(c, pending, &mut rejected)? {
+                return Ok(Ok(w));
+            }
+        }
+        let limit = if scan.exhausted() {
+            format!(" (stopped at the {} page budget)", dtb::MAX_SELF_REF_PAGES)
+        } else {
+            String::new()
+        };
+        reasons.push(if n == 0 {
+            format!(
+                "self-referencing PML4 entry: none in {} pages{limit}",
+                scan.pages_read
+            )
+        } else {
+            format!(
+                "self-referencing PML4 entry: {n} table(s) in {} pages{limit}, rejected: {}",
+                scan.pages_read,
+                rejected[before..].join(", ")
+            )
+        });
+
+        // 3. The System process, with the profile's _EPROCESS layout (or, for a directory,
+        // each ISF's there: the kernel's GUID is not known yet).
+        let layouts: Vec<Offsets> = match pending {
+            Pending::Loaded(p, _) => Offsets::from_types(p.types.as_ref())
+                .ok()
+                .into_iter()
+                .collect(),
+            Pending::Directory(dir) => directory_layouts(dir),
+        };
+        if layouts.is_empty() {
+            reasons.push(
+                "System process scan: not tried (no _EPROCESS layout: the profile has none, or the directory holds no ISF file)"
+                    .to_owned(),
+            );
+        } else {
+            let mut cands: Vec<RootCandidate> = Vec::new();
+            let mut pages = 0;
+            for o in &layouts {
+                let (found, p) = dtb::system_process_roots(backend, o);
+                pages += p;
+                for c in found {
+                    if cands.len() < dtb::MAX_ROOT_CANDIDATES
+                        && !cands.iter().any(|x| x.root == c.root)
+                    {
+                        cands.push(c);
+                    }
+                }
+            }
+            let n = cands.len();
+            let before = rejected.len();
+            for c in cands {
+                if let Some(w) = try_root(c, pending, &mut rejected)? {
+                    return Ok(Ok(w));
+                }
+            }
+            let layouts = layouts.len();
+            reasons.push(if n == 0 {
+                format!("System process scan: no _EPROCESS named System with pid 4 in {pages} pages ({layouts} layout(s))")
+            } else {
+                format!(
+                    "System process scan: {n} candidate(s) in {pages} pages ({layouts} layout(s)), rejected: {}",
+                    rejected[before..].join(", ")
+                )
+            });
+        }
+        Ok(Err(reasons))
     }
 
     /// Check a candidate against the profile and build the [`Windows`].
     fn accept<B: PhysicalMemory>(
         mem: &GuestMemory<B>,
         c: Candidate,
+        root: &RootSource,
         pending: &mut Pending,
     ) -> Result<Windows> {
         let reject = |reason: String| Error::OsNotFound {
@@ -503,7 +726,7 @@ impl Windows {
                 (profile, name)
             }
         };
-        match Self::with_profile(mem, &c, profile, name) {
+        match Self::with_profile(mem, &c, root, profile, name) {
             Ok(w) => Ok(w),
             Err(failed) => {
                 let (e, profile) = *failed;
@@ -520,6 +743,7 @@ impl Windows {
     fn with_profile<B: PhysicalMemory>(
         mem: &GuestMemory<B>,
         c: &Candidate,
+        root: &RootSource,
         profile: Profile,
         name: String,
     ) -> std::result::Result<Windows, Box<(Error, Profile)>> {
@@ -563,6 +787,8 @@ impl Windows {
                 build,
                 kernel_space,
                 found_by: c.found_by.clone(),
+                root_source: root.clone(),
+                rejected_roots: Vec::new(),
                 profile: name,
             },
             offsets,
@@ -594,7 +820,15 @@ impl Windows {
             codeview,
             found_by: FoundBy::GivenBase,
         };
-        Self::with_profile(mem, &c, profile, name).map_err(|failed| failed.0)
+        Self::with_profile(mem, &c, &RootSource::Hint, profile, name).map_err(|failed| failed.0)
+    }
+
+    /// Give the profile back (to try it on another candidate).
+    fn into_profile(self) -> Profile {
+        Profile {
+            types: self.types,
+            symbols: self.symbols,
+        }
     }
 
     /// What was found about the kernel.
@@ -909,6 +1143,41 @@ pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
     Some((guid, age))
 }
 
+/// The distinct `_EPROCESS` layouts of the ISF files in `dir` (at most [`MAX_PROFILE_FILES`]
+/// opened, in name order), for the System-process scan before the kernel's GUID is known.
+fn directory_layouts(dir: &Path) -> Vec<Offsets> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .take(4096)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".json") || n.ends_with(".json.xz"))
+        })
+        .collect();
+    files.sort();
+    let mut layouts: Vec<Offsets> = Vec::new();
+    for path in files.iter().take(MAX_PROFILE_FILES) {
+        let Some(o) = Isf::from_file(path)
+            .ok()
+            .and_then(|isf| Offsets::from_types(&isf).ok())
+        else {
+            continue;
+        };
+        if !layouts.iter().any(|l| {
+            (l.eprocess_name, l.eprocess_pid, l.dtb, l.eprocess_links)
+                == (o.eprocess_name, o.eprocess_pid, o.dtb, o.eprocess_links)
+        }) {
+            layouts.push(o);
+        }
+    }
+    layouts
+}
+
 /// Find the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an ISF.
 fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
     let guid = cv.guid_string();
@@ -1123,12 +1392,17 @@ fn check_list_head<B: PhysicalMemory>(
     head: Gva,
 ) -> Result<()> {
     let flink = mem.read_va(space, head)?;
-    let back = mem.read_va(
-        space,
-        flink
-            .checked_add(8)
-            .ok_or(Error::Overflow("LIST_ENTRY.Blink address"))?,
-    )?;
+    // A Flink outside the kernel half is no list head: say so rather than fail to read it.
+    let back = if is_kernel_va(flink.0) {
+        mem.read_va(
+            space,
+            flink
+                .checked_add(8)
+                .ok_or(Error::Overflow("LIST_ENTRY.Blink address"))?,
+        )?
+    } else {
+        Gva(0)
+    };
     if !is_kernel_va(flink.0) || back != head {
         return Err(Error::Corrupt {
             what: "PsActiveProcessHead",
