@@ -245,6 +245,27 @@ fn build_cache_inputs() {
 }
 
 #[test]
+fn profile_cache_inputs() {
+    // The seeds are real profile cache files (pslist's, on the Windows 11 22000 guest); each
+    // must parse, for the key its name gives.
+    use xenvmi::os::profile::cache::parse_profile_entry;
+    use xenvmi::os::windows::PROFILE_WANTED;
+    let all = inputs("profile_cache");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        let got = parse_profile_entry(&data, PROFILE_WANTED);
+        if name.contains("/seeds/") {
+            let (key, profile) = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(name.ends_with(&key.file_name()), "{name} holds {key}");
+            assert!(
+                profile.symbols.get("PsActiveProcessHead").is_some(),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
 fn policy_config_inputs() {
     use xenvmi::alert::syslog::parse_target;
     use xenvmi::policy::{PolicyOptions, PolicySet, Remediation};

@@ -42,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, Walk};
 use crate::os::list::ListWalk;
 use crate::os::pe::{CodeView, MappedImage, Pe};
+use crate::os::profile::cache::{ProfileCache, ProfileKey, Wanted};
 use crate::os::profile::isf::Isf;
 use crate::os::profile::pdb::{symbol_store_path, Pdb};
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
@@ -304,10 +305,11 @@ impl std::fmt::Debug for Windows {
     }
 }
 
-/// The profile as resolved: either loaded already, or to be picked by the kernel's GUID.
-enum Pending {
+/// The profile as resolved: either loaded already, or to be picked by the kernel's GUID (and
+/// then taken from the cache, when there is one).
+enum Pending<'c> {
     Loaded(Profile, Option<(String, u32)>),
-    Directory(PathBuf),
+    Directory(PathBuf, Option<&'c ProfileCache>),
 }
 
 /// A kernel image candidate.
@@ -344,6 +346,38 @@ impl Windows {
         profile: WindowsProfile,
         hints: &Hints,
     ) -> Result<Windows> {
+        Self::discover_inner(mem, regs, profile, hints, None)
+    }
+
+    /// [`Windows::discover_with`] taking a [`WindowsProfile::Directory`]'s profile from
+    /// `cache` when it holds the kernel's PDB GUID and age: from memory (another guest of this
+    /// process), or from its directory (a cache file written by an earlier run: no ISF is
+    /// decompressed or parsed, no PDB read). Otherwise the profile is found and parsed as
+    /// without a cache, once, and kept in the cache. A profile from the directory holds only
+    /// what the walkers read ([`PROFILE_WANTED`]: processes, modules, DLLs, processors), so
+    /// [`Windows::symbol`] and [`Windows::types`] answer nothing else. Other profile sources
+    /// do not use the cache.
+    ///
+    /// # Errors
+    /// As [`Windows::discover`]; a cache problem is never an error (see
+    /// [`ProfileCache::rejections`]).
+    pub fn discover_cached<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        regs: &[Registers],
+        profile: WindowsProfile,
+        hints: &Hints,
+        cache: &ProfileCache,
+    ) -> Result<Windows> {
+        Self::discover_inner(mem, regs, profile, hints, Some(cache))
+    }
+
+    fn discover_inner<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        regs: &[Registers],
+        profile: WindowsProfile,
+        hints: &Hints,
+        cache: Option<&ProfileCache>,
+    ) -> Result<Windows> {
         let image = mem.backend().name().to_owned();
         let not_found = |reason: String| Error::OsNotFound {
             os: "Windows",
@@ -362,7 +396,7 @@ impl Windows {
                 Pending::Loaded(profile_from_isf(isf), id)
             }
             WindowsProfile::Loaded(p) => Pending::Loaded(p, None),
-            WindowsProfile::Directory(dir) => Pending::Directory(dir),
+            WindowsProfile::Directory(dir) => Pending::Directory(dir, cache),
         };
 
         // Address spaces to look in: the hint's, then every vCPU's (deduplicated).
@@ -487,19 +521,14 @@ impl Windows {
                 let name = p.types.source_name().to_owned();
                 (std::mem::replace(p, empty_profile()), name)
             }
-            Pending::Directory(dir) => {
+            Pending::Directory(dir, cache) => {
                 let Some(cv) = &c.codeview else {
                     return Err(reject(
                         "its header has no CodeView record, so no profile can be chosen from a directory: pass the ISF file".into(),
                     ));
                 };
-                let path = find_profile(dir, cv)?;
-                let name = path.display().to_string();
-                let profile = if is_pdb_path(&path) {
-                    profile_from_pdb(Pdb::from_file(&path)?)
-                } else {
-                    profile_from_isf(Isf::from_file(&path)?)
-                };
+                let profile = load_from_directory(dir, cv, *cache)?;
+                let name = profile.types.source_name().to_owned();
                 (profile, name)
             }
         };
@@ -909,12 +938,42 @@ pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
     Some((guid, age))
 }
 
-/// Find the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an ISF.
-fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
+/// The fields and symbols the walkers read: what a profile cache file keeps
+/// ([`Windows::discover_cached`]).
+pub const PROFILE_WANTED: Wanted<'static> = Wanted {
+    fields: &[&FIELDS, &CPU_FIELDS],
+    symbols: &[&SYMBOLS, &CPU_SYMBOLS],
+};
+
+/// Whether a profile has what [`Windows`] needs: every required walker offset and
+/// `PsActiveProcessHead` (a cache file without them is rejected, not used).
+fn check_profile(profile: &Profile) -> Result<()> {
+    Offsets::from_types(profile.types.as_ref())?;
+    profile.symbols.require("PsActiveProcessHead")?;
+    Ok(())
+}
+
+/// The profile for `cv` from `dir` ([`find_profile`]), through `cache` when there is one.
+fn load_from_directory(dir: &Path, cv: &CodeView, cache: Option<&ProfileCache>) -> Result<Profile> {
+    let parse = || find_profile(dir, cv);
+    match (
+        cache,
+        ProfileKey::new(cv.pdb_name(), &cv.guid_string(), cv.age),
+    ) {
+        (Some(cache), Some(key)) => cache
+            .get_or_load(&key, PROFILE_WANTED, &check_profile, parse)
+            .map(|(p, _)| p),
+        _ => parse(),
+    }
+}
+
+/// Find and load the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an
+/// ISF. Each file is parsed at most once: the ISF whose metadata matches is the one returned.
+fn find_profile(dir: &Path, cv: &CodeView) -> Result<Profile> {
     let guid = cv.guid_string();
     let store = symbol_store_path(dir, cv.pdb_name(), &guid, cv.age);
     if let Some(store) = store.as_ref().filter(|p| p.is_file()) {
-        return Ok(store.clone());
+        return Ok(profile_from_pdb(Pdb::from_file(store)?));
     }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut by_name = Vec::new();
@@ -941,7 +1000,7 @@ fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
         };
         if let Some((g, age)) = isf_pdb_id(&isf) {
             if g == guid && age == cv.age {
-                return Ok(path.clone());
+                return Ok(profile_from_isf(isf));
             }
         }
     }
