@@ -426,7 +426,8 @@ fn a_directory_others_can_write_is_not_used() {
 
 /// The image `bash scripts/bench-vs-vol.sh --windows` measures: the Windows 11 22000 guest
 /// (the newest fixture ISF) as a 256 MiB QEMU ELF core, with a self-referencing PML4 entry (as
-/// Windows has, at index 0x1ed) so that Volatility3 finds its page tables. Written to
+/// Windows has, at index 0x1ed) and `KUSER_SHARED_DATA` mapped, so that Volatility3 finds and
+/// accepts its page tables. Written to
 /// `$XENVMI_BENCH_WIN_IMAGE` and read back: every walk equals the guest's specification.
 #[test]
 #[ignore = "writes a 256 MiB image: run by scripts/bench-vs-vol.sh --windows"]
@@ -436,6 +437,9 @@ fn the_benchmark_image() {
     };
     let (file, build_no) = PROFILES[2];
     let mut g = WinGuest::build(&load_isf(file), WinSpec::with_cpus(build_no, 2));
+    // KUSER_SHARED_DATA.NtMajorVersion at its fixed kernel address: Volatility3 accepts a
+    // page-table root only if it maps that page with a Windows major version.
+    g.write_u32(g.kernel_pml4, 0xffff_f780_0000_026c, 10);
     let root = g.kernel_pml4 as usize;
     g.mem[root + 0x1ed * 8..root + 0x1ee * 8]
         .copy_from_slice(&(g.kernel_pml4 | 0x63).to_le_bytes());
