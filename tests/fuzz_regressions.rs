@@ -255,10 +255,20 @@ fn profile_cache_inputs() {
     for (name, data) in all {
         let got = parse_profile_entry(&data, PROFILE_WANTED);
         if name.contains("/seeds/") {
-            let (key, profile) = got.unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(name.ends_with(&key.file_name()), "{name} holds {key}");
-            assert!(
-                profile.symbols.get("PsActiveProcessHead").is_some(),
+            let e = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(name.ends_with(&e.key.file_name()), "{name} holds {}", e.key);
+            assert_eq!(e.key.guid(), "0CE4A95C0CD782A7596B034D8648E585", "{name}");
+            assert!(e.file.is_some(), "{name}");
+            // The RVA the fixture ISF gives (what the ISF test suite reads from it).
+            let isf = xenvmi::os::profile::isf::Isf::from_file(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                    "fixtures/windows-isf/ntkrnlmp-0CE4A95C0CD782A7596B034D8648E585-1.json.xz",
+                ),
+            )
+            .unwrap();
+            assert_eq!(
+                e.profile.symbols.get("PsActiveProcessHead"),
+                isf.symbols().get("PsActiveProcessHead"),
                 "{name}"
             );
         }

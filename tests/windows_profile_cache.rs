@@ -347,9 +347,11 @@ fn another_version_or_field_list_is_stale() {
         symbols,
     };
     let key = ProfileKey::new("ntkrnlmp.pdb", "0CE4A95C0CD782A7596B034D8648E585", 1).unwrap();
-    let bytes = encode_profile_entry(&key, &profile, PROFILE_WANTED).unwrap();
-    let (k, p) = parse_profile_entry(&bytes, PROFILE_WANTED).unwrap();
-    assert_eq!(k, key);
+    let bytes = encode_profile_entry(&key, &profile, PROFILE_WANTED, None).unwrap();
+    let entry = parse_profile_entry(&bytes, PROFILE_WANTED).unwrap();
+    assert_eq!(entry.key, key);
+    assert_eq!(entry.file, None);
+    let p = entry.profile;
     for (t, f) in FIELDS {
         assert_eq!(p.types.field(t, f), profile.types.field(t, f), "{t}.{f}");
     }
@@ -399,7 +401,7 @@ fn an_entry_the_walkers_cannot_use_is_rejected() {
         symbols,
     };
     let key = ProfileKey::new("ntkrnlmp.pdb", "0CE4A95C0CD782A7596B034D8648E585", 1).unwrap();
-    let bytes = encode_profile_entry(&key, &broken, PROFILE_WANTED).unwrap();
+    let bytes = encode_profile_entry(&key, &broken, PROFILE_WANTED, None).unwrap();
     std::fs::write(dir.join(entry_name(file)), bytes).unwrap();
     rejected_then_rebuilt(&dir, &g, "_EPROCESS");
     let _ = std::fs::remove_dir_all(&dir);
@@ -454,4 +456,84 @@ fn the_benchmark_image() {
         mem: GuestMemory::new(snap),
     };
     check_spec(&back, &uncached(&back));
+}
+
+fn discover_file(g: &Guest, isf: &Path, cache: &ProfileCache) -> Result<Windows, xenvmi::Error> {
+    Windows::discover_cached(
+        &g.mem,
+        &g.regs,
+        WindowsProfile::Isf(isf.to_path_buf()),
+        &Hints::default(),
+        cache,
+    )
+}
+
+#[test]
+fn one_profile_file_is_parsed_only_when_no_entry_was_made_from_it_as_it_is() {
+    let (file, build_no) = PROFILES[2];
+    let g = guest(file, build_no);
+    let want = uncached(&g);
+    let dir = temp_dir("file");
+    let isfs = isf_copy("file", file);
+    let isf = isfs.join(file);
+
+    // A directory run writes the entry, recording the file it parsed; a run given that file
+    // takes it.
+    let first = ProfileCache::with_dir(&dir);
+    discover(&g, &isfs, &first);
+    assert_eq!(first.stats(), stats(1, 0, 0, 1));
+    let warm = ProfileCache::with_dir(&dir);
+    let w = discover_file(&g, &isf, &warm).unwrap();
+    assert_eq!(walk(&g, &w), want);
+    assert_eq!(warm.stats(), stats(0, 1, 0, 0));
+
+    // The file changed (its modification time): the entry is not its, the file is parsed.
+    let f = std::fs::File::options().append(true).open(&isf).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    rejected_file(&dir, &g, &isf, &want);
+    // Another file with the same content at another path: not the file the entry was made
+    // from either.
+    let other = isfs.join("copy.json.xz");
+    std::fs::copy(&isf, &other).unwrap();
+    rejected_file(&dir, &g, &other, &want);
+
+    // The file of another build: refused as without a cache, and nothing kept for the
+    // kernel's GUID.
+    let w10 = isf_dir().join(PROFILES[1].0);
+    let empty = temp_dir("file-other");
+    let cache = ProfileCache::with_dir(&empty);
+    let e = discover_file(&g, &w10, &cache).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the profile is for GUID 5278AFF86C341677D7D7835C85B7B844"),
+        "{e}"
+    );
+    assert_eq!(cache.stats(), ProfileCacheStats::default());
+    assert!(!empty.exists());
+
+    // A file that is not a profile is an error naming it, not a kernel search that fails.
+    let junk = isfs.join("junk.json");
+    std::fs::write(&junk, b"{ not json").unwrap();
+    let e = discover_file(&g, &junk, &ProfileCache::in_memory()).unwrap_err();
+    assert!(matches!(e, xenvmi::Error::Malformed { .. }), "{e}");
+    assert!(e.to_string().contains("junk.json"), "{e}");
+    for d in [dir, isfs] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A run given `isf` rejects the entry in `dir` as made from another file, parses `isf`,
+/// writes the entry again, and walks as without the cache.
+fn rejected_file(dir: &Path, g: &Guest, isf: &Path, want: &Walked) {
+    let cache = ProfileCache::with_dir(dir);
+    let w = discover_file(g, isf, &cache).unwrap();
+    assert_eq!(walk(g, &w), *want);
+    assert_eq!(cache.stats(), stats(1, 0, 1, 1));
+    let r = cache.rejections();
+    assert!(r[0].contains("it was made from"), "{r:?}");
+    let again = ProfileCache::with_dir(dir);
+    discover_file(g, isf, &again).unwrap();
+    assert_eq!(again.stats(), stats(0, 1, 0, 0));
 }

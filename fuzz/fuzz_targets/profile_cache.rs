@@ -10,9 +10,11 @@ use xenvmi::os::profile::cache::{
 use xenvmi::os::windows::{CPU_FIELDS, CPU_SYMBOLS, FIELDS, PROFILE_WANTED, SYMBOLS};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok((key, profile)) = parse_profile_entry(data, PROFILE_WANTED) else {
+    let Ok(entry) = parse_profile_entry(data, PROFILE_WANTED) else {
         return;
     };
+    let (key, profile) = (entry.key, entry.profile);
+    assert!(entry.file.is_none_or(|f| f.path.len() <= 1024));
     assert!(data.len() as u64 <= MAX_PROFILE_ENTRY);
     // The key survives its own validation unchanged, so its file name is a safe one.
     assert_eq!(

@@ -138,6 +138,40 @@ impl Wanted<'_> {
     }
 }
 
+/// The profile file an entry was made from: its canonical path, length and modification
+/// time. A profile named by its file ([`crate::os::windows::WindowsProfile::Isf`]) is taken
+/// from the cache only if that file is still the one the entry was made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// Canonical path (symbolic links resolved).
+    pub path: String,
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time: seconds since the epoch.
+    pub mtime: i64,
+    /// Modification time: nanoseconds.
+    pub mtime_nsec: i64,
+}
+
+impl SourceFile {
+    /// The identity of the file at `path` now.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file (missing, unreadable directory).
+    pub fn of(path: &Path) -> Result<SourceFile> {
+        use std::os::unix::fs::MetadataExt;
+        let canonical = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        let meta = std::fs::metadata(&canonical).map_err(|e| Error::io(path, e))?;
+        Ok(SourceFile {
+            path: canonical.display().to_string(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
@@ -150,6 +184,8 @@ struct Entry {
     wanted: u64,
     /// Where the profile was parsed from (for messages).
     source: String,
+    /// The file it was parsed from, when known.
+    file: Option<SourceFile>,
     /// `(structure, field path, offset, size)` of each wanted field the profile has.
     fields: Vec<(String, String, u64, Option<u64>)>,
     /// `(name, RVA)` of each wanted symbol the profile has.
@@ -189,7 +225,7 @@ impl TypeSource for CachedTypes {
 }
 
 /// The bytes of the cache file for `profile` under `key`: the fields and symbols of `wanted`
-/// that the profile has.
+/// that the profile has, and the file it was parsed from.
 ///
 /// # Errors
 /// [`Error::Malformed`] if `wanted` is longer than [`MAX_WANTED`] or a value is out of the
@@ -198,6 +234,7 @@ pub fn encode_profile_entry(
     key: &ProfileKey,
     profile: &Profile,
     wanted: Wanted,
+    file: Option<&SourceFile>,
 ) -> Result<Vec<u8>> {
     let refuse = |why: String| Error::malformed(WHAT, key.file_name(), why);
     if wanted.fields().count() > MAX_WANTED || wanted.symbols().count() > MAX_WANTED {
@@ -234,12 +271,25 @@ pub fn encode_profile_entry(
             .chars()
             .take(MAX_SOURCE)
             .collect(),
+        file: file.filter(|f| f.path.len() <= MAX_SOURCE).cloned(),
         fields,
         symbols,
         check: 0,
     };
     entry.check = entry.checksum();
     serde_json::to_vec_pretty(&entry).map_err(|e| refuse(e.to_string()))
+}
+
+/// A cache file, parsed and validated.
+#[derive(Debug)]
+pub struct ProfileEntry {
+    /// The profile it is for.
+    pub key: ProfileKey,
+    /// The fields and symbols of the [`Wanted`] list it was parsed for that the original
+    /// profile had; nothing else.
+    pub profile: Profile,
+    /// The file the profile was parsed from, when the entry records it.
+    pub file: Option<SourceFile>,
 }
 
 /// Parse and validate a cache file's bytes into the key it is for and the profile it holds
@@ -249,7 +299,7 @@ pub fn encode_profile_entry(
 /// [`Error::Malformed`] naming what is wrong: too long, not JSON of this format and version, a
 /// checksum that does not match, a key that is not one, made for another field list, a name
 /// not in `wanted` or given twice, an offset, size or RVA out of range.
-pub fn parse_profile_entry(bytes: &[u8], wanted: Wanted) -> Result<(ProfileKey, Profile)> {
+pub fn parse_profile_entry(bytes: &[u8], wanted: Wanted) -> Result<ProfileEntry> {
     let bad = |why: String| Error::malformed(WHAT, "entry", why);
     if bytes.len() as u64 > MAX_PROFILE_ENTRY {
         return Err(bad(format!(
@@ -277,7 +327,7 @@ pub fn parse_profile_entry(bytes: &[u8], wanted: Wanted) -> Result<(ProfileKey, 
             "made for another list of fields and symbols (another xenvmi version)".into(),
         ));
     }
-    if e.source.len() > MAX_SOURCE {
+    if e.source.len() > MAX_SOURCE || e.file.as_ref().is_some_and(|f| f.path.len() > MAX_SOURCE) {
         return Err(bad(format!("a source name longer than {MAX_SOURCE} bytes")));
     }
     let mut fields: Vec<(String, String, Field)> =
@@ -322,7 +372,11 @@ pub fn parse_profile_entry(bytes: &[u8], wanted: Wanted) -> Result<(ProfileKey, 
         }),
         symbols: b.build(),
     };
-    Ok((key, profile))
+    Ok(ProfileEntry {
+        key,
+        profile,
+        file: e.file,
+    })
 }
 
 /// Where a profile from [`ProfileCache::get_or_load`] came from.
@@ -339,7 +393,7 @@ pub enum ProfileOrigin {
 /// Counters of what a [`ProfileCache`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProfileCacheStats {
-    /// Profiles parsed (no usable entry in memory or on disk).
+    /// Profiles parsed and kept (no usable entry in memory or on disk).
     pub parsed: usize,
     /// Profiles shared from memory.
     pub memory_hits: usize,
@@ -355,6 +409,7 @@ pub struct ProfileCacheStats {
 
 struct Shared {
     key: ProfileKey,
+    file: Option<SourceFile>,
     types: Arc<dyn TypeSource + Send + Sync>,
     symbols: SymbolTable,
 }
@@ -454,8 +509,8 @@ impl ProfileCache {
     }
 
     /// The profile for `key`: from memory, else from the cache directory (an entry that
-    /// [`parse_profile_entry`] accepts for this key and `check` accepts), else from `load`,
-    /// which is then kept in memory and written to the directory (the `wanted` part).
+    /// [`parse_profile_entry`] accepts for this key and `check` accepts), else from `load`
+    /// (the profile and the file it was parsed from), which is then kept ([`ProfileCache::insert`]).
     ///
     /// # Errors
     /// Only `load`'s: a cache problem is never an error (a rejected entry is recorded in
@@ -465,27 +520,62 @@ impl ProfileCache {
         key: &ProfileKey,
         wanted: Wanted,
         check: &dyn Fn(&Profile) -> Result<()>,
-        load: impl FnOnce() -> Result<Profile>,
+        load: impl FnOnce() -> Result<(Profile, Option<SourceFile>)>,
     ) -> Result<(Profile, ProfileOrigin)> {
-        if let Some(s) = lock(&self.profiles).iter().find(|s| s.key == *key) {
+        if let Some(hit) = self.lookup(key, wanted, check, None) {
+            return Ok(hit);
+        }
+        let (profile, file) = load()?;
+        Ok((
+            self.insert(key, profile, wanted, file),
+            ProfileOrigin::Parsed,
+        ))
+    }
+
+    /// The profile for `key` from memory or from the cache directory, without parsing
+    /// anything; with `file`, only one made from that file as it is now. An entry that fails
+    /// [`parse_profile_entry`], `check` or the `file` comparison is rejected (recorded in
+    /// [`ProfileCache::rejections`]).
+    pub fn lookup(
+        &self,
+        key: &ProfileKey,
+        wanted: Wanted,
+        check: &dyn Fn(&Profile) -> Result<()>,
+        file: Option<&SourceFile>,
+    ) -> Option<(Profile, ProfileOrigin)> {
+        let in_memory = lock(&self.profiles)
+            .iter()
+            .find(|s| s.key == *key && file.is_none_or(|f| s.file.as_ref() == Some(f)))
+            .map(Shared::profile);
+        if let Some(p) = in_memory {
             self.count(|c| c.memory_hits += 1);
-            return Ok((s.profile(), ProfileOrigin::Memory));
+            return Some((p, ProfileOrigin::Memory));
         }
-        if let Some(profile) = self.load_file(key, wanted, check) {
-            self.count(|c| c.disk_hits += 1);
-            return Ok((self.remember(key, profile), ProfileOrigin::Disk));
-        }
-        let profile = load()?;
+        let entry = self.load_file(key, wanted, check, file)?;
+        self.count(|c| c.disk_hits += 1);
+        let p = self.remember(key, entry.profile, entry.file);
+        Some((p, ProfileOrigin::Disk))
+    }
+
+    /// Keep a profile just parsed for `key` (from `file`): in memory, and its `wanted` part
+    /// in the cache directory. Returns the profile, now shared.
+    pub fn insert(
+        &self,
+        key: &ProfileKey,
+        profile: Profile,
+        wanted: Wanted,
+        file: Option<SourceFile>,
+    ) -> Profile {
         self.count(|c| c.parsed += 1);
         if let Some(dir) = self.dir.as_deref() {
-            let written = encode_profile_entry(key, &profile, wanted)
+            let written = encode_profile_entry(key, &profile, wanted, file.as_ref())
                 .and_then(|bytes| write_entry(dir, &key.file_name(), &bytes, WHAT));
             match written {
                 Ok(()) => self.count(|c| c.disk_written += 1),
                 Err(_) => self.count(|c| c.write_errors += 1),
             }
         }
-        Ok((self.remember(key, profile), ProfileOrigin::Parsed))
+        self.remember(key, profile, file)
     }
 
     /// The directory's entry for `key`, validated; `None` (with a rejection recorded if there
@@ -495,7 +585,8 @@ impl ProfileCache {
         key: &ProfileKey,
         wanted: Wanted,
         check: &dyn Fn(&Profile) -> Result<()>,
-    ) -> Option<Profile> {
+        file: Option<&SourceFile>,
+    ) -> Option<ProfileEntry> {
         let dir = self.dir.as_deref().filter(|d| trusted(d))?;
         let path = dir.join(key.file_name());
         let bytes = match read_entry(&path, MAX_PROFILE_ENTRY, WHAT) {
@@ -508,18 +599,24 @@ impl ProfileCache {
                 return None;
             }
         };
-        let checked = parse_profile_entry(&bytes, wanted).and_then(|(k, p)| {
-            if k != *key {
-                return Err(Error::malformed(
-                    WHAT,
-                    "entry",
-                    format!("it is for {k}, not {key}"),
-                ));
+        let bad = |why: String| Error::malformed(WHAT, "entry", why);
+        let checked = parse_profile_entry(&bytes, wanted).and_then(|e| {
+            if e.key != *key {
+                return Err(bad(format!("it is for {}, not {key}", e.key)));
             }
-            check(&p).map(|()| p)
+            if let Some(f) = file.filter(|&f| e.file.as_ref() != Some(f)) {
+                return Err(bad(format!(
+                    "it was made from {}, not from {} as it is now",
+                    e.file
+                        .as_ref()
+                        .map_or("an unrecorded file".into(), |g| format!("{g:?}")),
+                    f.path
+                )));
+            }
+            check(&e.profile).map(|()| e)
         });
         match checked {
-            Ok(p) => Some(p),
+            Ok(e) => Some(e),
             Err(e) => {
                 self.reject(&path, e.to_string());
                 None
@@ -527,9 +624,10 @@ impl ProfileCache {
         }
     }
 
-    fn remember(&self, key: &ProfileKey, profile: Profile) -> Profile {
+    fn remember(&self, key: &ProfileKey, profile: Profile, file: Option<SourceFile>) -> Profile {
         let shared = Shared {
             key: key.clone(),
+            file,
             types: Arc::from(profile.types),
             symbols: profile.symbols,
         };
