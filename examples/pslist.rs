@@ -23,10 +23,10 @@
 //! With no profile given, what discovery learns about the kernel build is kept in the build
 //! cache (`~/.cache/xenvmi`, or `$XDG_CACHE_HOME/xenvmi`, or `$XENVMI_CACHE_DIR`) and the next
 //! run on a guest of the same build reuses it after checking it against the guest
-//! (`docs/performance.md`). For Windows with a profile directory, the walkers' part of the
-//! profile is kept there too, keyed by the kernel's PDB GUID and age, so the next run does not
-//! decompress or parse the ISF (or read the PDB). `--no-cache` or `XENVMI_CACHE=off` turns
-//! both off.
+//! (`docs/performance.md`). For Windows, the walkers' part of the profile is kept there too,
+//! keyed by the kernel's PDB GUID and age (and, for a profile file, made from that file as it
+//! is), so the next run does not decompress or parse the ISF (or read the PDB). `--no-cache`
+//! or `XENVMI_CACHE=off` turns both off.
 
 mod common;
 
@@ -331,8 +331,8 @@ mod windows {
         } else {
             WindowsProfile::Isf(profile.to_path_buf())
         };
-        // A directory's profile is parsed once per build: later runs read the walkers' part
-        // from the cache directory (the kernel-build cache's), keyed by PDB GUID and age.
+        // A profile is parsed once per build: later runs read the walkers' part from the
+        // cache directory (the kernel-build cache's), keyed by PDB GUID and age.
         let cache = if no_cache {
             ProfileCache::in_memory()
         } else {
