@@ -541,7 +541,13 @@ impl Windows {
             *pending = Pending::Loaded(profile, id);
         }
         let (profile, name) = match pending {
-            Pending::File(..) => unreachable!("replaced above"),
+            // Replaced by `Loaded` above; kept as an error rather than a panic.
+            Pending::File(path, ..) => {
+                return Err(reject(format!(
+                    "the profile {} was not loaded",
+                    path.display()
+                )))
+            }
             Pending::Loaded(p, id) => {
                 if let (Some(cv), Some((guid, age))) = (&c.codeview, id.as_ref()) {
                     if !cv.guid_string().eq_ignore_ascii_case(guid) || cv.age != *age {
