@@ -7,7 +7,9 @@
 //! the caller says it uses ([`Wanted`]: the fields and symbols of its walkers) is then written
 //! to `windows-<pdb name>-<GUID>-<age>.json`, resolved (offsets, sizes, RVAs). The next run
 //! reads that instead of the profile: no decompression, no ISF or PDB parsing. A profile read
-//! from disk answers only the wanted fields and symbols.
+//! from disk answers only the wanted fields and symbols; a profile held in memory is what was
+//! kept (the whole profile when it was parsed in this process), so one cache serves one
+//! [`Wanted`] list.
 //!
 //! The file is input: it is read (no symbolic link) up to [`MAX_PROFILE_ENTRY`] bytes and
 //! validated whole by [`parse_profile_entry`] (format and version, a checksum, the key it is
