@@ -1,6 +1,7 @@
 //! Criterion benches for Windows guests: PE export iteration on a real file (Wine 8.0's
 //! ntoskrnl.exe, downloaded by `scripts/setup.sh`), and kernel discovery and the walks on a
-//! synthetic guest laid out by the real Windows 11 22000 ISF (`tests/support/windows_guest.rs`).
+//! synthetic guest laid out by the real Windows 11 22000 ISF (`tests/support/windows_guest.rs`),
+//! and the profile itself: that ISF parsed, against its profile cache entry read and checked.
 //! Results: `docs/performance.md`.
 //!
 //! `cargo bench --bench windows`
@@ -117,5 +118,46 @@ fn windows(c: &mut Criterion) {
     grp.finish();
 }
 
-criterion_group!(benches, pe, windows);
+/// The profile: the Windows 11 22000 ISF read, xz-decoded and parsed (what a cold run pays),
+/// against its profile cache entry read from a cache directory, validated and checked (what a
+/// warm run pays instead), each through `Windows::discover_cached` on the synthetic guest.
+fn profile(c: &mut Criterion) {
+    use xenvmi::os::profile::cache::ProfileCache;
+    use xenvmi::os::windows::Hints;
+    let (file, build) = PROFILES[2];
+    let g = WinGuest::build(&load_isf(file), WinSpec::typical(build));
+    let regs = g.registers();
+    let mem = GuestMemory::new(g.snapshot());
+    let isfs = support::windows_guest::isf_dir();
+    let dir = std::env::temp_dir().join(format!("xenvmi-bench-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let discover = |cache: &ProfileCache| {
+        Windows::discover_cached(
+            &mem,
+            &regs,
+            WindowsProfile::Directory(isfs.clone()),
+            &Hints::default(),
+            cache,
+        )
+        .unwrap()
+    };
+    discover(&ProfileCache::with_dir(&dir)); // writes the entry
+    let mut grp = c.benchmark_group("windows_profile");
+    grp.sample_size(10);
+    grp.bench_function("discover_parsing_the_isf", |b| {
+        b.iter(|| discover(&ProfileCache::in_memory()))
+    });
+    grp.bench_function("discover_from_the_cache_entry", |b| {
+        b.iter(|| {
+            let cache = ProfileCache::with_dir(&dir);
+            let w = discover(&cache);
+            assert_eq!(cache.stats().disk_hits, 1);
+            w
+        })
+    });
+    grp.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, pe, windows, profile);
 criterion_main!(benches);

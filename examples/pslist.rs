@@ -25,7 +25,10 @@
 //! With no profile given, what discovery learns about the kernel build is kept in the build
 //! cache (`~/.cache/xenvmi`, or `$XDG_CACHE_HOME/xenvmi`, or `$XENVMI_CACHE_DIR`) and the next
 //! run on a guest of the same build reuses it after checking it against the guest
-//! (`docs/performance.md`). `--no-cache` or `XENVMI_CACHE=off` turns it off.
+//! (`docs/performance.md`). For Windows, the walkers' part of the profile is kept there too,
+//! keyed by the kernel's PDB GUID and age (and, for a profile file, made from that file as it
+//! is), so the next run does not decompress or parse the ISF (or read the PDB). `--no-cache`
+//! or `XENVMI_CACHE=off` turns both off.
 
 mod common;
 
@@ -127,7 +130,7 @@ fn run() -> Result<(), String> {
     let snap =
         Snapshot::open(&image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
     if let Some(profile) = &args.windows {
-        return windows::run(snap, &image, profile, args.json, args.dlls);
+        return windows::run(snap, &image, profile, args.json, args.dlls, args.no_cache);
     }
     if snap.format() == xenvmi::backend::snapshot::Format::WindowsCrashDump {
         return Err(format!(
@@ -299,6 +302,7 @@ mod windows {
 
     use xenvmi::backend::snapshot::Snapshot;
     use xenvmi::mem::GuestMemory;
+    use xenvmi::os::profile::cache::ProfileCache;
     use xenvmi::os::terminal_safe as safe;
     use xenvmi::os::windows::{
         crashing_processor, CrashingCpu, Hints, Windows, WindowsProfile, MAX_PROCESSORS,
@@ -311,6 +315,7 @@ mod windows {
         profile: &Path,
         json: bool,
         dlls: bool,
+        no_cache: bool,
     ) -> Result<(), String> {
         let format = snap.format();
         let regs = snap.all_registers().to_vec();
@@ -328,8 +333,21 @@ mod windows {
         } else {
             WindowsProfile::Isf(profile.to_path_buf())
         };
-        let w = Windows::discover_with(&mem, &regs, source, &hints)
+        // A profile is parsed once per build: later runs read the walkers' part from the
+        // cache directory (the kernel-build cache's), keyed by PDB GUID and age.
+        let cache = if no_cache {
+            ProfileCache::in_memory()
+        } else {
+            ProfileCache::from_env()
+        };
+        let w = Windows::discover_cached(&mem, &regs, source, &hints, &cache)
             .map_err(|e| format!("{}: {e}", image.display()))?;
+        for why in cache.rejections() {
+            eprintln!(
+                "pslist: profile cache entry rejected, profile parsed again: {}",
+                safe(&why)
+            );
+        }
         let mut errors = Vec::new();
         let mut processes = Vec::new();
         for p in w.processes(&mem) {

@@ -44,6 +44,7 @@ pub mod alert;
 pub mod attest;
 pub mod backend;
 pub(crate) mod bytes;
+pub(crate) mod cachedir;
 pub mod capi;
 pub mod capture;
 pub mod error;

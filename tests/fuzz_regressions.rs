@@ -257,6 +257,37 @@ fn build_cache_inputs() {
 }
 
 #[test]
+fn profile_cache_inputs() {
+    // The seeds are real profile cache files (pslist's, on the Windows 11 22000 guest); each
+    // must parse, for the key its name gives.
+    use xenvmi::os::profile::cache::parse_profile_entry;
+    use xenvmi::os::windows::PROFILE_WANTED;
+    let all = inputs("profile_cache");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        let got = parse_profile_entry(&data, PROFILE_WANTED);
+        if name.contains("/seeds/") {
+            let e = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(name.ends_with(&e.key.file_name()), "{name} holds {}", e.key);
+            assert_eq!(e.key.guid(), "0CE4A95C0CD782A7596B034D8648E585", "{name}");
+            assert!(e.file.is_some(), "{name}");
+            // The RVA the fixture ISF gives (what the ISF test suite reads from it).
+            let isf = xenvmi::os::profile::isf::Isf::from_file(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                    "fixtures/windows-isf/ntkrnlmp-0CE4A95C0CD782A7596B034D8648E585-1.json.xz",
+                ),
+            )
+            .unwrap();
+            assert_eq!(
+                e.profile.symbols.get("PsActiveProcessHead"),
+                isf.symbols().get("PsActiveProcessHead"),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
 fn policy_config_inputs() {
     use xenvmi::alert::syslog::parse_target;
     use xenvmi::policy::{PolicyOptions, PolicySet, Remediation};

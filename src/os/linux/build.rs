@@ -53,38 +53,7 @@ pub(super) const BTF_ANCHOR: usize = 4096;
 /// Most builds one [`BuildCache`] holds in memory (the oldest is dropped past this).
 pub const MAX_BUILDS_IN_MEMORY: usize = 64;
 
-/// A 64-bit hash of bytes (four independent multiply-rotate lanes over 8-byte words, then a
-/// finaliser): an identity for the `.BTF` section, not a defence against collisions crafted on
-/// purpose (a cached build is checked against the guest's memory before use anyway).
-pub(super) fn hash64(data: &[u8]) -> u64 {
-    const K: [u64; 4] = [
-        0x9e37_79b9_7f4a_7c15,
-        0xc2b2_ae3d_27d4_eb4f,
-        0x1656_67b1_9e37_79f9,
-        0xd6e8_feb8_6659_fd93,
-    ];
-    let mut lanes = K;
-    let mut chunks = data.chunks_exact(32);
-    for c in &mut chunks {
-        for (i, lane) in lanes.iter_mut().enumerate() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&c[i * 8..i * 8 + 8]);
-            *lane = (*lane ^ u64::from_le_bytes(w))
-                .wrapping_mul(K[i])
-                .rotate_left(31);
-        }
-    }
-    let mut h = data.len() as u64;
-    for (i, lane) in lanes.iter().enumerate() {
-        h = (h ^ lane).wrapping_mul(K[(i + 1) % 4]).rotate_left(27);
-    }
-    for &b in chunks.remainder() {
-        h = (h ^ b as u64).wrapping_mul(K[0]).rotate_left(13);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^ (h >> 33)
-}
+pub(super) use crate::cachedir::hash64;
 
 /// What identifies a `.BTF` section: its length, a hash of all of it, and hashes of its first
 /// and last 4 KiB (checked against a guest without reading the whole section).
@@ -297,11 +266,7 @@ pub struct BuildCache {
     stats: Mutex<CacheStats>,
 }
 
-/// `XENVMI_CACHE`: `off`, `0` or `no` keeps builds in memory only.
-pub const CACHE_ENV: &str = "XENVMI_CACHE";
-/// `XENVMI_CACHE_DIR`: the cache directory (default `$XDG_CACHE_HOME/xenvmi`, else
-/// `~/.cache/xenvmi`).
-pub const CACHE_DIR_ENV: &str = "XENVMI_CACHE_DIR";
+pub use crate::cachedir::{CACHE_DIR_ENV, CACHE_ENV};
 
 impl BuildCache {
     /// A cache in memory only: builds are shared by the guests of this process.
@@ -321,25 +286,7 @@ impl BuildCache {
     /// else the directory [`CACHE_DIR_ENV`] names, else `$XDG_CACHE_HOME/xenvmi`, else
     /// `$HOME/.cache/xenvmi`, else memory only.
     pub fn from_env() -> BuildCache {
-        let off = std::env::var_os(CACHE_ENV)
-            .is_some_and(|v| matches!(v.to_str(), Some("off" | "0" | "no" | "false")));
-        if off {
-            return BuildCache::in_memory();
-        }
-        let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-        let dir = std::env::var_os(CACHE_DIR_ENV)
-            .and_then(abs)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME")
-                    .and_then(abs)
-                    .map(|d| d.join("xenvmi"))
-            })
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .and_then(abs)
-                    .map(|d| d.join(".cache").join("xenvmi"))
-            });
-        match dir {
+        match crate::cachedir::dir_from_env() {
             Some(d) => BuildCache::with_dir(d),
             None => BuildCache::in_memory(),
         }
@@ -446,19 +393,6 @@ impl TypeSource for OffsetsOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hash_depends_on_every_byte_and_the_length() {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
-        let h = hash64(&data);
-        for i in [0, 31, 32, 500, 999] {
-            let mut d = data.clone();
-            d[i] ^= 1;
-            assert_ne!(hash64(&d), h, "byte {i}");
-        }
-        assert_ne!(hash64(&data[..999]), h);
-        assert_ne!(hash64(&[]), hash64(&[0]));
-    }
 
     #[test]
     fn fingerprint_ends_cover_short_sections_whole() {

@@ -5,12 +5,9 @@
 //!
 //! A cache file is input like any other: it is opened with `O_NOFOLLOW`, read up to
 //! [`MAX_CACHE_ENTRY`] bytes, and validated whole ([`parse_entry`]) before the build it
-//! describes is checked against the guest (`KernelBuild::matches`). Files are written to a
-//! temporary name and renamed, so a reader never sees half of one; the directory is used only
-//! if it belongs to the user and no one else can write to it.
+//! describes is checked against the guest (`KernelBuild::matches`). The directory, reading and
+//! writing are `crate::cachedir`'s, shared with the Windows profile cache.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::build::{hash64, Fingerprint, KernelBuild, OffsetsOnly, REQUIRED_SYMBOLS, WALK_SYMBOLS};
 use super::{Offsets, Placement, DEFAULT_TEXT, MAX_BANNER, MAX_BTF};
 use crate::backend::PhysicalMemory;
+use crate::cachedir::{read_entry, trusted, write_entry};
 use crate::error::{Error, Result};
 use crate::mem::GuestMemory;
 use crate::os::profile::SymbolTableBuilder;
@@ -261,19 +259,6 @@ fn check_offsets(o: &Offsets) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Whether `dir` may be trusted: a directory of this user that no one else can write to.
-fn trusted(dir: &Path) -> bool {
-    let me = effective_uid();
-    std::fs::symlink_metadata(dir)
-        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
-}
-
-/// The effective user id without `unsafe`: `/proc/self` is owned by the process's effective
-/// user (no user owns `u32::MAX`, so without `/proc` no directory is trusted).
-fn effective_uid() -> u32 {
-    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
-}
-
 /// Look in `dir` for the build of the guest `p` points at. Returns the build that passed
 /// `KernelBuild::matches`, if any, and how many files were read and refused.
 pub(super) fn load_matching<B: PhysicalMemory>(
@@ -312,11 +297,7 @@ pub(super) fn load_matching<B: PhysicalMemory>(
             continue;
         }
         let path = entry.path();
-        let build = crate::file::open_regular(&path, true)
-            .and_then(|(f, meta)| {
-                crate::file::read_open_capped(f, &meta, &path, MAX_CACHE_ENTRY, WHAT)
-            })
-            .and_then(|bytes| parse_entry(&bytes));
+        let build = read_entry(&path, MAX_CACHE_ENTRY, WHAT).and_then(|bytes| parse_entry(&bytes));
         match build {
             Ok(b) if b.matches(mem, p) => return (Some(b), rejected),
             _ => rejected += 1,
@@ -325,8 +306,8 @@ pub(super) fn load_matching<B: PhysicalMemory>(
     (None, rejected)
 }
 
-/// Write `build`'s cache file into `dir` (created private to the user if missing): to a
-/// temporary file first, then renamed over any older file of the same name.
+/// Write `build`'s cache file into `dir` (`cachedir::write_entry`: created private to the
+/// user if missing, written to a temporary file first, then renamed).
 ///
 /// # Errors
 /// [`Error::Io`] naming the directory or file; [`Error::Malformed`] if the build cannot be
@@ -335,41 +316,8 @@ pub(super) fn store(dir: &Path, build: &KernelBuild) -> Result<()> {
     let bytes = encode(build)?;
     let btf = build.identity.btf.map_or(0, |f| f.hash);
     let banner_rel = build.rel("linux_banner").unwrap_or(0);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    if !trusted(dir) {
-        return Err(Error::malformed(
-            WHAT,
-            dir.display().to_string(),
-            "the cache directory is not this user's alone (owner, or writable by others)",
-        ));
-    }
     let name = file_name(&build.identity.banner, banner_rel, btf);
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(&name))
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(&tmp, e)
-    })
+    write_entry(dir, &name, &bytes, WHAT)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub mod btf;
+pub mod cache;
 pub mod isf;
 pub mod kallsyms;
 pub mod pdb;

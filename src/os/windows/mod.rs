@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::mem::{mapped_ranges, AddressSpace, GuestMemory, PageSize, Walk};
 use crate::os::list::ListWalk;
 use crate::os::pe::{CodeView, MappedImage, Pe};
+use crate::os::profile::cache::{ProfileCache, ProfileKey, SourceFile, Wanted};
 use crate::os::profile::isf::Isf;
 use crate::os::profile::pdb::{symbol_store_path, Pdb};
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
@@ -318,10 +319,15 @@ impl std::fmt::Debug for Windows {
     }
 }
 
-/// The profile as resolved: either loaded already, or to be picked by the kernel's GUID.
-enum Pending {
+/// The profile as resolved: loaded already; to be picked by the kernel's GUID from a
+/// directory (through a cache: the caller's, or one for this discovery so that a file is parsed
+/// once whatever the number of candidates); or one file, taken from the caller's cache if it
+/// holds the kernel's GUID and age made from this file as it is, else parsed at the first
+/// candidate (then `Loaded`).
+enum Pending<'c> {
     Loaded(Profile, Option<(String, u32)>),
-    Directory(PathBuf),
+    Directory(PathBuf, &'c ProfileCache),
+    File(PathBuf, &'c ProfileCache, SourceFile),
 }
 
 /// One discovery's inputs, for searching one address space after another.
@@ -388,9 +394,12 @@ impl<B: PhysicalMemory> Search<'_, B> {
                     continue;
                 }
                 seen.push(c.base.0);
+                let profile_file = matches!(pending, Pending::File(..));
                 match Windows::accept(mem, c, root, pending) {
                     Ok(w) => return Ok(Some(w)),
                     Err(e @ Error::Io { .. }) => return Err(e),
+                    // The one profile file given cannot be read: no candidate can use it.
+                    Err(e @ Error::Malformed { .. }) if profile_file => return Err(e),
                     Err(e) => tried.push(e.to_string()),
                 }
             }
@@ -438,25 +447,59 @@ impl Windows {
         profile: WindowsProfile,
         hints: &Hints,
     ) -> Result<Windows> {
+        Self::discover_inner(mem, regs, profile, hints, None)
+    }
+
+    /// [`Windows::discover_with`] taking the profile from `cache` when it holds the kernel's
+    /// PDB GUID and age: from memory (another guest of this process), or from its directory (a
+    /// cache file written by an earlier run: no ISF is decompressed or parsed, no PDB read).
+    /// For [`WindowsProfile::Isf`] (one file) only a profile made from that file, as it is now
+    /// (path, length, modification time), is taken, and the file is parsed only when there is
+    /// none; for [`WindowsProfile::Directory`] the GUID and age decide. Otherwise the profile
+    /// is found and parsed as without a cache, once, and kept in the cache (a file's only
+    /// under its own GUID and age). A profile from the directory holds only what the walkers
+    /// read ([`PROFILE_WANTED`]: processes, modules, DLLs, processors), so [`Windows::symbol`]
+    /// and [`Windows::types`] answer nothing else. [`WindowsProfile::Loaded`] does not use
+    /// the cache.
+    ///
+    /// # Errors
+    /// As [`Windows::discover`]; a cache problem is never an error (see
+    /// [`ProfileCache::rejections`]).
+    pub fn discover_cached<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        regs: &[Registers],
+        profile: WindowsProfile,
+        hints: &Hints,
+        cache: &ProfileCache,
+    ) -> Result<Windows> {
+        Self::discover_inner(mem, regs, profile, hints, Some(cache))
+    }
+
+    fn discover_inner<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        regs: &[Registers],
+        profile: WindowsProfile,
+        hints: &Hints,
+        cache: Option<&ProfileCache>,
+    ) -> Result<Windows> {
         let image = mem.backend().name().to_owned();
         let not_found = |reason: String| Error::OsNotFound {
             os: "Windows",
             image: image.clone(),
             reason,
         };
+        let local = ProfileCache::in_memory();
         let mut pending = match profile {
-            WindowsProfile::Isf(path) if is_pdb_path(&path) => {
-                let pdb = Pdb::from_file(&path)?;
-                let id = Some((pdb.guid().to_owned(), pdb.age()));
-                Pending::Loaded(profile_from_pdb(pdb), id)
+            WindowsProfile::Isf(path) if cache.is_some() => {
+                let file = SourceFile::of(&path)?;
+                Pending::File(path, cache.unwrap_or(&local), file)
             }
             WindowsProfile::Isf(path) => {
-                let isf = Isf::from_file(&path)?;
-                let id = isf_pdb_id(&isf);
-                Pending::Loaded(profile_from_isf(isf), id)
+                let (profile, id) = load_file(&path)?;
+                Pending::Loaded(profile, id)
             }
             WindowsProfile::Loaded(p) => Pending::Loaded(p, None),
-            WindowsProfile::Directory(dir) => Pending::Directory(dir),
+            WindowsProfile::Directory(dir) => Pending::Directory(dir, cache.unwrap_or(&local)),
         };
 
         // Address spaces to look in: the hint's, then every vCPU's (deduplicated).
@@ -635,12 +678,19 @@ impl Windows {
 
         // 3. The System process, with the profile's _EPROCESS layout (or, for a directory,
         // each ISF's there: the kernel's GUID is not known yet).
+        // One profile file (to be taken from a cache by GUID): its layout is needed before the
+        // GUID is known, so it is parsed now, once, and used as loaded from here on.
+        if let Pending::File(path, ..) = pending {
+            let (profile, id) = load_file(&path.clone())?;
+            *pending = Pending::Loaded(profile, id);
+        }
         let layouts: Vec<Offsets> = match pending {
             Pending::Loaded(p, _) => Offsets::from_types(p.types.as_ref())
                 .ok()
                 .into_iter()
                 .collect(),
-            Pending::Directory(dir) => directory_layouts(dir),
+            Pending::Directory(dir, _) => directory_layouts(dir),
+            Pending::File(..) => Vec::new(),
         };
         if layouts.is_empty() {
             reasons.push(
@@ -693,7 +743,41 @@ impl Windows {
             image: mem.backend().name().to_owned(),
             reason: format!("kernel candidate at {}: {reason}", c.base),
         };
+        if let Pending::File(path, cache, file) = pending {
+            let key = c
+                .codeview
+                .as_ref()
+                .and_then(|cv| ProfileKey::new(cv.pdb_name(), &cv.guid_string(), cv.age));
+            let hit = key
+                .as_ref()
+                .and_then(|k| cache.lookup(k, PROFILE_WANTED, &check_profile, Some(file)));
+            if let Some((profile, _)) = hit {
+                let name = profile.types.source_name().to_owned();
+                return Self::with_profile(mem, &c, root, profile, name)
+                    .map_err(|failed| reject(failed.0.to_string()));
+            }
+            let (profile, id) = load_file(path)?;
+            // Kept only under the key it was made for (its own GUID and age).
+            let profile = match key {
+                Some(k)
+                    if id
+                        .as_ref()
+                        .is_some_and(|(g, a)| g == k.guid() && *a == k.age()) =>
+                {
+                    cache.insert(&k, profile, PROFILE_WANTED, Some(file.clone()))
+                }
+                _ => profile,
+            };
+            *pending = Pending::Loaded(profile, id);
+        }
         let (profile, name) = match pending {
+            // Replaced by `Loaded` above; kept as an error rather than a panic.
+            Pending::File(path, ..) => {
+                return Err(reject(format!(
+                    "the profile {} was not loaded",
+                    path.display()
+                )))
+            }
             Pending::Loaded(p, id) => {
                 if let (Some(cv), Some((guid, age))) = (&c.codeview, id.as_ref()) {
                     if !cv.guid_string().eq_ignore_ascii_case(guid) || cv.age != *age {
@@ -710,19 +794,14 @@ impl Windows {
                 let name = p.types.source_name().to_owned();
                 (std::mem::replace(p, empty_profile()), name)
             }
-            Pending::Directory(dir) => {
+            Pending::Directory(dir, cache) => {
                 let Some(cv) = &c.codeview else {
                     return Err(reject(
                         "its header has no CodeView record, so no profile can be chosen from a directory: pass the ISF file".into(),
                     ));
                 };
-                let path = find_profile(dir, cv)?;
-                let name = path.display().to_string();
-                let profile = if is_pdb_path(&path) {
-                    profile_from_pdb(Pdb::from_file(&path)?)
-                } else {
-                    profile_from_isf(Isf::from_file(&path)?)
-                };
+                let profile = load_from_directory(dir, cv, cache)?;
+                let name = profile.types.source_name().to_owned();
                 (profile, name)
             }
         };
@@ -1178,12 +1257,54 @@ fn directory_layouts(dir: &Path) -> Vec<Offsets> {
     layouts
 }
 
-/// Find the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an ISF.
-fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
+/// The fields and symbols the walkers read: what a profile cache file keeps
+/// ([`Windows::discover_cached`]).
+pub const PROFILE_WANTED: Wanted<'static> = Wanted {
+    fields: &[&FIELDS, &CPU_FIELDS],
+    symbols: &[&SYMBOLS, &CPU_SYMBOLS],
+};
+
+/// Whether a profile has what [`Windows`] needs: every required walker offset and
+/// `PsActiveProcessHead` (a cache file without them is rejected, not used).
+fn check_profile(profile: &Profile) -> Result<()> {
+    Offsets::from_types(profile.types.as_ref())?;
+    profile.symbols.require("PsActiveProcessHead")?;
+    Ok(())
+}
+
+/// The profile for `cv` from `dir` ([`find_profile`]), through `cache`.
+fn load_from_directory(dir: &Path, cv: &CodeView, cache: &ProfileCache) -> Result<Profile> {
+    let parse = || find_profile(dir, cv).map(|(path, p)| (p, SourceFile::of(&path).ok()));
+    match ProfileKey::new(cv.pdb_name(), &cv.guid_string(), cv.age) {
+        Some(key) => cache
+            .get_or_load(&key, PROFILE_WANTED, &check_profile, parse)
+            .map(|(p, _)| p),
+        None => parse().map(|(p, _)| p),
+    }
+}
+
+/// Parse one profile file (a `.pdb` as a PDB, anything else as an ISF), with the PDB GUID and
+/// age it is for (an ISF's when its metadata records them).
+fn load_file(path: &Path) -> Result<(Profile, Option<(String, u32)>)> {
+    if is_pdb_path(path) {
+        let pdb = Pdb::from_file(path)?;
+        let id = Some((pdb.guid().to_owned(), pdb.age()));
+        Ok((profile_from_pdb(pdb), id))
+    } else {
+        let isf = Isf::from_file(path)?;
+        let id = isf_pdb_id(&isf);
+        Ok((profile_from_isf(isf), id))
+    }
+}
+
+/// Find and load the profile for `cv` in `dir`: the PDB where a symbol store keeps it, or an
+/// ISF. Each file is parsed at most once: the ISF whose metadata matches is the one returned
+/// (with its path).
+fn find_profile(dir: &Path, cv: &CodeView) -> Result<(PathBuf, Profile)> {
     let guid = cv.guid_string();
     let store = symbol_store_path(dir, cv.pdb_name(), &guid, cv.age);
     if let Some(store) = store.as_ref().filter(|p| p.is_file()) {
-        return Ok(store.clone());
+        return Ok((store.clone(), profile_from_pdb(Pdb::from_file(store)?)));
     }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut by_name = Vec::new();
@@ -1210,7 +1331,7 @@ fn find_profile(dir: &Path, cv: &CodeView) -> Result<PathBuf> {
         };
         if let Some((g, age)) = isf_pdb_id(&isf) {
             if g == guid && age == cv.age {
-                return Ok(path.clone());
+                return Ok((path.clone(), profile_from_isf(isf)));
             }
         }
     }
