@@ -13,7 +13,10 @@ cc=${CC:-cc}
 # shellcheck disable=SC2046
 $cc -std=c11 -Wall -Wextra -Werror tests/c/version_check.c $(pkg-config --cflags --libs xenvmi) -o "$T/version"
 LD_LIBRARY_PATH=$T/stage/usr/lib "$T/version"
-LD_LIBRARY_PATH=$T/stage/usr/lib ldd "$T/version" | grep -q "libxenvmi.so.0.1 => $T/stage/usr/lib/libxenvmi.so.0.1" \
+# (The output is taken whole before grep reads it: `ldd | grep -q` under pipefail fails when grep
+# exits at its match while ldd still writes, a race that a loaded machine loses.)
+deps=$(LD_LIBRARY_PATH=$T/stage/usr/lib ldd "$T/version")
+grep -q "libxenvmi.so.0.1 => $T/stage/usr/lib/libxenvmi.so.0.1" <<<"$deps" \
   || { echo "check-install: the program does not load the staged libxenvmi.so by its SONAME" >&2; exit 1; }
 # The fixture (unpacked by the test suite, or here from its .zst).
 F=target/xenvmi-fixtures/linux-6.1/vmcore.elf
@@ -25,7 +28,7 @@ for link in dynamic static; do
   [ $link = static ] && flags="$(pkg-config --cflags xenvmi) $(pkg-config --libs-only-L xenvmi) -Wl,-Bstatic -lxenvmi -Wl,-Bdynamic $(pkg-config --static --libs-only-l xenvmi | sed 's/-lxenvmi//')"
   # shellcheck disable=SC2086
   $cc -std=c11 -Wall -Itests/c tests/c/test_snapshot.c $flags -o "$T/snap-$link"
-  if [ $link = static ] && ldd "$T/snap-$link" | grep -q libxenvmi; then
+  if [ $link = static ] && grep -q libxenvmi <<<"$(ldd "$T/snap-$link")"; then
     echo "check-install: the static build still loads libxenvmi.so" >&2; exit 1
   fi
   out=$(LD_LIBRARY_PATH=$T/stage/usr/lib "$T/snap-$link" "$F" "$ISF")

@@ -38,7 +38,7 @@ static_libs=$(cargo rustc --release --lib "${features[@]}" --crate-type staticli
   | sed -n 's/.*native-static-libs: //p' | tail -n 1)
 [ -n "$static_libs" ] || { echo "install.sh: rustc did not report the static library's system libraries" >&2; exit 1; }
 so=target/release/libxenvmi.so
-readelf -d "$so" | grep -q "SONAME.*\[libxenvmi\.so\.$abi\]" \
+grep -q "SONAME.*\[libxenvmi\.so\.$abi\]" <<<"$(readelf -d "$so")" \
   || { echo "install.sh: $so has no SONAME libxenvmi.so.$abi (build.rs sets it)" >&2; exit 1; }
 L=$destdir$libdir; I=$destdir$prefix/include/xenvmi
 install -d "$L/pkgconfig" "$I"

@@ -9,10 +9,10 @@
 # temporary directory; tests that spawn processes are `#[cfg_attr(miri, ignore)]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if ! grep -q '^nightly' <<<"$(rustup toolchain list 2>/dev/null)"; then
   echo "SKIP miri: rustup has no nightly toolchain"; exit 0
 fi
-if ! cargo +nightly miri --version >/dev/null 2>&1 || ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
+if ! cargo +nightly miri --version >/dev/null 2>&1 || ! grep -q '^rust-src' <<<"$(rustup +nightly component list --installed 2>/dev/null)"; then
   if ! timeout 600 rustup component add --toolchain nightly miri rust-src; then
     echo "SKIP miri: the miri and rust-src components could not be installed"; exit 0
   fi

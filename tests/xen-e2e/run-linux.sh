@@ -182,7 +182,7 @@ if [ "$XLDC" = 1 ]; then
     pid=$(grep -a -oE "CR3 .* pid +[0-9]+  $w" "$LOG" | head -n 1 | grep -oE "pid +[0-9]+" | grep -oE "[0-9]+" || true)
     check "xenvmi ps in dom0 on the xl dump-core lists $w with the pid cr3-trace saw live (${pid:-none})" \
       "^XCPS: \"comm\":\"$w\".*\"pid\":${pid:-none}[,}]"
-    if [ -n "$pid" ] && [ -f "$OUT/xl.core" ] && "$R/xenvmi" ps "$OUT/xl.core" --json 2>/dev/null | tr '{' '\n' | grep -qE "^\"comm\":\"$w\".*\"pid\":$pid[,}]"; then
+    if [ -n "$pid" ] && [ -f "$OUT/xl.core" ] && grep -qE "^\"comm\":\"$w\".*\"pid\":$pid[,}]" <<<"$("$R/xenvmi" ps "$OUT/xl.core" --json 2>/dev/null | tr '{' '\n')"; then
       echo "ok   - xenvmi ps on the host on the xl dump-core (out disk) lists $w with pid $pid"
     else echo "FAIL - xenvmi ps on the host on the xl dump-core (out disk) does not list $w with pid ${pid:-none}"; fail=$((fail+1)); fi
   done
