@@ -7,11 +7,14 @@
 
 use crate::addr::{Gpa, Gva};
 
+mod guest;
 pub mod linux;
 pub(crate) mod list;
 pub mod pe;
 pub mod profile;
 pub mod windows;
+
+pub use guest::{Guest, GuestOs, OsInfo, OsKind};
 
 /// A process (a thread-group leader on Linux, an `EPROCESS` on Windows).
 #[derive(Clone, Debug, PartialEq, Eq)]

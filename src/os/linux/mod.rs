@@ -27,9 +27,9 @@ use crate::mem::{AddressSpace, GuestMemory, Walk};
 use crate::os::list::ListWalk;
 use crate::os::profile::btf::Btf;
 use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
-use crate::os::{Module, Process};
+use crate::os::{GuestOs, Module, Process};
 use crate::progress::{Progress, Stage};
-use crate::regs::{cr3_to_root, PagingMode, Registers};
+use crate::regs::{PagingMode, Registers};
 
 mod build;
 mod build_file;
@@ -767,10 +767,7 @@ impl Linux {
 
     /// Run-time address of a kernel symbol.
     pub fn symbol(&self, name: &str) -> Option<Gva> {
-        self.build
-            .symbols
-            .get(name)
-            .map(|a| Gva(a.wrapping_add(self.slide)))
+        GuestOs::symbol(self, name)
     }
 
     /// The symbol table (addresses as recorded; add [`Linux::slide`] for run-time ones).
@@ -788,11 +785,7 @@ impl Linux {
     /// # Errors
     /// [`Error::MissingSymbol`].
     pub fn require_symbol(&self, name: &str) -> Result<Gva> {
-        self.symbol(name).ok_or_else(|| Error::MissingSymbol {
-            symbol: name.into(),
-            source_name: self.build.symbols.source_name().into(),
-            hint: String::new(),
-        })
+        GuestOs::require_symbol(self, name)
     }
 
     /// Walk `init_task.tasks`: every thread-group leader except the idle task (pid 0), in list
@@ -951,24 +944,19 @@ impl Linux {
     }
 
     /// The process whose address space a CR3 value selects (PCID bits and the KPTI user bit
-    /// ignored), from an already-walked process list. A CR3 of the kernel's own page tables
-    /// (an idle vCPU) matches nothing here; see [`Linux::is_kernel_cr3`].
+    /// ignored), from an already-walked process list ([`GuestOs::owner_of_cr3`]). A CR3 of
+    /// the kernel's own page tables (an idle vCPU) matches nothing here; see
+    /// [`Linux::is_kernel_cr3`].
     pub fn owner_of_cr3<'p>(&self, processes: &'p [Process], cr3: u64) -> Option<&'p Process> {
-        let root = cr3_to_root(cr3);
-        let kernel_twin = Gpa(root.0 & !0x1000);
-        processes.iter().find(|p| p.dtb == Some(root)).or_else(|| {
-            processes
-                .iter()
-                .find(|p| root.0 & 0x1000 != 0 && p.dtb == Some(kernel_twin))
-        })
+        GuestOs::owner_of_cr3(self, processes, cr3)
     }
 
     /// Whether a CR3 value selects the kernel's own page tables (`init_mm`).
     pub fn is_kernel_cr3(&self, cr3: u64) -> bool {
-        cr3_to_root(cr3).0 & !0x1000 == self.info.kernel_space.root.0
+        GuestOs::is_kernel_cr3(self, cr3)
     }
 
-    /// Walk the task list and return the process owning `cr3`.
+    /// Walk the task list and return the process owning `cr3` ([`GuestOs::process_for_cr3`]).
     ///
     /// # Errors
     /// Errors of the task walk are skipped; none is returned.
@@ -977,8 +965,7 @@ impl Linux {
         mem: &GuestMemory<B>,
         cr3: u64,
     ) -> Option<Process> {
-        let procs: Vec<Process> = self.processes(mem).filter_map(|p| p.ok()).collect();
-        self.owner_of_cr3(&procs, cr3).cloned()
+        GuestOs::process_for_cr3(self, mem, cr3)
     }
 }
 

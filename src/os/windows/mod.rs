@@ -53,7 +53,7 @@ use crate::os::profile::cache::{ProfileCache, ProfileKey, SourceFile, Wanted};
 use crate::os::profile::isf::Isf;
 use crate::os::profile::pdb::{symbol_store_path, Pdb};
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
-use crate::os::{Module, Process};
+use crate::os::{GuestOs, Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
@@ -932,17 +932,11 @@ impl Windows {
 
     /// Run-time address of a kernel symbol (image base + RVA).
     pub fn symbol(&self, name: &str) -> Option<Gva> {
-        self.symbols
-            .get(name)
-            .map(|rva| self.info.kernel_base.wrapping_add(rva))
+        GuestOs::symbol(self, name)
     }
 
     fn require_symbol(&self, name: &str) -> Result<Gva> {
-        self.symbol(name).ok_or_else(|| Error::MissingSymbol {
-            symbol: name.into(),
-            source_name: self.symbols.source_name().into(),
-            hint: String::new(),
-        })
+        GuestOs::require_symbol(self, name)
     }
 
     /// The kernel's PE image in memory (for exports, sections, the CodeView record).
@@ -1151,23 +1145,19 @@ impl Windows {
     }
 
     /// The process whose address space a CR3 value selects (PCID bits ignored; the KVA-shadow
-    /// user table matches too), from an already-walked list.
+    /// user table matches too), from an already-walked list ([`GuestOs::owner_of_cr3`]).
     pub fn owner_of_cr3<'p>(&self, processes: &'p [Process], cr3: u64) -> Option<&'p Process> {
-        let root = cr3_to_root(cr3);
-        processes
-            .iter()
-            .find(|p| p.dtb == Some(root) || p.user_dtb == Some(root))
+        GuestOs::owner_of_cr3(self, processes, cr3)
     }
 
-    /// Walk the process list and return the process owning `cr3`. Errors of the walk are
-    /// skipped.
+    /// Walk the process list and return the process owning `cr3`
+    /// ([`GuestOs::process_for_cr3`]). Errors of the walk are skipped.
     pub fn process_for_cr3<B: PhysicalMemory>(
         &self,
         mem: &GuestMemory<B>,
         cr3: u64,
     ) -> Option<Process> {
-        let procs: Vec<Process> = self.processes(mem).filter_map(|p| p.ok()).collect();
-        self.owner_of_cr3(&procs, cr3).cloned()
+        GuestOs::process_for_cr3(self, mem, cr3)
     }
 }
 
