@@ -240,6 +240,53 @@ fn placements_from_registers<B: PhysicalMemory>(
     out
 }
 
+/// The cheap tell that a vCPU's page tables hold a Linux kernel: the first mapped page of
+/// the kernel image map (`__START_KERNEL_map`) is 2 MiB aligned and backed, as `_text` is
+/// ([`crate::os::identify`]). Says which vCPU and where, or `None`.
+pub(crate) fn image_map_tell<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    vcpus: &[Registers],
+) -> Option<String> {
+    placements_from_registers(mem, vcpus)
+        .into_iter()
+        .next()
+        .map(|(p, how)| {
+            format!(
+                "{how} maps the kernel image map from {} (pa {})",
+                p.text_va, p.text_pa
+            )
+        })
+}
+
+/// Most `Linux version ` strings [`banner_tell`] looks at.
+const MAX_BANNER_TELLS: usize = 64;
+
+/// The cheap memory-only tell of a Linux kernel: a `Linux version ` string followed by a
+/// digit (`linux_banner`, as opposed to a format string) in physical memory, searched up to
+/// the first [`MAX_BANNER_TELLS`] occurrences. Its physical address, or `None`. `progress`
+/// hears of the search as [`STAGE_BANNER`].
+pub(crate) fn banner_tell<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    progress: &mut dyn FnMut(Progress),
+) -> Option<Gpa> {
+    const NEEDLE: &[u8] = b"Linux version ";
+    scan::find_physical(
+        mem.backend(),
+        NEEDLE,
+        MAX_BANNER_TELLS,
+        progress,
+        STAGE_BANNER,
+    )
+    .into_iter()
+    .find(|hit| {
+        let mut c = [0u8; 1];
+        hit.0
+            .checked_add(NEEDLE.len() as u64)
+            .is_some_and(|at| mem.backend().read_physical(Gpa(at), &mut c).is_ok())
+            && c[0].is_ascii_digit()
+    })
+}
+
 /// Symbol offset from `_text` in a table.
 fn rel(symbols: &SymbolTable, name: &str) -> Result<u64> {
     Ok(symbols
