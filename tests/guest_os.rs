@@ -256,3 +256,54 @@ fn neither_os_is_a_clear_error() {
         assert!(msg.contains(part), "{part}: {msg}");
     }
 }
+
+/// `Cr3Resolver` on a Windows guest: both roots of a KVA-shadow process resolve to it, the
+/// System page tables are the kernel's, an unknown root costs one re-walk and is then
+/// remembered, and `forget` drops both roots of a process.
+#[test]
+fn cr3_resolver_works_on_windows() {
+    use xenvmi::os::{Cr3Owner, Cr3Resolver};
+    let (file, build) = PROFILES[1];
+    let g = WinGuest::build(&load_isf(file), WinSpec::typical(build));
+    let mem = GuestMemory::new(Snapshot::from_bytes(g.mem.clone(), Some(Format::Raw)).unwrap());
+    let guest = discover(&mem, &g.registers(), windows_options()).unwrap();
+    let mut r = Cr3Resolver::new();
+    assert_eq!(
+        r.resolve(&guest, &mem, g.kernel_pml4 | 0x2),
+        Cr3Owner::Kernel
+    );
+    assert_eq!(r.walks(), 0);
+    let (i, (root, user)) = g
+        .roots
+        .iter()
+        .enumerate()
+        .find(|(_, (root, user))| *root != g.kernel_pml4 && user.is_some())
+        .expect("a KVA-shadow process");
+    let pid = g.spec.processes[i].pid;
+    let owner = |o: Cr3Owner| match o {
+        Cr3Owner::Process(p) => Some(p.pid),
+        _ => None,
+    };
+    assert_eq!(owner(r.resolve(&guest, &mem, *root)), Some(pid));
+    assert_eq!(
+        owner(r.resolve(&guest, &mem, user.unwrap() | (1 << 63))),
+        Some(pid)
+    );
+    assert_eq!(r.walks(), 1);
+    let nobody = 0x7fff_f000;
+    assert_eq!(r.resolve(&guest, &mem, nobody), Cr3Owner::Unknown);
+    assert_eq!(r.resolve(&guest, &mem, nobody), Cr3Owner::Unknown);
+    assert_eq!(r.walks(), 2);
+    r.forget(*root);
+    assert!(r.cached(Gpa(*root)).is_none());
+    assert!(r.cached(Gpa(user.unwrap())).is_none());
+    // Linux, through the same type: the fixture's vCPU owners.
+    let gt = ground_truth("linux-6.1");
+    let (lmem, regs) = support::linux::memory("linux-6.1");
+    let linux = discover(&lmem, &regs, DiscoverOptions::default()).unwrap();
+    let mut r = Cr3Resolver::new();
+    for o in gt["vcpu_owners"].as_array().unwrap() {
+        let got = owner(r.resolve(&linux, &lmem, hex(&o["cr3"]) | 0x1000));
+        assert_eq!(got, o["pid"].as_u64(), "{o}");
+    }
+}

@@ -45,7 +45,11 @@ pub struct Identification {
     pub seen: Vec<String>,
 }
 
-/// Look for the cheap tells of each OS (see the [module docs](self)). Reads at most the
+/// Look for the cheap tells of each OS, the first found deciding: a crash dump header's hints,
+/// a vCPU's `MSR_LSTAR` (Windows kernel image region, or Linux kernel image map /
+/// `cpu_entry_area`), the Windows low stub, a vCPU's page tables mapping the Linux kernel
+/// image map, a `Linux version <digit>` banner, a self-referencing top-level page-table entry
+/// (`docs/windows.md`). Reads at most the
 /// first MiB, each vCPU's page tables over the Linux kernel image map, one search of
 /// physical memory for `Linux version ` and the self-referencing-entry scan's page budget,
 /// and stops at the first tell. `progress` hears of the memory search as

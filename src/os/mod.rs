@@ -8,6 +8,7 @@
 
 use crate::addr::{Gpa, Gva};
 
+pub mod cr3;
 mod discover;
 mod guest;
 pub mod linux;
@@ -16,6 +17,7 @@ pub mod pe;
 pub mod profile;
 pub mod windows;
 
+pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use discover::{
     default_windows_profiles, discover, discover_observed, identify, DiscoverOptions,
     Identification, WINDOWS_PROFILES_ENV,

@@ -33,7 +33,6 @@ use crate::regs::{PagingMode, Registers};
 
 mod build;
 mod build_file;
-mod cr3;
 mod current;
 pub mod detail;
 pub mod files;
@@ -50,6 +49,8 @@ pub mod symbolize;
 pub mod syscalls;
 pub mod vmap;
 
+/// CR3 → process is OS-neutral; re-exported here where Linux users look for it.
+pub use crate::os::cr3::{Cr3Owner, Cr3Resolver};
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
 pub use crate::os::profile::Profile;
 pub use build::{
@@ -57,7 +58,6 @@ pub use build::{
     CACHE_ENV, MAX_BUILDS_IN_MEMORY,
 };
 pub use build_file::{parse_entry, CACHE_ENTRY_VERSION, MAX_CACHE_ENTRY};
-pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use current::RunningThread;
 pub use module_text::{ModuleState, ModuleText, ModuleTextLayout};
 pub use modview::{HiddenModule, ModuleCrossView, ModuleView};
