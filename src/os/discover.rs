@@ -18,6 +18,7 @@
 
 use std::path::PathBuf;
 
+use crate::addr::Gpa;
 use crate::backend::PhysicalMemory;
 use crate::error::{Error, Result};
 use crate::mem::GuestMemory;
@@ -43,6 +44,8 @@ pub struct Identification {
     /// What each check saw, in the order they ran; the last one decided when `kind` is
     /// `Some`.
     pub seen: Vec<String>,
+    /// The banner search's hits, when it ran: Linux discovery's first search, handed on.
+    pub(crate) linux_banners: Option<Vec<Gpa>>,
 }
 
 /// Look for the cheap tells of each OS, the first found deciding: a crash dump header's hints,
@@ -64,6 +67,7 @@ pub fn identify<B: PhysicalMemory>(
     let found = |kind, seen| Identification {
         kind: Some(kind),
         seen,
+        linux_banners: None,
     };
     // 1. A crash dump header.
     if hints.directory_table_base.is_some() || hints.ps_active_process_head.is_some() {
@@ -111,9 +115,14 @@ pub fn identify<B: PhysicalMemory>(
         regs.len()
     ));
     // 5. The Linux banner.
-    if let Some(at) = linux::banner_tell(mem, progress) {
+    let (tell, hits) = linux::banner_tell(mem, progress);
+    if let Some(at) = tell {
         seen.push(format!("Linux: `Linux version` banner at {at}"));
-        return found(OsKind::Linux, seen);
+        return Identification {
+            kind: Some(OsKind::Linux),
+            seen,
+            linux_banners: Some(hits),
+        };
     }
     seen.push("Linux banner: no `Linux version <digit>` string in physical memory".to_owned());
     // 6. A self-referencing top-level table.
@@ -134,7 +143,11 @@ pub fn identify<B: PhysicalMemory>(
             ""
         }
     ));
-    Identification { kind: None, seen }
+    Identification {
+        kind: None,
+        seen,
+        linux_banners: None,
+    }
 }
 
 /// What [`discover`] uses for each OS. The default: Linux from the guest's own kallsyms and
@@ -208,15 +221,14 @@ pub fn discover_observed<B: PhysicalMemory>(
 ) -> Result<Guest> {
     let id = identify(mem, regs, &options.hints, progress);
     match id.kind {
-        Some(OsKind::Linux) => {
-            let linux = match (options.linux, options.build_cache) {
-                (ProfileSource::InGuest, Some((cache, scope))) => {
-                    Linux::discover_cached_observed(mem, regs, cache, scope, progress)?
-                }
-                (source, _) => Linux::discover_observed(mem, regs, source, progress)?,
-            };
-            Ok(Guest::Linux(linux))
-        }
+        Some(OsKind::Linux) => Ok(Guest::Linux(Linux::discover_from_tell(
+            mem,
+            regs,
+            options.linux,
+            options.build_cache,
+            id.linux_banners.as_deref(),
+            progress,
+        )?)),
         Some(OsKind::Windows) => {
             let profile = match options.windows {
                 Some(p) => p,

@@ -258,33 +258,43 @@ pub(crate) fn image_map_tell<B: PhysicalMemory>(
         })
 }
 
-/// Most `Linux version ` strings [`banner_tell`] looks at.
-const MAX_BANNER_TELLS: usize = 64;
+/// Most `Linux version ` strings the first banner search keeps (the kallsyms search looks
+/// around each; [`banner_tell`] runs the same search).
+const BANNER_SEARCH_HITS: usize = 64;
 
-/// The cheap memory-only tell of a Linux kernel: a `Linux version ` string followed by a
-/// digit (`linux_banner`, as opposed to a format string) in physical memory, searched up to
-/// the first [`MAX_BANNER_TELLS`] occurrences. Its physical address, or `None`. `progress`
-/// hears of the search as [`STAGE_BANNER`].
-pub(crate) fn banner_tell<B: PhysicalMemory>(
+/// The `Linux version ` strings in physical memory, at most [`BANNER_SEARCH_HITS`], in
+/// address order; `progress` hears of the search as [`STAGE_BANNER`].
+fn banner_search<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     progress: &mut dyn FnMut(Progress),
-) -> Option<Gpa> {
-    const NEEDLE: &[u8] = b"Linux version ";
+) -> Vec<Gpa> {
     scan::find_physical(
         mem.backend(),
-        NEEDLE,
-        MAX_BANNER_TELLS,
+        b"Linux version ",
+        BANNER_SEARCH_HITS,
         progress,
         STAGE_BANNER,
     )
-    .into_iter()
-    .find(|hit| {
+}
+
+/// The cheap memory-only tell of a Linux kernel: a `Linux version ` string followed by a
+/// digit (`linux_banner`, as opposed to a format string) in physical memory. Returns it (or
+/// `None`) and every hit of the search, which is the kallsyms search's first step: the
+/// discovery that follows takes them instead of searching again
+/// ([`Linux::discover_from_tell`]).
+pub(crate) fn banner_tell<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    progress: &mut dyn FnMut(Progress),
+) -> (Option<Gpa>, Vec<Gpa>) {
+    let hits = banner_search(mem, progress);
+    let first = hits.iter().copied().find(|hit| {
         let mut c = [0u8; 1];
         hit.0
-            .checked_add(NEEDLE.len() as u64)
+            .checked_add(b"Linux version ".len() as u64)
             .is_some_and(|at| mem.backend().read_physical(Gpa(at), &mut c).is_ok())
             && c[0].is_ascii_digit()
-    })
+    });
+    (first, hits)
 }
 
 /// Symbol offset from `_text` in a table.
@@ -439,6 +449,7 @@ fn first_nx_offset<B: PhysicalMemory>(mem: &GuestMemory<B>, p: &Placement) -> u6
 fn in_guest_symbols<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
+    banner_hits: Option<&[Gpa]>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(SymbolTable, Option<Placement>, String)> {
     // The backed ranges, once: a hostile dump can have hundreds of thousands.
@@ -460,7 +471,11 @@ fn in_guest_symbols<B: PhysicalMemory>(
     // No usable registers: kallsyms and linux_banner are both in .rodata, so scan around each
     // banner found in physical memory (bounded), then everything as a last resort.
     let mut banners: Vec<(u64, u64)> = Vec::new();
-    for hit in scan::find_physical(mem.backend(), b"Linux version ", 64, progress, STAGE_BANNER) {
+    let hits = match banner_hits {
+        Some(h) => h.to_vec(),
+        None => banner_search(mem, progress),
+    };
+    for hit in hits {
         let start = hit.0.saturating_sub(KERNEL_IMAGE_SCAN / 2) & !0xfff;
         if banners.iter().any(|&(s, l)| start >= s && start < s + l) {
             continue;
@@ -537,6 +552,7 @@ fn build_kernel<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
     source: ProfileSource,
+    banner_hits: Option<&[Gpa]>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(KernelBuild, Placement, String)> {
     let profile = match source {
@@ -550,7 +566,7 @@ fn build_kernel<B: PhysicalMemory>(
     let (symbols, placement, located_by, types) = match profile {
         Some(p) => (p.symbols, None, String::new(), Some(p.types)),
         None => {
-            let (t, p, how) = in_guest_symbols(mem, from_regs, progress)?;
+            let (t, p, how) = in_guest_symbols(mem, from_regs, banner_hits, progress)?;
             (t, p, how, None)
         }
     };
@@ -676,9 +692,7 @@ impl Linux {
         source: ProfileSource,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Linux> {
-        let from_regs = placements_from_registers(mem, vcpus);
-        let (build, placement, located_by) = build_kernel(mem, &from_regs, source, progress)?;
-        Linux::finish(mem, Arc::new(build), placement, located_by)
+        Self::discover_from_tell(mem, vcpus, source, None, None, progress)
     }
 
     /// [`Linux::discover`] with the guest's own kallsyms and BTF ([`ProfileSource::InGuest`]),
@@ -711,14 +725,50 @@ impl Linux {
         scope: Scope,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Linux> {
+        Self::discover_from_tell(
+            mem,
+            vcpus,
+            ProfileSource::InGuest,
+            Some((cache, scope)),
+            None,
+            progress,
+        )
+    }
+
+    /// The discovery behind [`Linux::discover_observed`] and [`Linux::discover_cached_observed`]
+    /// (`cache` used with [`ProfileSource::InGuest`] only), taking the banner search's hits
+    /// when [`crate::os::identify`] already ran it ([`banner_tell`]): the same search, not
+    /// run twice.
+    pub(crate) fn discover_from_tell<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        vcpus: &[Registers],
+        source: ProfileSource,
+        cache: Option<(&BuildCache, Scope)>,
+        banner_hits: Option<&[Gpa]>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Linux> {
         let from_regs = placements_from_registers(mem, vcpus);
-        if let Some((build, placement, how)) = cache.find(mem, &from_regs, scope) {
-            return Linux::finish(mem, build, placement, how);
+        match (source, cache) {
+            (ProfileSource::InGuest, Some((cache, scope))) => {
+                if let Some((build, placement, how)) = cache.find(mem, &from_regs, scope) {
+                    return Linux::finish(mem, build, placement, how);
+                }
+                let (build, placement, located_by) = build_kernel(
+                    mem,
+                    &from_regs,
+                    ProfileSource::InGuest,
+                    banner_hits,
+                    progress,
+                )?;
+                let build = cache.insert(build);
+                Linux::finish(mem, build, placement, located_by)
+            }
+            (source, _) => {
+                let (build, placement, located_by) =
+                    build_kernel(mem, &from_regs, source, banner_hits, progress)?;
+                Linux::finish(mem, Arc::new(build), placement, located_by)
+            }
         }
-        let (build, placement, located_by) =
-            build_kernel(mem, &from_regs, ProfileSource::InGuest, progress)?;
-        let build = cache.insert(build);
-        Linux::finish(mem, build, placement, located_by)
     }
 
     /// What is true of this guest alone: the kernel's page tables, the direct map, the banner
