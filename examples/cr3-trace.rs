@@ -1,16 +1,20 @@
-//! Print every CR3 switch of a Linux guest with the process it switches to.
+//! Print every CR3 switch of a Linux or Windows guest with the process it switches to.
 //!
 //! ```text
 //! cargo run --release --example cr3-trace -- --simulate              # bundled Linux 6.1 snapshot
 //! cargo run --release --example cr3-trace -- --simulate IMAGE --rounds 5
+//! cargo run --release --example cr3-trace -- --simulate WINDOWS-IMAGE --profile fixtures/windows-isf
 //! cargo run --release --features xen --example cr3-trace -- --domain NAME   # on Xen (dom0, root)
 //! ```
 //!
 //! With `--simulate`, the guest is xenvmi's **simulated domain** (not Xen): it holds the
 //! snapshot's memory and vCPUs and switches CR3 through the page tables of the guest's real
 //! processes, raising real vm_event requests on a real ring. The monitor code below is the same
-//! code that runs on Xen: a CR3 monitor, the event loop, and the Linux OS layer resolving each
-//! new CR3 to its process.
+//! code that runs on Xen: a CR3 monitor, the event loop, and the OS-neutral layer
+//! (`xenvmi::os::discover`, `GuestOs`, `Cr3Resolver`) resolving each new CR3 to its process.
+//! The OS is told apart by itself; a Windows guest's profile is `--profile` (a file or a
+//! symbol-store or ISF directory) or the default place (`$XENVMI_WINDOWS_PROFILES`). On Xen,
+//! the guest is Linux.
 
 mod common;
 
@@ -25,10 +29,12 @@ use xenvmi::backend::{ControlRegister, Monitor};
 use xenvmi::event::session::{RunOptions, Session, SessionBackend};
 use xenvmi::event::{EventKind, Response};
 use xenvmi::mem::GuestMemory;
-use xenvmi::os::linux::{Cr3Owner, Cr3Resolver, Linux, ProfileSource};
+use xenvmi::os::windows::WindowsProfile;
+use xenvmi::os::{Cr3Owner, Cr3Resolver, DiscoverOptions, GuestOs};
 use xenvmi::VcpuId;
 
-const USAGE: &str = "usage: cr3-trace (--domain NAME | --simulate [IMAGE]) [--rounds N]";
+const USAGE: &str =
+    "usage: cr3-trace (--domain NAME | --simulate [IMAGE] [--profile WINDOWS-PROFILE]) [--rounds N]";
 
 fn main() -> ExitCode {
     match run() {
@@ -45,11 +51,13 @@ fn run() -> Result<(), String> {
     let mut simulate: Option<Option<PathBuf>> = None;
     let mut domain = None;
     let mut rounds = 3usize;
+    let mut profile: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--simulate" => simulate = Some(None),
             "--domain" => domain = Some(args.next().ok_or(USAGE)?),
             "--rounds" => rounds = args.next().and_then(|n| n.parse().ok()).ok_or(USAGE)?,
+            "--profile" => profile = Some(args.next().ok_or(USAGE)?.into()),
             _ if !a.starts_with('-') && matches!(simulate, Some(None)) => {
                 simulate = Some(Some(PathBuf::from(a)))
             }
@@ -73,13 +81,24 @@ fn run() -> Result<(), String> {
     }
     let sim = SimDomain::new(snap, &regs);
     let mem = GuestMemory::new(&sim);
-    let linux = Linux::discover(&mem, &regs, ProfileSource::InGuest).map_err(|e| e.to_string())?;
-    let procs: Vec<_> = linux
+    let options = DiscoverOptions {
+        windows: profile.map(|p| {
+            if p.is_dir() {
+                WindowsProfile::Directory(p)
+            } else {
+                WindowsProfile::Isf(p)
+            }
+        }),
+        ..DiscoverOptions::default()
+    };
+    let guest = xenvmi::os::discover(&mem, &regs, options)
+        .map_err(|e| format!("{}: {e}", image.display()))?;
+    let procs: Vec<_> = guest
         .processes(&mem)
         .filter_map(Result::ok)
         .filter(|p| p.dtb.is_some())
         .collect();
-    let kernel_cr3 = linux.info().kernel_space.root.0;
+    let kernel_cr3 = GuestOs::kernel_space(&guest).root.0;
 
     // The simulated guest: each vCPU switches through every user process's page tables, and
     // now and then to the kernel's (an idle CPU).
@@ -104,9 +123,10 @@ fn run() -> Result<(), String> {
     }
     sim.script(script);
     println!(
-        "cr3-trace on a SIMULATED domain (not Xen) over {} — Linux {}, {} vCPUs, {} user processes",
+        "cr3-trace on a SIMULATED domain (not Xen) over {} — {} {}, {} vCPUs, {} processes with page tables",
         image.display(),
-        linux.info().release,
+        guest.kind(),
+        guest.os_info().release,
         regs.len(),
         procs.len()
     );
@@ -115,10 +135,10 @@ fn run() -> Result<(), String> {
         max_events: None,
         max_idle_polls: Some(1),
     };
-    let (events, walks) = trace(&sim, &linux, &opts)?;
+    let (events, walks) = trace(&sim, &guest, &opts)?;
     let st = sim.state();
     println!(
-        "{events}; task list walked {walks} time(s); teardown done: {} vCPU(s) paused, {} monitor(s) left",
+        "{events}; process list walked {walks} time(s); teardown done: {} vCPU(s) paused, {} monitor(s) left",
         st.paused_vcpus().len(),
         st.monitors().len()
     );
@@ -126,10 +146,10 @@ fn run() -> Result<(), String> {
 }
 
 /// The monitor itself, the same for Xen and the simulated domain: a CR3 monitor, the event
-/// loop, each new CR3 resolved to its process.
-fn trace<B: SessionBackend + PhysicalMemory>(
+/// loop, each new CR3 resolved to its process, whatever the OS.
+fn trace<B: SessionBackend + PhysicalMemory, O: GuestOs>(
     backend: &B,
-    linux: &Linux,
+    os: &O,
     opts: &RunOptions,
 ) -> Result<(String, u64), String> {
     let mem = GuestMemory::new(backend);
@@ -150,7 +170,7 @@ fn trace<B: SessionBackend + PhysicalMemory>(
     let stats = session
         .run(opts, |e| {
             if let EventKind::ControlRegister { old, new, .. } = e.kind {
-                let who = match resolver.resolve(linux, &mem, new) {
+                let who = match resolver.resolve(os, &mem, new) {
                     Cr3Owner::Process(p) => format!("pid {:>5}  {}", p.pid, p.name),
                     Cr3Owner::Kernel => "kernel page tables (idle / kernel thread)".into(),
                     Cr3Owner::Unknown => "unknown address space".into(),
@@ -180,7 +200,7 @@ fn on_xen(domain: &str) -> Result<(), String> {
         linux.info().release
     );
     let (summary, walks) = trace(&dom, &linux, &RunOptions::default())?;
-    println!("{summary}; task list walked {walks} time(s)");
+    println!("{summary}; process list walked {walks} time(s)");
     Ok(())
 }
 

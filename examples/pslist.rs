@@ -6,15 +6,22 @@
 //! cargo run --release --example pslist -- --no-cache IMAGE     # do the whole discovery every run
 //! cargo run --release --example pslist -- --profile debian.json.xz IMAGE
 //! cargo run --release --example pslist -- --btf vmlinux.btf --symbols System.map IMAGE
+//! cargo run --release --example pslist -- --profile PROFILE [--dlls] WINDOWS-IMAGE
 //! cargo run --release --example pslist -- --windows PROFILE [--dlls] IMAGE
 //! ```
 //!
 //! IMAGE is a raw dump, a QEMU `dump-guest-memory` ELF core, a LiME file or a Windows crash
-//! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. Windows
-//! needs its ntoskrnl profile (PROFILE): one Volatility3 ISF or Microsoft PDB (`ntkrnlmp.pdb`),
-//! or a directory searched by the kernel's PDB GUID and age — a symbol store
-//! (`ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`, as debuggers cache it) or ISFs
-//! (`fixtures/windows-isf` has three builds). Nothing is downloaded.
+//! dump; `.zst`-compressed images are unpacked once into `target/xenvmi-fixtures/`. The OS is
+//! told apart by itself, cheaply, before either OS's search (`xenvmi::os::identify`: a crash
+//! dump header, `MSR_LSTAR`, the Windows low stub, the Linux kernel image map or banner, a
+//! self-referencing page table), so a Windows image never pays for the Linux search nor the
+//! reverse; `--windows PROFILE` skips that and looks for Windows only.
+//! Windows needs its ntoskrnl profile (PROFILE, given with `--profile` or `--windows`): one
+//! Volatility3 ISF or Microsoft PDB (`ntkrnlmp.pdb`), or a directory searched by the kernel's
+//! PDB GUID and age — a symbol store (`ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`, as debuggers
+//! cache it) or ISFs (`fixtures/windows-isf` has three builds). Without one, the default
+//! place is used: `$XENVMI_WINDOWS_PROFILES`, else `$XDG_DATA_HOME/xenvmi/windows`, else
+//! `~/.local/share/xenvmi/windows`. Nothing is downloaded.
 //! A Windows image without registers (raw, LiME) has its kernel page-table root found from
 //! memory alone (the low stub, the self-referencing entry, the System process:
 //! `docs/windows.md`). For Windows, every processor is listed from the kernel's own records (`KiProcessorBlock`:
@@ -39,8 +46,10 @@ use std::process::ExitCode;
 use xenvmi::backend::snapshot::Snapshot;
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
+use xenvmi::os::profile::cache::ProfileCache;
 use xenvmi::os::terminal_safe as safe;
-use xenvmi::os::{Module, Process};
+use xenvmi::os::windows::{Hints, Windows, WindowsProfile};
+use xenvmi::os::{DiscoverOptions, Guest, Module, Process};
 use xenvmi::progress::ProgressMeter;
 use xenvmi::report::{self, VcpuOwner};
 
@@ -56,7 +65,8 @@ struct Args {
     image: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--profile ISF.json[.xz] | --btf BTF --symbols KALLSYMS | --windows PROFILE [--dlls]] [IMAGE]";
+const USAGE: &str = "usage: pslist [--json [--detail]] [--no-cache] [--dlls] [--profile PROFILE | --btf BTF --symbols KALLSYMS | --windows PROFILE] [IMAGE]
+  PROFILE: a Linux ISF (.json[.xz]); for Windows an ISF or PDB file, or a symbol-store or ISF directory";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -115,8 +125,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// A Windows profile argument: a directory to search by GUID and age, or one file.
+fn windows_profile(p: &std::path::Path) -> WindowsProfile {
+    if p.is_dir() {
+        WindowsProfile::Directory(p.to_path_buf())
+    } else {
+        WindowsProfile::Isf(p.to_path_buf())
+    }
+}
+
 fn run() -> Result<(), String> {
     let args = parse_args()?;
+    if args.detail && !args.json {
+        return Err(format!("--detail goes with --json\n{USAGE}"));
+    }
     let image = common::image_path(args.image.as_deref())?;
     let source = match (&args.profile, &args.btf, &args.symbols) {
         (Some(p), _, _) => ProfileSource::Isf(p.clone()),
@@ -129,36 +151,78 @@ fn run() -> Result<(), String> {
 
     let snap =
         Snapshot::open(&image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
-    if let Some(profile) = &args.windows {
-        return windows::run(snap, &image, profile, args.json, args.dlls, args.no_cache);
-    }
-    if snap.format() == xenvmi::backend::snapshot::Format::WindowsCrashDump {
-        return Err(format!(
-            "{} is a Windows crash dump: give --windows PROFILE",
-            image.display()
-        ));
-    }
-    let regs = snap.all_registers().to_vec();
     let format = snap.format();
+    let regs = snap.all_registers().to_vec();
+    // A crash dump header says where the process list is: no search needed.
+    let hints = snap
+        .windows_dump_info()
+        .map(Hints::from)
+        .unwrap_or_default();
+    let bugcheck = snap
+        .windows_dump_info()
+        .map(|d| (d.bugcheck_code, d.kind.to_string()));
     let mem = GuestMemory::new(snap);
+    // What discovery learns is kept per kernel build (Linux) or PDB GUID and age (Windows).
+    let build_cache = BuildCache::from_env();
+    let profile_cache = if args.no_cache {
+        ProfileCache::in_memory()
+    } else {
+        ProfileCache::from_env()
+    };
+    // --detail reads structures beyond the walkers' offsets: it needs every type.
+    let scope = if args.detail {
+        Scope::Full
+    } else {
+        Scope::Walks
+    };
     // A search of physical memory (no registers) shows its progress on a terminal's stderr.
     let mut meter = ProgressMeter::new();
     let mut progress = |p| meter.on_stderr(p);
-    let linux = match source {
-        ProfileSource::InGuest if !args.no_cache => {
-            // --detail reads structures beyond the walkers' offsets: it needs every type.
-            let scope = if args.detail {
-                Scope::Full
-            } else {
-                Scope::Walks
-            };
-            let cache = BuildCache::from_env();
-            Linux::discover_cached_observed(&mem, &regs, &cache, scope, &mut progress)
+    let guest = match &args.windows {
+        // --windows: Windows only, no identification.
+        Some(p) => {
+            Windows::discover_cached(&mem, &regs, windows_profile(p), &hints, &profile_cache)
+                .map(Guest::Windows)
         }
-        source => Linux::discover_observed(&mem, &regs, source, &mut progress),
+        None => {
+            let options = DiscoverOptions {
+                linux: source,
+                build_cache: (!args.no_cache).then_some((&build_cache, scope)),
+                windows: args.profile.as_deref().map(windows_profile),
+                hints,
+                profile_cache: Some(&profile_cache),
+            };
+            xenvmi::os::discover_observed(&mem, &regs, options, &mut progress)
+        }
     };
     meter.finish();
-    let linux = linux.map_err(|e| format!("{}: {e}", image.display()))?;
+    let guest = guest.map_err(|e| match e {
+        xenvmi::Error::Config { .. } => format!(
+            "{}: {e}\n(pslist: give it with --profile PROFILE, or --windows PROFILE)",
+            image.display()
+        ),
+        e => format!("{}: {e}", image.display()),
+    })?;
+    let linux = match guest {
+        Guest::Linux(l) => l,
+        Guest::Windows(w) => {
+            for why in profile_cache.rejections() {
+                eprintln!(
+                    "pslist: profile cache entry rejected, profile parsed again: {}",
+                    safe(&why)
+                );
+            }
+            let run = windows::Run {
+                image: &image,
+                format,
+                regs: &regs,
+                bugcheck,
+                json: args.json,
+                dlls: args.dlls,
+            };
+            return windows::show(&w, &mem, run);
+        }
+    };
     let mut processes = Vec::new();
     let mut errors = Vec::new();
     for p in linux.processes(&mem) {
@@ -176,9 +240,6 @@ fn run() -> Result<(), String> {
     }
     let vcpus = report::vcpu_owners(&linux, &processes, &regs);
 
-    if args.detail && !args.json {
-        return Err(format!("--detail goes with --json\n{USAGE}"));
-    }
     if args.json {
         let detail = args.detail.then(|| {
             processes
@@ -300,64 +361,42 @@ fn print_table(
 mod windows {
     use std::path::Path;
 
-    use xenvmi::backend::snapshot::Snapshot;
+    use xenvmi::backend::snapshot::{Format, Snapshot};
     use xenvmi::mem::GuestMemory;
-    use xenvmi::os::profile::cache::ProfileCache;
     use xenvmi::os::terminal_safe as safe;
-    use xenvmi::os::windows::{
-        crashing_processor, CrashingCpu, Hints, Windows, WindowsProfile, MAX_PROCESSORS,
-    };
+    use xenvmi::os::windows::{crashing_processor, CrashingCpu, Windows, MAX_PROCESSORS};
     use xenvmi::os::Process;
+    use xenvmi::Registers;
 
-    pub fn run(
-        snap: Snapshot,
-        image: &Path,
-        profile: &Path,
-        json: bool,
-        dlls: bool,
-        no_cache: bool,
-    ) -> Result<(), String> {
-        let format = snap.format();
-        let regs = snap.all_registers().to_vec();
-        // A crash dump header says where the process list is: no search needed.
-        let hints = snap
-            .windows_dump_info()
-            .map(Hints::from)
-            .unwrap_or_default();
-        let bugcheck = snap
-            .windows_dump_info()
-            .map(|d| (d.bugcheck_code, d.kind.to_string()));
-        let mem = GuestMemory::new(snap);
-        let source = if profile.is_dir() {
-            WindowsProfile::Directory(profile.to_path_buf())
-        } else {
-            WindowsProfile::Isf(profile.to_path_buf())
-        };
-        // A profile is parsed once per build: later runs read the walkers' part from the
-        // cache directory (the kernel-build cache's), keyed by PDB GUID and age.
-        let cache = if no_cache {
-            ProfileCache::in_memory()
-        } else {
-            ProfileCache::from_env()
-        };
-        let w = Windows::discover_cached(&mem, &regs, source, &hints, &cache)
-            .map_err(|e| format!("{}: {e}", image.display()))?;
-        for why in cache.rejections() {
-            eprintln!(
-                "pslist: profile cache entry rejected, profile parsed again: {}",
-                safe(&why)
-            );
-        }
+    /// What the output needs besides the kernel and the memory.
+    pub struct Run<'a> {
+        pub image: &'a Path,
+        pub format: Format,
+        pub regs: &'a [Registers],
+        pub bugcheck: Option<(u32, String)>,
+        pub json: bool,
+        pub dlls: bool,
+    }
+
+    pub fn show(w: &Windows, mem: &GuestMemory<Snapshot>, run: Run<'_>) -> Result<(), String> {
+        let Run {
+            image,
+            format,
+            regs,
+            bugcheck,
+            json,
+            dlls,
+        } = run;
         let mut errors = Vec::new();
         let mut processes = Vec::new();
-        for p in w.processes(&mem) {
+        for p in w.processes(mem) {
             match p {
                 Ok(p) => processes.push(p),
                 Err(e) => errors.push(e.to_string()),
             }
         }
         let mut drivers = Vec::new();
-        for m in w.modules(&mem) {
+        for m in w.modules(mem) {
             match m {
                 Ok(m) => drivers.push(m),
                 Err(e) => errors.push(e.to_string()),
@@ -367,7 +406,7 @@ mod windows {
         if dlls {
             for p in processes.iter().filter(|p| !p.kernel_thread) {
                 let mut list = Vec::new();
-                for m in w.process_modules(&mem, p) {
+                for m in w.process_modules(mem, p) {
                     match m {
                         Ok(m) => list.push(m),
                         Err(e) => errors.push(format!("pid {}: {e}", p.pid)),
@@ -380,7 +419,7 @@ mod windows {
         // to the processor that crashed (found, never assumed 0); a core's registers are
         // checked against the records.
         let is_dump = format == xenvmi::backend::snapshot::Format::WindowsCrashDump;
-        let mut cpus = match w.processors(&mem) {
+        let mut cpus = match w.processors(mem) {
             Ok(c) => Some(c),
             Err(e) => {
                 errors.push(format!("processors (KiProcessorBlock): {e}"));
@@ -392,7 +431,7 @@ mod windows {
             _ => None,
         };
         if let (Some(c), false) = (cpus.as_mut(), is_dump) {
-            c.cross_check(&regs);
+            c.cross_check(regs);
         }
         for c in cpus.iter().flat_map(|c| c.cpus.iter()) {
             if let Err(e) = c {

@@ -194,6 +194,22 @@ fn windows_dtb_inputs() {
     }
 }
 
+#[path = "../fuzz/os_identify_harness.rs"]
+mod os_identify_harness;
+
+#[test]
+fn os_identify_inputs() {
+    // Seeds: the windows_dtb seeds' guests as raw memory (a low stub, a self-referencing
+    // table), one of them again with a vCPU whose MSR_LSTAR is in the Windows kernel region
+    // and one with a Linux banner written into it (`fuzz/make-seeds.py`).
+    let all = inputs("os_identify");
+    assert!(!all.is_empty(), "seeds missing");
+    for (name, data) in all {
+        eprintln!("{name}");
+        os_identify_harness::run(&data);
+    }
+}
+
 #[test]
 fn journal_inputs() {
     // As fuzz/fuzz_targets/journal.rs: every accepted journal's header and lines parse back

@@ -126,7 +126,11 @@ fn not_linux_and_unreadable_images_fail_clearly() {
     let out = Command::new(pslist()).arg(&zeros).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("could not find a Linux kernel"), "{err}");
+    // Neither OS's tell: the message says what each check saw.
+    assert!(
+        err.contains("could not find a Linux or Windows kernel") && err.contains("low stub"),
+        "{err}"
+    );
 
     let out = Command::new(pslist())
         .arg(dir.join("nope.elf"))
@@ -165,7 +169,9 @@ fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
     let image = dir.join("MEMORY.DMP");
     std::fs::write(&image, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
 
+    // No cache: a warm one names its entry, not the ISF, as the profile.
     let out = Command::new(pslist())
+        .env("XENVMI_CACHE", "off")
         .args(["--json", "--dlls", "--windows"])
         .arg(isf_dir())
         .arg(&image)
@@ -235,10 +241,21 @@ fn windows_crash_dump_json_matches_the_guest_it_was_made_from() {
     std::fs::create_dir_all(&dir).unwrap();
     let image = dir.join("MEMORY.DMP");
     std::fs::write(&image, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
-    let out = Command::new(pslist()).arg(&image).output().unwrap();
+    let out = Command::new(pslist())
+        .env("XENVMI_WINDOWS_PROFILES", dir.join("no-profiles-here"))
+        .arg(&image)
+        .output()
+        .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--windows"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--profile")
+            && err.contains("--windows")
+            && err.contains("holds a Windows kernel")
+            && err.contains("no-profiles-here"),
+        "{err}"
+    );
 }
 
 /// `pslist --windows` on an ELF core of a 4-processor Windows 10 guest whose vCPU 3 runs on
@@ -527,4 +544,120 @@ fn the_build_cache_changes_nothing_but_the_profile_line() {
         run(&["--json", "--detail", "--no-cache"])
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pslist --profile DIR IMAGE` (no `--windows`) on a seeded Windows 7 guest as a raw image
+/// and as an ELF core with its vCPUs' registers, and `pslist IMAGE` with the profile directory
+/// at the default place (`XENVMI_WINDOWS_PROFILES`): the OS is told apart by itself and every
+/// process, DLL, driver and vCPU owner equals the guest's spec.
+#[test]
+fn windows_images_are_listed_without_the_windows_flag() {
+    use support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
+    let (file, build) = PROFILES[0];
+    let g = WinGuest::build(&load_isf(file), WinSpec::seeded(build, 0x7a1d));
+    let regs = g.registers();
+    let dir = std::env::temp_dir().join(format!("xenvmi-cli-winauto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("win.raw");
+    std::fs::write(&raw, &g.mem).unwrap();
+    let elf = dir.join("win.elf");
+    g.write_elf_core(&regs, &elf);
+    let hexs = |x: u64| format!("{x:#x}");
+    // The first process in list order with a page-table root (kernel processes may share one).
+    let owner = |cr3: u64| {
+        let r = cr3 & 0x000f_ffff_ffff_f000;
+        let j = g
+            .roots
+            .iter()
+            .position(|x| x.0 == r || x.1 == Some(r))
+            .unwrap();
+        g.spec.processes[j].pid
+    };
+    let runs: [(&str, &std::path::Path, bool); 3] = [
+        ("raw --profile", &raw, true),
+        ("ELF --profile", &elf, true),
+        ("raw, default place", &raw, false),
+    ];
+    for (what, image, flag) in runs {
+        let mut cmd = Command::new(pslist());
+        cmd.env("XENVMI_CACHE", "off").args(["--json", "--dlls"]);
+        if flag {
+            cmd.env("XENVMI_WINDOWS_PROFILES", dir.join("none"));
+            cmd.arg("--profile").arg(isf_dir());
+        } else {
+            cmd.env("XENVMI_WINDOWS_PROFILES", isf_dir());
+        }
+        let out = cmd.arg(image).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["kernel"]["base"], hexs(g.spec.kernel_base), "{what}");
+        assert_eq!(v["kernel"]["build"], build, "{what}");
+        assert!(v["kernel"]["profile"].as_str().unwrap().ends_with(file));
+        let got: Vec<(u64, u64, String)> = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["pid"].as_u64().unwrap(),
+                    p["ppid"].as_u64().unwrap(),
+                    p["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, u64, String)> = g
+            .spec
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.ppid, p.name.chars().take(15).collect()))
+            .collect();
+        assert_eq!(got, want, "{what}");
+        for s in &g.spec.processes {
+            let Some(dlls) = &s.dlls else { continue };
+            let entry = v["dlls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["pid"] == s.pid)
+                .unwrap();
+            let got: Vec<(String, String)> = entry["modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap().to_owned(),
+                        m["base"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, String)> = dlls
+                .iter()
+                .map(|d| (d.name.clone(), hexs(d.base)))
+                .collect();
+            assert_eq!(got, want, "{what} pid {}", s.pid);
+        }
+        let drivers: Vec<&str> = v["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = g.spec.drivers.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(drivers, want, "{what}");
+        let vcpus = v["vcpus"].as_array().unwrap();
+        if image == elf.as_path() {
+            assert_eq!(vcpus.len(), regs.len(), "{what}");
+            for (c, r) in vcpus.iter().zip(&regs) {
+                assert_eq!(c["pid"], owner(r.cr3), "{what}");
+            }
+        } else {
+            assert!(vcpus.is_empty(), "{what}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::error::*;
 use super::handles::{arg_handle, register, unregister, Handle};
 use super::memory::xvmi_memory;
-use super::os::{xvmi_os, Os};
+use super::os::xvmi_os;
 use crate::attest::{attest, observe, Learner, Manifest};
 use crate::os::linux::Linux;
 use crate::report;
@@ -86,13 +86,12 @@ pub unsafe extern "C" fn xvmi_manifest_parse(
 }
 
 fn linux_of(o: &xvmi_os) -> Result<&Linux, Fail> {
-    match &*o.os {
-        Os::Linux(l) => Ok(l),
-        Os::Windows { .. } => Err(Fail::new(
+    o.os.linux().ok_or_else(|| {
+        Fail::new(
             XVMI_ERR_UNSUPPORTED,
             "attestation is for Linux guests; `os` is a Windows kernel",
-        )),
-    }
+        )
+    })
 }
 
 /// Learn a manifest from what the guest runs now (`Learner::from_observation`, as `xenvmi

@@ -13,7 +13,7 @@ use std::ffi::c_char;
 use super::domain::{Domain, DomainMemory};
 use super::error::*;
 use super::handles::arg_handle;
-use super::os::{xvmi_os, Os};
+use super::os::xvmi_os;
 use super::session::parse_access;
 use crate::addr::{Gfn, Gpa, Gva, VcpuId, ViewId};
 use crate::event::hooks::{Hit, HookContext, HookId};
@@ -269,14 +269,13 @@ pub unsafe extern "C" fn xvmi_context_hook_add_va(
 
 /// The Linux kernel of an OS handle, for symbol breakpoints.
 pub(crate) fn linux_of(os: &xvmi_os) -> Result<&Linux, Fail> {
-    match &*os.os {
-        Os::Linux(l) => Ok(l),
-        Os::Windows { .. } => Err(Fail::new(
+    os.os.linux().ok_or_else(|| {
+        Fail::new(
             XVMI_ERR_UNSUPPORTED,
             "breakpoints by symbol name need a Linux kernel handle; on Windows, place them by \
              virtual address",
-        )),
-    }
+        )
+    })
 }
 
 /// Place a breakpoint at a kernel symbol of `os` (a Linux kernel handle of this guest):

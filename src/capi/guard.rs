@@ -310,7 +310,7 @@ pub unsafe extern "C" fn xvmi_guard_start(
         // SAFETY: the kernel lives inside `kernel`'s Arc allocation, which does not move and
         // is kept by `Inner::_os` until after the guard is dropped (`Inner`'s drop drops the
         // guard first); `Os` is never mutated (shared read-only by every handle holding it).
-        let Os::Linux(linux) = (unsafe { &*Arc::as_ptr(&kernel) }) else {
+        let Some(linux) = (unsafe { &*Arc::as_ptr(&kernel) }).linux() else {
             return Err(Fail::new(
                 XVMI_ERR_UNSUPPORTED,
                 "the policies guard Linux kernels; `os` is a Windows kernel",

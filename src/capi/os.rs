@@ -10,20 +10,22 @@ use crate::addr::{Gpa, Gva};
 use crate::error::Error;
 use crate::os::linux::{Linux, ProfileSource};
 use crate::os::windows::{Hints, Windows, WindowsProfile};
-use crate::os::{Module, Process};
+use crate::os::{Guest, GuestOs, Module, OsKind, Process};
 use crate::regs::PagingMode;
 
-/// The kernels an [`xvmi_os`] can hold.
-// One per handle, and the handle is boxed: the variants' sizes do not matter (a `Linux` became
-// small when its kernel build moved behind an `Arc`).
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Os {
-    Linux(Linux),
-    Windows {
-        windows: Windows,
-        /// Physical address of the kernel image, translated at discovery (0 if unmapped).
-        base_pa: u64,
-    },
+/// What an [`xvmi_os`] holds: the kernel, whichever OS, as the Rust API's [`Guest`], and
+/// the physical address of its image.
+pub(crate) struct Os {
+    pub(crate) guest: Guest,
+    /// Physical address of the kernel image, translated at discovery (0 if unmapped).
+    pub(crate) base_pa: u64,
+}
+
+impl Os {
+    /// The Linux kernel, if the handle holds one.
+    pub(crate) fn linux(&self) -> Option<&Linux> {
+        self.guest.as_linux()
+    }
 }
 
 /// A guest operating system found in memory (Linux or Windows), ready to walk. It
@@ -121,7 +123,14 @@ fn discover_linux(
 ) -> Result<(), Fail> {
     let regs = m.all_registers();
     let linux = Linux::discover(m.get(), &regs, source)?;
-    new_os(Os::Linux(linux), out);
+    let base_pa = linux.info().text_pa.0;
+    new_os(
+        Os {
+            guest: Guest::Linux(linux),
+            base_pa,
+        },
+        out,
+    );
     Ok(())
 }
 
@@ -265,7 +274,13 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
             .translate_mapped(windows.info().kernel_space, windows.info().kernel_base)
             .map(|p: Gpa| p.0)
             .unwrap_or(0);
-        new_os(Os::Windows { windows, base_pa }, out);
+        new_os(
+            Os {
+                guest: Guest::Windows(windows),
+                base_pa,
+            },
+            out,
+        );
         Ok(())
     })
 }
@@ -298,28 +313,28 @@ pub unsafe extern "C" fn xvmi_os_get_info(
     boundary(|| {
         let os = arg_handle(os, "os")?;
         let out = arg_out(out, "out")?;
-        let info = match &*os.os {
-            Os::Windows { windows, base_pa } => {
+        let info = match &os.os.guest {
+            Guest::Windows(windows) => {
                 let w = windows.info();
                 xvmi_os_info {
                     kind: XVMI_OS_WINDOWS,
                     paging_levels: levels(w.kernel_space.mode),
                     kernel_base: w.kernel_base.0,
-                    kernel_base_pa: *base_pa,
+                    kernel_base_pa: os.os.base_pa,
                     kernel_cr3: w.kernel_space.root.0,
                     image_size: w.size_of_image as u64,
                     build: w.build.unwrap_or(0),
                     ..Default::default()
                 }
             }
-            Os::Linux(l) => {
+            Guest::Linux(l) => {
                 let k = l.info();
                 xvmi_os_info {
                     kind: XVMI_OS_LINUX,
                     paging_levels: levels(k.paging),
                     kaslr_offset: k.kaslr_offset,
                     kernel_base: k.text_va.0,
-                    kernel_base_pa: k.text_pa.0,
+                    kernel_base_pa: os.os.base_pa,
                     phys_base: k.phys_base,
                     page_offset_base: k.page_offset_base.0,
                     kernel_cr3: k.kernel_space.root.0,
@@ -352,18 +367,13 @@ pub unsafe extern "C" fn xvmi_os_release(
 ) -> xvmi_result {
     boundary(|| {
         let os = arg_handle(os, "os")?;
-        let s = match &*os.os {
-            Os::Linux(l) => l.info().release.clone(),
-            Os::Windows { windows, .. } => match windows.info().build {
-                Some(b) => b.to_string(),
-                None => {
-                    return Err(Fail::new(
-                        XVMI_ERR_NOT_FOUND,
-                        "the Windows build number (NtBuildNumber) could not be read",
-                    ))
-                }
-            },
-        };
+        let s = os.os.guest.os_info().release;
+        if s.is_empty() && os.os.guest.kind() == OsKind::Windows {
+            return Err(Fail::new(
+                XVMI_ERR_NOT_FOUND,
+                "the Windows build number (NtBuildNumber) could not be read",
+            ));
+        }
         // SAFETY: `buf` is NULL or valid for `len` bytes of writes and `out_len` NULL or valid for
         // a write, as this function's `# Safety` requires.
         unsafe { string_out(&s, buf, len, out_len, "the release") }
@@ -385,22 +395,7 @@ pub unsafe extern "C" fn xvmi_os_banner(
 ) -> xvmi_result {
     boundary(|| {
         let os = arg_handle(os, "os")?;
-        let s = match &*os.os {
-            Os::Linux(l) => l.info().banner.clone(),
-            Os::Windows { windows, .. } => {
-                let w = windows.info();
-                match &w.codeview {
-                    Some(cv) => format!(
-                        "{} {}{:X} (profile {})",
-                        cv.pdb_path,
-                        cv.guid_string(),
-                        cv.age,
-                        w.profile
-                    ),
-                    None => format!("(no CodeView record) (profile {})", w.profile),
-                }
-            }
-        };
+        let s = os.os.guest.os_info().banner;
         // SAFETY: `buf` is NULL or valid for `len` bytes of writes and `out_len` NULL or valid for
         // a write, as this function's `# Safety` requires.
         unsafe { string_out(&s, buf, len, out_len, "the banner") }
@@ -425,13 +420,8 @@ pub unsafe extern "C" fn xvmi_os_symbol(
         // function's `# Safety` requires.
         let name = unsafe { arg_str(name, "name") }?;
         let out = arg_out(out_va, "out_va")?;
-        let (va, source) = match &*os.os {
-            Os::Linux(l) => (l.symbol(name), l.info().symbol_source.clone()),
-            Os::Windows { windows, .. } => (
-                windows.symbol(name),
-                windows.symbols().source_name().to_owned(),
-            ),
-        };
+        let guest = &os.os.guest;
+        let (va, source) = (guest.symbol(name), guest.symbol_table().source_name());
         let va = va.ok_or_else(|| {
             Fail::new(
                 XVMI_ERR_NOT_FOUND,
@@ -508,10 +498,7 @@ pub unsafe extern "C" fn xvmi_os_processes(
             unsafe { cb(userdata, p, status) }
         };
         let convert = |p: &Process| xvmi_process::from(p);
-        match &*os.os {
-            Os::Linux(l) => walk(l.processes(mem), convert, call),
-            Os::Windows { windows, .. } => walk(windows.processes(mem), convert, call),
-        }
+        walk(os.os.guest.processes(mem), convert, call)
     })
 }
 
@@ -539,10 +526,7 @@ pub unsafe extern "C" fn xvmi_os_modules(
             unsafe { cb(userdata, m, status) }
         };
         let convert = |m: &Module| xvmi_module::from(m);
-        match &*os.os {
-            Os::Linux(l) => walk(l.modules(mem), convert, call),
-            Os::Windows { windows, .. } => walk(windows.modules(mem), convert, call),
-        }
+        walk(os.os.guest.modules(mem), convert, call)
     })
 }
 
@@ -566,19 +550,16 @@ pub unsafe extern "C" fn xvmi_os_process_for_cr3(
         let m = arg_handle(mem, "mem")?;
         let out = arg_out(out, "out")?;
         let mem = m.get();
-        let found: Option<Process> = match &*os.os {
-            Os::Linux(l) => match l.process_for_cr3(mem, cr3) {
-                Some(p) => Some(p),
-                None if l.is_kernel_cr3(cr3) => {
-                    return Err(Fail::new(
-                        XVMI_ERR_NOT_FOUND,
-                        format!("CR3 {cr3:#x} selects the kernel's own page tables (init_mm), not a process"),
-                    ))
-                }
-                None => None,
-            },
-            Os::Windows { windows, .. } => windows.process_for_cr3(mem, cr3),
-        };
+        let guest = &os.os.guest;
+        let found = guest.process_for_cr3(mem, cr3);
+        if found.is_none() && guest.as_linux().is_some_and(|l| l.is_kernel_cr3(cr3)) {
+            return Err(Fail::new(
+                XVMI_ERR_NOT_FOUND,
+                format!(
+                    "CR3 {cr3:#x} selects the kernel's own page tables (init_mm), not a process"
+                ),
+            ));
+        }
         let p = found.ok_or_else(|| {
             Fail::new(
                 XVMI_ERR_NOT_FOUND,
@@ -658,12 +639,12 @@ pub unsafe extern "C" fn xvmi_os_process_modules(
             // SAFETY: as in xvmi_os_processes.
             unsafe { cb(userdata, m, status) }
         };
-        match &*os.os {
-            Os::Linux(_) => Err(Fail::new(
+        match &os.os.guest {
+            Guest::Linux(_) => Err(Fail::new(
                 XVMI_ERR_UNSUPPORTED,
                 "walking the user-space modules of a Linux process is not supported yet",
             )),
-            Os::Windows { windows, .. } => walk(
+            Guest::Windows(windows) => walk(
                 windows.process_modules(mem, &p),
                 |m: &Module| xvmi_module::from(m),
                 call,

@@ -13,7 +13,6 @@ use super::domain::{
 };
 use super::error::*;
 use super::handles::{arg_handle, register, unregister, Handle};
-use super::os::Os;
 use super::types::xvmi_registers;
 use crate::addr::{Gfn, VcpuId, ViewId};
 use crate::backend::{MemAccess, Monitor};
@@ -1150,10 +1149,9 @@ unsafe fn run(
             Some(hooks) => hooks.run(session, mem, &opts, |hc| {
                 // The tracer sees every hit (a file open's entry arms its return), whatever
                 // the callback then asks for.
-                let traced = tracing.as_mut().and_then(|t| match &*t.os {
-                    Os::Linux(l) => t.tracer.handle(l, hc),
-                    Os::Windows { .. } => None,
-                });
+                let traced = tracing
+                    .as_mut()
+                    .and_then(|t| t.os.linux().and_then(|l| t.tracer.handle(l, hc)));
                 let traced = traced.map(|r| r.map_err(|e| e.to_string()));
                 let ev = hc.event();
                 call(

@@ -199,7 +199,7 @@ pub unsafe extern "C" fn xvmi_session_trace_enable(
         } else {
             Some(arg_out(out_not_placed, "out_not_placed")?)
         };
-        let Os::Linux(linux) = &*o.os else {
+        let Some(linux) = o.os.linux() else {
             return Err(Fail::new(
                 XVMI_ERR_UNSUPPORTED,
                 "tracing needs a Linux kernel handle (Windows events are not traced yet)",

@@ -3,15 +3,26 @@
 //! [`profile`] loads type and symbol information (Volatility3 ISF, BTF, kallsyms/System.map, or
 //! the kernel's own tables in guest memory); [`linux`] walks a Linux kernel with it, [`windows`]
 //! a Windows kernel (with [`pe`] for the images it loads). The types
-//! here are OS-neutral so that Windows guests fit the same API.
+//! here are OS-neutral so that Windows guests fit the same API: [`GuestOs`] is what both
+//! kernels answer, and [`discover`] tells the OS apart cheaply and finds its kernel.
 
 use crate::addr::{Gpa, Gva};
 
+pub mod cr3;
+mod discover;
+mod guest;
 pub mod linux;
 pub(crate) mod list;
 pub mod pe;
 pub mod profile;
 pub mod windows;
+
+pub use cr3::{Cr3Owner, Cr3Resolver};
+pub use discover::{
+    default_windows_profiles, discover, discover_observed, identify, DiscoverOptions,
+    Identification, WINDOWS_PROFILES_ENV,
+};
+pub use guest::{Guest, GuestOs, OsInfo, OsKind};
 
 /// A process (a thread-group leader on Linux, an `EPROCESS` on Windows).
 #[derive(Clone, Debug, PartialEq, Eq)]

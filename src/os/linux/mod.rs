@@ -27,13 +27,12 @@ use crate::mem::{AddressSpace, GuestMemory, Walk};
 use crate::os::list::ListWalk;
 use crate::os::profile::btf::Btf;
 use crate::os::profile::{kallsyms, SymbolTable, TypeSource};
-use crate::os::{Module, Process};
+use crate::os::{GuestOs, Module, Process};
 use crate::progress::{Progress, Stage};
-use crate::regs::{cr3_to_root, PagingMode, Registers};
+use crate::regs::{PagingMode, Registers};
 
 mod build;
 mod build_file;
-mod cr3;
 mod current;
 pub mod detail;
 pub mod files;
@@ -50,6 +49,8 @@ pub mod symbolize;
 pub mod syscalls;
 pub mod vmap;
 
+/// CR3 → process is OS-neutral; re-exported here where Linux users look for it.
+pub use crate::os::cr3::{Cr3Owner, Cr3Resolver};
 /// Profiles are OS-neutral; re-exported here where Linux users look for them.
 pub use crate::os::profile::Profile;
 pub use build::{
@@ -57,7 +58,6 @@ pub use build::{
     CACHE_ENV, MAX_BUILDS_IN_MEMORY,
 };
 pub use build_file::{parse_entry, CACHE_ENTRY_VERSION, MAX_CACHE_ENTRY};
-pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use current::RunningThread;
 pub use module_text::{ModuleState, ModuleText, ModuleTextLayout};
 pub use modview::{HiddenModule, ModuleCrossView, ModuleView};
@@ -240,6 +240,63 @@ fn placements_from_registers<B: PhysicalMemory>(
     out
 }
 
+/// The cheap tell that a vCPU's page tables hold a Linux kernel: the first mapped page of
+/// the kernel image map (`__START_KERNEL_map`) is 2 MiB aligned and backed, as `_text` is
+/// ([`crate::os::identify`]). Says which vCPU and where, or `None`.
+pub(crate) fn image_map_tell<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    vcpus: &[Registers],
+) -> Option<String> {
+    placements_from_registers(mem, vcpus)
+        .into_iter()
+        .next()
+        .map(|(p, how)| {
+            format!(
+                "{how} maps the kernel image map from {} (pa {})",
+                p.text_va, p.text_pa
+            )
+        })
+}
+
+/// Most `Linux version ` strings the first banner search keeps (the kallsyms search looks
+/// around each; [`banner_tell`] runs the same search).
+const BANNER_SEARCH_HITS: usize = 64;
+
+/// The `Linux version ` strings in physical memory, at most [`BANNER_SEARCH_HITS`], in
+/// address order; `progress` hears of the search as [`STAGE_BANNER`].
+fn banner_search<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    progress: &mut dyn FnMut(Progress),
+) -> Vec<Gpa> {
+    scan::find_physical(
+        mem.backend(),
+        b"Linux version ",
+        BANNER_SEARCH_HITS,
+        progress,
+        STAGE_BANNER,
+    )
+}
+
+/// The cheap memory-only tell of a Linux kernel: a `Linux version ` string followed by a
+/// digit (`linux_banner`, as opposed to a format string) in physical memory. Returns it (or
+/// `None`) and every hit of the search, which is the kallsyms search's first step: the
+/// discovery that follows takes them instead of searching again
+/// ([`Linux::discover_from_tell`]).
+pub(crate) fn banner_tell<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    progress: &mut dyn FnMut(Progress),
+) -> (Option<Gpa>, Vec<Gpa>) {
+    let hits = banner_search(mem, progress);
+    let first = hits.iter().copied().find(|hit| {
+        let mut c = [0u8; 1];
+        hit.0
+            .checked_add(b"Linux version ".len() as u64)
+            .is_some_and(|at| mem.backend().read_physical(Gpa(at), &mut c).is_ok())
+            && c[0].is_ascii_digit()
+    });
+    (first, hits)
+}
+
 /// Symbol offset from `_text` in a table.
 fn rel(symbols: &SymbolTable, name: &str) -> Result<u64> {
     Ok(symbols
@@ -392,6 +449,7 @@ fn first_nx_offset<B: PhysicalMemory>(mem: &GuestMemory<B>, p: &Placement) -> u6
 fn in_guest_symbols<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
+    banner_hits: Option<&[Gpa]>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(SymbolTable, Option<Placement>, String)> {
     // The backed ranges, once: a hostile dump can have hundreds of thousands.
@@ -413,7 +471,11 @@ fn in_guest_symbols<B: PhysicalMemory>(
     // No usable registers: kallsyms and linux_banner are both in .rodata, so scan around each
     // banner found in physical memory (bounded), then everything as a last resort.
     let mut banners: Vec<(u64, u64)> = Vec::new();
-    for hit in scan::find_physical(mem.backend(), b"Linux version ", 64, progress, STAGE_BANNER) {
+    let hits = match banner_hits {
+        Some(h) => h.to_vec(),
+        None => banner_search(mem, progress),
+    };
+    for hit in hits {
         let start = hit.0.saturating_sub(KERNEL_IMAGE_SCAN / 2) & !0xfff;
         if banners.iter().any(|&(s, l)| start >= s && start < s + l) {
             continue;
@@ -490,6 +552,7 @@ fn build_kernel<B: PhysicalMemory>(
     mem: &GuestMemory<B>,
     from_regs: &[(Placement, String)],
     source: ProfileSource,
+    banner_hits: Option<&[Gpa]>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(KernelBuild, Placement, String)> {
     let profile = match source {
@@ -503,7 +566,7 @@ fn build_kernel<B: PhysicalMemory>(
     let (symbols, placement, located_by, types) = match profile {
         Some(p) => (p.symbols, None, String::new(), Some(p.types)),
         None => {
-            let (t, p, how) = in_guest_symbols(mem, from_regs, progress)?;
+            let (t, p, how) = in_guest_symbols(mem, from_regs, banner_hits, progress)?;
             (t, p, how, None)
         }
     };
@@ -629,9 +692,7 @@ impl Linux {
         source: ProfileSource,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Linux> {
-        let from_regs = placements_from_registers(mem, vcpus);
-        let (build, placement, located_by) = build_kernel(mem, &from_regs, source, progress)?;
-        Linux::finish(mem, Arc::new(build), placement, located_by)
+        Self::discover_from_tell(mem, vcpus, source, None, None, progress)
     }
 
     /// [`Linux::discover`] with the guest's own kallsyms and BTF ([`ProfileSource::InGuest`]),
@@ -664,14 +725,50 @@ impl Linux {
         scope: Scope,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Linux> {
+        Self::discover_from_tell(
+            mem,
+            vcpus,
+            ProfileSource::InGuest,
+            Some((cache, scope)),
+            None,
+            progress,
+        )
+    }
+
+    /// The discovery behind [`Linux::discover_observed`] and [`Linux::discover_cached_observed`]
+    /// (`cache` used with [`ProfileSource::InGuest`] only), taking the banner search's hits
+    /// when [`crate::os::identify`] already ran it ([`banner_tell`]): the same search, not
+    /// run twice.
+    pub(crate) fn discover_from_tell<B: PhysicalMemory>(
+        mem: &GuestMemory<B>,
+        vcpus: &[Registers],
+        source: ProfileSource,
+        cache: Option<(&BuildCache, Scope)>,
+        banner_hits: Option<&[Gpa]>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Linux> {
         let from_regs = placements_from_registers(mem, vcpus);
-        if let Some((build, placement, how)) = cache.find(mem, &from_regs, scope) {
-            return Linux::finish(mem, build, placement, how);
+        match (source, cache) {
+            (ProfileSource::InGuest, Some((cache, scope))) => {
+                if let Some((build, placement, how)) = cache.find(mem, &from_regs, scope) {
+                    return Linux::finish(mem, build, placement, how);
+                }
+                let (build, placement, located_by) = build_kernel(
+                    mem,
+                    &from_regs,
+                    ProfileSource::InGuest,
+                    banner_hits,
+                    progress,
+                )?;
+                let build = cache.insert(build);
+                Linux::finish(mem, build, placement, located_by)
+            }
+            (source, _) => {
+                let (build, placement, located_by) =
+                    build_kernel(mem, &from_regs, source, banner_hits, progress)?;
+                Linux::finish(mem, Arc::new(build), placement, located_by)
+            }
         }
-        let (build, placement, located_by) =
-            build_kernel(mem, &from_regs, ProfileSource::InGuest, progress)?;
-        let build = cache.insert(build);
-        Linux::finish(mem, build, placement, located_by)
     }
 
     /// What is true of this guest alone: the kernel's page tables, the direct map, the banner
@@ -767,10 +864,7 @@ impl Linux {
 
     /// Run-time address of a kernel symbol.
     pub fn symbol(&self, name: &str) -> Option<Gva> {
-        self.build
-            .symbols
-            .get(name)
-            .map(|a| Gva(a.wrapping_add(self.slide)))
+        GuestOs::symbol(self, name)
     }
 
     /// The symbol table (addresses as recorded; add [`Linux::slide`] for run-time ones).
@@ -788,11 +882,7 @@ impl Linux {
     /// # Errors
     /// [`Error::MissingSymbol`].
     pub fn require_symbol(&self, name: &str) -> Result<Gva> {
-        self.symbol(name).ok_or_else(|| Error::MissingSymbol {
-            symbol: name.into(),
-            source_name: self.build.symbols.source_name().into(),
-            hint: String::new(),
-        })
+        GuestOs::require_symbol(self, name)
     }
 
     /// Walk `init_task.tasks`: every thread-group leader except the idle task (pid 0), in list
@@ -951,24 +1041,19 @@ impl Linux {
     }
 
     /// The process whose address space a CR3 value selects (PCID bits and the KPTI user bit
-    /// ignored), from an already-walked process list. A CR3 of the kernel's own page tables
-    /// (an idle vCPU) matches nothing here; see [`Linux::is_kernel_cr3`].
+    /// ignored), from an already-walked process list ([`GuestOs::owner_of_cr3`]). A CR3 of
+    /// the kernel's own page tables (an idle vCPU) matches nothing here; see
+    /// [`Linux::is_kernel_cr3`].
     pub fn owner_of_cr3<'p>(&self, processes: &'p [Process], cr3: u64) -> Option<&'p Process> {
-        let root = cr3_to_root(cr3);
-        let kernel_twin = Gpa(root.0 & !0x1000);
-        processes.iter().find(|p| p.dtb == Some(root)).or_else(|| {
-            processes
-                .iter()
-                .find(|p| root.0 & 0x1000 != 0 && p.dtb == Some(kernel_twin))
-        })
+        GuestOs::owner_of_cr3(self, processes, cr3)
     }
 
     /// Whether a CR3 value selects the kernel's own page tables (`init_mm`).
     pub fn is_kernel_cr3(&self, cr3: u64) -> bool {
-        cr3_to_root(cr3).0 & !0x1000 == self.info.kernel_space.root.0
+        GuestOs::is_kernel_cr3(self, cr3)
     }
 
-    /// Walk the task list and return the process owning `cr3`.
+    /// Walk the task list and return the process owning `cr3` ([`GuestOs::process_for_cr3`]).
     ///
     /// # Errors
     /// Errors of the task walk are skipped; none is returned.
@@ -977,8 +1062,7 @@ impl Linux {
         mem: &GuestMemory<B>,
         cr3: u64,
     ) -> Option<Process> {
-        let procs: Vec<Process> = self.processes(mem).filter_map(|p| p.ok()).collect();
-        self.owner_of_cr3(&procs, cr3).cloned()
+        GuestOs::process_for_cr3(self, mem, cr3)
     }
 }
 

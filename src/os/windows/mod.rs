@@ -41,6 +41,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::addr::{Gpa, Gva};
 use crate::backend::snapshot::WindowsDumpInfo;
@@ -53,7 +54,7 @@ use crate::os::profile::cache::{ProfileCache, ProfileKey, SourceFile, Wanted};
 use crate::os::profile::isf::Isf;
 use crate::os::profile::pdb::{symbol_store_path, Pdb};
 use crate::os::profile::{Profile, SymbolTable, TypeSource};
-use crate::os::{Module, Process};
+use crate::os::{GuestOs, Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
@@ -306,15 +307,16 @@ impl Offsets {
 pub struct Windows {
     info: WindowsInfo,
     offsets: Offsets,
-    types: Box<dyn TypeSource + Send + Sync>,
-    symbols: SymbolTable,
+    /// Shared with the discovery that tried it on other candidates (and with the caller's
+    /// [`ProfileCache`] when it came from one).
+    profile: Arc<Profile>,
 }
 
 impl std::fmt::Debug for Windows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Windows")
             .field("info", &self.info)
-            .field("types", &self.types.source_name())
+            .field("types", &self.profile.types.source_name())
             .finish()
     }
 }
@@ -325,7 +327,7 @@ impl std::fmt::Debug for Windows {
 /// holds the kernel's GUID and age made from this file as it is, else parsed at the first
 /// candidate (then `Loaded`).
 enum Pending<'c> {
-    Loaded(Profile, Option<(String, u32)>),
+    Loaded(Arc<Profile>, Option<(String, u32)>),
     Directory(PathBuf, &'c ProfileCache),
     File(PathBuf, &'c ProfileCache, SourceFile),
 }
@@ -496,9 +498,9 @@ impl Windows {
             }
             WindowsProfile::Isf(path) => {
                 let (profile, id) = load_file(&path)?;
-                Pending::Loaded(profile, id)
+                Pending::Loaded(Arc::new(profile), id)
             }
-            WindowsProfile::Loaded(p) => Pending::Loaded(p, None),
+            WindowsProfile::Loaded(p) => Pending::Loaded(Arc::new(p), None),
             WindowsProfile::Directory(dir) => Pending::Directory(dir, cache.unwrap_or(&local)),
         };
 
@@ -612,13 +614,7 @@ impl Windows {
                         w.info.rejected_roots = std::mem::take(rejected);
                         return Ok(Some(w));
                     }
-                    Err(e) => {
-                        // Keep a loaded profile for the next candidate.
-                        if let Pending::Loaded(p, _) = pending {
-                            *p = w.into_profile();
-                        }
-                        e
-                    }
+                    Err(e) => e,
                 },
                 None if tried.is_empty() => "no NT kernel image in its kernel region".to_owned(),
                 None => {
@@ -682,7 +678,7 @@ impl Windows {
         // GUID is known, so it is parsed now, once, and used as loaded from here on.
         if let Pending::File(path, ..) = pending {
             let (profile, id) = load_file(&path.clone())?;
-            *pending = Pending::Loaded(profile, id);
+            *pending = Pending::Loaded(Arc::new(profile), id);
         }
         let layouts: Vec<Offsets> = match pending {
             Pending::Loaded(p, _) => Offsets::from_types(p.types.as_ref())
@@ -752,9 +748,8 @@ impl Windows {
                 .as_ref()
                 .and_then(|k| cache.lookup(k, PROFILE_WANTED, &check_profile, Some(file)));
             if let Some((profile, _)) = hit {
-                let name = profile.types.source_name().to_owned();
-                return Self::with_profile(mem, &c, root, profile, name)
-                    .map_err(|failed| reject(failed.0.to_string()));
+                return Self::with_profile(mem, &c, root, Arc::new(profile))
+                    .map_err(|e| reject(e.to_string()));
             }
             let (profile, id) = load_file(path)?;
             // Kept only under the key it was made for (its own GUID and age).
@@ -768,9 +763,9 @@ impl Windows {
                 }
                 _ => profile,
             };
-            *pending = Pending::Loaded(profile, id);
+            *pending = Pending::Loaded(Arc::new(profile), id);
         }
-        let (profile, name) = match pending {
+        let profile = match pending {
             // Replaced by `Loaded` above; kept as an error rather than a panic.
             Pending::File(path, ..) => {
                 return Err(reject(format!(
@@ -791,8 +786,7 @@ impl Windows {
                         )));
                     }
                 }
-                let name = p.types.source_name().to_owned();
-                (std::mem::replace(p, empty_profile()), name)
+                Arc::clone(p)
             }
             Pending::Directory(dir, cache) => {
                 let Some(cv) = &c.codeview else {
@@ -800,22 +794,10 @@ impl Windows {
                         "its header has no CodeView record, so no profile can be chosen from a directory: pass the ISF file".into(),
                     ));
                 };
-                let profile = load_from_directory(dir, cv, cache)?;
-                let name = profile.types.source_name().to_owned();
-                (profile, name)
+                Arc::new(load_from_directory(dir, cv, cache)?)
             }
         };
-        match Self::with_profile(mem, &c, root, profile, name) {
-            Ok(w) => Ok(w),
-            Err(failed) => {
-                let (e, profile) = *failed;
-                // Keep a loaded profile for the next candidate.
-                if let Pending::Loaded(p, _) = pending {
-                    *p = profile;
-                }
-                Err(reject(e.to_string()))
-            }
-        }
+        Self::with_profile(mem, &c, root, profile).map_err(|e| reject(e.to_string()))
     }
 
     /// Validate the profile at a candidate base.
@@ -823,27 +805,19 @@ impl Windows {
         mem: &GuestMemory<B>,
         c: &Candidate,
         root: &RootSource,
-        profile: Profile,
-        name: String,
-    ) -> std::result::Result<Windows, Box<(Error, Profile)>> {
-        let offsets = match Offsets::from_types(profile.types.as_ref()) {
-            Ok(o) => o,
-            Err(e) => return Err(Box::new((e, profile))),
-        };
+        profile: Arc<Profile>,
+    ) -> Result<Windows> {
+        let name = profile.types.source_name().to_owned();
+        let offsets = Offsets::from_types(profile.types.as_ref())?;
         let sym = |n: &str| profile.symbols.get(n).map(|rva| c.base.wrapping_add(rva));
         let Some(head) = sym("PsActiveProcessHead") else {
-            return Err(Box::new((
-                Error::MissingSymbol {
-                    symbol: "PsActiveProcessHead".into(),
-                    source_name: profile.symbols.source_name().into(),
-                    hint: String::new(),
-                },
-                profile,
-            )));
+            return Err(Error::MissingSymbol {
+                symbol: "PsActiveProcessHead".into(),
+                source_name: profile.symbols.source_name().into(),
+                hint: String::new(),
+            });
         };
-        if let Err(e) = check_list_head(mem, c.space, head) {
-            return Err(Box::new((e, profile)));
-        }
+        check_list_head(mem, c.space, head)?;
         let build = sym("NtBuildNumber")
             .and_then(|a| mem.read_u32(c.space, a).ok())
             .map(|b| b & 0xffff);
@@ -871,8 +845,7 @@ impl Windows {
                 profile: name,
             },
             offsets,
-            types: profile.types,
-            symbols: profile.symbols,
+            profile,
         })
     }
 
@@ -888,7 +861,6 @@ impl Windows {
         base: Gva,
         profile: Profile,
     ) -> Result<Windows> {
-        let name = profile.types.source_name().to_owned();
         let pe = Pe::parse(MappedImage::new(mem, space, base, "ntoskrnl.exe")).ok();
         let codeview = pe.as_ref().and_then(|pe| pe.codeview().ok().flatten());
         let size_of_image = pe.as_ref().map_or(0, |pe| pe.headers().size_of_image);
@@ -899,15 +871,7 @@ impl Windows {
             codeview,
             found_by: FoundBy::GivenBase,
         };
-        Self::with_profile(mem, &c, &RootSource::Hint, profile, name).map_err(|failed| failed.0)
-    }
-
-    /// Give the profile back (to try it on another candidate).
-    fn into_profile(self) -> Profile {
-        Profile {
-            types: self.types,
-            symbols: self.symbols,
-        }
+        Self::with_profile(mem, &c, &RootSource::Hint, Arc::new(profile))
     }
 
     /// What was found about the kernel.
@@ -922,27 +886,21 @@ impl Windows {
 
     /// The type information in use.
     pub fn types(&self) -> &dyn TypeSource {
-        self.types.as_ref()
+        self.profile.types.as_ref()
     }
 
     /// The profile's symbols (RVAs).
     pub fn symbols(&self) -> &SymbolTable {
-        &self.symbols
+        &self.profile.symbols
     }
 
     /// Run-time address of a kernel symbol (image base + RVA).
     pub fn symbol(&self, name: &str) -> Option<Gva> {
-        self.symbols
-            .get(name)
-            .map(|rva| self.info.kernel_base.wrapping_add(rva))
+        GuestOs::symbol(self, name)
     }
 
     fn require_symbol(&self, name: &str) -> Result<Gva> {
-        self.symbol(name).ok_or_else(|| Error::MissingSymbol {
-            symbol: name.into(),
-            source_name: self.symbols.source_name().into(),
-            hint: String::new(),
-        })
+        GuestOs::require_symbol(self, name)
     }
 
     /// The kernel's PE image in memory (for exports, sections, the CodeView record).
@@ -1151,45 +1109,19 @@ impl Windows {
     }
 
     /// The process whose address space a CR3 value selects (PCID bits ignored; the KVA-shadow
-    /// user table matches too), from an already-walked list.
+    /// user table matches too), from an already-walked list ([`GuestOs::owner_of_cr3`]).
     pub fn owner_of_cr3<'p>(&self, processes: &'p [Process], cr3: u64) -> Option<&'p Process> {
-        let root = cr3_to_root(cr3);
-        processes
-            .iter()
-            .find(|p| p.dtb == Some(root) || p.user_dtb == Some(root))
+        GuestOs::owner_of_cr3(self, processes, cr3)
     }
 
-    /// Walk the process list and return the process owning `cr3`. Errors of the walk are
-    /// skipped.
+    /// Walk the process list and return the process owning `cr3`
+    /// ([`GuestOs::process_for_cr3`]). Errors of the walk are skipped.
     pub fn process_for_cr3<B: PhysicalMemory>(
         &self,
         mem: &GuestMemory<B>,
         cr3: u64,
     ) -> Option<Process> {
-        let procs: Vec<Process> = self.processes(mem).filter_map(|p| p.ok()).collect();
-        self.owner_of_cr3(&procs, cr3).cloned()
-    }
-}
-
-fn empty_profile() -> Profile {
-    Profile {
-        types: Box::new(NoTypes),
-        symbols: SymbolTable::default(),
-    }
-}
-
-/// Placeholder while a profile is lent out.
-struct NoTypes;
-
-impl TypeSource for NoTypes {
-    fn source_name(&self) -> &str {
-        "no profile"
-    }
-    fn struct_size(&self, _: &str) -> Option<u64> {
-        None
-    }
-    fn field(&self, _: &str, _: &str) -> Option<crate::os::profile::Field> {
-        None
+        GuestOs::process_for_cr3(self, mem, cr3)
     }
 }
 

@@ -1,21 +1,25 @@
-//! CR3 → process, for CR3-write events: a cache keyed by page-table root that re-walks the
-//! task list when it meets a root it does not know (a new process), at most once per miss.
+//! CR3 → process, for CR3-write events, for any [`GuestOs`]: a cache keyed by page-table root
+//! that re-walks the process list when it meets a root it does not know (a new process), at
+//! most once per miss. The roots are the OS's ([`GuestOs::owner_of_cr3`]'s rules): each
+//! process's `dtb` and `user_dtb` (Windows KVA shadow), and on Linux the KPTI user root, the
+//! page after `dtb`.
 
 use std::collections::HashMap;
 
-use super::Linux;
 use crate::addr::Gpa;
 use crate::backend::PhysicalMemory;
 use crate::mem::GuestMemory;
-use crate::os::Process;
+use crate::os::{GuestOs, Process};
 use crate::regs::cr3_to_root;
 
 /// Who a CR3 value belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cr3Owner {
-    /// A process (KPTI user and kernel roots both map to it).
+    /// A process (KPTI or KVA-shadow user and kernel roots both map to it).
     Process(Process),
-    /// The kernel's own page tables (`init_mm`: idle vCPU or kernel thread).
+    /// The kernel's own page tables ([`GuestOs::is_kernel_cr3`]; Linux `init_mm`: an idle
+    /// vCPU or a kernel thread; Windows: the System process's, which kernel-only processes
+    /// share).
     Kernel,
     /// No process had this root when the task list was last walked.
     Unknown,
@@ -31,46 +35,47 @@ pub struct Cr3Resolver {
 }
 
 impl Cr3Resolver {
-    /// An empty resolver (the first lookup walks the task list).
+    /// An empty resolver (the first lookup walks the process list).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Number of task-list walks done so far.
+    /// Number of process-list walks done so far.
     pub fn walks(&self) -> u64 {
         self.walks
     }
 
-    /// Walk the task list and rebuild the cache. The guest has run since the last walk, so
+    /// Walk the process list and rebuild the cache. The guest has run since the last walk, so
     /// cached translations are flushed first (see [`crate::mem::cache`]).
-    pub fn refresh<B: PhysicalMemory>(&mut self, linux: &Linux, mem: &GuestMemory<B>) {
+    pub fn refresh<O: GuestOs, B: PhysicalMemory>(&mut self, os: &O, mem: &GuestMemory<B>) {
         mem.flush_translations();
         self.by_root.clear();
         self.misses.clear();
         self.walks += 1;
-        for p in linux.processes(mem).filter_map(Result::ok) {
-            if let Some(d) = p.dtb {
-                self.by_root.entry(d.0).or_insert(p);
+        for p in os.processes(mem).filter_map(Result::ok) {
+            for root in [p.dtb, p.user_dtb].into_iter().flatten() {
+                self.by_root.entry(root.0).or_insert_with(|| p.clone());
             }
         }
     }
 
     /// Who owns `cr3`. A root not in the cache triggers one re-walk (a process may have
     /// started since); a root still unknown after that is remembered until the next walk.
-    pub fn resolve<B: PhysicalMemory>(
+    pub fn resolve<O: GuestOs, B: PhysicalMemory>(
         &mut self,
-        linux: &Linux,
+        os: &O,
         mem: &GuestMemory<B>,
         cr3: u64,
     ) -> Cr3Owner {
-        if linux.is_kernel_cr3(cr3) {
+        if os.is_kernel_cr3(cr3) {
             return Cr3Owner::Kernel;
         }
         let root = cr3_to_root(cr3).0;
-        let twin = root & !0x1000; // KPTI: the user PGD is the page after the kernel one
+        // Linux KPTI: the user PGD is the page after the kernel one.
+        let twin = (os.user_root_is_next_page() && root & 0x1000 != 0).then_some(root & !0x1000);
         let lookup = |m: &HashMap<u64, Process>| {
             m.get(&root)
-                .or_else(|| (root & 0x1000 != 0).then(|| m.get(&twin)).flatten())
+                .or_else(|| twin.and_then(|t| m.get(&t)))
                 .cloned()
         };
         if let Some(p) = lookup(&self.by_root) {
@@ -79,7 +84,7 @@ impl Cr3Resolver {
         if self.misses.contains_key(&root) {
             return Cr3Owner::Unknown;
         }
-        self.refresh(linux, mem);
+        self.refresh(os, mem);
         match lookup(&self.by_root) {
             Some(p) => Cr3Owner::Process(p),
             None => {
@@ -93,8 +98,17 @@ impl Cr3Resolver {
     /// process's root, which must then be looked up afresh, not taken for this one).
     pub fn forget(&mut self, cr3: u64) {
         let root = cr3_to_root(cr3).0 & !0x1000;
-        for r in [root, root | 0x1000] {
-            self.by_root.remove(&r);
+        let pair = [root, root | 0x1000];
+        // The process's other root too (Windows KVA shadow: its `user_dtb`). Dropping an
+        // unrelated neighbour's root costs only a re-walk at its next lookup.
+        let gone: Vec<crate::addr::Gva> = pair
+            .iter()
+            .filter_map(|r| self.by_root.get(r))
+            .map(|p| p.object)
+            .collect();
+        self.by_root
+            .retain(|r, p| !pair.contains(r) && !gone.contains(&p.object));
+        for r in pair {
             self.misses.remove(&r);
         }
     }
