@@ -159,3 +159,55 @@ mod tests {
         assert_ne!(hash64(&[]), hash64(&[0]));
     }
 }
+
+/// What every cache entry has around its content: a `format` name, a `version`, and `check`,
+/// the [`hash64`] of the entry serialized as JSON with `check` 0.
+pub(crate) trait Envelope: serde::Serialize + serde::de::DeserializeOwned {
+    /// The entry's `format`.
+    fn format(&self) -> &str;
+    /// The entry's `version`.
+    fn version(&self) -> u32;
+    /// The entry's `check` field.
+    fn check_mut(&mut self) -> &mut u64;
+}
+
+/// The checksum `e` must carry in `check`.
+pub(crate) fn checksum<E: Envelope>(e: &mut E) -> u64 {
+    let saved = std::mem::replace(e.check_mut(), 0);
+    let h = serde_json::to_vec(e).map_or(0, |v| hash64(&v));
+    *e.check_mut() = saved;
+    h
+}
+
+/// Read an entry's envelope from `bytes`: at most `cap` bytes, JSON of the entry's shape,
+/// `format` and `version` as expected, `check` right. The content is the caller's to check.
+///
+/// # Errors
+/// [`Error::Malformed`] for `what`'s "entry", naming which of these fails.
+pub(crate) fn open_entry<E: Envelope>(
+    bytes: &[u8],
+    cap: u64,
+    format: &str,
+    version: u32,
+    what: &'static str,
+) -> Result<E> {
+    let bad = |why: String| Error::malformed(what, "entry", why);
+    if bytes.len() as u64 > cap {
+        return Err(bad(format!("{} bytes, more than {cap}", bytes.len())));
+    }
+    let mut e: E = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if e.format() != format || e.version() != version {
+        return Err(bad(format!(
+            "format {:?} version {}, not {format:?} version {version}",
+            e.format().chars().take(40).collect::<String>(),
+            e.version()
+        )));
+    }
+    // Fuzzing builds (`--cfg fuzzing`) skip the checksum, so the fuzzer reaches the checks
+    // after it (it cannot compute the checksum of its own inputs).
+    let check = *e.check_mut();
+    if !cfg!(fuzzing) && checksum(&mut e) != check {
+        return Err(bad("the checksum does not match the content".into()));
+    }
+    Ok(e)
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::build::{hash64, Fingerprint, KernelBuild, OffsetsOnly, REQUIRED_SYMBOLS, WALK_SYMBOLS};
 use super::{Offsets, Placement, DEFAULT_TEXT, MAX_BANNER, MAX_BTF};
 use crate::backend::PhysicalMemory;
-use crate::cachedir::{read_entry, trusted, write_entry};
+use crate::cachedir::{checksum, open_entry, read_entry, trusted, write_entry, Envelope};
 use crate::error::{Error, Result};
 use crate::mem::GuestMemory;
 use crate::os::profile::SymbolTableBuilder;
@@ -50,12 +50,15 @@ struct Entry {
     check: u64,
 }
 
-impl Entry {
-    fn checksum(&mut self) -> u64 {
-        let saved = std::mem::replace(&mut self.check, 0);
-        let h = serde_json::to_vec(self).map_or(0, |v| hash64(&v));
-        self.check = saved;
-        h
+impl Envelope for Entry {
+    fn format(&self) -> &str {
+        &self.format
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn check_mut(&mut self) -> &mut u64 {
+        &mut self.check
     }
 }
 
@@ -122,7 +125,7 @@ pub(super) fn encode(build: &KernelBuild) -> Result<Vec<u8>> {
         offsets: build.offsets.clone(),
         check: 0,
     };
-    entry.check = entry.checksum();
+    entry.check = checksum(&mut entry);
     serde_json::to_vec_pretty(&entry).map_err(|e| refuse(&e.to_string()))
 }
 
@@ -136,25 +139,7 @@ pub(super) fn encode(build: &KernelBuild) -> Result<Vec<u8>> {
 /// disagrees with its symbols, an offset out of range.
 pub fn parse_entry(bytes: &[u8]) -> Result<KernelBuild> {
     let bad = |why: String| Error::malformed(WHAT, "entry", why);
-    if bytes.len() as u64 > MAX_CACHE_ENTRY {
-        return Err(bad(format!(
-            "{} bytes, more than {MAX_CACHE_ENTRY}",
-            bytes.len()
-        )));
-    }
-    let mut e: Entry = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    if e.format != FORMAT || e.version != CACHE_ENTRY_VERSION {
-        return Err(bad(format!(
-            "format {:?} version {}, not {FORMAT:?} version {CACHE_ENTRY_VERSION}",
-            e.format.chars().take(40).collect::<String>(),
-            e.version
-        )));
-    }
-    // Fuzzing builds (`--cfg fuzzing`) skip the checksum, so the fuzzer reaches the checks
-    // after it (it cannot compute the checksum of its own inputs).
-    if !cfg!(fuzzing) && e.checksum() != e.check {
-        return Err(bad("the checksum does not match the content".into()));
-    }
+    let e: Entry = open_entry(bytes, MAX_CACHE_ENTRY, FORMAT, CACHE_ENTRY_VERSION, WHAT)?;
     if !e.banner.starts_with("Linux version ")
         || e.banner.len() > MAX_BANNER
         || e.banner.contains('\0')

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::{Field, Profile, SymbolTable, SymbolTableBuilder, TypeSource};
-use crate::cachedir::{hash64, read_entry, trusted, write_entry};
+use crate::cachedir::{checksum, hash64, open_entry, read_entry, trusted, write_entry, Envelope};
 use crate::error::{Error, Result};
 
 /// Version of the profile cache file format; a file of another version is rejected.
@@ -196,12 +196,15 @@ struct Entry {
     check: u64,
 }
 
-impl Entry {
-    fn checksum(&mut self) -> u64 {
-        let saved = std::mem::replace(&mut self.check, 0);
-        let h = serde_json::to_vec(self).map_or(0, |v| hash64(&v));
-        self.check = saved;
-        h
+impl Envelope for Entry {
+    fn format(&self) -> &str {
+        &self.format
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn check_mut(&mut self) -> &mut u64 {
+        &mut self.check
     }
 }
 
@@ -278,7 +281,7 @@ pub fn encode_profile_entry(
         symbols,
         check: 0,
     };
-    entry.check = entry.checksum();
+    entry.check = checksum(&mut entry);
     serde_json::to_vec_pretty(&entry).map_err(|e| refuse(e.to_string()))
 }
 
@@ -303,24 +306,13 @@ pub struct ProfileEntry {
 /// not in `wanted` or given twice, an offset, size or RVA out of range.
 pub fn parse_profile_entry(bytes: &[u8], wanted: Wanted) -> Result<ProfileEntry> {
     let bad = |why: String| Error::malformed(WHAT, "entry", why);
-    if bytes.len() as u64 > MAX_PROFILE_ENTRY {
-        return Err(bad(format!(
-            "{} bytes, more than {MAX_PROFILE_ENTRY}",
-            bytes.len()
-        )));
-    }
-    let mut e: Entry = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    if e.format != FORMAT || e.version != PROFILE_ENTRY_VERSION {
-        return Err(bad(format!(
-            "format {:?} version {}, not {FORMAT:?} version {PROFILE_ENTRY_VERSION}",
-            e.format.chars().take(40).collect::<String>(),
-            e.version
-        )));
-    }
-    // Fuzzing builds (`--cfg fuzzing`) skip the checksum so the fuzzer reaches what follows.
-    if !cfg!(fuzzing) && e.checksum() != e.check {
-        return Err(bad("the checksum does not match the content".into()));
-    }
+    let e: Entry = open_entry(
+        bytes,
+        MAX_PROFILE_ENTRY,
+        FORMAT,
+        PROFILE_ENTRY_VERSION,
+        WHAT,
+    )?;
     let key = ProfileKey::new(&e.pdb, &e.guid, e.age)
         .filter(|k| k.pdb_name == e.pdb && k.guid == e.guid)
         .ok_or_else(|| bad("the PDB name or GUID is not one".into()))?;
