@@ -142,24 +142,6 @@ pub(crate) fn write_entry(dir: &Path, name: &str, bytes: &[u8], what: &'static s
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_depends_on_every_byte_and_the_length() {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
-        let h = hash64(&data);
-        for i in [0, 31, 32, 500, 999] {
-            let mut d = data.clone();
-            d[i] ^= 1;
-            assert_ne!(hash64(&d), h, "byte {i}");
-        }
-        assert_ne!(hash64(&data[..999]), h);
-        assert_ne!(hash64(&[]), hash64(&[0]));
-    }
-}
-
 /// What every cache entry has around its content: a `format` name, a `version`, and `check`,
 /// the [`hash64`] of the entry serialized as JSON with `check` 0.
 pub(crate) trait Envelope: serde::Serialize + serde::de::DeserializeOwned {
@@ -210,4 +192,22 @@ pub(crate) fn open_entry<E: Envelope>(
         return Err(bad("the checksum does not match the content".into()));
     }
     Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_depends_on_every_byte_and_the_length() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let h = hash64(&data);
+        for i in [0, 31, 32, 500, 999] {
+            let mut d = data.clone();
+            d[i] ^= 1;
+            assert_ne!(hash64(&d), h, "byte {i}");
+        }
+        assert_ne!(hash64(&data[..999]), h);
+        assert_ne!(hash64(&[]), hash64(&[0]));
+    }
 }
