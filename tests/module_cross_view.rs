@@ -80,13 +80,13 @@ fn a_module_unlinked_from_the_list_is_found_by_its_kobject() {
         .find(|m| m.name == victim_name)
         .unwrap();
     assert_eq!(victim.base.0, victim_base);
-    // list_del: prev->next = next; next->prev = prev.
-    let node = Gva(victim.object.0 + off(&linux, "module", "list"));
-    let next = mem.read_u64(ks, node).unwrap();
-    let prev = mem.read_u64(ks, Gva(node.0 + 8)).unwrap();
     let mut p = Patched::new(mem.backend().clone());
-    p.set_u64(&mem, ks, Gva(prev), next);
-    p.set_u64(&mem, ks, Gva(next + 8), prev);
+    list_del(
+        &mut p,
+        &mem,
+        ks,
+        Gva(victim.object.0 + off(&linux, "module", "list")),
+    );
     let patched = GuestMemory::new(p);
     let v = linux.module_cross_view(&patched).unwrap();
     let rest: Vec<(String, u64)> = truth

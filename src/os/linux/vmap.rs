@@ -29,6 +29,7 @@
 //! of one area and [`MAX_SCAN_PER_CHECK`] per check; an [`AreaScanCache`] lets a monitor that
 //! checks again and again scan each area once in its life (identified by start, end and
 //! `vm_struct`).
+//! At most [`MAX_VMAP_AREAS`] areas are walked over all lists together.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,7 +47,7 @@ use super::Linux;
 pub const MODULE_REGION_START: u64 = 0xffff_ffff_8000_0000;
 /// End of the x86-64 modules region (`MODULES_END`; the fixmap starts here).
 pub const MODULE_REGION_END: u64 = 0xffff_ffff_ff00_0000;
-/// Most busy areas walked per list (a list longer than this ends the walk with an error).
+/// Most busy areas walked, over every list together (more ends the walk with an error).
 pub const MAX_VMAP_AREAS: usize = 1 << 18;
 /// Most `vmap_nodes` read (6.9+; the kernel makes at most one per CPU, capped at 128 today).
 pub const MAX_VMAP_NODES: u32 = 1024;
@@ -238,9 +239,19 @@ impl Linux {
         let ks = self.info().kernel_space;
         let mut out = ModuleRegionAreas::default();
         let mut seen = HashSet::new();
+        // One budget for every list: nodes × areas must not multiply the bound.
+        let mut walked = 0usize;
         for head in heads {
-            let walk = ListWalk::new(mem, ks, Ok(head), "vmap area list", MAX_VMAP_AREAS);
+            let left = MAX_VMAP_AREAS.saturating_sub(walked);
+            if left == 0 {
+                out.errors.push(format!(
+                    "vmap areas: more than {MAX_VMAP_AREAS} areas walked over all lists"
+                ));
+                break;
+            }
+            let walk = ListWalk::new(mem, ks, Ok(head), "vmap area list", left);
             for node in walk.backward() {
+                walked += 1;
                 let node = match node {
                     Ok(n) => n,
                     Err(e) => {
