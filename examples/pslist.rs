@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::backend::snapshot::{Snapshot, TriageDump};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::linux::{BuildCache, Linux, ProfileSource, Scope};
 use xenvmi::os::profile::cache::ProfileCache;
@@ -149,6 +149,16 @@ fn run() -> Result<(), String> {
         _ => ProfileSource::InGuest,
     };
 
+    // A triage dump holds no memory to walk: what it records is reported instead.
+    if TriageDump::sniff(&image) {
+        let profile = args
+            .windows
+            .as_deref()
+            .or(args.profile.as_deref())
+            .map(windows_profile)
+            .or_else(|| xenvmi::os::default_windows_profiles().map(WindowsProfile::Directory));
+        return triage::show(&image, profile, args.json);
+    }
     let snap =
         Snapshot::open(&image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
     let format = snap.format();
@@ -355,6 +365,105 @@ fn print_table(
             (None, false) => "no process owns this CR3".into(),
         };
         println!("  vCPU {i}  CR3 {cr3:#x}  -> {who}");
+    }
+}
+
+/// A Windows triage dump: its header, bug check, driver list and, with a profile, the
+/// crashing process (`xenvmi::os::windows::triage`).
+mod triage {
+    use std::path::Path;
+
+    use xenvmi::backend::snapshot::TriageDump;
+    use xenvmi::os::terminal_safe as safe;
+    use xenvmi::os::windows::triage::crashing_process;
+    use xenvmi::os::windows::WindowsProfile;
+
+    pub fn show(image: &Path, profile: Option<WindowsProfile>, json: bool) -> Result<(), String> {
+        let dump = TriageDump::open(image).map_err(|e| e.to_string())?;
+        let reading = match &profile {
+            Some(p) => crashing_process(&dump, p).map_err(|e| e.to_string()),
+            None => Err("no Windows profile (give one with --profile, or put it in the default place) to read the process copy with".to_owned()),
+        };
+        if json {
+            let mut out = serde_json::json!({
+                "image": image.display().to_string(),
+                "format": "Windows triage dump",
+                "os": "windows",
+            });
+            out["triage"] =
+                xenvmi::report::windows_triage(&dump, reading.as_ref().map_err(|e| e.as_str()));
+            println!("{out}");
+            return Ok(());
+        }
+        let info = &dump.info;
+        let in_driver = |a: u64| {
+            dump.driver_at(a)
+                .map(|d| format!(" ({}+{:#x})", safe(&d.name), a - d.base))
+                .unwrap_or_default()
+        };
+        println!("image      {}", image.display());
+        println!("format     Windows triage dump (DumpType 4): no physical memory, no process list; what it records:");
+        println!(
+            "kernel     build {}, {} processors",
+            info.minor_version, info.number_processors
+        );
+        let params: Vec<String> = info
+            .bugcheck_parameters
+            .iter()
+            .map(|&p| format!("{p:#x}{}", in_driver(p)))
+            .collect();
+        println!(
+            "bugcheck   {:#x} ({})",
+            info.bugcheck_code,
+            params.join(", ")
+        );
+        println!(
+            "context    rip {:#x}{} rsp {:#x}",
+            dump.context.rip,
+            in_driver(dump.context.rip),
+            dump.context.rsp
+        );
+        match &reading {
+            Ok(r) => {
+                let p = &r.process;
+                let cpu = p
+                    .processor
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string());
+                println!(
+                    "crashing   pid {} ppid {} {} thread {:#x} on processor {cpu} (profile {})",
+                    p.pid,
+                    p.ppid,
+                    safe(&p.name),
+                    p.thread_id,
+                    safe(&r.profiles.join(", "))
+                );
+                if p.thread_process_id != p.pid {
+                    println!(
+                        "           the thread belongs to pid {} (attached)",
+                        p.thread_process_id
+                    );
+                }
+            }
+            Err(why) => println!("crashing   not named: {}", safe(why)),
+        }
+        let drivers: Vec<_> = dump.drivers.iter().flatten().collect();
+        println!();
+        println!("{} drivers:", drivers.len());
+        println!("{:<18} {:>10}  NAME", "BASE", "SIZE");
+        for d in drivers {
+            println!("{:#018x} {:>#10x}  {}", d.base, d.size, safe(&d.name));
+        }
+        for e in dump.drivers.iter().filter_map(|d| d.as_ref().err()) {
+            eprintln!("pslist: {}: {}", image.display(), safe(e));
+        }
+        if dump.drivers_truncated {
+            eprintln!(
+                "pslist: {}: DriverCount is more than {}: the list was cut",
+                image.display(),
+                xenvmi::backend::snapshot::MAX_TRIAGE_DRIVERS
+            );
+        }
+        Ok(())
     }
 }
 

@@ -12,11 +12,13 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::attest::{Attestation, Deviation, Subject, Unverified};
+use crate::backend::snapshot::TriageDump;
 use crate::capture::CaptureReport;
 use crate::mem::PagingMode;
 use crate::os::linux::detail::{Part, ProcessDetail};
 use crate::os::linux::maps::Backing;
 use crate::os::linux::{HiddenModule, KernelInfo, Linux, ModuleCrossView};
+use crate::os::windows::triage::TriageReading;
 use crate::os::{Module, Process};
 use crate::regs::Registers;
 
@@ -403,4 +405,76 @@ pub fn attestation(a: &Attestation) -> Value {
         "modules_checked": a.modules_checked,
         "warnings": a.warnings,
     })
+}
+
+/// A Windows triage dump: what it records without a profile (header, bug check, the crashing
+/// processor's `rip`/`rsp` and the driver holding `rip`, the driver list) and the crashing
+/// process as `crashing` read it (`Err`: why it could not be named).
+pub fn windows_triage(
+    dump: &TriageDump,
+    crashing: std::result::Result<&TriageReading, &str>,
+) -> Value {
+    let in_driver = |a: u64| {
+        dump.driver_at(a)
+            .map(|d| format!("{}+{:#x}", d.name, a - d.base))
+    };
+    let info = &dump.info;
+    let addresses: Vec<Value> = info
+        .bugcheck_parameters
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &a)| {
+            in_driver(a).map(|w| json!({"parameter": i + 1, "address": hex(a), "in": w}))
+        })
+        .collect();
+    let drivers: Vec<Value> = dump
+        .drivers
+        .iter()
+        .flatten()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "base": hex(d.base),
+                "size": hex(u64::from(d.size)),
+                "checksum": hex(u64::from(d.checksum)),
+                "timestamp": hex(u64::from(d.timestamp)),
+            })
+        })
+        .collect();
+    let errors: Vec<&String> = dump
+        .drivers
+        .iter()
+        .filter_map(|d| d.as_ref().err())
+        .collect();
+    let mut out = json!({
+        "build": info.minor_version,
+        "processors": info.number_processors,
+        "bugcheck": {
+            "code": hex(u64::from(info.bugcheck_code)),
+            "parameters": info.bugcheck_parameters.iter().map(|&p| hex(p)).collect::<Vec<_>>(),
+            "in_drivers": addresses,
+        },
+        "system_time": info.system_time,
+        "context": {
+            "rip": hex(dump.context.rip),
+            "rsp": hex(dump.context.rsp),
+            "in": in_driver(dump.context.rip),
+        },
+        "drivers": drivers,
+        "driver_errors": errors,
+        "drivers_truncated": dump.drivers_truncated,
+    });
+    out["crashing"] = match crashing {
+        Ok(r) => json!({
+            "pid": r.process.pid,
+            "ppid": r.process.ppid,
+            "name": r.process.name,
+            "thread_id": r.process.thread_id,
+            "thread_process_id": r.process.thread_process_id,
+            "processor": r.process.processor,
+            "profiles": r.profiles,
+        }),
+        Err(why) => json!({"error": why}),
+    };
+    out
 }

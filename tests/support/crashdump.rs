@@ -223,3 +223,110 @@ pub fn write_sparse(src: &[u8], out: &mut File) {
         }
     }
 }
+
+/// A driver in a triage dump's driver list.
+#[derive(Clone, Debug)]
+pub struct TriageDriverSpec {
+    pub name: String,
+    pub base: u64,
+    pub size: u32,
+    pub checksum: u32,
+    pub timestamp: u32,
+}
+
+/// What a triage dump (DumpType 4) records besides its header.
+#[derive(Clone, Debug, Default)]
+pub struct Triage {
+    /// Copies of the crashing processor's `KPRCB`, the current process's `EPROCESS` and the
+    /// current thread's `ETHREAD`, as many bytes as the build's structures have.
+    pub prcb: Vec<u8>,
+    pub process: Vec<u8>,
+    pub thread: Vec<u8>,
+    /// The saved stack, ending at `top_of_stack`.
+    pub stack: Vec<u8>,
+    pub top_of_stack: u64,
+    pub drivers: Vec<TriageDriverSpec>,
+}
+
+// TRIAGE_DUMP64 at 0x2000: eighteen ULONGs then TopOfStack, in the order of Ghidra's
+// PAGEDUMP_TRIAGE reader (Apache-2.0, ghidra.file.formats.dump.pagedump.TriageDump).
+pub const T_SERVICE_PACK_BUILD: usize = HEADER;
+pub const T_SIZE_OF_DUMP: usize = HEADER + 0x04;
+pub const T_VALID_OFFSET: usize = HEADER + 0x08;
+pub const T_CONTEXT_OFFSET: usize = HEADER + 0x0c;
+pub const T_EXCEPTION_OFFSET: usize = HEADER + 0x10;
+pub const T_MM_OFFSET: usize = HEADER + 0x14;
+pub const T_UNLOADED_DRIVERS_OFFSET: usize = HEADER + 0x18;
+pub const T_PRCB_OFFSET: usize = HEADER + 0x1c;
+pub const T_PROCESS_OFFSET: usize = HEADER + 0x20;
+pub const T_THREAD_OFFSET: usize = HEADER + 0x24;
+pub const T_CALL_STACK_OFFSET: usize = HEADER + 0x28;
+pub const T_SIZE_OF_CALL_STACK: usize = HEADER + 0x2c;
+pub const T_DRIVER_LIST_OFFSET: usize = HEADER + 0x30;
+pub const T_DRIVER_COUNT: usize = HEADER + 0x34;
+pub const T_STRING_POOL_OFFSET: usize = HEADER + 0x38;
+pub const T_STRING_POOL_SIZE: usize = HEADER + 0x3c;
+pub const T_BROKEN_DRIVER_OFFSET: usize = HEADER + 0x40;
+pub const T_TRIAGE_OPTIONS: usize = HEADER + 0x44;
+pub const T_TOP_OF_STACK: usize = HEADER + 0x48;
+/// `DUMP_DRIVER_ENTRY64`: `DriverNameOffset`, padding, then the debugger headers'
+/// `KLDR_DATA_TABLE_ENTRY64` (0x88 bytes: `DllBase` 0x30, `SizeOfImage` 0x40, `CheckSum` 0x78,
+/// `TimeDateStamp` 0x80).
+pub const DRIVER_ENTRY: usize = 0x90;
+/// `TRGD`, written at `ValidOffset`.
+pub const TRIAGE_VALID: u32 = 0x4447_5254;
+
+/// A triage dump: the header, `TRIAGE_DUMP64`, then (each 8-aligned) the `CONTEXT` copy, the
+/// `KPRCB`, `EPROCESS` and `ETHREAD` copies, the stack, the driver list, the string pool
+/// (`DUMP_STRING`s: a ULONG character count, UTF-16, a NUL), and `TRGD` last.
+pub fn triage_dump(h: &Header, t: &Triage) -> Vec<u8> {
+    let mut b = header(h, 4);
+    b.resize(HEADER + 0x100, 0);
+    let place = |b: &mut Vec<u8>, bytes: &[u8]| -> usize {
+        b.resize(b.len().next_multiple_of(8), 0);
+        let at = b.len();
+        b.extend_from_slice(bytes);
+        at
+    };
+    let context = b[CONTEXT..CONTEXT + 0x4d0].to_vec();
+    let context_at = place(&mut b, &context);
+    let prcb_at = place(&mut b, &t.prcb);
+    let process_at = place(&mut b, &t.process);
+    let thread_at = place(&mut b, &t.thread);
+    let stack_at = place(&mut b, &t.stack);
+    let list_at = place(&mut b, &vec![0u8; DRIVER_ENTRY * t.drivers.len()]);
+    let pool_at = b.len().next_multiple_of(8);
+    for (i, d) in t.drivers.iter().enumerate() {
+        let units: Vec<u16> = d.name.encode_utf16().collect();
+        let mut s = (units.len() as u32).to_le_bytes().to_vec();
+        for u in units.iter().chain([0u16].iter()) {
+            s.extend_from_slice(&u.to_le_bytes());
+        }
+        let name_at = place(&mut b, &s);
+        let e = list_at + DRIVER_ENTRY * i;
+        put32(&mut b, e, name_at as u32);
+        put64(&mut b, e + 8 + 0x30, d.base);
+        put32(&mut b, e + 8 + 0x40, d.size);
+        put32(&mut b, e + 8 + 0x78, d.checksum);
+        put32(&mut b, e + 8 + 0x80, d.timestamp);
+    }
+    let pool_size = b.len() - pool_at;
+    let valid_at = place(&mut b, &TRIAGE_VALID.to_le_bytes());
+    let size = b.len();
+    put32(&mut b, T_SERVICE_PACK_BUILD, h.minor);
+    put32(&mut b, T_SIZE_OF_DUMP, size as u32);
+    put32(&mut b, T_VALID_OFFSET, valid_at as u32);
+    put32(&mut b, T_CONTEXT_OFFSET, context_at as u32);
+    put32(&mut b, T_PRCB_OFFSET, prcb_at as u32);
+    put32(&mut b, T_PROCESS_OFFSET, process_at as u32);
+    put32(&mut b, T_THREAD_OFFSET, thread_at as u32);
+    put32(&mut b, T_CALL_STACK_OFFSET, stack_at as u32);
+    put32(&mut b, T_SIZE_OF_CALL_STACK, t.stack.len() as u32);
+    put32(&mut b, T_DRIVER_LIST_OFFSET, list_at as u32);
+    put32(&mut b, T_DRIVER_COUNT, t.drivers.len() as u32);
+    put32(&mut b, T_STRING_POOL_OFFSET, pool_at as u32);
+    put32(&mut b, T_STRING_POOL_SIZE, pool_size as u32);
+    put32(&mut b, T_TRIAGE_OPTIONS, 0xffff_ffff);
+    put64(&mut b, T_TOP_OF_STACK, t.top_of_stack);
+    b
+}

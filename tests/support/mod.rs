@@ -5,6 +5,7 @@ pub mod hostile;
 pub mod lime;
 pub mod linux;
 pub mod patched;
+pub mod scratch;
 pub mod siem;
 pub mod traced;
 pub mod windows_guest;

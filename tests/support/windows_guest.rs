@@ -37,6 +37,11 @@ pub fn isf_dir() -> PathBuf {
 }
 
 /// Load one of [`PROFILES`] (each test binary caches the parsed files).
+/// `DISPATCHER_HEADER.Type` of a process (`ProcessObject`) and a thread (`ThreadObject`):
+/// the WDK's `KOBJECTS` values.
+pub const PROCESS_OBJECT: u8 = 3;
+pub const THREAD_OBJECT: u8 = 6;
+
 pub fn load_isf(file: &str) -> Isf {
     Isf::from_file(isf_dir().join(file)).expect("fixture ISF")
 }
@@ -547,6 +552,8 @@ impl WinGuest {
             } else {
                 (g.kernel_pml4, None)
             };
+            // Pcb.Header.Type: KPROCESS opens EPROCESS, DISPATCHER_HEADER opens KPROCESS.
+            g.kwrite(ep, &[PROCESS_OBJECT]);
             g.kwrite_u64(ep + t("_EPROCESS", "UniqueProcessId"), p.pid);
             g.kwrite_u64(ep + t("_EPROCESS", "InheritedFromUniqueProcessId"), p.ppid);
             let mut name = [0u8; 15];
@@ -674,6 +681,24 @@ impl WinGuest {
         )
     }
 
+    /// `Cid.UniqueThread` of processor `i`'s current thread (an idle thread's is 0).
+    pub fn thread_id(i: usize) -> u64 {
+        0x1f04 + 8 * i as u64
+    }
+
+    /// `len` bytes at kernel address `va` (pages never written read as zero).
+    pub fn kread(&mut self, va: u64, len: usize) -> Vec<u8> {
+        let k = self.kernel_pml4;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let cur = va + out.len() as u64;
+            let n = ((4096 - (cur & 0xfff)) as usize).min(len - out.len());
+            let pa = (self.page(k, cur) + (cur & 0xfff)) as usize;
+            out.extend_from_slice(&self.mem[pa..pa + n]);
+        }
+        out
+    }
+
     /// The kernel stack (`StackLimit`, `StackBase`) of processor `i`'s current thread.
     pub fn stack(i: usize) -> (u64, u64) {
         let limit = 0xffff_d08a_1230_0000 + 0x1_0000 * i as u64;
@@ -696,6 +721,7 @@ impl WinGuest {
         let k = self.kernel_pml4;
         if spec.cpus.iter().any(|c| c.process.is_none()) {
             let ep = self.pool(isf.struct_size("_EPROCESS").unwrap());
+            self.kwrite(ep, &[PROCESS_OBJECT]);
             self.kwrite_u64(ep + t("_EPROCESS", "UniqueProcessId"), 0);
             self.kwrite(ep + t("_EPROCESS", "ImageFileName"), b"Idle\0");
             self.kwrite_u64(ep + t("_EPROCESS", "Pcb.DirectoryTableBase"), k);
@@ -728,6 +754,16 @@ impl WinGuest {
             self.kwrite_u64(thread + t("_ETHREAD", "Tcb.ApcState.Process"), ep);
             let home = c.home.map_or(ep, |h| self.eprocess[h]);
             self.kwrite_u64(thread + t("_ETHREAD", "Tcb.Process"), home);
+            // Tcb.Header.Type, and the client id: the thread's own process and its id.
+            self.kwrite(thread, &[THREAD_OBJECT]);
+            let home_pid = c.home.or(c.process).map_or(0, |h| spec.processes[h].pid);
+            self.kwrite_u64(thread + t("_ETHREAD", "Cid.UniqueProcess"), home_pid);
+            let tid = if c.process.is_some() {
+                Self::thread_id(i)
+            } else {
+                0
+            };
+            self.kwrite_u64(thread + t("_ETHREAD", "Cid.UniqueThread"), tid);
             let (limit, stack_base) = Self::stack(i);
             self.kwrite_u64(thread + t("_KTHREAD", "StackLimit"), limit);
             self.kwrite_u64(thread + t("_KTHREAD", "StackBase"), stack_base);

@@ -69,7 +69,7 @@ pub(super) const SIGNATURE_32: &[u8; 8] = b"PAGEDUMP";
 
 const PAGE: u64 = 0x1000;
 /// Size of `DUMP_HEADER64`; full dumps' pages start here, bitmap dumps' bitmap header too.
-const HEADER_SIZE: usize = 0x2000;
+pub(super) const HEADER_SIZE: usize = 0x2000;
 
 const OFF_MAJOR: usize = 0x08;
 const OFF_MINOR: usize = 0x0c;
@@ -123,6 +123,9 @@ pub enum WindowsDumpKind {
     /// DumpType 5 or 6 with an `"SDMP"` (summary) bitmap header: the pages the bitmap marks
     /// present, usually kernel memory only.
     BitmapKernel,
+    /// DumpType 4: a triage dump ("minidump"), which holds no physical memory: it is never a
+    /// [`super::Snapshot`]; [`super::TriageDump`] reads what it records.
+    Triage,
 }
 
 impl fmt::Display for WindowsDumpKind {
@@ -131,6 +134,7 @@ impl fmt::Display for WindowsDumpKind {
             WindowsDumpKind::Full => "full (run-based)",
             WindowsDumpKind::BitmapFull => "bitmap (FDMP)",
             WindowsDumpKind::BitmapKernel => "bitmap (SDMP, kernel)",
+            WindowsDumpKind::Triage => "triage (no physical memory)",
         })
     }
 }
@@ -199,7 +203,7 @@ pub(crate) fn dump_type_name(t: u32) -> &'static str {
 fn unsupported_reason(t: u32) -> String {
     let what = match t {
         3 => "the file has the header (bug check, CONTEXT, a few addresses) but no memory",
-        4 => "a triage dump (minidump) holds the crashing thread's stack and a few selected pages, not physical memory",
+        4 => "a triage dump (minidump) holds the crashing thread's stack and a few selected pages, not physical memory (what it records, the crashing process and the driver list, is read by TriageDump: `pslist` prints it)",
         8..=10 => "the RDMP page layout is not read",
         _ => "this value is not one the reader knows",
     };
@@ -209,7 +213,12 @@ fn unsupported_reason(t: u32) -> String {
     )
 }
 
-pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
+/// The checked `DUMP_HEADER64` of a 64-bit x86-64 dump: the signature, the size and the
+/// machine, with errors naming `what`.
+pub(super) fn checked_header<'b, S: Source + ?Sized>(
+    b: &'b S,
+    what: &str,
+) -> Result<std::borrow::Cow<'b, [u8]>> {
     let bad = |reason: String| Error::malformed(FMT, what, reason);
     if b.begins_with(SIGNATURE_32) {
         return Err(bad(
@@ -221,24 +230,31 @@ pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
             "the signature is not PAGEDU64 (a 64-bit Windows kernel dump)".into(),
         ));
     }
-    let header = b.bytes_at(0, HEADER_SIZE);
-    let header: &[u8] = header.as_deref().ok_or_else(|| {
+    let header = b.bytes_at(0, HEADER_SIZE).ok_or_else(|| {
         bad(format!(
             "the header needs {HEADER_SIZE:#x} bytes but the file has {:#x} (truncated)",
             b.size()
         ))
     })?;
-    // Every read below is inside the 0x2000-byte header, so they cannot fail.
-    let h32 = |off: usize| u32_at(header, off).unwrap_or(0);
-    let h64 = |off: usize| u64_at(header, off).unwrap_or(0);
-
-    let machine = h32(OFF_MACHINE);
+    let machine = u32_at(&header, OFF_MACHINE).unwrap_or(0);
     if machine != MACHINE_AMD64 {
         return Err(bad(format!(
             "MachineImageType {machine:#x} is not x86-64 ({MACHINE_AMD64:#x})"
         )));
     }
-    let dump_type = h32(OFF_DUMP_TYPE);
+    Ok(header)
+}
+
+/// `DumpType` of a checked header.
+pub(super) fn dump_type(header: &[u8]) -> u32 {
+    u32_at(header, OFF_DUMP_TYPE).unwrap_or(0)
+}
+
+pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
+    let bad = |reason: String| Error::malformed(FMT, what, reason);
+    let header = checked_header(b, what)?;
+    let header: &[u8] = &header;
+    let dump_type = dump_type(header);
     let unsupported = |reason: String| Error::UnsupportedImage {
         format: FMT,
         what: what.to_owned(),
@@ -263,7 +279,22 @@ pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
         t => return Err(unsupported(unsupported_reason(t))),
     };
 
-    let info = WindowsDumpInfo {
+    let info = header_info(header, dump_type, kind);
+    let vcpu0 = context_registers(header, info.directory_table_base);
+    Ok(Layout {
+        regions,
+        vcpus: vec![vcpu0],
+        windows: Some(info),
+        ..Layout::default()
+    })
+}
+
+/// The header's values (`header` is a checked `DUMP_HEADER64`).
+pub(super) fn header_info(header: &[u8], dump_type: u32, kind: WindowsDumpKind) -> WindowsDumpInfo {
+    // Every read is inside the 0x2000-byte header, so none can fail.
+    let h32 = |off: usize| u32_at(header, off).unwrap_or(0);
+    let h64 = |off: usize| u64_at(header, off).unwrap_or(0);
+    WindowsDumpInfo {
         major_version: h32(OFF_MAJOR),
         minor_version: h32(OFF_MINOR),
         directory_table_base: h64(OFF_DTB),
@@ -279,14 +310,7 @@ pub(super) fn parse<S: Source + ?Sized>(b: &S, what: &str) -> Result<Layout> {
         required_dump_space: h64(OFF_REQUIRED_SPACE),
         system_time: h64(OFF_SYSTEM_TIME),
         system_up_time: h64(OFF_SYSTEM_UP_TIME),
-    };
-    let vcpu0 = context_registers(header, info.directory_table_base);
-    Ok(Layout {
-        regions,
-        vcpus: vec![vcpu0],
-        windows: Some(info),
-        ..Layout::default()
-    })
+    }
 }
 
 /// Push a region of `pages` pages at frame `pfn`, stored at `file_offset`, merging it with the
@@ -470,7 +494,7 @@ fn bitmap_regions<S: Source + ?Sized>(
 
 /// vCPU 0 from the header's `CONTEXT`, with the control registers a running x64 Windows kernel
 /// has (see the module documentation).
-fn context_registers(header: &[u8], directory_table_base: u64) -> Registers {
+pub(super) fn context_registers(header: &[u8], directory_table_base: u64) -> Registers {
     let c = |off: usize| u64_at(header, OFF_CONTEXT + off).unwrap_or(0);
     // CONTEXT integer registers, in order: rax rcx rdx rbx rsp rbp rsi rdi r8..r15.
     let g = |i: usize| c(CTX_RAX + 8 * i);

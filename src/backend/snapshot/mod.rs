@@ -36,10 +36,15 @@ mod crashdump;
 pub(crate) mod elf;
 mod lime;
 mod storage;
+mod triage;
 mod xen_core;
 
 pub use crashdump::{WindowsDumpInfo, WindowsDumpKind};
 use storage::{Source, Storage};
+pub use triage::{
+    TriageDriver, TriageDump, DRIVER_ENTRY_SIZE, DUMP_TYPE_TRIAGE, MAX_DRIVER_NAME,
+    MAX_TRIAGE_DRIVERS, MAX_TRIAGE_DUMP, TRIAGE_VALID,
+};
 
 /// The on-disk format of a snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

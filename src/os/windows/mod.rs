@@ -59,6 +59,7 @@ use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
 pub mod dtb;
+pub mod triage;
 pub use cpus::{
     crashing_processor, CrashingCpu, KernelCpu, Processors, RegisterCheck, CPU_FIELDS, CPU_SYMBOLS,
     MAX_PROCESSORS,
