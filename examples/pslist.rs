@@ -28,6 +28,9 @@
 //! its current thread's process and saved CR3); a crash dump names the processor that crashed
 //! (its `CONTEXT` is labelled with that index, never assumed 0), and a core's registers are
 //! checked against the records, a disagreement printed (`DISAGREES`, JSON `agrees: false`).
+//! A triage dump (DumpType 4, a minidump: no memory) gets a report of what it records instead:
+//! the bug check and the driver it points into, the driver list, and with a profile the
+//! crashing process, thread and processor (`docs/windows.md`, JSON `"triage"`).
 //!
 //! With no profile given, what discovery learns about the kernel build is kept in the build
 //! cache (`~/.cache/xenvmi`, or `$XDG_CACHE_HOME/xenvmi`, or `$XENVMI_CACHE_DIR`) and the next

@@ -194,6 +194,25 @@ fn windows_dtb_inputs() {
     }
 }
 
+#[path = "../fuzz/windows_triage_harness.rs"]
+mod windows_triage_harness;
+
+#[test]
+fn windows_triage_inputs() {
+    // Seeds: triage dumps of real-layout guests, one crashed in a process, one on the idle
+    // processor, per ISF (`tests/windows_triage.rs` writes them).
+    let all = inputs("windows_triage");
+    assert!(all.len() >= 6, "seeds missing");
+    for (name, data) in all {
+        eprintln!("{name}");
+        let read = windows_triage_harness::run(&data);
+        assert!(
+            read || !name.contains("/seeds/"),
+            "{name}: the seed's process was not read"
+        );
+    }
+}
+
 #[path = "../fuzz/os_identify_harness.rs"]
 mod os_identify_harness;
 

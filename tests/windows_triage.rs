@@ -376,3 +376,27 @@ fn pslist_reports_a_triage_dump() {
         "{bare}"
     );
 }
+
+/// Writes the `windows_triage` fuzz seeds: for each build, a triage dump crashed on a
+/// user process's processor and one on the idle processor, behind the build's offsets of
+/// `TRIAGE_FIELDS`. Run by hand: `cargo test --test windows_triage -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand when the seed format changes"]
+fn write_fuzz_seeds() {
+    use xenvmi::os::windows::triage::TRIAGE_FIELDS;
+    let dir = support::fixture::repo_root().join("fuzz/seeds/windows_triage");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, build) in PROFILES {
+        let isf = load_isf(file);
+        let mut g = WinGuest::build(&isf, WinSpec::with_cpus(build, 3));
+        for crashed in [1, 2] {
+            let mut seed = Vec::new();
+            for (t, f) in TRIAGE_FIELDS {
+                let off = isf.field(t, f).map_or(0xffff, |x| x.offset as u16);
+                seed.extend_from_slice(&off.to_le_bytes());
+            }
+            seed.extend(triage_of(&isf, &mut g, crashed));
+            std::fs::write(dir.join(format!("{build}-cpu{crashed}")), seed).unwrap();
+        }
+    }
+}

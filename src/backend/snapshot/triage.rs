@@ -139,35 +139,22 @@ impl TriageDump {
     pub fn sniff(path: impl AsRef<Path>) -> bool {
         use std::io::Read;
         let mut head = vec![0u8; HEADER_SIZE];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
+        crate::file::open_regular(path.as_ref(), false)
+            .is_ok_and(|(mut f, _)| f.read_exact(&mut head).is_ok())
             && checked_header(head.as_slice(), "").is_ok()
             && dump_type(&head) == DUMP_TYPE_TRIAGE
     }
 
-    /// Read the triage dump at `path` (at most [`MAX_TRIAGE_DUMP`] bytes).
+    /// Read the triage dump at `path`: a regular file (never a FIFO or a device) of at most
+    /// [`MAX_TRIAGE_DUMP`] bytes.
     ///
     /// # Errors
     /// [`Error::Io`]; [`Error::Malformed`] naming the file and the field for anything that is
     /// not a well-formed triage dump.
     pub fn open(path: impl AsRef<Path>) -> Result<TriageDump> {
-        use std::io::Read;
         let path = path.as_ref();
-        let what = path.display().to_string();
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut bytes = Vec::new();
-        f.take(MAX_TRIAGE_DUMP + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 > MAX_TRIAGE_DUMP {
-            return Err(Error::malformed(
-                FMT,
-                what,
-                format!("larger than {MAX_TRIAGE_DUMP} bytes: not a triage dump"),
-            ));
-        }
-        TriageDump::parse(bytes, what)
+        let bytes = crate::file::read_capped(path, MAX_TRIAGE_DUMP, FMT)?;
+        TriageDump::parse(bytes, path.display().to_string())
     }
 
     /// Parse a triage dump held in memory; `what` names it in errors.

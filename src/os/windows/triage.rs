@@ -80,17 +80,28 @@ struct Layout {
     prcb_number: Option<(u64, u64)>,
 }
 
+/// The `(structure, field)` pairs a reading uses; `_KPRCB.Number` may be absent.
+pub const TRIAGE_FIELDS: [(&str, &str); 6] = [
+    ("_EPROCESS", "UniqueProcessId"),
+    ("_EPROCESS", "InheritedFromUniqueProcessId"),
+    ("_EPROCESS", "ImageFileName"),
+    ("_ETHREAD", "Cid.UniqueProcess"),
+    ("_ETHREAD", "Cid.UniqueThread"),
+    ("_KPRCB", "Number"),
+];
+
 impl Layout {
     fn of(types: &dyn TypeSource) -> Result<Layout> {
-        let f = |t: &str, p: &str| types.require(t, p);
+        let [pid, ppid, name, cid_process, cid_thread, number] = TRIAGE_FIELDS;
+        let f = |(t, p): (&str, &str)| types.require(t, p);
         Ok(Layout {
-            pid: f("_EPROCESS", "UniqueProcessId")?,
-            ppid: f("_EPROCESS", "InheritedFromUniqueProcessId")?,
-            name: f("_EPROCESS", "ImageFileName")?,
-            cid_process: f("_ETHREAD", "Cid.UniqueProcess")?,
-            cid_thread: f("_ETHREAD", "Cid.UniqueThread")?,
+            pid: f(pid)?,
+            ppid: f(ppid)?,
+            name: f(name)?,
+            cid_process: f(cid_process)?,
+            cid_thread: f(cid_thread)?,
             prcb_number: types
-                .field("_KPRCB", "Number")
+                .field(number.0, number.1)
                 .map(|x| (x.offset, x.size.unwrap_or(4).clamp(1, 4))),
         })
     }
