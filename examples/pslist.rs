@@ -378,7 +378,7 @@ mod triage {
 
     use xenvmi::backend::snapshot::TriageDump;
     use xenvmi::os::terminal_safe as safe;
-    use xenvmi::os::windows::triage::crashing_process;
+    use xenvmi::os::windows::triage::{crashing_process, ProfilePick};
     use xenvmi::os::windows::WindowsProfile;
 
     pub fn show(image: &Path, profile: Option<WindowsProfile>, json: bool) -> Result<(), String> {
@@ -432,13 +432,25 @@ mod triage {
                 let cpu = p
                     .processor
                     .map_or_else(|| "?".to_owned(), |n| n.to_string());
+                let how = match &r.picked_by {
+                    ProfilePick::Given => "given".to_owned(),
+                    ProfilePick::KernelImage { image, .. } => {
+                        format!("by the GUID of {}", image.display())
+                    }
+                    _ => format!(
+                        "the {} of {} profiles that read it",
+                        r.profiles.len(),
+                        r.tried
+                    ),
+                };
                 println!(
-                    "crashing   pid {} ppid {} {} thread {:#x} on processor {cpu} (profile {})",
+                    "crashing   pid {} ppid {} {} thread {:#x} on processor {cpu} (profile {}: {})",
                     p.pid,
                     p.ppid,
                     safe(&p.name),
                     p.thread_id,
-                    safe(&r.profiles.join(", "))
+                    safe(&r.profiles.join(", ")),
+                    safe(&how)
                 );
                 if p.thread_process_id != p.pid {
                     println!(

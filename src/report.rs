@@ -18,7 +18,7 @@ use crate::mem::PagingMode;
 use crate::os::linux::detail::{Part, ProcessDetail};
 use crate::os::linux::maps::Backing;
 use crate::os::linux::{HiddenModule, KernelInfo, Linux, ModuleCrossView};
-use crate::os::windows::triage::TriageReading;
+use crate::os::windows::triage::{ProfilePick, TriageReading};
 use crate::os::{Module, Process};
 use crate::regs::Registers;
 
@@ -473,6 +473,11 @@ pub fn windows_triage(
             "thread_process_id": r.process.thread_process_id,
             "processor": r.process.processor,
             "profiles": r.profiles,
+            "picked_by": match &r.picked_by {
+                ProfilePick::Given => "given",
+                ProfilePick::KernelImage { .. } => "kernel_image",
+                _ => "layout",
+            },
         }),
         Err(why) => json!({"error": why}),
     };

@@ -338,6 +338,7 @@ fn pslist_reports_a_triage_dump() {
     assert_eq!(c["name"], want.name.as_str());
     assert_eq!(c["thread_id"], want.thread_id);
     assert_eq!(c["processor"], crashed as u64);
+    assert_eq!(c["picked_by"], "layout");
     let names: Vec<&str> = t["drivers"]
         .as_array()
         .unwrap()
@@ -399,4 +400,60 @@ fn write_fuzz_seeds() {
             std::fs::write(dir.join(format!("{build}-cpu{crashed}")), seed).unwrap();
         }
     }
+}
+
+/// A directory that is a symbol store holding the kernel's image (under the first driver's
+/// name, `TimeDateStamp` and `SizeOfImage`, as debuggers fetch it) picks the profile by the
+/// image's CodeView GUID and age, whatever other profiles it holds; an image there that is not
+/// the dump's kernel is an error naming it.
+#[test]
+fn a_symbol_store_with_the_kernel_image_picks_the_profile_by_guid() {
+    use xenvmi::os::windows::triage::ProfilePick;
+    let store = Scratch::new("triage-store");
+    for (file, _) in PROFILES {
+        std::fs::copy(isf_dir().join(file), store.path().join(file)).unwrap();
+    }
+    let (file, build) = PROFILES[1];
+    let isf = load_isf(file);
+    let mut g = WinGuest::build(&isf, WinSpec::with_cpus(build, N_CPUS));
+    let dir = Scratch::new("triage-store-dump");
+    let path = write(dir.path(), "mini.dmp", &triage_of(&isf, &mut g, 3));
+    let dump = TriageDump::open(&path).unwrap();
+    let kernel = dump.drivers[0].clone().unwrap();
+    // The kernel image: the guest's ntoskrnl header page as a file (SizeOfHeaders covering
+    // the page, so the debug directory's RVA is its file offset), with the driver entry's
+    // TimeDateStamp and SizeOfImage.
+    let mut image = g.kread(g.spec.kernel_base, 0x1000);
+    let pe = u32::from_le_bytes(image[0x3c..0x40].try_into().unwrap()) as usize;
+    image[pe + 8..pe + 12].copy_from_slice(&kernel.timestamp.to_le_bytes());
+    image[pe + 24 + 56..pe + 24 + 60].copy_from_slice(&kernel.size.to_le_bytes());
+    image[pe + 24 + 60..pe + 24 + 64].copy_from_slice(&0x1000u32.to_le_bytes());
+    let key = format!("{:08X}{:x}", kernel.timestamp, kernel.size);
+    let at = store.path().join(&kernel.name).join(key);
+    std::fs::create_dir_all(&at).unwrap();
+    std::fs::write(at.join(&kernel.name), &image).unwrap();
+
+    let r = crashing_process(&dump, &WindowsProfile::Directory(store.path().into())).unwrap();
+    assert_eq!(r.process, expected(&g.spec, 3));
+    assert_eq!(r.tried, 1);
+    assert_eq!(r.profiles.len(), 1);
+    assert!(r.profiles[0].ends_with(file), "{:?}", r.profiles);
+    let (guid, age) = xenvmi::os::windows::isf_pdb_id(&isf).unwrap();
+    match r.picked_by {
+        ProfilePick::KernelImage {
+            guid: g2, age: a2, ..
+        } => assert_eq!((g2, a2), (guid, age)),
+        other => panic!("{other:?}"),
+    }
+
+    // The same key holding another image: refused by name.
+    image[pe + 8] ^= 1;
+    std::fs::write(at.join(&kernel.name), &image).unwrap();
+    let e = crashing_process(&dump, &WindowsProfile::Directory(store.path().into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&kernel.name) && e.contains("TimeDateStamp"),
+        "{e}"
+    );
 }

@@ -104,15 +104,33 @@ impl std::fmt::Debug for Pdb {
 /// comes from guest memory: no separator, not `.` or `..`, no NUL), so the path stays under
 /// `root`.
 pub fn symbol_store_path(root: &Path, pdb_name: &str, guid: &str, age: u32) -> Option<PathBuf> {
-    let plain = !pdb_name.is_empty()
-        && pdb_name != "."
-        && pdb_name != ".."
-        && !pdb_name.contains(['/', '\\', '\0']);
-    plain.then(|| {
-        root.join(pdb_name)
-            .join(format!("{}{age:X}", guid.to_ascii_uppercase()))
-            .join(pdb_name)
-    })
+    store_path(
+        root,
+        pdb_name,
+        &format!("{}{age:X}", guid.to_ascii_uppercase()),
+    )
+}
+
+/// Where a symbol store keeps an executable image (`ntoskrnl.exe`, a driver):
+/// `<root>/<name>/<TimeDateStamp><SizeOfImage>/<name>`, the time stamp as 8 upper-case hex
+/// digits and the size in hex without padding (`%08X%x`: the key debuggers download images
+/// by, e.g. `ntoskrnl.exe/5F1F8B3F1046000/ntoskrnl.exe`), and the same with the size in
+/// upper case (a store copied through a tool that changed it; on Windows' file systems both are
+/// one). `None` unless `name` is a plain file name, as for [`symbol_store_path`].
+pub fn image_store_paths(root: &Path, name: &str, timestamp: u32, size: u32) -> Vec<PathBuf> {
+    let mut keys = vec![format!("{timestamp:08X}{size:x}")];
+    if size > 9 && format!("{size:x}") != format!("{size:X}") {
+        keys.push(format!("{timestamp:08X}{size:X}"));
+    }
+    keys.iter()
+        .filter_map(|k| store_path(root, name, k))
+        .collect()
+}
+
+fn store_path(root: &Path, name: &str, key: &str) -> Option<PathBuf> {
+    let plain =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    plain.then(|| root.join(name).join(key).join(name))
 }
 
 impl Pdb {
@@ -879,6 +897,31 @@ mod tests {
             assert_eq!(
                 symbol_store_path(Path::new("/sym"), name, "00", 1),
                 None,
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_store_layout() {
+        // The example Microsoft's debugger prints when it looks an image up by index:
+        // `mysvc.exe\6281E561252000\mysvc.exe` (TimeDateStamp 6281E561, SizeOfImage 252000).
+        assert_eq!(
+            image_store_paths(Path::new("/sym"), "mysvc.exe", 0x6281_e561, 0x25_2000),
+            vec![PathBuf::from("/sym/mysvc.exe/6281E561252000/mysvc.exe")]
+        );
+        // A size with letters: `%x` first, then the upper-case spelling; a short time stamp
+        // keeps its 8 digits.
+        assert_eq!(
+            image_store_paths(Path::new("/sym"), "ntoskrnl.exe", 0x5f, 0xa4000),
+            vec![
+                PathBuf::from("/sym/ntoskrnl.exe/0000005Fa4000/ntoskrnl.exe"),
+                PathBuf::from("/sym/ntoskrnl.exe/0000005FA4000/ntoskrnl.exe"),
+            ]
+        );
+        for name in ["", ".", "..", "a/b.exe", "a\\b.exe", "a\0.exe"] {
+            assert!(
+                image_store_paths(Path::new("/sym"), name, 1, 2).is_empty(),
                 "{name:?}"
             );
         }

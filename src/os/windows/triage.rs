@@ -8,11 +8,17 @@
 //! - the one given as a file ([`WindowsProfile::Isf`], a `.pdb` too) or already loaded
 //!   ([`WindowsProfile::Loaded`]): its layout must read the copies as valid (below), or the
 //!   error says which check failed;
-//! - for a directory ([`WindowsProfile::Directory`]): every ISF file in it and every PDB of
-//!   an NT kernel name in its symbol-store layout (`<dir>/ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`),
-//!   at most [`MAX_PROFILE_FILES`] in name order, is tried. The profiles whose layouts read the
+//! - for a directory ([`WindowsProfile::Directory`]) that is a symbol store holding the
+//!   kernel's image (`<dir>/ntoskrnl.exe/<TimeDateStamp><SizeOfImage>/ntoskrnl.exe`, keyed by
+//!   the first driver entry, which is the kernel's, as debuggers fetch images): the profile of
+//!   that image's CodeView GUID and age, found in the directory as for a memory dump
+//!   ([`ProfilePick::KernelImage`]);
+//! - for any other directory: every ISF file in it and every PDB of an NT kernel name in its
+//!   symbol-store layout (`<dir>/ntkrnlmp.pdb/<GUID><AGE>/ntkrnlmp.pdb`), at most
+//!   [`MAX_PROFILE_FILES`] in name order, is tried. The profiles whose layouts read the
 //!   copies as valid must all read the same process, thread and processor; then that is the
-//!   answer, with the profiles named. Two different readings are an error naming both.
+//!   answer, with the profiles named ([`ProfilePick::Layout`]). Two different readings are an
+//!   error naming both.
 //!
 //! # What makes a reading valid
 //! - the process copy starts with a dispatcher header of `Type` 3 (`ProcessObject`: `KPROCESS`
@@ -28,10 +34,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{load_file, WindowsProfile, MAX_PROFILE_FILES, NT_PDB_NAMES};
+use super::{find_profile, load_file, WindowsProfile, MAX_PROFILE_FILES, NT_PDB_NAMES};
 use crate::backend::snapshot::TriageDump;
 use crate::bytes::{slice_at, u32_at, u64_at};
 use crate::error::{Error, Result};
+use crate::os::pe::{CodeView, FileImage, Pe};
+use crate::os::profile::pdb::image_store_paths;
 use crate::os::profile::{Profile, TypeSource};
 
 /// `DISPATCHER_HEADER.Type` of a process object.
@@ -67,6 +75,30 @@ pub struct TriageReading {
     pub profiles: Vec<String>,
     /// How many profiles were tried.
     pub tried: usize,
+    /// How the profile was chosen.
+    pub picked_by: ProfilePick,
+}
+
+/// How a triage dump's profile was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProfilePick {
+    /// The one given (a file, or loaded).
+    Given,
+    /// By the kernel's own PDB GUID and age, read from its image in the symbol store: the
+    /// first driver's name, `TimeDateStamp` and `SizeOfImage` give the image's path there
+    /// ([`image_store_paths`]).
+    KernelImage {
+        /// The image file.
+        image: PathBuf,
+        /// The PDB GUID of its CodeView record.
+        guid: String,
+        /// The PDB age.
+        age: u32,
+    },
+    /// Every profile of the directory tried, and those whose layouts read the copies as
+    /// valid agreed.
+    Layout,
 }
 
 /// The offsets one profile gives.
@@ -223,6 +255,7 @@ pub fn crashing_process(dump: &TriageDump, profile: &WindowsProfile) -> Result<T
         what: dump.what.clone(),
         reason,
     };
+    let mut pick = ProfilePick::Given;
     let candidates: Vec<(String, Result<Layout>)> = match profile {
         WindowsProfile::Loaded(p) => vec![(
             p.types.source_name().to_owned(),
@@ -232,27 +265,39 @@ pub fn crashing_process(dump: &TriageDump, profile: &WindowsProfile) -> Result<T
             path.display().to_string(),
             load_file(path).and_then(|(p, _)| layout_of(&p)),
         )],
-        WindowsProfile::Directory(dir) => {
-            let files = profile_files(dir).map_err(|e| {
-                fail(format!(
-                    "no Windows profile to read the process copy with: the profile directory {} cannot be read ({e})",
-                    dir.display()
-                ))
-            })?;
-            if files.is_empty() {
-                return Err(fail(format!(
-                    "{} holds no ISF (.json, .json.xz) and no NT kernel PDB in symbol-store layout to read the triage dump's process copy with",
-                    dir.display()
-                )));
+        WindowsProfile::Directory(dir) => match kernel_image(dump, dir)? {
+            Some((image, cv)) => {
+                let (path, profile) = find_profile(dir, &cv)?;
+                pick = ProfilePick::KernelImage {
+                    image,
+                    guid: cv.guid_string(),
+                    age: cv.age,
+                };
+                vec![(path.display().to_string(), layout_of(&profile))]
             }
-            files
-                .into_iter()
-                .map(|f| {
-                    let layout = load_file(&f).and_then(|(p, _)| layout_of(&p));
-                    (f.display().to_string(), layout)
-                })
-                .collect()
-        }
+            None => {
+                let files = profile_files(dir).map_err(|e| {
+                    fail(format!(
+                        "no Windows profile to read the process copy with: the profile directory {} cannot be read ({e})",
+                        dir.display()
+                    ))
+                })?;
+                if files.is_empty() {
+                    return Err(fail(format!(
+                        "{} holds no ISF (.json, .json.xz) and no NT kernel PDB in symbol-store layout to read the triage dump's process copy with",
+                        dir.display()
+                    )));
+                }
+                pick = ProfilePick::Layout;
+                files
+                    .into_iter()
+                    .map(|f| {
+                        let layout = load_file(&f).and_then(|(p, _)| layout_of(&p));
+                        (f.display().to_string(), layout)
+                    })
+                    .collect()
+            }
+        },
     };
     let tried = candidates.len();
     let mut readings: Vec<TriageReading> = Vec::new();
@@ -265,6 +310,7 @@ pub fn crashing_process(dump: &TriageDump, profile: &WindowsProfile) -> Result<T
                     process: p,
                     profiles: vec![source],
                     tried,
+                    picked_by: pick.clone(),
                 }),
             },
             Err(why) => reasons.push(format!("{source}: {why}")),
@@ -290,6 +336,50 @@ pub fn crashing_process(dump: &TriageDump, profile: &WindowsProfile) -> Result<T
                 .collect::<Vec<_>>()
                 .join("; ")
         ))),
+    }
+}
+
+/// Largest kernel image read from a symbol store.
+pub const MAX_KERNEL_IMAGE: u64 = 256 << 20;
+
+/// The kernel's image in the symbol store at `dir`, by the first driver's (the kernel's) name,
+/// `TimeDateStamp` and `SizeOfImage`, and its CodeView record; `None` when the store does not
+/// have it.
+///
+/// # Errors
+/// The image is there but cannot be read, does not match the driver entry, or has no
+/// CodeView record: the error names the file.
+fn kernel_image(dump: &TriageDump, dir: &Path) -> Result<Option<(PathBuf, CodeView)>> {
+    let Some(Ok(kernel)) = dump.drivers.first() else {
+        return Ok(None);
+    };
+    let Some(path) = image_store_paths(dir, &kernel.name, kernel.timestamp, kernel.size)
+        .into_iter()
+        .find(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let what = path.display().to_string();
+    let bytes = crate::file::read_capped(&path, MAX_KERNEL_IMAGE, "PE image")?;
+    let pe = Pe::parse(FileImage::new(&bytes, what.clone()))?;
+    let h = pe.headers();
+    if (h.timestamp, h.size_of_image) != (kernel.timestamp, kernel.size) {
+        return Err(Error::malformed(
+            "PE image",
+            what,
+            format!(
+                "its TimeDateStamp {:#x} and SizeOfImage {:#x} are not the triage dump's kernel's ({:#x}, {:#x}), under whose key the symbol store keeps it",
+                h.timestamp, h.size_of_image, kernel.timestamp, kernel.size
+            ),
+        ));
+    }
+    match pe.codeview()? {
+        Some(cv) => Ok(Some((path, cv))),
+        None => Err(Error::malformed(
+            "PE image",
+            what,
+            "no CodeView (RSDS) record names the kernel's PDB",
+        )),
     }
 }
 
