@@ -34,13 +34,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::region::MAX_PAGES;
-use super::{Decision, Finding, Guest, Plan, PlanChange, Policy, Remediation, WriterAllowList};
+use super::region::{PageWrite, MAX_PAGES};
+use super::{Decision, Guest, Plan, PlanChange, Policy, Remediation, WriterAllowList};
 use crate::addr::{Gfn, Gva, PAGE_SIZE};
-use crate::alert::Attempt;
-use crate::backend::MemAccess;
 use crate::error::Result;
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::os::linux::{ModuleState, ModuleText};
 
 /// The most pages of text one module may have to be protected (64 MiB; the largest in-tree
@@ -254,44 +252,31 @@ impl Policy for ModuleTextPolicy {
     }
 
     fn decide(&mut self, guest: &Guest<'_>, event: &Event) -> Decision {
-        let EventKind::MemoryAccess {
-            gfn,
-            offset,
-            access,
-            ..
-        } = event.kind
-        else {
+        let Some(w) = PageWrite::of(event) else {
             return Decision::NotMine;
         };
-        if !access.contains(MemAccess::W) {
-            return Decision::NotMine;
-        }
-        let Some(owners) = self.pages.get(&gfn.0) else {
+        let Some(owners) = self.pages.get(&w.gfn) else {
             return Decision::NotMine;
         };
         let writer = self.allow.judge(guest, &event.regs);
         if writer.allowed_by.is_some() {
             return Decision::Legitimate;
         }
-        let Some(owner) = owners.iter().find(|o| Self::still_owns(guest, o, gfn.0)) else {
+        let Some(owner) = owners.iter().find(|o| Self::still_owns(guest, o, w.gfn)) else {
             // Its module is being freed: the write is the memory's next owner's.
             self.stale = true;
             return Decision::Legitimate;
         };
-        let va = owner.page_va + (offset & 0xfff);
-        Decision::Violation(Finding {
-            what: "module_text_write".into(),
-            severity: self.severity,
-            attempt: Attempt {
-                target: Some("module_text".into()),
-                address: Some((gfn.0 << 12) | (offset & 0xfff)),
-                virtual_address: Some(va),
-                symbol: Some(format!("{}+{:#x}", owner.name, va.wrapping_sub(owner.base))),
-                rip: event.regs.rip,
-                rip_symbol: writer.rip_symbol,
-                ..Attempt::default()
-            },
-            deniable: true,
-        })
+        let va = owner.page_va + w.offset;
+        let symbol = format!("{}+{:#x}", owner.name, va.wrapping_sub(owner.base));
+        w.violation(
+            "module_text_write",
+            "module_text",
+            self.severity,
+            va,
+            Some(symbol),
+            event,
+            writer,
+        )
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::{Decision, Finding, Guest, Plan, Policy, Remediation, WriterAllowList};
+use super::{Decision, Finding, Guest, Plan, Policy, Remediation, Writer, WriterAllowList};
 use crate::addr::{Gfn, Gva, PAGE_SIZE};
 use crate::alert::Attempt;
 use crate::backend::MemAccess;
@@ -240,21 +240,12 @@ impl Policy for WriteProtectPolicy {
     }
 
     fn decide(&mut self, guest: &Guest<'_>, event: &Event) -> Decision {
-        let EventKind::MemoryAccess {
-            gfn,
-            offset,
-            access,
-            ..
-        } = event.kind
-        else {
+        let Some(w) = PageWrite::of(event) else {
             return Decision::NotMine;
         };
-        if !access.contains(MemAccess::W) {
-            return Decision::NotMine;
-        }
-        let Some(on) = self.pages.get(&gfn.0).and_then(|v| {
+        let Some(on) = self.pages.get(&w.gfn).and_then(|v| {
             v.iter()
-                .find(|o| (u64::from(o.from)..u64::from(o.to)).contains(&(offset & 0xfff)))
+                .find(|o| (u64::from(o.from)..u64::from(o.to)).contains(&w.offset))
         }) else {
             return Decision::NotMine;
         };
@@ -263,18 +254,61 @@ impl Policy for WriteProtectPolicy {
             return Decision::Legitimate;
         }
         let r = &self.ranges[on.range];
-        let va = on.page_va + (offset & 0xfff);
+        let va = on.page_va + w.offset;
         let l = guest.linux;
         let symbol = l
             .symbols()
             .symbolize(va.wrapping_sub(l.slide()))
             .map(|s| format!("{}+{:#x}", s.name, s.offset));
+        w.violation(&r.what, &r.target, self.severity, va, symbol, event, writer)
+    }
+}
+
+/// A write to guest memory: the event's frame and the offset in its page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageWrite {
+    /// The frame written.
+    pub gfn: u64,
+    /// The offset in the page.
+    pub offset: u64,
+}
+
+impl PageWrite {
+    /// The write an event reports, or `None` for any other event (a read or an execution).
+    pub fn of(event: &Event) -> Option<PageWrite> {
+        match event.kind {
+            EventKind::MemoryAccess {
+                gfn,
+                offset,
+                access,
+                ..
+            } if access.contains(MemAccess::W) => Some(PageWrite {
+                gfn: gfn.0,
+                offset: offset & 0xfff,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The violation this write is, at `va` (named `symbol`), by the writer `writer` judged
+    /// not legitimate: deniable, as every protected write is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn violation(
+        self,
+        what: &str,
+        target: &str,
+        severity: u8,
+        va: u64,
+        symbol: Option<String>,
+        event: &Event,
+        writer: Writer,
+    ) -> Decision {
         Decision::Violation(Finding {
-            what: r.what.clone(),
-            severity: self.severity,
+            what: what.into(),
+            severity,
             attempt: Attempt {
-                target: Some(r.target.clone()),
-                address: Some((gfn.0 << 12) | (offset & 0xfff)),
+                target: Some(target.into()),
+                address: Some((self.gfn << 12) | self.offset),
                 virtual_address: Some(va),
                 symbol,
                 rip: event.regs.rip,
