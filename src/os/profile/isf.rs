@@ -10,14 +10,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Field, SymbolTable, SymbolTableBuilder, TypeSource};
+use super::{path, Field, SymbolTable, SymbolTableBuilder, TypeSource};
 use crate::error::{Error, Result};
 
 /// Largest decompressed ISF accepted (real ones are 20–80 MB).
 pub const MAX_ISF_BYTES: u64 = 512 << 20;
-const MAX_ANON_DEPTH: usize = 8;
-/// Bound on fields visited by one lookup (anonymous members can fan out).
-const MAX_FIELD_VISITS: usize = 1 << 16;
 
 #[derive(Deserialize)]
 struct RawIsf {
@@ -53,7 +50,7 @@ struct RawField {
 }
 
 #[derive(Deserialize)]
-struct TypeRef {
+pub(crate) struct TypeRef {
     kind: String,
     #[serde(default)]
     name: Option<String>,
@@ -158,33 +155,6 @@ impl Isf {
         &self.metadata
     }
 
-    fn find(
-        &self,
-        ty: &str,
-        field: &str,
-        depth: usize,
-        budget: &mut usize,
-    ) -> Option<(u64, &TypeRef)> {
-        let t = self.user_types.get(ty)?;
-        if let Some(f) = t.fields.get(field) {
-            return Some((f.offset, &f.ty));
-        }
-        if depth >= MAX_ANON_DEPTH {
-            return None;
-        }
-        for (name, f) in &t.fields {
-            *budget = budget.checked_sub(1)?;
-            if name.starts_with("unnamed_field") {
-                if let Some(inner) = f.ty.name.as_deref() {
-                    if let Some((o, r)) = self.find(inner, field, depth + 1, budget) {
-                        return Some((f.offset.checked_add(o)?, r));
-                    }
-                }
-            }
-        }
-        None
-    }
-
     fn type_size(&self, r: &TypeRef) -> Option<u64> {
         match r.kind.as_str() {
             "pointer" => Some(8),
@@ -227,22 +197,33 @@ impl TypeSource for Isf {
     }
 
     fn field(&self, type_name: &str, path: &str) -> Option<Field> {
-        let mut ty = type_name.to_owned();
-        let mut offset = 0u64;
-        let mut last: Option<&TypeRef> = None;
-        for part in path.split('.') {
-            if let Some(r) = last {
-                ty = r.name.clone()?;
-            }
-            let mut budget = MAX_FIELD_VISITS;
-            let (o, r) = self.find(&ty, part, 0, &mut budget)?;
-            offset = offset.checked_add(o)?;
-            last = Some(r);
-        }
-        Some(Field {
-            offset,
-            size: last.and_then(|r| self.type_size(r)),
-        })
+        path::field(self, type_name, path)
+    }
+}
+
+impl path::Aggregates for Isf {
+    type Member = TypeRef;
+    fn direct(&self, ty: &str, name: &str) -> Option<(u64, &TypeRef)> {
+        let f = self.user_types.get(ty)?.fields.get(name)?;
+        Some((f.offset, &f.ty))
+    }
+    fn anonymous<'a>(&'a self, ty: &str) -> Vec<(u64, Option<&'a str>)> {
+        let Some(t) = self.user_types.get(ty) else {
+            return Vec::new();
+        };
+        t.fields
+            .iter()
+            .map(|(name, f)| {
+                let anon = name.starts_with("unnamed_field");
+                (f.offset, if anon { f.ty.name.as_deref() } else { None })
+            })
+            .collect()
+    }
+    fn aggregate_of<'a>(&'a self, r: &'a TypeRef) -> Option<&'a str> {
+        r.name.as_deref()
+    }
+    fn size_of(&self, r: &TypeRef) -> Option<u64> {
+        self.type_size(r)
     }
 }
 

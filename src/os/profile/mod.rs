@@ -20,6 +20,7 @@ pub mod btf;
 pub mod cache;
 pub mod isf;
 pub mod kallsyms;
+mod path;
 pub mod pdb;
 
 /// Types plus symbols.

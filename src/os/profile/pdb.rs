@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use pdb::FallibleIterator;
 
-use super::{Field, SymbolTable, SymbolTableBuilder, TypeSource, MAX_SYMBOLS};
+use super::{path, Field, SymbolTable, SymbolTableBuilder, TypeSource, MAX_SYMBOLS};
 use crate::error::{Error, Result};
 
 /// Largest PDB file read (`ntkrnlmp.pdb` is 8–15 MB).
@@ -44,16 +44,12 @@ pub const MAX_FIELD_LIST_CHAIN: usize = 256;
 /// Most type references followed to find one type's size or name (modifiers, arrays,
 /// forward references, enums' underlying types).
 pub const MAX_TYPE_DEPTH: usize = 32;
-/// Most anonymous-member levels one field lookup descends.
-const MAX_ANON_DEPTH: usize = 8;
-/// Bound on members visited by one lookup (anonymous members can fan out).
-const MAX_FIELD_VISITS: usize = 1 << 16;
 
 const FORMAT: &str = "PDB";
 
 /// One member of a structure or union.
 #[derive(Clone, Debug)]
-struct Member {
+pub(crate) struct Member {
     name: String,
     offset: u64,
     size: Option<u64>,
@@ -239,33 +235,6 @@ impl Pdb {
                 .collect(),
         )
     }
-
-    fn find(
-        &self,
-        ty: &str,
-        field: &str,
-        depth: usize,
-        budget: &mut usize,
-    ) -> Option<(u64, &Member)> {
-        let t = self.types.get(ty)?;
-        if let Some(m) = t.members.iter().find(|m| m.name == field) {
-            return Some((m.offset, m));
-        }
-        if depth >= MAX_ANON_DEPTH {
-            return None;
-        }
-        for m in &t.members {
-            *budget = budget.checked_sub(1)?;
-            if is_anonymous_member(m) {
-                if let Some(inner) = m.type_key.as_deref() {
-                    if let Some((o, r)) = self.find(inner, field, depth + 1, budget) {
-                        return Some((m.offset.checked_add(o)?, r));
-                    }
-                }
-            }
-        }
-        None
-    }
 }
 
 impl TypeSource for Pdb {
@@ -278,22 +247,38 @@ impl TypeSource for Pdb {
     }
 
     fn field(&self, type_name: &str, path: &str) -> Option<Field> {
-        let mut ty = type_name;
-        let mut offset = 0u64;
-        let mut last: Option<&Member> = None;
-        for part in path.split('.') {
-            if let Some(m) = last {
-                ty = m.type_key.as_deref()?;
-            }
-            let mut budget = MAX_FIELD_VISITS;
-            let (o, m) = self.find(ty, part, 0, &mut budget)?;
-            offset = offset.checked_add(o)?;
-            last = Some(m);
-        }
-        Some(Field {
-            offset,
-            size: last.and_then(|m| m.size),
-        })
+        path::field(self, type_name, path)
+    }
+}
+
+impl path::Aggregates for Pdb {
+    type Member = Member;
+    fn direct(&self, ty: &str, name: &str) -> Option<(u64, &Member)> {
+        let m = self
+            .types
+            .get(ty)?
+            .members
+            .iter()
+            .find(|m| m.name == name)?;
+        Some((m.offset, m))
+    }
+    fn anonymous<'a>(&'a self, ty: &str) -> Vec<(u64, Option<&'a str>)> {
+        let Some(t) = self.types.get(ty) else {
+            return Vec::new();
+        };
+        t.members
+            .iter()
+            .map(|m| {
+                let anon = is_anonymous_member(m);
+                (m.offset, if anon { m.type_key.as_deref() } else { None })
+            })
+            .collect()
+    }
+    fn aggregate_of<'a>(&'a self, m: &'a Member) -> Option<&'a str> {
+        m.type_key.as_deref()
+    }
+    fn size_of(&self, m: &Member) -> Option<u64> {
+        m.size
     }
 }
 
