@@ -191,6 +191,7 @@ fn linux_info(f: &Found, l: &LinuxWalks, json: bool) {
 /// processor, and the registers' owners.
 fn windows_info(f: &Found, w: &WindowsWalks, json: bool) {
     let info = w.windows.info();
+    // `info` asks for the processors (`Want::processors`): the view is there.
     let Some(view) = &w.view else { return };
     let vcpus = report::windows_vcpu_owners(&w.windows, &w.processes, &f.regs, view);
     if json {

@@ -544,6 +544,32 @@ mod tests {
         }
     }
 
+    /// A crash dump's one register set is labelled with the crashing processor (none when it
+    /// was not found, never 0 by default); a core's vCPU `i` is processor `i`.
+    #[test]
+    fn register_sets_are_labelled_by_the_crashing_processor_only_in_a_dump() {
+        let view = |crashed, crash_dump| ProcessorView {
+            processors: None,
+            crashed,
+            crash_dump,
+            errors: Vec::new(),
+        };
+        let dump = view(Some(CrashingCpu::Stack(3)), true);
+        assert_eq!(dump.register_index(0), Some(3));
+        let unknown = view(Some(CrashingCpu::Unknown("no match".into())), true);
+        assert_eq!(unknown.register_index(0), None);
+        assert_eq!(view(None, true).register_index(0), None);
+        let core = view(None, false);
+        assert_eq!(
+            (core.register_index(0), core.register_index(5)),
+            (Some(0), Some(5))
+        );
+        assert_eq!(
+            CrashingCpu::Unknown("two matched".into()).explanation(),
+            "two matched"
+        );
+    }
+
     #[test]
     fn the_crashing_processor_is_matched_never_assumed() {
         let p = procs(vec![
