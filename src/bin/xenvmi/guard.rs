@@ -199,17 +199,17 @@ fn on_sim(
     let name = path.display().to_string();
     // The library's error names the file.
     let snap = Snapshot::open(&path).map_err(|e| e.to_string())?;
-    crate::guest::refuse_windows(
-        &name,
-        &snap,
-        "`guard` (the simulated domain runs a Linux kernel)",
-    )?;
     if snap.all_registers().is_empty() {
         return Err(format!(
             "{name}: the image records no vCPU registers, which the simulated domain needs \
              (a QEMU ELF core has them)"
         ));
     }
+    crate::guest::refuse_windows(
+        &name,
+        &snap,
+        "`guard` (the simulated domain runs a Linux kernel)",
+    )?;
     let regs = simulated_registers(snap.all_registers());
     let sim = SimDomain::new(snap, &regs);
     let named = |e: xenvmi::Error| format!("{name}: {e}");

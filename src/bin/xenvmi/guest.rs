@@ -48,7 +48,7 @@ impl Want {
 
 /// What the Linux-only command `what` says about a Windows image: one line naming the image
 /// and the tell that decided.
-pub fn linux_only(name: &str, id: &Identification, what: &str) -> String {
+fn linux_only(name: &str, id: &Identification, what: &str) -> String {
     let tell = id.seen.last().map(String::as_str).unwrap_or("");
     format!("{name} holds a Windows kernel ({tell}): {what} is Linux-only")
 }

@@ -111,11 +111,6 @@ fn on_sim(image: Option<&std::path::Path>, o: &Options) -> Result<(), String> {
     let name = path.display().to_string();
     // The library's error names the file.
     let snap = Snapshot::open(&path).map_err(|e| e.to_string())?;
-    crate::guest::refuse_windows(
-        &name,
-        &snap,
-        "`trace` (the simulated domain runs a Linux kernel)",
-    )?;
     let regs = snap.all_registers().to_vec();
     if regs.is_empty() {
         return Err(format!(
@@ -123,6 +118,11 @@ fn on_sim(image: Option<&std::path::Path>, o: &Options) -> Result<(), String> {
              (a QEMU ELF core has them)"
         ));
     }
+    crate::guest::refuse_windows(
+        &name,
+        &snap,
+        "`trace` (the simulated domain runs a Linux kernel)",
+    )?;
     let sim = SimDomain::new(snap, &regs);
     let (linux, _) =
         Linux::discover_paused(&sim, ProfileSource::InGuest).map_err(|e| format!("{name}: {e}"))?;
