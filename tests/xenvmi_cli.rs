@@ -1,6 +1,8 @@
 //! The `xenvmi` command as a user runs it (`docs/cli.md`): each subcommand on the bundled
 //! fixtures, checked against what the guest reported about itself (`ground-truth.json`), and
 //! every error path: exit status as documented, one line on stderr naming the file or domain.
+//! `info`, `ps` and `modules` on synthetic Windows guests too (`mod win` below), checked
+//! against each guest's specification.
 
 mod support;
 
