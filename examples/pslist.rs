@@ -128,15 +128,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A Windows profile argument: a directory to search by GUID and age, or one file.
-fn windows_profile(p: &std::path::Path) -> WindowsProfile {
-    if p.is_dir() {
-        WindowsProfile::Directory(p.to_path_buf())
-    } else {
-        WindowsProfile::Isf(p.to_path_buf())
-    }
-}
-
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     if args.detail && !args.json {
@@ -158,7 +149,7 @@ fn run() -> Result<(), String> {
             .windows
             .as_deref()
             .or(args.profile.as_deref())
-            .map(windows_profile)
+            .map(WindowsProfile::from_path)
             .or_else(|| xenvmi::os::default_windows_profiles().map(WindowsProfile::Directory));
         return triage::show(&image, profile, args.json);
     }
@@ -193,15 +184,19 @@ fn run() -> Result<(), String> {
     let mut progress = |p| meter.on_stderr(p);
     let guest = match &args.windows {
         // --windows: Windows only, no identification.
-        Some(p) => {
-            Windows::discover_cached(&mem, &regs, windows_profile(p), &hints, &profile_cache)
-                .map(Guest::Windows)
-        }
+        Some(p) => Windows::discover_cached(
+            &mem,
+            &regs,
+            WindowsProfile::from_path(p),
+            &hints,
+            &profile_cache,
+        )
+        .map(Guest::Windows),
         None => {
             let options = DiscoverOptions {
                 linux: source,
                 build_cache: (!args.no_cache).then_some((&build_cache, scope)),
-                windows: args.profile.as_deref().map(windows_profile),
+                windows: args.profile.as_deref().map(WindowsProfile::from_path),
                 hints,
                 profile_cache: Some(&profile_cache),
             };
@@ -488,8 +483,8 @@ mod windows {
     use xenvmi::backend::snapshot::{Format, Snapshot};
     use xenvmi::mem::GuestMemory;
     use xenvmi::os::terminal_safe as safe;
-    use xenvmi::os::windows::{crashing_processor, CrashingCpu, Windows, MAX_PROCESSORS};
-    use xenvmi::os::Process;
+    use xenvmi::os::windows::Windows;
+    use xenvmi::report;
     use xenvmi::Registers;
 
     /// What the output needs besides the kernel and the memory.
@@ -543,111 +538,16 @@ mod windows {
         // to the processor that crashed (found, never assumed 0); a core's registers are
         // checked against the records.
         let is_dump = format == xenvmi::backend::snapshot::Format::WindowsCrashDump;
-        let mut cpus = match w.processors(mem) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                errors.push(format!("processors (KiProcessorBlock): {e}"));
-                None
-            }
-        };
-        let crashed = match (&cpus, is_dump, regs.first()) {
-            (Some(c), true, Some(ctx)) => Some(crashing_processor(c, ctx)),
-            _ => None,
-        };
-        if let (Some(c), false) = (cpus.as_mut(), is_dump) {
-            c.cross_check(regs);
-        }
-        for c in cpus.iter().flat_map(|c| c.cpus.iter()) {
-            if let Err(e) = c {
-                errors.push(e.to_string());
-            }
-        }
-        if let Some(c) = cpus.as_ref().filter(|c| c.truncated) {
-            errors.push(format!(
-                "KeNumberProcessors is {}: only the first {MAX_PROCESSORS} processors were read",
-                c.declared
-            ));
-        }
+        let view = w.processor_view(mem, regs, is_dump);
+        errors.extend(view.errors.iter().cloned());
+        let (cpus, crashed) = (&view.processors, &view.crashed);
         // The registers' vCPUs: a dump's one CONTEXT is labelled with the crashing
         // processor's index (None when it could not be found).
-        let owners: Vec<(Option<usize>, u64, Option<&Process>)> = regs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let index = if is_dump {
-                    crashed.as_ref().and_then(|c| c.index()).map(|i| i as usize)
-                } else {
-                    Some(i)
-                };
-                (index, r.cr3, w.owner_of_cr3(&processes, r.cr3))
-            })
-            .collect();
-        let crash_by = |c: &CrashingCpu| match c {
-            CrashingCpu::ContextFrame(_) => {
-                "its KPRCB's saved ContextFrame is the dump's CONTEXT".to_owned()
-            }
-            CrashingCpu::Stack(_) => {
-                "its current thread's kernel stack holds the CONTEXT's rsp".to_owned()
-            }
-            CrashingCpu::Unknown(why) => why.clone(),
-        };
+        let owners = report::windows_vcpu_owners(w, &processes, regs, &view);
         let info = w.info();
-        let pdb = info
-            .codeview
-            .as_ref()
-            .map(|cv| format!("{} {}", cv.pdb_name(), cv.symbol_key()));
+        let pdb = report::windows_pdb(info);
         if json {
-            use xenvmi::report::{hex, modules};
-            let out = serde_json::json!({
-                "kernel": {
-                    "base": hex(info.kernel_base.0),
-                    "size_of_image": info.size_of_image,
-                    "build": info.build,
-                    "pdb": pdb,
-                    "profile": info.profile,
-                    "found_by": format!("{:?}", info.found_by),
-                    "root_source": info.root_source.to_string(),
-                    "rejected_roots": info.rejected_roots,
-                    "kernel_dtb": hex(info.kernel_space.root.0),
-                },
-                "processes": processes.iter().map(|p| serde_json::json!({
-                    "pid": p.pid, "ppid": p.ppid, "name": p.name, "kernel": p.kernel_thread,
-                    "dtb": p.dtb.map(|d| hex(d.0)), "user_dtb": p.user_dtb.map(|d| hex(d.0)),
-                    "eprocess": hex(p.object.0),
-                })).collect::<Vec<_>>(),
-                "drivers": modules(&drivers),
-                "dlls": process_dlls.iter().map(|(pid, list)| serde_json::json!({
-                    "pid": pid,
-                    "modules": modules(list),
-                })).collect::<Vec<_>>(),
-                "vcpus": owners.iter().map(|(i, cr3, o)| serde_json::json!({
-                    "index": i, "cr3": hex(*cr3), "pid": o.map(|p| p.pid),
-                })).collect::<Vec<_>>(),
-                "crashing_cpu": crashed.as_ref().map(|c| serde_json::json!({
-                    "index": c.index(), "by": crash_by(c),
-                })),
-                "processors": cpus.as_ref().map(|c| serde_json::json!({
-                    "declared": c.declared,
-                    "truncated": c.truncated,
-                    "cpus": c.cpus.iter().enumerate().map(|(i, cpu)| match cpu {
-                        Ok(cpu) => serde_json::json!({
-                            "index": cpu.index,
-                            "number": cpu.number,
-                            "prcb": hex(cpu.prcb.0),
-                            "thread": hex(cpu.thread.0),
-                            "eprocess": hex(cpu.process.0),
-                            "pid": cpu.owner.as_ref().map(|p| p.pid),
-                            "name": cpu.owner.as_ref().map(|p| p.name.clone()),
-                            "owner_error": cpu.owner_error,
-                            "saved_cr3": hex(cpu.saved_cr3),
-                            "registers": cpu.registers.as_ref().map(|r| serde_json::json!({
-                                "cr3": hex(r.cr3), "agrees": r.agrees, "detail": r.detail,
-                            })),
-                        }),
-                        Err(e) => serde_json::json!({ "index": i, "error": e.to_string() }),
-                    }).collect::<Vec<_>>(),
-                })),
-            });
+            let out = report::windows(info, &processes, &drivers, &process_dlls, &owners, &view);
             println!("{out}");
         } else {
             println!("image      {} ({format})", image.display());
@@ -709,8 +609,11 @@ mod windows {
             println!();
             if let Some(c) = &crashed {
                 match c.index() {
-                    Some(i) => println!("crashed    on processor {i}: {}", crash_by(c)),
-                    None => println!("crashed    on an unknown processor: {}", safe(&crash_by(c))),
+                    Some(i) => println!("crashed    on processor {i}: {}", c.explanation()),
+                    None => println!(
+                        "crashed    on an unknown processor: {}",
+                        safe(&c.explanation())
+                    ),
                 }
             }
             if let Some(c) = &cpus {
@@ -742,7 +645,12 @@ mod windows {
                 }
             }
             println!("vCPUs (registers):");
-            for (i, cr3, owner) in &owners {
+            for report::WindowsVcpu {
+                index: i,
+                cr3,
+                owner,
+            } in &owners
+            {
                 let who = owner
                     .map(|p| format!("pid {} ({})", p.pid, safe(&p.name)))
                     .unwrap_or_else(|| "no process owns this CR3".into());

@@ -1,5 +1,6 @@
 //! What the OS and capture layers found, as JSON: one builder per object, so every front end
-//! (the `xenvmi` command, the `pslist` and `dump` examples) prints the same schema
+//! (the `xenvmi` command, the `pslist` and `dump` examples) prints the same schema, for Linux
+//! and for Windows guests
 //! (`docs/cli.md`; a process's detail fields in `docs/processes.md`; attestation in
 //! `docs/attest.md`).
 //!
@@ -19,6 +20,7 @@ use crate::os::linux::detail::{Part, ProcessDetail};
 use crate::os::linux::maps::Backing;
 use crate::os::linux::{HiddenModule, KernelInfo, Linux, ModuleCrossView};
 use crate::os::windows::triage::{ProfilePick, TriageReading};
+use crate::os::windows::{CrashingCpu, ProcessorView, Processors, Windows, WindowsInfo};
 use crate::os::{Module, Process};
 use crate::regs::Registers;
 
@@ -170,6 +172,147 @@ pub fn linux(
         "processes": linux_processes(processes, detail),
         "modules": modules(mods),
         "vcpus": linux_vcpus(vcpus),
+    })
+}
+
+/// One register set of a Windows image and who runs on it.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowsVcpu<'a> {
+    /// The processor it belongs to ([`ProcessorView::register_index`]: a crash dump's
+    /// `CONTEXT` is the crashing processor's, `None` when that was not found).
+    pub index: Option<usize>,
+    /// Its CR3 (a crash dump's: the header's `DirectoryTableBase`).
+    pub cr3: u64,
+    /// The process owning that address space, if one does.
+    pub owner: Option<&'a Process>,
+}
+
+/// The owner of each register set's CR3 among `processes`, labelled by `view`.
+pub fn windows_vcpu_owners<'a>(
+    w: &Windows,
+    processes: &'a [Process],
+    regs: &[Registers],
+    view: &ProcessorView,
+) -> Vec<WindowsVcpu<'a>> {
+    regs.iter()
+        .enumerate()
+        .map(|(i, r)| WindowsVcpu {
+            index: view.register_index(i),
+            cr3: r.cr3,
+            owner: w.owner_of_cr3(processes, r.cr3),
+        })
+        .collect()
+}
+
+/// The kernel's PDB as a symbol server names it: `ntkrnlmp.pdb <GUID><AGE>`; `None` without
+/// a CodeView record.
+pub fn windows_pdb(info: &WindowsInfo) -> Option<String> {
+    info.codeview
+        .as_ref()
+        .map(|cv| format!("{} {}", cv.pdb_name(), cv.symbol_key()))
+}
+
+/// The Windows `kernel` object: image base and size, build, PDB, profile, how it was found,
+/// the page-table root and where it came from.
+pub fn windows_kernel(info: &WindowsInfo) -> Value {
+    json!({
+        "base": hex(info.kernel_base.0),
+        "size_of_image": info.size_of_image,
+        "build": info.build,
+        "pdb": windows_pdb(info),
+        "profile": info.profile,
+        "found_by": format!("{:?}", info.found_by),
+        "root_source": info.root_source.to_string(),
+        "rejected_roots": info.rejected_roots,
+        "kernel_dtb": hex(info.kernel_space.root.0),
+    })
+}
+
+/// One Windows process: `pid`, `ppid`, `name`, `kernel`, `dtb`, `user_dtb`, `eprocess`.
+pub fn windows_process(p: &Process) -> Value {
+    json!({
+        "pid": p.pid, "ppid": p.ppid, "name": p.name, "kernel": p.kernel_thread,
+        "dtb": p.dtb.map(|d| hex(d.0)), "user_dtb": p.user_dtb.map(|d| hex(d.0)),
+        "eprocess": hex(p.object.0),
+    })
+}
+
+/// Windows processes, in list order.
+pub fn windows_processes(processes: &[Process]) -> Value {
+    processes.iter().map(windows_process).collect()
+}
+
+/// Each process's DLLs: `[{pid, modules}]`.
+pub fn windows_dlls(dlls: &[(u64, Vec<Module>)]) -> Value {
+    dlls.iter()
+        .map(|(pid, list)| json!({"pid": pid, "modules": modules(list)}))
+        .collect()
+}
+
+/// The register sets and who runs on each: `index` (the processor, `null` when unknown),
+/// `cr3`, `pid` (`null` for no one).
+pub fn windows_vcpus(vcpus: &[WindowsVcpu<'_>]) -> Value {
+    vcpus
+        .iter()
+        .map(|v| json!({"index": v.index, "cr3": hex(v.cr3), "pid": v.owner.map(|p| p.pid)}))
+        .collect()
+}
+
+/// A crash dump's crashing processor: `index` (`null` when unknown) and `by` (how it was
+/// told, or why not); `null` for other images.
+pub fn crashing_cpu(c: Option<&CrashingCpu>) -> Value {
+    c.map_or(
+        Value::Null,
+        |c| json!({"index": c.index(), "by": c.explanation()}),
+    )
+}
+
+/// Every processor from the kernel's records: `declared`, `truncated`, `cpus` (each its
+/// `KPRCB`, current thread, process, saved CR3 and the registers' cross-check, or `error`);
+/// `null` when they could not be read.
+pub fn windows_processors(p: Option<&Processors>) -> Value {
+    let Some(c) = p else { return Value::Null };
+    json!({
+        "declared": c.declared,
+        "truncated": c.truncated,
+        "cpus": c.cpus.iter().enumerate().map(|(i, cpu)| match cpu {
+            Ok(cpu) => json!({
+                "index": cpu.index,
+                "number": cpu.number,
+                "prcb": hex(cpu.prcb.0),
+                "thread": hex(cpu.thread.0),
+                "eprocess": hex(cpu.process.0),
+                "pid": cpu.owner.as_ref().map(|p| p.pid),
+                "name": cpu.owner.as_ref().map(|p| p.name.clone()),
+                "owner_error": cpu.owner_error,
+                "saved_cr3": hex(cpu.saved_cr3),
+                "registers": cpu.registers.as_ref().map(|r| json!({
+                    "cr3": hex(r.cr3), "agrees": r.agrees, "detail": r.detail,
+                })),
+            }),
+            Err(e) => json!({ "index": i, "error": e.to_string() }),
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// The whole Windows report: `kernel`, `processes`, `drivers`, `dlls`, `vcpus`,
+/// `crashing_cpu`, `processors`.
+pub fn windows(
+    info: &WindowsInfo,
+    processes: &[Process],
+    drivers: &[Module],
+    dlls: &[(u64, Vec<Module>)],
+    vcpus: &[WindowsVcpu<'_>],
+    view: &ProcessorView,
+) -> Value {
+    json!({
+        "kernel": windows_kernel(info),
+        "processes": windows_processes(processes),
+        "drivers": modules(drivers),
+        "dlls": windows_dlls(dlls),
+        "vcpus": windows_vcpus(vcpus),
+        "crashing_cpu": crashing_cpu(view.crashed.as_ref()),
+        "processors": windows_processors(view.processors.as_ref()),
     })
 }
 

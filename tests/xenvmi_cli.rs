@@ -1,6 +1,8 @@
 //! The `xenvmi` command as a user runs it (`docs/cli.md`): each subcommand on the bundled
 //! fixtures, checked against what the guest reported about itself (`ground-truth.json`), and
 //! every error path: exit status as documented, one line on stderr naming the file or domain.
+//! `info`, `ps` and `modules` on synthetic Windows guests too (`mod win` below), checked
+//! against each guest's specification.
 
 mod support;
 
@@ -1381,4 +1383,439 @@ fn modules_cross_view_and_guard_find_a_module_without_list_entry_or_kobject() {
     assert_eq!(hex(&alerts[0]["gva"]), victim.object);
     assert!(err.contains("guest released cleanly: true"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- Windows guests ------------------------------------------------------------------------
+//
+// Synthetic Windows guests laid out by the three real ntoskrnl ISFs in `fixtures/windows-isf`
+// (`tests/support/windows_guest.rs`), written as a crash dump, a raw image, a LiME capture and
+// an ELF core. Every expected value comes from the guest's specification (or, for the PDB
+// GUID and age, from the ISF's file name), never from a run of xenvmi.
+
+mod win {
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    use super::support::crashdump as dmp;
+    use super::support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
+    use super::{assert_one_line_error, run_os};
+
+    pub fn hexs(x: u64) -> String {
+        format!("{x:#x}")
+    }
+
+    /// A guest by profile `p` (index into PROFILES) and spec.
+    pub fn guest(p: usize, spec: impl FnOnce(u32) -> WinSpec) -> WinGuest {
+        let (file, build) = PROFILES[p];
+        WinGuest::build(&load_isf(file), spec(build))
+    }
+
+    /// (GUID, age) from the ISF's file name, `ntkrnlmp-<GUID>-<age>.json.xz`.
+    pub fn pdb_of(p: usize) -> (String, u32) {
+        let mut parts = PROFILES[p]
+            .0
+            .trim_end_matches(".json.xz")
+            .split('-')
+            .skip(1);
+        let guid = parts.next().unwrap().to_owned();
+        (guid, parts.next().unwrap().parse().unwrap())
+    }
+
+    /// A full crash dump of `g` whose CONTEXT is processor `crashed`'s.
+    pub fn crash_dump(g: &WinGuest, crashed: usize, path: &Path) {
+        let mut h = dmp::Header::example(g.kernel_pml4, g.crash_context(crashed));
+        h.number_processors = g.spec.cpus.len() as u32;
+        h.ps_active_process_head = g.spec.kernel_base + g.rva["PsActiveProcessHead"];
+        h.ps_loaded_module_list = g.spec.kernel_base + g.rva["PsLoadedModuleList"];
+        std::fs::write(path, dmp::full_dump(&h, &[(0, &g.mem)])).unwrap();
+    }
+
+    /// How the profile reaches xenvmi.
+    #[derive(Clone, Copy)]
+    pub enum Profile<'a> {
+        /// `--profile PATH` (and nothing at the default place).
+        Flag(&'a Path),
+        /// `XENVMI_WINDOWS_PROFILES=PATH`, no flag.
+        DefaultPlace(&'a Path),
+    }
+
+    /// Run `xenvmi ARGS` with the profile given as `p`, no cache.
+    pub fn run(args: &[&std::ffi::OsStr], p: Profile<'_>) -> std::process::Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xenvmi"));
+        cmd.env("XENVMI_CACHE", "off").args(args);
+        match p {
+            Profile::Flag(path) => {
+                cmd.env(
+                    "XENVMI_WINDOWS_PROFILES",
+                    "/nonexistent/xenvmi-windows-profiles",
+                );
+                cmd.arg("--profile").arg(path);
+            }
+            Profile::DefaultPlace(path) => {
+                cmd.env("XENVMI_WINDOWS_PROFILES", path);
+            }
+        }
+        cmd.output().unwrap()
+    }
+
+    pub fn json(args: &[&std::ffi::OsStr], p: Profile<'_>) -> serde_json::Value {
+        let out = run(args, p);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `ps --json` and `modules --json` on `image` list exactly the spec's processes (pid,
+    /// ppid, 15-byte name, kernel or user, both page-table roots, EPROCESS) and drivers.
+    pub fn check_ps_and_modules(g: &WinGuest, image: &Path, p: Profile<'_>, what: &str) {
+        let v = json(&["ps".as_ref(), "--json".as_ref(), image.as_os_str()], p);
+        let got = v["processes"].as_array().unwrap();
+        assert_eq!(got.len(), g.spec.processes.len(), "{what}");
+        for (i, (p, s)) in got.iter().zip(&g.spec.processes).enumerate() {
+            assert_eq!(p["pid"], s.pid, "{what}");
+            assert_eq!(p["ppid"], s.ppid, "{what}");
+            assert_eq!(
+                p["name"],
+                s.name.chars().take(15).collect::<String>(),
+                "{what}"
+            );
+            assert_eq!(p["kernel"], s.dlls.is_none(), "{what} {}", s.name);
+            assert_eq!(p["dtb"], hexs(g.roots[i].0), "{what}");
+            assert_eq!(
+                p["user_dtb"],
+                g.roots[i]
+                    .1
+                    .map_or(serde_json::Value::Null, |u| hexs(u).into()),
+                "{what}"
+            );
+            assert_eq!(p["eprocess"], hexs(g.eprocess[i]), "{what}");
+        }
+        let v = json(
+            &["modules".as_ref(), "--json".as_ref(), image.as_os_str()],
+            p,
+        );
+        let got: Vec<(String, String, u64)> = v["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_owned(),
+                    m["base"].as_str().unwrap().to_owned(),
+                    m["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String, u64)> = g
+            .spec
+            .drivers
+            .iter()
+            .map(|d| (d.name.clone(), hexs(d.base), u64::from(d.size)))
+            .collect();
+        assert_eq!(got, want, "{what}");
+    }
+
+    /// The pid the spec says processor `i` runs (the idle process is pid 0).
+    pub fn cpu_pid(g: &WinGuest, i: usize) -> u64 {
+        g.spec.cpus[i]
+            .process
+            .map_or(0, |p| g.spec.processes[p].pid)
+    }
+
+    /// The first process in list order whose page-table root (kernel or user) a CR3 selects.
+    pub fn owner_pid(g: &WinGuest, cr3: u64) -> u64 {
+        let r = cr3 & 0x000f_ffff_ffff_f000;
+        let j = g
+            .roots
+            .iter()
+            .position(|x| x.0 == r || x.1 == Some(r))
+            .unwrap();
+        g.spec.processes[j].pid
+    }
+
+    /// `info --json` on `image`: Windows, the spec's kernel base and build, the PDB of the
+    /// profile's file name, and every processor from the kernel's records running the
+    /// process the spec says.
+    pub fn check_info(
+        g: &WinGuest,
+        pi: usize,
+        image: &Path,
+        p: Profile<'_>,
+        what: &str,
+    ) -> serde_json::Value {
+        let v = json(&["info".as_ref(), "--json".as_ref(), image.as_os_str()], p);
+        let (file, build) = PROFILES[pi];
+        let (guid, age) = pdb_of(pi);
+        assert_eq!(v["os"], "windows", "{what}");
+        assert_eq!(v["image"], image.display().to_string(), "{what}");
+        assert_eq!(v["kernel"]["base"], hexs(g.spec.kernel_base), "{what}");
+        assert_eq!(v["kernel"]["size_of_image"], g.spec.size_of_image, "{what}");
+        assert_eq!(v["kernel"]["build"], build, "{what}");
+        assert_eq!(v["kernel"]["kernel_dtb"], hexs(g.kernel_pml4), "{what}");
+        assert!(
+            v["kernel"]["profile"].as_str().unwrap().ends_with(file),
+            "{what}: {}",
+            v["kernel"]["profile"]
+        );
+        assert_eq!(v["pdb"]["name"], "ntkrnlmp.pdb", "{what}");
+        assert_eq!(v["pdb"]["guid"], guid, "{what}");
+        assert_eq!(v["pdb"]["age"], age, "{what}");
+        assert_eq!(
+            v["kernel"]["pdb"],
+            format!("ntkrnlmp.pdb {guid}{age:X}"),
+            "{what}"
+        );
+        let cpus = v["processors"]["cpus"].as_array().unwrap();
+        assert_eq!(v["processors"]["declared"], g.spec.cpus.len(), "{what}");
+        assert_eq!(cpus.len(), g.spec.cpus.len(), "{what}");
+        for (i, c) in cpus.iter().enumerate() {
+            assert_eq!(c["index"], i, "{what}");
+            assert_eq!(c["prcb"], hexs(g.prcbs[i]), "{what}");
+            assert_eq!(c["thread"], hexs(g.threads[i]), "{what}");
+            assert_eq!(c["pid"], cpu_pid(g, i), "{what} processor {i}");
+        }
+        v
+    }
+
+    /// The profile directory and the ISF file of profile `pi` in it.
+    pub fn profiles(pi: usize) -> (PathBuf, PathBuf) {
+        (isf_dir(), isf_dir().join(PROFILES[pi].0))
+    }
+
+    /// `xenvmi A... IMAGE`.
+    pub fn args(a: &[&str], image: &Path) -> Vec<OsString> {
+        let mut v: Vec<OsString> = a.iter().map(OsString::from).collect();
+        v.push(image.into());
+        v
+    }
+
+    /// Exit status 1, one line on stderr naming the image and containing `needle`.
+    pub fn refused(out: &std::process::Output, image: &Path, needle: &str) {
+        assert_one_line_error(out, 1, needle);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&image.display().to_string()), "{err}");
+    }
+
+    /// `xenvmi A...` with no profile anywhere.
+    pub fn run_bare(a: &[OsString]) -> std::process::Output {
+        run_os(a)
+    }
+}
+
+/// A crash dump of a 4-processor Windows 11 guest that crashed on processor 2: `info` names
+/// processor 2 as the crashing one (its CONTEXT labelled 2, never 0) and every processor's
+/// owner as the spec says; `ps` and `modules` are the spec's, with the profile directory given
+/// by `--profile` and at the default place, and with one ISF file.
+#[test]
+fn windows_crash_dump_info_ps_modules_are_the_guests() {
+    let pi = 2;
+    let g = win::guest(pi, |b| support::windows_guest::WinSpec::with_cpus(b, 4));
+    let dir = scratch("win-dmp");
+    let image = dir.join("MEMORY.DMP");
+    win::crash_dump(&g, 2, &image);
+    let (isfs, file) = win::profiles(pi);
+    for p in [
+        win::Profile::Flag(&isfs),
+        win::Profile::DefaultPlace(&isfs),
+        win::Profile::Flag(&file),
+    ] {
+        let v = win::check_info(&g, pi, &image, p, "crash dump");
+        assert_eq!(v["format"], "Windows crash dump");
+        assert_eq!(v["crashing_cpu"]["index"], 2);
+        let vcpus = v["vcpus"].as_array().unwrap();
+        assert_eq!(vcpus.len(), 1);
+        assert_eq!(vcpus[0]["index"], 2);
+        // The CONTEXT's CR3 is the header's DirectoryTableBase: the kernel's page tables.
+        assert_eq!(vcpus[0]["cr3"], win::hexs(g.kernel_pml4));
+        assert_eq!(vcpus[0]["pid"], win::owner_pid(&g, g.kernel_pml4));
+        assert_eq!(v["dump"]["bugcheck"], "0xe2");
+        for c in v["processors"]["cpus"].as_array().unwrap() {
+            assert_eq!(c["registers"], serde_json::Value::Null); // a dump is not cross-checked
+        }
+        win::check_ps_and_modules(&g, &image, p, "crash dump");
+    }
+    // The text names the crashing processor and marks it.
+    let out = win::run(
+        &["info".as_ref(), image.as_os_str()],
+        win::Profile::Flag(&isfs),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("os         Windows"), "{text}");
+    assert!(text.contains("crashed    on processor 2:"), "{text}");
+    let marked: Vec<&str> = text.lines().filter(|l| l.ends_with("[crashed]")).collect();
+    assert_eq!(marked.len(), 1, "{text}");
+    assert!(marked[0].starts_with("  CPU 2 "), "{text}");
+    assert!(text.contains("  CONTEXT of processor 2  CR3"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A raw image and a LiME capture of a seeded Windows 7 guest (no registers) with the profile
+/// directory at the default place, and an ELF core of a 4-processor Windows 10 guest with
+/// `--profile DIR`: processes, drivers, processors and each vCPU's owner are the spec's.
+#[test]
+fn windows_raw_lime_and_elf_images_are_the_guests() {
+    let dir = scratch("win-raw");
+    let pi = 0;
+    let g = win::guest(pi, |b| support::windows_guest::WinSpec::seeded(b, 0x51ce));
+    let (isfs, _) = win::profiles(pi);
+    let lime = support::lime::image(&[(0, &g.mem[..0x9f000]), (0x10_0000, &g.mem[0x10_0000..])]);
+    for (name, bytes, format) in [
+        ("win.raw", g.mem.clone(), "raw"),
+        ("win.lime", lime, "LiME"),
+    ] {
+        let image = dir.join(name);
+        std::fs::write(&image, bytes).unwrap();
+        let p = win::Profile::DefaultPlace(&isfs);
+        let v = win::check_info(&g, pi, &image, p, name);
+        assert!(
+            v["format"].as_str().unwrap().contains(format),
+            "{}",
+            v["format"]
+        );
+        assert_eq!(v["vcpus"].as_array().unwrap().len(), 0, "{name}");
+        assert_eq!(v["crashing_cpu"], serde_json::Value::Null);
+        win::check_ps_and_modules(&g, &image, p, name);
+    }
+
+    let pi = 1;
+    let g = win::guest(pi, |b| support::windows_guest::WinSpec::with_cpus(b, 4));
+    let regs = g.registers();
+    let image = dir.join("win.elf");
+    g.write_elf_core(&regs, &image);
+    let (isfs, _) = win::profiles(pi);
+    let p = win::Profile::Flag(&isfs);
+    let v = win::check_info(&g, pi, &image, p, "ELF core");
+    let vcpus = v["vcpus"].as_array().unwrap();
+    assert_eq!(vcpus.len(), regs.len());
+    for (i, (c, r)) in vcpus.iter().zip(&regs).enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["cr3"], win::hexs(r.cr3));
+        assert_eq!(c["pid"], win::owner_pid(&g, r.cr3), "vCPU {i}");
+    }
+    for c in v["processors"]["cpus"].as_array().unwrap() {
+        assert_eq!(c["registers"]["agrees"], true, "{c}");
+    }
+    win::check_ps_and_modules(&g, &image, p, "ELF core");
+    // `ps` text: the spec's processes, one line each, with both page-table roots.
+    let out = win::run(&["ps".as_ref(), image.as_os_str()], p);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), g.spec.processes.len(), "{text}");
+    for (i, (row, s)) in rows.iter().zip(&g.spec.processes).enumerate() {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[0], s.pid.to_string(), "{row}");
+        assert_eq!(cols[1], s.ppid.to_string(), "{row}");
+        assert_eq!(
+            cols[2],
+            if s.dlls.is_none() { "kern" } else { "user" },
+            "{row}"
+        );
+        assert_eq!(cols[3], win::hexs(g.roots[i].0), "{row}");
+        assert!(
+            row.ends_with(&s.name.chars().take(15).collect::<String>()),
+            "{row}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Linux-only commands on a Windows ELF core and crash dump: one line naming the image
+/// and what is Linux-only, exit 1, nothing written; a missing profile names the GUID, the age
+/// and where the file should be; `dump` rewrites a raw image (the same guest read back) but
+/// not a crash dump (its CONTEXT is the crashing processor's, not vCPU 0's).
+#[test]
+fn windows_images_refuse_linux_only_commands_and_name_a_missing_profile() {
+    let dir = scratch("win-refuse");
+    let pi = 1;
+    let g = win::guest(pi, |b| support::windows_guest::WinSpec::with_cpus(b, 4));
+    let elf = dir.join("win.elf");
+    g.write_elf_core(&g.registers(), &elf);
+    let dump = dir.join("MEMORY.DMP");
+    win::crash_dump(&g, 3, &dump);
+    let manifest = dir.join("manifest.json");
+    let m = manifest.to_str().unwrap();
+    for image in [&elf, &dump] {
+        let cases: [(&[&str], &str); 6] = [
+            (&["ps", "--json", "--detail"], "`ps --detail`"),
+            (&["modules", "--cross-view"], "`modules --cross-view`"),
+            (&["attest", "learn", "--manifest", m], "`attest`"),
+            (&["trace", "--simulate"], "`trace`"),
+            (&["guard", "--simulate"], "`guard`"),
+            (
+                &["ps", "--btf", "a.btf", "--symbols", "System.map"],
+                "--btf/--symbols",
+            ),
+        ];
+        for (a, what) in cases {
+            let out = win::run_bare(&win::args(a, image));
+            win::refused(&out, image, "holds a Windows kernel");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(what) && err.contains("is Linux-only"),
+                "{a:?}: {err}"
+            );
+        }
+        assert!(!manifest.exists());
+        assert!(!dir.join("manifest.json.partial").exists());
+    }
+
+    // No profile at the default place: the GUID and age the kernel needs, and where.
+    let empty = dir.join("profiles");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (guid, age) = win::pdb_of(pi);
+    for image in [&elf, &dump] {
+        let out = win::run(
+            &["ps".as_ref(), image.as_os_str()],
+            win::Profile::DefaultPlace(&empty),
+        );
+        win::refused(&out, image, &format!("GUID {guid} age {age}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let pdb = empty.join(format!("ntkrnlmp.pdb/{guid}{age:X}/ntkrnlmp.pdb"));
+        assert!(err.contains(&pdb.display().to_string()), "{err}");
+    }
+    // A default place that is not there: named, with what to give.
+    let gone = dir.join("not-there");
+    let out = win::run(
+        &["info".as_ref(), elf.as_os_str()],
+        win::Profile::DefaultPlace(&gone),
+    );
+    win::refused(&out, &elf, &gone.display().to_string());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--profile"));
+
+    // dump: a raw image becomes an ELF core of the same guest; a crash dump is refused.
+    let raw = dir.join("win.raw");
+    std::fs::write(&raw, &g.mem).unwrap();
+    let core = dir.join("rewritten.elf");
+    let out = win::run_bare(&["dump".into(), raw.clone().into(), core.clone().into()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    win::check_ps_and_modules(
+        &g,
+        &core,
+        win::Profile::Flag(&win::profiles(pi).0),
+        "dump of raw",
+    );
+    let not_written = dir.join("never.elf");
+    let out = win::run_bare(&[
+        "dump".into(),
+        dump.clone().into(),
+        not_written.clone().into(),
+    ]);
+    win::refused(&out, &dump, "a Windows crash dump is not rewritten");
+    assert!(!not_written.exists());
+    assert!(!dir.join("never.elf.partial").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }

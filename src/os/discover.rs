@@ -220,6 +220,23 @@ pub fn discover_observed<B: PhysicalMemory>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Guest> {
     let id = identify(mem, regs, &options.hints, progress);
+    discover_identified(mem, regs, id, options, progress)
+}
+
+/// The second half of [`discover_observed`]: only the discovery of the OS that `id` (from
+/// [`identify`] with the same `mem`, `regs` and `options.hints`) names, reusing its search.
+/// For a caller that decides something from the OS first (refusing a Linux-only request on
+/// a Windows image) without paying for identification twice.
+///
+/// # Errors
+/// As [`discover`].
+pub fn discover_identified<B: PhysicalMemory>(
+    mem: &GuestMemory<B>,
+    regs: &[Registers],
+    id: Identification,
+    options: DiscoverOptions<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Guest> {
     match id.kind {
         Some(OsKind::Linux) => Ok(Guest::Linux(Linux::discover_from_tell(
             mem,

@@ -3,7 +3,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use xenvmi::backend::snapshot::Snapshot;
+use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::backend::{PhysicalMemory, VcpuState, VmControl};
 use xenvmi::capture::{capture_to_new_file, CaptureOptions, ProgressMeter};
 use xenvmi::report;
@@ -27,6 +27,16 @@ pub fn run(o: &Options) -> Result<(), String> {
             let image = crate::fixture::image_path(Some(image))?;
             // The library's error names the file.
             let snap = Snapshot::open(&image).map_err(|e| e.to_string())?;
+            if snap.format() == Format::WindowsCrashDump {
+                // Its one CONTEXT is the crashing processor's, whichever that is, and its CR3
+                // the header's DirectoryTableBase: a core would give them as vCPU 0's.
+                return Err(format!(
+                    "{}: a Windows crash dump is not rewritten as an ELF core: its one CONTEXT \
+                     belongs to the processor that crashed, which a core would present as \
+                     vCPU 0; read the dump itself (xenvmi info|ps|modules IMAGE)",
+                    image.display()
+                ));
+            }
             write(&snap, None, o)
         }
         (None, None) => Err("give IMAGE OUT, or --domain NAME OUT".into()),

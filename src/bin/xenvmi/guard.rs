@@ -205,6 +205,11 @@ fn on_sim(
              (a QEMU ELF core has them)"
         ));
     }
+    crate::guest::refuse_windows(
+        &name,
+        &snap,
+        "`guard` (the simulated domain runs a Linux kernel)",
+    )?;
     let regs = simulated_registers(snap.all_registers());
     let sim = SimDomain::new(snap, &regs);
     let named = |e: xenvmi::Error| format!("{name}: {e}");

@@ -62,7 +62,8 @@ Exit status:
   2  usage error (unknown option, missing argument)
   3  attest enforce: the guest deviates from the manifest";
 
-/// Agentless introspection of Linux guests: from a memory image or a running Xen domain.
+/// Agentless introspection of Linux and Windows guests: from a memory image or a running Xen
+/// domain.
 #[derive(Parser)]
 #[command(name = "xenvmi", version, after_help = EXIT_STATUS)]
 struct Cli {
@@ -81,14 +82,18 @@ struct Target {
     /// A running Xen domain, by name or id (needs the `xen` feature, dom0 and root).
     #[arg(long, value_name = "NAME|ID")]
     domain: Option<String>,
-    /// A Volatility3 ISF profile (`.json` or `.json.xz`) instead of the guest's own BTF and
-    /// kallsyms.
-    #[arg(long, value_name = "ISF", conflicts_with = "btf")]
+    /// Linux: a Volatility3 ISF profile (`.json` or `.json.xz`) instead of the guest's own
+    /// BTF and kallsyms. Windows: the ntoskrnl profile, an ISF or PDB file, or a symbol-store
+    /// or ISF directory searched by the kernel's PDB GUID and age (default:
+    /// $XENVMI_WINDOWS_PROFILES, $XDG_DATA_HOME/xenvmi/windows or
+    /// ~/.local/share/xenvmi/windows).
+    #[arg(long, value_name = "PROFILE", conflicts_with = "btf")]
     profile: Option<PathBuf>,
-    /// A BTF file (e.g. /sys/kernel/btf/vmlinux) instead of the guest's own; with --symbols.
+    /// Linux only: a BTF file (e.g. /sys/kernel/btf/vmlinux) instead of the guest's own; with
+    /// --symbols.
     #[arg(long, value_name = "BTF", requires = "symbols")]
     btf: Option<PathBuf>,
-    /// A kallsyms or System.map file; with --btf.
+    /// Linux only: a kallsyms or System.map file; with --btf.
     #[arg(long, value_name = "KALLSYMS", requires = "btf")]
     symbols: Option<PathBuf>,
     /// Do the whole kernel discovery, without the kernel-build cache (by default kept in
@@ -100,8 +105,10 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The guest's OS, kernel release and banner, KASLR placement, the profile used, its
-    /// vCPUs and who runs on each, and the image's format.
+    /// The guest's OS, kernel release and banner (Windows: build, PDB GUID and age), KASLR
+    /// placement (Windows: kernel base), the profile used, its vCPUs (Windows: every
+    /// processor from the kernel's records, a crash dump's crashing one) and who runs on
+    /// each, and the image's format.
     #[command(after_help = EXIT_STATUS)]
     Info {
         #[command(flatten)]
@@ -110,7 +117,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The guest's processes (thread-group leaders), in the kernel's list order.
+    /// The guest's processes in the kernel's list order (Linux thread-group leaders, Windows
+    /// EPROCESSes).
     #[command(after_help = EXIT_STATUS)]
     Ps {
         #[command(flatten)]
@@ -119,11 +127,11 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// With --json: each process's argv, environment, exe, uids, threads, maps, files and
-        /// sockets (docs/processes.md).
+        /// sockets (docs/processes.md). Linux only.
         #[arg(long, requires = "json")]
         detail: bool,
     },
-    /// The guest's kernel modules, in list order.
+    /// The guest's kernel modules (Windows: drivers, ntoskrnl first), in list order.
     #[command(after_help = EXIT_STATUS)]
     Modules {
         #[command(flatten)]
@@ -132,7 +140,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also look for hidden modules: those in /sys/module (`module_kset`'s kobjects) that
-        /// are missing from the module list (docs/cli.md).
+        /// are missing from the module list (docs/cli.md). Linux only.
         #[arg(long)]
         cross_view: bool,
     },

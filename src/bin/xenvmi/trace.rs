@@ -118,6 +118,11 @@ fn on_sim(image: Option<&std::path::Path>, o: &Options) -> Result<(), String> {
              (a QEMU ELF core has them)"
         ));
     }
+    crate::guest::refuse_windows(
+        &name,
+        &snap,
+        "`trace` (the simulated domain runs a Linux kernel)",
+    )?;
     let sim = SimDomain::new(snap, &regs);
     let (linux, _) =
         Linux::discover_paused(&sim, ProfileSource::InGuest).map_err(|e| format!("{name}: {e}"))?;

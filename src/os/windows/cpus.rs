@@ -148,6 +148,99 @@ impl CrashingCpu {
             CrashingCpu::Unknown(_) => None,
         }
     }
+
+    /// How the processor was told (or why it was not), in words.
+    pub fn explanation(&self) -> String {
+        match self {
+            CrashingCpu::ContextFrame(_) => {
+                "its KPRCB's saved ContextFrame is the dump's CONTEXT".to_owned()
+            }
+            CrashingCpu::Stack(_) => {
+                "its current thread's kernel stack holds the CONTEXT's rsp".to_owned()
+            }
+            CrashingCpu::Unknown(why) => why.clone(),
+        }
+    }
+}
+
+/// The processors of one image as a front end shows them ([`Windows::processor_view`]): the
+/// kernel's records, a crash dump's crashing processor, a core's registers checked against
+/// the records, and what could not be read.
+#[derive(Debug)]
+pub struct ProcessorView {
+    /// Every processor from `KiProcessorBlock`; `None` when the walk could not start (the
+    /// reason is in [`ProcessorView::errors`]). Cross-checked with the registers unless they
+    /// are a crash dump's.
+    pub processors: Option<Processors>,
+    /// For a crash dump: the processor its `CONTEXT` belongs to ([`crashing_processor`]).
+    pub crashed: Option<CrashingCpu>,
+    /// Whether the registers were a crash dump's one `CONTEXT`.
+    pub crash_dump: bool,
+    /// What could not be read, one line each: the walk, single processors, a truncated count.
+    pub errors: Vec<String>,
+}
+
+impl ProcessorView {
+    /// The processor that register set `i` belongs to: a crash dump's `CONTEXT` is the
+    /// crashing processor's (`None` when it was not found; never assumed 0); a core's vCPU
+    /// `i` is processor `i`.
+    pub fn register_index(&self, i: usize) -> Option<usize> {
+        if self.crash_dump {
+            self.crashed
+                .as_ref()
+                .and_then(|c| c.index())
+                .map(|i| i as usize)
+        } else {
+            Some(i)
+        }
+    }
+}
+
+impl Windows {
+    /// [`Windows::processors`] as an image's reader wants them: with `crash_dump` (the
+    /// registers are a crash dump's one `CONTEXT`) the crashing processor is found
+    /// ([`crashing_processor`]); otherwise the records are checked against `regs`
+    /// ([`Processors::cross_check`]). Errors, of the walk or of single processors, and a
+    /// `KeNumberProcessors` over [`MAX_PROCESSORS`] are lines of [`ProcessorView::errors`].
+    pub fn processor_view<B: PhysicalMemory>(
+        &self,
+        mem: &GuestMemory<B>,
+        regs: &[Registers],
+        crash_dump: bool,
+    ) -> ProcessorView {
+        let mut errors = Vec::new();
+        let mut processors = match self.processors(mem) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(format!("processors (KiProcessorBlock): {e}"));
+                None
+            }
+        };
+        let crashed = match (&processors, crash_dump, regs.first()) {
+            (Some(c), true, Some(ctx)) => Some(crashing_processor(c, ctx)),
+            _ => None,
+        };
+        if let (Some(c), false) = (processors.as_mut(), crash_dump) {
+            c.cross_check(regs);
+        }
+        for c in processors.iter().flat_map(|c| c.cpus.iter()) {
+            if let Err(e) = c {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(c) = processors.as_ref().filter(|c| c.truncated) {
+            errors.push(format!(
+                "KeNumberProcessors is {}: only the first {MAX_PROCESSORS} processors were read",
+                c.declared
+            ));
+        }
+        ProcessorView {
+            processors,
+            crashed,
+            crash_dump,
+            errors,
+        }
+    }
 }
 
 /// Offsets of [`CPU_FIELDS`], read once per walk.
@@ -449,6 +542,32 @@ mod tests {
             rsp,
             ..Registers::default()
         }
+    }
+
+    /// A crash dump's one register set is labelled with the crashing processor (none when it
+    /// was not found, never 0 by default); a core's vCPU `i` is processor `i`.
+    #[test]
+    fn register_sets_are_labelled_by_the_crashing_processor_only_in_a_dump() {
+        let view = |crashed, crash_dump| ProcessorView {
+            processors: None,
+            crashed,
+            crash_dump,
+            errors: Vec::new(),
+        };
+        let dump = view(Some(CrashingCpu::Stack(3)), true);
+        assert_eq!(dump.register_index(0), Some(3));
+        let unknown = view(Some(CrashingCpu::Unknown("no match".into())), true);
+        assert_eq!(unknown.register_index(0), None);
+        assert_eq!(view(None, true).register_index(0), None);
+        let core = view(None, false);
+        assert_eq!(
+            (core.register_index(0), core.register_index(5)),
+            (Some(0), Some(5))
+        );
+        assert_eq!(
+            CrashingCpu::Unknown("two matched".into()).explanation(),
+            "two matched"
+        );
     }
 
     #[test]

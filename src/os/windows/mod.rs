@@ -61,8 +61,8 @@ pub mod cpus;
 pub mod dtb;
 pub mod triage;
 pub use cpus::{
-    crashing_processor, CrashingCpu, KernelCpu, Processors, RegisterCheck, CPU_FIELDS, CPU_SYMBOLS,
-    MAX_PROCESSORS,
+    crashing_processor, CrashingCpu, KernelCpu, ProcessorView, Processors, RegisterCheck,
+    CPU_FIELDS, CPU_SYMBOLS, MAX_PROCESSORS,
 };
 pub use dtb::{RootCandidate, RootSource};
 
@@ -109,6 +109,19 @@ pub enum WindowsProfile {
     Directory(PathBuf),
     /// An already-loaded profile (not checked against the kernel's GUID).
     Loaded(Profile),
+}
+
+impl WindowsProfile {
+    /// A profile named on a command line: a directory is [`WindowsProfile::Directory`]
+    /// (searched by GUID and age), anything else one file, [`WindowsProfile::Isf`] (an ISF
+    /// or a PDB).
+    pub fn from_path(path: &std::path::Path) -> WindowsProfile {
+        if path.is_dir() {
+            WindowsProfile::Directory(path.to_path_buf())
+        } else {
+            WindowsProfile::Isf(path.to_path_buf())
+        }
+    }
 }
 
 /// Facts known from outside guest memory that make discovery cheaper or possible.
