@@ -373,7 +373,7 @@ mod triage {
 
     use xenvmi::backend::snapshot::TriageDump;
     use xenvmi::os::terminal_safe as safe;
-    use xenvmi::os::windows::triage::{crashing_process, ProfilePick};
+    use xenvmi::os::windows::triage::crashing_process;
     use xenvmi::os::windows::WindowsProfile;
 
     pub fn show(image: &Path, profile: Option<WindowsProfile>, json: bool) -> Result<(), String> {
@@ -393,76 +393,14 @@ mod triage {
             println!("{out}");
             return Ok(());
         }
-        let info = &dump.info;
-        let in_driver = |a: u64| {
-            dump.driver_at(a)
-                .map(|d| format!(" ({}+{:#x})", safe(&d.name), a - d.base))
-                .unwrap_or_default()
-        };
-        println!("image      {}", image.display());
-        println!("format     Windows triage dump (DumpType 4): no physical memory, no process list; what it records:");
-        println!(
-            "kernel     build {}, {} processors",
-            info.minor_version, info.number_processors
+        print!(
+            "{}",
+            xenvmi::report::windows_triage_text(
+                &image.display().to_string(),
+                &dump,
+                reading.as_ref().map_err(|e| e.as_str())
+            )
         );
-        let params: Vec<String> = info
-            .bugcheck_parameters
-            .iter()
-            .map(|&p| format!("{p:#x}{}", in_driver(p)))
-            .collect();
-        println!(
-            "bugcheck   {:#x} ({})",
-            info.bugcheck_code,
-            params.join(", ")
-        );
-        println!(
-            "context    rip {:#x}{} rsp {:#x}",
-            dump.context.rip,
-            in_driver(dump.context.rip),
-            dump.context.rsp
-        );
-        match &reading {
-            Ok(r) => {
-                let p = &r.process;
-                let cpu = p
-                    .processor
-                    .map_or_else(|| "?".to_owned(), |n| n.to_string());
-                let how = match &r.picked_by {
-                    ProfilePick::Given => "given".to_owned(),
-                    ProfilePick::KernelImage { image, .. } => {
-                        format!("by the GUID of {}", image.display())
-                    }
-                    _ => format!(
-                        "the {} of {} profiles that read it",
-                        r.profiles.len(),
-                        r.tried
-                    ),
-                };
-                println!(
-                    "crashing   pid {} ppid {} {} thread {:#x} on processor {cpu} (profile {}: {})",
-                    p.pid,
-                    p.ppid,
-                    safe(&p.name),
-                    p.thread_id,
-                    safe(&r.profiles.join(", ")),
-                    safe(&how)
-                );
-                if p.thread_process_id != p.pid {
-                    println!(
-                        "           the thread belongs to pid {} (attached)",
-                        p.thread_process_id
-                    );
-                }
-            }
-            Err(why) => println!("crashing   not named: {}", safe(why)),
-        }
-        let drivers: Vec<_> = dump.drivers.iter().flatten().collect();
-        println!();
-        println!("{} drivers:", drivers.len());
-        println!("{:<18} {:>10}  NAME", "BASE", "SIZE");
-        for d in drivers {
-            println!("{:#018x} {:>#10x}  {}", d.base, d.size, safe(&d.name));
-        }
         for e in dump.drivers.iter().filter_map(|d| d.as_ref().err()) {
             eprintln!("pslist: {}: {}", image.display(), safe(e));
         }

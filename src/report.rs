@@ -19,6 +19,7 @@ use crate::mem::PagingMode;
 use crate::os::linux::detail::{Part, ProcessDetail};
 use crate::os::linux::maps::Backing;
 use crate::os::linux::{HiddenModule, KernelInfo, Linux, ModuleCrossView};
+use crate::os::terminal_safe as safe;
 use crate::os::windows::triage::{ProfilePick, TriageReading};
 use crate::os::windows::{CrashingCpu, ProcessorView, Processors, Windows, WindowsInfo};
 use crate::os::{Module, Process};
@@ -570,20 +571,7 @@ pub fn windows_triage(
             in_driver(a).map(|w| json!({"parameter": i + 1, "address": hex(a), "in": w}))
         })
         .collect();
-    let drivers: Vec<Value> = dump
-        .drivers
-        .iter()
-        .flatten()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "base": hex(d.base),
-                "size": hex(u64::from(d.size)),
-                "checksum": hex(u64::from(d.checksum)),
-                "timestamp": hex(u64::from(d.timestamp)),
-            })
-        })
-        .collect();
+    let drivers = windows_triage_drivers(dump);
     let errors: Vec<&String> = dump
         .drivers
         .iter()
@@ -625,4 +613,121 @@ pub fn windows_triage(
         Err(why) => json!({"error": why}),
     };
     out
+}
+
+/// [`windows_triage`] for people: the header, bug check and `rip` with the drivers they lie
+/// in, the crashing process (or why it is not named), and the driver list. Strings from the
+/// dump are made terminal-safe.
+pub fn windows_triage_text(
+    image: &str,
+    dump: &TriageDump,
+    crashing: std::result::Result<&TriageReading, &str>,
+) -> String {
+    use std::fmt::Write as _;
+    let info = &dump.info;
+    let in_driver = |a: u64| {
+        dump.driver_at(a)
+            .map(|d| format!(" ({}+{:#x})", safe(&d.name), a - d.base))
+            .unwrap_or_default()
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "image      {}", safe(image));
+    let _ = writeln!(
+        s,
+        "format     Windows triage dump (DumpType 4): no physical memory, no process list; what it records:"
+    );
+    let _ = writeln!(
+        s,
+        "kernel     build {}, {} processors",
+        info.minor_version, info.number_processors
+    );
+    let params: Vec<String> = info
+        .bugcheck_parameters
+        .iter()
+        .map(|&p| format!("{p:#x}{}", in_driver(p)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "bugcheck   {:#x} ({})",
+        info.bugcheck_code,
+        params.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "context    rip {:#x}{} rsp {:#x}",
+        dump.context.rip,
+        in_driver(dump.context.rip),
+        dump.context.rsp
+    );
+    match crashing {
+        Ok(r) => {
+            let p = &r.process;
+            let cpu = p
+                .processor
+                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            let how = match &r.picked_by {
+                ProfilePick::Given => "given".to_owned(),
+                ProfilePick::KernelImage { image, .. } => {
+                    format!("by the GUID of {}", image.display())
+                }
+                _ => format!(
+                    "the {} of {} profiles that read it",
+                    r.profiles.len(),
+                    r.tried
+                ),
+            };
+            let _ = writeln!(
+                s,
+                "crashing   pid {} ppid {} {} thread {:#x} on processor {cpu} (profile {}: {})",
+                p.pid,
+                p.ppid,
+                safe(&p.name),
+                p.thread_id,
+                safe(&r.profiles.join(", ")),
+                safe(&how)
+            );
+            if p.thread_process_id != p.pid {
+                let _ = writeln!(
+                    s,
+                    "           the thread belongs to pid {} (attached)",
+                    p.thread_process_id
+                );
+            }
+        }
+        Err(why) => {
+            let _ = writeln!(s, "crashing   not named: {}", safe(why));
+        }
+    }
+    let _ = writeln!(s);
+    s.push_str(&windows_triage_drivers_text(dump));
+    s
+}
+
+/// A triage dump's driver list: `[{name, base, size, checksum, timestamp}]`.
+pub fn windows_triage_drivers(dump: &TriageDump) -> Value {
+    dump.drivers
+        .iter()
+        .flatten()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "base": hex(d.base),
+                "size": hex(u64::from(d.size)),
+                "checksum": hex(u64::from(d.checksum)),
+                "timestamp": hex(u64::from(d.timestamp)),
+            })
+        })
+        .collect()
+}
+
+/// A triage dump's driver list for people: a count line, a header, one line per driver.
+pub fn windows_triage_drivers_text(dump: &TriageDump) -> String {
+    use std::fmt::Write as _;
+    let drivers: Vec<_> = dump.drivers.iter().flatten().collect();
+    let mut s = format!("{} drivers:\n", drivers.len());
+    let _ = writeln!(s, "{:<18} {:>10}  NAME", "BASE", "SIZE");
+    for d in drivers {
+        let _ = writeln!(s, "{:#018x} {:>#10x}  {}", d.base, d.size, safe(&d.name));
+    }
+    s
 }

@@ -1819,3 +1819,142 @@ fn windows_images_refuse_linux_only_commands_and_name_a_missing_profile() {
     assert!(!dir.join("never.elf.partial").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Windows triage dump (DumpType 4): `info` reports the crashing process, thread and
+/// processor (profile from `--profile` or the default place) and the drivers, `modules` lists
+/// the drivers, `ps` exits 1 saying where the crashing process is reported; `--btf` is refused
+/// by name. Expected values from the guest's spec.
+#[test]
+fn windows_triage_dump_info_modules_and_ps() {
+    use support::triage::{expected, triage_of};
+    use support::windows_guest::{isf_dir, load_isf, WinGuest, WinSpec, PROFILES};
+    let dir = scratch("win-triage");
+    let (file, build) = PROFILES[0];
+    let isf = load_isf(file);
+    let spec = WinSpec::with_cpus(build, 5);
+    let mut g = WinGuest::build(&isf, spec.clone());
+    let crashed = 4; // a System thread attached to another process
+    let image = dir.join("mini.dmp");
+    std::fs::write(&image, triage_of(&isf, &mut g, crashed)).unwrap();
+    let want = expected(&spec, crashed);
+    let run = |args: &[&std::ffi::OsStr], profiles: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_xenvmi"))
+            .args(args)
+            .env("XENVMI_WINDOWS_PROFILES", profiles)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout.clone()).unwrap()
+    };
+
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(
+        &["info".as_ref(), image.as_os_str(), "--json".as_ref()],
+        &isf_dir(),
+    )))
+    .unwrap();
+    assert_eq!(v["os"], "windows");
+    assert_eq!(v["format"], "Windows triage dump");
+    let c = &v["triage"]["crashing"];
+    assert_eq!(
+        (
+            &c["pid"],
+            &c["name"],
+            &c["thread_id"],
+            &c["thread_process_id"],
+            &c["processor"]
+        ),
+        (
+            &serde_json::json!(want.pid),
+            &serde_json::json!(want.name),
+            &serde_json::json!(want.thread_id),
+            &serde_json::json!(want.thread_process_id),
+            &serde_json::json!(crashed)
+        )
+    );
+    assert_ne!(
+        want.thread_process_id, want.pid,
+        "the spec's processor 4 is attached"
+    );
+
+    let text = ok(&run(
+        &[
+            "info".as_ref(),
+            image.as_os_str(),
+            "--profile".as_ref(),
+            isf_dir().join(file).as_os_str(),
+        ],
+        &dir.join("none"),
+    ));
+    assert!(
+        text.contains(&format!(
+            "crashing   pid {} ppid {} {} thread {:#x} on processor {crashed}",
+            want.pid, want.ppid, want.name, want.thread_id
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "the thread belongs to pid {}",
+            want.thread_process_id
+        )),
+        "{text}"
+    );
+
+    let m: serde_json::Value = serde_json::from_str(&ok(&run(
+        &["modules".as_ref(), image.as_os_str(), "--json".as_ref()],
+        &dir.join("none"),
+    )))
+    .unwrap();
+    let drivers = m["drivers"].as_array().unwrap();
+    assert_eq!(drivers.len(), spec.drivers.len());
+    for (d, s) in drivers.iter().zip(&spec.drivers) {
+        assert_eq!(d["name"], s.name.as_str());
+        assert_eq!(d["base"], format!("{:#x}", s.base));
+        assert_eq!(d["size"], format!("{:#x}", s.size));
+    }
+    let mtext = ok(&run(
+        &["modules".as_ref(), image.as_os_str()],
+        &dir.join("none"),
+    ));
+    assert!(
+        mtext.starts_with(&format!("{} drivers:", spec.drivers.len())),
+        "{mtext}"
+    );
+
+    for (args, needle) in [
+        (
+            vec!["ps".as_ref(), image.as_os_str()],
+            "holds no process list",
+        ),
+        (
+            vec![
+                "modules".as_ref(),
+                image.as_os_str(),
+                "--cross-view".as_ref(),
+            ],
+            "--cross-view",
+        ),
+        (
+            vec![
+                "info".as_ref(),
+                image.as_os_str(),
+                "--btf".as_ref(),
+                "x".as_ref(),
+                "--symbols".as_ref(),
+                "y".as_ref(),
+            ],
+            "--btf",
+        ),
+    ] {
+        let out = run(&args, &isf_dir());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("mini.dmp") && err.contains(needle), "{err}");
+    }
+}

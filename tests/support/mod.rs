@@ -8,4 +8,5 @@ pub mod patched;
 pub mod scratch;
 pub mod siem;
 pub mod traced;
+pub mod triage;
 pub mod windows_guest;

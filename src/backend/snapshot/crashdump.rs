@@ -203,7 +203,7 @@ pub(crate) fn dump_type_name(t: u32) -> &'static str {
 fn unsupported_reason(t: u32) -> String {
     let what = match t {
         3 => "the file has the header (bug check, CONTEXT, a few addresses) but no memory",
-        4 => "a triage dump (minidump) holds the crashing thread's stack and a few selected pages, not physical memory (what it records, the crashing process and the driver list, is read by TriageDump: `pslist` prints it)",
+        4 => "a triage dump (minidump) holds the crashing thread's stack and a few selected pages, not physical memory (what it records, the crashing process and the driver list, is read by TriageDump: `xenvmi info` and the `pslist` example print it)",
         8..=10 => "the RDMP page layout is not read",
         _ => "this value is not one the reader knows",
     };

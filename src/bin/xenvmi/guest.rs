@@ -120,6 +120,9 @@ impl Found {
 }
 
 pub fn info(t: &Target, json: bool) -> Result<(), String> {
+    if let Some(image) = crate::triage::image(t) {
+        return crate::triage::info(t, &image, json);
+    }
     let f = open(
         t,
         Want {
@@ -303,6 +306,9 @@ fn windows_info(f: &Found, w: &WindowsWalks, json: bool) {
 }
 
 pub fn ps(t: &Target, json: bool, detail: bool) -> Result<(), String> {
+    if let Some(image) = crate::triage::image(t) {
+        return Err(crate::triage::no_processes(&image));
+    }
     let f = open(
         t,
         Want {
@@ -381,6 +387,9 @@ fn windows_ps(w: &WindowsWalks, json: bool) {
 }
 
 pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
+    if let Some(image) = crate::triage::image(t) {
+        return crate::triage::modules(t, &image, json, cross_view);
+    }
     let f = open(
         t,
         Want {

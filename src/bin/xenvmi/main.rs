@@ -47,6 +47,7 @@ mod guest;
 mod recover;
 mod sinks;
 mod trace;
+mod triage;
 mod xen;
 
 use std::io::Write;
