@@ -2734,6 +2734,39 @@ xvmi_result xvmi_os_windows_discover(const struct xvmi_memory *mem,
                                      struct xvmi_os **out);
 
 /*
+ Find the guest's kernel whatever its OS (`xenvmi::os::discover`): cheap tells decide
+ between Linux and Windows first — a crash dump header (or `hints`), a vCPU's `MSR_LSTAR`,
+ the Windows low stub, the Linux kernel image map in a vCPU's page tables, a
+ `Linux version` banner, a self-referencing top-level page-table entry — then only that
+ OS's discovery runs. [`xvmi_os_get_info`]'s `kind` says which OS the handle holds.
+
+ `linux_isf_path`: for a Linux guest, as [`xvmi_os_linux_discover`]'s `isf_path` (NULL: no
+ profile, the kernel's own kallsyms and BTF from guest memory). `windows_profile_path`: for
+ a Windows guest, as [`xvmi_os_windows_discover`]'s `profile_path` (an ISF or PDB file, or
+ a directory); NULL: the default place, `$XENVMI_WINDOWS_PROFILES`, else
+ `$XDG_DATA_HOME/xenvmi/windows`, else `$HOME/.local/share/xenvmi/windows`. Only the path
+ of the OS found is used. `hints` (NULL: none) and a crash dump's header are used as by
+ [`xvmi_os_windows_discover`], and are a tell of Windows themselves.
+
+ [`XVMI_ERR_OS_NOT_FOUND`] names the image and what each check saw when neither OS is told
+ apart, or what the found OS's discovery tried; [`XVMI_ERR_INVALID_ARGUMENT`] for a Windows
+ guest with no profile given and no directory at the default place (the message says
+ where); other errors as the OS's own discovery (an unreadable profile is
+ [`XVMI_ERR_IO`] naming the file).
+
+ # Safety
+ `mem` is NULL or a live handle; `linux_isf_path` and `windows_profile_path` are NULL or
+ NUL-terminated strings; `hints` is NULL or points at an initialised
+ [`xvmi_windows_hints`]; `out` is valid for a write. On success `*out` is a new handle to
+ release with [`xvmi_os_free`].
+ */
+xvmi_result xvmi_os_discover(const struct xvmi_memory *mem,
+                             const char *linux_isf_path,
+                             const char *windows_profile_path,
+                             const struct xvmi_windows_hints *hints,
+                             struct xvmi_os **out);
+
+/*
  Release an OS handle. `NULL` is a no-op.
 
  Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
