@@ -2811,13 +2811,39 @@ xvmi_result xvmi_os_banner(const struct xvmi_os *os, char *buf, size_t len, size
 
 /*
  Run-time virtual address of a kernel symbol (`"init_task"`). [`XVMI_ERR_NOT_FOUND`] if
- the symbol table does not have it.
+ the symbol table does not have it. On Windows, after the first [`xvmi_os_symbol_at`] on
+ the handle, also a driver's export as `driver!Export` (`"ACPI!AcpiGetTable"`, the
+ driver's name without its extension) and the exports of ntoskrnl.
 
  # Safety
  `os` is NULL or a live handle; `name` is a NUL-terminated string; `out_va` is valid for a
  write.
  */
 xvmi_result xvmi_os_symbol(const struct xvmi_os *os, const char *name, uint64_t *out_va);
+
+/*
+ The kernel symbol at or below `va` as a NUL-terminated string in `buf`, as
+ [`xvmi_os_release`] writes strings: on Windows `KiSystemCall64+0x10` (the profile), an
+ export of ntoskrnl the profile lacks, `ACPI!AcpiGetTable+0x24` inside a driver or
+ `kd+0x80` inside one below its first export; on Linux `schedule+0x3c`, or
+ `ext4_sync_fs+0x20 [ext4]` inside a module. [`XVMI_ERR_NOT_FOUND`] when nothing holds
+ `va`.
+
+ Windows: the first call on a handle reads the loaded drivers' export tables through `mem`
+ (bounded; what cannot be read is left out) and keeps them in the handle, so later calls
+ read nothing; drivers loaded after it are not seen. From then on [`xvmi_os_symbol`] also
+ takes `driver!Export` names. Linux: each call walks the module list.
+
+ # Safety
+ `os` and `mem` are NULL or live handles; `buf` is valid for `len` bytes of writes (NULL
+ if `len` is 0); `out_len` is NULL or valid for a write.
+ */
+xvmi_result xvmi_os_symbol_at(const struct xvmi_os *os,
+                              const struct xvmi_memory *mem,
+                              uint64_t va,
+                              char *buf,
+                              size_t len,
+                              size_t *out_len);
 
 /*
  Walk the guest's processes (Linux: `init_task.tasks`, every thread-group leader except

@@ -720,6 +720,7 @@ fn c_discover_tells_linux_from_windows_and_walks_either() {
     assert_eq!(hex_str(field(&out, "kernel_base")), hex(&k["text_va"]));
     assert_eq!(linux_tasks(&out, "task "), truth_tasks(&gt), "processes");
     assert_eq!(linux_modules(&out), truth_modules(&gt), "modules");
+    assert_eq!(field(&out, "symbol_at linux_banner+8"), "linux_banner+0x8");
 
     // A Linux ISF that is not there: an error naming it, no handle.
     let out = go(&discover_args(&vmcore(), Some(missing_linux), None), &[]);
@@ -736,7 +737,7 @@ fn c_discover_tells_linux_from_windows_and_walks_either() {
         .copied()
         .find(|(_, b)| *b == 19041)
         .expect("the Windows 10 profile");
-    let g = WinGuest::build(&load_isf(file), WinSpec::typical(build_no));
+    let g = WinGuest::build(&load_isf(file), WinSpec::with_driver_exports(build_no));
     let image = profile_dir()
         .join("c-tests")
         .join("discover-windows-19041.raw");
@@ -751,6 +752,7 @@ fn c_discover_tells_linux_from_windows_and_walks_either() {
     let out = go(&args, &[]);
     assert_eq!(field(&out, "os"), "windows", "{out}");
     check_windows(&out, &truth, file, build_no);
+    check_driver_symbols(&out, &g.spec);
     let a: Vec<&Path> = args.iter().map(PathBuf::as_path).collect();
     run_valgrind(&cc, "tests/c/test_discover.c", "test_discover", &a, &out);
     // No profile given: the default place, $XENVMI_WINDOWS_PROFILES.
@@ -794,6 +796,55 @@ fn c_discover_tells_linux_from_windows_and_walks_either() {
             && e.contains("Linux banner")
             && e.contains("Windows low stub"),
         "{out}"
+    );
+}
+
+/// The `symbol_at DRIVER OFFSET SYMBOL` and `symbol ACPI!AcpiGetTable` lines of
+/// test_discover.c against the drivers' export tables in the spec: the nearest export at or
+/// below the offset, or the driver's base.
+fn check_driver_symbols(out: &str, spec: &support::windows_guest::WinSpec) {
+    let got: Vec<(String, u64, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("symbol_at "))
+        .filter(|l| !l.starts_with("linux_banner"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), hex_str(f[1]), f[2].to_owned())
+        })
+        .collect();
+    let mut want = Vec::new();
+    for d in spec.drivers.iter().filter(|d| d.name != "ntoskrnl.exe") {
+        let short = d.name.rsplit_once('.').map_or(d.name.as_str(), |(s, _)| s);
+        for off in [0x10u64, 0x2345, 0x3100, 0x8024, 0x2a000] {
+            if off >= u64::from(d.size) {
+                continue;
+            }
+            let nearest = d
+                .exports
+                .iter()
+                .flatten()
+                .filter(|(_, rva)| u64::from(*rva) <= off)
+                .max_by_key(|(_, rva)| *rva);
+            let sym = match nearest {
+                Some((name, rva)) => format!("{short}!{name}+{:#x}", off - u64::from(*rva)),
+                None => format!("{short}+{off:#x}"),
+            };
+            want.push((d.name.clone(), off, sym));
+        }
+    }
+    assert_eq!(got, want, "driver symbols");
+    assert!(got.iter().any(|(_, _, s)| s.contains('!')), "{got:?}");
+    let acpi = spec.drivers.iter().find(|d| d.name == "ACPI.sys").unwrap();
+    let rva = acpi
+        .exports
+        .iter()
+        .flatten()
+        .find(|(n, _)| n == "AcpiGetTable")
+        .unwrap()
+        .1;
+    assert_eq!(
+        hex_str(field(out, "symbol ACPI!AcpiGetTable")),
+        acpi.base + u64::from(rva)
     );
 }
 

@@ -476,7 +476,9 @@ pub unsafe extern "C" fn xvmi_os_banner(
 }
 
 /// Run-time virtual address of a kernel symbol (`"init_task"`). [`XVMI_ERR_NOT_FOUND`] if
-/// the symbol table does not have it.
+/// the symbol table does not have it. On Windows, after the first [`xvmi_os_symbol_at`] on
+/// the handle, also a driver's export as `driver!Export` (`"ACPI!AcpiGetTable"`, the
+/// driver's name without its extension) and the exports of ntoskrnl.
 ///
 /// # Safety
 /// `os` is NULL or a live handle; `name` is a NUL-terminated string; `out_va` is valid for a
@@ -504,6 +506,53 @@ pub unsafe extern "C" fn xvmi_os_symbol(
         // SAFETY: checked by arg_out.
         unsafe { put(out, va.0) };
         Ok(())
+    })
+}
+
+/// The kernel symbol at or below `va` as a NUL-terminated string in `buf`, as
+/// [`xvmi_os_release`] writes strings: on Windows `KiSystemCall64+0x10` (the profile), an
+/// export of ntoskrnl the profile lacks, `ACPI!AcpiGetTable+0x24` inside a driver or
+/// `kd+0x80` inside one below its first export; on Linux `schedule+0x3c`, or
+/// `ext4_sync_fs+0x20 [ext4]` inside a module. [`XVMI_ERR_NOT_FOUND`] when nothing holds
+/// `va`.
+///
+/// Windows: the first call on a handle reads the loaded drivers' export tables through `mem`
+/// (bounded; what cannot be read is left out) and keeps them in the handle, so later calls
+/// read nothing; drivers loaded after it are not seen. From then on [`xvmi_os_symbol`] also
+/// takes `driver!Export` names. Linux: each call walks the module list.
+///
+/// # Safety
+/// `os` and `mem` are NULL or live handles; `buf` is valid for `len` bytes of writes (NULL
+/// if `len` is 0); `out_len` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_os_symbol_at(
+    os: *const xvmi_os,
+    mem: *const xvmi_memory,
+    va: u64,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> xvmi_result {
+    boundary(|| {
+        let os = arg_handle(os, "os")?;
+        let m = arg_handle(mem, "mem")?;
+        let mem = m.get();
+        let found = match &os.os.guest {
+            Guest::Linux(l) => l.symbolize(mem, Gva(va)).map(|k| k.to_string()),
+            Guest::Windows(w) => {
+                w.driver_symbols(mem);
+                GuestOs::symbol_at(w, Gva(va)).map(|s| s.to_string())
+            }
+        };
+        let s = found.ok_or_else(|| {
+            Fail::new(
+                XVMI_ERR_NOT_FOUND,
+                format!("no kernel symbol, module or driver holds {va:#x}"),
+            )
+        })?;
+        // SAFETY: `buf` is NULL or valid for `len` bytes of writes and `out_len` NULL or valid for
+        // a write, as this function's `# Safety` requires.
+        unsafe { string_out(&s, buf, len, out_len, "the symbol") }
     })
 }
 

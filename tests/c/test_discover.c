@@ -5,10 +5,35 @@
  *   IMAGE is a snapshot file (Linux or Windows or neither); LINUX_ISF and WINDOWS_PROFILE
  *   are paths, or `-` for NULL (Linux: the kernel's own kallsyms and BTF; Windows: the
  *   default place, $XENVMI_WINDOWS_PROFILES, ...).
- * Prints `os linux` or `os windows` and what the walks found (print_os.h's formats), or
+ * Prints `os linux` or `os windows`, what the walks found (print_os.h's formats) and
+ * symbols at addresses (xvmi_os_symbol_at: in each Windows driver, past linux_banner), or
  * `error NAME MESSAGE` when discovery fails; tests/c_abi.rs compares the lines with the
  * fixture's ground truth or the spec the synthetic guest was built from. */
 #include "print_os.h"
+
+/* Symbolize a few addresses inside each driver (not ntoskrnl):
+ *   symbol_at DRIVER OFFSET SYMBOL */
+static int symbolize_driver(void *userdata, const xvmi_module *m, xvmi_result status) {
+    const struct walk *w = userdata;
+    CHECK(status == XVMI_OK);
+    if (strcmp(m->name, "ntoskrnl.exe") == 0)
+        return XVMI_WALK_CONTINUE;
+    static const uint64_t offsets[] = {0x10, 0x2345, 0x3100, 0x8024, 0x2a000};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
+        if (offsets[i] >= m->size)
+            continue;
+        char sym[256];
+        size_t n = 0;
+        OK(xvmi_os_symbol_at(w->os, w->mem, m->base + offsets[i], sym, sizeof sym, &n));
+        CHECK(n == strlen(sym));
+        printf("symbol_at %s 0x%" PRIx64 " %s\n", m->name, offsets[i], sym);
+    }
+    /* Past its end is not the driver's. */
+    char sym[256];
+    if (xvmi_os_symbol_at(w->os, w->mem, m->base + m->size, sym, sizeof sym, NULL) == XVMI_OK)
+        CHECK(strncmp(sym, m->name, strlen(m->name) - 4) != 0);
+    return XVMI_WALK_CONTINUE;
+}
 
 static const char *path_arg(const char *s) { return strcmp(s, "-") == 0 ? NULL : s; }
 
@@ -49,6 +74,11 @@ int main(int argc, char **argv) {
     if (info.kind == XVMI_OS_LINUX) {
         printf("os linux\n");
         printf("kaslr_offset 0x%" PRIx64 "\n", info.kaslr_offset);
+        uint64_t banner_va = 0;
+        OK(xvmi_os_symbol(os, "linux_banner", &banner_va));
+        char sym[256];
+        OK(xvmi_os_symbol_at(os, mem, banner_va + 8, sym, sizeof sym, NULL));
+        printf("symbol_at linux_banner+8 %s\n", sym);
         OK(xvmi_os_processes(os, mem, print_task, NULL));
         OK(xvmi_os_modules(os, mem, print_module, NULL));
     } else {
@@ -59,6 +89,20 @@ int main(int argc, char **argv) {
         printf("build %u\n", info.build);
         OK(xvmi_os_processes(os, mem, print_process, &w));
         OK(xvmi_os_modules(os, mem, print_driver, NULL));
+        /* Driver names are taken once the driver symbols are read (by xvmi_os_symbol_at). */
+        uint64_t va = 0;
+        CHECK_RC(xvmi_os_symbol(os, "ACPI!AcpiGetTable", &va), XVMI_ERR_NOT_FOUND);
+        CHECK_RC(xvmi_os_symbol_at(os, NULL, info.kernel_base, NULL, 0, NULL),
+                 XVMI_ERR_NULL_POINTER);
+        OK(xvmi_os_modules(os, mem, symbolize_driver, &w));
+        OK(xvmi_os_symbol(os, "ACPI!AcpiGetTable", &va));
+        printf("symbol ACPI!AcpiGetTable 0x%" PRIx64 "\n", va);
+        /* A short buffer: the length, nothing written. */
+        char small[4] = "xyz";
+        size_t n = 0;
+        CHECK_RC(xvmi_os_symbol_at(os, mem, va, small, sizeof small, &n),
+                 XVMI_ERR_BUFFER_TOO_SMALL);
+        CHECK(n == strlen("ACPI!AcpiGetTable+0x0") && strcmp(small, "xyz") == 0);
     }
     OK(xvmi_os_free(os));
     xvmi_memory_free(mem);
