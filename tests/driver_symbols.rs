@@ -2,7 +2,9 @@
 //! resolve addresses as `driver!Export+off` (or `driver+off`), and `driver!Export` names to
 //! addresses, through `Windows::driver_symbols` and the OS-neutral `GuestOs` calls. Guests
 //! are synthetic, laid out by the real ntoskrnl ISFs (tests/support/windows_guest.rs), their
-//! drivers' export tables written from the spec; every expected value comes from the spec.
+//! drivers' export tables written from the spec; every expected value comes from the spec,
+//! or, for real PE files (Wine's hal.dll and ntoskrnl.exe loaded as drivers), from binutils'
+//! `objdump -p`.
 
 mod support;
 
@@ -221,4 +223,78 @@ fn corrupt_export_tables_are_problems_not_panics() {
             .as_deref(),
         Some("kd+0x2000")
     );
+}
+
+#[test]
+fn real_pe_files_as_drivers_resolve_as_objdump_reads_their_exports() {
+    use support::wine::{objdump_exports, wine_file};
+    let (file, build) = PROFILES[1];
+    let mut spec = WinSpec::typical(build);
+    // Wine's hal.dll and ntoskrnl.exe (as "wntos.sys": not the kernel) in place of two drivers.
+    let files = [("hal.dll", "hal.dll"), ("ntoskrnl.exe", "wntos.sys")];
+    let mut placed = Vec::new();
+    for (i, (f, as_name)) in files.iter().enumerate() {
+        let path = wine_file(f);
+        let (want, _, size, _) = objdump_exports(&path);
+        let d = &mut spec.drivers[1 + i];
+        d.name = (*as_name).into();
+        d.size = size;
+        placed.push((path, d.base, want, short(as_name).to_owned()));
+    }
+    let mut g = WinGuest::build(&load_isf(file), spec);
+    for (path, base, _, _) in &placed {
+        g.map_pe_file(*base, &std::fs::read(path).unwrap());
+    }
+    let mem = GuestMemory::new(
+        xenvmi::backend::snapshot::Snapshot::from_bytes(g.mem.clone(), None).unwrap(),
+    );
+    let w = windows(&g, &mem);
+    let syms = DriverSymbols::read(&w, &mem);
+    for (path, base, want, s) in &placed {
+        // Named exports that are code of this image (objdump: an RVA, no forwarder).
+        let code: Vec<(u32, &Vec<String>)> = want
+            .values()
+            .filter(|e| e.2.is_none() && !e.3.is_empty())
+            .map(|e| (e.1, &e.3))
+            .collect();
+        assert!(
+            code.len() > 50,
+            "{}: {} exports",
+            path.display(),
+            code.len()
+        );
+        let rvas: std::collections::BTreeSet<u32> = code.iter().map(|e| e.0).collect();
+        for (rva, names) in &code {
+            let at = syms.symbol_at(Gva(base + u64::from(*rva))).unwrap();
+            let all_here: Vec<String> = code
+                .iter()
+                .filter(|e| e.0 == *rva)
+                .flat_map(|e| e.1.iter().map(|n| format!("{s}!{n}")))
+                .collect();
+            assert!(
+                all_here.iter().any(|n| n == at.name),
+                "{} at {rva:#x}: {}",
+                path.display(),
+                at.name
+            );
+            assert_eq!(at.offset, 0);
+            if !rvas.contains(&(rva + 1)) {
+                let next = syms.symbol_at(Gva(base + u64::from(*rva) + 1)).unwrap();
+                assert_eq!((next.name, next.offset), (at.name, 1));
+            }
+            if let [only] = names.as_slice() {
+                assert_eq!(
+                    syms.symbol(&format!("{s}!{only}")),
+                    Some(Gva(base + u64::from(*rva)))
+                );
+            }
+        }
+        // Below the first export: the image by its base.
+        let first = *rvas.iter().next().unwrap();
+        assert_eq!(
+            syms.symbol_at(Gva(*base + u64::from(first) - 1))
+                .map(|x| x.to_string()),
+            Some(format!("{s}+{:#x}", first - 1))
+        );
+    }
 }

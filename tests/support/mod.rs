@@ -8,3 +8,4 @@ pub mod patched;
 pub mod siem;
 pub mod traced;
 pub mod windows_guest;
+pub mod wine;

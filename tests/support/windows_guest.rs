@@ -896,6 +896,25 @@ impl WinGuest {
         self.kwrite(spec.kernel_base, &h);
     }
 
+    /// Load a PE file at `base` in the kernel's address space the way the Windows loader lays
+    /// images out: its headers, then every section at its RVA.
+    pub fn map_pe_file(&mut self, base: u64, bytes: &[u8]) {
+        use xenvmi::os::pe::{FileImage, Pe};
+        let pe = Pe::parse(FileImage::new(bytes, "PE file")).unwrap();
+        let h = pe.headers();
+        let k = self.kernel_pml4;
+        self.write(k, base, &bytes[..h.size_of_headers as usize]);
+        for s in &h.sections {
+            let n = s.raw_size.min(if s.virtual_size == 0 {
+                s.raw_size
+            } else {
+                s.virtual_size
+            });
+            let src = &bytes[s.raw_offset as usize..(s.raw_offset + n) as usize];
+            self.write(k, base + s.virtual_address as u64, src);
+        }
+    }
+
     /// RVA of a driver image's export directory ([`WinGuest::driver_image`]).
     pub const EXPORT_DIR_RVA: u64 = 0x1000;
 
