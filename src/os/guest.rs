@@ -297,17 +297,17 @@ impl GuestOs for Windows {
     }
 
     fn symbol_at(&self, addr: Gva) -> Option<SymbolOffset<'_>> {
-        let profile = profile_symbol_at(self, addr);
         let Some(drivers) = self.loaded_driver_symbols() else {
-            return profile;
+            return profile_symbol_at(self, addr);
         };
-        let export = drivers.symbol_at(addr);
         if !drivers.in_kernel(addr) {
             // Inside a driver its own symbols; the profile's only past ntoskrnl's end.
-            return export.or(profile);
+            return drivers
+                .symbol_at(addr)
+                .or_else(|| profile_symbol_at(self, addr));
         }
         // In ntoskrnl: the nearer of the profile's symbol and the kernel's export.
-        match (profile, export) {
+        match (profile_symbol_at(self, addr), drivers.symbol_at(addr)) {
             (Some(p), Some(e)) if e.addr > p.addr => Some(e),
             (p, e) => p.or(e),
         }
