@@ -1,6 +1,7 @@
 //! Criterion benches for Windows guests: PE export iteration on a real file (Wine 8.0's
 //! ntoskrnl.exe, downloaded by `scripts/setup.sh`), and kernel discovery and the walks on a
 //! synthetic guest laid out by the real Windows 11 22000 ISF (`tests/support/windows_guest.rs`),
+//! the drivers' export tables read as symbols and one address resolved from them,
 //! and the profile itself: that ISF parsed, against its profile cache entry read and checked.
 //! Results: `docs/performance.md`.
 //!
@@ -18,7 +19,9 @@ use support::windows_guest::{load_isf, WinGuest, WinSpec, PROFILES};
 use xenvmi::mem::GuestMemory;
 use xenvmi::os::pe::{FileImage, Pe};
 use xenvmi::os::profile::Profile;
-use xenvmi::os::windows::{crashing_processor, Windows, WindowsProfile};
+use xenvmi::os::windows::{crashing_processor, DriverSymbols, Windows, WindowsProfile};
+use xenvmi::os::GuestOs;
+use xenvmi::Gva;
 
 fn pe(c: &mut Criterion) {
     let path = support::fixture::repo_root().join("target/xenvmi-fixtures/wine/ntoskrnl.exe");
@@ -76,6 +79,29 @@ fn windows(c: &mut Criterion) {
                 .sum();
             (procs.len(), drivers, dlls)
         })
+    });
+    // Driver symbols: the export tables of 4 drivers (3 with images) read once, then one
+    // address inside a driver resolved from the kept table (the hot-path cost).
+    let gx = WinGuest::build(&isf, WinSpec::with_driver_exports(build));
+    let regsx = gx.registers();
+    let acpi = gx
+        .spec
+        .drivers
+        .iter()
+        .find(|d| d.name == "ACPI.sys")
+        .unwrap()
+        .base;
+    let memx = GuestMemory::new(gx.snapshot());
+    let wx = Windows::discover(&memx, &regsx, WindowsProfile::Loaded(profile())).unwrap();
+    grp.bench_function("driver_symbols_read_4_drivers", |b| {
+        b.iter(|| {
+            memx.flush_translations();
+            DriverSymbols::read(&wx, &memx).export_count()
+        })
+    });
+    wx.driver_symbols(&memx);
+    grp.bench_function("driver_symbol_at_cached", |b| {
+        b.iter(|| GuestOs::symbol_at(&wx, black_box(Gva(acpi + 0x8024))).map(|s| s.offset))
     });
     // Every processor from KiProcessorBlock (8 processors), then the crash-dump match.
     let g8 = WinGuest::build(&isf, WinSpec::with_cpus(build, 8));

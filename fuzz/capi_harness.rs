@@ -6,7 +6,8 @@
 //! domain: monitors, views, scripted guest actions, event loops whose callback answers with
 //! arbitrary, often invalid, responses; policy sets from arbitrary specifications and guards
 //! running them; manifests from arbitrary bytes, attested against and learned), made through the `extern "C"` functions with
-//! arbitrary values and lengths, NULL handles included. Only valid-pointer sequences: a freed
+//! arbitrary values and lengths, NULL handles included (operation 7 with an odd a[0] is
+//! `xvmi_os_discover`, which tells the OS apart itself). Only valid-pointer sequences: a freed
 //! handle is never used again (that is undefined behaviour for C callers too).
 //!
 //! Checked: no call panics (XVMI_ERR_PANIC would be a bug), every string the library writes
@@ -397,7 +398,28 @@ unsafe fn run_unsafe(data: &[u8]) {
             7 => {
                 xvmi_os_free(os);
                 os = null_mut();
-                ok_or_expected(xvmi_os_linux_discover(m, null(), &mut os));
+                if a[0] & 1 == 0 {
+                    ok_or_expected(xvmi_os_linux_discover(m, null(), &mut os));
+                } else {
+                    // Either OS, told apart by the library: Linux from the guest's own
+                    // tables; Windows with no usable profile (the default place or a
+                    // missing file), crash-dump-like hints when a[1] says so.
+                    let hints = xvmi_windows_hints {
+                        directory_table_base: a8(8),
+                        ..Default::default()
+                    };
+                    let h = if a[1] & 1 != 0 {
+                        &hints as *const _
+                    } else {
+                        null()
+                    };
+                    let windows = if a[1] & 2 != 0 {
+                        c"/nonexistent/xenvmi-fuzz-windows".as_ptr()
+                    } else {
+                        null()
+                    };
+                    ok_or_expected(xvmi_os_discover(m, null(), windows, h, &mut os));
+                }
             }
             8 => {
                 xvmi_os_free(os);

@@ -18,7 +18,9 @@
 //! - the rest: physical memory.
 //!
 //! Every iterator (processes, kernel modules, each process's modules, the kernel's exports)
-//! is driven to its end, which must come. With mode bit 2, every processor is read from
+//! is driven to its end, which must come. The drivers' export tables are read
+//! (`Windows::driver_symbols`) and looked up at each driver's edges and an address from the
+//! input (the first word of memory). With mode bit 2, every processor is read from
 //! `KiProcessorBlock` (at most `MAX_PROCESSORS`), cross-checked with the register hint, and
 //! the crashing processor looked for with a context taken from the input.
 //!
@@ -27,10 +29,14 @@
 use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::mem::{AddressSpace, GuestMemory, PagingMode};
 use xenvmi::os::profile::{Field, Profile, SymbolTableBuilder, TypeSource};
+use xenvmi::os::windows::driver_symbols::{
+    MAX_DRIVER_EXPORTS, MAX_SYMBOL_DRIVERS, MAX_TOTAL_EXPORTS,
+};
 use xenvmi::os::windows::{
     crashing_processor, dtb, Hints, Offsets, Windows, WindowsProfile, CPU_FIELDS, CPU_SYMBOLS,
     FIELDS, MAX_MODULES, MAX_PROCESSES, MAX_PROCESSORS, SYMBOLS,
 };
+use xenvmi::os::GuestOs;
 use xenvmi::{Gva, Registers};
 
 const HEADER: usize = 8 + 8 + 1 + 2 * 19 + 4 * 5;
@@ -198,4 +204,35 @@ pub fn run(data: &[u8]) {
             let _ = e.count();
         }
     }
+    driver_symbols(&w, &mem, u64_at(header));
+}
+
+/// The drivers' exports: read within their caps; an address at the start, middle and end of
+/// each image resolves inside that image (`driver!Export+off` or `driver+off`), the same
+/// through `GuestOs::symbol_at`, and every name found resolves back.
+fn driver_symbols(w: &Windows, mem: &GuestMemory<Snapshot>, probe: u64) {
+    let syms = w.driver_symbols(mem);
+    assert!(std::ptr::eq(syms, w.driver_symbols(mem)));
+    assert!(syms.images().len() <= MAX_SYMBOL_DRIVERS);
+    assert!(syms.export_count() <= MAX_TOTAL_EXPORTS);
+    assert!(syms.problems().len() <= 4 * MAX_SYMBOL_DRIVERS + 4);
+    for img in syms.images().iter().take(64) {
+        assert!(img.exports <= MAX_DRIVER_EXPORTS);
+        assert!(img.size > 0);
+        let Some(last) = img.base.0.checked_add(img.size - 1) else {
+            continue;
+        };
+        for a in [img.base.0, img.base.0 + (img.size - 1) / 2, last] {
+            let s = syms.symbol_at(Gva(a)).expect("an address inside a driver");
+            assert!(s.addr >= img.base.0 && s.addr <= a && s.offset == a - s.addr);
+            assert!(s.name.starts_with(img.short.as_str()));
+            let via_trait = GuestOs::symbol_at(w, Gva(a)).map(|x| x.to_string());
+            assert_eq!(via_trait, Some(s.to_string()));
+            if s.name.contains('!') {
+                assert!(syms.symbol(s.name).is_some());
+            }
+        }
+    }
+    let _ = syms.symbol_at(Gva(probe));
+    let _ = GuestOs::symbol_at(w, Gva(probe));
 }

@@ -2734,6 +2734,39 @@ xvmi_result xvmi_os_windows_discover(const struct xvmi_memory *mem,
                                      struct xvmi_os **out);
 
 /*
+ Find the guest's kernel whatever its OS (`xenvmi::os::discover`): cheap tells decide
+ between Linux and Windows first — a crash dump header (or `hints`), a vCPU's `MSR_LSTAR`,
+ the Windows low stub, the Linux kernel image map in a vCPU's page tables, a
+ `Linux version` banner, a self-referencing top-level page-table entry — then only that
+ OS's discovery runs. [`xvmi_os_get_info`]'s `kind` says which OS the handle holds.
+
+ `linux_isf_path`: for a Linux guest, as [`xvmi_os_linux_discover`]'s `isf_path` (NULL: no
+ profile, the kernel's own kallsyms and BTF from guest memory). `windows_profile_path`: for
+ a Windows guest, as [`xvmi_os_windows_discover`]'s `profile_path` (an ISF or PDB file, or
+ a directory); NULL: the default place, `$XENVMI_WINDOWS_PROFILES`, else
+ `$XDG_DATA_HOME/xenvmi/windows`, else `$HOME/.local/share/xenvmi/windows`. Only the path
+ of the OS found is used. `hints` (NULL: none) and a crash dump's header are used as by
+ [`xvmi_os_windows_discover`], and are a tell of Windows themselves.
+
+ [`XVMI_ERR_OS_NOT_FOUND`] names the image and what each check saw when neither OS is told
+ apart, or what the found OS's discovery tried; [`XVMI_ERR_INVALID_ARGUMENT`] for a Windows
+ guest with no profile given and no directory at the default place (the message says
+ where); other errors as the OS's own discovery (an unreadable profile is
+ [`XVMI_ERR_IO`] naming the file).
+
+ # Safety
+ `mem` is NULL or a live handle; `linux_isf_path` and `windows_profile_path` are NULL or
+ NUL-terminated strings; `hints` is NULL or points at an initialised
+ [`xvmi_windows_hints`]; `out` is valid for a write. On success `*out` is a new handle to
+ release with [`xvmi_os_free`].
+ */
+xvmi_result xvmi_os_discover(const struct xvmi_memory *mem,
+                             const char *linux_isf_path,
+                             const char *windows_profile_path,
+                             const struct xvmi_windows_hints *hints,
+                             struct xvmi_os **out);
+
+/*
  Release an OS handle. `NULL` is a no-op.
 
  Returns [`XVMI_OK`], or [`XVMI_ERR_INVALID_HANDLE`] (nothing freed) for a handle that is
@@ -2778,13 +2811,39 @@ xvmi_result xvmi_os_banner(const struct xvmi_os *os, char *buf, size_t len, size
 
 /*
  Run-time virtual address of a kernel symbol (`"init_task"`). [`XVMI_ERR_NOT_FOUND`] if
- the symbol table does not have it.
+ the symbol table does not have it. On Windows, after the first [`xvmi_os_symbol_at`] on
+ the handle, also a driver's export as `driver!Export` (`"ACPI!AcpiGetTable"`, the
+ driver's name without its extension) and the exports of ntoskrnl.
 
  # Safety
  `os` is NULL or a live handle; `name` is a NUL-terminated string; `out_va` is valid for a
  write.
  */
 xvmi_result xvmi_os_symbol(const struct xvmi_os *os, const char *name, uint64_t *out_va);
+
+/*
+ The kernel symbol at or below `va` as a NUL-terminated string in `buf`, as
+ [`xvmi_os_release`] writes strings: on Windows `KiSystemCall64+0x10` (the profile), an
+ export of ntoskrnl the profile lacks, `ACPI!AcpiGetTable+0x24` inside a driver or
+ `kd+0x80` inside one below its first export; on Linux `schedule+0x3c`, or
+ `ext4_sync_fs+0x20 [ext4]` inside a module. [`XVMI_ERR_NOT_FOUND`] when nothing holds
+ `va`.
+
+ Windows: the first call on a handle reads the loaded drivers' export tables through `mem`
+ (bounded; what cannot be read is left out) and keeps them in the handle, so later calls
+ read nothing; drivers loaded after it are not seen. From then on [`xvmi_os_symbol`] also
+ takes `driver!Export` names. Linux: each call walks the module list.
+
+ # Safety
+ `os` and `mem` are NULL or live handles; `buf` is valid for `len` bytes of writes (NULL
+ if `len` is 0); `out_len` is NULL or valid for a write.
+ */
+xvmi_result xvmi_os_symbol_at(const struct xvmi_os *os,
+                              const struct xvmi_memory *mem,
+                              uint64_t va,
+                              char *buf,
+                              size_t len,
+                              size_t *out_len);
 
 /*
  Walk the guest's processes (Linux: `init_task.tasks`, every thread-group leader except

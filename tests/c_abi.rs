@@ -131,8 +131,14 @@ fn compile(cc: &str, source: &str, name: &str, extra: &[&str]) -> PathBuf {
 
 /// Run a test program under the sanitizers; its stdout, after checking it succeeded.
 fn run(exe: &Path, args: &[&Path]) -> String {
+    run_env(exe, args, &[])
+}
+
+/// [`run`] with these environment variables set for the program.
+fn run_env(exe: &Path, args: &[&Path], env: &[(&str, &Path)]) -> String {
     let o = Command::new(exe)
         .args(args)
+        .envs(env.iter().copied())
         // Leaks are errors; any sanitizer report fails the run.
         .env(
             "ASAN_OPTIONS",
@@ -231,6 +237,51 @@ fn truth_tasks(gt: &Value) -> BTreeSet<(u64, u64, u64, bool, String)> {
         .collect()
 }
 
+/// Linux tasks a test program printed on lines starting with `prefix`: pid, tgid, ppid,
+/// kernel thread (`1`), name.
+fn linux_tasks(out: &str, prefix: &str) -> BTreeSet<(u64, u64, u64, bool, String)> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(5, ' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3] == "1",
+                f[4].to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Linux modules a test program printed (`module NAME BASE SIZE`), in list order.
+fn linux_modules(out: &str) -> Vec<(String, u64, u64)> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("module "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), hex_str(f[1]), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// The modules the guest reported, in list order: name, base, size.
+fn truth_modules(gt: &Value) -> Vec<(String, u64, u64)> {
+    gt["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                hex(&m["base"]),
+                m["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The value after `key ` on the line that starts with it.
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
@@ -294,21 +345,7 @@ fn c_snapshot_introspection_matches_ground_truth() {
     }
 
     // Every task, exactly.
-    let got: BTreeSet<(u64, u64, u64, bool, String)> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("process "))
-        .map(|l| {
-            let f: Vec<&str> = l.splitn(5, ' ').collect();
-            (
-                f[0].parse().unwrap(),
-                f[1].parse().unwrap(),
-                f[2].parse().unwrap(),
-                f[3] == "1",
-                f[4].to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(got, truth_tasks(&gt), "processes");
+    assert_eq!(linux_tasks(&out, "process "), truth_tasks(&gt), "processes");
     assert_eq!(
         field(&out, "process-count"),
         gt["process_count"].as_u64().unwrap().to_string()
@@ -319,27 +356,7 @@ fn c_snapshot_introspection_matches_ground_truth() {
     );
 
     // Modules in list order, with base and size.
-    let mods: Vec<(String, u64, u64)> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("module "))
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f[0].to_owned(), hex_str(f[1]), f[2].parse().unwrap())
-        })
-        .collect();
-    let want_mods: Vec<(String, u64, u64)> = gt["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_owned(),
-                hex(&m["base"]),
-                m["size"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(mods, want_mods, "modules");
+    assert_eq!(linux_modules(&out), truth_modules(&gt), "modules");
 
     // Who owns each vCPU's address space.
     for o in gt["vcpu_owners"].as_array().unwrap() {
@@ -663,6 +680,171 @@ fn c_windows_crash_dump_is_discovered_from_its_header() {
         },
         file,
         build_no,
+    );
+}
+
+/// `test_discover.c`'s arguments: an image, a Linux ISF and a Windows profile (`None`: `-`,
+/// NULL).
+fn discover_args(image: &Path, linux: Option<&Path>, windows: Option<&Path>) -> Vec<PathBuf> {
+    let none = Path::new("-");
+    vec![
+        image.to_path_buf(),
+        linux.unwrap_or(none).to_path_buf(),
+        windows.unwrap_or(none).to_path_buf(),
+    ]
+}
+
+#[test]
+fn c_discover_tells_linux_from_windows_and_walks_either() {
+    let Some(cc) = compiler() else { return };
+    let exe = build(&cc, "tests/c/test_discover.c", "test_discover");
+    let go = |args: &[PathBuf], env: &[(&str, &Path)]| {
+        let a: Vec<&Path> = args.iter().map(PathBuf::as_path).collect();
+        run_env(&exe, &a, env)
+    };
+    let missing_linux = Path::new("/nonexistent/xenvmi-linux.json.xz");
+    let missing_windows = Path::new("/nonexistent/xenvmi-windows-profiles");
+    let env_var = "XENVMI_WINDOWS_PROFILES";
+
+    // The real Linux 6.1 dump, no profile: the kernel's own kallsyms and BTF. The Windows
+    // profile given (which does not exist) is not used for a Linux guest.
+    let out = go(&discover_args(&vmcore(), None, Some(missing_windows)), &[]);
+    let gt = ground_truth("linux-6.1");
+    assert_eq!(field(&out, "os"), "linux", "{out}");
+    assert_eq!(
+        field(&out, "release"),
+        gt["kernel_release"].as_str().unwrap()
+    );
+    let k = &gt["kaslr"];
+    assert_eq!(hex_str(field(&out, "kaslr_offset")), hex(&k["virt_offset"]));
+    assert_eq!(hex_str(field(&out, "kernel_base")), hex(&k["text_va"]));
+    assert_eq!(linux_tasks(&out, "task "), truth_tasks(&gt), "processes");
+    assert_eq!(linux_modules(&out), truth_modules(&gt), "modules");
+    assert_eq!(field(&out, "symbol_at linux_banner+8"), "linux_banner+0x8");
+
+    // A Linux ISF that is not there: an error naming it, no handle.
+    let out = go(&discover_args(&vmcore(), Some(missing_linux), None), &[]);
+    let e = field(&out, "error");
+    assert!(
+        e.starts_with("XVMI_ERR_IO ") && e.contains(&missing_linux.display().to_string()),
+        "{out}"
+    );
+
+    // A synthetic Windows 10 19041 guest laid out by the real ntoskrnl ISF, as a raw image
+    // (no registers: the kernel's page tables come from the low stub).
+    let (file, build_no) = PROFILES
+        .iter()
+        .copied()
+        .find(|(_, b)| *b == 19041)
+        .expect("the Windows 10 profile");
+    let g = WinGuest::build(&load_isf(file), WinSpec::with_driver_exports(build_no));
+    let image = profile_dir()
+        .join("c-tests")
+        .join("discover-windows-19041.raw");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, &g.mem).unwrap();
+    let truth = WinTruth {
+        spec: &g.spec,
+        roots: &g.roots,
+    };
+    // The profile directory given; the Linux ISF given (missing) is not used.
+    let args = discover_args(&image, Some(missing_linux), Some(&isf_dir()));
+    let out = go(&args, &[]);
+    assert_eq!(field(&out, "os"), "windows", "{out}");
+    check_windows(&out, &truth, file, build_no);
+    check_driver_symbols(&out, &g.spec);
+    let a: Vec<&Path> = args.iter().map(PathBuf::as_path).collect();
+    run_valgrind(&cc, "tests/c/test_discover.c", "test_discover", &a, &out);
+    // No profile given: the default place, $XENVMI_WINDOWS_PROFILES.
+    let out = go(&discover_args(&image, None, None), &[(env_var, &isf_dir())]);
+    assert_eq!(field(&out, "os"), "windows", "{out}");
+    check_windows(&out, &truth, file, build_no);
+    // No profile given and nothing at the default place: an error saying where it looked.
+    let out = go(
+        &discover_args(&image, None, None),
+        &[(env_var, missing_windows)],
+    );
+    let e = field(&out, "error");
+    assert!(
+        e.starts_with("XVMI_ERR_INVALID_ARGUMENT ")
+            && e.contains(&missing_windows.display().to_string())
+            && e.contains("Windows"),
+        "{out}"
+    );
+    // A profile file that is not there: an error naming it.
+    let bad = Path::new("/nonexistent/ntkrnlmp.json.xz");
+    let out = go(&discover_args(&image, None, Some(bad)), &[]);
+    let e = field(&out, "error");
+    assert!(
+        !e.is_empty() && e.contains(&bad.display().to_string()),
+        "{out}"
+    );
+
+    // Neither OS: an error naming the image (by its backend) and what each check saw.
+    let mut unknown = vec![0u8; 4 << 20];
+    for (i, chunk) in unknown.chunks_mut(64).enumerate() {
+        chunk[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    }
+    let unknown_image = profile_dir().join("c-tests").join("discover-unknown.raw");
+    std::fs::write(&unknown_image, &unknown).unwrap();
+    let args = discover_args(&unknown_image, None, None);
+    let out = go(&args, &[(env_var, &isf_dir())]);
+    let e = field(&out, "error");
+    assert!(
+        e.starts_with("XVMI_ERR_OS_NOT_FOUND ")
+            && e.contains("raw snapshot")
+            && e.contains("Linux banner")
+            && e.contains("Windows low stub"),
+        "{out}"
+    );
+}
+
+/// The `symbol_at DRIVER OFFSET SYMBOL` and `symbol ACPI!AcpiGetTable` lines of
+/// test_discover.c against the drivers' export tables in the spec: the nearest export at or
+/// below the offset, or the driver's base.
+fn check_driver_symbols(out: &str, spec: &support::windows_guest::WinSpec) {
+    let got: Vec<(String, u64, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("symbol_at "))
+        .filter(|l| !l.starts_with("linux_banner"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), hex_str(f[1]), f[2].to_owned())
+        })
+        .collect();
+    let mut want = Vec::new();
+    for d in spec.drivers.iter().filter(|d| d.name != "ntoskrnl.exe") {
+        let short = d.name.rsplit_once('.').map_or(d.name.as_str(), |(s, _)| s);
+        for off in [0x10u64, 0x2345, 0x3100, 0x8024, 0x2a000] {
+            if off >= u64::from(d.size) {
+                continue;
+            }
+            let nearest = d
+                .exports
+                .iter()
+                .flatten()
+                .filter(|(_, rva)| u64::from(*rva) <= off)
+                .max_by_key(|(_, rva)| *rva);
+            let sym = match nearest {
+                Some((name, rva)) => format!("{short}!{name}+{:#x}", off - u64::from(*rva)),
+                None => format!("{short}+{off:#x}"),
+            };
+            want.push((d.name.clone(), off, sym));
+        }
+    }
+    assert_eq!(got, want, "driver symbols");
+    assert!(got.iter().any(|(_, _, s)| s.contains('!')), "{got:?}");
+    let acpi = spec.drivers.iter().find(|d| d.name == "ACPI.sys").unwrap();
+    let rva = acpi
+        .exports
+        .iter()
+        .flatten()
+        .find(|(n, _)| n == "AcpiGetTable")
+        .unwrap()
+        .1;
+    assert_eq!(
+        hex_str(field(out, "symbol ACPI!AcpiGetTable")),
+        acpi.base + u64::from(rva)
     );
 }
 

@@ -330,7 +330,16 @@ fn write_fuzz_seeds() {
     let dir = support::fixture::repo_root().join("fuzz/seeds");
     for (file, build_no) in PROFILES {
         let isf = load_isf(file);
-        let g = WinGuest::build(&isf, WinSpec::small(build_no));
+        let mut spec = WinSpec::small(build_no);
+        // Its drivers with images and export tables, for the driver-symbol reads.
+        let exports = WinSpec::with_driver_exports(build_no).drivers;
+        for d in &mut spec.drivers {
+            d.exports = exports
+                .iter()
+                .find(|e| e.name == d.name)
+                .and_then(|e| e.exports.clone());
+        }
+        let g = WinGuest::build(&isf, spec);
         // The register-less seed must get past discovery: from its low stub.
         {
             use xenvmi::backend::snapshot::{Format, Snapshot};

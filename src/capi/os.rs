@@ -10,7 +10,7 @@ use crate::addr::{Gpa, Gva};
 use crate::error::Error;
 use crate::os::linux::{Linux, ProfileSource};
 use crate::os::windows::{Hints, Windows, WindowsProfile};
-use crate::os::{Guest, GuestOs, Module, OsKind, Process};
+use crate::os::{discover, DiscoverOptions, Guest, GuestOs, Module, OsKind, Process};
 use crate::regs::PagingMode;
 
 /// What an [`xvmi_os`] holds: the kernel, whichever OS, as the Rust API's [`Guest`], and
@@ -123,14 +123,7 @@ fn discover_linux(
 ) -> Result<(), Fail> {
     let regs = m.all_registers();
     let linux = Linux::discover(m.get(), &regs, source)?;
-    let base_pa = linux.info().text_pa.0;
-    new_os(
-        Os {
-            guest: Guest::Linux(linux),
-            base_pa,
-        },
-        out,
-    );
+    new_guest(m, Guest::Linux(linux), out);
     Ok(())
 }
 
@@ -241,46 +234,126 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
         // SAFETY: `profile_path` is NULL (refused by arg_str) or a NUL-terminated string, as this
         // function's `# Safety` requires.
         let path = unsafe { arg_str(profile_path, "profile_path") }?;
-        let h = if hints.is_null() {
-            xvmi_windows_hints::default()
-        } else {
-            // SAFETY: `hints` is non-NULL here and points at an initialised value, as this
-            // function's `# Safety` requires.
-            *unsafe { arg_ref(hints, "hints") }?
-        };
+        // SAFETY: as this function's `# Safety` requires of `hints`.
+        let h = unsafe { arg_hints(hints) }?;
         let out = arg_out(out, "out")?;
-        // The caller's values first, then what a crash dump's header says.
-        let dump = m.dump_hints.unwrap_or_default();
-        let nonzero = |v: u64| (v != 0).then_some(v);
-        let hints = Hints {
-            kernel_base: nonzero(h.kernel_base).map(Gva).or(dump.kernel_base),
-            ps_active_process_head: nonzero(h.ps_active_process_head)
-                .map(Gva)
-                .or(dump.ps_active_process_head),
-            ps_loaded_module_list: nonzero(h.ps_loaded_module_list)
-                .map(Gva)
-                .or(dump.ps_loaded_module_list),
-            directory_table_base: nonzero(h.directory_table_base).or(dump.directory_table_base),
-        };
-        let profile = if std::path::Path::new(path).is_dir() {
-            WindowsProfile::Directory(path.into())
-        } else {
-            WindowsProfile::Isf(path.into())
+        let hints = windows_hints(&m, &h);
+        let profile = windows_profile(path);
+        let regs = m.all_registers();
+        let windows = Windows::discover_with(m.get(), &regs, profile, &hints)?;
+        new_guest(&m, Guest::Windows(windows), out);
+        Ok(())
+    })
+}
+
+/// The Windows hints of one call: the caller's non-zero fields first, then what a crash dump's
+/// header says.
+fn windows_hints(m: &xvmi_memory, h: &xvmi_windows_hints) -> Hints {
+    let dump = m.dump_hints.unwrap_or_default();
+    let nonzero = |v: u64| (v != 0).then_some(v);
+    Hints {
+        kernel_base: nonzero(h.kernel_base).map(Gva).or(dump.kernel_base),
+        ps_active_process_head: nonzero(h.ps_active_process_head)
+            .map(Gva)
+            .or(dump.ps_active_process_head),
+        ps_loaded_module_list: nonzero(h.ps_loaded_module_list)
+            .map(Gva)
+            .or(dump.ps_loaded_module_list),
+        directory_table_base: nonzero(h.directory_table_base).or(dump.directory_table_base),
+    }
+}
+
+/// The caller's hints, all zero (none) for NULL.
+///
+/// # Safety
+/// `hints` is NULL or points at an initialised [`xvmi_windows_hints`].
+unsafe fn arg_hints(hints: *const xvmi_windows_hints) -> Result<xvmi_windows_hints, Fail> {
+    if hints.is_null() {
+        return Ok(xvmi_windows_hints::default());
+    }
+    // SAFETY: `hints` is non-NULL here and points at an initialised value, as this function's
+    // `# Safety` requires.
+    Ok(*unsafe { arg_ref(hints, "hints") }?)
+}
+
+/// A Windows profile path: a directory (symbol store or ISFs) or one ISF or PDB file.
+fn windows_profile(path: &str) -> WindowsProfile {
+    if std::path::Path::new(path).is_dir() {
+        WindowsProfile::Directory(path.into())
+    } else {
+        WindowsProfile::Isf(path.into())
+    }
+}
+
+/// A new OS handle for a discovered kernel, with the physical address of its image.
+fn new_guest(m: &xvmi_memory, guest: Guest, out: *mut *mut xvmi_os) {
+    let base_pa = match &guest {
+        Guest::Linux(l) => l.info().text_pa.0,
+        Guest::Windows(w) => m
+            .get()
+            .translate_mapped(w.info().kernel_space, w.info().kernel_base)
+            .map(|p: Gpa| p.0)
+            .unwrap_or(0),
+    };
+    new_os(Os { guest, base_pa }, out);
+}
+
+/// Find the guest's kernel whatever its OS (`xenvmi::os::discover`): cheap tells decide
+/// between Linux and Windows first — a crash dump header (or `hints`), a vCPU's `MSR_LSTAR`,
+/// the Windows low stub, the Linux kernel image map in a vCPU's page tables, a
+/// `Linux version` banner, a self-referencing top-level page-table entry — then only that
+/// OS's discovery runs. [`xvmi_os_get_info`]'s `kind` says which OS the handle holds.
+///
+/// `linux_isf_path`: for a Linux guest, as [`xvmi_os_linux_discover`]'s `isf_path` (NULL: no
+/// profile, the kernel's own kallsyms and BTF from guest memory). `windows_profile_path`: for
+/// a Windows guest, as [`xvmi_os_windows_discover`]'s `profile_path` (an ISF or PDB file, or
+/// a directory); NULL: the default place, `$XENVMI_WINDOWS_PROFILES`, else
+/// `$XDG_DATA_HOME/xenvmi/windows`, else `$HOME/.local/share/xenvmi/windows`. Only the path
+/// of the OS found is used. `hints` (NULL: none) and a crash dump's header are used as by
+/// [`xvmi_os_windows_discover`], and are a tell of Windows themselves.
+///
+/// [`XVMI_ERR_OS_NOT_FOUND`] names the image and what each check saw when neither OS is told
+/// apart, or what the found OS's discovery tried; [`XVMI_ERR_INVALID_ARGUMENT`] for a Windows
+/// guest with no profile given and no directory at the default place (the message says
+/// where); other errors as the OS's own discovery (an unreadable profile is
+/// [`XVMI_ERR_IO`] naming the file).
+///
+/// # Safety
+/// `mem` is NULL or a live handle; `linux_isf_path` and `windows_profile_path` are NULL or
+/// NUL-terminated strings; `hints` is NULL or points at an initialised
+/// [`xvmi_windows_hints`]; `out` is valid for a write. On success `*out` is a new handle to
+/// release with [`xvmi_os_free`].
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_os_discover(
+    mem: *const xvmi_memory,
+    linux_isf_path: *const c_char,
+    windows_profile_path: *const c_char,
+    hints: *const xvmi_windows_hints,
+    out: *mut *mut xvmi_os,
+) -> xvmi_result {
+    boundary(|| {
+        let m = arg_handle(mem, "mem")?;
+        // SAFETY: `linux_isf_path` is NULL or a NUL-terminated string, as this function's
+        // `# Safety` requires.
+        let linux = unsafe { arg_opt_str(linux_isf_path, "linux_isf_path") }?;
+        // SAFETY: `windows_profile_path` is NULL or a NUL-terminated string, as this
+        // function's `# Safety` requires.
+        let windows = unsafe { arg_opt_str(windows_profile_path, "windows_profile_path") }?;
+        // SAFETY: as this function's `# Safety` requires of `hints`.
+        let h = unsafe { arg_hints(hints) }?;
+        let out = arg_out(out, "out")?;
+        let options = DiscoverOptions {
+            linux: match linux {
+                None => ProfileSource::InGuest,
+                Some(p) => ProfileSource::Isf(p.into()),
+            },
+            windows: windows.map(windows_profile),
+            hints: windows_hints(&m, &h),
+            ..DiscoverOptions::default()
         };
         let regs = m.all_registers();
-        let mem = m.get();
-        let windows = Windows::discover_with(mem, &regs, profile, &hints)?;
-        let base_pa = mem
-            .translate_mapped(windows.info().kernel_space, windows.info().kernel_base)
-            .map(|p: Gpa| p.0)
-            .unwrap_or(0);
-        new_os(
-            Os {
-                guest: Guest::Windows(windows),
-                base_pa,
-            },
-            out,
-        );
+        let guest = discover(m.get(), &regs, options)?;
+        new_guest(&m, guest, out);
         Ok(())
     })
 }
@@ -403,7 +476,9 @@ pub unsafe extern "C" fn xvmi_os_banner(
 }
 
 /// Run-time virtual address of a kernel symbol (`"init_task"`). [`XVMI_ERR_NOT_FOUND`] if
-/// the symbol table does not have it.
+/// the symbol table does not have it. On Windows, after the first [`xvmi_os_symbol_at`] on
+/// the handle, also a driver's export as `driver!Export` (`"ACPI!AcpiGetTable"`, the
+/// driver's name without its extension) and the exports of ntoskrnl.
 ///
 /// # Safety
 /// `os` is NULL or a live handle; `name` is a NUL-terminated string; `out_va` is valid for a
@@ -431,6 +506,53 @@ pub unsafe extern "C" fn xvmi_os_symbol(
         // SAFETY: checked by arg_out.
         unsafe { put(out, va.0) };
         Ok(())
+    })
+}
+
+/// The kernel symbol at or below `va` as a NUL-terminated string in `buf`, as
+/// [`xvmi_os_release`] writes strings: on Windows `KiSystemCall64+0x10` (the profile), an
+/// export of ntoskrnl the profile lacks, `ACPI!AcpiGetTable+0x24` inside a driver or
+/// `kd+0x80` inside one below its first export; on Linux `schedule+0x3c`, or
+/// `ext4_sync_fs+0x20 [ext4]` inside a module. [`XVMI_ERR_NOT_FOUND`] when nothing holds
+/// `va`.
+///
+/// Windows: the first call on a handle reads the loaded drivers' export tables through `mem`
+/// (bounded; what cannot be read is left out) and keeps them in the handle, so later calls
+/// read nothing; drivers loaded after it are not seen. From then on [`xvmi_os_symbol`] also
+/// takes `driver!Export` names. Linux: each call walks the module list.
+///
+/// # Safety
+/// `os` and `mem` are NULL or live handles; `buf` is valid for `len` bytes of writes (NULL
+/// if `len` is 0); `out_len` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn xvmi_os_symbol_at(
+    os: *const xvmi_os,
+    mem: *const xvmi_memory,
+    va: u64,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> xvmi_result {
+    boundary(|| {
+        let os = arg_handle(os, "os")?;
+        let m = arg_handle(mem, "mem")?;
+        let mem = m.get();
+        let found = match &os.os.guest {
+            Guest::Linux(l) => l.symbolize(mem, Gva(va)).map(|k| k.to_string()),
+            Guest::Windows(w) => {
+                w.driver_symbols(mem);
+                GuestOs::symbol_at(w, Gva(va)).map(|s| s.to_string())
+            }
+        };
+        let s = found.ok_or_else(|| {
+            Fail::new(
+                XVMI_ERR_NOT_FOUND,
+                format!("no kernel symbol, module or driver holds {va:#x}"),
+            )
+        })?;
+        // SAFETY: `buf` is NULL or valid for `len` bytes of writes and `out_len` NULL or valid for
+        // a write, as this function's `# Safety` requires.
+        unsafe { string_out(&s, buf, len, out_len, "the symbol") }
     })
 }
 

@@ -114,7 +114,8 @@ pub trait GuestOs {
     /// ([`Process::user_dtb`]).
     fn user_root_is_next_page(&self) -> bool;
 
-    /// Run-time address of a kernel symbol.
+    /// Run-time address of a kernel symbol (on Windows also `driver!Export` and ntoskrnl's
+    /// exports, once [`Windows::driver_symbols`] has read them).
     fn symbol(&self, name: &str) -> Option<Gva> {
         self.symbol_table()
             .get(name)
@@ -134,17 +135,13 @@ pub trait GuestOs {
     }
 
     /// The kernel symbol at or below a run-time address (`schedule+0x3c`,
-    /// `KiSystemCall64+0x10`), from the profile's table only (modules are not searched: on
-    /// Linux [`Linux::symbolize`] covers them). [`SymbolOffset::addr`] is the symbol's
-    /// run-time address. `None` below the first symbol and more than 1 MiB past the last.
+    /// `KiSystemCall64+0x10`). On Linux from the profile's table only (modules are not
+    /// searched: [`Linux::symbolize`] covers them); on Windows the loaded drivers' exports
+    /// too (`ACPI!AcpiGetTable+0x10`, `kd+0x80`) once [`Windows::driver_symbols`] has read
+    /// them. [`SymbolOffset::addr`] is the symbol's run-time address. `None` below the first
+    /// symbol and more than 1 MiB past the last, outside every driver.
     fn symbol_at(&self, addr: Gva) -> Option<SymbolOffset<'_>> {
-        let slide = self.symbol_slide();
-        self.symbol_table()
-            .symbolize(addr.0.wrapping_sub(slide))
-            .map(|s| SymbolOffset {
-                addr: s.addr.wrapping_add(slide),
-                ..s
-            })
+        profile_symbol_at(self, addr)
     }
 
     /// Whether a CR3 value selects the kernel's own page tables (an idle vCPU, a kernel
@@ -187,6 +184,18 @@ pub trait GuestOs {
         let procs: Vec<Process> = self.processes(mem).filter_map(|p| p.ok()).collect();
         self.owner_of_cr3(&procs, cr3).cloned()
     }
+}
+
+/// The profile's symbol at or below `addr` (table address + slide): [`GuestOs::symbol_at`]
+/// for an OS with nothing more.
+fn profile_symbol_at<O: GuestOs + ?Sized>(os: &O, addr: Gva) -> Option<SymbolOffset<'_>> {
+    let slide = os.symbol_slide();
+    os.symbol_table()
+        .symbolize(addr.0.wrapping_sub(slide))
+        .map(|s| SymbolOffset {
+            addr: s.addr.wrapping_add(slide),
+            ..s
+        })
 }
 
 impl GuestOs for Linux {
@@ -278,6 +287,30 @@ impl GuestOs for Windows {
 
     fn symbol_slide(&self) -> u64 {
         self.info().kernel_base.0
+    }
+
+    fn symbol(&self, name: &str) -> Option<Gva> {
+        self.symbols()
+            .get(name)
+            .map(|a| Gva(a.wrapping_add(self.symbol_slide())))
+            .or_else(|| self.loaded_driver_symbols()?.symbol(name))
+    }
+
+    fn symbol_at(&self, addr: Gva) -> Option<SymbolOffset<'_>> {
+        let Some(drivers) = self.loaded_driver_symbols() else {
+            return profile_symbol_at(self, addr);
+        };
+        if !drivers.in_kernel(addr) {
+            // Inside a driver its own symbols; the profile's only past ntoskrnl's end.
+            return drivers
+                .symbol_at(addr)
+                .or_else(|| profile_symbol_at(self, addr));
+        }
+        // In ntoskrnl: the nearer of the profile's symbol and the kernel's export.
+        match (profile_symbol_at(self, addr), drivers.symbol_at(addr)) {
+            (Some(p), Some(e)) if e.addr > p.addr => Some(e),
+            (p, e) => p.or(e),
+        }
     }
 
     fn processes<'a, B: PhysicalMemory>(
@@ -375,6 +408,14 @@ impl GuestOs for Guest {
 
     fn symbol_slide(&self) -> u64 {
         forward!(self, os => os.symbol_slide())
+    }
+
+    fn symbol(&self, name: &str) -> Option<Gva> {
+        forward!(self, os => GuestOs::symbol(os, name))
+    }
+
+    fn symbol_at(&self, addr: Gva) -> Option<SymbolOffset<'_>> {
+        forward!(self, os => os.symbol_at(addr))
     }
 
     fn processes<'a, B: PhysicalMemory>(

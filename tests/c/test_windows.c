@@ -9,44 +9,7 @@
  *          a Windows crash dump, opened as a snapshot: discovery from its header
  * (PROFILE is an ISF file or a directory of them.) Prints what it found; tests/c_abi.rs
  * compares it with the spec the guest was built from. */
-#include <inttypes.h>
-#include <stdint.h>
-
-#include "check.h"
-
-struct walk {
-    const xvmi_os *os;
-    const xvmi_memory *mem;
-};
-
-static int print_dll(void *userdata, const xvmi_module *m, xvmi_result status) {
-    const xvmi_process *p = userdata;
-    CHECK(status == XVMI_OK);
-    printf("dll %" PRIu64 " %s 0x%" PRIx64 " 0x%" PRIx64 "\n", p->pid, m->name, m->base, m->size);
-    return XVMI_WALK_CONTINUE;
-}
-
-static int print_process(void *userdata, const xvmi_process *p, xvmi_result status) {
-    struct walk *w = userdata;
-    CHECK(status == XVMI_OK);
-    printf("process %" PRIu64 " %" PRIu64 " %d 0x%" PRIx64 " 0x%" PRIx64 " %s\n", p->pid, p->ppid,
-           p->kernel_thread ? 1 : 0, p->dtb, p->has_user_dtb ? p->user_dtb : 0, p->name);
-    /* A copy of the record is what xvmi_os_process_modules takes. */
-    xvmi_process copy = *p;
-    xvmi_result rc = xvmi_os_process_modules(w->os, w->mem, &copy, print_dll, &copy);
-    if (p->kernel_thread)
-        CHECK(rc == XVMI_ERR_CORRUPT); /* no PEB, no DLLs */
-    else
-        CHECK(rc == XVMI_OK);
-    return XVMI_WALK_CONTINUE;
-}
-
-static int print_driver(void *userdata, const xvmi_module *m, xvmi_result status) {
-    (void)userdata;
-    CHECK(status == XVMI_OK);
-    printf("driver %s 0x%" PRIx64 " 0x%" PRIx64 "\n", m->name, m->base, m->size);
-    return XVMI_WALK_CONTINUE;
-}
+#include "print_os.h"
 
 static uint64_t hex(const char *s) { return strtoull(s, NULL, 16); }
 

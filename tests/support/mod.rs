@@ -10,3 +10,4 @@ pub mod siem;
 pub mod traced;
 pub mod triage;
 pub mod windows_guest;
+pub mod wine;

@@ -52,6 +52,10 @@ pub struct ImageSpec {
     pub name: String,
     pub base: u64,
     pub size: u32,
+    /// Drivers only: `None`, nothing of the image is in memory (only its loader entry);
+    /// `Some`, a PE header at `base` with an export table of these (name, RVA) pairs, in
+    /// function-index order (RVAs at or above 0x2000, below `size`).
+    pub exports: Option<Vec<(String, u32)>>,
 }
 
 /// A process in the spec.
@@ -110,6 +114,7 @@ impl WinSpec {
             name: n.into(),
             base,
             size,
+            exports: None,
         };
         let user = |pid: u64, ppid: u64, name: &str, exe: &str, extra: &[&str]| {
             let mut dlls = vec![
@@ -194,6 +199,27 @@ impl WinSpec {
             self_ref: Some(0x1ed),
             low_stub: Some(0x13000),
         }
+    }
+
+    /// [`WinSpec::typical`] whose drivers have images in memory: hal.dll and ACPI.sys with
+    /// export tables (RVAs not in name or address order), kd.dll a PE header exporting
+    /// nothing; xenvbd.sys stays without an image.
+    pub fn with_driver_exports(build: u32) -> WinSpec {
+        let mut s = WinSpec::typical(build);
+        let list = |v: &[(&str, u32)]| Some(v.iter().map(|(n, r)| ((*n).into(), *r)).collect());
+        for d in &mut s.drivers {
+            d.exports = match d.name.as_str() {
+                "hal.dll" => list(&[
+                    ("KeStallExecutionProcessor", 0x3100),
+                    ("HalGetBusData", 0x2340),
+                    ("HalReturnToFirmware", 0x5000),
+                ]),
+                "ACPI.sys" => list(&[("AcpiInitialize", 0x2_0000), ("AcpiGetTable", 0x8000)]),
+                "kd.dll" => list(&[]),
+                _ => None,
+            };
+        }
+        s
     }
 
     /// [`WinSpec::typical`] varied by `seed`: the kernel base (a 2 MiB-aligned KASLR slot;
@@ -595,6 +621,9 @@ impl WinGuest {
             let buf = g.pool(2 * d.name.len() as u64 + 2);
             g.unicode(k, e + t(kldr, "BaseDllName"), &d.name, buf, isf);
             links.push(e + t(kldr, "InLoadOrderLinks"));
+            if let Some(exports) = &d.exports {
+                g.driver_image(d, exports);
+            }
         }
         g.link_list(k, base + g.rva["PsLoadedModuleList"], &links);
         g.processors(isf, &spec);
@@ -901,6 +930,98 @@ impl WinGuest {
         put32(&mut h, sec + 8, spec.size_of_image - 0x1000);
         put32(&mut h, sec + 12, 0x1000);
         self.kwrite(spec.kernel_base, &h);
+    }
+
+    /// Load a PE file at `base` in the kernel's address space the way the Windows loader lays
+    /// images out: its headers, then every section at its RVA.
+    pub fn map_pe_file(&mut self, base: u64, bytes: &[u8]) {
+        use xenvmi::os::pe::{FileImage, Pe};
+        let pe = Pe::parse(FileImage::new(bytes, "PE file")).unwrap();
+        let h = pe.headers();
+        let k = self.kernel_pml4;
+        self.write(k, base, &bytes[..h.size_of_headers as usize]);
+        for s in &h.sections {
+            let n = s.raw_size.min(if s.virtual_size == 0 {
+                s.raw_size
+            } else {
+                s.virtual_size
+            });
+            let src = &bytes[s.raw_offset as usize..(s.raw_offset + n) as usize];
+            self.write(k, base + s.virtual_address as u64, src);
+        }
+    }
+
+    /// RVA of a driver image's export directory ([`WinGuest::driver_image`]).
+    pub const EXPORT_DIR_RVA: u64 = 0x1000;
+
+    /// A driver's PE header (PE32+, one section from 0x1000) and export directory at
+    /// [`WinGuest::EXPORT_DIR_RVA`]: functions in the spec's order, names sorted as the loader
+    /// wants them, ordinal base 1, the DLL name.
+    fn driver_image(&mut self, d: &ImageSpec, exports: &[(String, u32)]) {
+        let put16 = |h: &mut [u8], o: usize, v: u16| h[o..o + 2].copy_from_slice(&v.to_le_bytes());
+        let put32 = |h: &mut [u8], o: usize, v: u32| h[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        let n = exports.len();
+        let dir = Self::EXPORT_DIR_RVA as u32;
+        let (funcs, names) = (dir + 40, dir + 40 + 4 * n as u32);
+        let ords = names + 4 * n as u32;
+        let mut e = vec![0u8; (ords - dir) as usize + 2 * n];
+        let strings = |e: &mut Vec<u8>, s: &str| {
+            let at = dir + e.len() as u32;
+            e.extend_from_slice(s.as_bytes());
+            e.push(0);
+            at
+        };
+        let dll = strings(&mut e, &d.name);
+        put32(&mut e, 12, dll);
+        put32(&mut e, 16, 1);
+        put32(&mut e, 20, n as u32);
+        put32(&mut e, 24, n as u32);
+        put32(&mut e, 28, funcs);
+        put32(&mut e, 32, names);
+        put32(&mut e, 36, ords);
+        let mut sorted: Vec<(usize, &(String, u32))> = exports.iter().enumerate().collect();
+        sorted.sort_by(|a, b| a.1 .0.cmp(&b.1 .0));
+        for (k, (index, (name, rva))) in sorted.into_iter().enumerate() {
+            assert!(
+                *rva >= 0x2000 && *rva < d.size,
+                "export RVA {rva:#x} of {}",
+                d.name
+            );
+            put32(&mut e, (funcs - dir) as usize + 4 * index, *rva);
+            let at = strings(&mut e, name);
+            put32(&mut e, (names - dir) as usize + 4 * k, at);
+            put16(&mut e, (ords - dir) as usize + 2 * k, index as u16);
+        }
+        assert!(
+            e.len() < 0x1000,
+            "the export data of {} fits its page",
+            d.name
+        );
+
+        let mut h = vec![0u8; 0x1000];
+        h[..2].copy_from_slice(b"MZ");
+        let pe = 0x80;
+        put32(&mut h, 0x3c, pe as u32);
+        h[pe..pe + 4].copy_from_slice(b"PE\0\0");
+        put16(&mut h, pe + 4, 0x8664);
+        put16(&mut h, pe + 6, 1);
+        put16(&mut h, pe + 20, 240);
+        put16(&mut h, pe + 22, 0x2022);
+        let opt = pe + 24;
+        put16(&mut h, opt, 0x20b);
+        h[opt + 24..opt + 32].copy_from_slice(&0x1_c000_0000u64.to_le_bytes());
+        put32(&mut h, opt + 56, d.size);
+        put32(&mut h, opt + 60, 0x400);
+        put16(&mut h, opt + 68, 1); // native
+        put32(&mut h, opt + 108, 16);
+        put32(&mut h, opt + 112, dir);
+        put32(&mut h, opt + 116, e.len() as u32);
+        let sec = opt + 240;
+        h[sec..sec + 5].copy_from_slice(b".text");
+        put32(&mut h, sec + 8, d.size - 0x1000);
+        put32(&mut h, sec + 12, 0x1000);
+        self.kwrite(d.base, &h);
+        self.kwrite(d.base + Self::EXPORT_DIR_RVA, &e);
     }
 
     /// Every process root shares the kernel's upper half.

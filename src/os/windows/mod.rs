@@ -41,7 +41,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::addr::{Gpa, Gva};
 use crate::backend::snapshot::WindowsDumpInfo;
@@ -58,12 +58,14 @@ use crate::os::{GuestOs, Module, Process};
 use crate::regs::{cr3_to_root, PagingMode, Registers};
 
 pub mod cpus;
+pub mod driver_symbols;
 pub mod dtb;
 pub mod triage;
 pub use cpus::{
     crashing_processor, CrashingCpu, KernelCpu, ProcessorView, Processors, RegisterCheck,
     CPU_FIELDS, CPU_SYMBOLS, MAX_PROCESSORS,
 };
+pub use driver_symbols::{DriverImage, DriverSymbols};
 pub use dtb::{RootCandidate, RootSource};
 
 /// Bound on processes walked in one list.
@@ -324,6 +326,8 @@ pub struct Windows {
     /// Shared with the discovery that tried it on other candidates (and with the caller's
     /// [`ProfileCache`] when it came from one).
     profile: Arc<Profile>,
+    /// The loaded drivers' exports, read at the first [`Windows::driver_symbols`].
+    driver_symbols: OnceLock<DriverSymbols>,
 }
 
 impl std::fmt::Debug for Windows {
@@ -860,6 +864,7 @@ impl Windows {
             },
             offsets,
             profile,
+            driver_symbols: OnceLock::new(),
         })
     }
 
@@ -915,6 +920,21 @@ impl Windows {
 
     fn require_symbol(&self, name: &str) -> Result<Gva> {
         GuestOs::require_symbol(self, name)
+    }
+
+    /// The loaded drivers' exports and ntoskrnl's ([`DriverSymbols`]): read from guest memory
+    /// at the first call (one walk of the module list, one export table per image, bounded),
+    /// then kept in this handle, so symbolizing on a hot path reads no PE header again.
+    /// From then on [`GuestOs::symbol_at`] and [`GuestOs::symbol`] cover them too. Drivers
+    /// loaded or unloaded later are not seen: [`DriverSymbols::read`] gives a fresh copy.
+    pub fn driver_symbols<B: PhysicalMemory>(&self, mem: &GuestMemory<B>) -> &DriverSymbols {
+        self.driver_symbols
+            .get_or_init(|| DriverSymbols::read(self, mem))
+    }
+
+    /// The driver symbols if [`Windows::driver_symbols`] has read them.
+    pub fn loaded_driver_symbols(&self) -> Option<&DriverSymbols> {
+        self.driver_symbols.get()
     }
 
     /// The kernel's PE image in memory (for exports, sections, the CodeView record).
