@@ -282,11 +282,29 @@ fn a_profile_for_another_build_is_refused_naming_the_one_needed() {
     let e = Windows::discover(&b.mem, &b.regs, WindowsProfile::Directory(dir.clone()))
         .unwrap_err()
         .to_string();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         e.contains("no profile for ntkrnlmp.pdb") && e.contains(guid),
         "{e}"
     );
+    assert_eq!(
+        e.matches("could not find a Windows kernel").count(),
+        1,
+        "{e}"
+    );
+    // Without registers, every root candidate (the low stub's, the self-referencing
+    // table's) leads to the same kernel and the same missing profile: said once, the other
+    // candidates name the first.
+    let e = Windows::discover(&b.mem, &[], WindowsProfile::Directory(dir.clone()))
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(e.matches("no profile for ntkrnlmp.pdb").count(), 1, "{e}");
+    assert_eq!(
+        e.matches("could not find a Windows kernel").count(),
+        1,
+        "{e}"
+    );
+    assert!(e.contains(": as 0x"), "{e}");
 }
 
 #[test]

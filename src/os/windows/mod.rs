@@ -95,6 +95,9 @@ pub const MAX_PROBES: usize = 256;
 /// Most ISF files a [`WindowsProfile::Directory`] search opens to read their metadata.
 pub const MAX_PROFILE_FILES: usize = 64;
 
+/// Why a page-table root was rejected when its kernel region holds no NT kernel image.
+const NO_KERNEL_IMAGE: &str = "no NT kernel image in its kernel region";
+
 /// Where the Windows profile comes from.
 #[derive(Debug)]
 pub enum WindowsProfile {
@@ -420,6 +423,9 @@ impl<B: PhysicalMemory> Search<'_, B> {
                     Err(e @ Error::Io { .. }) => return Err(e),
                     // The one profile file given cannot be read: no candidate can use it.
                     Err(e @ Error::Malformed { .. }) if profile_file => return Err(e),
+                    // The reason alone: the final error says which kernel was not found
+                    // where, once (not "could not find a Windows kernel" inside itself).
+                    Err(Error::OsNotFound { reason, .. }) => tried.push(reason),
                     Err(e) => tried.push(e.to_string()),
                 }
             }
@@ -600,6 +606,7 @@ impl Windows {
         let mut rejected: Vec<String> = Vec::new();
         let mut reasons = Vec::new();
         let mut seen_roots: Vec<Gpa> = known.to_vec();
+        let mut reasons_seen: Vec<(String, String)> = Vec::new();
         // Try one candidate: find the kernel in its space, check the profile, walk the list.
         let mut try_root = |c: RootCandidate,
                             pending: &mut Pending,
@@ -634,13 +641,23 @@ impl Windows {
                     }
                     Err(e) => e,
                 },
-                None if tried.is_empty() => "no NT kernel image in its kernel region".to_owned(),
+                None if tried.is_empty() => NO_KERNEL_IMAGE.to_owned(),
                 None => {
                     tried.truncate(2);
                     tried.join("; ")
                 }
             };
-            rejected.push(format!("{} ({}): {why}", c.root, c.source));
+            // The same kernel behind several roots is refused for the same reason (a missing
+            // profile, most often): said once, the others name the first. (A root with no
+            // kernel image at all keeps its short reason.)
+            let kernel_seen = !why.starts_with(NO_KERNEL_IMAGE);
+            match reasons_seen.iter().find(|(w, _)| kernel_seen && *w == why) {
+                Some((_, first)) => rejected.push(format!("{} ({}): as {first}", c.root, c.source)),
+                None => {
+                    rejected.push(format!("{} ({}): {why}", c.root, c.source));
+                    reasons_seen.push((why, c.root.to_string()));
+                }
+            }
             Ok(None)
         };
 
