@@ -307,3 +307,28 @@ fn cr3_resolver_works_on_windows() {
         assert_eq!(got, o["pid"].as_u64(), "{o}");
     }
 }
+
+/// A running guest (the simulated domain) is identified with it paused and resumed after:
+/// a Windows guest and the Linux fixture, each told apart as `identify` tells its image, the
+/// pause count back to 0.
+#[test]
+fn a_running_guest_is_identified_paused_then_resumed() {
+    use xenvmi::backend::sim::SimDomain;
+    use xenvmi::os::identify_paused;
+    for (file, build) in PROFILES {
+        let isf = load_isf(file);
+        let g = WinGuest::build(&isf, WinSpec::typical(build));
+        let regs = g.registers();
+        let sim = SimDomain::new(g.snapshot(), &regs);
+        let id = identify_paused(&sim, &Hints::default()).unwrap();
+        assert_eq!(id.kind, Some(OsKind::Windows), "{file}: {:?}", id.seen);
+        assert_eq!(sim.state().pause_count(), 0, "{file}");
+    }
+    let image = support::fixture::fixture_file("linux-6.1", "vmcore.elf").unwrap();
+    let snap = Snapshot::open(&image).unwrap();
+    let regs = snap.all_registers().to_vec();
+    let sim = SimDomain::new(snap, &regs);
+    let id = identify_paused(&sim, &Hints::default()).unwrap();
+    assert_eq!(id.kind, Some(OsKind::Linux), "{:?}", id.seen);
+    assert_eq!(sim.state().pause_count(), 0);
+}

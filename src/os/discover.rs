@@ -19,7 +19,8 @@
 use std::path::PathBuf;
 
 use crate::addr::Gpa;
-use crate::backend::PhysicalMemory;
+use crate::addr::VcpuId;
+use crate::backend::{PhysicalMemory, VcpuState, VmControl};
 use crate::error::{Error, Result};
 use crate::mem::GuestMemory;
 use crate::os::guest::{Guest, OsKind};
@@ -46,6 +47,26 @@ pub struct Identification {
     pub seen: Vec<String>,
     /// The banner search's hits, when it ran: Linux discovery's first search, handed on.
     pub(crate) linux_banners: Option<Vec<Gpa>>,
+}
+
+/// [`identify`] on a running guest: its vCPUs' registers and its memory, read with it paused
+/// for the few reads the tells take and resumed whatever they find (as
+/// [`Linux::discover_paused`] does for the whole discovery). vCPUs whose registers cannot be
+/// read are left out.
+///
+/// # Errors
+/// Pausing or resuming the guest fails.
+pub fn identify_paused<B: PhysicalMemory + VcpuState + VmControl>(
+    backend: &B,
+    hints: &Hints,
+) -> Result<Identification> {
+    backend.pause()?;
+    let regs: Vec<Registers> = (0..backend.vcpu_count())
+        .filter_map(|v| backend.registers(VcpuId(v)).ok())
+        .collect();
+    let id = identify(&GuestMemory::new(backend), &regs, hints, &mut |_| {});
+    backend.resume()?;
+    Ok(id)
 }
 
 /// Look for the cheap tells of each OS, the first found deciding: a crash dump header's hints,

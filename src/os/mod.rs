@@ -20,7 +20,7 @@ pub mod windows;
 pub use cr3::{Cr3Owner, Cr3Resolver};
 pub use discover::{
     default_windows_profiles, discover, discover_identified, discover_observed, identify,
-    DiscoverOptions, Identification, WINDOWS_PROFILES_ENV,
+    identify_paused, DiscoverOptions, Identification, WINDOWS_PROFILES_ENV,
 };
 pub use guest::{Guest, GuestOs, OsInfo, OsKind};
 

@@ -260,6 +260,11 @@ fn on_xen(
 ) -> Result<(), String> {
     let dom = crate::xen::open(domain)?;
     let named = |e: xenvmi::Error| format!("domain {domain}: {e}");
+    crate::guest::refuse_windows_domain(
+        domain,
+        &dom,
+        "`guard` (its policies protect a Linux kernel)",
+    )?;
     let (linux, _) = Linux::discover_paused(&dom, ProfileSource::InGuest).map_err(named)?;
     let banner = format!(
         "guard on Xen domain {domain}: Linux {} (Ctrl-C to stop)",

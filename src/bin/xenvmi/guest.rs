@@ -60,8 +60,39 @@ pub fn refuse_windows(name: &str, snap: &Snapshot, what: &str) -> Result<(), Str
         .windows_dump_info()
         .map(Hints::from)
         .unwrap_or_default();
-    let regs = snap.all_registers();
-    let id = xenvmi::os::identify(&GuestMemory::new(snap), regs, &hints, &mut |_| {});
+    refuse_windows_in(
+        name,
+        &GuestMemory::new(snap),
+        snap.all_registers(),
+        &hints,
+        what,
+    )
+}
+
+/// [`refuse_windows`] for a live Xen domain (`xenvmi::os::identify_paused`: paused for the
+/// few reads the tells take, resumed whatever they find).
+#[cfg(feature = "xen")]
+pub fn refuse_windows_domain<B>(domain: &str, dom: &B, what: &str) -> Result<(), String>
+where
+    B: PhysicalMemory + xenvmi::backend::VcpuState + xenvmi::backend::VmControl,
+{
+    let name = format!("domain {domain}");
+    let id =
+        xenvmi::os::identify_paused(dom, &Hints::default()).map_err(|e| format!("{name}: {e}"))?;
+    match id.kind {
+        Some(OsKind::Windows) => Err(linux_only(&name, &id, what)),
+        _ => Ok(()),
+    }
+}
+
+fn refuse_windows_in<B: PhysicalMemory>(
+    name: &str,
+    mem: &GuestMemory<B>,
+    regs: &[Registers],
+    hints: &Hints,
+    what: &str,
+) -> Result<(), String> {
+    let id = xenvmi::os::identify(mem, regs, hints, &mut |_| {});
     match id.kind {
         Some(OsKind::Windows) => Err(linux_only(name, &id, what)),
         _ => Ok(()),

@@ -155,6 +155,7 @@ fn on_sim(image: Option<&std::path::Path>, o: &Options) -> Result<(), String> {
 fn on_xen(domain: &str, o: &Options) -> Result<(), String> {
     let dom = crate::xen::open(domain)?;
     let named = |e: xenvmi::Error| format!("domain {domain}: {e}");
+    crate::guest::refuse_windows_domain(domain, &dom, "`trace` (its events are a Linux kernel's)")?;
     let (linux, _) = Linux::discover_paused(&dom, ProfileSource::InGuest).map_err(named)?;
     eprintln!(
         "xenvmi: trace on Xen domain {domain}: Linux {} (Ctrl-C to stop)",
