@@ -152,11 +152,7 @@ pub unsafe extern "C" fn xvmi_os_linux_discover(
         // requires.
         let isf = unsafe { arg_opt_str(isf_path, "isf_path") }?;
         let out = arg_out(out, "out")?;
-        let source = match isf {
-            None => ProfileSource::InGuest,
-            Some(p) => ProfileSource::Isf(p.into()),
-        };
-        discover_linux(&m, source, out)
+        discover_linux(&m, linux_source(isf), out)
     })
 }
 
@@ -238,7 +234,7 @@ pub unsafe extern "C" fn xvmi_os_windows_discover(
         let h = unsafe { arg_hints(hints) }?;
         let out = arg_out(out, "out")?;
         let hints = windows_hints(&m, &h);
-        let profile = windows_profile(path);
+        let profile = WindowsProfile::from_path(std::path::Path::new(path));
         let regs = m.all_registers();
         let windows = Windows::discover_with(m.get(), &regs, profile, &hints)?;
         new_guest(&m, Guest::Windows(windows), out);
@@ -276,12 +272,11 @@ unsafe fn arg_hints(hints: *const xvmi_windows_hints) -> Result<xvmi_windows_hin
     Ok(*unsafe { arg_ref(hints, "hints") }?)
 }
 
-/// A Windows profile path: a directory (symbol store or ISFs) or one ISF or PDB file.
-fn windows_profile(path: &str) -> WindowsProfile {
-    if std::path::Path::new(path).is_dir() {
-        WindowsProfile::Directory(path.into())
-    } else {
-        WindowsProfile::Isf(path.into())
+/// A Linux profile path: NULL for the kernel's own kallsyms and BTF, else an ISF.
+fn linux_source(isf: Option<&str>) -> ProfileSource {
+    match isf {
+        None => ProfileSource::InGuest,
+        Some(p) => ProfileSource::Isf(p.into()),
     }
 }
 
@@ -343,11 +338,8 @@ pub unsafe extern "C" fn xvmi_os_discover(
         let h = unsafe { arg_hints(hints) }?;
         let out = arg_out(out, "out")?;
         let options = DiscoverOptions {
-            linux: match linux {
-                None => ProfileSource::InGuest,
-                Some(p) => ProfileSource::Isf(p.into()),
-            },
-            windows: windows.map(windows_profile),
+            linux: linux_source(linux),
+            windows: windows.map(|p| WindowsProfile::from_path(std::path::Path::new(p))),
             hints: windows_hints(&m, &h),
             ..DiscoverOptions::default()
         };
