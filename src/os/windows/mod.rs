@@ -1205,13 +1205,10 @@ pub fn isf_pdb_id(isf: &Isf) -> Option<(String, u32)> {
     Some((guid, age))
 }
 
-/// The distinct `_EPROCESS` layouts of the ISF files in `dir` (at most [`MAX_PROFILE_FILES`]
-/// opened, in name order), for the System-process scan before the kernel's GUID is known.
-fn directory_layouts(dir: &Path) -> Vec<Offsets> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = rd
+/// The ISF files (`.json`, `.json.xz`) of `dir`, in name order; at most 4,096 entries of the
+/// directory are looked at.
+pub(crate) fn isf_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .take(4096)
         .map(|e| e.path())
@@ -1222,6 +1219,15 @@ fn directory_layouts(dir: &Path) -> Vec<Offsets> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// The distinct `_EPROCESS` layouts of the ISF files in `dir` (at most [`MAX_PROFILE_FILES`]
+/// opened, in name order), for the System-process scan before the kernel's GUID is known.
+fn directory_layouts(dir: &Path) -> Vec<Offsets> {
+    let Ok(files) = isf_files(dir) else {
+        return Vec::new();
+    };
     let mut layouts: Vec<Offsets> = Vec::new();
     for path in files.iter().take(MAX_PROFILE_FILES) {
         let Some(o) = Isf::from_file(path)
@@ -1289,25 +1295,14 @@ fn find_profile(dir: &Path, cv: &CodeView) -> Result<(PathBuf, Profile)> {
     if let Some(store) = store.as_ref().filter(|p| p.is_file()) {
         return Ok((store.clone(), profile_from_pdb(Pdb::from_file(store)?)));
     }
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut by_name = Vec::new();
-    let mut others = Vec::new();
-    for entry in rd.flatten().take(4096) {
-        let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if !(name.ends_with(".json") || name.ends_with(".json.xz")) {
-            continue;
-        }
-        if name.to_ascii_uppercase().contains(&guid) {
-            by_name.push(path);
-        } else {
-            others.push(path);
-        }
-    }
-    by_name.sort();
-    others.sort();
+    let (by_name, others): (Vec<PathBuf>, Vec<PathBuf>) = isf_files(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .into_iter()
+        .partition(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.to_ascii_uppercase().contains(&guid))
+        });
     for path in by_name.iter().chain(others.iter().take(MAX_PROFILE_FILES)) {
         let Ok(isf) = Isf::from_file(path) else {
             continue;

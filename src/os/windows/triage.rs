@@ -34,7 +34,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{find_profile, load_file, WindowsProfile, MAX_PROFILE_FILES, NT_PDB_NAMES};
+use super::{find_profile, isf_files, load_file, WindowsProfile, MAX_PROFILE_FILES, NT_PDB_NAMES};
 use crate::backend::snapshot::TriageDump;
 use crate::bytes::{slice_at, u32_at, u64_at};
 use crate::error::{Error, Result};
@@ -390,18 +390,7 @@ fn layout_of(p: &Profile) -> Result<Layout> {
 /// The profile files of `dir`: ISF files, then the PDBs of NT kernel names in symbol-store
 /// layout; at most [`MAX_PROFILE_FILES`], each group in name order.
 fn profile_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir)?;
-    let mut isf: Vec<PathBuf> = rd
-        .flatten()
-        .take(4096)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".json") || n.ends_with(".json.xz"))
-        })
-        .collect();
-    isf.sort();
+    let mut isf = isf_files(dir)?;
     let mut pdbs = Vec::new();
     for name in NT_PDB_NAMES {
         let Ok(rd) = std::fs::read_dir(dir.join(name)) else {
