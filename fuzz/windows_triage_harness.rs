@@ -11,29 +11,14 @@
 //! Shared by `fuzz/fuzz_targets/windows_triage.rs` and `tests/fuzz_regressions.rs`, which
 //! replays the seeds and every kept failing input in `cargo test`.
 use xenvmi::backend::snapshot::{TriageDump, MAX_DRIVER_NAME, MAX_TRIAGE_DRIVERS};
-use xenvmi::os::profile::{Field, Profile, SymbolTableBuilder, TypeSource};
+use xenvmi::os::profile::{Profile, SymbolTableBuilder};
 use xenvmi::os::windows::triage::{crashing_process, TRIAGE_FIELDS};
 use xenvmi::os::windows::WindowsProfile;
 
 const HEADER: usize = 2 * TRIAGE_FIELDS.len();
 
-struct Types(Vec<((&'static str, &'static str), u16)>);
-
-impl TypeSource for Types {
-    fn source_name(&self) -> &str {
-        "fuzz types"
-    }
-    fn struct_size(&self, _: &str) -> Option<u64> {
-        Some(0x1000)
-    }
-    fn field(&self, t: &str, f: &str) -> Option<Field> {
-        let &(_, off) = self.0.iter().find(|((a, b), _)| *a == t && *b == f)?;
-        (off != 0xffff).then_some(Field {
-            offset: off as u64,
-            size: None,
-        })
-    }
-}
+// The including crate declares `offset_types` (`fuzz/offset_types.rs`) once for every harness.
+use super::offset_types::Types;
 
 /// Run one input (the fuzz target and `tests/fuzz_regressions.rs` both call this); whether
 /// the crashing process was read.

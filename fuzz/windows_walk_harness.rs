@@ -28,7 +28,7 @@
 //! the seeds and every kept failing input in `cargo test`.
 use xenvmi::backend::snapshot::{Format, Snapshot};
 use xenvmi::mem::{AddressSpace, GuestMemory, PagingMode};
-use xenvmi::os::profile::{Field, Profile, SymbolTableBuilder, TypeSource};
+use xenvmi::os::profile::{Profile, SymbolTableBuilder, TypeSource};
 use xenvmi::os::windows::driver_symbols::{
     MAX_DRIVER_EXPORTS, MAX_SYMBOL_DRIVERS, MAX_TOTAL_EXPORTS,
 };
@@ -43,24 +43,8 @@ const HEADER: usize = 8 + 8 + 1 + 2 * 19 + 4 * 5;
 /// What mode bit 2 adds to the header.
 const CPU_HEADER: usize = 2 * 9 + 4 * 2;
 
-/// Field offsets by `(structure, field)`: [`FIELDS`], then [`CPU_FIELDS`] when present.
-struct Types(Vec<((&'static str, &'static str), u16)>);
-
-impl TypeSource for Types {
-    fn source_name(&self) -> &str {
-        "fuzz types"
-    }
-    fn struct_size(&self, _: &str) -> Option<u64> {
-        Some(0x1000)
-    }
-    fn field(&self, t: &str, f: &str) -> Option<Field> {
-        let &(_, off) = self.0.iter().find(|((a, b), _)| *a == t && *b == f)?;
-        (off != 0xffff).then_some(Field {
-            offset: off as u64,
-            size: None,
-        })
-    }
-}
+// The including crate declares `offset_types` (`fuzz/offset_types.rs`) once for every harness.
+use super::offset_types::Types;
 
 /// Run one input with mode bit 3 forced (`fuzz/fuzz_targets/windows_dtb.rs`).
 // (This file is a module of both targets; windows_walk does not call this one.)

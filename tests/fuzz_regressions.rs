@@ -166,6 +166,9 @@ fn pe_inputs() {
     }
 }
 
+#[path = "../fuzz/offset_types.rs"]
+mod offset_types;
+
 #[path = "../fuzz/windows_walk_harness.rs"]
 mod windows_walk_harness;
 

@@ -5,6 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../offset_types.rs"]
+mod offset_types;
 #[path = "../windows_walk_harness.rs"]
 mod windows_walk_harness;
 

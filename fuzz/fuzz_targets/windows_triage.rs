@@ -4,6 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../offset_types.rs"]
+mod offset_types;
 #[path = "../windows_triage_harness.rs"]
 mod windows_triage_harness;
 
