@@ -514,29 +514,10 @@ mod windows {
             }
             println!();
             println!("{} processes (list order):", processes.len());
-            println!(
-                "{:>7} {:>7}  {:<5} {:>12} {:>12}  NAME",
-                "PID", "PPID", "KIND", "DTB", "USER DTB"
-            );
-            for p in &processes {
-                let dtb =
-                    |d: Option<xenvmi::Gpa>| d.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
-                println!(
-                    "{:>7} {:>7}  {:<5} {:>12} {:>12}  {}",
-                    p.pid,
-                    p.ppid,
-                    if p.kernel_thread { "kern" } else { "user" },
-                    dtb(p.dtb),
-                    dtb(p.user_dtb),
-                    safe(&p.name)
-                );
-            }
+            print!("{}", xenvmi::report::windows_processes_text(&processes));
             println!();
             println!("{} drivers (load order):", drivers.len());
-            println!("{:<24} {:>18} {:>10}", "NAME", "BASE", "SIZE");
-            for m in &drivers {
-                println!("{:<24} {:>18} {:>10}", safe(&m.name), m.base, m.size);
-            }
+            print!("{}", xenvmi::report::windows_drivers_text(&drivers));
             for (pid, list) in &process_dlls {
                 println!();
                 println!("pid {pid}: {} modules", list.len());

@@ -731,3 +731,37 @@ pub fn windows_triage_drivers_text(dump: &TriageDump) -> String {
     }
     s
 }
+
+/// Windows processes for people: a header, then pid, parent, `kern`/`user`, both page-table
+/// roots (`-` for none) and the name, one line each.
+pub fn windows_processes_text(processes: &[Process]) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "{:>7} {:>7}  {:<5} {:>12} {:>12}  NAME\n",
+        "PID", "PPID", "KIND", "DTB", "USER DTB"
+    );
+    let dtb = |d: Option<crate::Gpa>| d.map_or_else(|| "-".into(), |d| d.to_string());
+    for p in processes {
+        let _ = writeln!(
+            s,
+            "{:>7} {:>7}  {:<5} {:>12} {:>12}  {}",
+            p.pid,
+            p.ppid,
+            if p.kernel_thread { "kern" } else { "user" },
+            dtb(p.dtb),
+            dtb(p.user_dtb),
+            safe(&p.name)
+        );
+    }
+    s
+}
+
+/// Windows drivers for people: a header, then name, base and size, one line each.
+pub fn windows_drivers_text(drivers: &[Module]) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("{:<24} {:>18} {:>10}\n", "NAME", "BASE", "SIZE");
+    for m in drivers {
+        let _ = writeln!(s, "{:<24} {:>18} {:>10}", safe(&m.name), m.base, m.size);
+    }
+    s
+}

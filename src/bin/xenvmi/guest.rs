@@ -395,26 +395,7 @@ fn windows_ps(w: &WindowsWalks, json: bool) {
         outln!("{out}");
         return;
     }
-    outln!(
-        "{:>7} {:>7}  {:<5} {:>12} {:>12}  NAME",
-        "PID",
-        "PPID",
-        "KIND",
-        "DTB",
-        "USER DTB"
-    );
-    let dtb = |d: Option<xenvmi::Gpa>| d.map_or_else(|| "-".into(), |d| d.to_string());
-    for p in &w.processes {
-        outln!(
-            "{:>7} {:>7}  {:<5} {:>12} {:>12}  {}",
-            p.pid,
-            p.ppid,
-            if p.kernel_thread { "kern" } else { "user" },
-            dtb(p.dtb),
-            dtb(p.user_dtb),
-            safe(&p.name)
-        );
-    }
+    crate::OUT.with_borrow_mut(|o| o.push_str(&report::windows_processes_text(&w.processes)));
 }
 
 pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
@@ -439,10 +420,8 @@ pub fn modules(t: &Target, json: bool, cross_view: bool) -> Result<(), String> {
                     serde_json::json!({"drivers": report::modules(&w.drivers)})
                 );
             } else {
-                outln!("{:<24} {:>18} {:>10}", "NAME", "BASE", "SIZE");
-                for m in &w.drivers {
-                    outln!("{:<24} {:>18} {:>10}", safe(&m.name), m.base, m.size);
-                }
+                crate::OUT
+                    .with_borrow_mut(|o| o.push_str(&report::windows_drivers_text(&w.drivers)));
             }
             f.warn();
             return Ok(());
