@@ -95,9 +95,6 @@ pub const MAX_PROBES: usize = 256;
 /// Most ISF files a [`WindowsProfile::Directory`] search opens to read their metadata.
 pub const MAX_PROFILE_FILES: usize = 64;
 
-/// Why a page-table root was rejected when its kernel region holds no NT kernel image.
-const NO_KERNEL_IMAGE: &str = "no NT kernel image in its kernel region";
-
 /// Where the Windows profile comes from.
 #[derive(Debug)]
 pub enum WindowsProfile {
@@ -633,24 +630,26 @@ impl Windows {
             };
             let mut tried = Vec::new();
             let found = search.in_space(space, &c.source, pending, &mut tried, &mut Vec::new())?;
-            let why = match found {
+            // A kernel was seen in this root's space (and refused), or none was.
+            let (why, kernel_seen) = match found {
                 Some(mut w) => match dtb::verify_processes(&w, mem) {
                     Ok(_) => {
                         w.info.rejected_roots = std::mem::take(rejected);
                         return Ok(Some(w));
                     }
-                    Err(e) => e,
+                    Err(e) => (e, true),
                 },
-                None if tried.is_empty() => NO_KERNEL_IMAGE.to_owned(),
+                None if tried.is_empty() => {
+                    ("no NT kernel image in its kernel region".to_owned(), false)
+                }
                 None => {
                     tried.truncate(2);
-                    tried.join("; ")
+                    (tried.join("; "), true)
                 }
             };
             // The same kernel behind several roots is refused for the same reason (a missing
-            // profile, most often): said once, the others name the first. (A root with no
-            // kernel image at all keeps its short reason.)
-            let kernel_seen = !why.starts_with(NO_KERNEL_IMAGE);
+            // profile, most often): said once, the others name the first. A root with no
+            // kernel image keeps its short reason.
             match reasons_seen.iter().find(|(w, _)| kernel_seen && *w == why) {
                 Some((_, first)) => rejected.push(format!("{} ({}): as {first}", c.root, c.source)),
                 None => {
